@@ -1,0 +1,1 @@
+"""Finding, identifying and decoding audio files. No Dagster here."""

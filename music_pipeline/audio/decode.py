@@ -1,0 +1,130 @@
+"""Decode any supported audio file to mono float32 at the analysis sample rate.
+
+soundfile (libsndfile) reads wav/flac/ogg(Vorbis, Opus)/mp3/aiff; other containers go through the
+``ffmpeg`` binary when it is installed. Decoding streams in blocks and resamples with a streaming
+soxr resampler, so memory stays near the size of the decoded mono signal even for hour-long,
+high-rate, multi-channel files.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from music_pipeline.audio.library import FFMPEG_EXTENSIONS
+
+ANALYSIS_SR = 22_050
+MIN_DURATION_S = 3.0
+# Below this peak level (dBFS) a file is treated as silent: no analysis of it would mean anything.
+SILENCE_PEAK_DB = -70.0
+_BLOCK_FRAMES = 1 << 16
+
+
+class AudioError(Exception):
+    """A track cannot be analysed. ``str()`` names the file and the reason."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+@dataclass(frozen=True)
+class DecodedAudio:
+    y: np.ndarray  # mono float32 at ``sr``
+    sr: int
+    source_sr: int
+    source_channels: int
+    duration_s: float  # of the decoded signal
+
+
+def _mono(block: np.ndarray) -> np.ndarray:
+    return block.mean(axis=1, dtype=np.float32) if block.ndim == 2 else block.astype(np.float32)
+
+
+def _decode_soundfile(path: Path, sr: int, max_duration_s: float | None) -> tuple[np.ndarray, int, int]:
+    try:
+        f = sf.SoundFile(str(path))
+    except sf.LibsndfileError as exc:
+        raise AudioError(path, f"not a readable audio file ({exc.error_string or exc})") from None
+    except OSError as exc:
+        raise AudioError(path, f"cannot open file ({exc.strerror or exc})") from None
+    with f:
+        source_sr, channels = f.samplerate, f.channels
+        if source_sr <= 0 or channels <= 0:
+            raise AudioError(path, f"invalid header (sample rate {source_sr}, channels {channels})")
+        stream = soxr.ResampleStream(source_sr, sr, 1, dtype="float32", quality="HQ")
+        parts: list[np.ndarray] = []
+        limit = int(max_duration_s * source_sr) if max_duration_s else None
+        read = 0
+        try:
+            while True:
+                block = f.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)
+                if block.size == 0:
+                    break
+                read += len(block)
+                parts.append(stream.resample_chunk(_mono(block)))
+                if limit and read >= limit:
+                    break
+        except sf.LibsndfileError as exc:
+            raise AudioError(path, f"decoding failed after {read / source_sr:.1f} s, file is truncated or corrupt ({exc.error_string or exc})") from None
+        parts.append(stream.resample_chunk(np.zeros(0, np.float32), last=True))
+    y = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+    return y, source_sr, channels
+
+
+def _decode_ffmpeg(path: Path, sr: int, max_duration_s: float | None) -> tuple[np.ndarray, int, int]:
+    exe = shutil.which("ffmpeg")
+    if exe is None:
+        raise AudioError(path, f"{path.suffix} files need ffmpeg, which is not installed (Debian/Ubuntu: apt-get install ffmpeg)")
+    # Argument list, never a shell string: file names cannot inject commands.
+    cmd = [exe, "-nostdin", "-v", "error", "-i", str(path), "-vn", "-ac", "1", "-ar", str(sr), "-f", "f32le"]
+    if max_duration_s:
+        cmd += ["-t", str(max_duration_s)]
+    cmd.append("pipe:1")
+    proc = subprocess.run(cmd, capture_output=True, check=False)
+    if proc.returncode != 0:
+        msg = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise AudioError(path, f"ffmpeg could not decode it ({msg[-1] if msg else 'exit ' + str(proc.returncode)})")
+    y = np.frombuffer(proc.stdout, dtype="<f4").astype(np.float32)
+    return y, sr, 1  # ffmpeg already downmixed; source rate is not reported on this path
+
+
+def decode(path: str | Path, sr: int = ANALYSIS_SR, *, min_duration_s: float = MIN_DURATION_S, max_duration_s: float | None = None) -> DecodedAudio:
+    """Decode ``path`` to mono float32 at ``sr`` and reject what cannot be analysed.
+
+    Raises :class:`AudioError` naming the file and the reason: unreadable, not audio, truncated,
+    shorter than ``min_duration_s``, silent, or only a DC offset.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise AudioError(path, "file does not exist")
+    if path.is_dir():
+        raise AudioError(path, "is a directory, not an audio file")
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise AudioError(path, f"cannot stat file ({exc.strerror})") from None
+    if size == 0:
+        raise AudioError(path, "file is empty (0 bytes)")
+    if path.suffix.lower() in FFMPEG_EXTENSIONS:
+        y, source_sr, channels = _decode_ffmpeg(path, sr, max_duration_s)
+    else:
+        y, source_sr, channels = _decode_soundfile(path, sr, max_duration_s)
+    duration = len(y) / sr
+    if duration < min_duration_s:
+        raise AudioError(path, f"too short: {duration:.2f} s of audio, at least {min_duration_s:g} s needed")
+    if not np.all(np.isfinite(y)):
+        raise AudioError(path, "decoded samples contain NaN or infinity")
+    peak = float(np.max(np.abs(y)))
+    if peak <= 10 ** (SILENCE_PEAK_DB / 20):
+        raise AudioError(path, f"silent: peak level {20 * np.log10(max(peak, 1e-12)):.0f} dBFS is below {SILENCE_PEAK_DB:.0f} dBFS")
+    if float(np.max(y) - np.min(y)) <= 10 ** (SILENCE_PEAK_DB / 20):
+        raise AudioError(path, "no signal: the file is a constant (DC) level")
+    return DecodedAudio(y=y, sr=sr, source_sr=source_sr, source_channels=channels, duration_s=duration)

@@ -1,0 +1,1 @@
+"""Per-track features from one decode and one pass of spectral analysis. No Dagster here."""

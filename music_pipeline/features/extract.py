@@ -1,0 +1,257 @@
+"""The per-track pass: decode once, analyse once, produce embedding + descriptors + segments.
+
+Results are cached on disk by *content hash* (``FeatureStore``), so an unchanged file is never
+re-extracted, a renamed or copied file reuses its features, and a broken file is remembered as
+broken (with its reason) until its content changes. ``extract_many`` runs the pass in worker
+processes: per-track work is CPU-bound numpy/numba, and processes scale with cores where threads
+contend for the GIL in librosa's Python-level glue.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from music_pipeline.audio.decode import ANALYSIS_SR, AudioError, decode
+from music_pipeline.features.difficulty import DESCRIPTOR_NAMES, compute_descriptors
+from music_pipeline.features.embedding import EMBEDDING_DIM, compute_embedding
+from music_pipeline.features.rhythm import compute_rhythm
+from music_pipeline.features.segments import DEFAULT_SEGMENTS, extract_segments
+from music_pipeline.features.spectra import compute_spectra
+from music_pipeline.storage import DataLayout, read_json, read_npz, write_json, write_npz
+
+log = logging.getLogger(__name__)
+
+# Bump when any extracted value changes: it is part of the cache path and the Dagster code version.
+FEATURE_VERSION = "1"
+
+
+def feature_version(n_segments: int = DEFAULT_SEGMENTS) -> str:
+    return f"v{FEATURE_VERSION}-seg{n_segments}"
+
+
+@dataclass
+class TrackFeatures:
+    embedding: np.ndarray  # (641,) float64
+    descriptors: dict[str, float]
+    segments: np.ndarray  # (n, 128, 128) float16
+    duration_s: float
+    source_sr: int
+    source_channels: int
+    compute_seconds: float = 0.0
+
+
+def features_from_signal(y: np.ndarray, sr: int = ANALYSIS_SR, n_segments: int = DEFAULT_SEGMENTS) -> TrackFeatures:
+    t0 = time.perf_counter()
+    spectra = compute_spectra(y, sr)
+    rhythm = compute_rhythm(spectra)
+    return TrackFeatures(
+        embedding=compute_embedding(spectra, rhythm),
+        descriptors=compute_descriptors(spectra, rhythm),
+        segments=extract_segments(spectra, n_segments),
+        duration_s=len(y) / sr,
+        source_sr=sr,
+        source_channels=1,
+        compute_seconds=time.perf_counter() - t0,
+    )
+
+
+def extract_features(path: str | Path, n_segments: int = DEFAULT_SEGMENTS) -> TrackFeatures:
+    """Decode ``path`` and compute everything. Raises ``AudioError`` for input that cannot be analysed."""
+    t0 = time.perf_counter()
+    audio = decode(path)
+    try:
+        feats = features_from_signal(audio.y, audio.sr, n_segments)
+    except AudioError:
+        raise
+    except Exception as exc:  # analysis of a decodable file failed: still this file's problem
+        raise AudioError(path, f"analysis failed ({type(exc).__name__}: {exc})") from exc
+    feats.source_sr, feats.source_channels = audio.source_sr, audio.source_channels
+    feats.compute_seconds = time.perf_counter() - t0
+    return feats
+
+
+class FeatureStore:
+    """Per-content-hash feature files under ``<data>/features/<version>/``."""
+
+    def __init__(self, data_dir: str | Path, n_segments: int = DEFAULT_SEGMENTS):
+        self.layout = DataLayout(Path(data_dir))
+        self.n_segments = n_segments
+        self.version = feature_version(n_segments)
+
+    def path(self, content_hash: str) -> Path:
+        return self.layout.features_path(content_hash, self.version)
+
+    def failure_path(self, content_hash: str) -> Path:
+        return self.layout.failure_path(content_hash, self.version)
+
+    def has(self, content_hash: str) -> bool:
+        return self.path(content_hash).is_file()
+
+    def save(self, content_hash: str, feats: TrackFeatures) -> Path:
+        self.failure_path(content_hash).unlink(missing_ok=True)
+        return write_npz(
+            self.path(content_hash),
+            {
+                "embedding": feats.embedding.astype(np.float64),
+                "descriptor_names": np.array(DESCRIPTOR_NAMES),
+                "descriptors": np.array([feats.descriptors[n] for n in DESCRIPTOR_NAMES], dtype=np.float64),
+                "segments": feats.segments.astype(np.float16),
+                "duration_s": np.float64(feats.duration_s),
+                "source_sr": np.int64(feats.source_sr),
+                "source_channels": np.int64(feats.source_channels),
+                "compute_seconds": np.float64(feats.compute_seconds),
+            },
+        )
+
+    def load(self, content_hash: str) -> TrackFeatures:
+        z = read_npz(self.path(content_hash))
+        if z["embedding"].shape != (EMBEDDING_DIM,):
+            raise ValueError(f"stored features for {content_hash} have the wrong width {z['embedding'].shape}")
+        return TrackFeatures(
+            embedding=z["embedding"],
+            descriptors=dict(zip(z["descriptor_names"].tolist(), z["descriptors"].tolist())),
+            segments=z["segments"],
+            duration_s=float(z["duration_s"]),
+            source_sr=int(z["source_sr"]),
+            source_channels=int(z["source_channels"]),
+            compute_seconds=float(z["compute_seconds"]),
+        )
+
+    def save_failure(self, content_hash: str, relpath: str, reason: str) -> None:
+        write_json(self.failure_path(content_hash), {"content_hash": content_hash, "relpath": relpath, "reason": reason, "version": self.version})
+
+    def failure(self, content_hash: str) -> str | None:
+        p = self.failure_path(content_hash)
+        if not p.is_file():
+            return None
+        try:
+            return str(read_json(p)["reason"])
+        except Exception:
+            return "failure record unreadable"
+
+
+@dataclass(frozen=True)
+class ExtractJob:
+    key: str
+    path: str
+    relpath: str
+    content_hash: str | None
+    data_dir: str
+    n_segments: int = DEFAULT_SEGMENTS
+    scan_error: str | None = None
+
+
+@dataclass
+class ExtractOutcome:
+    key: str
+    relpath: str
+    content_hash: str | None
+    status: str  # "extracted" | "cached" | "failed"
+    reason: str | None = None
+    seconds: float = 0.0
+    duration_s: float | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "failed"
+
+
+def run_job(job: ExtractJob, retry_failed: bool = False) -> ExtractOutcome:
+    """Extract one track into the store unless its content is already there. Never raises."""
+    t0 = time.perf_counter()
+    if job.scan_error or not job.content_hash:
+        return ExtractOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {job.scan_error or 'no content hash'}")
+    store = FeatureStore(job.data_dir, job.n_segments)
+    if store.has(job.content_hash):
+        return ExtractOutcome(job.key, job.relpath, job.content_hash, "cached", seconds=time.perf_counter() - t0)
+    if not retry_failed and (reason := store.failure(job.content_hash)):
+        return ExtractOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {reason}")
+    try:
+        feats = extract_features(job.path, job.n_segments)
+    except AudioError as exc:
+        store.save_failure(job.content_hash, job.relpath, exc.reason)
+        return ExtractOutcome(job.key, job.relpath, job.content_hash, "failed", str(exc), time.perf_counter() - t0)
+    except MemoryError:
+        # not the file's fault for sure: do not remember it as broken
+        return ExtractOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: out of memory", time.perf_counter() - t0)
+    except Exception as exc:  # a bug or a pathological file: report it against this file only
+        log.error("unexpected error on %s\n%s", job.path, traceback.format_exc())
+        reason = f"unexpected {type(exc).__name__}: {exc}"
+        store.save_failure(job.content_hash, job.relpath, reason)
+        return ExtractOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {reason}", time.perf_counter() - t0)
+    store.save(job.content_hash, feats)
+    return ExtractOutcome(job.key, job.relpath, job.content_hash, "extracted", None, time.perf_counter() - t0, feats.duration_s)
+
+
+def warm_up() -> None:
+    """Compile librosa's numba kernels once in this process before workers start (shared cache)."""
+    rng = np.random.default_rng(0)
+    features_from_signal((0.1 * rng.standard_normal(ANALYSIS_SR * 4)).astype(np.float32))
+
+
+def _init_worker() -> None:
+    # one BLAS/FFT thread per worker: the pool is the parallelism
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def _answer_without_work(job: ExtractJob, retry_failed: bool) -> ExtractOutcome | None:
+    """Cached, known-broken or unreadable tracks are answered without decoding anything."""
+    if job.scan_error or not job.content_hash:
+        return run_job(job, retry_failed)
+    store = FeatureStore(job.data_dir, job.n_segments)
+    if store.has(job.content_hash) or (not retry_failed and store.failure(job.content_hash)):
+        return run_job(job, retry_failed)
+    return None
+
+
+def extract_many(
+    jobs: Iterable[ExtractJob],
+    workers: int = 1,
+    on_result: Callable[[ExtractOutcome], None] | None = None,
+    retry_failed: bool = False,
+) -> list[ExtractOutcome]:
+    """Run ``jobs`` (in ``workers`` processes when > 1); results in input order."""
+    jobs = list(jobs)
+    results: dict[int, ExtractOutcome] = {}
+
+    def done(i: int, outcome: ExtractOutcome) -> None:
+        results[i] = outcome
+        if on_result:
+            on_result(outcome)
+
+    pending = []
+    for i, job in enumerate(jobs):
+        quick = _answer_without_work(job, retry_failed)
+        if quick is None:
+            pending.append(i)
+        else:
+            done(i, quick)
+    if pending:
+        warm_up()
+    if workers <= 1 or len(pending) <= 1:
+        for i in pending:
+            done(i, run_job(jobs[i], retry_failed))
+    elif pending:
+        ctx = mp.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=min(workers, len(pending)), mp_context=ctx, initializer=_init_worker) as pool:
+            futures = {pool.submit(run_job, jobs[i], retry_failed): i for i in pending}
+            for fut in as_completed(futures):
+                i = futures[fut]
+                try:
+                    outcome = fut.result()
+                except Exception as exc:  # the worker died (OOM killer, segfault): not remembered as broken
+                    j = jobs[i]
+                    outcome = ExtractOutcome(j.key, j.relpath, j.content_hash, "failed", f"{j.path}: worker process failed ({type(exc).__name__}: {exc})")
+                done(i, outcome)
+    return [results[i] for i in range(len(jobs))]

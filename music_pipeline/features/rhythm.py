@@ -1,0 +1,34 @@
+"""Onset envelope, tempo, onsets and pulse clarity from the log-mel spectrogram (no second STFT)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import librosa
+import numpy as np
+
+from music_pipeline.features.spectra import Spectra
+
+MIN_BPM, MAX_BPM = 40.0, 240.0
+
+
+@dataclass
+class Rhythm:
+    onset_env: np.ndarray  # (T,)
+    tempo_bpm: float
+    onset_times: np.ndarray  # seconds
+    pulse_clarity: float  # 0..1: height of the strongest periodicity in the onset envelope
+
+
+def compute_rhythm(spectra: Spectra) -> Rhythm:
+    sr, hop = spectra.sr, spectra.hop
+    env = librosa.onset.onset_strength(S=spectra.log_mel, sr=sr, hop_length=hop).astype(np.float32)
+    tempo = librosa.feature.tempo(onset_envelope=env, sr=sr, hop_length=hop).item()
+    onset_frames = librosa.onset.onset_detect(onset_envelope=env, sr=sr, hop_length=hop, units="frames")
+    times = librosa.frames_to_time(onset_frames, sr=sr, hop_length=hop)
+    centred = env - env.mean()
+    ac = librosa.autocorrelate(centred)
+    lo = int(round(60.0 / MAX_BPM * spectra.frame_rate))
+    hi = min(len(ac) - 1, int(round(60.0 / MIN_BPM * spectra.frame_rate)))
+    clarity = float(np.max(ac[lo : hi + 1]) / ac[0]) if ac[0] > 0 and hi > lo else 0.0
+    return Rhythm(onset_env=env, tempo_bpm=float(tempo), onset_times=times, pulse_clarity=max(0.0, clarity))

@@ -1,0 +1,134 @@
+"""Compute every frame-level representation of a track once.
+
+One STFT feeds the mel spectrogram (and from it MFCC, onset strength and the segments) and the
+spectral descriptors; one CQT feeds chroma and tonnetz. Long tracks are processed in blocks of
+frames so peak memory stays bounded: the STFT blocks are exact (the same frames a whole-signal
+STFT gives), the CQT blocks are computed with a margin of context on each side and trimmed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import librosa
+import numpy as np
+
+SR = 22_050
+N_FFT = 2048
+HOP = 512
+N_MELS = 128
+N_MFCC = 20
+CQT_BINS_PER_OCTAVE = 36
+CQT_OCTAVES = 7
+CQT_FMIN = librosa.note_to_hz("C1")
+HF_CUTOFF_HZ = 4000.0
+BLOCK_FRAMES = 8192  # ~190 s per block: a typical track is one block
+_CQT_MARGIN_FRAMES = 96  # ~2.2 s of context each side, more than the longest CQT filter (~0.5 s)
+
+
+@dataclass
+class Spectra:
+    """Frame-level matrices of one track (float32, frames on the last axis)."""
+
+    sr: int
+    hop: int
+    n_samples: int
+    log_mel: np.ndarray  # (128, T) dB re 1.0
+    mfcc: np.ndarray  # (20, T)
+    centroid: np.ndarray  # (T,)
+    rolloff: np.ndarray
+    bandwidth: np.ndarray
+    contrast: np.ndarray  # (7, T)
+    flatness: np.ndarray  # (T,)
+    rms: np.ndarray  # (T,)
+    zcr: np.ndarray  # (T,)
+    spectral_entropy: np.ndarray  # (T,) normalised 0..1
+    hf_ratio: np.ndarray  # (T,) power above HF_CUTOFF_HZ / total
+    cqt: np.ndarray  # (252, T) magnitude
+    chroma: np.ndarray  # (12, T)
+
+    @property
+    def n_frames(self) -> int:
+        return self.log_mel.shape[1]
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sr / self.hop
+
+
+_MEL_BASIS: dict[int, np.ndarray] = {}
+
+
+def _mel_basis(sr: int) -> np.ndarray:
+    if sr not in _MEL_BASIS:
+        _MEL_BASIS[sr] = librosa.filters.mel(sr=sr, n_fft=N_FFT, n_mels=N_MELS).astype(np.float32)
+    return _MEL_BASIS[sr]
+
+
+def _stft_block_features(y_padded: np.ndarray, f0: int, f1: int, sr: int) -> dict[str, np.ndarray]:
+    """Features of frames [f0, f1) from the centre-padded signal; exact w.r.t. a whole-signal STFT."""
+    seg = y_padded[f0 * HOP : (f1 - 1) * HOP + N_FFT]
+    S = np.abs(librosa.stft(seg, n_fft=N_FFT, hop_length=HOP, center=False)).astype(np.float32)
+    power = S**2
+    mel_power = _mel_basis(sr) @ power
+    log_mel = librosa.power_to_db(mel_power, ref=1.0, amin=1e-10, top_db=None)
+    freqs = librosa.fft_frequencies(sr=sr, n_fft=N_FFT)
+    total = power.sum(axis=0) + 1e-12
+    p = power / total
+    entropy = -(p * np.log2(p + 1e-12)).sum(axis=0) / np.log2(power.shape[0])
+    frames = librosa.util.frame(seg, frame_length=N_FFT, hop_length=HOP)
+    signs = np.signbit(frames)
+    zcr = (signs[1:] != signs[:-1]).mean(axis=0)
+    return dict(
+        log_mel=log_mel,
+        mfcc=librosa.feature.mfcc(S=log_mel, n_mfcc=N_MFCC),
+        centroid=librosa.feature.spectral_centroid(S=S, sr=sr)[0],
+        rolloff=librosa.feature.spectral_rolloff(S=S, sr=sr)[0],
+        bandwidth=librosa.feature.spectral_bandwidth(S=S, sr=sr)[0],
+        contrast=librosa.feature.spectral_contrast(S=S, sr=sr),
+        flatness=librosa.feature.spectral_flatness(S=S)[0],
+        rms=librosa.feature.rms(S=S, frame_length=N_FFT)[0],
+        zcr=zcr.astype(np.float32),
+        spectral_entropy=entropy.astype(np.float32),
+        hf_ratio=(power[freqs >= HF_CUTOFF_HZ].sum(axis=0) / total).astype(np.float32),
+    )
+
+
+def _cqt_block(y: np.ndarray, f0: int, f1: int, n_frames: int, sr: int) -> np.ndarray:
+    m0 = min(f0, _CQT_MARGIN_FRAMES)
+    m1 = min(n_frames - f1, _CQT_MARGIN_FRAMES)
+    seg = y[(f0 - m0) * HOP : (f1 + m1) * HOP]
+    C = np.abs(
+        librosa.cqt(
+            seg,
+            sr=sr,
+            hop_length=HOP,
+            fmin=CQT_FMIN,
+            n_bins=CQT_BINS_PER_OCTAVE * CQT_OCTAVES,
+            bins_per_octave=CQT_BINS_PER_OCTAVE,
+            tuning=0.0,
+        )
+    ).astype(np.float32)
+    return C[:, m0 : m0 + (f1 - f0)]
+
+
+def compute_spectra(y: np.ndarray, sr: int = SR, block_frames: int = BLOCK_FRAMES) -> Spectra:
+    """All frame-level matrices of the mono signal ``y`` (one STFT pass, one CQT pass)."""
+    y = np.ascontiguousarray(y, dtype=np.float32)
+    n_frames = 1 + len(y) // HOP  # what librosa.stft(center=True) gives
+    y_padded = np.pad(y, N_FFT // 2, mode="constant")
+    blocks: list[dict[str, np.ndarray]] = []
+    cqt_blocks: list[np.ndarray] = []
+    for f0 in range(0, n_frames, block_frames):
+        f1 = min(n_frames, f0 + block_frames)
+        blocks.append(_stft_block_features(y_padded, f0, f1, sr))
+        cqt_blocks.append(_cqt_block(y, f0, f1, n_frames, sr))
+    del y_padded
+    joined = {k: np.concatenate([b[k] for b in blocks], axis=-1) for k in blocks[0]}
+    cqt = np.concatenate(cqt_blocks, axis=1)
+    # the CQT of the final partial frame can come out one frame short/long: align to the STFT grid
+    if cqt.shape[1] < n_frames:
+        cqt = np.pad(cqt, ((0, 0), (0, n_frames - cqt.shape[1])), mode="edge")
+    cqt = cqt[:, :n_frames]
+    chroma = librosa.feature.chroma_cqt(C=cqt, sr=sr, hop_length=HOP, bins_per_octave=CQT_BINS_PER_OCTAVE, n_octaves=CQT_OCTAVES)
+    return Spectra(sr=sr, hop=HOP, n_samples=len(y), cqt=cqt, chroma=chroma.astype(np.float32), **joined)
