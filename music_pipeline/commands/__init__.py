@@ -1,0 +1,1 @@
+"""CLI command groups (see music_pipeline/cli.py)."""

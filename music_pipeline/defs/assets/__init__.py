@@ -1,0 +1,1 @@
+"""Assets by group: library, features, difficulty, genre, discovery."""

@@ -1,0 +1,159 @@
+"""group features: the per-track pass (partitioned by track) and the library embedding table."""
+
+
+import dagster as dg
+from tqdm import tqdm
+
+from music_pipeline.features.embedding import EMBEDDING_DIM
+from music_pipeline.features.extract import ExtractJob, extract_many, feature_version
+from music_pipeline.features.tables import build_tables, validate_embedding_table
+from music_pipeline.defs.partitions import tracks_partitions
+from music_pipeline.defs.resources import MusicPipelineResource
+from music_pipeline.storage import write_parquet
+
+TRACK_EMBEDDING = dg.AssetKey("track_embedding")
+TRACK_DIFFICULTY = dg.AssetKey("track_difficulty")
+MEL_SEGMENTS = dg.AssetKey("mel_segments")
+_TRACK_TAGS = {"owner": "features"}
+
+# Many tracks per run, parallel inside it: one run per track would cost seconds of overhead each.
+TRACK_BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=500)
+
+
+def _track_spec(key: dg.AssetKey, description: str) -> dg.AssetSpec:
+    return dg.AssetSpec(
+        key,
+        description=description,
+        group_name="features",
+        kinds={"python", "numpy"},
+        owners=["team:music-pipeline"],
+        partitions_def=tracks_partitions,
+        code_version=feature_version(),
+        automation_condition=None,
+    )
+
+
+@dg.multi_asset(
+    name="track_features",
+    specs=[
+        _track_spec(TRACK_EMBEDDING, f"The {EMBEDDING_DIM} named hand-crafted features of one track (see FEATURE_NAMES)."),
+        _track_spec(TRACK_DIFFICULTY, "Difficulty descriptors of one track (structural complexity and performance intensity families)."),
+        _track_spec(MEL_SEGMENTS, "Beginning/middle/end 128×128 log-mel segments of one track (float16)."),
+    ],
+    partitions_def=tracks_partitions,
+    backfill_policy=TRACK_BACKFILL_POLICY,
+    can_subset=False,
+    retry_policy=dg.RetryPolicy(max_retries=1, delay=5),
+    description=(
+        "One decode and one STFT/CQT pass per track producing the embedding, the difficulty "
+        "descriptors and the mel segments. Stored once per content hash in "
+        "`<data>/features/<version>/<hash>.npz`; a broken file is recorded with its reason and "
+        "does not fail the run."
+    ),
+)
+def track_features(context: dg.AssetExecutionContext, pipeline: MusicPipelineResource):
+    keys = list(context.partition_keys)
+    scan = pipeline.scan()
+    by_key = scan.by_key()
+    settings = pipeline.settings
+    jobs, missing = [], []
+    for key in keys:
+        t = by_key.get(key)
+        if t is None:
+            missing.append(key)
+            continue
+        jobs.append(ExtractJob(t.key, t.path, t.relpath, t.content_hash, str(settings.data_dir), pipeline.n_segments, t.scan_error))
+    for key in missing:
+        context.log.warning(f"track {key}: no file for this partition any more (removed from the library)")
+
+    bar = tqdm(total=len(jobs), desc="tracks", unit="track", disable=None)
+
+    def on_result(outcome):
+        bar.update(1)
+        if not outcome.ok:
+            context.log.warning(f"track {outcome.key} failed: {outcome.reason}")
+
+    outcomes = extract_many(jobs, workers=settings.workers, on_result=on_result)
+    bar.close()
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("extracted", "cached", "failed")}
+    audio_s = sum(o.duration_s or 0.0 for o in outcomes if o.status == "extracted")
+    cpu_s = sum(o.seconds for o in outcomes if o.status == "extracted")
+    context.log.info(f"{len(outcomes)} tracks: {counts}")
+    failures = [o for o in outcomes if not o.ok]
+    common = {
+        "tracks": len(keys),
+        **counts,
+        "missing_files": len(missing),
+        "feature_version": feature_version(pipeline.n_segments),
+        "x_realtime_per_worker": float(audio_s / cpu_s) if cpu_s else 0.0,
+        "failures": dg.MetadataValue.md("\n".join(f"- `{o.relpath}`: {o.reason}" for o in failures) or "none"),
+    }
+    if len(outcomes) == 1:  # one partition: per-track detail
+        o = outcomes[0]
+        common.update({"status": o.status, "content_hash": o.content_hash or "", "relpath": o.relpath})
+    for asset_key in (TRACK_EMBEDDING, TRACK_DIFFICULTY, MEL_SEGMENTS):
+        yield dg.MaterializeResult(asset_key=asset_key, metadata=common)
+
+
+@dg.asset(
+    group_name="features",
+    deps=[TRACK_EMBEDDING, TRACK_DIFFICULTY, dg.AssetKey("library_manifest")],
+    kinds={"python", "parquet"},
+    owners=["team:music-pipeline"],
+    code_version="1",
+    automation_condition=dg.AutomationCondition.eager(),
+    description=(
+        "All analysed tracks in one table: key, relpath, label, group, duration_s, source_sr, "
+        f"content_hash and the {EMBEDDING_DIM} named features (`<data>/tables/embeddings.parquet`). "
+        "Tracks that were not analysed are in `skipped_tracks.parquet` with the reason; the "
+        "difficulty descriptors go to `difficulty_descriptors.parquet`."
+    ),
+)
+def embeddings(context: dg.AssetExecutionContext, pipeline: MusicPipelineResource) -> dg.MaterializeResult:
+    layout = pipeline.layout
+    tables = build_tables(pipeline.scan(), pipeline.store)
+    problems = validate_embedding_table(tables.embeddings)
+    if problems:  # never store an invalid table: downstream models would train on it
+        raise dg.Failure(f"embedding table is invalid: {problems}")
+    write_parquet(layout.embeddings_path, tables.embeddings)
+    write_parquet(layout.tables_dir / "difficulty_descriptors.parquet", tables.descriptors)
+    write_parquet(layout.skipped_path, tables.skipped)
+    for r in tables.skipped.itertuples():
+        context.log.warning(f"skipped {r.relpath}: {r.reason}")
+    preview = tables.embeddings[["key", "label", "duration_s", "tempo_bpm", "spectral_centroid_mean", "rms_mean"]].head(10)
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(layout.embeddings_path)),
+            "dagster/row_count": len(tables.embeddings),
+            "width": EMBEDDING_DIM,
+            "skipped": len(tables.skipped),
+            "skipped_tracks": dg.MetadataValue.md(tables.skipped[["relpath", "reason"]].to_markdown(index=False) if len(tables.skipped) else "none"),
+            "labels": dg.MetadataValue.json(tables.embeddings["label"].fillna("(unlabelled)").value_counts().to_dict()),
+            "total_hours": float(tables.embeddings["duration_s"].sum() / 3600),
+            "preview": dg.MetadataValue.md(preview.to_markdown(index=False, floatfmt=".3g")),
+        }
+    )
+
+
+@dg.asset_check(asset=embeddings, blocking=True, description="641 columns, all finite, unique track keys.")
+def embeddings_valid(pipeline: MusicPipelineResource) -> dg.AssetCheckResult:
+    import pandas as pd
+
+    df = pd.read_parquet(pipeline.layout.embeddings_path)
+    problems = validate_embedding_table(df)
+    return dg.AssetCheckResult(passed=not problems, metadata={"problems": "; ".join(problems) or "none", "rows": len(df)})
+
+
+@dg.asset_check(asset=embeddings, description="Warns when tracks of the library could not be analysed; lists them.")
+def no_skipped_tracks(pipeline: MusicPipelineResource) -> dg.AssetCheckResult:
+    import pandas as pd
+
+    skipped = pd.read_parquet(pipeline.layout.skipped_path)
+    return dg.AssetCheckResult(
+        passed=len(skipped) == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"skipped": len(skipped), "tracks": dg.MetadataValue.md(skipped[["relpath", "reason"]].to_markdown(index=False) if len(skipped) else "none")},
+    )
+
+
+__all__ = ["track_features", "embeddings", "embeddings_valid", "no_skipped_tracks"]

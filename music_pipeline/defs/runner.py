@@ -1,0 +1,118 @@
+"""Run the pipeline through Dagster from Python (what `music-pipeline build` does).
+
+Runs are recorded in the Dagster instance at DAGSTER_HOME (default ``<data>/dagster_home``), so
+``dagster dev`` / ``music-pipeline ui`` shows them with their partitions and metadata.
+"""
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+from filelock import FileLock, Timeout
+
+from music_pipeline.audio.sync import plan_sync
+from music_pipeline.defs.partitions import tracks_partitions
+from music_pipeline.defs.resources import MusicPipelineResource
+from music_pipeline.defs.sensors import RANGE_END, RANGE_START, TRACK_ASSETS
+from music_pipeline.settings import Settings
+from music_pipeline.storage import read_parquet
+
+DAGSTER_YAML = Path(__file__).with_name("dagster.yaml")
+
+
+class BuildLocked(RuntimeError):
+    pass
+
+
+@dataclass
+class BuildSummary:
+    tracks: int
+    extracted_runs: int
+    embedded: int
+    skipped: pd.DataFrame
+    failed_assets: list[str] = field(default_factory=list)
+    run_ids: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed_assets
+
+
+def ensure_dagster_home(settings: Settings) -> Path:
+    """Point DAGSTER_HOME at the data directory's instance (unless the user set one) and give it
+    the shipped dagster.yaml on first use."""
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(settings.dagster_home))).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    cfg = home / "dagster.yaml"
+    if not cfg.exists() and DAGSTER_YAML.exists():
+        cfg.write_text(DAGSTER_YAML.read_text())
+    return home
+
+
+def data_dir_lock(settings: Settings) -> FileLock:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(settings.data_dir / ".build.lock"))
+
+
+def run_build(settings: Settings, wait_for_lock_s: float = 0.0, log=print) -> BuildSummary:
+    """Register partitions for the library, extract new/changed tracks in batched range runs, then
+    materialize every library-level asset. Holds an exclusive lock on the data directory."""
+    from music_pipeline.definitions import build_definitions
+
+    ensure_dagster_home(settings)
+    lock = data_dir_lock(settings)
+    try:
+        lock.acquire(timeout=wait_for_lock_s)
+    except Timeout:
+        raise BuildLocked(
+            f"another build is running on {settings.data_dir} (lock {lock.lock_file}); "
+            "wait for it to finish or use another --data directory"
+        ) from None
+    try:
+        return _run_build_locked(settings, build_definitions, log)
+    finally:
+        lock.release()
+
+
+def _run_build_locked(settings: Settings, build_definitions, log) -> BuildSummary:
+    pipeline = MusicPipelineResource(data_dir=str(settings.data_dir), library_dir=str(settings.library_dir), workers=settings.workers)
+    defs = build_definitions(pipeline)
+    job = defs.resolve_implicit_global_asset_job_def()
+    instance = dg.DagsterInstance.get()
+    scan = pipeline.scan()
+    store = pipeline.store
+    registered = list(instance.get_dynamic_partitions(tracks_partitions.name))
+    plan = plan_sync(scan, registered, lambda t: bool(t.content_hash) and not store.has(t.content_hash) and store.failure(t.content_hash) is None)
+    if plan.to_remove:
+        for key in plan.to_remove:
+            instance.delete_dynamic_partition(tracks_partitions.name, key)
+    if plan.to_add:
+        instance.add_dynamic_partitions(tracks_partitions.name, plan.to_add)
+    log(f"library {settings.library_dir}: {len(scan.tracks)} tracks (+{len(plan.to_add)} new, -{len(plan.to_remove)} removed, {len(plan.to_run)} to analyse)")
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}  # the CLI prints its own summary
+    failed, run_ids = [], []
+    for start, end in plan.ranges:
+        result = job.execute_in_process(
+            run_config=quiet,
+            instance=instance,
+            asset_selection=TRACK_ASSETS,
+            tags={RANGE_START: start, RANGE_END: end, "music_pipeline/trigger": "cli build"},
+            raise_on_error=False,
+        )
+        run_ids.append(result.run_id)
+        if not result.success:
+            failed.append(f"track_features[{start}...{end}]")
+    graph = defs.resolve_asset_graph()
+    library_level = [k for k in graph.get_all_asset_keys() if not graph.get(k).is_partitioned]
+    result = job.execute_in_process(run_config=quiet, instance=instance, asset_selection=library_level, tags={"music_pipeline/trigger": "cli build"}, raise_on_error=False)
+    run_ids.append(result.run_id)
+    if not result.success:
+        for ev in result.all_events:
+            if ev.is_step_failure:
+                failed.append(f"{ev.step_key}: {ev.event_specific_data.error.message.strip().splitlines()[0] if ev.event_specific_data and ev.event_specific_data.error else 'failed'}")
+    layout = pipeline.layout
+    skipped = read_parquet(layout.skipped_path) if layout.skipped_path.exists() else pd.DataFrame(columns=["relpath", "reason"])
+    embedded = len(read_parquet(layout.embeddings_path, columns=["key"])) if layout.embeddings_path.exists() else 0
+    return BuildSummary(len(scan.tracks), len(plan.ranges), embedded, skipped, failed, run_ids)

@@ -1,0 +1,76 @@
+"""library_sensor: keep the `tracks` partitions in step with the folder and request extraction."""
+
+
+import hashlib
+import json
+
+import dagster as dg
+
+from music_pipeline.audio.sync import SyncPlan, plan_sync
+from music_pipeline.defs.assets.features import MEL_SEGMENTS, TRACK_DIFFICULTY, TRACK_EMBEDDING
+from music_pipeline.defs.partitions import tracks_partitions
+from music_pipeline.defs.resources import MusicPipelineResource
+
+RANGE_START = "dagster/asset_partition_range_start"
+RANGE_END = "dagster/asset_partition_range_end"
+TRACK_ASSETS = [TRACK_EMBEDDING, TRACK_DIFFICULTY, MEL_SEGMENTS]
+LIBRARY_ASSETS = [dg.AssetKey("library_manifest"), dg.AssetKey("embeddings")]
+BATCH_SIZE = 500
+
+
+def run_requests_for(plan: SyncPlan, hashes: dict[str, str | None], trigger: str) -> list[dg.RunRequest]:
+    """One batched range run per contiguous block of tracks to (re-)extract, plus one run of the
+    library tables when tracks were only removed (so they leave every table)."""
+    requests = []
+    for start, end in plan.ranges:
+        ident = hashlib.sha1(json.dumps([start, end, [hashes.get(k) for k in plan.to_run]]).encode()).hexdigest()[:16]
+        requests.append(
+            dg.RunRequest(
+                run_key=f"tracks:{ident}",
+                asset_selection=TRACK_ASSETS,
+                tags={RANGE_START: start, RANGE_END: end, "music_pipeline/trigger": trigger},
+            )
+        )
+    if plan.to_remove and not plan.ranges:
+        ident = hashlib.sha1(json.dumps(sorted(plan.to_remove)).encode()).hexdigest()[:16]
+        requests.append(dg.RunRequest(run_key=f"removed:{ident}", asset_selection=LIBRARY_ASSETS, tags={"music_pipeline/trigger": trigger}))
+    return requests
+
+
+@dg.sensor(
+    name="library_sensor",
+    minimum_interval_seconds=15,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    asset_selection=TRACK_ASSETS + LIBRARY_ASSETS,
+    description=(
+        "Scans the library: adds a `tracks` partition for each new file, removes partitions of "
+        "deleted files, and requests extraction (batched ranges, not one run per file) for new "
+        "tracks and tracks whose content changed. Unchanged files cost a stat, not a read."
+    ),
+)
+def library_sensor(context: dg.SensorEvaluationContext, pipeline: MusicPipelineResource):
+    scan = pipeline.scan()
+    store = pipeline.store
+    hashes = {t.key: t.content_hash for t in scan.tracks}
+    # cursor: {key: hash} requested but maybe not finished, so an in-flight run is not requested twice
+    requested: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+
+    def needs_run(t) -> bool:
+        if not t.content_hash or store.has(t.content_hash) or store.failure(t.content_hash) is not None:
+            return False
+        return requested.get(t.key) != t.content_hash
+
+    registered = list(context.instance.get_dynamic_partitions(tracks_partitions.name))
+    plan = plan_sync(scan, registered, needs_run, BATCH_SIZE)
+    pending = {k: h for k, h in requested.items() if hashes.get(k) == h and not store.has(h) and store.failure(h) is None}
+    pending.update({k: hashes[k] or "" for k in plan.to_run})
+    context.update_cursor(json.dumps(pending, sort_keys=True))
+    if not plan.changed:
+        return dg.SkipReason(f"{len(scan.tracks)} tracks, nothing new, changed or removed")
+    context.log.info(f"library: +{len(plan.to_add)} new, -{len(plan.to_remove)} removed, {len(plan.to_run)} to extract in {len(plan.ranges)} run(s)")
+    dynamic = []
+    if plan.to_add:
+        dynamic.append(tracks_partitions.build_add_request(plan.to_add))
+    if plan.to_remove:
+        dynamic.append(tracks_partitions.build_delete_request(plan.to_remove))
+    return dg.SensorResult(run_requests=run_requests_for(plan, hashes, "library_sensor"), dynamic_partitions_requests=dynamic)

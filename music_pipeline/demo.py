@@ -1,0 +1,132 @@
+"""The demo library: real free music from Debian's game-music packages, or a synthetic fallback.
+
+The music files of ``singularity-music``, ``pushover-data``, ``xmoto-data`` and ``flare-game`` are
+fetched with ``apt-get download`` (no root needed once the package lists exist), unpacked into
+``<dest>/<package>/`` with ``labels.csv`` (label = package) and ``MANIFEST.csv`` (source package,
+licence, copyright file per track). A second call downloads nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from pathlib import Path, PurePosixPath
+
+from music_pipeline.storage import write_text
+
+# package -> folders inside the package that hold its music (not sound effects)
+DEMO_PACKAGES: dict[str, tuple[str, ...]] = {
+    "singularity-music": ("usr/share/games/singularity/music/",),
+    "pushover-data": ("usr/share/pushover/themes/",),
+    "xmoto-data": ("usr/share/games/xmoto/Textures/Musics/",),
+    "flare-game": ("usr/share/games/flare/mods/fantasycore/music/",),
+}
+MUSIC_SUFFIXES = (".ogg", ".mp3", ".flac", ".wav")
+DONE_MARKER = ".complete"
+
+
+def _licences(copyright_text: str) -> str:
+    found = []
+    for m in re.finditer(r"^License:\s*(\S.*)$", copyright_text, flags=re.M):
+        lic = m.group(1).strip()
+        if lic not in found:
+            found.append(lic)
+    return "; ".join(found) or "see copyright file"
+
+
+def _unpack_music(deb: Path, package: str, dest: Path) -> list[tuple[str, str]]:
+    """Extract the music files and the copyright file of one .deb; returns (relpath, licence)."""
+    prefixes = DEMO_PACKAGES[package]
+    data = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True, check=True).stdout
+    out_dir = dest / package
+    out_dir.mkdir(parents=True, exist_ok=True)
+    copyright_text = ""
+    files: list[str] = []
+    with tempfile.TemporaryFile() as tmp:
+        tmp.write(data)
+        tmp.seek(0)
+        with tarfile.open(fileobj=tmp) as tar:
+            for member in tar:
+                name = PurePosixPath(member.name.lstrip("./")).as_posix()
+                if not member.isfile():
+                    continue
+                if name == f"usr/share/doc/{package}/copyright":
+                    copyright_text = tar.extractfile(member).read().decode("utf-8", "replace")
+                    continue
+                for prefix in prefixes:
+                    if name.startswith(prefix) and name.lower().endswith(MUSIC_SUFFIXES):
+                        rel = name[len(prefix) :]
+                        target = out_dir / rel  # rel comes from a trusted Debian package, still kept under out_dir
+                        if out_dir.resolve() not in target.resolve().parents:
+                            continue
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        with tar.extractfile(member) as src, open(target, "wb") as dst:
+                            shutil.copyfileobj(src, dst)
+                        files.append(f"{package}/{rel}")
+    write_text(out_dir / "COPYRIGHT", copyright_text or f"(no copyright file found in {deb.name})\n")
+    lic = _licences(copyright_text)
+    return [(f, lic) for f in files]
+
+
+def fetch_debian_music(dest: Path, log=print) -> Path:
+    """Download and unpack the demo packages into ``dest``. Raises RuntimeError when apt cannot."""
+    if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
+        raise RuntimeError("apt-get/dpkg-deb are not available on this machine")
+    dest.mkdir(parents=True, exist_ok=True)
+    rows: list[tuple[str, str, str]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        log(f"downloading {', '.join(DEMO_PACKAGES)} with apt-get download …")
+        proc = subprocess.run(["apt-get", "download", *DEMO_PACKAGES], cwd=tmp, capture_output=True, text=True)
+        debs = {p.name.split("_")[0]: p for p in Path(tmp).glob("*.deb")}
+        missing = [p for p in DEMO_PACKAGES if p not in debs]
+        if missing:
+            hint = " (run 'apt-get update' once as root so the package lists exist)" if "Unable to locate" in proc.stderr else ""
+            raise RuntimeError(f"apt-get download could not deliver {missing}{hint}: {proc.stderr.strip()[-300:]}")
+        for package, deb in debs.items():
+            for relpath, lic in _unpack_music(deb, package, dest):
+                rows.append((relpath, package, lic))
+    if not rows:
+        raise RuntimeError("the demo packages contained no music files")
+    with open(dest / "MANIFEST.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "source_package", "licence", "copyright_file"])
+        for relpath, package, lic in sorted(rows):
+            w.writerow([relpath, package, lic, f"{package}/COPYRIGHT"])
+    # label = package; no group: each package is one source, so genre CV cannot hold a source out
+    with open(dest / "labels.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label"])
+        for relpath, package, _ in sorted(rows):
+            w.writerow([relpath, package])
+    return dest
+
+
+def prepare_demo_library(dest: Path, synthetic: bool = False, log=print) -> Path:
+    """The demo library folder, fetched once (cached by a marker file)."""
+    dest = Path(dest)
+    real, synth = dest / "debian", dest / "synthetic"
+    if not synthetic:
+        if (real / DONE_MARKER).exists():
+            log(f"demo library (cached): {real}")
+            return real
+        try:
+            if real.exists():
+                shutil.rmtree(real)  # an interrupted earlier fetch
+            fetch_debian_music(real, log)
+            (real / DONE_MARKER).write_text("ok\n")
+            n = sum(1 for _ in real.rglob("*") if _.suffix.lower() in MUSIC_SUFFIXES)
+            log(f"demo library: {n} real tracks from Debian's game-music packages in {real}")
+            return real
+        except (RuntimeError, subprocess.CalledProcessError, OSError) as exc:
+            log(f"could not fetch the real demo music ({exc}); falling back to a SYNTHETIC library")
+    if not (synth / DONE_MARKER).exists():
+        from music_pipeline.synth import write_styled_library
+
+        write_styled_library(synth)
+        (synth / DONE_MARKER).write_text("ok\n")
+    log(f"demo library: SYNTHETIC ({synth}) — styles synthesized in code, not real music")
+    return synth
