@@ -52,7 +52,10 @@ def _decode_soundfile(path: Path, sr: int, max_duration_s: float | None) -> tupl
     try:
         f = sf.SoundFile(str(path))
     except sf.LibsndfileError as exc:
-        raise AudioError(path, f"not a readable audio file ({exc.error_string or exc})") from None
+        detail = exc.error_string or str(exc)
+        if "possibly a pipe" in detail:  # libsndfile's wording when a decoder rejects the data
+            detail = "unrecognised or corrupt audio data"
+        raise AudioError(path, f"not a readable audio file ({detail})") from None
     except OSError as exc:
         raise AudioError(path, f"cannot open file ({exc.strerror or exc})") from None
     with f:

@@ -22,7 +22,9 @@ class Rhythm:
 
 def compute_rhythm(spectra: Spectra) -> Rhythm:
     sr, hop = spectra.sr, spectra.hop
-    env = librosa.onset.onset_strength(S=spectra.log_mel, sr=sr, hop_length=hop).astype(np.float32)
+    # clamp to 80 dB below the loudest bin, as power_to_db(ref=np.max) does in librosa's usual recipe
+    log_mel = np.maximum(spectra.log_mel, spectra.log_mel.max() - 80.0)
+    env = librosa.onset.onset_strength(S=log_mel, sr=sr, hop_length=hop).astype(np.float32)
     tempo = librosa.feature.tempo(onset_envelope=env, sr=sr, hop_length=hop).item()
     onset_frames = librosa.onset.onset_detect(onset_envelope=env, sr=sr, hop_length=hop, units="frames")
     times = librosa.frames_to_time(onset_frames, sr=sr, hop_length=hop)

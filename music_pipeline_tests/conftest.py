@@ -1,0 +1,36 @@
+"""Shared fixtures. All audio is synthesized here or by music_pipeline.synth: no downloads."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session")
+def styled_library(tmp_path_factory) -> tuple[Path, Path]:
+    """A small labelled library (4 styles × 6 tracks × 12 s, wav/flac/ogg) analysed with the core
+    (no Dagster): returns (library_dir, data_dir) with the embedding and descriptor tables written."""
+    from music_pipeline.audio.library import scan_library
+    from music_pipeline.features.extract import ExtractJob, FeatureStore, extract_many
+    from music_pipeline.features.tables import build_tables
+    from music_pipeline.storage import DataLayout, write_parquet
+    from music_pipeline.synth import write_styled_library
+
+    root = tmp_path_factory.mktemp("styled")
+    library, data = root / "library", root / "data"
+    write_styled_library(library, per_style=6, seconds=12.0)
+    layout = DataLayout(data)
+    scan = scan_library(library, layout.hash_cache_path)
+    jobs = [ExtractJob(t.key, t.path, t.relpath, t.content_hash, str(data)) for t in scan.tracks]
+    outcomes = extract_many(jobs, workers=2)
+    assert all(o.ok for o in outcomes), [o.reason for o in outcomes if not o.ok]
+    tables = build_tables(scan, FeatureStore(data))
+    write_parquet(layout.embeddings_path, tables.embeddings)
+    write_parquet(layout.tables_dir / "difficulty_descriptors.parquet", tables.descriptors)
+    write_parquet(layout.skipped_path, tables.skipped)
+    return library, data

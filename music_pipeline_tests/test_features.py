@@ -1,0 +1,93 @@
+import numpy as np
+import pytest
+
+from music_pipeline.features.embedding import EMBEDDING_DIM, FEATURE_GROUPS, FEATURE_NAMES, InvalidEmbedding, validate_embedding
+from music_pipeline.features.extract import features_from_signal
+from music_pipeline.features.spectra import compute_spectra
+from music_pipeline.synth import SR, clicks, noise, tone
+
+
+def by_name(vec):
+    return dict(zip(FEATURE_NAMES, vec))
+
+
+def test_names_are_641_unique_and_grouped():
+    assert len(FEATURE_NAMES) == EMBEDDING_DIM == 641
+    assert len(set(FEATURE_NAMES)) == 641
+    assert set(FEATURE_GROUPS.values()) == {"timbre", "harmony", "rhythm", "energy", "spectrum"}
+
+
+@pytest.mark.parametrize("freq, pitch_class", [(440.0, "A"), (261.63, "C"), (392.0, "G")])
+def test_tone_peaks_at_its_pitch_class(freq, pitch_class):
+    f = by_name(features_from_signal(tone(freq, 6)).embedding)
+    chroma = {k.removeprefix("chroma_mean_"): v for k, v in f.items() if k.startswith("chroma_mean_")}
+    assert max(chroma, key=chroma.get) == pitch_class
+
+
+@pytest.mark.parametrize("bpm", [90, 120, 150])
+def test_click_tempo(bpm):
+    noisy = by_name(features_from_signal(clicks(bpm, 20) + noise(20, amp=0.01)).embedding)
+    assert noisy["tempo_bpm"] == pytest.approx(bpm, rel=0.04)
+    clean = by_name(features_from_signal(clicks(bpm, 20)).embedding)
+    assert clean["tempo_bpm"] == pytest.approx(bpm, rel=0.04)
+    assert clean["onset_rate_per_s"] == pytest.approx(bpm / 60, rel=0.1)
+    assert clean["pulse_clarity"] > 0.3
+
+
+def test_brightness_orders_tones_and_noise():
+    low = by_name(features_from_signal(tone(200, 6)).embedding)
+    high = by_name(features_from_signal(tone(4000, 6)).embedding)
+    white = by_name(features_from_signal(noise(6)).embedding)
+    assert low["spectral_centroid_mean"] < high["spectral_centroid_mean"]
+    assert white["spectral_flatness_mean"] > 10 * low["spectral_flatness_mean"]
+    assert white["zcr_mean"] > low["zcr_mean"]
+
+
+def test_louder_has_more_rms():
+    quiet = by_name(features_from_signal(tone(440, 5, amp=0.05)).embedding)
+    loud = by_name(features_from_signal(tone(440, 5, amp=0.5)).embedding)
+    assert loud["rms_mean"] == pytest.approx(10 * quiet["rms_mean"], rel=0.05)
+
+
+def test_deterministic():
+    y = tone(330, 5) + noise(5, amp=0.05, seed=3)
+    a, b = features_from_signal(y), features_from_signal(y)
+    np.testing.assert_array_equal(a.embedding, b.embedding)
+    np.testing.assert_array_equal(a.segments, b.segments)
+    assert a.descriptors == b.descriptors
+
+
+def test_block_processing_matches_whole_signal():
+    """Long tracks are analysed in blocks of frames; the blocks must not change the result."""
+    y = 0.5 * tone(220, 30) + 0.3 * clicks(110, 30) + noise(30, amp=0.02, seed=5)
+    whole, blocked = compute_spectra(y), compute_spectra(y, block_frames=200)
+    np.testing.assert_allclose(blocked.log_mel, whole.log_mel, atol=1e-3)
+    np.testing.assert_allclose(blocked.mfcc, whole.mfcc, atol=1e-3)
+    np.testing.assert_allclose(blocked.chroma, whole.chroma, atol=0.02)
+
+
+def test_segments_shape_and_positions():
+    y = np.concatenate([tone(200, 10), tone(800, 10), tone(3200, 10)])
+    seg = features_from_signal(y).segments
+    assert seg.shape == (3, 128, 128) and seg.dtype == np.float16
+    # begin/middle/end: the loudest mel band moves up with the tone
+    peaks = [int(np.argmax(s.astype(np.float32).mean(axis=1))) for s in seg]
+    assert peaks[0] < peaks[1] < peaks[2]
+
+
+def test_validate_rejects_bad_vectors():
+    with pytest.raises(InvalidEmbedding, match="shape"):
+        validate_embedding(np.zeros(640))
+    v = np.zeros(641)
+    v[FEATURE_NAMES.index("tempo_bpm")] = np.nan
+    with pytest.raises(InvalidEmbedding, match="tempo_bpm"):
+        validate_embedding(v)
+
+
+def test_descriptors_finite_and_named():
+    from music_pipeline.features.difficulty import DESCRIPTOR_NAMES
+
+    d = features_from_signal(clicks(140, 8) + noise(8, amp=0.1)).descriptors
+    assert list(d) == DESCRIPTOR_NAMES and len(d) >= 10
+    assert all(np.isfinite(v) for v in d.values())
+    assert d["tempo_bpm"] == pytest.approx(140, rel=0.05)

@@ -1,0 +1,76 @@
+import re
+
+import pytest
+
+from music_pipeline.audio.library import scan_library, track_key
+from music_pipeline.storage import UnsafePathError, safe_join
+from music_pipeline.synth import tone
+
+from .audio_corpus import write
+
+
+def test_track_keys_are_stable_safe_and_distinct():
+    paths = ["a b.mp3", "a_b.mp3", "a b.wav", "../../etc/passwd.wav", "dir/ünï cødé ♪.ogg", "x" * 300 + ".wav"]
+    keys = [track_key(p) for p in paths]
+    assert len(set(keys)) == len(keys)
+    assert keys == [track_key(p) for p in paths]  # stable
+    for k in keys:
+        assert re.fullmatch(r"[A-Za-z0-9_]+-[0-9a-f]{8}", k), k
+        assert len(k) <= 70
+
+
+def test_safe_join_refuses_traversal(tmp_path):
+    assert safe_join(tmp_path, "a", "b.npz") == tmp_path / "a" / "b.npz"
+    with pytest.raises(UnsafePathError):
+        safe_join(tmp_path, "..", "escape.npz")
+    with pytest.raises(UnsafePathError):
+        safe_join(tmp_path, "/etc/passwd")
+
+
+def test_labels_from_csv_then_folder_then_none(tmp_path):
+    y = tone(440, 4)
+    write(tmp_path / "rock" / "album1" / "a.wav", y)
+    write(tmp_path / "jazz" / "b.flac", y)
+    write(tmp_path / "c.wav", y)
+    write(tmp_path / "rock" / "d.wav", y)
+    (tmp_path / "labels.csv").write_text("path,label,group\nrock/d.wav,punk,The Band\n")
+    tracks = {t.relpath: t for t in scan_library(tmp_path).tracks}
+    assert (tracks["rock/album1/a.wav"].label, tracks["rock/album1/a.wav"].group) == ("rock", "rock/album1")
+    assert (tracks["jazz/b.flac"].label, tracks["jazz/b.flac"].group) == ("jazz", None)
+    assert (tracks["rock/d.wav"].label, tracks["rock/d.wav"].group) == ("punk", "The Band")
+    assert tracks["c.wav"].label is None
+
+
+def test_scan_ignores_non_audio_and_hidden(tmp_path):
+    write(tmp_path / "a.wav", tone(440, 4))
+    (tmp_path / "cover.jpg").write_bytes(b"jpeg")
+    (tmp_path / ".hidden.wav").write_bytes(b"x")
+    assert [t.relpath for t in scan_library(tmp_path).tracks] == ["a.wav"]
+
+
+def test_hash_cache_avoids_rereading_unchanged_files(tmp_path, monkeypatch):
+    lib, cache = tmp_path / "lib", tmp_path / "cache.parquet"
+    write(lib / "a.wav", tone(440, 4))
+    first = scan_library(lib, cache).tracks[0].content_hash
+    import music_pipeline.audio.library as library
+
+    def boom(path, *a, **k):
+        raise AssertionError(f"re-hashed unchanged {path}")
+
+    monkeypatch.setattr(library, "content_hash", boom)
+    assert scan_library(lib, cache).tracks[0].content_hash == first
+    monkeypatch.undo()
+    write(lib / "a.wav", tone(220, 4))  # changed content -> new hash
+    assert scan_library(lib, cache).tracks[0].content_hash != first
+
+
+def test_unreadable_file_is_reported_not_dropped(tmp_path, monkeypatch):
+    write(tmp_path / "a.wav", tone(440, 4))
+    import music_pipeline.audio.library as library
+
+    def denied(path, *a, **k):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(library, "content_hash", denied)
+    (t,) = scan_library(tmp_path).tracks
+    assert t.content_hash is None and "Permission denied" in t.scan_error
