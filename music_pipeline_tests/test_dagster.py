@@ -1,0 +1,161 @@
+"""The Dagster layer: definitions, partitioned materialization, the sensor, and builds."""
+
+import os
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from music_pipeline.defs.partitions import tracks_partitions
+from music_pipeline.defs.resources import MusicPipelineResource
+from music_pipeline.defs.runner import run_build
+from music_pipeline.defs.sensors import RANGE_END, RANGE_START, library_sensor
+from music_pipeline.features.extract import FeatureStore
+from music_pipeline.settings import Settings
+from music_pipeline.synth import clicks, noise, tone
+
+from .audio_corpus import write
+
+
+def make_library(root, n=3):
+    for i in range(n):
+        write(root / "style" / f"t{i}.wav", tone(220 * (i + 1), 4) + 0.2 * clicks(90 + 10 * i, 4) + noise(4, amp=0.01, seed=i))
+    return root
+
+
+def test_definitions_load():
+    from music_pipeline.definitions import defs
+
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert {"library_manifest", "track_embedding", "track_difficulty", "mel_segments", "embeddings"} <= keys
+    assert defs.resolve_sensor_def("library_sensor") is not None
+    assert defs.resolve_implicit_global_asset_job_def() is not None
+
+
+def test_partitioned_materialization(tmp_path):
+    from music_pipeline.defs.assets.features import track_features
+
+    lib = make_library(tmp_path / "lib", 2)
+    pipeline = MusicPipelineResource(data_dir=str(tmp_path / "data"), library_dir=str(lib), workers=1)
+    keys = [t.key for t in pipeline.scan().tracks]
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("tracks", keys)
+        result = dg.materialize([track_features], partition_key=keys[0], instance=instance, resources={"pipeline": pipeline})
+        assert result.success
+        mats = result.asset_materializations_for_node("track_features")
+        assert {m.asset_key.to_user_string() for m in mats} == {"track_embedding", "track_difficulty", "mel_segments"}
+        assert all(m.partition == keys[0] for m in mats)
+        assert mats[0].metadata["status"].value == "extracted"
+    scan = {t.key: t for t in pipeline.scan().tracks}
+    store = FeatureStore(tmp_path / "data")
+    assert store.has(scan[keys[0]].content_hash) and not store.has(scan[keys[1]].content_hash)
+
+
+def test_sensor_adds_batches_and_removes_partitions(tmp_path):
+    lib = make_library(tmp_path / "lib", 3)
+    pipeline = MusicPipelineResource(data_dir=str(tmp_path / "data"), library_dir=str(lib), workers=1)
+    with dg.instance_for_test() as instance:
+        ctx = dg.build_sensor_context(instance=instance, resources={"pipeline": pipeline})
+        result = library_sensor(ctx)
+        (add,) = result.dynamic_partitions_requests
+        assert len(add.partition_keys) == 3
+        # three new tracks -> one batched run over a partition range, not three runs
+        (req,) = result.run_requests
+        assert req.tags[RANGE_START] == add.partition_keys[0] and req.tags[RANGE_END] == add.partition_keys[-1]
+        instance.add_dynamic_partitions("tracks", list(add.partition_keys))
+
+        # the same state again: nothing is requested twice while the run is pending
+        ctx2 = dg.build_sensor_context(instance=instance, resources={"pipeline": pipeline}, cursor=ctx.cursor)
+        assert isinstance(library_sensor(ctx2), dg.SkipReason)
+
+        (lib / "style" / "t1.wav").unlink()
+        ctx3 = dg.build_sensor_context(instance=instance, resources={"pipeline": pipeline}, cursor=ctx2.cursor)
+        result = library_sensor(ctx3)
+        (delete,) = result.dynamic_partitions_requests
+        assert isinstance(delete, dg.DeleteDynamicPartitionsRequest) and len(delete.partition_keys) == 1
+        # a removal alone rebuilds the library tables so the track leaves them
+        assert [r.asset_selection for r in result.run_requests] == [[dg.AssetKey("library_manifest"), dg.AssetKey("embeddings")]]
+
+
+@pytest.fixture
+def dagster_home(tmp_path, monkeypatch):
+    home = tmp_path / "dagster_home"
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    return home
+
+
+def _feature_mtimes(data):
+    return {p.name: p.stat().st_mtime_ns for p in (data / "features").rglob("*.npz")}
+
+
+def test_build_is_incremental(tmp_path, dagster_home):
+    lib = make_library(tmp_path / "lib", 3)
+    data = tmp_path / "data"
+    settings = Settings(data_dir=data, library_dir=lib, workers=2)
+    s1 = run_build(settings, log=lambda *_: None)
+    assert s1.ok and s1.embedded == 3 and len(s1.skipped) == 0
+    before = _feature_mtimes(data)
+
+    # unchanged library: nothing is extracted, no track run at all
+    s2 = run_build(settings, log=lambda *_: None)
+    assert s2.extracted_runs == 0 and _feature_mtimes(data) == before
+
+    # one new file: only it is extracted
+    write(lib / "style" / "new.wav", tone(660, 4) + noise(4, amp=0.02, seed=9))
+    s3 = run_build(settings, log=lambda *_: None)
+    after = _feature_mtimes(data)
+    assert s3.embedded == 4 and len(after) == 4
+    assert {k: v for k, v in after.items() if k in before} == before
+
+    # a changed file is re-extracted (new content hash), the others are not
+    write(lib / "style" / "t0.wav", tone(990, 5))
+    run_build(settings, log=lambda *_: None)
+    changed = _feature_mtimes(data)
+    assert len(set(changed) - set(after)) == 1
+
+    # a deleted file leaves the partitions and the table
+    (lib / "style" / "t2.wav").unlink()
+    s5 = run_build(settings, log=lambda *_: None)
+    table = pd.read_parquet(data / "tables" / "embeddings.parquet")
+    assert s5.embedded == 3 and "style/t2.wav" not in set(table["relpath"])
+    instance = dg.DagsterInstance.get()
+    assert set(instance.get_dynamic_partitions("tracks")) == set(table["key"])
+
+
+def test_renamed_file_is_not_recomputed(tmp_path, dagster_home):
+    lib = make_library(tmp_path / "lib", 2)
+    data = tmp_path / "data"
+    settings = Settings(data_dir=data, library_dir=lib, workers=1)
+    run_build(settings, log=lambda *_: None)
+    before = _feature_mtimes(data)
+    os.rename(lib / "style" / "t0.wav", lib / "style" / "renamed.wav")
+    s = run_build(settings, log=lambda *_: None)
+    assert _feature_mtimes(data) == before
+    table = pd.read_parquet(data / "tables" / "embeddings.parquet")
+    assert s.embedded == 2 and "style/renamed.wav" in set(table["relpath"]) and "style/t0.wav" not in set(table["relpath"])
+
+
+def test_bad_file_fails_only_itself(tmp_path, dagster_home):
+    lib = make_library(tmp_path / "lib", 2)
+    (lib / "style" / "broken.mp3").write_text("not audio")
+    write(lib / "style" / "short.wav", tone(440, 1))
+    settings = Settings(data_dir=tmp_path / "data", library_dir=lib, workers=2)
+    s = run_build(settings, log=lambda *_: None)
+    assert s.ok and s.embedded == 2
+    reasons = dict(zip(s.skipped["relpath"], s.skipped["reason"]))
+    assert set(reasons) == {"style/broken.mp3", "style/short.wav"}
+    assert "not a readable audio file" in reasons["style/broken.mp3"]
+    assert "too short" in reasons["style/short.wav"]
+    # the partition of a broken file exists (it is a track of the library) and is not retried
+    s2 = run_build(settings, log=lambda *_: None)
+    assert s2.extracted_runs == 0
+
+
+def test_second_build_on_same_data_dir_refuses(tmp_path, dagster_home):
+    from music_pipeline.defs.runner import BuildLocked, data_dir_lock
+
+    lib = make_library(tmp_path / "lib", 1)
+    settings = Settings(data_dir=tmp_path / "data", library_dir=lib, workers=1)
+    with data_dir_lock(settings):
+        with pytest.raises(BuildLocked, match="another build is running"):
+            run_build(settings, log=lambda *_: None)
