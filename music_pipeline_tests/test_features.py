@@ -91,3 +91,34 @@ def test_descriptors_finite_and_named():
     assert list(d) == DESCRIPTOR_NAMES and len(d) >= 10
     assert all(np.isfinite(v) for v in d.values())
     assert d["tempo_bpm"] == pytest.approx(140, rel=0.05)
+
+
+def test_fast_centroid_and_bandwidth_equal_librosa():
+    import librosa
+
+    from music_pipeline.features.spectra import N_FFT, centroid_and_bandwidth
+
+    rng = np.random.default_rng(0)
+    S = np.abs(rng.standard_normal((N_FFT // 2 + 1, 50))).astype(np.float32) ** 3
+    S[:, 7] = 0.0  # a silent frame
+    freqs = librosa.fft_frequencies(sr=SR, n_fft=N_FFT)
+    c, b = centroid_and_bandwidth(S, freqs)
+    np.testing.assert_allclose(c, librosa.feature.spectral_centroid(S=S, sr=SR)[0], rtol=1e-4, atol=1e-2)
+    np.testing.assert_allclose(b, librosa.feature.spectral_bandwidth(S=S, sr=SR)[0], rtol=1e-3, atol=1e-1)
+
+
+def test_spectral_entropy_bounds():
+    white = compute_spectra(noise(5, seed=2)).spectral_entropy.mean()
+    pure = compute_spectra(tone(1000, 5)).spectral_entropy.mean()
+    assert 0.0 <= pure < 0.5 < white <= 1.0
+
+
+def test_fast_rolloff_equals_librosa():
+    import librosa
+
+    from music_pipeline.features.spectra import N_FFT, rolloff
+
+    rng = np.random.default_rng(1)
+    S = np.abs(rng.standard_normal((N_FFT // 2 + 1, 40))).astype(np.float32) ** 4
+    freqs = librosa.fft_frequencies(sr=SR, n_fft=N_FFT)
+    np.testing.assert_allclose(rolloff(S, freqs), librosa.feature.spectral_rolloff(S=S, sr=SR)[0])

@@ -45,7 +45,10 @@ class DecodedAudio:
 
 
 def _mono(block: np.ndarray) -> np.ndarray:
-    return block.mean(axis=1, dtype=np.float32) if block.ndim == 2 else block.astype(np.float32)
+    if block.ndim == 1 or block.shape[1] == 1:
+        return np.ascontiguousarray(block.reshape(-1), dtype=np.float32)
+    # a matrix-vector product: several times faster than a strided mean over the channel axis
+    return block @ np.full(block.shape[1], 1.0 / block.shape[1], dtype=np.float32)
 
 
 def _decode_soundfile(path: Path, sr: int, max_duration_s: float | None) -> tuple[np.ndarray, int, int]:

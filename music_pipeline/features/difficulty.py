@@ -63,16 +63,20 @@ def compute_descriptors(spectra: Spectra, rhythm: Rhythm) -> dict[str, float]:
     if active.sum() < 2:
         active = np.ones_like(active)
 
-    dominant = np.argmax(s.cqt[:, active], axis=0) * (12.0 / CQT_BINS_PER_OCTAVE)
+    ratio = s.n_frames / max(1, s.cqt.shape[1])
+    cqt_active = active[np.minimum((np.arange(s.cqt.shape[1]) * ratio).astype(int), len(active) - 1)]
+    if cqt_active.sum() < 2:
+        cqt_active = np.ones_like(cqt_active)
+    dominant = np.argmax(s.cqt[:, cqt_active], axis=0) * (12.0 / CQT_BINS_PER_OCTAVE)
     pitch_range = float(np.percentile(dominant, 95) - np.percentile(dominant, 5))
 
     mf = s.mfcc[1:13][:, active]
     timbral = float(np.linalg.norm(np.diff(mf, axis=1), axis=0).mean()) if mf.shape[1] > 1 else 0.0
 
     tonnetz = librosa.feature.tonnetz(chroma=s.chroma, sr=s.sr)
-    lag = max(1, int(round(0.5 * s.frame_rate)))
+    lag = max(1, int(round(0.5 * s.cqt_frame_rate)))
     if tonnetz.shape[1] > lag:
-        harmonic = float(np.linalg.norm(tonnetz[:, lag:] - tonnetz[:, :-lag], axis=0).mean() / 0.5)
+        harmonic = float(np.linalg.norm(tonnetz[:, lag:] - tonnetz[:, :-lag], axis=0).mean() / (lag / s.cqt_frame_rate))
     else:
         harmonic = 0.0
 

@@ -1,0 +1,28 @@
+"""Shared helpers for the benchmark scripts."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from music_pipeline.audio.library import AUDIO_EXTENSIONS  # noqa: E402
+
+DEMO = Path("data/demo_library/debian")
+
+
+def audio_files(args_files: list[str], library: str | None) -> list[Path]:
+    if args_files:
+        return [Path(f) for f in args_files]
+    root = Path(library) if library else DEMO
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS)
+    if not files:
+        sys.exit(f"no audio under {root}: run `music-pipeline demo` first or pass files / --library")
+    return files
+
+
+def pin_one_thread() -> None:
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
