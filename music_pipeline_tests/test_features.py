@@ -122,3 +122,19 @@ def test_fast_rolloff_equals_librosa():
     S = np.abs(rng.standard_normal((N_FFT // 2 + 1, 40))).astype(np.float32) ** 4
     freqs = librosa.fft_frequencies(sr=SR, n_fft=N_FFT)
     np.testing.assert_allclose(rolloff(S, freqs), librosa.feature.spectral_rolloff(S=S, sr=SR)[0])
+
+
+def test_chunked_tempogram_equals_full():
+    import librosa
+
+    from music_pipeline.features import rhythm
+
+    env = librosa.onset.onset_strength(y=clicks(123, 40) + noise(40, amp=0.01), sr=SR)
+    full = librosa.feature.tempogram(onset_envelope=env, sr=SR).mean(axis=1)
+    old = rhythm._TEMPOGRAM_CHUNK
+    rhythm._TEMPOGRAM_CHUNK = 300  # force several chunks on a short envelope
+    try:
+        chunked = rhythm.mean_tempogram(env, SR, 512)[:, 0]
+    finally:
+        rhythm._TEMPOGRAM_CHUNK = old
+    np.testing.assert_allclose(chunked, full, atol=1e-12)

@@ -74,3 +74,17 @@ def test_unreadable_file_is_reported_not_dropped(tmp_path, monkeypatch):
     monkeypatch.setattr(library, "content_hash", denied)
     (t,) = scan_library(tmp_path).tracks
     assert t.content_hash is None and "Permission denied" in t.scan_error
+
+
+@pytest.mark.parametrize("ext", ["wav", "flac", "ogg", "opus", "mp3", "aiff"])
+def test_every_soundfile_format_decodes_to_analysis_rate(tmp_path, ext):
+    import numpy as np
+
+    from music_pipeline.audio.decode import decode
+
+    path = write(tmp_path / f"a.{ext}", tone(440, 4))
+    audio = decode(path)
+    assert audio.sr == 22050 and audio.y.dtype == np.float32
+    assert abs(audio.duration_s - 4.0) < 0.15  # codecs add a little priming/padding
+    spectrum = np.abs(np.fft.rfft(audio.y[: 22050 * 2]))
+    assert abs(np.argmax(spectrum) / 2 - 440) < 3  # still a 440 Hz tone after decode + resample

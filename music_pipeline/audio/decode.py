@@ -66,7 +66,8 @@ def _decode_soundfile(path: Path, sr: int, max_duration_s: float | None) -> tupl
         if source_sr <= 0 or channels <= 0:
             raise AudioError(path, f"invalid header (sample rate {source_sr}, channels {channels})")
         stream = soxr.ResampleStream(source_sr, sr, 1, dtype="float32", quality="HQ")
-        parts: list[np.ndarray] = []
+        # write into one preallocated buffer: collecting chunks and concatenating doubles the peak
+        out = _Buffer(int(max(f.frames, 0) * sr / source_sr) + 4096)
         limit = int(max_duration_s * source_sr) if max_duration_s else None
         read = 0
         try:
@@ -75,14 +76,32 @@ def _decode_soundfile(path: Path, sr: int, max_duration_s: float | None) -> tupl
                 if block.size == 0:
                     break
                 read += len(block)
-                parts.append(stream.resample_chunk(_mono(block)))
+                out.append(stream.resample_chunk(_mono(block)))
                 if limit and read >= limit:
                     break
         except sf.LibsndfileError as exc:
             raise AudioError(path, f"decoding failed after {read / source_sr:.1f} s, file is truncated or corrupt ({exc.error_string or exc})") from None
-        parts.append(stream.resample_chunk(np.zeros(0, np.float32), last=True))
-    y = np.concatenate(parts) if parts else np.zeros(0, np.float32)
-    return y, source_sr, channels
+        out.append(stream.resample_chunk(np.zeros(0, np.float32), last=True))
+    return out.array(), source_sr, channels
+
+
+class _Buffer:
+    """A growable float32 array (headers of some formats under-report their length)."""
+
+    def __init__(self, capacity: int):
+        self.data = np.empty(max(capacity, 1), np.float32)
+        self.n = 0
+
+    def append(self, chunk: np.ndarray) -> None:
+        if self.n + len(chunk) > len(self.data):
+            grown = np.empty(max(2 * len(self.data), self.n + len(chunk)), np.float32)
+            grown[: self.n] = self.data[: self.n]
+            self.data = grown
+        self.data[self.n : self.n + len(chunk)] = chunk
+        self.n += len(chunk)
+
+    def array(self) -> np.ndarray:
+        return self.data[: self.n] if self.n > 0.9 * len(self.data) else self.data[: self.n].copy()
 
 
 def _decode_ffmpeg(path: Path, sr: int, max_duration_s: float | None) -> tuple[np.ndarray, int, int]:

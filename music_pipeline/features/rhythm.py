@@ -10,6 +10,23 @@ import numpy as np
 from music_pipeline.features.spectra import Spectra
 
 MIN_BPM, MAX_BPM = 40.0, 240.0
+TEMPOGRAM_WIN = 384  # librosa's default autocorrelation window (frames)
+_TEMPOGRAM_CHUNK = 4096
+
+
+def mean_tempogram(env: np.ndarray, sr: int, hop: int) -> np.ndarray:
+    """Time-averaged autocorrelation tempogram, computed in chunks of frames with a half-window of
+    context each side: the same as averaging librosa.feature.tempogram over the whole track, without
+    its (window × frames) float64 matrix, which for an hour-long track is ~1.5 GB."""
+    half = TEMPOGRAM_WIN // 2
+    total = np.zeros(TEMPOGRAM_WIN)
+    n = len(env)
+    for c0 in range(0, n, _TEMPOGRAM_CHUNK):
+        c1 = min(n, c0 + _TEMPOGRAM_CHUNK)
+        m0, m1 = min(c0, half), min(n - c1, half)
+        tg = librosa.feature.tempogram(onset_envelope=env[c0 - m0 : c1 + m1], sr=sr, hop_length=hop, win_length=TEMPOGRAM_WIN)
+        total += tg[:, m0 : m0 + (c1 - c0)].sum(axis=1)
+    return (total / n)[:, None]
 
 
 @dataclass
@@ -25,7 +42,8 @@ def compute_rhythm(spectra: Spectra) -> Rhythm:
     # clamp to 80 dB below the loudest bin, as power_to_db(ref=np.max) does in librosa's usual recipe
     log_mel = np.maximum(spectra.log_mel, spectra.log_mel.max() - 80.0)
     env = librosa.onset.onset_strength(S=log_mel, sr=sr, hop_length=hop).astype(np.float32)
-    tempo = librosa.feature.tempo(onset_envelope=env, sr=sr, hop_length=hop).item()
+    tg = mean_tempogram(env, sr, hop)
+    tempo = librosa.feature.tempo(tg=tg, sr=sr, hop_length=hop).item()
     onset_frames = librosa.onset.onset_detect(onset_envelope=env, sr=sr, hop_length=hop, units="frames")
     times = librosa.frames_to_time(onset_frames, sr=sr, hop_length=hop)
     centred = env - env.mean()

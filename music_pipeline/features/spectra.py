@@ -25,7 +25,7 @@ CQT_FMIN = librosa.note_to_hz("C1")
 # reproduces to three decimals at a third of the cost of a 23 ms hop.
 CQT_HOP = 4 * HOP
 HF_CUTOFF_HZ = 4000.0
-BLOCK_FRAMES = 16384  # ~6 min of STFT frames per block: a typical track is one block
+BLOCK_FRAMES = 8192  # ~3 min of STFT frames per block (~270 MB of STFT workspace at most)
 _CQT_MARGIN_FRAMES = 24  # ~2.2 s of context each side, more than the longest CQT filter (~0.5 s)
 
 
@@ -95,9 +95,19 @@ def rolloff(S: np.ndarray, freqs: np.ndarray, roll_percent: float = 0.85) -> np.
     return freqs[np.argmax(reached, axis=0)].astype(np.float32)
 
 
-def _stft_block_features(y_padded: np.ndarray, f0: int, f1: int, sr: int) -> dict[str, np.ndarray]:
-    """Features of frames [f0, f1) from the centre-padded signal; exact w.r.t. a whole-signal STFT."""
-    seg = y_padded[f0 * HOP : (f1 - 1) * HOP + N_FFT]
+def _centred_segment(y: np.ndarray, f0: int, f1: int) -> np.ndarray:
+    """Samples under frames [f0, f1) of a centred STFT, zero-padded at the signal's ends only
+    (no padded copy of the whole signal)."""
+    start, stop = f0 * HOP - N_FFT // 2, (f1 - 1) * HOP + N_FFT // 2
+    seg = y[max(0, start) : max(0, min(len(y), stop))]
+    if start < 0 or stop > len(y):
+        seg = np.pad(seg, (max(0, -start), max(0, stop - len(y))), mode="constant")
+    return seg
+
+
+def _stft_block_features(y: np.ndarray, f0: int, f1: int, sr: int) -> dict[str, np.ndarray]:
+    """Features of frames [f0, f1); exact w.r.t. a whole-signal centred STFT."""
+    seg = _centred_segment(y, f0, f1)
     S = np.abs(librosa.stft(seg, n_fft=N_FFT, hop_length=HOP, center=False)).astype(np.float32)
     power = S**2
     mel_power = _mel_basis(sr) @ power
@@ -155,15 +165,13 @@ def compute_spectra(y: np.ndarray, sr: int = SR, block_frames: int = BLOCK_FRAME
     n_cqt_frames = 1 + len(y) // CQT_HOP
     ratio = CQT_HOP // HOP
     block_frames = max(ratio, block_frames - block_frames % ratio)  # CQT blocks align with STFT blocks
-    y_padded = np.pad(y, N_FFT // 2, mode="constant")
     blocks: list[dict[str, np.ndarray]] = []
     cqt_blocks: list[np.ndarray] = []
     for f0 in range(0, n_frames, block_frames):
         f1 = min(n_frames, f0 + block_frames)
-        blocks.append(_stft_block_features(y_padded, f0, f1, sr))
+        blocks.append(_stft_block_features(y, f0, f1, sr))
         c0, c1 = f0 // ratio, min(n_cqt_frames, -(-f1 // ratio))
         cqt_blocks.append(_cqt_block(y, c0, c1, n_cqt_frames, sr))
-    del y_padded
     joined = {k: np.concatenate([b[k] for b in blocks], axis=-1) for k in blocks[0]}
     cqt = np.concatenate(cqt_blocks, axis=1)
     chroma = librosa.feature.chroma_cqt(C=cqt, sr=sr, hop_length=CQT_HOP, bins_per_octave=CQT_BINS_PER_OCTAVE, n_octaves=CQT_OCTAVES)
