@@ -1,0 +1,309 @@
+"""SHAP explanations of the XGBoost genre model, in PCA space and in plain language.
+
+The model sees PCA components of the standardised feature view, so SHAP (``TreeExplainer``,
+exact for trees) attributes each prediction to components. A component is named after the
+musical concepts of the features that load on it most (``describe_component``); for one track,
+the features that actually drive *its* component value are named with "high"/"low" (the sign of
+the standardised feature), which is what "brightness (spectral centroid high) pushed it toward
+electronic" means. SHAP values are log-odds (margin) contributions: for every track and class,
+base value + Σ components = the model's raw margin (tested).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from music_pipeline.features.embedding import FEATURE_GROUPS
+from music_pipeline.features.spectra import N_MELS, SR
+from music_pipeline.models.genre import GenreModel
+from music_pipeline.plotting import plt, save_png
+
+# centre frequencies of the 128 mel bands of the embedding (librosa's Slaney mel, 0..sr/2)
+_MEL_HZ = None
+
+
+def _mel_hz(band: int) -> float:
+    global _MEL_HZ
+    if _MEL_HZ is None:
+        import librosa
+
+        _MEL_HZ = librosa.mel_frequencies(n_mels=N_MELS + 2, fmin=0.0, fmax=SR / 2)[1:-1]
+    return float(_MEL_HZ[band])
+
+
+def _mel_region(hz: float) -> str:
+    for limit, name in ((120, "sub-bass"), (400, "bass"), (2000, "mid-range"), (6000, "presence"), (np.inf, "treble/air")):
+        if hz < limit:
+            return name
+    return "treble/air"
+
+
+def feature_concept(name: str) -> tuple[str, tuple[str, object]]:
+    """(musical concept, (token kind, token value)) of a feature-view column."""
+    if m := re.fullmatch(r"mfcc_(mean|std|delta_mean)_(\d+)", name):
+        stat, i = m.group(1), int(m.group(2))
+        if stat == "std":
+            return "timbre variability", ("MFCC spread", i)
+        if stat == "delta_mean":
+            return "timbre movement", ("ΔMFCC", i)
+        if i == 1:
+            return "loudness", ("MFCC", i)
+        return ("brightness/spectral tilt" if i <= 4 else "timbre colour" if i <= 13 else "fine timbre texture"), ("MFCC", i)
+    if m := re.fullmatch(r"chroma_(mean|std)_(\w+)", name):
+        pc = m.group(2).replace("s", "#")
+        return ("harmony/key" if m.group(1) == "mean" else "harmonic movement"), ("chroma", pc)
+    if m := re.fullmatch(r"spectral_(centroid|rolloff|bandwidth)_(mean|std)", name):
+        return ("brightness" if m.group(2) == "mean" else "brightness variability"), ("", f"spectral {m.group(1)}")
+    if m := re.fullmatch(r"spectral_contrast_(mean|std)_b(\d)", name):
+        return "tonal peaks vs noise", ("contrast band", int(m.group(2)))
+    if name.startswith("spectral_flatness"):
+        return "noisiness", ("", "spectral flatness")
+    if name.startswith("zcr"):
+        return "noisiness", ("", "zero-crossing rate")
+    if name == "tempo_bpm":
+        return "tempo", ("", "tempo")
+    if name in ("rms_mean", "rms_std"):
+        return "loudness", ("", "RMS level" if name == "rms_mean" else "RMS spread")
+    if name in ("rms_cv", "rms_dynamic_range_db", "low_energy_ratio"):
+        return "dynamics", ("", {"rms_cv": "level variation", "rms_dynamic_range_db": "dynamic range", "low_energy_ratio": "quiet-frame share"}[name])
+    if m := re.fullmatch(r"tonnetz_(mean|std)_(\w+)", name):
+        return "tonal colour", ("tonnetz", m.group(2).replace("_", " "))
+    if m := re.fullmatch(r"mel_(mean|p25|p50|p75)_(\d+)", name):
+        hz = _mel_hz(int(m.group(2)))
+        return f"{_mel_region(hz)} energy", ("mel", hz)
+    if name.startswith("onset_rate"):
+        return "rhythmic density", ("", "onset rate")
+    if name.startswith("onset_strength"):
+        return "rhythmic attack", ("", "onset strength")
+    if name == "pulse_clarity":
+        return "beat clarity", ("", "pulse clarity")
+    return FEATURE_GROUPS.get(name, "other"), ("", name)
+
+
+def _render_tokens(tokens: Sequence[tuple[str, object]]) -> str:
+    by_kind: dict[str, list] = {}
+    for kind, value in tokens:
+        by_kind.setdefault(kind, []).append(value)
+    parts = []
+    for kind, values in by_kind.items():
+        if kind == "mel":
+            lo, hi = min(values), max(values)
+            parts.append(f"mel {lo:.0f} Hz" if np.isclose(lo, hi) else f"mel {lo:.0f}–{hi:.0f} Hz")
+        elif all(isinstance(v, int) for v in values):
+            vs = sorted(set(values))
+            runs, start = [], vs[0]
+            for a, b in zip(vs, vs[1:] + [None]):
+                if b != a + 1:
+                    runs.append(f"{start}" if start == a else f"{start}–{a}")
+                    start = b
+            parts.append(f"{kind} {', '.join(runs)}")
+        else:
+            parts += [f"{kind} {v}".strip() for v in dict.fromkeys(values)]
+    return ", ".join(parts)
+
+
+def describe_component(loadings: np.ndarray, names: Sequence[str], top: int = 8, concepts: int = 2) -> str:
+    """'brightness (spectral centroid, MFCC 2–4); bass energy (mel 130–380 Hz)' for one PCA axis."""
+    order = np.argsort(-np.abs(loadings))[:top]
+    weight: dict[str, float] = {}
+    tokens: dict[str, list] = {}
+    for j in order:
+        concept, token = feature_concept(names[j])
+        weight[concept] = weight.get(concept, 0.0) + float(abs(loadings[j]))
+        tokens.setdefault(concept, []).append(token)
+    best = sorted(weight, key=lambda c: -weight[c])[:concepts]
+    return "; ".join(f"{c} ({_render_tokens(tokens[c])})" for c in best)
+
+
+@dataclass
+class ShapResult:
+    values: np.ndarray  # (n, components, classes): margin contributions
+    base: np.ndarray  # (classes,)
+    data: np.ndarray  # (n, components): the model-space inputs
+    scaled: np.ndarray  # (n, view features): standardised feature view (for "high"/"low")
+    classes: list[str]
+    component_names: list[str]  # PC1..
+    component_text: list[str]  # musical description per component
+
+    def labels(self, width: int = 48) -> list[str]:
+        out = []
+        for n, t in zip(self.component_names, self.component_text):
+            short = re.sub(r" \([^)]*\)", "", t).replace("; ", " / ")
+            out.append(f"{n} {short}"[:width])
+        return out
+
+    def importance(self) -> np.ndarray:
+        """Mean |SHAP| per component (over tracks and classes)."""
+        return np.abs(self.values).mean(axis=(0, 2))
+
+
+def _booster(model: GenreModel):
+    if not model.is_xgb:
+        raise ValueError(f"SHAP TreeExplainer needs the XGBoost model, not {model.candidate.name}")
+    return model.pipeline.named_steps["model"].get_booster()
+
+
+def margin(model: GenreModel, X: np.ndarray) -> np.ndarray:
+    """The booster's raw margin per class (n, classes); binary models get (−m, m)."""
+    import xgboost as xgb
+
+    m = _booster(model).predict(xgb.DMatrix(model.model_space(X)), output_margin=True)
+    return np.column_stack([-m, m]) if m.ndim == 1 else m
+
+
+def tree_shap(model: GenreModel, X: np.ndarray) -> ShapResult:
+    import shap
+
+    Z = model.model_space(X)
+    explainer = shap.TreeExplainer(_booster(model))
+    values = np.asarray(explainer.shap_values(Z))
+    base = np.atleast_1d(np.asarray(explainer.expected_value, dtype=np.float64))
+    if values.ndim == 2:  # binary: one logit, class 1 vs class 0
+        values = np.stack([-values, values], axis=-1)
+        base = np.array([-base[0], base[0]])
+    pca = model.pipeline.named_steps["pca"]
+    text = [describe_component(pca.components_[k], model.view_names) for k in range(pca.n_components_)]
+    return ShapResult(values, base, Z, model.scaled_view(X), model.classes, [f"PC{k + 1}" for k in range(Z.shape[1])], text)
+
+
+def _drivers(model: GenreModel, shap_res: ShapResult, i: int, k: int, n: int = 4) -> str:
+    """The features that make track i's component-k value what it is: 'brightness high (spectral centroid)'."""
+    w = model.pipeline.named_steps["pca"].components_[k]
+    s = shap_res.scaled[i]
+    contrib = w * s
+    z = shap_res.data[i, k]
+    order = [j for j in np.argsort(-np.abs(contrib)) if np.sign(contrib[j]) == np.sign(z)][:n]
+    groups: dict[str, list] = {}
+    for j in order:
+        concept, token = feature_concept(model.view_names[j])
+        groups.setdefault(f"{concept} {'high' if s[j] > 0 else 'low'}", []).append(token)
+    return ", ".join(f"{c} ({_render_tokens(v)})" for c, v in groups.items()) or shap_res.component_text[k]
+
+
+def explain_track(model: GenreModel, shap_res: ShapResult, i: int, proba: np.ndarray, top: int = 3) -> dict:
+    """Plain-language reasons for track i's predicted class, from its largest SHAP components."""
+    order = np.argsort(-proba)
+    c, r = int(order[0]), int(order[1]) if len(order) > 1 else int(order[0])
+    phi = shap_res.values[i, :, c]
+    comps = [k for k in np.argsort(-np.abs(phi))[:top] if abs(phi[k]) >= 0.1 * np.abs(phi).max()]
+    toward = [(k, phi[k]) for k in comps if phi[k] > 0]
+    away = [(k, phi[k]) for k in comps if phi[k] < 0]
+    label = shap_res.classes[c]
+
+    def fmt(items):
+        return "; ".join(f"{shap_res.component_names[k]} ({v:+.2f}): {_drivers(model, shap_res, i, k)}" for k, v in items)
+
+    parts = [f"Predicted {label} (p={proba[c]:.2f}; next {shap_res.classes[r]} {proba[r]:.2f})."]
+    if toward:
+        parts.append(f"Pushed toward {label} by {fmt(toward)}.")
+    if away:
+        parts.append(f"Pulled away from {label} by {fmt(away)}.")
+    return {
+        "label": label,
+        "text": " ".join(parts),
+        "components": [
+            {"component": shap_res.component_names[k], "shap": float(phi[k]), "value": float(shap_res.data[i, k]),
+             "meaning": shap_res.component_text[k], "this_track": _drivers(model, shap_res, i, k)}
+            for k in comps
+        ],
+    }
+
+
+def boundary_songs(proba: np.ndarray, classes: Sequence[str], margin_: float = 0.15) -> pd.DataFrame:
+    """Rows whose two most likely classes are within ``margin_`` of each other (positions + both)."""
+    if proba.shape[1] < 2:
+        return pd.DataFrame(columns=["row", "first", "p_first", "second", "p_second", "gap"])
+    order = np.argsort(-proba, axis=1)
+    p1 = proba[np.arange(len(proba)), order[:, 0]]
+    p2 = proba[np.arange(len(proba)), order[:, 1]]
+    rows = np.flatnonzero(p1 - p2 <= margin_)
+    return pd.DataFrame({
+        "row": rows,
+        "first": [classes[order[i, 0]] for i in rows],
+        "p_first": p1[rows],
+        "second": [classes[order[i, 1]] for i in rows],
+        "p_second": p2[rows],
+        "gap": (p1 - p2)[rows],
+    }).sort_values("gap", kind="stable")
+
+
+# ---------------------------------------------------------------- plots (each writes one PNG)
+
+
+def plot_global_bar(res: ShapResult, dest: Path, max_display: int = 12) -> Path:
+    imp = np.abs(res.values).mean(axis=0)  # (components, classes)
+    order = np.argsort(-imp.sum(axis=1))[:max_display][::-1]
+    labels = res.labels()
+    fig, ax = plt.subplots(figsize=(8, 0.4 * len(order) + 1.5))
+    left = np.zeros(len(order))
+    for c, name in enumerate(res.classes):
+        ax.barh(np.arange(len(order)), imp[order, c], left=left, label=name)
+        left += imp[order, c]
+    ax.set_yticks(np.arange(len(order)), [labels[k] for k in order], fontsize=8)
+    ax.set_xlabel("mean |SHAP value| (log-odds), stacked by class")
+    ax.set_title("Which PCA components drive the genre model")
+    ax.legend(fontsize=7, loc="lower right")
+    return save_png(fig, dest)
+
+
+def _explanation_for_predicted(res: ShapResult, proba: np.ndarray):
+    import shap
+
+    pred = proba.argmax(axis=1)
+    vals = res.values[np.arange(len(pred)), :, pred]
+    return shap.Explanation(values=vals, base_values=res.base[pred], data=res.data, feature_names=res.labels(40))
+
+
+def plot_beeswarm(res: ShapResult, proba: np.ndarray, dest: Path, max_display: int = 12) -> Path:
+    import shap
+
+    shap.plots.beeswarm(_explanation_for_predicted(res, proba), max_display=max_display, show=False)
+    fig = plt.gcf()
+    fig.suptitle("SHAP values toward each track's predicted genre (colour: component value)", fontsize=9)
+    return save_png(fig, dest)
+
+
+def plot_dependence(res: ShapResult, dest: Path) -> tuple[Path, str]:
+    """Dependence plot of the most important component, for the class it moves most."""
+    imp = np.abs(res.values).mean(axis=0)
+    k = int(imp.sum(axis=1).argmax())
+    c = int(imp[k].argmax())
+    fig, ax = plt.subplots(figsize=(6, 4))
+    sc = ax.scatter(res.data[:, k], res.values[:, k, c], c=res.values[:, :, c].sum(axis=1), cmap="coolwarm", s=18)
+    fig.colorbar(sc, ax=ax, label=f"total SHAP toward {res.classes[c]}")
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.set_xlabel(f"{res.component_names[k]} value — {res.component_text[k]}", fontsize=8)
+    ax.set_ylabel(f"SHAP toward {res.classes[c]}")
+    ax.set_title(f"Dependence: {res.component_names[k]} → {res.classes[c]}", fontsize=9)
+    return save_png(fig, dest), res.component_names[k]
+
+
+def plot_waterfall(res: ShapResult, i: int, dest: Path, class_index: int | None = None, title: str = "") -> Path:
+    import shap
+
+    c = int(class_index if class_index is not None else (res.base + res.values[i].sum(axis=0)).argmax())
+    exp = shap.Explanation(values=res.values[i, :, c], base_values=res.base[c], data=res.data[i], feature_names=res.labels(40))
+    shap.plots.waterfall(exp, max_display=10, show=False)
+    fig = plt.gcf()
+    fig.suptitle(title or f"Why toward {res.classes[c]} (log-odds)", fontsize=9)
+    return save_png(fig, dest)
+
+
+def plot_confusion(confusion: Sequence[Sequence[int]], classes: Sequence[str], dest: Path, title: str) -> Path:
+    cm = np.asarray(confusion)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * len(classes), 0.8 + 0.55 * len(classes)))
+    ax.imshow(cm, cmap="Blues")
+    for (r, c), v in np.ndenumerate(cm):
+        ax.text(c, r, str(v), ha="center", va="center", color="white" if v > cm.max() / 2 else "black", fontsize=8)
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(classes)), classes, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    return save_png(fig, dest)
