@@ -22,6 +22,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates 0600 files; artifacts get the mode a plain open() would have given them
+_FILE_MODE = 0o666 & ~_current_umask()
+
+
 class UnsafePathError(ValueError):
     """A name would resolve outside the directory it must stay in."""
 
@@ -47,6 +57,7 @@ def atomic_path(dest: Path) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp_path, _FILE_MODE)
         os.replace(tmp_path, dest)
     finally:
         if tmp_path.exists():

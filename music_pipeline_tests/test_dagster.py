@@ -92,30 +92,30 @@ def test_build_is_incremental(tmp_path, dagster_home):
     lib = make_library(tmp_path / "lib", 3)
     data = tmp_path / "data"
     settings = Settings(data_dir=data, library_dir=lib, workers=2)
-    s1 = run_build(settings, log=lambda *_: None)
+    s1 = run_build(settings, log=lambda *_: None, models=False)
     assert s1.ok and s1.embedded == 3 and len(s1.skipped) == 0
     before = _feature_mtimes(data)
 
     # unchanged library: nothing is extracted, no track run at all
-    s2 = run_build(settings, log=lambda *_: None)
+    s2 = run_build(settings, log=lambda *_: None, models=False)
     assert s2.extracted_runs == 0 and _feature_mtimes(data) == before
 
     # one new file: only it is extracted
     write(lib / "style" / "new.wav", tone(660, 4) + noise(4, amp=0.02, seed=9))
-    s3 = run_build(settings, log=lambda *_: None)
+    s3 = run_build(settings, log=lambda *_: None, models=False)
     after = _feature_mtimes(data)
     assert s3.embedded == 4 and len(after) == 4
     assert {k: v for k, v in after.items() if k in before} == before
 
     # a changed file is re-extracted (new content hash), the others are not
     write(lib / "style" / "t0.wav", tone(990, 5))
-    run_build(settings, log=lambda *_: None)
+    run_build(settings, log=lambda *_: None, models=False)
     changed = _feature_mtimes(data)
     assert len(set(changed) - set(after)) == 1
 
     # a deleted file leaves the partitions and the table
     (lib / "style" / "t2.wav").unlink()
-    s5 = run_build(settings, log=lambda *_: None)
+    s5 = run_build(settings, log=lambda *_: None, models=False)
     table = pd.read_parquet(data / "tables" / "embeddings.parquet")
     assert s5.embedded == 3 and "style/t2.wav" not in set(table["relpath"])
     instance = dg.DagsterInstance.get()
@@ -126,10 +126,10 @@ def test_renamed_file_is_not_recomputed(tmp_path, dagster_home):
     lib = make_library(tmp_path / "lib", 2)
     data = tmp_path / "data"
     settings = Settings(data_dir=data, library_dir=lib, workers=1)
-    run_build(settings, log=lambda *_: None)
+    run_build(settings, log=lambda *_: None, models=False)
     before = _feature_mtimes(data)
     os.rename(lib / "style" / "t0.wav", lib / "style" / "renamed.wav")
-    s = run_build(settings, log=lambda *_: None)
+    s = run_build(settings, log=lambda *_: None, models=False)
     assert _feature_mtimes(data) == before
     table = pd.read_parquet(data / "tables" / "embeddings.parquet")
     assert s.embedded == 2 and "style/renamed.wav" in set(table["relpath"]) and "style/t0.wav" not in set(table["relpath"])
@@ -140,14 +140,14 @@ def test_bad_file_fails_only_itself(tmp_path, dagster_home):
     (lib / "style" / "broken.mp3").write_text("not audio")
     write(lib / "style" / "short.wav", tone(440, 1))
     settings = Settings(data_dir=tmp_path / "data", library_dir=lib, workers=2)
-    s = run_build(settings, log=lambda *_: None)
+    s = run_build(settings, log=lambda *_: None, models=False)
     assert s.ok and s.embedded == 2
     reasons = dict(zip(s.skipped["relpath"], s.skipped["reason"]))
     assert set(reasons) == {"style/broken.mp3", "style/short.wav"}
     assert "not a readable audio file" in reasons["style/broken.mp3"]
     assert "too short" in reasons["style/short.wav"]
     # the partition of a broken file exists (it is a track of the library) and is not retried
-    s2 = run_build(settings, log=lambda *_: None)
+    s2 = run_build(settings, log=lambda *_: None, models=False)
     assert s2.extracted_runs == 0
 
 
@@ -158,4 +158,4 @@ def test_second_build_on_same_data_dir_refuses(tmp_path, dagster_home):
     settings = Settings(data_dir=tmp_path / "data", library_dir=lib, workers=1)
     with data_dir_lock(settings):
         with pytest.raises(BuildLocked, match="another build is running"):
-            run_build(settings, log=lambda *_: None)
+            run_build(settings, log=lambda *_: None, models=False)

@@ -15,7 +15,8 @@ from filelock import FileLock, Timeout
 from music_pipeline.audio.sync import plan_sync
 from music_pipeline.defs.partitions import tracks_partitions
 from music_pipeline.defs.resources import MusicPipelineResource
-from music_pipeline.defs.sensors import RANGE_END, RANGE_START, TRACK_ASSETS
+from music_pipeline.defs.jobs import split_library_assets
+from music_pipeline.defs.sensors import RANGE_END, RANGE_START
 from music_pipeline.settings import Settings
 from music_pipeline.storage import read_parquet
 
@@ -56,9 +57,10 @@ def data_dir_lock(settings: Settings) -> FileLock:
     return FileLock(str(settings.data_dir / ".build.lock"))
 
 
-def run_build(settings: Settings, wait_for_lock_s: float = 0.0, log=print) -> BuildSummary:
-    """Register partitions for the library, extract new/changed tracks in batched range runs, then
-    materialize every library-level asset. Holds an exclusive lock on the data directory."""
+def run_build(settings: Settings, wait_for_lock_s: float = 0.0, log=print, models: bool = True) -> BuildSummary:
+    """Register partitions for the library, run `ingest_tracks` over batched ranges of new/changed
+    tracks, then `rebuild_models` (unless ``models`` is false). When nothing changed and every
+    asset has been materialized before, nothing runs. Holds an exclusive lock on the data directory."""
     from music_pipeline.definitions import build_definitions
 
     ensure_dagster_home(settings)
@@ -71,47 +73,55 @@ def run_build(settings: Settings, wait_for_lock_s: float = 0.0, log=print) -> Bu
             "wait for it to finish or use another --data directory"
         ) from None
     try:
-        return _run_build_locked(settings, build_definitions, log)
+        return _run_build_locked(settings, build_definitions, log, models)
     finally:
         lock.release()
 
 
-def _run_build_locked(settings: Settings, build_definitions, log) -> BuildSummary:
+def _never_materialized(instance, keys) -> list:
+    return [k for k in keys if instance.get_latest_materialization_event(k) is None]
+
+
+def _failures(result) -> list[str]:
+    out = []
+    for ev in result.all_events:
+        if ev.is_step_failure:
+            err = ev.event_specific_data.error if ev.event_specific_data else None
+            out.append(f"{ev.step_key}: {err.message.strip().splitlines()[0] if err else 'failed'}")
+    return out
+
+
+def _run_build_locked(settings: Settings, build_definitions, log, models: bool) -> BuildSummary:
     pipeline = MusicPipelineResource(data_dir=str(settings.data_dir), library_dir=str(settings.library_dir), workers=settings.workers)
     defs = build_definitions(pipeline)
-    job = defs.resolve_implicit_global_asset_job_def()
+    ingest, rebuild = defs.resolve_job_def("ingest_tracks"), defs.resolve_job_def("rebuild_models")
+    follow, model_keys = split_library_assets(defs.assets)
     instance = dg.DagsterInstance.get()
     scan = pipeline.scan()
     store = pipeline.store
     registered = list(instance.get_dynamic_partitions(tracks_partitions.name))
     plan = plan_sync(scan, registered, lambda t: bool(t.content_hash) and not store.has(t.content_hash) and store.failure(t.content_hash) is None)
-    if plan.to_remove:
-        for key in plan.to_remove:
-            instance.delete_dynamic_partition(tracks_partitions.name, key)
+    for key in plan.to_remove:
+        instance.delete_dynamic_partition(tracks_partitions.name, key)
     if plan.to_add:
         instance.add_dynamic_partitions(tracks_partitions.name, plan.to_add)
     log(f"library {settings.library_dir}: {len(scan.tracks)} tracks (+{len(plan.to_add)} new, -{len(plan.to_remove)} removed, {len(plan.to_run)} to analyse)")
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}  # the CLI prints its own summary
+    tags = {"music_pipeline/trigger": "cli build"}
     failed, run_ids = [], []
-    for start, end in plan.ranges:
-        result = job.execute_in_process(
-            run_config=quiet,
-            instance=instance,
-            asset_selection=TRACK_ASSETS,
-            tags={RANGE_START: start, RANGE_END: end, "music_pipeline/trigger": "cli build"},
-            raise_on_error=False,
-        )
+
+    def run(job, **kwargs):
+        result = job.execute_in_process(run_config=quiet, instance=instance, raise_on_error=False, **kwargs)
         run_ids.append(result.run_id)
-        if not result.success:
-            failed.append(f"track_features[{start}...{end}]")
-    graph = defs.resolve_asset_graph()
-    library_level = [k for k in graph.get_all_asset_keys() if not graph.get(k).is_partitioned]
-    result = job.execute_in_process(run_config=quiet, instance=instance, asset_selection=library_level, tags={"music_pipeline/trigger": "cli build"}, raise_on_error=False)
-    run_ids.append(result.run_id)
-    if not result.success:
-        for ev in result.all_events:
-            if ev.is_step_failure:
-                failed.append(f"{ev.step_key}: {ev.event_specific_data.error.message.strip().splitlines()[0] if ev.event_specific_data and ev.event_specific_data.error else 'failed'}")
+        failed.extend(_failures(result))
+
+    for start, end in plan.ranges:  # tracks + the tables and scores that follow them
+        run(ingest, tags={**tags, RANGE_START: start, RANGE_END: end})
+    if not plan.ranges and (plan.changed or _never_materialized(instance, follow)):
+        run(ingest, asset_selection=follow, tags=tags)
+    if models and model_keys and (plan.changed or _never_materialized(instance, model_keys)):
+        log("training the library models (difficulty CNN, genre classifier, maps) …")
+        run(rebuild, tags=tags)
     layout = pipeline.layout
     skipped = read_parquet(layout.skipped_path) if layout.skipped_path.exists() else pd.DataFrame(columns=["relpath", "reason"])
     embedded = len(read_parquet(layout.embeddings_path, columns=["key"])) if layout.embeddings_path.exists() else 0

@@ -7,13 +7,11 @@ import json
 import dagster as dg
 
 from music_pipeline.audio.sync import SyncPlan, plan_sync
-from music_pipeline.defs.assets.features import MEL_SEGMENTS, TRACK_DIFFICULTY, TRACK_EMBEDDING
 from music_pipeline.defs.partitions import tracks_partitions
 from music_pipeline.defs.resources import MusicPipelineResource
 
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
-TRACK_ASSETS = [TRACK_EMBEDDING, TRACK_DIFFICULTY, MEL_SEGMENTS]
 LIBRARY_ASSETS = [dg.AssetKey("library_manifest"), dg.AssetKey("embeddings")]
 BATCH_SIZE = 500
 
@@ -24,13 +22,7 @@ def run_requests_for(plan: SyncPlan, hashes: dict[str, str | None], trigger: str
     requests = []
     for start, end in plan.ranges:
         ident = hashlib.sha1(json.dumps([start, end, [hashes.get(k) for k in plan.to_run]]).encode()).hexdigest()[:16]
-        requests.append(
-            dg.RunRequest(
-                run_key=f"tracks:{ident}",
-                asset_selection=TRACK_ASSETS,
-                tags={RANGE_START: start, RANGE_END: end, "music_pipeline/trigger": trigger},
-            )
-        )
+        requests.append(dg.RunRequest(run_key=f"tracks:{ident}", tags={RANGE_START: start, RANGE_END: end, "music_pipeline/trigger": trigger}))
     if plan.to_remove and not plan.ranges:
         ident = hashlib.sha1(json.dumps(sorted(plan.to_remove)).encode()).hexdigest()[:16]
         requests.append(dg.RunRequest(run_key=f"removed:{ident}", asset_selection=LIBRARY_ASSETS, tags={"music_pipeline/trigger": trigger}))
@@ -39,13 +31,14 @@ def run_requests_for(plan: SyncPlan, hashes: dict[str, str | None], trigger: str
 
 @dg.sensor(
     name="library_sensor",
+    job_name="ingest_tracks",
     minimum_interval_seconds=15,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    asset_selection=TRACK_ASSETS + LIBRARY_ASSETS,
     description=(
         "Scans the library: adds a `tracks` partition for each new file, removes partitions of "
-        "deleted files, and requests extraction (batched ranges, not one run per file) for new "
-        "tracks and tracks whose content changed. Unchanged files cost a stat, not a read."
+        "deleted files, and launches `ingest_tracks` over batched partition ranges (not one run "
+        "per file) for new tracks and tracks whose content changed; that run also refreshes the "
+        "tables, difficulty scores and similarity index. Unchanged files cost a stat, not a read."
     ),
 )
 def library_sensor(context: dg.SensorEvaluationContext, pipeline: MusicPipelineResource):

@@ -14,6 +14,7 @@ from music_pipeline.storage import write_parquet
 TRACK_EMBEDDING = dg.AssetKey("track_embedding")
 TRACK_DIFFICULTY = dg.AssetKey("track_difficulty")
 MEL_SEGMENTS = dg.AssetKey("mel_segments")
+TRACK_ASSETS = [TRACK_EMBEDDING, TRACK_DIFFICULTY, MEL_SEGMENTS]
 _TRACK_TAGS = {"owner": "features"}
 
 # Many tracks per run, parallel inside it: one run per track would cost seconds of overhead each.

@@ -1,0 +1,61 @@
+"""Jobs a user launches by name, and the nightly schedule of the expensive models.
+
+Which assets go where is derived from the assets themselves, so a new asset lands in the right
+job without editing this file:
+- ingest_tracks: the per-track assets, the library scan, and every library-level asset with an
+  AutomationCondition (cheap ones that follow new tracks: tables, difficulty scores, the index).
+- rebuild_models: library-level assets without one (models and maps: CNN, classifier, UMAP).
+- full_rebuild: everything.
+"""
+
+import os
+
+import dagster as dg
+
+from music_pipeline.defs.assets.features import TRACK_ASSETS
+LIBRARY_SCAN = dg.AssetKey("library_manifest")
+REBUILD_CRON_ENV = "MUSIC_PIPELINE_REBUILD_CRON"
+DEFAULT_REBUILD_CRON = "0 3 * * *"
+# Transient failures (a worker killed, a locked database) are retried once as a whole run.
+RUN_RETRY_TAGS = {"dagster/max_retries": "1", "dagster/retry_strategy": "FROM_FAILURE"}
+
+
+def split_library_assets(assets) -> tuple[list[dg.AssetKey], list[dg.AssetKey]]:
+    """(follow-new-tracks, rebuild-on-schedule) keys of the unpartitioned assets."""
+    follow, models = [LIBRARY_SCAN], []
+    for a in assets:
+        for spec in a.specs:
+            if spec.partitions_def is not None or spec.key == LIBRARY_SCAN:
+                continue
+            (follow if spec.automation_condition is not None else models).append(spec.key)
+    return follow, models
+
+
+def build_jobs(assets):
+    follow, models = split_library_assets(assets)
+    ingest = dg.define_asset_job(
+        "ingest_tracks",
+        selection=dg.AssetSelection.assets(*TRACK_ASSETS, *follow),
+        description="Extract new/changed tracks (a partition range per run) and refresh the tables, difficulty scores and similarity index.",
+        tags={"music_pipeline/job": "ingest", **RUN_RETRY_TAGS},
+    )
+    rebuild = dg.define_asset_job(
+        "rebuild_models",
+        selection=dg.AssetSelection.assets(*models),
+        description="Retrain the expensive library models (difficulty CNN, genre classifier and comparators, UMAP map).",
+        tags={"music_pipeline/job": "models", **RUN_RETRY_TAGS},
+    )
+    full = dg.define_asset_job(
+        "full_rebuild",
+        selection=dg.AssetSelection.all(),
+        description="Every asset; launched over all `tracks` partitions it becomes a batched backfill.",
+        tags={"music_pipeline/job": "full", **RUN_RETRY_TAGS},
+    )
+    nightly = dg.ScheduleDefinition(
+        name="nightly_rebuild",
+        job=rebuild,
+        cron_schedule=os.environ.get(REBUILD_CRON_ENV, DEFAULT_REBUILD_CRON),
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=f"Rebuilds the models on a cron schedule (env {REBUILD_CRON_ENV}, default '{DEFAULT_REBUILD_CRON}').",
+    )
+    return [ingest, rebuild, full], [nightly]

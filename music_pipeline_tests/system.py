@@ -1,0 +1,66 @@
+"""Real servers and browsers for the integration tests: Debian packages, started on loopback.
+
+A test that needs one calls ``require_debian(...)``; it installs the packages when it can (root,
+apt-get) and otherwise skips with the reason, so the rest of the suite still runs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+_apt_updated = False
+
+
+def _apt_install(packages: list[str]) -> str | None:
+    global _apt_updated
+    if shutil.which("apt-get") is None:
+        return "apt-get is not available"
+    if os.geteuid() != 0:
+        return "installing Debian packages needs root"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    if not _apt_updated:
+        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=600)
+        _apt_updated = True
+    proc = subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages], env=env, capture_output=True, text=True, timeout=1200)
+    if proc.returncode != 0:
+        return f"apt-get install {' '.join(packages)} failed: {proc.stderr.strip()[-300:]}"
+    return None
+
+
+def require_debian(packages: list[str], binary: str) -> str:
+    """Path of ``binary``, installing ``packages`` first if needed; skips the test when impossible."""
+    found = shutil.which(binary) or (binary if Path(binary).exists() else None)
+    if found:
+        return found
+    reason = _apt_install(packages)
+    found = shutil.which(binary) or (binary if Path(binary).exists() else None)
+    if not found:
+        msg = f"needs {binary} from Debian packages {packages}: {reason or 'not found after install'}"
+        print(f"SKIP: {msg}")
+        pytest.skip(msg)
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.3)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout:.0f} s")
