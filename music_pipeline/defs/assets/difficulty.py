@@ -1,0 +1,250 @@
+"""group difficulty: the Perceptual Difficulty Index of every track, and the segment CNN."""
+
+
+import math
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from music_pipeline.defs.metadata import png_md, table_md
+from music_pipeline.defs.resources import MusicPipelineResource
+from music_pipeline.features.difficulty import INTENSITY, STRUCTURAL
+from music_pipeline.models import pdi
+from music_pipeline.storage import read_json, read_parquet, write_parquet
+
+
+class DifficultyConfig(dg.Config):
+    structural_weight: float = Field(0.5, description="w_S: share of the structural-complexity subscore in the PDI")
+    intensity_weight: float = Field(0.5, description="w_I: share of the performance-intensity subscore in the PDI")
+    threshold_quantiles: list[float] = Field([1 / 3, 2 / 3], description="library PDI quantiles cutting Easy|Medium|Hard (tertiles)")
+    fixed_thresholds: list[float] = Field([], description="two PDI values; when given they replace the quantiles")
+    gallery_per_level: int = Field(3, description="example spectrograms per level in the gallery")
+
+
+class DifficultyCnnConfig(dg.Config):
+    architecture: str = Field("compact", description="compact (CPU default, ~25k params) | efficientnet (EfficientNet-B0, weights=None)")
+    epochs: int = Field(40, description="maximum epochs per fit (early stopping on held-out training tracks)")
+    batch_size: int = Field(32)
+    folds: int = Field(5, description="grouped cross-validation folds over tracks")
+    patience: int = Field(6, description="early-stopping patience in epochs")
+    learning_rate: float = Field(1e-3)
+    seed: int = Field(0)
+
+
+@dg.asset(
+    group_name="difficulty",
+    deps=[dg.AssetKey("embeddings")],
+    kinds={"python", "parquet"},
+    owners=["team:music-pipeline"],
+    code_version="1",
+    automation_condition=dg.AutomationCondition.eager(),
+    description=(
+        "Perceptual Difficulty Index of every track: the 13 descriptors min–max normalised on the "
+        "library, a structural-complexity and a performance-intensity subscore (family means), "
+        "PDI = weighted mean of the two (0.5/0.5 by default) and the level Easy/Medium/Hard by "
+        "library tertiles. Writes `<data>/tables/difficulty.parquet` and the normaliser + thresholds "
+        "`<data>/models/difficulty/difficulty_model.json` (used to score files outside the library), "
+        "and plots + a spectrogram gallery per level under `<data>/plots/difficulty/`."
+    ),
+)
+def difficulty(context: dg.AssetExecutionContext, config: DifficultyConfig, pipeline: MusicPipelineResource) -> dg.MaterializeResult:
+    from music_pipeline.models import difficulty_plots as plots
+
+    layout = pipeline.layout
+    descriptors = read_parquet(pdi.descriptors_table_path(layout))
+    if descriptors.empty:
+        raise dg.Failure("no analysed tracks: the descriptor table is empty")
+    try:
+        scores, model = pdi.score_library(
+            descriptors,
+            weights={STRUCTURAL: config.structural_weight, INTENSITY: config.intensity_weight},
+            quantiles=config.threshold_quantiles,
+            thresholds=config.fixed_thresholds or None,
+        )
+    except ValueError as exc:
+        raise dg.Failure(f"cannot score the library: {exc}") from exc
+    # a refit on a changed library may move existing tracks: say so instead of doing it silently
+    previous_path = pdi.scores_table_path(layout)
+    moved = _moves_since(read_parquet(previous_path, columns=["key", "pdi", "level"]) if previous_path.exists() else None, scores)
+    if moved["tracks_changing_level"]:
+        context.log.warning(f"{moved['tracks_changing_level']} tracks changed level after refitting on the current library")
+    table_path = write_parquet(previous_path, scores)
+    model_path = model.save(pdi.model_dir(layout))
+
+    pdir = pdi.plots_dir(layout)
+    store = pipeline.store
+    hist = plots.pdi_histogram(scores, model, pdir / "pdi_histogram.png")
+    scatter = plots.subscore_scatter(scores, pdir / "subscores.png")
+    pca = plots.descriptor_pca(scores, pdir / "descriptor_pca.png")
+    gallery = plots.spectrogram_gallery(scores, lambda h: store.load(h).segments, pdir / "gallery.png", config.gallery_per_level)
+    counts = pdi.level_counts(scores)
+    context.log.info(f"PDI levels {counts}, thresholds {model.thresholds}")
+    by_label = scores.assign(label=scores["label"].fillna("(unlabelled)")).groupby("label")[["pdi", "structural", "intensity"]].mean().reset_index()
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(table_path)),
+            "model": dg.MetadataValue.path(str(model_path)),
+            "dagster/row_count": len(scores),
+            "levels": dg.MetadataValue.json(counts),
+            "thresholds": dg.MetadataValue.json({"values": list(model.thresholds), "rule": model.threshold_rule}),
+            "weights": dg.MetadataValue.json(model.weights),
+            "pdi_mean": float(scores["pdi"].mean()),
+            "subscore_correlation": float(np.corrcoef(scores["structural"], scores["intensity"])[0, 1]) if len(scores) > 2 else 0.0,
+            "pdi_histogram": png_md(hist, "PDI histogram"),
+            "structural_vs_intensity": png_md(scatter, "subscores"),
+            "descriptor_pca": png_md(pca, "PCA"),
+            "gallery": png_md(gallery, "spectrograms per level"),
+            "gallery_path": dg.MetadataValue.path(str(gallery)),
+            "extremes": table_md(pdi.extremes(scores, 5), floatfmt=".3f"),
+            "mean_by_label": table_md(by_label, floatfmt=".3f"),
+            "since_last_build": dg.MetadataValue.json(moved),
+        }
+    )
+
+
+def _moves_since(previous: pd.DataFrame | None, scores: pd.DataFrame) -> dict:
+    if previous is None or previous.empty:
+        return {"tracks_compared": 0, "tracks_changing_level": 0, "max_abs_pdi_change": 0.0}
+    both = previous.merge(scores[["key", "pdi", "level"]], on="key", suffixes=("_before", "_now"))
+    return {
+        "tracks_compared": len(both),
+        "tracks_changing_level": int((both["level_before"] != both["level_now"]).sum()),
+        "max_abs_pdi_change": float((both["pdi_now"] - both["pdi_before"]).abs().max()) if len(both) else 0.0,
+    }
+
+
+@dg.asset_check(asset=difficulty, blocking=True, description="Every level (Easy, Medium, Hard) has at least one track.")
+def difficulty_levels_nonempty(pipeline: MusicPipelineResource) -> dg.AssetCheckResult:
+    scores = read_parquet(pdi.scores_table_path(pipeline.layout), columns=["level"])
+    counts = pdi.level_counts(scores)
+    return dg.AssetCheckResult(passed=all(c > 0 for c in counts.values()), metadata={"levels": dg.MetadataValue.json(counts)})
+
+
+@dg.asset_check(
+    asset=difficulty,
+    description="The saved normaliser + thresholds, reloaded, give exactly the stored scores (scores of "
+    "existing tracks cannot drift, and a file scored later uses the same scale).",
+)
+def difficulty_model_reproduces_scores(pipeline: MusicPipelineResource) -> dg.AssetCheckResult:
+    layout = pipeline.layout
+    stored = read_parquet(pdi.scores_table_path(layout))
+    descriptors = read_parquet(pdi.descriptors_table_path(layout))
+    gone = sorted(set(stored["key"]) - set(descriptors["key"]))
+    if gone:  # the descriptor table moved on since the scores were written: they are stale
+        return dg.AssetCheckResult(passed=False, metadata={"stale": f"{len(gone)} scored tracks no longer in the descriptor table (first: {gone[0]})"})
+    descriptors = descriptors.set_index("key").loc[stored["key"]].reset_index()
+    again = pdi.DifficultyModel.load(pdi.model_dir(layout)).score_frame(descriptors)
+    diff = np.abs(again["pdi"].to_numpy() - stored["pdi"].to_numpy())
+    same_levels = bool((again["level"].to_numpy() == stored["level"].to_numpy()).all())
+    return dg.AssetCheckResult(
+        passed=bool(diff.max(initial=0.0) == 0.0 and same_levels),
+        metadata={"max_abs_pdi_difference": float(diff.max(initial=0.0)), "levels_identical": same_levels},
+    )
+
+
+@dg.asset(
+    group_name="difficulty",
+    deps=[dg.AssetKey("difficulty"), dg.AssetKey("embeddings")],
+    kinds={"python", "tensorflow"},
+    owners=["team:music-pipeline"],
+    code_version="1",
+    description=(
+        "Segment CNN (Keras on TensorFlow; compact CNN by default, EfficientNet-B0 from scratch by "
+        "config) predicting the PDI level from a 128×128 log-mel segment. Evaluated over grouped "
+        "folds assigned to tracks before segmenting (no track on both sides): segment and track "
+        "accuracy, macro-F1, within-one accuracy, confusion matrix and Spearman ρ, each beside the "
+        "majority-class and uniform-random baselines; then fitted on all tracks. Writes "
+        "`<data>/models/difficulty/difficulty_cnn.keras` and `difficulty_cnn_report.json`, curves in "
+        "`<data>/plots/difficulty/`."
+    ),
+)
+def difficulty_cnn(context: dg.AssetExecutionContext, config: DifficultyCnnConfig, pipeline: MusicPipelineResource) -> dg.MaterializeResult:
+    from music_pipeline.models import cnn
+    from music_pipeline.models import difficulty_plots as plots
+
+    layout = pipeline.layout
+    try:
+        cfg = cnn.CnnConfig(**config.model_dump())
+    except ValueError as exc:
+        raise dg.Failure(str(exc)) from exc
+    scores = read_parquet(pdi.scores_table_path(layout))
+    store = pipeline.store
+    data = cnn.load_segment_dataset(scores, lambda h: store.load(h).segments)
+    for key in data.missing:
+        context.log.warning(f"track {key}: no segments stored, left out of the CNN")
+    if len(data.tracks) < 2 * cfg.folds:
+        raise dg.Failure(f"{len(data.tracks)} tracks with segments: too few for {cfg.folds} grouped folds")
+    report = cnn.run_difficulty_cnn(data, cfg, pdi.model_dir(layout), context.log.info)
+    pdir = pdi.plots_dir(layout)
+    curves = plots.training_curves(report["histories"], pdir / "cnn_training_curves.png")
+    confusion = plots.confusion_plot(report["metrics"]["confusion_matrix"], pdir / "cnn_confusion.png", title="CNN, out-of-fold tracks")
+    m, base = report["metrics"], report["baselines"]
+    return dg.MaterializeResult(
+        metadata={
+            "model": dg.MetadataValue.path(report["final_model"]["path"]),
+            "report": dg.MetadataValue.path(str(pdi.model_dir(layout) / cnn.REPORT_FILE)),
+            "architecture": cfg.architecture,
+            "tracks": report["n_tracks"],
+            "segments": report["n_segments"],
+            "folds": report["folds"],
+            "grouping": report["grouping"],
+            "track_accuracy": m["track_accuracy"],
+            "majority_track_accuracy": base["majority"]["track_accuracy"],
+            "random_track_accuracy": base["uniform_random"]["track_accuracy"],
+            "metrics_vs_baselines": table_md(cnn.metrics_table(report), floatfmt=".3f"),
+            "per_fold": table_md(pd.DataFrame(report["per_fold"]), floatfmt=".3g"),
+            "final_epochs": report["final_model"]["epochs"],
+            "params": report["final_model"]["params"],
+            "training_curves": png_md(curves, "training curves"),
+            "confusion_matrix": png_md(confusion, "confusion matrix"),
+            "seconds": float(report["seconds"]),
+        }
+    )
+
+
+def _cnn_report(pipeline: MusicPipelineResource) -> dict:
+    from music_pipeline.models.cnn import REPORT_FILE
+
+    return read_json(pdi.model_dir(pipeline.layout) / REPORT_FILE)
+
+
+@dg.asset_check(asset=difficulty_cnn, description="The CNN report has both baselines and a finite track accuracy for model and baselines.")
+def difficulty_cnn_report_complete(pipeline: MusicPipelineResource) -> dg.AssetCheckResult:
+    report = _cnn_report(pipeline)
+    problems = []
+    acc = report.get("metrics", {}).get("track_accuracy")
+    if not isinstance(acc, (int, float)) or not math.isfinite(acc):
+        problems.append(f"track accuracy is not a number: {acc!r}")
+    for name in ("majority", "uniform_random"):
+        b = report.get("baselines", {}).get(name, {}).get("track_accuracy")
+        if not isinstance(b, (int, float)) or not math.isfinite(b):
+            problems.append(f"baseline {name} missing")
+    return dg.AssetCheckResult(passed=not problems, metadata={"problems": "; ".join(problems) or "none"})
+
+
+@dg.asset_check(
+    asset=difficulty_cnn,
+    description="Warns when the CNN's out-of-fold track accuracy does not beat both the majority-class "
+    "and the uniform-random baselines.",
+)
+def difficulty_cnn_beats_baselines(pipeline: MusicPipelineResource) -> dg.AssetCheckResult:
+    report = _cnn_report(pipeline)
+    acc = float(report["metrics"]["track_accuracy"])
+    best_baseline = max(float(report["baselines"][b]["track_accuracy"]) for b in ("majority", "uniform_random"))
+    return dg.AssetCheckResult(
+        passed=acc > best_baseline,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"track_accuracy": acc, "best_baseline": best_baseline, "margin": acc - best_baseline},
+    )
+
+
+__all__ = [
+    "difficulty",
+    "difficulty_levels_nonempty",
+    "difficulty_model_reproduces_scores",
+    "difficulty_cnn",
+    "difficulty_cnn_report_complete",
+    "difficulty_cnn_beats_baselines",
+]

@@ -1,0 +1,131 @@
+"""Pictures of the PDI: histogram with thresholds, subscore scatter, descriptor PCA, spectrogram
+gallery per level, and the CNN's training curves. Every function writes one PNG (atomically) and
+returns its path. Core: no Dagster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from music_pipeline.models.pdi import LEVELS, NORM_COLUMNS, DifficultyModel
+from music_pipeline.plotting import plt, save_png
+
+LEVEL_COLOURS = {"Easy": "#2a9d8f", "Medium": "#e9c46a", "Hard": "#e76f51"}
+
+
+def pdi_histogram(scores: pd.DataFrame, model: DifficultyModel, dest: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    bins = np.linspace(0.0, 1.0, 41) if len(scores) > 40 else 20
+    for level in model.levels:
+        ax.hist(scores.loc[scores["level"] == level, "pdi"], bins=bins, color=LEVEL_COLOURS.get(level), label=level, alpha=0.85)
+    for i, t in enumerate(model.thresholds):
+        ax.axvline(t, color="black", ls="--", lw=1)
+        # staggered so close thresholds stay readable
+        ax.annotate(f"t{i + 1} = {t:.3f}", (t, ax.get_ylim()[1]), xytext=(3, -12 * (i + 1)), textcoords="offset points", fontsize=8)
+    ax.set(xlabel="PDI", ylabel="tracks", title=f"PDI of {len(scores)} tracks ({model.threshold_rule})")
+    ax.legend()
+    return save_png(fig, dest)
+
+
+def subscore_scatter(scores: pd.DataFrame, dest: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for level in LEVELS:
+        part = scores[scores["level"] == level]
+        ax.scatter(part["structural"], part["intensity"], s=22, color=LEVEL_COLOURS[level], label=f"{level} ({len(part)})", edgecolor="k", lw=0.3)
+    ax.set(xlabel="structural complexity S", ylabel="performance intensity I", title="Subscores by level")
+    ax.legend()
+    return save_png(fig, dest)
+
+
+def descriptor_pca(scores: pd.DataFrame, dest: Path, arrows: int = 5) -> Path:
+    """PCA of the normalised descriptors, tracks coloured by level, the strongest loadings drawn."""
+    from sklearn.decomposition import PCA
+
+    X = scores[NORM_COLUMNS].to_numpy(dtype=np.float64)
+    fig, ax = plt.subplots(figsize=(7, 5.5))
+    if len(X) < 3:
+        ax.text(0.5, 0.5, "PCA needs at least 3 tracks", ha="center", transform=ax.transAxes)
+        return save_png(fig, dest)
+    pca = PCA(n_components=2, random_state=0)
+    Z = pca.fit_transform(X)
+    for level in LEVELS:
+        mask = (scores["level"] == level).to_numpy()
+        ax.scatter(Z[mask, 0], Z[mask, 1], s=22, color=LEVEL_COLOURS[level], label=level, edgecolor="k", lw=0.3)
+    loadings = pca.components_.T  # (descriptors, 2)
+    scale = 0.9 * np.abs(Z).max() / max(1e-9, np.abs(loadings).max())
+    for i in np.argsort(-np.linalg.norm(loadings, axis=1))[:arrows]:
+        dx, dy = loadings[i] * scale
+        ax.arrow(0, 0, dx, dy, color="grey", width=0.002 * scale, alpha=0.7, length_includes_head=True)
+        ax.annotate(NORM_COLUMNS[i].removeprefix("norm_"), (dx, dy), fontsize=7, color="dimgray")
+    ev = pca.explained_variance_ratio_
+    ax.set(xlabel=f"PC1 ({ev[0]:.0%})", ylabel=f"PC2 ({ev[1]:.0%})", title="Descriptors (normalised), PCA")
+    ax.legend()
+    return save_png(fig, dest)
+
+
+def gallery_examples(scores: pd.DataFrame, per_level: int = 3) -> pd.DataFrame:
+    """Per level, tracks at evenly spaced PDI ranks within the level (its easiest … its hardest)."""
+    picks = []
+    for level in LEVELS:
+        part = scores[scores["level"] == level].sort_values(["pdi", "key"], kind="mergesort")
+        if part.empty:
+            continue
+        idx = np.unique(np.round(np.linspace(0, len(part) - 1, min(per_level, len(part)))).astype(int))
+        picks.append(part.iloc[idx])
+    return pd.concat(picks, ignore_index=True) if picks else scores.iloc[:0]
+
+
+def spectrogram_gallery(
+    scores: pd.DataFrame,
+    load_segments: Callable[[str], np.ndarray],
+    dest: Path,
+    per_level: int = 3,
+    segment: int | None = None,
+) -> Path:
+    """One row per level, ``per_level`` tracks each, showing one stored log-mel segment (the middle
+    one by default). ``load_segments(content_hash)`` returns the (n, 128, 128) segments."""
+    examples = gallery_examples(scores, per_level)
+    fig, axes = plt.subplots(len(LEVELS), per_level, figsize=(3.1 * per_level, 2.9 * len(LEVELS)), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for r, level in enumerate(LEVELS):
+        rows = examples[examples["level"] == level]
+        axes[r, 0].set_title(level, loc="left", fontsize=11, fontweight="bold")
+        for c, row in enumerate(rows.itertuples()):
+            segs = load_segments(row.content_hash)
+            k = len(segs) // 2 if segment is None else segment
+            ax = axes[r, c]
+            ax.imshow(segs[k].astype(np.float32), origin="lower", aspect="auto", cmap="magma")
+            ax.set_title(f"{level}: {Path(row.relpath).name[:28]}\nPDI {row.pdi:.3f}", fontsize=8)
+    fig.suptitle("Log-mel segments per level (mel bin ↑, frame →)")
+    return save_png(fig, dest)
+
+
+def training_curves(histories: Mapping[str, Mapping[str, Sequence[float]]], dest: Path) -> Path:
+    """Loss and accuracy per epoch for each run (one per fold + the final fit)."""
+    fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(11, 4))
+    colours = plt.get_cmap("tab10")
+    for i, (name, h) in enumerate(histories.items()):
+        col = colours(i % 10)
+        for key, ax, style in (("loss", ax_l, "-"), ("val_loss", ax_l, "--"), ("accuracy", ax_a, "-"), ("val_accuracy", ax_a, "--")):
+            if h.get(key):
+                ax.plot(range(1, len(h[key]) + 1), h[key], style, color=col, label=f"{name} {key}", lw=1.2)
+    ax_l.set(xlabel="epoch", ylabel="cross-entropy", title="Loss (solid: train, dashed: validation)")
+    ax_a.set(xlabel="epoch", ylabel="segment accuracy", title="Accuracy", ylim=(0, 1))
+    ax_a.legend(fontsize=6, ncol=2)
+    return save_png(fig, dest)
+
+
+def confusion_plot(matrix: Sequence[Sequence[int]], dest: Path, labels: Sequence[str] = LEVELS, title: str = "Track-level confusion") -> Path:
+    m = np.asarray(matrix)
+    fig, ax = plt.subplots(figsize=(4.2, 3.8))
+    ax.imshow(m, cmap="Blues")
+    for (i, j), v in np.ndenumerate(m):
+        ax.text(j, i, str(v), ha="center", va="center", color="black")
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    return save_png(fig, dest)
