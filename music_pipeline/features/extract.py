@@ -32,7 +32,7 @@ from music_pipeline.storage import DataLayout, read_json, read_npz, write_json, 
 log = logging.getLogger(__name__)
 
 # Bump when any extracted value changes: it is part of the cache path and the Dagster code version.
-FEATURE_VERSION = "1"
+FEATURE_VERSION = "2"
 
 
 def feature_version(n_segments: int = DEFAULT_SEGMENTS) -> str:
