@@ -1,0 +1,227 @@
+"""The one query API over the saved similarity index (used by the CLI and the assets).
+
+A query TRACK is, in this order: a track key (the partition key), a path inside the library
+(relative, or absolute under the library root), an audio file (a copy of a library track is
+recognised by its content hash; anything else is embedded on the fly with ``extract_features``
+and projected with the saved scaler), or a unique case-insensitive substring of a title (the file
+name without extension). Results never contain the query track itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+
+from music_pipeline.features.embedding import FEATURE_NAMES
+from music_pipeline.search.compare import Comparison, compare_standardised
+from music_pipeline.search.mmr import mmr
+from music_pipeline.search.radio import radio_walk, window_mask
+from music_pipeline.search.index import TrackIndex
+from music_pipeline.storage import DataLayout
+
+MMR_POOL_FACTOR = 5  # MMR re-ranks this many times n nearest candidates (at least MMR_POOL_MIN)
+MMR_POOL_MIN = 50
+
+
+class QueryError(ValueError):
+    """The query cannot be resolved to one track (message says why and what would)."""
+
+
+def index_dir(data_dir: str | Path) -> Path:
+    return DataLayout(Path(data_dir)).models_dir / "similarity"
+
+
+def title_of(relpath: str) -> str:
+    return PurePosixPath(relpath).stem
+
+
+@dataclass
+class ResolvedTrack:
+    text: str  # what the user typed
+    vector: np.ndarray  # unit vector in the index space
+    path: str
+    key: str | None = None
+    relpath: str | None = None
+    label: str | None = None
+    position: int | None = None  # row in the index; None when outside the library
+    raw: np.ndarray | None = None  # raw 641 features when already known
+
+    @property
+    def external(self) -> bool:
+        return self.position is None
+
+    def as_dict(self) -> dict:
+        return {"input": self.text, "track": self.key, "path": self.path, "relpath": self.relpath, "label": self.label, "external": self.external}
+
+
+@dataclass
+class Hit:
+    track: str
+    path: str
+    relpath: str
+    label: str | None
+    score: float
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {"track": self.track, "path": self.path, "relpath": self.relpath, "label": self.label, "score": self.score, **self.extra}
+
+
+class Discovery:
+    def __init__(self, index: TrackIndex, data_dir: str | Path | None = None, library_root: str | Path | None = None):
+        self.index = index
+        self.data_dir = Path(data_dir) if data_dir else None
+        root = library_root or index.info.get("library_root")
+        self.library_root = Path(root) if root else None
+        self._by_relpath = {r: i for i, r in enumerate(index.tracks["relpath"])}
+        self._by_hash = {h: i for i, h in enumerate(index.tracks["content_hash"]) if isinstance(h, str)}
+
+    @classmethod
+    def open(cls, data_dir: str | Path, library_root: str | Path | None = None) -> "Discovery":
+        """Load the saved index of this data directory (raises ``IndexNotBuilt`` when missing)."""
+        return cls(TrackIndex.load(index_dir(data_dir)), data_dir, library_root)
+
+    # -- resolving queries ----------------------------------------------------------------------
+    def _track(self, text: str, pos: int) -> ResolvedTrack:
+        row = self.index.tracks.iloc[pos]
+        return ResolvedTrack(text, self.index.vector(pos), self.path_of(row["relpath"]), row["key"], row["relpath"], row["label"], pos)
+
+    def path_of(self, relpath: str) -> str:
+        return str(self.library_root / relpath) if self.library_root else relpath
+
+    def resolve(self, text: str) -> ResolvedTrack:
+        text = str(text).strip()
+        if not text:
+            raise QueryError("empty track query")
+        pos = self.index.position(text)
+        if pos is None:
+            pos = self._by_relpath.get(PurePosixPath(text.replace("\\", "/")).as_posix())
+        if pos is not None:
+            return self._track(text, pos)
+        p = Path(text).expanduser()
+        if p.is_file():
+            return self._resolve_file(text, p)
+        return self._resolve_title(text)
+
+    def _resolve_file(self, text: str, p: Path) -> ResolvedTrack:
+        if self.library_root:
+            try:
+                rel = p.resolve().relative_to(self.library_root.resolve()).as_posix()
+            except ValueError:
+                rel = None
+            if rel in self._by_relpath:
+                return self._track(text, self._by_relpath[rel])
+        from music_pipeline.audio.library import content_hash
+
+        h = content_hash(p)
+        if h in self._by_hash:  # the same audio as a library track: it is that track
+            return self._track(text, self._by_hash[h])
+        from music_pipeline.audio.decode import AudioError
+        from music_pipeline.features.extract import extract_features
+
+        try:
+            raw = extract_features(p).embedding
+        except AudioError as exc:
+            raise QueryError(str(exc)) from exc
+        return ResolvedTrack(text, self.index.transform.project(np.atleast_2d(raw))[0], str(p.resolve()), raw=raw)
+
+    def _resolve_title(self, text: str) -> ResolvedTrack:
+        needle = text.lower()
+        relpaths = self.index.tracks["relpath"].tolist()
+        matches = [i for i, r in enumerate(relpaths) if needle in title_of(r).lower()]
+        if not matches:
+            matches = [i for i, r in enumerate(relpaths) if needle in r.lower()]
+        if len(matches) > 1:
+            exact = [i for i in matches if title_of(relpaths[i]).lower() == needle]
+            matches = exact if len(exact) == 1 else matches
+        if len(matches) == 1:
+            return self._track(text, matches[0])
+        if not matches:
+            raise QueryError(f"no track matches {text!r} (not a track key, a library path, an audio file or part of a title)")
+        shown = "\n  ".join(relpaths[i] for i in matches[:10])
+        more = f"\n  … and {len(matches) - 10} more" if len(matches) > 10 else ""
+        raise QueryError(f"{text!r} matches {len(matches)} tracks; be more specific:\n  {shown}{more}")
+
+    def raw_features(self, q: ResolvedTrack) -> np.ndarray:
+        """The raw 641 features of a resolved track (library tracks: from the embeddings table)."""
+        if q.raw is not None:
+            return q.raw
+        import pyarrow.parquet as pq
+
+        path = DataLayout(self.data_dir).embeddings_path if self.data_dir else None
+        if path is None or not path.is_file():
+            raise QueryError("the embeddings table is not available to compare features")
+        table = pq.read_table(path, columns=FEATURE_NAMES, filters=[("key", "=", q.key)])
+        if table.num_rows != 1:
+            raise QueryError(f"track {q.key} is in the index but not in the embeddings table: rebuild")
+        q.raw = table.to_pandas().to_numpy(dtype=np.float64)[0]
+        return q.raw
+
+    # -- queries --------------------------------------------------------------------------------
+    def _hit(self, pos: int, score: float, **extra) -> Hit:
+        row = self.index.tracks.iloc[int(pos)]
+        return Hit(row["key"], self.path_of(row["relpath"]), row["relpath"], row["label"], float(score), extra)
+
+    def similar(self, query: str | ResolvedTrack, n: int = 10, diverse: float | None = None) -> tuple[ResolvedTrack, list[Hit]]:
+        """Top-n by cosine, or with ``diverse=λ`` MMR over the nearest candidates."""
+        q = query if isinstance(query, ResolvedTrack) else self.resolve(query)
+        if n <= 0:
+            return q, []
+        exclude = None if q.position is None else np.array([q.position])
+        k = n if diverse is None else max(MMR_POOL_MIN, MMR_POOL_FACTOR * n)
+        idx, scores = self.index.index.search(q.vector, k, exclude=exclude)
+        keep = idx[0] >= 0
+        idx, scores = idx[0][keep], scores[0][keep]
+        if diverse is None:
+            return q, [self._hit(i, s) for i, s in zip(idx, scores)]
+        order, mmr_scores = mmr(scores, np.asarray(self.index.index.vectors[idx]), n, diverse)
+        return q, [self._hit(idx[o], scores[o], mmr_score=float(m)) for o, m in zip(order, mmr_scores)]
+
+    def compare(self, a: str | ResolvedTrack, b: str | ResolvedTrack) -> tuple[ResolvedTrack, ResolvedTrack, Comparison]:
+        qa = a if isinstance(a, ResolvedTrack) else self.resolve(a)
+        qb = b if isinstance(b, ResolvedTrack) else self.resolve(b)
+        t = self.index.transform
+        za, zb = t.standardise(self.raw_features(qa)), t.standardise(self.raw_features(qb))
+        cosine = float(np.dot(qa.vector, qb.vector))
+        return qa, qb, compare_standardised(za, zb, cosine, self.index.pair_quantiles)
+
+    def energy_percentiles(self, rms: np.ndarray) -> np.ndarray:
+        """rms_mean as its percentile in the library (0 = quietest track, 1 = loudest)."""
+        lib = np.sort(self.index.tracks["rms_mean"].to_numpy(dtype=np.float64))
+        return np.searchsorted(lib, np.asarray(rms, dtype=np.float64), side="right") / max(1, len(lib))
+
+    def radio(
+        self,
+        seed: str | ResolvedTrack,
+        length: int = 20,
+        bpm: float | None = None,
+        bpm_tolerance: float = 8.0,
+        energy: float | None = None,
+        energy_tolerance: float = 0.15,
+        pull: float = 0.5,
+    ) -> tuple[ResolvedTrack, list[Hit]]:
+        """A walk of ``length`` tracks from the seed. ``bpm``: tempo target (tempo_bpm ± tolerance);
+        ``energy``: target percentile of rms_mean in the library (0–1, ± tolerance)."""
+        q = seed if isinstance(seed, ResolvedTrack) else self.resolve(seed)
+        tracks = self.index.tracks
+        tempo = tracks["tempo_bpm"].to_numpy(dtype=np.float64)
+        energy_pct = self.energy_percentiles(tracks["rms_mean"].to_numpy(dtype=np.float64))
+        allowed = window_mask(tempo, bpm, bpm_tolerance) & window_mask(energy_pct, energy, energy_tolerance)
+
+        def neighbours(vec: np.ndarray, k: int) -> np.ndarray:
+            return self.index.index.search(vec, k)[0][0]
+
+        exclude = [] if q.position is None else [q.position]
+        pos, scores = radio_walk(self.index.index.vectors, q.vector, length, allowed, exclude, neighbours, pull)
+        hits = []
+        for p, s in zip(pos, scores):
+            extra = {
+                "seed_similarity": float(self.index.vector(p) @ q.vector),
+                "tempo_bpm": float(tempo[p]),
+                "rms_mean": float(tracks["rms_mean"].iloc[p]),
+                "energy": float(energy_pct[p]),
+            }
+            hits.append(self._hit(p, s, **extra))
+        return q, hits
