@@ -1,23 +1,27 @@
 """The one place that assembles the Dagster definitions (loaded by workspace.yaml / `dagster dev`)."""
 
-from __future__ import annotations
-
 import dagster as dg
 
-from music_pipeline.defs.assets import features, library
+from music_pipeline.defs.assets import difficulty, discovery, features, genre, library
+from music_pipeline.defs.executors import executor_from_env
+from music_pipeline.defs.jobs import build_jobs
 from music_pipeline.defs.resources import MusicPipelineResource
 from music_pipeline.defs.sensors import library_sensor
 
-ASSET_MODULES = [library, features]
+ASSET_MODULES = [library, features, difficulty, discovery, genre]
 
 
 def build_definitions(pipeline: MusicPipelineResource | None = None) -> dg.Definitions:
     assets = [a for m in ASSET_MODULES for a in dg.load_assets_from_modules([m])]
     checks = [c for m in ASSET_MODULES for c in dg.load_asset_checks_from_modules([m])]
+    jobs, schedules = build_jobs(assets)
     return dg.Definitions(
         assets=assets,
         asset_checks=checks,
+        jobs=jobs,
+        schedules=schedules,
         sensors=[library_sensor],
+        executor=executor_from_env(),
         resources={"pipeline": pipeline or MusicPipelineResource()},
     )
 
