@@ -164,3 +164,31 @@ def test_browser_shows_asset_graph_partitions_and_a_plot(dagster_dev):
         driver.save_screenshot(str(ARTIFACTS / "difficulty_plot.png"))
     finally:
         driver.quit()
+
+
+def test_dropped_file_becomes_searchable_within_a_minute(dagster_dev):
+    """With the daemon running, a new file in the library is extracted by the sensor's ingest run
+    and answered by `similar`, without any model being retrained."""
+    from music_pipeline.synth import SR, styled_track
+
+    import soundfile as sf
+
+    target = dagster_dev["library"] / "pulse" / "dropped_in.flac"
+    sf.write(target, styled_track("pulse", 8.0, seed=777), SR)
+    t0 = time.time()
+    cmd = [sys.executable, "-m", "music_pipeline.cli", "similar", "pulse/dropped_in.flac", "-n", "3", "--json", "--data", str(dagster_dev["data"])]
+    env = {**os.environ, "MUSIC_LIBRARY": str(dagster_dev["library"])}
+    answer = None
+    while time.time() - t0 < 120:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if proc.returncode == 0:
+            answer = json.loads(proc.stdout)
+            if not answer["query"].get("external"):
+                break  # found as a library track, not embedded on the fly as an outside file
+        time.sleep(2)
+    elapsed = time.time() - t0
+    print(f"dropped file searchable after {elapsed:.0f} s")
+    assert answer is not None and not answer["query"].get("external"), dagster_dev["log"].read_text()[-3000:]
+    assert answer["query"]["relpath"] == "pulse/dropped_in.flac"
+    assert len(answer["results"]) == 3 and all(r["relpath"] != "pulse/dropped_in.flac" for r in answer["results"])
+    assert elapsed <= 60, f"took {elapsed:.0f} s"

@@ -27,3 +27,12 @@ def executor_from_env() -> dg.ExecutorDefinition:
         raise ValueError(f"{ENV_EXECUTOR}={kind!r}: expected multiprocess, in_process or celery")
     # the track step already fans out over worker processes; more parallel steps than cores only thrash
     return dg.multiprocess_executor.configured({"max_concurrent": default_workers()})
+
+
+def ingest_executor() -> dg.ExecutorDefinition | None:
+    """The ingest job's steps are light except the track step, which parallelises itself: running
+    them in one process saves a Python start-up and code load per step (seconds each), which is
+    most of the time between dropping a file into the library and finding it. Scaled out, the
+    environment's distributed executor is used as for every job."""
+    kind = os.environ.get(ENV_EXECUTOR, "multiprocess").strip().lower()
+    return None if kind == "celery" else dg.in_process_executor

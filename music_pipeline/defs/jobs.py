@@ -13,6 +13,7 @@ import os
 import dagster as dg
 
 from music_pipeline.defs.assets.features import TRACK_ASSETS
+from music_pipeline.defs.executors import ingest_executor
 LIBRARY_SCAN = dg.AssetKey("library_manifest")
 REBUILD_CRON_ENV = "MUSIC_PIPELINE_REBUILD_CRON"
 DEFAULT_REBUILD_CRON = "0 3 * * *"
@@ -38,6 +39,7 @@ def build_jobs(assets):
         selection=dg.AssetSelection.assets(*TRACK_ASSETS, *follow),
         description="Extract new/changed tracks (a partition range per run) and refresh the tables, difficulty scores and similarity index.",
         tags={"music_pipeline/job": "ingest", **RUN_RETRY_TAGS},
+        executor_def=ingest_executor(),
     )
     rebuild = dg.define_asset_job(
         "rebuild_models",

@@ -188,8 +188,10 @@ def embedding_map(context: dg.AssetExecutionContext, config: EmbeddingMapConfig,
     layout = pipeline.layout
     disc = Discovery.open(layout.root)
     index = disc.index
-    if len(index) < 5:
-        raise dg.Failure(f"{len(index)} tracks: too few for a map (need 5)")
+    if len(index) < 5:  # a small library is not an error: no map, and the reason in the UI
+        reason = f"{len(index)} tracks: too few for a map (need 5)"
+        context.log.warning(f"embedding map not drawn: {reason}")
+        return dg.MaterializeResult(metadata={"drawn": False, "reason": reason})
     rows = np.arange(len(index))
     if len(rows) > config.max_points:
         rows = np.sort(np.random.default_rng(config.seed).choice(rows, config.max_points, replace=False))
