@@ -12,9 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from common import audio_files, pin_one_thread
-
-pin_one_thread()
+from common import audio_files
 
 import librosa  # noqa: E402
 import numpy as np  # noqa: E402

@@ -6,6 +6,10 @@ import os
 import sys
 from pathlib import Path
 
+# one thread for BLAS/OpenMP before numpy loads: the figures are per core
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from music_pipeline.audio.library import AUDIO_EXTENSIONS  # noqa: E402
@@ -21,8 +25,3 @@ def audio_files(args_files: list[str], library: str | None) -> list[Path]:
     if not files:
         sys.exit(f"no audio under {root}: run `music-pipeline demo` first or pass files / --library")
     return files
-
-
-def pin_one_thread() -> None:
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, "1")

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 from music_pipeline.settings import Settings
 
@@ -72,20 +71,11 @@ def cmd_demo(args) -> int:
 
 
 def cmd_embed(args) -> int:
-    from music_pipeline.audio.decode import AudioError
+    from music_pipeline.commands.per_file import PerFile
     from music_pipeline.features.embedding import FEATURE_NAMES
-    from music_pipeline.features.extract import extract_features
 
-    failed = 0
-    for f in args.files:
-        try:
-            feats = extract_features(f)
-        except AudioError as exc:
-            failed += 1
-            print(f"error: {exc}", file=sys.stderr)
-            if args.json:
-                print(json.dumps({"file": f, "error": exc.reason}))
-            continue
+    loop = PerFile(args.json)
+    for f, feats in loop.features(args.files):
         values = dict(zip(FEATURE_NAMES, map(float, feats.embedding)))
         if args.json:
             print(json.dumps({"file": f, "duration_s": feats.duration_s, "features": values}))
@@ -93,7 +83,7 @@ def cmd_embed(args) -> int:
             print(f"# {f} ({feats.duration_s:.1f} s)")
             for name, v in values.items():
                 print(f"{name}\t{v:.6g}")
-    return 1 if failed else 0
+    return loop.exit_code
 
 
 def cmd_ui(args) -> int:

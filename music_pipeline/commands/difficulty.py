@@ -23,8 +23,7 @@ def register(sub, parent) -> None:
 
 
 def cmd_difficulty(args) -> int:
-    from music_pipeline.audio.decode import AudioError
-    from music_pipeline.features.extract import extract_features
+    from music_pipeline.commands.per_file import PerFile
     from music_pipeline.models.pdi import DifficultyModel, LibraryNotScored, model_dir
     from music_pipeline.storage import DataLayout
 
@@ -38,16 +37,12 @@ def cmd_difficulty(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    failed = 0
-    for f in args.files:
+    loop = PerFile(args.json)
+    for f, feats in loop.features(args.files):
         try:
-            feats = extract_features(f)
             result = model.score(feats.descriptors, top=args.top)
-        except (AudioError, ValueError) as exc:
-            failed += 1
-            print(f"error: {exc}", file=sys.stderr)
-            if args.json:
-                print(json.dumps({"file": f, "error": getattr(exc, "reason", str(exc))}))
+        except ValueError as exc:
+            loop.fail(f, exc)
             continue
         if args.json:
             print(json.dumps({"file": f, "duration_s": feats.duration_s, **result.to_dict()}))
@@ -61,4 +56,4 @@ def cmd_difficulty(args) -> int:
             print(f"  {p['descriptor']:<24} {p['value']:>10.4g}  norm {p['normalised']:.2f} ({p['vs_median']:+.2f}, {direction})")
         if result.out_of_range:
             print(f"outside the library's range (clipped to 0–1): {', '.join(result.out_of_range)}")
-    return 1 if failed else 0
+    return loop.exit_code

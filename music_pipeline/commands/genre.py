@@ -45,8 +45,7 @@ def _stale_warning(settings: Settings) -> str | None:
 
 
 def cmd_classify(args) -> int:
-    from music_pipeline.audio.decode import AudioError
-    from music_pipeline.features.extract import extract_features
+    from music_pipeline.commands.per_file import PerFile
     from music_pipeline.models.genre import ModelFileError
 
     settings = Settings.resolve(args.data)
@@ -60,16 +59,8 @@ def cmd_classify(args) -> int:
     if args.explain:
         from music_pipeline.models import explain as ex
 
-    failed = 0
-    for f in args.files:
-        try:
-            feats = extract_features(f)
-        except AudioError as exc:
-            failed += 1
-            print(f"error: {exc}", file=sys.stderr)
-            if args.json:
-                print(json.dumps({"file": f, "error": exc.reason}))
-            continue
+    loop = PerFile(args.json)
+    for f, feats in loop.features(args.files):
         x = feats.embedding[None, :]
         proba = deployed.predict_proba(x)[0]
         probs = {c: float(p) for c, p in sorted(zip(deployed.classes, proba), key=lambda t: -t[1])}
@@ -91,4 +82,4 @@ def cmd_classify(args) -> int:
             print(f"{f}: {label} ({probs[label]:.2f}; {rest})")
             if args.explain:
                 print(f"  {out['explanation']['text']}")
-    return 1 if failed else 0
+    return loop.exit_code

@@ -200,9 +200,7 @@ def warm_up() -> None:
     features_from_signal((0.1 * rng.standard_normal(ANALYSIS_SR * 4)).astype(np.float32))
 
 
-def _init_worker() -> None:
-    # one BLAS/FFT thread per worker: the pool is the parallelism
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+_ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def _answer_without_work(job: ExtractJob, retry_failed: bool) -> ExtractOutcome | None:
@@ -244,8 +242,20 @@ def extract_many(
             done(i, run_job(jobs[i], retry_failed))
     elif pending:
         ctx = mp.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(workers, len(pending)), mp_context=ctx, initializer=_init_worker) as pool:
+        # one BLAS/OpenMP thread per worker (the pool is the parallelism); spawned children read
+        # these at start-up, before their numpy loads
+        saved = {k: os.environ.get(k) for k in _ONE_THREAD}
+        os.environ.update(_ONE_THREAD)
+        try:
+            pool = ProcessPoolExecutor(max_workers=min(workers, len(pending)), mp_context=ctx)
             futures = {pool.submit(run_job, jobs[i], retry_failed): i for i in pending}
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        with pool:
             for fut in as_completed(futures):
                 i = futures[fut]
                 try:

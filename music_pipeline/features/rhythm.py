@@ -11,7 +11,7 @@ from music_pipeline.features.spectra import Spectra
 
 MIN_BPM, MAX_BPM = 40.0, 240.0
 TEMPOGRAM_WIN = 384  # librosa's default autocorrelation window (frames)
-_TEMPOGRAM_CHUNK = 4096
+_TEMPOGRAM_CHUNK = 16384  # ~6 min of frames: one chunk for a typical track, ~60 MB of tempogram
 
 
 def mean_tempogram(env: np.ndarray, sr: int, hop: int) -> np.ndarray:

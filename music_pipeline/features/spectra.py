@@ -25,6 +25,7 @@ CQT_FMIN = librosa.note_to_hz("C1")
 # reproduces to three decimals at a third of the cost of a 23 ms hop.
 CQT_HOP = 4 * HOP
 HF_CUTOFF_HZ = 4000.0
+FLATNESS_AMIN = 1e-10
 BLOCK_FRAMES = 8192  # ~3 min of STFT frames per block (~270 MB of STFT workspace at most)
 _CQT_MARGIN_FRAMES = 24  # ~2.2 s of context each side, more than the longest CQT filter (~0.5 s)
 
@@ -105,6 +106,18 @@ def _centred_segment(y: np.ndarray, f0: int, f1: int) -> np.ndarray:
     return seg
 
 
+def entropy_and_flatness(power: np.ndarray, total: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised spectral entropy and librosa.feature.spectral_flatness (amin 1e-10, power 2) from
+    one log of the floored power spectrum (pinned to librosa by a test)."""
+    floored = np.maximum(power, FLATNESS_AMIN)
+    log_power = np.log(floored)
+    plogp = (power * log_power).sum(axis=0) / np.log(2.0)
+    entropy = (np.log2(total) - plogp / total) / np.log2(power.shape[0])
+    entropy = np.where(power.sum(axis=0) > 0, np.clip(entropy, 0.0, 1.0), 0.0)  # a silent frame has no spread
+    flatness = np.exp(log_power.mean(axis=0)) / floored.mean(axis=0)
+    return entropy, flatness
+
+
 def _stft_block_features(y: np.ndarray, f0: int, f1: int, sr: int) -> dict[str, np.ndarray]:
     """Features of frames [f0, f1); exact w.r.t. a whole-signal centred STFT."""
     seg = _centred_segment(y, f0, f1)
@@ -115,8 +128,7 @@ def _stft_block_features(y: np.ndarray, f0: int, f1: int, sr: int) -> dict[str, 
     freqs = librosa.fft_frequencies(sr=sr, n_fft=N_FFT)
     total = power.sum(axis=0) + 1e-12
     # H = log2(total) - sum(P log2 P) / total: one log pass, no normalised copy of the matrix
-    plogp = (power * np.log2(power + 1e-30)).sum(axis=0)
-    entropy = (np.log2(total) - plogp / total) / np.log2(power.shape[0])
+    entropy, flatness = entropy_and_flatness(power, total)
     centroid, bandwidth = centroid_and_bandwidth(S, freqs)
     frames = librosa.util.frame(seg, frame_length=N_FFT, hop_length=HOP)
     signs = np.signbit(frames)
@@ -128,7 +140,7 @@ def _stft_block_features(y: np.ndarray, f0: int, f1: int, sr: int) -> dict[str, 
         rolloff=rolloff(S, freqs),
         bandwidth=bandwidth,
         contrast=librosa.feature.spectral_contrast(S=S, sr=sr),
-        flatness=librosa.feature.spectral_flatness(S=S)[0],
+        flatness=flatness.astype(np.float32),
         rms=librosa.feature.rms(S=S, frame_length=N_FFT)[0],
         zcr=zcr.astype(np.float32),
         spectral_entropy=entropy.astype(np.float32),
