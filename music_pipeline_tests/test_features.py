@@ -138,3 +138,19 @@ def test_chunked_tempogram_equals_full():
     finally:
         rhythm._TEMPOGRAM_CHUNK = old
     np.testing.assert_allclose(chunked, full, atol=1e-12)
+
+
+def test_shared_log_flatness_equals_librosa():
+    import librosa
+
+    from music_pipeline.features import spectra
+
+    y = tone(300, 3) + noise(3, amp=0.05, seed=7)
+    S = np.abs(librosa.stft(y, n_fft=spectra.N_FFT, hop_length=spectra.HOP)).astype(np.float32)
+    S[:, 5] = 0.0  # a silent frame hits the amin floor
+    power = S**2
+    entropy, flatness = spectra.entropy_and_flatness(power, power.sum(axis=0) + 1e-12)
+    np.testing.assert_allclose(flatness, librosa.feature.spectral_flatness(S=S)[0], rtol=1e-3, atol=1e-7)
+    p = power / (power.sum(axis=0) + 1e-12)
+    reference = -(p * np.log2(p + 1e-30)).sum(axis=0) / np.log2(power.shape[0])
+    np.testing.assert_allclose(entropy, reference, atol=1e-3)
