@@ -101,7 +101,8 @@ def track_features(context: dg.AssetExecutionContext, pipeline: MusicPipelineRes
     deps=[TRACK_EMBEDDING, TRACK_DIFFICULTY, dg.AssetKey("library_manifest")],
     kinds={"python", "parquet"},
     owners=["team:music-pipeline"],
-    code_version="1",
+    # carries the extraction version: changing the extraction code marks the table stale too
+    code_version=f"1-{feature_version()}",
     automation_condition=dg.AutomationCondition.eager(),
     description=(
         "All analysed tracks in one table: key, relpath, label, group, duration_s, source_sr, "
