@@ -114,3 +114,25 @@ def test_skipped_table_schema(bad_library):
     _, _, tables, _ = bad_library
     assert list(tables.skipped.columns) == ["key", "relpath", "content_hash", "reason"]
     assert isinstance(tables.skipped, pd.DataFrame)
+
+
+def test_a_crashing_worker_fails_only_its_own_track(tmp_path, monkeypatch):
+    """A decoder that segfaults kills its worker process and breaks the pool; the other tracks of
+    the batch are re-run in isolation and only the culprit is reported (and remembered)."""
+    from music_pipeline.features.extract import CRASH_ON_ENV
+    from music_pipeline.synth import noise, tone
+
+    from .audio_corpus import write
+
+    for i in range(4):
+        write(tmp_path / "lib" / f"good_{i}.wav", tone(200 + 50 * i, 4) + noise(4, amp=0.01, seed=i))
+    write(tmp_path / "lib" / "crash_me.wav", tone(440, 4))
+    monkeypatch.setenv(CRASH_ON_ENV, "crash_me")  # inherited by the spawned workers only
+    scan = scan_library(tmp_path / "lib")
+    jobs = [ExtractJob(t.key, t.path, t.relpath, t.content_hash, str(tmp_path / "data")) for t in scan.tracks]
+    outcomes = {o.relpath: o for o in extract_many(jobs, workers=2)}
+    assert outcomes["crash_me.wav"].status == "failed" and "crashed" in outcomes["crash_me.wav"].reason
+    assert all(outcomes[f"good_{i}.wav"].ok for i in range(4))
+    store = FeatureStore(tmp_path / "data")
+    crash = next(t for t in scan.tracks if t.relpath == "crash_me.wav")
+    assert "crashed" in store.failure(crash.content_hash)  # not retried until the file changes

@@ -15,6 +15,7 @@ import os
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -167,9 +168,19 @@ class ExtractOutcome:
         return self.status != "failed"
 
 
+# Fault injection for the tests: a worker whose track path contains this text kills itself the way
+# a crashing decoder would (SIGSEGV). Unset in normal use.
+CRASH_ON_ENV = "MUSIC_PIPELINE_TEST_CRASH_ON"
+
+
 def run_job(job: ExtractJob, retry_failed: bool = False) -> ExtractOutcome:
     """Extract one track into the store unless its content is already there. Never raises."""
     t0 = time.perf_counter()
+    crash_on = os.environ.get(CRASH_ON_ENV)
+    if crash_on and crash_on in job.path and mp.parent_process() is not None:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGSEGV)
     if job.scan_error or not job.content_hash:
         return ExtractOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {job.scan_error or 'no content hash'}")
     store = FeatureStore(job.data_dir, job.n_segments)
@@ -213,6 +224,33 @@ def _answer_without_work(job: ExtractJob, retry_failed: bool) -> ExtractOutcome 
     return None
 
 
+def _run_in_pool(jobs, indices, workers, retry_failed, done) -> list[int]:
+    """Run ``indices`` in a spawned pool; returns the ones left unfinished because the pool broke."""
+    ctx = mp.get_context("spawn")
+    # one BLAS/OpenMP thread per worker (the pool is the parallelism); spawned children read
+    # these at start-up, before their numpy loads
+    saved = {k: os.environ.get(k) for k in _ONE_THREAD}
+    os.environ.update(_ONE_THREAD)
+    try:
+        pool = ProcessPoolExecutor(max_workers=min(workers, len(indices)), mp_context=ctx)
+        futures = {pool.submit(run_job, jobs[i], retry_failed): i for i in indices}
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    unfinished = []
+    with pool:
+        for fut in as_completed(futures):
+            i = futures[fut]
+            try:
+                done(i, fut.result())
+            except BrokenProcessPool:
+                unfinished.append(i)
+    return sorted(unfinished)
+
+
 def extract_many(
     jobs: Iterable[ExtractJob],
     workers: int = 1,
@@ -241,27 +279,14 @@ def extract_many(
         for i in pending:
             done(i, run_job(jobs[i], retry_failed))
     elif pending:
-        ctx = mp.get_context("spawn")
-        # one BLAS/OpenMP thread per worker (the pool is the parallelism); spawned children read
-        # these at start-up, before their numpy loads
-        saved = {k: os.environ.get(k) for k in _ONE_THREAD}
-        os.environ.update(_ONE_THREAD)
-        try:
-            pool = ProcessPoolExecutor(max_workers=min(workers, len(pending)), mp_context=ctx)
-            futures = {pool.submit(run_job, jobs[i], retry_failed): i for i in pending}
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-        with pool:
-            for fut in as_completed(futures):
-                i = futures[fut]
-                try:
-                    outcome = fut.result()
-                except Exception as exc:  # the worker died (OOM killer, segfault): not remembered as broken
-                    j = jobs[i]
-                    outcome = ExtractOutcome(j.key, j.relpath, j.content_hash, "failed", f"{j.path}: worker process failed ({type(exc).__name__}: {exc})")
-                done(i, outcome)
+        crashed = _run_in_pool(jobs, pending, workers, retry_failed, done)
+        # A worker died and broke the pool (a decoder segfault, the OOM killer). Every unfinished
+        # track is a suspect: run each alone in its own process, so only the culprit fails.
+        for i in crashed:
+            if _run_in_pool(jobs, [i], 1, retry_failed, done):
+                j = jobs[i]
+                reason = "the analysis process crashed on this file (decoder fault or out of memory)"
+                if j.content_hash:
+                    FeatureStore(j.data_dir, j.n_segments).save_failure(j.content_hash, j.relpath, reason)
+                done(i, ExtractOutcome(j.key, j.relpath, j.content_hash, "failed", f"{j.path}: {reason}"))
     return [results[i] for i in range(len(jobs))]
