@@ -15,10 +15,11 @@ from filelock import FileLock, Timeout
 from music_pipeline.audio.sync import plan_sync
 from music_pipeline.defs.partitions import tracks_partitions
 from music_pipeline.defs.resources import MusicPipelineResource
+from music_pipeline.defs.assets.features import TRACK_ASSETS
 from music_pipeline.defs.jobs import split_library_assets
 from music_pipeline.defs.sensors import RANGE_END, RANGE_START
 from music_pipeline.settings import Settings
-from music_pipeline.storage import read_parquet
+from music_pipeline.storage import DataLayout, read_parquet
 
 DAGSTER_YAML = Path(__file__).with_name("dagster.yaml")
 
@@ -54,7 +55,7 @@ def ensure_dagster_home(settings: Settings) -> Path:
 
 def data_dir_lock(settings: Settings) -> FileLock:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(settings.data_dir / ".build.lock"))
+    return FileLock(str(DataLayout(settings.data_dir).lock_path))
 
 
 def run_build(settings: Settings, wait_for_lock_s: float = 0.0, log=print, models: bool = True) -> BuildSummary:
@@ -100,7 +101,7 @@ def _run_build_locked(settings: Settings, build_definitions, log, models: bool) 
     scan = pipeline.scan()
     store = pipeline.store
     registered = list(instance.get_dynamic_partitions(tracks_partitions.name))
-    plan = plan_sync(scan, registered, lambda t: bool(t.content_hash) and not store.has(t.content_hash) and store.failure(t.content_hash) is None)
+    plan = plan_sync(scan, registered, lambda t: bool(t.content_hash) and not store.is_analysed(t.content_hash))
     for key in plan.to_remove:
         instance.delete_dynamic_partition(tracks_partitions.name, key)
     if plan.to_add:
@@ -115,8 +116,11 @@ def _run_build_locked(settings: Settings, build_definitions, log, models: bool) 
         run_ids.append(result.run_id)
         failed.extend(_failures(result))
 
-    for start, end in plan.ranges:  # tracks + the tables and scores that follow them
-        run(ingest, tags={**tags, RANGE_START: start, RANGE_END: end})
+    for n, (start, end) in enumerate(plan.ranges, 1):
+        # every batch extracts its tracks; only the last also refreshes the library-wide tables,
+        # scores and index, which would otherwise be rebuilt once per 500 tracks
+        selection = None if n == len(plan.ranges) else TRACK_ASSETS
+        run(ingest, asset_selection=selection, tags={**tags, RANGE_START: start, RANGE_END: end})
     if not plan.ranges and (plan.changed or _never_materialized(instance, follow)):
         run(ingest, asset_selection=follow, tags=tags)
     if models and model_keys and (plan.changed or _never_materialized(instance, model_keys)):

@@ -49,13 +49,13 @@ def library_sensor(context: dg.SensorEvaluationContext, pipeline: MusicPipelineR
     requested: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
 
     def needs_run(t) -> bool:
-        if not t.content_hash or store.has(t.content_hash) or store.failure(t.content_hash) is not None:
+        if not t.content_hash or store.is_analysed(t.content_hash):
             return False
         return requested.get(t.key) != t.content_hash
 
     registered = list(context.instance.get_dynamic_partitions(tracks_partitions.name))
     plan = plan_sync(scan, registered, needs_run, BATCH_SIZE)
-    pending = {k: h for k, h in requested.items() if hashes.get(k) == h and not store.has(h) and store.failure(h) is None}
+    pending = {k: h for k, h in requested.items() if hashes.get(k) == h and not store.is_analysed(h)}
     pending.update({k: hashes[k] or "" for k in plan.to_run})
     context.update_cursor(json.dumps(pending, sort_keys=True))
     if not plan.changed:

@@ -131,6 +131,10 @@ class FeatureStore:
     def save_failure(self, content_hash: str, relpath: str, reason: str) -> None:
         write_json(self.failure_path(content_hash), {"content_hash": content_hash, "relpath": relpath, "reason": reason, "version": self.version})
 
+    def is_analysed(self, content_hash: str) -> bool:
+        """Features or a failure record exist: nothing left to do for this content."""
+        return self.has(content_hash) or self.failure_path(content_hash).is_file()
+
     def failure(self, content_hash: str) -> str | None:
         p = self.failure_path(content_hash)
         if not p.is_file():
@@ -219,7 +223,7 @@ def _answer_without_work(job: ExtractJob, retry_failed: bool) -> ExtractOutcome 
     if job.scan_error or not job.content_hash:
         return run_job(job, retry_failed)
     store = FeatureStore(job.data_dir, job.n_segments)
-    if store.has(job.content_hash) or (not retry_failed and store.failure(job.content_hash)):
+    if store.has(job.content_hash) or (not retry_failed and store.is_analysed(job.content_hash)):
         return run_job(job, retry_failed)
     return None
 
