@@ -12,6 +12,8 @@ import logging
 import os
 import sys
 
+from music_pipeline.settings import LibraryNotGiven
+
 COMMAND_MODULES = ["core", "difficulty", "genre", "discovery"]
 
 
@@ -48,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except LibraryNotGiven as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

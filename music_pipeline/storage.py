@@ -1,9 +1,18 @@
 """Atomic, pickle-free artifact storage and the layout of the data directory.
 
-Every write goes to a temporary file in the destination directory and is renamed into place,
-so a reader sees either the old file or the new one, never a partial one (rename is atomic on
-POSIX within one file system). Arrays are stored as ``.npz`` and always loaded with
-``allow_pickle=False``; tables are parquet written by pyarrow.
+The data directory is a local folder or any fsspec URL (``s3://bucket/prefix``, ``gs://…``,
+``az://…``): local names become ``pathlib.Path``, URLs become ``upath.UPath``, and every read and
+write of an artifact goes through the functions here, so the same code serves a laptop and
+workers on several hosts sharing an object store.
+
+Atomicity: a local write goes to a temporary file in the destination directory and is renamed
+into place (rename is atomic on POSIX within one file system). On an object store a write is one
+PUT of the finished file, which readers see whole or not at all. On other remote file systems
+(sftp, webdav, …) the file is uploaded under a temporary name and moved into place. Arrays are
+``.npz`` loaded with ``allow_pickle=False``; tables are parquet written by pyarrow.
+
+Libraries that only write to local files (Keras, faiss) are given a local temporary path by
+``atomic_path`` and their output is published from it; ``local_copy`` does the same for reads.
 """
 
 from __future__ import annotations
@@ -12,14 +21,23 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Union
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from upath import UPath
+
+# A local Path or a UPath on an fsspec file system. Functions here accept either (or a string).
+ArtifactPath = Union[Path, UPath]
+
+_LOCAL_PROTOCOLS = {"", "file", "local"}
+# Object stores: one PUT is atomic, and a rename would be a copy plus a delete.
+_OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "memory"}
 
 
 def _current_umask() -> int:
@@ -36,50 +54,129 @@ class UnsafePathError(ValueError):
     """A name would resolve outside the directory it must stay in."""
 
 
-def safe_join(root: Path, *parts: str) -> Path:
+def is_url(raw: str | os.PathLike) -> bool:
+    return isinstance(raw, str) and "://" in raw
+
+
+def artifact_path(raw: str | os.PathLike | UPath) -> ArtifactPath:
+    """``raw`` as a local ``Path`` (plain names and ``file://`` URLs) or a ``UPath`` (other URLs)."""
+    if isinstance(raw, UPath):
+        return Path(raw.path) if raw.protocol in _LOCAL_PROTOCOLS else raw
+    if isinstance(raw, Path):
+        return raw
+    if is_url(raw):
+        up = UPath(raw)
+        return Path(up.path) if up.protocol in _LOCAL_PROTOCOLS else up
+    return Path(raw)
+
+
+def is_remote(p: str | os.PathLike | UPath) -> bool:
+    return not isinstance(artifact_path(p), Path)
+
+
+def _protocol(p: ArtifactPath) -> str:
+    return "" if isinstance(p, Path) else p.protocol
+
+
+def safe_join(root: str | os.PathLike | UPath, *parts: str) -> ArtifactPath:
     """Join ``parts`` under ``root`` and refuse anything that escapes it (path traversal)."""
-    root = Path(root).resolve()
-    candidate = root.joinpath(*parts).resolve()
-    if candidate != root and root not in candidate.parents:
-        raise UnsafePathError(f"{'/'.join(parts)!r} resolves outside {root}")
-    return candidate
+    root = artifact_path(root)
+    if isinstance(root, Path):
+        root = root.resolve()
+        candidate = root.joinpath(*parts).resolve()
+        if candidate != root and root not in candidate.parents:
+            raise UnsafePathError(f"{'/'.join(parts)!r} resolves outside {root}")
+        return candidate
+    for part in parts:  # URLs have no symlinks: refusing '..', absolute and empty names is enough
+        pieces = str(part).replace("\\", "/").split("/")
+        if str(part).startswith("/") or any(x in ("", ".", "..") for x in pieces):
+            raise UnsafePathError(f"{'/'.join(parts)!r} resolves outside {root}")
+    return root.joinpath(*parts)
+
+
+def ensure_dir(p: str | os.PathLike | UPath) -> ArtifactPath:
+    """Create a local directory; object stores have no directories, so nothing to do there."""
+    p = artifact_path(p)
+    if isinstance(p, Path):
+        p.mkdir(parents=True, exist_ok=True)
+    elif _protocol(p) not in _OBJECT_STORES:
+        p.mkdir(parents=True, exist_ok=True)
+    return p
 
 
 @contextlib.contextmanager
-def atomic_path(dest: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``dest``; rename it onto ``dest`` only if the block succeeds."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+def atomic_path(dest: str | os.PathLike | UPath, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a local temporary path; publish it as ``dest`` only if the block succeeds.
+
+    ``suffix`` lets libraries that choose a format by the file ending (Keras, xgboost) see it.
+    """
+    dest = artifact_path(dest)
+    if isinstance(dest, Path):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp_dir = dest.parent
+    else:
+        tmp_dir = None  # the system temp dir; published by upload below
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix, dir=tmp_dir)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        with open(tmp_path, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp_path, _FILE_MODE)
-        os.replace(tmp_path, dest)
+        if isinstance(dest, Path):
+            with open(tmp_path, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.chmod(tmp_path, _FILE_MODE)
+            os.replace(tmp_path, dest)
+        else:
+            _upload(tmp_path, dest)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
 
 
-def write_bytes(dest: Path, data: bytes) -> Path:
+def _upload(local: Path, dest: UPath) -> None:
+    fs = dest.fs
+    if dest.protocol in _OBJECT_STORES:
+        fs.put_file(str(local), dest.path)
+        return
+    fs.makedirs(dest.parent.path, exist_ok=True)
+    staged = f"{dest.parent.path}/.{dest.name}.{os.getpid()}.uploading"
+    fs.put_file(str(local), staged)
+    fs.mv(staged, dest.path)
+
+
+@contextlib.contextmanager
+def local_copy(path: str | os.PathLike | UPath) -> Iterator[Path]:
+    """A local file with the contents of ``path`` (the file itself when it is local)."""
+    path = artifact_path(path)
+    if isinstance(path, Path):
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="music-pipeline-") as tmp:
+        local = Path(tmp) / path.name
+        path.fs.get_file(path.path, str(local))
+        yield local
+
+
+def read_bytes(path: str | os.PathLike | UPath) -> bytes:
+    return artifact_path(path).read_bytes()
+
+
+def write_bytes(dest: str | os.PathLike | UPath, data: bytes) -> ArtifactPath:
     with atomic_path(dest) as tmp:
         tmp.write_bytes(data)
-    return Path(dest)
+    return artifact_path(dest)
 
 
-def write_text(dest: Path, text: str) -> Path:
+def write_text(dest: str | os.PathLike | UPath, text: str) -> ArtifactPath:
     return write_bytes(dest, text.encode("utf-8"))
 
 
-def write_json(dest: Path, obj: Any) -> Path:
+def write_json(dest: str | os.PathLike | UPath, obj: Any) -> ArtifactPath:
     return write_text(dest, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
 
 
-def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+def read_json(path: str | os.PathLike | UPath) -> Any:
+    return json.loads(read_bytes(path).decode("utf-8"))
 
 
 def _json_default(obj: Any) -> Any:
@@ -89,12 +186,12 @@ def _json_default(obj: Any) -> Any:
         return float(obj)
     if isinstance(obj, np.ndarray):
         return obj.tolist()
-    if isinstance(obj, Path):
+    if isinstance(obj, (Path, UPath)):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def write_npz(dest: Path, arrays: Mapping[str, np.ndarray]) -> Path:
+def write_npz(dest: str | os.PathLike | UPath, arrays: Mapping[str, np.ndarray]) -> ArtifactPath:
     """Write numeric/str arrays compressed; object arrays are refused (they would need pickle)."""
     for name, arr in arrays.items():
         if np.asarray(arr).dtype == object:
@@ -104,71 +201,121 @@ def write_npz(dest: Path, arrays: Mapping[str, np.ndarray]) -> Path:
     return write_bytes(dest, buf.getvalue())
 
 
-def read_npz(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as npz:
+def read_npz(path: str | os.PathLike | UPath) -> dict[str, np.ndarray]:
+    path = artifact_path(path)
+    source = path if isinstance(path, Path) else io.BytesIO(path.read_bytes())
+    with np.load(source, allow_pickle=False) as npz:
         return {k: npz[k] for k in npz.files}
 
 
-def write_parquet(dest: Path, df: pd.DataFrame) -> Path:
+def write_npy(dest: str | os.PathLike | UPath, array: np.ndarray) -> ArtifactPath:
+    with atomic_path(dest) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.asarray(array), allow_pickle=False)
+    return artifact_path(dest)
+
+
+def read_npy(path: str | os.PathLike | UPath, mmap: bool = False) -> np.ndarray:
+    """Memory-mapped when asked and local; a remote array is read whole."""
+    path = artifact_path(path)
+    if isinstance(path, Path):
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    return np.load(io.BytesIO(path.read_bytes()), allow_pickle=False)
+
+
+def write_parquet(dest: str | os.PathLike | UPath, df: pd.DataFrame) -> ArtifactPath:
     table = pa.Table.from_pandas(df, preserve_index=False)
     with atomic_path(dest) as tmp:
         pq.write_table(table, tmp, compression="zstd")
-    return Path(dest)
+    return artifact_path(dest)
 
 
-def read_parquet(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
-    return pq.read_table(path, columns=columns).to_pandas()
+def read_parquet(path: str | os.PathLike | UPath, columns: list[str] | None = None, filters=None) -> pd.DataFrame:
+    return read_table(path, columns, filters).to_pandas()
+
+
+def read_table(path: str | os.PathLike | UPath, columns: list[str] | None = None, filters=None) -> pa.Table:
+    """A parquet file as an Arrow table; ``filters`` as in ``pyarrow.parquet.read_table``."""
+    path = artifact_path(path)
+    if isinstance(path, Path):
+        return pq.read_table(path, columns=columns, filters=filters)
+    return pq.read_table(path.path, columns=columns, filters=filters, filesystem=path.fs)
+
+
+def remove(path: str | os.PathLike | UPath) -> None:
+    """Delete a file if it exists."""
+    artifact_path(path).unlink(missing_ok=True)
+
+
+def remove_tree(path: str | os.PathLike | UPath) -> None:
+    """Delete a directory and everything under it, if it exists."""
+    path = artifact_path(path)
+    if isinstance(path, Path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists():
+        path.fs.rm(path.path, recursive=True)
 
 
 class DataLayout:
     """Paths of every artifact under the data directory (documented in the README)."""
 
-    def __init__(self, data_dir: Path):
-        self.root = Path(data_dir).resolve()
+    def __init__(self, data_dir: str | os.PathLike | UPath):
+        root = artifact_path(data_dir)
+        self.root = root.resolve() if isinstance(root, Path) else root
+
+    @property
+    def is_remote(self) -> bool:
+        return not isinstance(self.root, Path)
 
     # per-track feature cache, keyed by content hash so a renamed file is not recomputed
     @property
-    def features_dir(self) -> Path:
+    def features_dir(self) -> ArtifactPath:
         return self.root / "features"
 
-    def features_path(self, content_hash: str, version: str) -> Path:
+    def features_path(self, content_hash: str, version: str) -> ArtifactPath:
         return safe_join(self.features_dir, version, f"{content_hash}.npz")
 
-    def failure_path(self, content_hash: str, version: str) -> Path:
+    def failure_path(self, content_hash: str, version: str) -> ArtifactPath:
         return safe_join(self.features_dir, version, "failed", f"{content_hash}.json")
 
     @property
-    def hash_cache_path(self) -> Path:
+    def hash_cache_path(self) -> ArtifactPath:
         return self.root / "cache" / "content_hashes.parquet"
 
     @property
-    def manifest_path(self) -> Path:
+    def manifest_path(self) -> ArtifactPath:
         return self.root / "tables" / "library_manifest.parquet"
 
     @property
-    def embeddings_path(self) -> Path:
+    def embeddings_path(self) -> ArtifactPath:
         return self.root / "tables" / "embeddings.parquet"
 
     @property
-    def skipped_path(self) -> Path:
+    def skipped_path(self) -> ArtifactPath:
         return self.root / "tables" / "skipped_tracks.parquet"
 
     @property
-    def tables_dir(self) -> Path:
+    def tables_dir(self) -> ArtifactPath:
         return self.root / "tables"
 
     @property
-    def models_dir(self) -> Path:
+    def models_dir(self) -> ArtifactPath:
         return self.root / "models"
 
     @property
-    def reports_dir(self) -> Path:
+    def reports_dir(self) -> ArtifactPath:
         return self.root / "reports"
 
     @property
-    def plots_dir(self) -> Path:
+    def plots_dir(self) -> ArtifactPath:
         return self.root / "plots"
 
     @property
     def lock_path(self) -> Path:
-        return self.root / ".build.lock"
+        """Always local (file locks do not exist on object stores): one per data URL and host."""
+        if isinstance(self.root, Path):
+            return self.root / ".build.lock"
+        import hashlib
+
+        digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"music-pipeline-{digest}.lock"

@@ -169,12 +169,14 @@ def _label_and_group(rel: str, path: Path, labels: dict) -> tuple[str | None, st
 class HashCache:
     """Content hashes remembered by (relpath, size, mtime_ns): an unchanged file is never re-read."""
 
-    def __init__(self, path: Path | None):
-        self.path = path
+    def __init__(self, path: "str | os.PathLike | None"):
+        from music_pipeline.storage import artifact_path, read_parquet
+
+        self.path = artifact_path(path) if path else None
         self._entries: dict[str, tuple[int, int, str]] = {}
-        if path and Path(path).is_file():
+        if self.path is not None and self.path.is_file():
             try:
-                df = pd.read_parquet(path)
+                df = read_parquet(self.path)
                 for r in df.itertuples(index=False):
                     self._entries[r.relpath] = (int(r.size), int(r.mtime_ns), str(r.content_hash))
             except Exception as exc:  # a corrupt cache costs a re-hash, never a failure
@@ -197,10 +199,10 @@ class HashCache:
         from music_pipeline.storage import write_parquet
 
         rows = [(r, *v) for r, v in self._entries.items() if r in keep]
-        write_parquet(Path(self.path), pd.DataFrame(rows, columns=["relpath", "size", "mtime_ns", "content_hash"]))
+        write_parquet(self.path, pd.DataFrame(rows, columns=["relpath", "size", "mtime_ns", "content_hash"]))
 
 
-def scan_library(root: str | os.PathLike, hash_cache_path: Path | None = None, with_hashes: bool = True) -> LibraryScan:
+def scan_library(root: str | os.PathLike, hash_cache_path: "str | os.PathLike | None" = None, with_hashes: bool = True) -> LibraryScan:
     """List the tracks under ``root`` with keys, labels, groups and (cached) content hashes."""
     root = Path(root).resolve()
     problems: list[tuple[str, str]] = []

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from music_pipeline.settings import Settings
 
@@ -66,7 +67,9 @@ def cmd_demo(args) -> int:
     from music_pipeline.demo import prepare_demo_library
 
     settings = Settings.resolve(args.data, None, args.workers)
-    library = prepare_demo_library(settings.data_dir / "demo_library", synthetic=args.synthetic, log=print)
+    # downloads need a local folder; with a remote data dir the demo library stays on this host
+    local_root = settings.data_dir if isinstance(settings.data_dir, Path) else settings.dagster_home.parent
+    library = prepare_demo_library(local_root / "demo_library", synthetic=args.synthetic, log=print)
     return _build(Settings(settings.data_dir, library, settings.workers))
 
 
@@ -91,7 +94,7 @@ def cmd_ui(args) -> int:
 
     settings = Settings.resolve(args.data, args.library)
     os.environ["MUSIC_PIPELINE_DATA"] = str(settings.data_dir)
-    os.environ["MUSIC_LIBRARY"] = str(settings.library_dir)
+    os.environ["MUSIC_LIBRARY"] = str(settings.require_library())
     home = ensure_dagster_home(settings)
     print(f"Dagster UI on http://{args.host}:{args.port} (DAGSTER_HOME={home}); Ctrl-C stops it")
     cmd = [sys.executable, "-m", "dagster", "dev", "-m", "music_pipeline.definitions", "-h", args.host, "-p", str(args.port)]

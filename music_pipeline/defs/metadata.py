@@ -1,15 +1,15 @@
 """Metadata helpers shared by every asset: plots embedded in markdown, tables, paths."""
 
 import base64
-from pathlib import Path
-
 import dagster as dg
 import pandas as pd
 
+from music_pipeline.storage import ArtifactPath, read_bytes
 
-def png_md(png: Path | bytes, alt: str = "plot") -> dg.MetadataValue:
+
+def png_md(png: ArtifactPath | str | bytes, alt: str = "plot") -> dg.MetadataValue:
     """A PNG shown inline in the materialization's metadata (markdown with a data: URI)."""
-    data = Path(png).read_bytes() if isinstance(png, (str, Path)) else png
+    data = png if isinstance(png, bytes) else read_bytes(png)
     return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(data).decode()})")
 
 

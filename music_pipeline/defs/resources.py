@@ -35,7 +35,7 @@ class MusicPipelineResource(dg.ConfigurableResource):
 
     def scan(self) -> LibraryScan:
         s = self.settings
-        return scan_library(s.library_dir, DataLayout(s.data_dir).hash_cache_path)
+        return scan_library(s.require_library(), DataLayout(s.data_dir).hash_cache_path)
 
     def library_path(self) -> Path:
-        return self.settings.library_dir
+        return self.settings.require_library()

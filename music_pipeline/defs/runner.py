@@ -19,7 +19,7 @@ from music_pipeline.defs.assets.features import TRACK_ASSETS
 from music_pipeline.defs.jobs import split_library_assets
 from music_pipeline.defs.sensors import RANGE_END, RANGE_START
 from music_pipeline.settings import Settings
-from music_pipeline.storage import DataLayout, read_parquet
+from music_pipeline.storage import DataLayout, ensure_dir, read_parquet
 
 DAGSTER_YAML = Path(__file__).with_name("dagster.yaml")
 
@@ -54,7 +54,8 @@ def ensure_dagster_home(settings: Settings) -> Path:
 
 
 def data_dir_lock(settings: Settings) -> FileLock:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # serialises builds from this host; on a shared object store the run queue is the guard
+    ensure_dir(settings.data_dir)
     return FileLock(str(DataLayout(settings.data_dir).lock_path))
 
 
@@ -93,7 +94,7 @@ def _failures(result) -> list[str]:
 
 
 def _run_build_locked(settings: Settings, build_definitions, log, models: bool) -> BuildSummary:
-    pipeline = MusicPipelineResource(data_dir=str(settings.data_dir), library_dir=str(settings.library_dir), workers=settings.workers)
+    pipeline = MusicPipelineResource(data_dir=str(settings.data_dir), library_dir=str(settings.require_library()), workers=settings.workers)
     defs = build_definitions(pipeline)
     ingest, rebuild = defs.resolve_job_def("ingest_tracks"), defs.resolve_job_def("rebuild_models")
     follow, model_keys = split_library_assets(defs.assets)

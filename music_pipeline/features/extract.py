@@ -85,7 +85,7 @@ class FeatureStore:
     """Per-content-hash feature files under ``<data>/features/<version>/``."""
 
     def __init__(self, data_dir: str | Path, n_segments: int = DEFAULT_SEGMENTS):
-        self.layout = DataLayout(Path(data_dir))
+        self.layout = DataLayout(data_dir)
         self.n_segments = n_segments
         self.version = feature_version(n_segments)
 

@@ -25,8 +25,6 @@ Heavy imports (TensorFlow/Keras) happen inside functions so importing this modul
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from music_pipeline.models.pdi import LEVELS
-from music_pipeline.storage import write_json
+from music_pipeline.storage import ArtifactPath, artifact_path, atomic_path, local_copy, write_json
 
 log = logging.getLogger(__name__)
 
@@ -270,25 +268,18 @@ def predict_track(model, segments: np.ndarray) -> np.ndarray:
     return predict_segments(model, np.asarray(segments)).mean(axis=0)
 
 
-def save_keras(model, dest: Path) -> Path:
-    """Atomic save in Keras's own format: a temp ``.keras`` file beside ``dest``, then rename."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.stem}.", suffix=".keras", dir=dest.parent)
-    os.close(fd)
-    try:
+def save_keras(model, dest: ArtifactPath) -> ArtifactPath:
+    """Atomic save in Keras's own format (a temp ``.keras`` file, then published as ``dest``)."""
+    with atomic_path(dest, suffix=".keras") as tmp:
         model.save(tmp)
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return dest
+    return artifact_path(dest)
 
 
-def load_keras(path: Path):
+def load_keras(path: ArtifactPath):
     import keras
 
-    return keras.saving.load_model(str(path), safe_mode=True)
+    with local_copy(path) as local:
+        return keras.saving.load_model(str(local), safe_mode=True)
 
 
 # --- evaluation ---------------------------------------------------------------------------------
@@ -446,7 +437,7 @@ def run_difficulty_cnn(data: SegmentDataset, config: CnnConfig, model_dir: Path,
     base = baselines(data, cv.track_folds, config.seed)
     final_epochs = max(1, int(np.median(cv.best_epochs)))
     model, final_history, _ = train_model(data, np.arange(len(data.tracks)), config, epochs=final_epochs, early_stopping=False)
-    model_path = save_keras(model, Path(model_dir) / MODEL_FILE)
+    model_path = save_keras(model, artifact_path(model_dir) / MODEL_FILE)
     if on_progress:
         on_progress(f"final model: {final_epochs} epochs on {len(data.tracks)} tracks → {model_path}")
     counts = np.bincount(data.track_level, minlength=len(LEVELS))
@@ -471,5 +462,5 @@ def run_difficulty_cnn(data: SegmentDataset, config: CnnConfig, model_dir: Path,
         },
         "seconds": time.perf_counter() - t0,
     }
-    write_json(Path(model_dir) / REPORT_FILE, report)
+    write_json(artifact_path(model_dir) / REPORT_FILE, report)
     return report

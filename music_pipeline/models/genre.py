@@ -26,14 +26,24 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from music_pipeline.features.embedding import FEATURE_NAMES
-from music_pipeline.storage import read_json, read_npz, write_json, write_npz
+from music_pipeline.storage import (
+    ArtifactPath,
+    artifact_path,
+    atomic_path,
+    ensure_dir,
+    read_bytes,
+    read_json,
+    read_npz,
+    remove_tree,
+    write_json,
+    write_npz,
+)
 
 FORMAT = "music_pipeline.genre_model/1"
 FEATURE_SETS = ("full", "level_invariant")
@@ -292,10 +302,9 @@ class GenreModel:
             return {"coef": est.coef_, "intercept": est.intercept_}
         return {"fit_X": est._fit_X, "fit_y": est._y, "n_neighbors": np.int64(est.n_neighbors)}
 
-    def save(self, directory: Path) -> Path:
+    def save(self, directory: ArtifactPath) -> ArtifactPath:
         """Write the model files into ``directory`` (a fresh directory: see ``publish_version``)."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = ensure_dir(directory)
         scale = self.pipeline.named_steps["scale"]
         pre = {"scale_mean": scale.mean_, "scale_scale": scale.scale_, "scale_var": scale.var_, "n_samples_seen": np.int64(scale.n_samples_seen_)}
         if "pca" in self.pipeline.named_steps:
@@ -306,9 +315,8 @@ class GenreModel:
         files = {"preprocess.npz": write_npz(directory / "preprocess.npz", pre), "classes.json": write_json(directory / "classes.json", self.classes)}
         if self.is_xgb:
             est_file = directory / "xgb_model.ubj"
-            tmp = directory / ".xgb_model.tmp.ubj"  # xgboost picks the format from the suffix
-            self.pipeline.named_steps["model"].save_model(str(tmp))
-            tmp.replace(est_file)
+            with atomic_path(est_file, suffix=".ubj") as tmp:  # xgboost picks the format from the suffix
+                self.pipeline.named_steps["model"].save_model(str(tmp))
             files["xgb_model.ubj"] = est_file
         else:
             name = f"{self.candidate.family}.npz"
@@ -326,7 +334,7 @@ class GenreModel:
         return directory
 
     @classmethod
-    def load(cls, directory: Path) -> "GenreModel":
+    def load(cls, directory: ArtifactPath) -> "GenreModel":
         """Rebuild the fitted pipeline from the files (no pickle; hashes checked against model.json)."""
         from sklearn.decomposition import PCA
         from sklearn.linear_model import LogisticRegression
@@ -334,7 +342,7 @@ class GenreModel:
         from sklearn.pipeline import Pipeline
         from sklearn.preprocessing import StandardScaler
 
-        directory = Path(directory)
+        directory = artifact_path(directory)
         manifest_path = directory / "model.json"
         if not manifest_path.is_file():
             raise ModelFileError(f"no genre model in {directory} (model.json missing)")
@@ -366,7 +374,7 @@ class GenreModel:
             from xgboost import XGBClassifier
 
             est = XGBClassifier()
-            est.load_model(str(directory / "xgb_model.ubj"))
+            est.load_model(bytearray(read_bytes(directory / "xgb_model.ubj")))
         elif candidate.family == "logreg":
             arrs = read_npz(directory / "logreg.npz")
             est = LogisticRegression(C=candidate.C)
@@ -381,8 +389,8 @@ class GenreModel:
         return cls(candidate, classes, Pipeline(steps), manifest["view_names"], manifest.get("info", {}))
 
 
-def _sha256_file(p: Path) -> str:
-    return hashlib.sha256(Path(p).read_bytes()).hexdigest()
+def _sha256_file(p: ArtifactPath) -> str:
+    return hashlib.sha256(read_bytes(p)).hexdigest()
 
 
 def _sha256_text(s: str) -> str:
@@ -395,44 +403,47 @@ def _sha256_text(s: str) -> str:
 CURRENT = "CURRENT.json"
 
 
-def publish_version(root: Path, write: Callable[[Path], None], keep: int = 3) -> Path:
+def publish_version(root: ArtifactPath, write: Callable[[ArtifactPath], None], keep: int = 3) -> ArtifactPath:
     """Write a new model version with ``write(version_dir)``, then switch ``CURRENT.json`` to it.
 
     Readers follow CURRENT.json, which is replaced atomically, so they see the old complete
     version or the new complete one, never a mixture. Old versions beyond ``keep`` are removed.
     """
-    import shutil
     import time
 
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
+    root = ensure_dir(root)
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    vdir = root / f"v{stamp}"
-    n = 1
-    while vdir.exists():
-        vdir = root / f"v{stamp}-{n}"
-        n += 1
+    # names sort in publication order even after pruning: a stamp already used gets the next -N
+    taken = [_version_order(p)[1] for p in root.iterdir() if p.name.split("-")[0] == f"v{stamp}"]
+    vdir = root / (f"v{stamp}-{max(taken) + 1}" if taken else f"v{stamp}")
     try:
         write(vdir)
     except BaseException:
-        shutil.rmtree(vdir, ignore_errors=True)
+        remove_tree(vdir)
         raise
     write_json(root / CURRENT, {"version": vdir.name})
-    versions = sorted((p for p in root.iterdir() if p.is_dir() and p.name.startswith("v")), key=lambda p: p.stat().st_mtime)
+    # by the time stamp in the name: object stores keep no directory times
+    versions = sorted((p for p in root.iterdir() if p.is_dir() and p.name.startswith("v")), key=_version_order)
     for old in versions[:-keep]:
-        if old != vdir:
-            shutil.rmtree(old, ignore_errors=True)
+        if old.name != vdir.name:
+            remove_tree(old)
     return vdir
 
 
-def current_version(root: Path) -> Path | None:
-    p = Path(root) / CURRENT
+def _version_order(p: ArtifactPath) -> tuple[str, int]:
+    stamp, _, n = p.name.partition("-")
+    return stamp, int(n) if n.isdigit() else 0
+
+
+def current_version(root: ArtifactPath) -> ArtifactPath | None:
+    root = artifact_path(root)
+    p = root / CURRENT
     if not p.is_file():
         return None
     name = str(read_json(p)["version"])
     if "/" in name or name.startswith("."):
         raise ModelFileError(f"{p}: invalid version name {name!r}")
-    return Path(root) / name
+    return root / name
 
 
 # ---------------------------------------------------------------- metrics

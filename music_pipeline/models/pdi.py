@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from music_pipeline.features.difficulty import DESCRIPTOR_FAMILY, DESCRIPTOR_NAMES, INTENSITY, STRUCTURAL
-from music_pipeline.storage import DataLayout, read_json, write_json
+from music_pipeline.storage import DataLayout, artifact_path, read_json, write_json
 
 LEVELS = ("Easy", "Medium", "Hard")
 DEFAULT_WEIGHTS = {STRUCTURAL: 0.5, INTENSITY: 0.5}
@@ -252,11 +252,11 @@ class DifficultyModel:
         )
 
     def save(self, directory: str | Path) -> Path:
-        return write_json(Path(directory) / MODEL_FILE, self.to_dict())
+        return write_json(artifact_path(directory) / MODEL_FILE, self.to_dict())
 
     @classmethod
     def load(cls, directory: str | Path) -> "DifficultyModel":
-        path = Path(directory) / MODEL_FILE
+        path = artifact_path(directory) / MODEL_FILE
         if not path.is_file():
             raise LibraryNotScored(f"no difficulty model at {path}: build the library first (music-pipeline build)")
         model = cls.from_dict(read_json(path))

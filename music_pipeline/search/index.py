@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -34,7 +33,22 @@ import pandas as pd
 from music_pipeline.features.embedding import FEATURE_GROUPS, FEATURE_NAMES
 from music_pipeline.search.exact import DEFAULT_BLOCK_ELEMENTS, PrunedExact, exact_topk, normalise, recall_at_k
 from music_pipeline.search.space import GROUPS, Transform, choose_transform, energy_rotation, retrieval_classes
-from music_pipeline.storage import atomic_path, read_json, read_npz, read_parquet, write_json, write_npz, write_parquet
+from music_pipeline.storage import (
+    ArtifactPath,
+    artifact_path,
+    atomic_path,
+    ensure_dir,
+    local_copy,
+    read_json,
+    read_npy,
+    read_npz,
+    read_parquet,
+    remove,
+    write_json,
+    write_npy,
+    write_npz,
+    write_parquet,
+)
 
 INDEX_FORMAT = 1
 TRACK_COLUMNS = ["key", "relpath", "label", "group", "content_hash", "tempo_bpm", "rms_mean"]
@@ -213,11 +227,9 @@ class VectorIndex:
         return positions
 
     # -- storage --------------------------------------------------------------------------------
-    def save(self, directory: Path) -> dict:
-        directory = Path(directory)
-        with atomic_path(directory / "vectors.npy") as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, np.asarray(self.vectors, dtype=np.float32), allow_pickle=False)
+    def save(self, directory: ArtifactPath) -> dict:
+        directory = artifact_path(directory)
+        write_npy(directory / "vectors.npy", np.asarray(self.vectors, dtype=np.float32))
         ann_path = directory / "ivf.faiss"
         if self.ann is not None:
             import faiss
@@ -225,19 +237,20 @@ class VectorIndex:
             with atomic_path(ann_path) as tmp:
                 faiss.write_index(self.ann, str(tmp))
         else:
-            ann_path.unlink(missing_ok=True)
+            remove(ann_path)
         return {"params": asdict(self.params), "ann": asdict(self.ann_state) if self.ann_state else None}
 
     @classmethod
-    def load(cls, directory: Path, state: dict, mmap: bool = True) -> "VectorIndex":
-        directory = Path(directory)
-        vectors = np.load(directory / "vectors.npy", mmap_mode="r" if mmap else None, allow_pickle=False)
+    def load(cls, directory: ArtifactPath, state: dict, mmap: bool = True) -> "VectorIndex":
+        directory = artifact_path(directory)
+        vectors = read_npy(directory / "vectors.npy", mmap=mmap)
         params = IndexParams(**state["params"])
         ann, ann_state = None, None
         if state.get("ann"):
             import faiss
 
-            ann = faiss.read_index(str(directory / "ivf.faiss"))
+            with local_copy(directory / "ivf.faiss") as local:
+                ann = faiss.read_index(str(local))
             st = dict(state["ann"])
             st["recall_by_nprobe"] = {int(k): v for k, v in st.get("recall_by_nprobe", {}).items()}
             ann_state = AnnState(**st)
@@ -320,9 +333,8 @@ class TrackIndex:
         return np.asarray(self.index.vectors[position], dtype=np.float32)
 
     # -- storage --------------------------------------------------------------------------------
-    def save(self, directory: Path) -> Path:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
+    def save(self, directory: ArtifactPath) -> ArtifactPath:
+        directory = ensure_dir(directory)
         state = self.index.save(directory)
         write_npz(directory / "transform.npz", self.transform.arrays())
         if self.pair_quantiles is not None:
@@ -333,8 +345,8 @@ class TrackIndex:
         return directory
 
     @classmethod
-    def load(cls, directory: Path, mmap: bool = True) -> "TrackIndex":
-        directory = Path(directory)
+    def load(cls, directory: ArtifactPath, mmap: bool = True) -> "TrackIndex":
+        directory = artifact_path(directory)
         if not (directory / "index.json").is_file():
             raise IndexNotBuilt(f"no similarity index in {directory}: build it first (`music-pipeline build`, or materialize the similarity_index asset)")
         state = read_json(directory / "index.json")

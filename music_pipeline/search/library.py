@@ -19,7 +19,7 @@ from music_pipeline.search.compare import Comparison, compare_standardised
 from music_pipeline.search.mmr import mmr
 from music_pipeline.search.radio import radio_walk, window_mask
 from music_pipeline.search.index import TrackIndex
-from music_pipeline.storage import DataLayout
+from music_pipeline.storage import ArtifactPath, DataLayout, artifact_path, read_table
 
 MMR_POOL_FACTOR = 5  # MMR re-ranks this many times n nearest candidates (at least MMR_POOL_MIN)
 MMR_POOL_MIN = 50
@@ -29,8 +29,8 @@ class QueryError(ValueError):
     """The query cannot be resolved to one track (message says why and what would)."""
 
 
-def index_dir(data_dir: str | Path) -> Path:
-    return DataLayout(Path(data_dir)).models_dir / "similarity"
+def index_dir(data_dir: str | Path | ArtifactPath) -> ArtifactPath:
+    return DataLayout(data_dir).models_dir / "similarity"
 
 
 def title_of(relpath: str) -> str:
@@ -72,7 +72,7 @@ class Hit:
 class Discovery:
     def __init__(self, index: TrackIndex, data_dir: str | Path | None = None, library_root: str | Path | None = None):
         self.index = index
-        self.data_dir = Path(data_dir) if data_dir else None
+        self.data_dir = artifact_path(data_dir) if data_dir else None
         root = library_root or index.info.get("library_root")
         self.library_root = Path(root) if root else None
         self._by_relpath = {r: i for i, r in enumerate(index.tracks["relpath"])}
@@ -148,12 +148,10 @@ class Discovery:
         """The raw 641 features of a resolved track (library tracks: from the embeddings table)."""
         if q.raw is not None:
             return q.raw
-        import pyarrow.parquet as pq
-
         path = DataLayout(self.data_dir).embeddings_path if self.data_dir else None
         if path is None or not path.is_file():
             raise QueryError("the embeddings table is not available to compare features")
-        table = pq.read_table(path, columns=FEATURE_NAMES, filters=[("key", "=", q.key)])
+        table = read_table(path, columns=FEATURE_NAMES, filters=[("key", "=", q.key)])
         if table.num_rows != 1:
             raise QueryError(f"track {q.key} is in the index but not in the embeddings table: rebuild")
         q.raw = table.to_pandas().to_numpy(dtype=np.float64)[0]

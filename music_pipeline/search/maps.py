@@ -14,7 +14,7 @@ import pandas as pd
 
 from music_pipeline.features.embedding import FEATURE_GROUPS, FEATURE_NAMES
 from music_pipeline.search.space import GROUPS
-from music_pipeline.storage import write_text
+from music_pipeline.storage import artifact_path, read_bytes, write_text
 
 UNLABELLED = "(unlabelled)"
 NO_LEVEL = "(no PDI level)"
@@ -86,10 +86,10 @@ def write_map_html(fig, dest: Path) -> Path:
     import plotly
     import plotly.offline
 
-    dest = Path(dest)
+    dest = artifact_path(dest)
     js = dest.parent / "plotly.min.js"
     stamp = dest.parent / ".plotly-version"
-    if not js.is_file() or not stamp.is_file() or stamp.read_text() != plotly.__version__:
+    if not js.is_file() or not stamp.is_file() or read_bytes(stamp).decode() != plotly.__version__:
         write_text(js, plotly.offline.get_plotlyjs())
         write_text(stamp, plotly.__version__)
     return write_text(dest, fig.to_html(include_plotlyjs="directory", full_html=True))

@@ -78,7 +78,7 @@ def similarity_index(context: dg.AssetExecutionContext, config: SimilarityIndexC
         raise dg.Failure("the embedding table is empty: nothing to index")
     params = IndexParams(approximate_above=config.approximate_above, target_recall=config.target_recall, block_elements=config.block_elements)
     directory = index_dir(layout.root)
-    index, mode = sync_track_index(_load_existing(directory), df, params, str(pipeline.settings.library_dir))
+    index, mode = sync_track_index(_load_existing(directory), df, params, str(pipeline.settings.require_library()))
     metrics = _retrieval_metrics(index)
     index.info["retrieval"] = metrics
     index.save(directory)

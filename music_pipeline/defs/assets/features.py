@@ -9,7 +9,7 @@ from music_pipeline.features.extract import ExtractJob, extract_many, feature_ve
 from music_pipeline.features.tables import build_tables, validate_embedding_table
 from music_pipeline.defs.partitions import tracks_partitions
 from music_pipeline.defs.resources import MusicPipelineResource
-from music_pipeline.storage import write_parquet
+from music_pipeline.storage import read_parquet, write_parquet
 
 TRACK_EMBEDDING = dg.AssetKey("track_embedding")
 TRACK_DIFFICULTY = dg.AssetKey("track_difficulty")
@@ -139,18 +139,14 @@ def embeddings(context: dg.AssetExecutionContext, pipeline: MusicPipelineResourc
 
 @dg.asset_check(asset=embeddings, blocking=True, description="641 columns, all finite, unique track keys.")
 def embeddings_valid(pipeline: MusicPipelineResource) -> dg.AssetCheckResult:
-    import pandas as pd
-
-    df = pd.read_parquet(pipeline.layout.embeddings_path)
+    df = read_parquet(pipeline.layout.embeddings_path)
     problems = validate_embedding_table(df)
     return dg.AssetCheckResult(passed=not problems, metadata={"problems": "; ".join(problems) or "none", "rows": len(df)})
 
 
 @dg.asset_check(asset=embeddings, description="Warns when tracks of the library could not be analysed; lists them.")
 def no_skipped_tracks(pipeline: MusicPipelineResource) -> dg.AssetCheckResult:
-    import pandas as pd
-
-    skipped = pd.read_parquet(pipeline.layout.skipped_path)
+    skipped = read_parquet(pipeline.layout.skipped_path)
     return dg.AssetCheckResult(
         passed=len(skipped) == 0,
         severity=dg.AssetCheckSeverity.WARN,
