@@ -34,3 +34,25 @@ def styled_library(tmp_path_factory) -> tuple[Path, Path]:
     write_parquet(layout.tables_dir / "difficulty_descriptors.parquet", tables.descriptors)
     write_parquet(layout.skipped_path, tables.skipped)
     return library, data
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3 endpoint on loopback for the shared-storage tests (see system.S3Server)."""
+    from .system import S3Server
+
+    server = S3Server(tmp_path_factory.mktemp("s3") / "moto.log").start()
+    saved = {k: os.environ.get(k) for k in server.env}
+    server.configure_here()
+    try:
+        yield server
+    finally:
+        server.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        import fsspec.config
+
+        fsspec.config.conf.get("s3", {}).pop("endpoint_url", None)

@@ -64,3 +64,61 @@ def wait_for_port(port: int, timeout: float, proc: subprocess.Popen | None = Non
                 return
         time.sleep(0.3)
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout:.0f} s")
+
+
+class S3Server:
+    """A real S3 endpoint on 127.0.0.1 (moto's standalone server): the pipeline talks to it over
+    HTTP with s3fs, exactly as to AWS S3 or MinIO. ``env`` is what a process on another host
+    would be given; ``configure_here`` points this process's fsspec at it."""
+
+    def __init__(self, log_path: Path):
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+        self.port = 0
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            "AWS_ACCESS_KEY_ID": "music-pipeline-test",
+            "AWS_SECRET_ACCESS_KEY": "music-pipeline-test",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            # fsspec turns FSSPEC_<PROTOCOL>_<ARG> into constructor arguments of that file system
+            "FSSPEC_S3_ENDPOINT_URL": self.endpoint,
+        }
+
+    def start(self) -> "S3Server":
+        import sys
+
+        self.port = free_port()
+        log = open(self.log_path, "w")
+        cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for_port(self.port, 60, self.proc)
+        return self
+
+    def configure_here(self) -> None:
+        import fsspec.config
+
+        os.environ.update(self.env)
+        fsspec.config.conf.setdefault("s3", {})["endpoint_url"] = self.endpoint  # env is read at import only
+
+    def filesystem(self):
+        import s3fs
+
+        return s3fs.S3FileSystem(endpoint_url=self.endpoint, key=self.env["AWS_ACCESS_KEY_ID"], secret=self.env["AWS_SECRET_ACCESS_KEY"], skip_instance_cache=True)
+
+    def make_bucket(self, name: str) -> str:
+        self.filesystem().mkdir(name)
+        return f"s3://{name}"
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()

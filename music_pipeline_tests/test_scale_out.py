@@ -1,5 +1,6 @@
-"""Issue 6: the scale-out profile on real servers — PostgreSQL storage, a Redis broker and two
-Celery workers on 127.0.0.1 — runs a small backfill; every track's artifact exists exactly once."""
+"""Issue 6: the scale-out profile on real servers — PostgreSQL storage, a Redis broker, two
+Celery workers and the artifacts in an S3 bucket, all on 127.0.0.1 — runs a small backfill;
+every track's artifact exists exactly once, in the bucket, and can be queried from another process."""
 
 from __future__ import annotations
 
@@ -93,9 +94,10 @@ def servers(tmp_path_factory):
         shutil.rmtree(pgroot, ignore_errors=True)
 
 
-def test_backfill_through_two_celery_workers(servers, tmp_path):
+def test_backfill_through_two_celery_workers(servers, s3_server, tmp_path):
     services, pg_port, redis_port = servers
-    lib, data, home = tmp_path / "lib", tmp_path / "data", tmp_path / "home"
+    lib, home = tmp_path / "lib", tmp_path / "home"
+    data = s3_server.make_bucket("scale-out") + "/data"  # shared by every worker, no common disk needed
     write_styled_library(lib, per_style=2, seconds=6.0)  # 8 tracks
     home.mkdir()
     shutil.copy(DEFS / "dagster.scale-out.yaml", home / "dagster.yaml")
@@ -103,10 +105,11 @@ def test_backfill_through_two_celery_workers(servers, tmp_path):
     (tmp_path / "celery.yaml").write_text(f"execution:\n  config:\n    broker: {broker}\n    backend: {broker}\n")
     env = {
         **os.environ,
+        **s3_server.env,
         "DAGSTER_HOME": str(home),
         "DAGSTER_PG_URL": f"postgresql+psycopg2://dagster@127.0.0.1:{pg_port}/dagster",
         "MUSIC_PIPELINE_EXECUTOR": "celery", "MUSIC_PIPELINE_CELERY_BROKER": broker,
-        "MUSIC_PIPELINE_DATA": str(data), "MUSIC_LIBRARY": str(lib), "MUSIC_PIPELINE_WORKERS": "1",
+        "MUSIC_PIPELINE_DATA": data, "MUSIC_LIBRARY": str(lib), "MUSIC_PIPELINE_WORKERS": "1",
     }
     # what an operator does once on a new database: create the schema before anything uses it
     migrate = subprocess.run(["dagster", "instance", "migrate"], env=env, cwd=tmp_path, capture_output=True, text=True)
@@ -128,15 +131,30 @@ def test_backfill_through_two_celery_workers(servers, tmp_path):
     for r, out in zip(runs, outputs):
         assert r.returncode == 0, out[-3000:]
 
-    # every track's features exist exactly once, and every partition was materialized exactly once
-    npz = sorted((data / "features").rglob("*.npz"))
-    assert len(npz) == 8 and len({p.name for p in npz}) == 8
+    # every track's features exist exactly once, in the bucket, and every partition was
+    # materialized exactly once
+    objects = s3_server.filesystem().find("scale-out/data")
+    npz = [o for o in objects if o.startswith("scale-out/data/features/") and o.endswith(".npz")]
+    assert len(npz) == 8 and len({o.rsplit("/", 1)[1] for o in npz}) == 8, objects
+    assert not any(o.rsplit("/", 1)[1].startswith(".") for o in objects), "temporary files left in the bucket"
+    assert not (tmp_path / "data").exists()
     counts = _materialization_counts(env)
     assert counts == {k: 1 for k in keys}, counts
     # the work really went through both Celery workers
     for name in ("w1", "w2"):
         log = (services.root / f"worker_{name}.log").read_text()
         assert "succeeded" in log, f"worker {name} ran no task:\n{log[-2000:]}"
+    # the library tables and the similarity index the workers wrote serve a query from elsewhere
+    from music_pipeline.storage import read_parquet
+
+    table = read_parquet(data + "/tables/embeddings.parquet", columns=["key", "relpath"])
+    assert sorted(table["key"]) == sorted(keys)
+    query = table["relpath"].iloc[0]
+    proc = subprocess.run(["music-pipeline", "similar", "--data", data, "-n", "3", "--json", query], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    answer = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert answer["query"]["relpath"] == query and len(answer["results"]) == 3, answer
+    assert set(r["track"] for r in answer["results"]) <= set(keys) - {answer["query"]["track"]}
 
 
 def _register_partitions(env) -> list[str]:

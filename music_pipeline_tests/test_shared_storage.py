@@ -1,0 +1,138 @@
+"""Issue 6: artifacts on shared storage through a path abstraction (UPath / fsspec).
+
+Local names stay ``pathlib.Path``; an ``s3://`` data directory is written and read over HTTP on a
+real S3 endpoint (moto's server on 127.0.0.1, see system.S3Server) by the same code paths the
+pipeline uses: tables, feature files, model directories (Keras, xgboost, faiss) and versions.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from upath import UPath
+
+from music_pipeline.settings import LibraryNotGiven, Settings
+from music_pipeline.storage import (
+    DataLayout,
+    UnsafePathError,
+    artifact_path,
+    atomic_path,
+    is_remote,
+    read_json,
+    read_npy,
+    read_npz,
+    read_parquet,
+    remove_tree,
+    safe_join,
+    write_json,
+    write_npy,
+    write_npz,
+    write_parquet,
+)
+
+
+@pytest.fixture
+def bucket(s3_server, request) -> UPath:
+    name = "mp-" + request.node.name.replace("_", "-")[:40].lower().strip("-")
+    return artifact_path(s3_server.make_bucket(name) + "/data")
+
+
+def test_local_names_stay_paths_and_urls_become_upaths(tmp_path):
+    assert type(artifact_path(str(tmp_path))) is type(tmp_path)
+    assert artifact_path(f"file://{tmp_path}") == tmp_path  # file:// is local: rename stays atomic
+    s3 = artifact_path("s3://bucket/prefix")
+    assert isinstance(s3, UPath) and s3.protocol == "s3" and is_remote(s3) and not is_remote(tmp_path)
+    assert str(DataLayout("s3://bucket/prefix").embeddings_path) == "s3://bucket/prefix/tables/embeddings.parquet"
+    settings = Settings.resolve("s3://bucket/prefix", None, 1)
+    assert settings.data_dir == s3 and settings.library_dir is None
+    with pytest.raises(LibraryNotGiven, match="MUSIC_LIBRARY"):
+        settings.require_library()
+    # the Dagster instance never goes to the object store
+    assert isinstance(settings.dagster_home, Path)
+
+
+@pytest.mark.parametrize("name", ["../x.npz", "a/../../x", "/etc/passwd", "a//b"])
+def test_safe_join_refuses_traversal_in_urls(name):
+    with pytest.raises(UnsafePathError):
+        safe_join("s3://bucket/data/features", name)
+    assert str(safe_join("s3://bucket/data/features", "v2", "abc.npz")) == "s3://bucket/data/features/v2/abc.npz"
+
+
+def test_tables_arrays_and_json_round_trip_on_s3(bucket, s3_server):
+    df = pd.DataFrame({"key": ["a", "b", "c"], "x": [1.0, 2.0, 3.0]})
+    write_parquet(bucket / "tables" / "t.parquet", df)
+    pd.testing.assert_frame_equal(read_parquet(bucket / "tables" / "t.parquet"), df)
+    only_b = read_parquet(bucket / "tables" / "t.parquet", columns=["x"], filters=[("key", "=", "b")])
+    assert only_b["x"].tolist() == [2.0]
+    arrays = {"e": np.arange(641, dtype=np.float64), "names": np.array(["a", "b"])}
+    write_npz(bucket / "f.npz", arrays)
+    back = read_npz(bucket / "f.npz")
+    np.testing.assert_array_equal(back["e"], arrays["e"])
+    np.testing.assert_array_equal(back["names"], arrays["names"])
+    write_npy(bucket / "v.npy", np.eye(3, dtype=np.float32))
+    np.testing.assert_array_equal(read_npy(bucket / "v.npy", mmap=True), np.eye(3, dtype=np.float32))
+    write_json(bucket / "m.json", {"n": np.int64(3)})
+    assert read_json(bucket / "m.json") == {"n": 3}
+    # what another host sees: the objects themselves, under the prefix
+    listed = {p.split("/data/", 1)[1] for p in s3_server.filesystem().find(bucket.path)}
+    assert listed == {"tables/t.parquet", "f.npz", "v.npy", "m.json"}
+
+
+def test_failed_write_leaves_the_old_object_and_no_debris(bucket, s3_server):
+    dest = bucket / "tables" / "t.parquet"
+    write_parquet(dest, pd.DataFrame({"v": [1]}))
+    with pytest.raises(RuntimeError):
+        with atomic_path(dest) as tmp:
+            tmp.write_bytes(b"half a parquet file")
+            raise RuntimeError("killed mid-write")
+    assert read_parquet(dest)["v"].tolist() == [1]
+    assert [p.rsplit("/", 1)[1] for p in s3_server.filesystem().find(bucket.path)] == ["t.parquet"]
+
+
+def test_model_directories_and_versions_on_s3(bucket, styled_library):
+    """Keras, xgboost, faiss and the genre version switch all publish to and load from S3."""
+    from music_pipeline.features.embedding import FEATURE_NAMES
+    from music_pipeline.models.cnn import build_model, load_keras, save_keras
+    from music_pipeline.models.genre import Candidate, GenreModel, XgbSettings, current_version, labelled_data, publish_version
+    from music_pipeline.search.index import IndexParams, TrackIndex
+
+    _, data_dir = styled_library
+    table = read_parquet(DataLayout(data_dir).embeddings_path)
+    data = labelled_data(table)
+    model = GenreModel.fit(Candidate("xgb", "full", pca=8), data.X, data.labels, xgb_settings=XgbSettings(n_estimators=20, learning_rate=0.3))
+    root = bucket / "models" / "genre"
+    for _ in range(3):
+        vdir = publish_version(root, lambda d: model.save(d / "deployed"), keep=2)
+    assert current_version(root).name == vdir.name
+    assert len([p for p in root.iterdir() if p.name.startswith("v")]) == 2  # pruned on S3 too
+    again = GenreModel.load(current_version(root) / "deployed")
+    np.testing.assert_allclose(again.predict_proba(data.X[:5]), model.predict_proba(data.X[:5]), rtol=1e-6)
+
+    cnn = build_model("compact")
+    x = np.random.default_rng(0).standard_normal((2, 128, 128, 1)).astype("float32")
+    dest = save_keras(cnn, bucket / "models" / "difficulty" / "difficulty_cnn.keras")
+    assert isinstance(dest, UPath) and dest.is_file()
+    np.testing.assert_allclose(load_keras(dest).predict(x, verbose=0), cnn.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+
+    index = TrackIndex.build(table, IndexParams(approximate_above=4, nlist=4), transform="standardised")
+    assert index.index.approximate  # the faiss file goes through a local copy both ways
+    index.save(bucket / "models" / "similarity")
+    loaded = TrackIndex.load(bucket / "models" / "similarity")
+    q = table[FEATURE_NAMES].to_numpy()[:3]
+    np.testing.assert_array_equal(loaded.index.search(index.transform.project(q), 5)[0], index.index.search(index.transform.project(q), 5)[0])
+    remove_tree(bucket / "models")
+    assert not (bucket / "models" / "similarity" / "index.json").exists()
+
+
+def test_cli_with_a_remote_data_dir_needs_a_library_and_says_so(s3_server):
+    env = {**os.environ, **s3_server.env}
+    env.pop("MUSIC_LIBRARY", None)
+    proc = subprocess.run([sys.executable, "-m", "music_pipeline.cli", "build", "--data", "s3://nowhere/data"], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "s3://nowhere/data is remote" in proc.stderr and "--library" in proc.stderr
