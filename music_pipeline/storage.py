@@ -242,6 +242,13 @@ def read_table(path: str | os.PathLike | UPath, columns: list[str] | None = None
     return pq.read_table(path.path, columns=columns, filters=filters, filesystem=path.fs)
 
 
+def list_dir(path: str | os.PathLike | UPath) -> list[ArtifactPath]:
+    """The entries of a directory; none when it does not exist (an object store has no empty
+    directories, so "missing" and "empty" are the same there)."""
+    path = artifact_path(path)
+    return list(path.iterdir()) if path.is_dir() else []
+
+
 def remove(path: str | os.PathLike | UPath) -> None:
     """Delete a file if it exists."""
     artifact_path(path).unlink(missing_ok=True)

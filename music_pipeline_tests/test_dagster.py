@@ -6,7 +6,6 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from music_pipeline.defs.partitions import tracks_partitions
 from music_pipeline.defs.resources import MusicPipelineResource
 from music_pipeline.defs.runner import run_build
 from music_pipeline.defs.sensors import RANGE_END, RANGE_START, library_sensor

@@ -8,6 +8,7 @@ pipeline uses: tables, feature files, model directories (Keras, xgboost, faiss) 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -39,7 +40,7 @@ from music_pipeline.storage import (
 
 @pytest.fixture
 def bucket(s3_server, request) -> UPath:
-    name = "mp-" + request.node.name.replace("_", "-")[:40].lower().strip("-")
+    name = "mp-" + re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[-40:].strip("-")
     return artifact_path(s3_server.make_bucket(name) + "/data")
 
 
@@ -93,6 +94,24 @@ def test_failed_write_leaves_the_old_object_and_no_debris(bucket, s3_server):
             raise RuntimeError("killed mid-write")
     assert read_parquet(dest)["v"].tolist() == [1]
     assert [p.rsplit("/", 1)[1] for p in s3_server.filesystem().find(bucket.path)] == ["t.parquet"]
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_feature_store_listing_agrees_with_per_file_checks(where, tmp_path, request):
+    from music_pipeline.features.difficulty import DESCRIPTOR_NAMES
+    from music_pipeline.features.extract import FeatureStore, TrackFeatures
+
+    data = tmp_path / "data" if where == "local" else request.getfixturevalue("bucket")
+    store = FeatureStore(data)
+    feats = TrackFeatures(np.zeros(641), dict.fromkeys(DESCRIPTOR_NAMES, 0.0), np.zeros((3, 128, 128), np.float16), 1.0, 22050, 1)
+    hashes = [f"{i:064x}" for i in range(4)]
+    assert store.analysed_hashes() == set()  # nothing written yet: no folder either
+    store.save(hashes[0], feats)
+    store.save(hashes[1], feats)
+    store.save_failure(hashes[2], "bad.wav", "not audio")
+    assert store.analysed_hashes() == {h for h in hashes if store.is_analysed(h)} == set(hashes[:3])
+    store.save(hashes[2], feats)  # analysed after all: the failure record goes
+    assert store.failure(hashes[2]) is None and store.analysed_hashes() == set(hashes[:3])
 
 
 def test_model_directories_and_versions_on_s3(bucket, styled_library):

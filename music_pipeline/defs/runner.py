@@ -102,7 +102,8 @@ def _run_build_locked(settings: Settings, build_definitions, log, models: bool) 
     scan = pipeline.scan()
     store = pipeline.store
     registered = list(instance.get_dynamic_partitions(tracks_partitions.name))
-    plan = plan_sync(scan, registered, lambda t: bool(t.content_hash) and not store.is_analysed(t.content_hash))
+    analysed = store.analysed_hashes()
+    plan = plan_sync(scan, registered, lambda t: bool(t.content_hash) and t.content_hash not in analysed)
     for key in plan.to_remove:
         instance.delete_dynamic_partition(tracks_partitions.name, key)
     if plan.to_add:

@@ -48,14 +48,16 @@ def library_sensor(context: dg.SensorEvaluationContext, pipeline: MusicPipelineR
     # cursor: {key: hash} requested but maybe not finished, so an in-flight run is not requested twice
     requested: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
 
+    analysed = store.analysed_hashes()  # one listing, not a file check per track
+
     def needs_run(t) -> bool:
-        if not t.content_hash or store.is_analysed(t.content_hash):
+        if not t.content_hash or t.content_hash in analysed:
             return False
         return requested.get(t.key) != t.content_hash
 
     registered = list(context.instance.get_dynamic_partitions(tracks_partitions.name))
     plan = plan_sync(scan, registered, needs_run, BATCH_SIZE)
-    pending = {k: h for k, h in requested.items() if hashes.get(k) == h and not store.is_analysed(h)}
+    pending = {k: h for k, h in requested.items() if hashes.get(k) == h and h not in analysed}
     pending.update({k: hashes[k] or "" for k in plan.to_run})
     context.update_cursor(json.dumps(pending, sort_keys=True))
     if not plan.changed:

@@ -37,6 +37,7 @@ from music_pipeline.storage import (
     artifact_path,
     atomic_path,
     ensure_dir,
+    list_dir,
     read_bytes,
     read_json,
     read_npz,
@@ -414,7 +415,7 @@ def publish_version(root: ArtifactPath, write: Callable[[ArtifactPath], None], k
     root = ensure_dir(root)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     # names sort in publication order even after pruning: a stamp already used gets the next -N
-    taken = [_version_order(p)[1] for p in root.iterdir() if p.name.split("-")[0] == f"v{stamp}"]
+    taken = [_version_order(p)[1] for p in list_dir(root) if p.name.split("-")[0] == f"v{stamp}"]
     vdir = root / (f"v{stamp}-{max(taken) + 1}" if taken else f"v{stamp}")
     try:
         write(vdir)
@@ -423,7 +424,7 @@ def publish_version(root: ArtifactPath, write: Callable[[ArtifactPath], None], k
         raise
     write_json(root / CURRENT, {"version": vdir.name})
     # by the time stamp in the name: object stores keep no directory times
-    versions = sorted((p for p in root.iterdir() if p.is_dir() and p.name.startswith("v")), key=_version_order)
+    versions = sorted((p for p in list_dir(root) if p.is_dir() and p.name.startswith("v")), key=_version_order)
     for old in versions[:-keep]:
         if old.name != vdir.name:
             remove_tree(old)
