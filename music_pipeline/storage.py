@@ -223,8 +223,11 @@ def read_npy(path: str | os.PathLike | UPath, mmap: bool = False) -> np.ndarray:
     return np.load(io.BytesIO(path.read_bytes()), allow_pickle=False)
 
 
-def write_parquet(dest: str | os.PathLike | UPath, df: pd.DataFrame) -> ArtifactPath:
+def write_parquet(dest: str | os.PathLike | UPath, df: pd.DataFrame, metadata: Mapping[str, str] | None = None) -> ArtifactPath:
+    """``metadata``: extra key/value pairs kept in the file's schema (see ``read_parquet_metadata``)."""
     table = pa.Table.from_pandas(df, preserve_index=False)
+    if metadata:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **{k.encode(): str(v).encode() for k, v in metadata.items()}})
     with atomic_path(dest) as tmp:
         pq.write_table(table, tmp, compression="zstd")
     return artifact_path(dest)
@@ -232,6 +235,17 @@ def write_parquet(dest: str | os.PathLike | UPath, df: pd.DataFrame) -> Artifact
 
 def read_parquet(path: str | os.PathLike | UPath, columns: list[str] | None = None, filters=None) -> pd.DataFrame:
     return read_table(path, columns, filters).to_pandas()
+
+
+def read_parquet_metadata(path: str | os.PathLike | UPath) -> dict[str, str]:
+    """The key/value pairs of a parquet file's schema (without pandas' own), read from its footer."""
+    path = artifact_path(path)
+    if isinstance(path, Path):
+        schema = pq.read_schema(path)
+    else:
+        with path.open("rb") as fh:
+            schema = pq.read_schema(fh)
+    return {k.decode(): v.decode() for k, v in (schema.metadata or {}).items() if k != b"pandas"}
 
 
 def read_table(path: str | os.PathLike | UPath, columns: list[str] | None = None, filters=None) -> pa.Table:

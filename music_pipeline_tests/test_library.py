@@ -1,5 +1,6 @@
 import re
 
+import pandas as pd
 import pytest
 
 from music_pipeline.audio.library import scan_library, track_key
@@ -88,3 +89,38 @@ def test_every_soundfile_format_decodes_to_analysis_rate(tmp_path, ext):
     assert abs(audio.duration_s - 4.0) < 0.15  # codecs add a little priming/padding
     spectrum = np.abs(np.fft.rfft(audio.y[: 22050 * 2]))
     assert abs(np.argmax(spectrum) / 2 - 440) < 3  # still a 440 Hz tone after decode + resample
+
+
+def test_table_refresh_reads_only_new_content_and_keeps_scan_fields_current(styled_library, tmp_path, monkeypatch):
+    from music_pipeline.features.extract import FeatureStore
+    from music_pipeline.features.tables import LibraryTables, build_tables, read_previous_tables, table_metadata
+    from music_pipeline.storage import write_parquet
+
+    lib, data = styled_library
+    scan = scan_library(lib)
+    store = FeatureStore(data)
+    full = build_tables(scan, store)
+    assert full.files_read == len(full.embeddings) == len(scan.tracks)
+    # the previous refresh knew all but 3 tracks, with labels that have changed since
+    old_e, old_d = full.embeddings.iloc[:-3].copy(), full.descriptors.iloc[:-3].copy()
+    old_e["label"] = "stale"
+    previous = LibraryTables(old_e, old_d, full.skipped, list(old_e["key"]))
+    loads = []
+    real_load = store.load
+    monkeypatch.setattr(store, "load", lambda h: loads.append(h) or real_load(h))
+    refreshed = build_tables(scan, store, previous)
+    assert sorted(loads) == sorted(full.embeddings["content_hash"].iloc[-3:])
+    assert refreshed.files_read == 3
+    pd.testing.assert_frame_equal(refreshed.embeddings, full.embeddings)  # labels from the scan
+    pd.testing.assert_frame_equal(refreshed.descriptors, full.descriptors)
+
+    # stored tables are reused only for the extraction version they were made with
+    e_path, d_path = tmp_path / "embeddings.parquet", tmp_path / "descriptors.parquet"
+    write_parquet(e_path, full.embeddings, table_metadata(store))
+    write_parquet(d_path, full.descriptors, table_metadata(store))
+    again = read_previous_tables(e_path, d_path, store)
+    assert again is not None and len(again.embeddings) == len(full.embeddings)
+    assert read_previous_tables(e_path, d_path, FeatureStore(data, n_segments=5)) is None
+    write_parquet(d_path, full.descriptors)  # no version recorded: not trusted
+    assert read_previous_tables(e_path, d_path, store) is None
+    assert read_previous_tables(tmp_path / "missing.parquet", d_path, store) is None

@@ -135,14 +135,15 @@ class FeatureStore:
         """Features or a failure record exist: nothing left to do for this content."""
         return self.has(content_hash) or self.failure_path(content_hash).is_file()
 
+    def feature_hashes(self) -> set[str]:
+        """Content hashes with stored features (``has``), from one directory listing."""
+        return {p.name[:-4] for p in list_dir(self.path("0").parent) if p.name.endswith(".npz") and not p.name.startswith(".")}
+
     def analysed_hashes(self) -> set[str]:
         """Every content hash ``is_analysed`` would accept, from two directory listings: on an
         object store one LIST per 1000 files instead of two HEAD requests per track."""
-        version_dir = self.path("0").parent
-        out: set[str] = set()
-        for folder, suffix in ((version_dir, ".npz"), (version_dir / "failed", ".json")):
-            out.update(p.name[: -len(suffix)] for p in list_dir(folder) if p.name.endswith(suffix) and not p.name.startswith("."))
-        return out
+        failed = self.failure_path("0").parent
+        return self.feature_hashes() | {p.name[:-5] for p in list_dir(failed) if p.name.endswith(".json") and not p.name.startswith(".")}
 
     def failure(self, content_hash: str) -> str | None:
         p = self.failure_path(content_hash)

@@ -6,7 +6,7 @@ from tqdm import tqdm
 
 from music_pipeline.features.embedding import EMBEDDING_DIM
 from music_pipeline.features.extract import ExtractJob, extract_many, feature_version
-from music_pipeline.features.tables import build_tables, validate_embedding_table
+from music_pipeline.features.tables import build_tables, read_previous_tables, table_metadata, validate_embedding_table
 from music_pipeline.defs.partitions import tracks_partitions
 from music_pipeline.defs.resources import MusicPipelineResource
 from music_pipeline.storage import read_parquet, write_parquet
@@ -112,13 +112,15 @@ def track_features(context: dg.AssetExecutionContext, pipeline: MusicPipelineRes
     ),
 )
 def embeddings(context: dg.AssetExecutionContext, pipeline: MusicPipelineResource) -> dg.MaterializeResult:
-    layout = pipeline.layout
-    tables = build_tables(pipeline.scan(), pipeline.store)
+    layout, store = pipeline.layout, pipeline.store
+    descriptors_path = layout.tables_dir / "difficulty_descriptors.parquet"
+    previous = read_previous_tables(layout.embeddings_path, descriptors_path, store)
+    tables = build_tables(pipeline.scan(), store, previous)
     problems = validate_embedding_table(tables.embeddings)
     if problems:  # never store an invalid table: downstream models would train on it
         raise dg.Failure(f"embedding table is invalid: {problems}")
-    write_parquet(layout.embeddings_path, tables.embeddings)
-    write_parquet(layout.tables_dir / "difficulty_descriptors.parquet", tables.descriptors)
+    write_parquet(layout.embeddings_path, tables.embeddings, table_metadata(store))
+    write_parquet(descriptors_path, tables.descriptors, table_metadata(store))
     write_parquet(layout.skipped_path, tables.skipped)
     for r in tables.skipped.itertuples():
         context.log.warning(f"skipped {r.relpath}: {r.reason}")
@@ -132,6 +134,7 @@ def embeddings(context: dg.AssetExecutionContext, pipeline: MusicPipelineResourc
             "skipped_tracks": dg.MetadataValue.md(tables.skipped[["relpath", "reason"]].to_markdown(index=False) if len(tables.skipped) else "none"),
             "labels": dg.MetadataValue.json(tables.embeddings["label"].fillna("(unlabelled)").value_counts().to_dict()),
             "total_hours": float(tables.embeddings["duration_s"].sum() / 3600),
+            "feature_files_read": tables.files_read,  # the other rows came from the previous table
             "preview": dg.MetadataValue.md(preview.to_markdown(index=False, floatfmt=".3g")),
         }
     )
