@@ -208,6 +208,20 @@ def read_npz(path: str | os.PathLike | UPath) -> dict[str, np.ndarray]:
         return {k: npz[k] for k in npz.files}
 
 
+def npz_member_shape(path: str | os.PathLike | UPath, name: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of one array in an ``.npz`` from its header alone (nothing decompressed
+    beyond the first bytes; on an object store a few small range reads)."""
+    import zipfile
+
+    path = artifact_path(path)
+    with (open(path, "rb") if isinstance(path, Path) else path.open("rb")) as fh, zipfile.ZipFile(fh) as zf:
+        with zf.open(f"{name}.npy") as member:
+            version = np.lib.format.read_magic(member)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(member)
+    return tuple(shape), np.dtype(dtype)
+
+
 def write_npy(dest: str | os.PathLike | UPath, array: np.ndarray) -> ArtifactPath:
     with atomic_path(dest) as tmp:
         with open(tmp, "wb") as fh:

@@ -45,9 +45,36 @@ def test_partitioned_materialization(tmp_path):
         assert {m.asset_key.to_user_string() for m in mats} == {"track_embedding", "track_difficulty", "mel_segments"}
         assert all(m.partition == keys[0] for m in mats)
         assert mats[0].metadata["status"].value == "extracted"
+        (check,) = result.get_asset_check_evaluations()
+        assert check.check_name == "segments_complete" and check.passed
+        assert check.metadata["segments"].value == check.metadata["expected"].value == 3
     scan = {t.key: t for t in pipeline.scan().tracks}
     store = FeatureStore(tmp_path / "data")
     assert store.has(scan[keys[0]].content_hash) and not store.has(scan[keys[1]].content_hash)
+
+
+def test_segments_check_reads_the_stored_files_and_can_fail(tmp_path):
+    from music_pipeline.defs.assets.features import track_features
+    from music_pipeline.storage import read_npz, write_npz
+
+    lib = make_library(tmp_path / "lib", 2)
+    pipeline = MusicPipelineResource(data_dir=str(tmp_path / "data"), library_dir=str(lib), workers=1)
+    tracks = pipeline.scan().tracks
+    keys = [t.key for t in tracks]
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("tracks", keys)
+        dg.materialize([track_features], instance=instance, resources={"pipeline": pipeline}, tags={RANGE_START: keys[0], RANGE_END: keys[-1]})
+        # one stored file loses a segment behind the pipeline's back; the next run reuses the cache
+        store = pipeline.store
+        damaged = read_npz(store.path(tracks[1].content_hash))
+        damaged["segments"] = damaged["segments"][:2]
+        write_npz(store.path(tracks[1].content_hash), damaged)
+        result = dg.materialize([track_features], instance=instance, resources={"pipeline": pipeline}, tags={RANGE_START: keys[0], RANGE_END: keys[-1]})
+        assert result.success  # a check, not a crash: the run still records the tracks
+        (check,) = result.get_asset_check_evaluations()
+        assert not check.passed
+        assert check.metadata["segments"].value == 5 and check.metadata["expected"].value == 6
+        assert tracks[1].relpath in check.metadata["problems"].value
 
 
 def test_sensor_adds_batches_and_removes_partitions(tmp_path):

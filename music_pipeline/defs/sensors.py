@@ -29,6 +29,19 @@ def run_requests_for(plan: SyncPlan, hashes: dict[str, str | None], trigger: str
     return requests
 
 
+# Evaluates the assets' AutomationConditions (eager tables, scores and index). The ingest runs
+# already refresh those in the same run, which eager's "updated by a run that targeted me" rule
+# ignores; this sensor acts when track partitions are materialized some other way (a backfill of
+# track_features from the UI, a CLI run of the per-track assets), once all of them are done.
+library_automation = dg.AutomationConditionSensorDefinition(
+    "library_automation",
+    target=dg.AssetSelection.all(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Materializes the library tables, difficulty scores and similarity index (AutomationCondition.eager) after track partitions change outside an ingest run.",
+)
+
+
 @dg.sensor(
     name="library_sensor",
     job_name="ingest_tracks",

@@ -28,7 +28,7 @@ from music_pipeline.features.embedding import EMBEDDING_DIM, compute_embedding
 from music_pipeline.features.rhythm import compute_rhythm
 from music_pipeline.features.segments import DEFAULT_SEGMENTS, extract_segments
 from music_pipeline.features.spectra import compute_spectra
-from music_pipeline.storage import DataLayout, list_dir, read_json, read_npz, write_json, write_npz
+from music_pipeline.storage import DataLayout, list_dir, npz_member_shape, read_json, read_npz, write_json, write_npz
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +127,10 @@ class FeatureStore:
             source_channels=int(z["source_channels"]),
             compute_seconds=float(z["compute_seconds"]),
         )
+
+    def segments_shape(self, content_hash: str) -> tuple[int, ...]:
+        """Shape of the stored segments, read from the file's header (the array stays packed)."""
+        return npz_member_shape(self.path(content_hash), "segments")[0]
 
     def save_failure(self, content_hash: str, relpath: str, reason: str) -> None:
         write_json(self.failure_path(content_hash), {"content_hash": content_hash, "relpath": relpath, "reason": reason, "version": self.version})

@@ -5,6 +5,8 @@ import dagster as dg
 from tqdm import tqdm
 
 from music_pipeline.features.embedding import EMBEDDING_DIM
+from music_pipeline.features.segments import SEGMENT_FRAMES
+from music_pipeline.features.spectra import N_MELS
 from music_pipeline.features.extract import ExtractJob, extract_many, feature_version
 from music_pipeline.features.tables import build_tables, read_previous_tables, table_metadata, validate_embedding_table
 from music_pipeline.defs.partitions import tracks_partitions
@@ -16,6 +18,7 @@ TRACK_DIFFICULTY = dg.AssetKey("track_difficulty")
 MEL_SEGMENTS = dg.AssetKey("mel_segments")
 TRACK_ASSETS = [TRACK_EMBEDDING, TRACK_DIFFICULTY, MEL_SEGMENTS]
 _TRACK_TAGS = {"owner": "features"}
+SEGMENTS_CHECK = "segments_complete"
 
 # Many tracks per run, parallel inside it: one run per track would cost seconds of overhead each.
 TRACK_BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=500)
@@ -43,6 +46,16 @@ def _track_spec(key: dg.AssetKey, description: str) -> dg.AssetSpec:
     ],
     partitions_def=tracks_partitions,
     backfill_policy=TRACK_BACKFILL_POLICY,
+    check_specs=[
+        dg.AssetCheckSpec(
+            SEGMENTS_CHECK,
+            asset=MEL_SEGMENTS,
+            description=(
+                "Stored segments of this run's analysed tracks = tracks × segments per track, each "
+                "128×128 (read from the files' headers, not from what extraction meant to write)."
+            ),
+        )
+    ],
     can_subset=False,
     retry_policy=dg.RetryPolicy(max_retries=1, delay=5),
     description=(
@@ -94,6 +107,28 @@ def track_features(context: dg.AssetExecutionContext, pipeline: MusicPipelineRes
         common.update({"status": o.status, "content_hash": o.content_hash or "", "relpath": o.relpath})
     for asset_key in (TRACK_EMBEDDING, TRACK_DIFFICULTY, MEL_SEGMENTS):
         yield dg.MaterializeResult(asset_key=asset_key, metadata=common)
+    yield _segments_check(pipeline.store, [o for o in outcomes if o.ok], pipeline.n_segments)
+
+
+def _segments_check(store, analysed, n_segments: int) -> dg.AssetCheckResult:
+    expected_shape = (n_segments, N_MELS, SEGMENT_FRAMES)
+    found, wrong = 0, []
+    for o in analysed:
+        try:
+            shape = store.segments_shape(o.content_hash)
+        except Exception as exc:  # a missing or unreadable file is exactly what this check is for
+            wrong.append(f"`{o.relpath}`: unreadable ({type(exc).__name__}: {exc})")
+            continue
+        found += shape[0] if len(shape) == 3 else 0
+        if shape != expected_shape:
+            wrong.append(f"`{o.relpath}`: segments {shape}, expected {expected_shape}")
+    expected = len(analysed) * n_segments
+    return dg.AssetCheckResult(
+        asset_key=MEL_SEGMENTS,
+        check_name=SEGMENTS_CHECK,
+        passed=not wrong and found == expected,
+        metadata={"tracks": len(analysed), "segments": found, "expected": expected, "problems": dg.MetadataValue.md("\n".join(f"- {w}" for w in wrong) or "none")},
+    )
 
 
 @dg.asset(
