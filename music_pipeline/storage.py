@@ -59,14 +59,21 @@ def is_url(raw: str | os.PathLike) -> bool:
 
 
 def artifact_path(raw: str | os.PathLike | UPath) -> ArtifactPath:
-    """``raw`` as a local ``Path`` (plain names and ``file://`` URLs) or a ``UPath`` (other URLs)."""
+    """``raw`` as a local ``Path`` (plain names and ``file://`` URLs) or a ``UPath`` (other URLs).
+
+    Remote file systems are opened without fsspec's directory-listing cache: other hosts write
+    into the same prefixes, and a long-lived worker would otherwise keep answering from a
+    listing made before their files existed.
+    """
     if isinstance(raw, UPath):
         return Path(raw.path) if raw.protocol in _LOCAL_PROTOCOLS else raw
     if isinstance(raw, Path):
         return raw
     if is_url(raw):
-        up = UPath(raw)
-        return Path(up.path) if up.protocol in _LOCAL_PROTOCOLS else up
+        protocol = raw.split("://", 1)[0]
+        if protocol in _LOCAL_PROTOCOLS:
+            return Path(UPath(raw).path)
+        return UPath(raw, use_listings_cache=False)
     return Path(raw)
 
 

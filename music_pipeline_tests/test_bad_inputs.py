@@ -136,3 +136,33 @@ def test_a_crashing_worker_fails_only_its_own_track(tmp_path, monkeypatch):
     store = FeatureStore(tmp_path / "data")
     crash = next(t for t in scan.tracks if t.relpath == "crash_me.wav")
     assert "crashed" in store.failure(crash.content_hash)  # not retried until the file changes
+
+
+def test_a_script_whose_workers_cannot_start_blames_no_file(tmp_path):
+    """Spawned workers re-run an unguarded script and die before any work: that is reported as
+    the program's problem, and no track gets a failure record it could never shake off."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from music_pipeline.synth import tone
+
+    from .audio_corpus import write
+
+    for i in range(3):
+        write(tmp_path / "lib" / f"t{i}.wav", tone(300 + 40 * i, 3))
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from music_pipeline.audio.library import scan_library\n"
+        "from music_pipeline.features.extract import ExtractJob, extract_many\n"
+        f"scan = scan_library({str(tmp_path / 'lib')!r})\n"
+        f"jobs = [ExtractJob(t.key, t.path, t.relpath, t.content_hash, {str(tmp_path / 'data')!r}) for t in scan.tracks]\n"
+        "extract_many(jobs, workers=2)\n"  # no `if __name__ == "__main__":` guard
+    )
+    repo = str(Path(__file__).resolve().parents[1])  # this checkout's package, whatever is installed
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+    assert proc.returncode != 0
+    assert "WorkersCannotStart" in proc.stderr and '__name__ == "__main__"' in proc.stderr
+    assert not list((tmp_path / "data").rglob("failed/*.json"))

@@ -155,3 +155,46 @@ def test_cli_with_a_remote_data_dir_needs_a_library_and_says_so(s3_server):
     proc = subprocess.run([sys.executable, "-m", "music_pipeline.cli", "build", "--data", "s3://nowhere/data"], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "s3://nowhere/data is remote" in proc.stderr and "--library" in proc.stderr
+
+
+def test_listings_see_files_another_host_wrote(bucket, s3_server):
+    """A long-lived worker must not answer from a cached listing made before another host wrote."""
+    from music_pipeline.storage import list_dir, write_bytes
+
+    write_bytes(bucket / "features" / "a.npz", b"a")
+    assert [p.name for p in list_dir(bucket / "features")] == ["a.npz"]
+    s3_server.filesystem().pipe(f"{bucket.path}/features/b.npz", b"b")  # another host's client
+    assert sorted(p.name for p in list_dir(artifact_path(str(bucket)) / "features")) == ["a.npz", "b.npz"]
+    assert (bucket / "features" / "b.npz").is_file()
+
+
+def test_table_refresh_rewrites_when_another_run_adds_features_meanwhile(styled_library, tmp_path, monkeypatch):
+    import shutil
+
+    import music_pipeline.features.tables as tables_module
+    from music_pipeline.audio.library import scan_library
+    from music_pipeline.features.extract import FeatureStore
+    from music_pipeline.features.tables import refresh_tables
+
+    lib, src = styled_library
+    data = tmp_path / "data"
+    shutil.copytree(src / "features", data / "features")
+    scan = scan_library(lib)
+    store = FeatureStore(data)
+    late = store.path(scan.tracks[0].content_hash)
+    hidden = tmp_path / "late.npz"
+    late.rename(hidden)  # another run is still extracting this track
+    real_write = tables_module.write_parquet
+    writes = []
+
+    def write_then_other_run_finishes(dest, df, metadata=None):
+        writes.append(dest)
+        if hidden.exists():
+            hidden.rename(late)
+        return real_write(dest, df, metadata)
+
+    monkeypatch.setattr(tables_module, "write_parquet", write_then_other_run_finishes)
+    tables, rounds = refresh_tables(scan, store, DataLayout(data))
+    assert rounds == 2 and len(writes) == 6
+    assert len(tables.embeddings) == len(scan.tracks)
+    assert scan.tracks[0].key in set(read_parquet(DataLayout(data).embeddings_path)["key"])

@@ -269,6 +269,29 @@ def _run_in_pool(jobs, indices, workers, retry_failed, done) -> list[int]:
     return sorted(unfinished)
 
 
+class WorkersCannotStart(RuntimeError):
+    """Spawned worker processes die before doing any work: a problem of the program, not a file."""
+
+
+_UNGUARDED = (
+    "extraction worker processes exit before doing any work; a script that calls extract_many or "
+    'run_build must guard its top level with `if __name__ == "__main__":`'
+)
+
+
+def _worker_alive() -> bool:
+    return True
+
+
+def _workers_can_start() -> bool:
+    """Start one fresh worker with nothing to do: tells a broken program from a crashing file."""
+    try:
+        with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
+            return bool(pool.submit(_worker_alive).result(timeout=300))
+    except Exception:
+        return False
+
+
 def extract_many(
     jobs: Iterable[ExtractJob],
     workers: int = 1,
@@ -276,6 +299,10 @@ def extract_many(
     retry_failed: bool = False,
 ) -> list[ExtractOutcome]:
     """Run ``jobs`` (in ``workers`` processes when > 1); results in input order."""
+    if getattr(mp.current_process(), "_inheriting", False):
+        # a spawned worker is re-importing an unguarded script (multiprocessing's own test for
+        # "bootstrapping phase"): stop before it writes anything the parent would trust
+        raise WorkersCannotStart(_UNGUARDED)
     jobs = list(jobs)
     results: dict[int, ExtractOutcome] = {}
 
@@ -298,6 +325,10 @@ def extract_many(
             done(i, run_job(jobs[i], retry_failed))
     elif pending:
         crashed = _run_in_pool(jobs, pending, workers, retry_failed, done)
+        if crashed and not _workers_can_start():
+            # e.g. a script without `if __name__ == "__main__":` (spawned children re-run it):
+            # blaming every file would record failures that no change of content could clear
+            raise WorkersCannotStart(_UNGUARDED)
         # A worker died and broke the pool (a decoder segfault, the OOM killer). Every unfinished
         # track is a suspect: run each alone in its own process, so only the culprit fails.
         for i in crashed:

@@ -17,7 +17,7 @@ from music_pipeline.audio.library import LibraryScan
 from music_pipeline.features.difficulty import DESCRIPTOR_NAMES
 from music_pipeline.features.embedding import EMBEDDING_DIM, FEATURE_NAMES
 from music_pipeline.features.extract import FeatureStore
-from music_pipeline.storage import ArtifactPath, read_parquet, read_parquet_metadata
+from music_pipeline.storage import ArtifactPath, DataLayout, read_parquet, read_parquet_metadata, write_parquet
 
 FEATURE_VERSION_KEY = "music_pipeline.feature_version"
 
@@ -108,6 +108,42 @@ def read_previous_tables(embeddings_path: ArtifactPath, descriptors_path: Artifa
     if validate_embedding_table(embeddings) or any(c not in descriptors for c in DESCRIPTOR_NAMES + ["content_hash"]):
         return None
     return LibraryTables(embeddings, descriptors, pd.DataFrame(columns=SKIPPED_COLUMNS), list(embeddings["key"]))
+
+
+class InvalidTable(ValueError):
+    """The assembled embedding table is unusable; nothing was written."""
+
+
+def refresh_tables(scan: LibraryScan, store: FeatureStore, layout: DataLayout, max_rounds: int = 5) -> tuple[LibraryTables, int]:
+    """Build and write the library tables for ``scan``; returns (tables, rounds written).
+
+    Several runs may refresh at once (concurrent ingest runs, workers on other hosts), and the
+    last writer wins. So after writing, the store is listed again: if features of scanned tracks
+    appeared that the written table lacks, it is rebuilt and rewritten. The last writer therefore
+    always writes a table containing every feature file that existed when it checked, and any
+    file written after that check belongs to a run whose own refresh comes later.
+    """
+    descriptors_path = layout.tables_dir / "difficulty_descriptors.parquet"
+    previous = read_previous_tables(layout.embeddings_path, descriptors_path, store)
+    scanned = {t.content_hash for t in scan.tracks if t.content_hash and not t.scan_error}
+    for rounds in range(1, max_rounds + 1):
+        tables = build_tables(scan, store, previous)
+        problems = validate_embedding_table(tables.embeddings)
+        if problems:  # never store an invalid table: downstream models would train on it
+            raise InvalidTable(f"embedding table is invalid: {problems}")
+        write_parquet(layout.embeddings_path, tables.embeddings, table_metadata(store))
+        write_parquet(descriptors_path, tables.descriptors, table_metadata(store))
+        write_parquet(layout.skipped_path, tables.skipped)
+        missing = (scanned & store.feature_hashes()) - set(tables.embeddings["content_hash"]) - _settled_skips(tables)
+        if not missing:
+            break
+        previous = tables
+    return tables, rounds
+
+
+def _settled_skips(tables: LibraryTables) -> set[str]:
+    """Hashes skipped for reasons a rebuild would not change (duplicates, unreadable files)."""
+    return {h for h, r in zip(tables.skipped["content_hash"], tables.skipped["reason"]) if isinstance(h, str) and not str(r).startswith("not extracted yet")}
 
 
 def validate_embedding_table(df: pd.DataFrame) -> list[str]:

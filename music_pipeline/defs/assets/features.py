@@ -8,10 +8,10 @@ from music_pipeline.features.embedding import EMBEDDING_DIM
 from music_pipeline.features.segments import SEGMENT_FRAMES
 from music_pipeline.features.spectra import N_MELS
 from music_pipeline.features.extract import ExtractJob, extract_many, feature_version
-from music_pipeline.features.tables import build_tables, read_previous_tables, table_metadata, validate_embedding_table
+from music_pipeline.features.tables import InvalidTable, refresh_tables, validate_embedding_table
 from music_pipeline.defs.partitions import tracks_partitions
 from music_pipeline.defs.resources import MusicPipelineResource
-from music_pipeline.storage import read_parquet, write_parquet
+from music_pipeline.storage import read_parquet
 
 TRACK_EMBEDDING = dg.AssetKey("track_embedding")
 TRACK_DIFFICULTY = dg.AssetKey("track_difficulty")
@@ -147,16 +147,13 @@ def _segments_check(store, analysed, n_segments: int) -> dg.AssetCheckResult:
     ),
 )
 def embeddings(context: dg.AssetExecutionContext, pipeline: MusicPipelineResource) -> dg.MaterializeResult:
-    layout, store = pipeline.layout, pipeline.store
-    descriptors_path = layout.tables_dir / "difficulty_descriptors.parquet"
-    previous = read_previous_tables(layout.embeddings_path, descriptors_path, store)
-    tables = build_tables(pipeline.scan(), store, previous)
-    problems = validate_embedding_table(tables.embeddings)
-    if problems:  # never store an invalid table: downstream models would train on it
-        raise dg.Failure(f"embedding table is invalid: {problems}")
-    write_parquet(layout.embeddings_path, tables.embeddings, table_metadata(store))
-    write_parquet(descriptors_path, tables.descriptors, table_metadata(store))
-    write_parquet(layout.skipped_path, tables.skipped)
+    layout = pipeline.layout
+    try:
+        tables, rounds = refresh_tables(pipeline.scan(), pipeline.store, layout)
+    except InvalidTable as exc:
+        raise dg.Failure(str(exc)) from exc
+    if rounds > 1:
+        context.log.info(f"features of other runs appeared while writing: table rewritten ({rounds} rounds)")
     for r in tables.skipped.itertuples():
         context.log.warning(f"skipped {r.relpath}: {r.reason}")
     preview = tables.embeddings[["key", "label", "duration_s", "tempo_bpm", "spectral_centroid_mean", "rms_mean"]].head(10)
@@ -170,6 +167,7 @@ def embeddings(context: dg.AssetExecutionContext, pipeline: MusicPipelineResourc
             "labels": dg.MetadataValue.json(tables.embeddings["label"].fillna("(unlabelled)").value_counts().to_dict()),
             "total_hours": float(tables.embeddings["duration_s"].sum() / 3600),
             "feature_files_read": tables.files_read,  # the other rows came from the previous table
+            "write_rounds": rounds,
             "preview": dg.MetadataValue.md(preview.to_markdown(index=False, floatfmt=".3g")),
         }
     )
