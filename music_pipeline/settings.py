@@ -36,7 +36,7 @@ def default_workers() -> int:
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> ArtifactPath:
     """A resolved local Path, or a UPath for an fsspec URL (``s3://…``)."""
     raw = data_dir or os.environ.get(ENV_DATA) or DEFAULT_DATA_DIR
-    resolved = artifact_path(os.fspath(raw) if isinstance(raw, Path) else raw)
+    resolved = artifact_path(raw)
     return resolved.expanduser().resolve() if isinstance(resolved, Path) else resolved
 
 

@@ -81,10 +81,6 @@ def is_remote(p: str | os.PathLike | UPath) -> bool:
     return not isinstance(artifact_path(p), Path)
 
 
-def _protocol(p: ArtifactPath) -> str:
-    return "" if isinstance(p, Path) else p.protocol
-
-
 def safe_join(root: str | os.PathLike | UPath, *parts: str) -> ArtifactPath:
     """Join ``parts`` under ``root`` and refuse anything that escapes it (path traversal)."""
     root = artifact_path(root)
@@ -104,9 +100,7 @@ def safe_join(root: str | os.PathLike | UPath, *parts: str) -> ArtifactPath:
 def ensure_dir(p: str | os.PathLike | UPath) -> ArtifactPath:
     """Create a local directory; object stores have no directories, so nothing to do there."""
     p = artifact_path(p)
-    if isinstance(p, Path):
-        p.mkdir(parents=True, exist_ok=True)
-    elif _protocol(p) not in _OBJECT_STORES:
+    if isinstance(p, Path) or p.protocol not in _OBJECT_STORES:
         p.mkdir(parents=True, exist_ok=True)
     return p
 
@@ -220,8 +214,7 @@ def npz_member_shape(path: str | os.PathLike | UPath, name: str) -> tuple[tuple[
     beyond the first bytes; on an object store a few small range reads)."""
     import zipfile
 
-    path = artifact_path(path)
-    with (open(path, "rb") if isinstance(path, Path) else path.open("rb")) as fh, zipfile.ZipFile(fh) as zf:
+    with artifact_path(path).open("rb") as fh, zipfile.ZipFile(fh) as zf:
         with zf.open(f"{name}.npy") as member:
             version = np.lib.format.read_magic(member)
             read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
@@ -261,11 +254,7 @@ def read_parquet(path: str | os.PathLike | UPath, columns: list[str] | None = No
 def read_parquet_metadata(path: str | os.PathLike | UPath) -> dict[str, str]:
     """The key/value pairs of a parquet file's schema (without pandas' own), read from its footer."""
     path = artifact_path(path)
-    if isinstance(path, Path):
-        schema = pq.read_schema(path)
-    else:
-        with path.open("rb") as fh:
-            schema = pq.read_schema(fh)
+    schema = pq.read_schema(path) if isinstance(path, Path) else pq.read_schema(path.path, filesystem=path.fs)
     return {k.decode(): v.decode() for k, v in (schema.metadata or {}).items() if k != b"pandas"}
 
 
@@ -304,10 +293,6 @@ class DataLayout:
     def __init__(self, data_dir: str | os.PathLike | UPath):
         root = artifact_path(data_dir)
         self.root = root.resolve() if isinstance(root, Path) else root
-
-    @property
-    def is_remote(self) -> bool:
-        return not isinstance(self.root, Path)
 
     # per-track feature cache, keyed by content hash so a renamed file is not recomputed
     @property
