@@ -299,11 +299,17 @@ class DataLayout:
     def features_dir(self) -> ArtifactPath:
         return self.root / "features"
 
+    def features_version_dir(self, version: str) -> ArtifactPath:
+        return safe_join(self.features_dir, version)
+
+    def failures_dir(self, version: str) -> ArtifactPath:
+        return safe_join(self.features_dir, version, "failed")
+
     def features_path(self, content_hash: str, version: str) -> ArtifactPath:
-        return safe_join(self.features_dir, version, f"{content_hash}.npz")
+        return safe_join(self.features_version_dir(version), f"{content_hash}.npz")
 
     def failure_path(self, content_hash: str, version: str) -> ArtifactPath:
-        return safe_join(self.features_dir, version, "failed", f"{content_hash}.json")
+        return safe_join(self.failures_dir(version), f"{content_hash}.json")
 
     @property
     def hash_cache_path(self) -> ArtifactPath:

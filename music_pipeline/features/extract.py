@@ -141,13 +141,12 @@ class FeatureStore:
 
     def feature_hashes(self) -> set[str]:
         """Content hashes with stored features (``has``), from one directory listing."""
-        return {p.name[:-4] for p in list_dir(self.path("0").parent) if p.name.endswith(".npz") and not p.name.startswith(".")}
+        return _hashes_in(self.layout.features_version_dir(self.version), ".npz")
 
     def analysed_hashes(self) -> set[str]:
         """Every content hash ``is_analysed`` would accept, from two directory listings: on an
         object store one LIST per 1000 files instead of two HEAD requests per track."""
-        failed = self.failure_path("0").parent
-        return self.feature_hashes() | {p.name[:-5] for p in list_dir(failed) if p.name.endswith(".json") and not p.name.startswith(".")}
+        return self.feature_hashes() | _hashes_in(self.layout.failures_dir(self.version), ".json")
 
     def failure(self, content_hash: str) -> str | None:
         p = self.failure_path(content_hash)
@@ -157,6 +156,11 @@ class FeatureStore:
             return str(read_json(p)["reason"])
         except Exception:
             return "failure record unreadable"
+
+
+def _hashes_in(folder, suffix: str) -> set[str]:
+    """Names ending in ``suffix`` without it (temporary ``.name.…`` files excluded)."""
+    return {p.name[: -len(suffix)] for p in list_dir(folder) if p.name.endswith(suffix) and not p.name.startswith(".")}
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ FEATURE_VERSION_KEY = "music_pipeline.feature_version"
 
 ID_COLUMNS = ["key", "relpath", "label", "group", "duration_s", "source_sr", "content_hash"]
 SKIPPED_COLUMNS = ["key", "relpath", "content_hash", "reason"]
+NOT_EXTRACTED = "not extracted yet (run a build or wait for the sensor)"
 
 
 @dataclass
@@ -50,7 +51,7 @@ def build_tables(scan: LibraryScan, store: FeatureStore, previous: LibraryTables
             skipped.append((t.key, t.relpath, t.content_hash, f"duplicate: identical content to {first_of_hash[t.content_hash]}"))
             continue
         if t.content_hash not in available:
-            reason = store.failure(t.content_hash) or "not extracted yet (run a build or wait for the sensor)"
+            reason = store.failure(t.content_hash) or NOT_EXTRACTED
             skipped.append((t.key, t.relpath, t.content_hash, reason))
             continue
         if t.content_hash in reuse:
@@ -143,7 +144,7 @@ def refresh_tables(scan: LibraryScan, store: FeatureStore, layout: DataLayout, m
 
 def _settled_skips(tables: LibraryTables) -> set[str]:
     """Hashes skipped for reasons a rebuild would not change (duplicates, unreadable files)."""
-    return {h for h, r in zip(tables.skipped["content_hash"], tables.skipped["reason"]) if isinstance(h, str) and not str(r).startswith("not extracted yet")}
+    return {h for h, r in zip(tables.skipped["content_hash"], tables.skipped["reason"]) if isinstance(h, str) and r != NOT_EXTRACTED}
 
 
 def validate_embedding_table(df: pd.DataFrame) -> list[str]:
