@@ -13,15 +13,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
+import common  # noqa: F401  (puts the checkout on sys.path)
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -31,25 +27,7 @@ from music_pipeline.audio.library import LibraryScan, TrackRef  # noqa: E402
 from music_pipeline.features.extract import FeatureStore, TrackFeatures  # noqa: E402
 from music_pipeline.features.tables import LibraryTables, build_tables  # noqa: E402
 from music_pipeline.storage import read_parquet, write_parquet  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start_moto() -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return proc, f"http://127.0.0.1:{port}"
-        time.sleep(0.2)
-    proc.kill()
-    sys.exit("moto server did not start")
+from music_pipeline_tests.system import S3Server  # noqa: E402  (the tests' S3 endpoint on loopback)
 
 
 def _features(rng: np.random.Generator) -> TrackFeatures:
@@ -110,17 +88,16 @@ def main() -> None:
     ap.add_argument("--bucket", default="bench-storage")
     args = ap.parse_args()
 
-    proc = None
-    endpoint = args.endpoint
-    if endpoint is None:
-        proc, endpoint = _start_moto()
-        os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
-        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
-    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     import fsspec.config
     import s3fs
 
-    fsspec.config.conf.setdefault("s3", {})["endpoint_url"] = endpoint
+    server = None
+    if args.endpoint is None:
+        server = S3Server(Path(tempfile.gettempdir()) / "bench_storage_moto.log").start()
+        server.configure_here()
+    else:
+        os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+        fsspec.config.conf.setdefault("s3", {})["endpoint_url"] = args.endpoint
     fs = s3fs.S3FileSystem()
     if not fs.exists(args.bucket):
         fs.mkdir(args.bucket)
@@ -129,9 +106,9 @@ def main() -> None:
             local = run(tmp, args.tracks)
         remote = run(f"s3://{args.bucket}/run-{int(time.time())}", args.tracks)
     finally:
-        if proc is not None:
-            proc.terminate()
-    print(f"{args.tracks} feature files ({'moto on loopback' if proc else endpoint}) — local disk is the baseline")
+        if server is not None:
+            server.stop()
+    print(f"{args.tracks} feature files ({'moto on loopback' if server else args.endpoint}) — local disk is the baseline")
     print(f"{'':22s}{'local':>10s}{'s3':>10s}{'ratio':>8s}")
     for k in local:
         print(f"{k:22s}{local[k]:10.2f}{remote[k]:10.2f}{remote[k] / local[k]:8.1f}×")
