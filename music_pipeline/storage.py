@@ -266,11 +266,25 @@ def read_table(path: str | os.PathLike | UPath, columns: list[str] | None = None
     return pq.read_table(path.path, columns=columns, filters=filters, filesystem=path.fs)
 
 
-def list_dir(path: str | os.PathLike | UPath) -> list[ArtifactPath]:
-    """The entries of a directory; none when it does not exist (an object store has no empty
-    directories, so "missing" and "empty" are the same there)."""
+def list_names(path: str | os.PathLike | UPath) -> list[str]:
+    """Names in a directory; none when it does not exist (an object store has no empty
+    directories, so "missing" and "empty" are the same there). Remote: one LIST request, where
+    ``is_dir`` + ``iterdir`` would make three."""
     path = artifact_path(path)
-    return list(path.iterdir()) if path.is_dir() else []
+    try:
+        if isinstance(path, Path):
+            return os.listdir(path)
+        entries = path.fs.ls(path.path, detail=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    own = path.path.rstrip("/")
+    return [e.rstrip("/").rsplit("/", 1)[-1] for e in entries if e.rstrip("/") != own]
+
+
+def list_dir(path: str | os.PathLike | UPath) -> list[ArtifactPath]:
+    """The entries of a directory as paths (see ``list_names``)."""
+    path = artifact_path(path)
+    return [path / name for name in list_names(path)]
 
 
 def remove(path: str | os.PathLike | UPath) -> None:

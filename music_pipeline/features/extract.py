@@ -28,7 +28,7 @@ from music_pipeline.features.embedding import EMBEDDING_DIM, compute_embedding
 from music_pipeline.features.rhythm import compute_rhythm
 from music_pipeline.features.segments import DEFAULT_SEGMENTS, extract_segments
 from music_pipeline.features.spectra import compute_spectra
-from music_pipeline.storage import DataLayout, list_dir, npz_member_shape, read_json, read_npz, write_json, write_npz
+from music_pipeline.storage import DataLayout, list_names, npz_member_shape, read_json, read_npz, write_json, write_npz
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ class FeatureStore:
 
 def _hashes_in(folder, suffix: str) -> set[str]:
     """Names ending in ``suffix`` without it (temporary ``.name.…`` files excluded)."""
-    return {p.name[: -len(suffix)] for p in list_dir(folder) if p.name.endswith(suffix) and not p.name.startswith(".")}
+    return {n[: -len(suffix)] for n in list_names(folder) if n.endswith(suffix) and not n.startswith(".")}
 
 
 @dataclass(frozen=True)
