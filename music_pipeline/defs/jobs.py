@@ -12,8 +12,8 @@ import os
 
 import dagster as dg
 
-from music_pipeline.defs.assets.features import TRACK_ASSETS
 from music_pipeline.defs.executors import ingest_executor
+
 LIBRARY_SCAN = dg.AssetKey("library_manifest")
 REBUILD_CRON_ENV = "MUSIC_PIPELINE_REBUILD_CRON"
 DEFAULT_REBUILD_CRON = "0 3 * * *"
@@ -32,11 +32,16 @@ def split_library_assets(assets) -> tuple[list[dg.AssetKey], list[dg.AssetKey]]:
     return follow, models
 
 
+def track_asset_keys(assets) -> list[dg.AssetKey]:
+    """Keys of every per-track (partitioned) asset: features, notes, learned embedding, …"""
+    return [spec.key for a in assets for spec in a.specs if spec.partitions_def is not None]
+
+
 def build_jobs(assets):
     follow, models = split_library_assets(assets)
     ingest = dg.define_asset_job(
         "ingest_tracks",
-        selection=dg.AssetSelection.assets(*TRACK_ASSETS, *follow),
+        selection=dg.AssetSelection.assets(*track_asset_keys(assets), *follow),
         description="Extract new/changed tracks (a partition range per run) and refresh the tables, difficulty scores and similarity index.",
         tags={"music_pipeline/job": "ingest", **RUN_RETRY_TAGS},
         executor_def=ingest_executor(),

@@ -15,8 +15,7 @@ from filelock import FileLock, Timeout
 from music_pipeline.audio.sync import plan_sync
 from music_pipeline.defs.partitions import tracks_partitions
 from music_pipeline.defs.resources import MusicPipelineResource
-from music_pipeline.defs.assets.features import TRACK_ASSETS
-from music_pipeline.defs.jobs import split_library_assets
+from music_pipeline.defs.jobs import split_library_assets, track_asset_keys
 from music_pipeline.defs.sensors import RANGE_END, RANGE_START
 from music_pipeline.settings import Settings
 from music_pipeline.storage import DataLayout, ensure_dir, read_parquet
@@ -98,6 +97,7 @@ def _run_build_locked(settings: Settings, build_definitions, log, models: bool) 
     defs = build_definitions(pipeline)
     ingest, rebuild = defs.resolve_job_def("ingest_tracks"), defs.resolve_job_def("rebuild_models")
     follow, model_keys = split_library_assets(defs.assets)
+    track_keys = track_asset_keys(defs.assets)
     instance = dg.DagsterInstance.get()
     scan = pipeline.scan()
     store = pipeline.store
@@ -121,7 +121,7 @@ def _run_build_locked(settings: Settings, build_definitions, log, models: bool) 
     for n, (start, end) in enumerate(plan.ranges, 1):
         # every batch extracts its tracks; only the last also refreshes the library-wide tables,
         # scores and index, which would otherwise be rebuilt once per 500 tracks
-        selection = None if n == len(plan.ranges) else TRACK_ASSETS
+        selection = None if n == len(plan.ranges) else track_keys
         run(ingest, asset_selection=selection, tags={**tags, RANGE_START: start, RANGE_END: end})
     if not plan.ranges and (plan.changed or _never_materialized(instance, follow)):
         run(ingest, asset_selection=follow, tags=tags)
