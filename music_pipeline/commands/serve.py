@@ -39,6 +39,11 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def exposure_warning(host: str, port: int) -> str | None:
+    """The no-authentication warning for a bind address other people can reach (None on loopback)."""
+    return None if is_loopback(host) else NO_AUTH_WARNING.format(url=f"http://{host}:{port}")
+
+
 def _port_free(host: str, port: int) -> bool:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family) as s:
@@ -78,8 +83,8 @@ def cmd_serve(args) -> int:
     loopback = is_loopback(args.host)
     shown = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
     url = f"http://{f'[{shown}]' if ':' in shown else shown}:{args.port}"
-    if not loopback:
-        print(NO_AUTH_WARNING.format(url=f"http://{args.host}:{args.port}"), file=sys.stderr)
+    if warning := exposure_warning(args.host, args.port):
+        print(warning, file=sys.stderr)
     if explorer.disc.library_root is None or not explorer.disc.library_root.is_dir():
         print(f"warning: the library folder {explorer.disc.library_root} is not here: search works, playing does not (give --library)", file=sys.stderr)
 

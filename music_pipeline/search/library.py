@@ -236,7 +236,7 @@ class Discovery:
 
     def path(self, a: str | ResolvedTrack, b: str | ResolvedTrack, length: int = 10, smooth: float | None = None) -> tuple[ResolvedTrack, ResolvedTrack, list[Hit]]:
         """``length`` tracks leading smoothly from A to B (``search.path``): A and B not included."""
-        from music_pipeline.search.path import DEFAULT_SMOOTH, path_walk
+        from music_pipeline.search.path import DEFAULT_SMOOTH, path_walk, progress
 
         qa = a if isinstance(a, ResolvedTrack) else self.resolve(a)
         qb = b if isinstance(b, ResolvedTrack) else self.resolve(b)
@@ -249,7 +249,8 @@ class Discovery:
         hits = []
         for p, s, t in zip(pos, scores, ts):
             v = self.index.vector(p)
-            hits.append(self._hit(p, s, t=float(t), from_similarity=float(v @ qa.vector), to_similarity=float(v @ qb.vector)))
+            along = float(progress(v, qa.vector, qb.vector)[0])
+            hits.append(self._hit(p, s, t=float(t), progress=along, from_similarity=float(v @ qa.vector), to_similarity=float(v @ qb.vector)))
         return qa, qb, hits
 
     def find(self, text: str, limit: int = 20) -> list[int]:
