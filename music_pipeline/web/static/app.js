@@ -48,8 +48,8 @@ const player = {
     this.audio.src = "/audio/" + encodeURIComponent(item.track);
     this.audio.play().catch((e) => console.warn("play refused:", e));
     const np = $("#now-playing");
-    np.replaceChildren(h("a", { href: trackHref(item.track) }, item.title || item.track),
-      this.queue.length > 1 ? h("span", { class: "muted" }, `  ${this.pos + 1}/${this.queue.length}`) : null);
+    np.replaceChildren(...[h("a", { href: trackHref(item.track) }, item.title || item.track),
+      this.queue.length > 1 ? h("span", { class: "muted" }, `  ${this.pos + 1}/${this.queue.length}`) : null].filter(Boolean));
     np.classList.remove("muted");
   },
   step(d) {
@@ -136,7 +136,8 @@ function trackPicker(placeholder, initial, onPick) {
   box.key = null;
   const set = (r) => { box.key = r.track; input.value = r.title; if (onPick) onPick(r); };
   attachSearch(input, list, set);
-  if (initial) api("track/" + encodeURIComponent(initial)).then((t) => set(t.track)).catch(() => {});
+  // resolves once the initial track (a key from the URL) is filled in, or found missing
+  box.ready = initial ? api("search", { q: initial, limit: 1 }).then((b) => { if (b.results[0] && b.results[0].track === initial) set(b.results[0]); }).catch(() => {}) : Promise.resolve();
   return box;
 }
 
@@ -223,7 +224,7 @@ function drawMap(container, data, colourBy, highlight) {
   window.mapPoint = (key) => { const i = pts.track.indexOf(key); return i < 0 ? null : { x: px(i), y: py(i), width: cssW, height: cssH }; };
 }
 
-async function mapView(view) {
+async function mapView(view, current) {
   const sel = h("select", { id: "colour-by" }, h("option", { value: "label" }, "colour: label"), h("option", { value: "level" }, "colour: PDI level"));
   const holder = h("div", { class: "map-holder" });
   const note = h("p", { class: "muted small" });
@@ -231,6 +232,7 @@ async function mapView(view) {
     h("p", { class: "muted small" }, "Each point is a track; nearby points sound alike. Click a point to play it and open its page.")));
   try {
     const data = await loadMap();
+    if (!current()) return;
     note.textContent = `${data.count} tracks — ${data.note}`;
     const draw = () => drawMap(holder, data, sel.value);
     sel.addEventListener("change", draw);
@@ -291,10 +293,11 @@ function compareSection(key) {
   return h("section", { class: "card", id: "compare" }, h("h3", {}, "Compare"), picker, out);
 }
 
-async function trackView(view, key) {
+async function trackView(view, key, current) {
   view.replaceChildren(h("p", { class: "muted" }, "loading…"));
   let t;
-  try { t = await api("track/" + encodeURIComponent(key)); } catch (e) { view.replaceChildren(errorBox(e)); return; }
+  try { t = await api("track/" + encodeURIComponent(key)); } catch (e) { if (current()) view.replaceChildren(errorBox(e)); return; }
+  if (!current()) return; // the reader has moved on to another page meanwhile
   const tr = t.track;
   const me = [{ track: tr.track, title: tr.title }];
   const mapBox = h("div", { class: "map-holder small-map" });
@@ -335,9 +338,10 @@ function toggledSlider(name, label, min, max, step, value) {
   return box;
 }
 
-async function radioView(view) {
+async function radioView(view, current) {
   const p = queryParams();
   const info = await api("info").catch(() => ({}));
+  if (!current()) return;
   const [lo, hi] = info.bpm_range || [60, 180];
   const seed = trackPicker("seed track… (type a title)", p.seed);
   const length = h("input", { type: "number", id: "length", min: 1, max: 200, value: p.length || 15 });
@@ -360,10 +364,10 @@ async function radioView(view) {
   view.replaceChildren(h("section", { class: "card" }, h("h2", {}, "Radio"),
     h("p", { class: "muted small" }, "A playlist that walks from the seed through similar tracks, never repeating, held near the seed. Tick a control to filter by tempo (± 8 BPM) or energy (± 0.15)."),
     h("div", { class: "form" }, seed, h("label", {}, "tracks ", length), bpm, energy, h("button", { id: "go", onclick: go }, "Make radio")), out));
-  if (p.seed) setTimeout(() => { if (seed.key) go(); }, 400);
+  if (p.seed) seed.ready.then(() => { if (seed.key) go(); });
 }
 
-async function pathView(view) {
+async function pathView(view, current) {
   const p = queryParams();
   const a = trackPicker("from track A…", p.from), b = trackPicker("to track B…", p.to);
   const length = h("input", { type: "number", id: "path-length", min: 1, max: 200, value: p.length || 8 });
@@ -386,19 +390,22 @@ async function pathView(view) {
   view.replaceChildren(h("section", { class: "card" }, h("h2", {}, "A path from A to B"),
     h("p", { class: "muted small" }, "Waypoints evenly spaced on the way from A to B in the similarity space; at each, the nearest track not yet used that also sounds like the previous one."),
     h("div", { class: "form" }, a, b, h("label", {}, "tracks between ", length), h("button", { id: "go", onclick: go }, "Find the path")), out));
-  if (p.from && p.to) setTimeout(() => { if (a.key && b.key) go(); }, 400);
+  if (p.from && p.to) Promise.all([a.ready, b.ready]).then(() => { if (a.key && b.key) go(); });
 }
 
 // ---------------------------------------------------------------- routing
+let viewSeq = 0;
 function route() {
   const view = $("#view");
+  const mine = ++viewSeq;
+  const current = () => mine === viewSeq; // async views draw nothing once a newer route has begun
   const [path] = location.hash.replace(/^#/, "").split("?");
   const m = path.match(/^\/track\/(.+)$/);
   window.scrollTo(0, 0);
-  if (m) return trackView(view, decodeURIComponent(m[1]));
-  if (path === "/radio") return radioView(view);
-  if (path === "/path") return pathView(view);
-  return mapView(view);
+  if (m) return trackView(view, decodeURIComponent(m[1]), current);
+  if (path === "/radio") return radioView(view, current);
+  if (path === "/path") return pathView(view, current);
+  return mapView(view, current);
 }
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -406,7 +413,7 @@ document.addEventListener("DOMContentLoaded", () => {
   player.audio.addEventListener("ended", () => player.step(1));
   $("#prev").addEventListener("click", () => player.step(-1));
   $("#next").addEventListener("click", () => player.step(1));
-  attachSearch($("#search"), $("#search-results"), (r) => { location.hash = trackHref(r.track); $("#search").blur(); });
+  attachSearch($("#search"), $("#search-results"), (r) => { location.hash = trackHref(r.track); $("#search").value = ""; $("#search").blur(); });
   api("info").then((i) => { $("#library-info").textContent = `${i.tracks} tracks · ${i.search} search`; }).catch(() => {});
   window.addEventListener("hashchange", route);
   route();
