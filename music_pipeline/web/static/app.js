@@ -175,7 +175,8 @@ function drawMap(container, data, colourBy, highlight) {
   const px = (i) => pad + (pts.x[i] - minX) * sx;
   const py = (i) => cssH - pad - (pts.y[i] - minY) * sy;
   const values = colourBy === "level" ? pts.level : pts.label;
-  const cats = [...new Set(values.map((v) => v || "(none)"))].sort();
+  const order = (v) => (colourBy === "level" && v in LEVEL_COLOURS ? Object.keys(LEVEL_COLOURS).indexOf(v) : 99);
+  const cats = [...new Set(values.map((v) => v || "(none)"))].sort((a, b) => order(a) - order(b) || (a < b ? -1 : a > b ? 1 : 0));
   const colour = (v) => (!v ? NONE_COLOUR : colourBy === "level" ? LEVEL_COLOURS[v] || NONE_COLOUR : PALETTE[cats.indexOf(v) % PALETTE.length]);
   const r = n > 5000 ? 2 : n > 500 ? 3.5 : 6;
   for (let i = 0; i < n; i++) {
@@ -328,10 +329,11 @@ function queryParams() {
   return Object.fromEntries(new URLSearchParams(q));
 }
 
-function toggledSlider(name, label, min, max, step, value) {
-  const check = h("input", { type: "checkbox", id: name + "-on" });
-  const range = h("input", { type: "range", id: name, min, max, step, value });
-  const out = h("output", {}, value);
+function toggledSlider(name, label, min, max, step, value, initial) {
+  const on = initial !== undefined && initial !== "";
+  const check = h("input", { type: "checkbox", id: name + "-on", checked: on });
+  const range = h("input", { type: "range", id: name, min, max, step, value: on ? initial : value });
+  const out = h("output", {}, range.value);
   range.addEventListener("input", () => { out.value = range.value; check.checked = true; });
   const box = h("label", { class: "slider" }, check, ` ${label} `, range, out);
   box.value = () => (check.checked ? range.value : null);
@@ -345,8 +347,8 @@ async function radioView(view, current) {
   const [lo, hi] = info.bpm_range || [60, 180];
   const seed = trackPicker("seed track… (type a title)", p.seed);
   const length = h("input", { type: "number", id: "length", min: 1, max: 200, value: p.length || 15 });
-  const bpm = toggledSlider("bpm", "tempo", Math.floor(lo), Math.ceil(hi), 1, Math.round((lo + hi) / 2));
-  const energy = toggledSlider("energy", "energy (library percentile)", 0, 1, 0.05, 0.5);
+  const bpm = toggledSlider("bpm", "tempo", Math.floor(lo), Math.ceil(hi), 1, Math.round((lo + hi) / 2), p.bpm);
+  const energy = toggledSlider("energy", "energy (library percentile)", 0, 1, 0.05, 0.5, p.energy);
   const out = h("div", { class: "results" });
   const go = async () => {
     if (!seed.key) { out.replaceChildren(h("p", { class: "error" }, "pick a seed track first")); return; }
@@ -388,7 +390,7 @@ async function pathView(view, current) {
     } catch (e) { out.replaceChildren(errorBox(e)); }
   };
   view.replaceChildren(h("section", { class: "card" }, h("h2", {}, "A path from A to B"),
-    h("p", { class: "muted small" }, "Waypoints evenly spaced on the way from A to B in the similarity space; at each, the nearest track not yet used that also sounds like the previous one."),
+    h("p", { class: "muted small" }, "Waypoints evenly spaced on the way from A to B in the similarity space; at each, the nearest unused track that also sounds like the one picked before; played in order of progress from A towards B."),
     h("div", { class: "form" }, a, b, h("label", {}, "tracks between ", length), h("button", { id: "go", onclick: go }, "Find the path")), out));
   if (p.from && p.to) Promise.all([a.ready, b.ready]).then(() => { if (a.key && b.key) go(); });
 }
