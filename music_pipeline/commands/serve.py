@@ -94,7 +94,7 @@ def cmd_serve(args) -> int:
         except Exception as exc:  # a read-only data dir: the Dagster UI just will not link here
             print(f"note: could not record the explorer's address in the data directory ({exc})", file=sys.stderr)
 
-    app = create_app(live, loopback_only=loopback, public_url=url, on_start=started, on_stop=lambda: clear_status(settings.data_dir))
+    app = create_app(live, loopback_only=loopback, public_url=url, on_start=started, on_stop=lambda: clear_status(settings.data_dir), bind_host=args.host)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False, lifespan="on"))
     print(f"Explorer on {url} — {len(explorer.index)} tracks from {settings.data_dir}; Ctrl-C stops it", flush=True)
     server.run()

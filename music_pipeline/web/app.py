@@ -106,9 +106,11 @@ def _similar_args(request: Request) -> dict:
     }
 
 
-def create_app(explorer: Explorer | LiveExplorer, loopback_only: bool = True, public_url: str | None = None, on_start=None, on_stop=None) -> Starlette:
-    """``on_start``/``on_stop``: called when the server starts and stops serving (uvicorn runs the
-    lifespan's end before it re-raises a SIGTERM, so ``on_stop`` also runs on ``kill``)."""
+def create_app(explorer: Explorer | LiveExplorer, loopback_only: bool = True, public_url: str | None = None, on_start=None, on_stop=None, bind_host: str | None = None) -> Starlette:
+    """``loopback_only``: answer only requests addressed to a loopback name (plus ``bind_host``,
+    e.g. 127.0.0.2). ``on_start``/``on_stop``: called when the server starts and stops serving
+    (uvicorn runs the lifespan's end before it re-raises a SIGTERM, so ``on_stop`` also runs on
+    ``kill``)."""
     current = explorer.get if isinstance(explorer, LiveExplorer) else (lambda: explorer)
 
     @asynccontextmanager
@@ -226,7 +228,7 @@ def create_app(explorer: Explorer | LiveExplorer, loopback_only: bool = True, pu
     ]
     middleware = [Middleware(SecurityHeaders)]
     if loopback_only:
-        middleware.insert(0, Middleware(TrustedHostMiddleware, allowed_hosts=LOOPBACK_HOSTS))
+        middleware.insert(0, Middleware(TrustedHostMiddleware, allowed_hosts=LOOPBACK_HOSTS + ([bind_host] if bind_host else [])))
     return Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: not_found}, lifespan=lifespan)
 
 

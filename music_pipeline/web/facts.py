@@ -37,6 +37,8 @@ class Facts:
         self._genre = None  # (deployed, explainer or None, version name, status note)
         self._genre_error: str | None = None
         self._cv = None  # key -> out-of-fold row of genre_predictions.parquet
+        # per instance: a class-level cache would keep a replaced explorer's models alive
+        self._genre_cached = lru_cache(maxsize=1024)(self._genre_answer)
 
     # -- difficulty -----------------------------------------------------------------------------
     def _load_difficulty(self):
@@ -114,8 +116,7 @@ class Facts:
             return _unavailable(self._genre_error or "no genre model")
         return self._genre_cached(key, raw.tobytes(), labelled)
 
-    @lru_cache(maxsize=2048)
-    def _genre_cached(self, key: str, raw_bytes: bytes, labelled: bool) -> dict:
+    def _genre_answer(self, key: str, raw_bytes: bytes, labelled: bool) -> dict:
         from music_pipeline.models import explain as ex
 
         deployed, explainer, version, note = self._genre
