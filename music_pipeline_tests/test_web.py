@@ -337,3 +337,26 @@ def test_find_ranks_title_prefixes_first(built):
     rel = [disc.index.tracks["relpath"].iloc[i] for i in disc.find("arpeggio_0", 3)]
     assert rel == ["arpeggio/arpeggio_00.wav", "arpeggio/arpeggio_01.flac", "arpeggio/arpeggio_02.ogg"]
     assert [disc.index.tracks["relpath"].iloc[i] for i in disc.find("aiff", 5)] == [AIFF_RELPATH]
+
+
+def test_files_only_ffmpeg_decodes_are_piped_to_wav(tmp_path):
+    """WavPack: in the library only when ffmpeg was there to analyse it; served through ffmpeg."""
+    import shutil
+    import subprocess
+
+    from music_pipeline.synth import SR, styled_track
+    from music_pipeline.web.audio import _ffmpeg_stream, delivery_for
+
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        pytest.skip("ffmpeg is not installed (files that need it cannot be in the library then either)")
+    y = styled_track("drone", 3.0, seed=5)
+    sf.write(tmp_path / "x.wav", y, SR, subtype="PCM_16")
+    subprocess.run([ffmpeg, "-v", "error", "-i", str(tmp_path / "x.wav"), str(tmp_path / "x.wv")], check=True)
+    d = delivery_for(tmp_path / "x.wv")
+    assert d.mode == "ffmpeg" and d.content_type == "audio/wav"
+    wav = b"".join(_ffmpeg_stream(tmp_path / "x.wv", ffmpeg))
+    assert wav[:4] == b"RIFF" and wav[8:12] == b"WAVE"
+    data = wav[wav.index(b"data") + 8:]  # a piped WAV's header cannot give the length: read to the end
+    decoded = np.frombuffer(data[: len(data) // 2 * 2], dtype="<i2")
+    assert np.array_equal(decoded, sf.read(tmp_path / "x.wav", dtype="int16")[0])
