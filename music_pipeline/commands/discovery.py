@@ -75,6 +75,7 @@ def _print_hits(q, hits, heading: str) -> None:
 
 def cmd_similar(args) -> int:
     from music_pipeline.search.library import QueryError
+    from music_pipeline.search.results import similar_json
 
     disc = _open(args)
     if disc is None:
@@ -84,7 +85,7 @@ def cmd_similar(args) -> int:
     except (QueryError, ValueError) as exc:
         return _fail(args, args.track, exc)
     if args.json:
-        print(json.dumps({"query": q.as_dict(), "diverse": args.diverse, "results": [h.as_dict() for h in hits]}))
+        print(json.dumps(similar_json(q, hits, args.diverse)))
     else:
         _print_hits(q, hits, "Diverse picks (MMR λ=%g) like" % args.diverse if args.diverse is not None else "Most similar to")
     return 0
@@ -104,6 +105,7 @@ def _print_comparison(qa, qb, c) -> None:
 
 def cmd_compare(args) -> int:
     from music_pipeline.search.library import QueryError
+    from music_pipeline.search.results import compare_json
 
     disc = _open(args)
     if disc is None:
@@ -113,7 +115,7 @@ def cmd_compare(args) -> int:
     except (QueryError, ValueError) as exc:
         return _fail(args, [args.a, args.b], exc)
     if args.json:
-        print(json.dumps({"a": qa.as_dict(), "b": qb.as_dict(), **c.as_dict()}))
+        print(json.dumps(compare_json(qa, qb, c)))
     else:
         _print_comparison(qa, qb, c)
     return 0
@@ -121,6 +123,7 @@ def cmd_compare(args) -> int:
 
 def cmd_radio(args) -> int:
     from music_pipeline.search.library import QueryError
+    from music_pipeline.search.results import radio_json
 
     disc = _open(args)
     if disc is None:
@@ -133,7 +136,7 @@ def cmd_radio(args) -> int:
     if len(hits) < args.length:
         print(f"note: only {len(hits)} tracks satisfy the filters ({len(hits)} of {args.length} requested)", file=sys.stderr)
     if args.json:
-        print(json.dumps({"query": q.as_dict(), "filters": filters, "results": [h.as_dict() for h in hits]}))
+        print(json.dumps(radio_json(q, hits, filters)))
     else:
         _print_hits(q, hits, "Radio from")
     return 0

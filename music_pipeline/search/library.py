@@ -29,6 +29,14 @@ class QueryError(ValueError):
     """The query cannot be resolved to one track (message says why and what would)."""
 
 
+class TrackNotFound(QueryError):
+    """Nothing in the library matches the query."""
+
+
+class AmbiguousTrack(QueryError):
+    """The query matches several tracks."""
+
+
 def index_dir(data_dir: str | Path | ArtifactPath) -> ArtifactPath:
     return DataLayout(data_dir).models_dir / "similarity"
 
@@ -91,7 +99,9 @@ class Discovery:
     def path_of(self, relpath: str) -> str:
         return str(self.library_root / relpath) if self.library_root else relpath
 
-    def resolve(self, text: str) -> ResolvedTrack:
+    def resolve(self, text: str, files: bool = True) -> ResolvedTrack:
+        """``files=False``: library tracks only (key, library path, title); the text is never
+        looked up on the file system (what a network client sends)."""
         text = str(text).strip()
         if not text:
             raise QueryError("empty track query")
@@ -100,8 +110,8 @@ class Discovery:
             pos = self._by_relpath.get(PurePosixPath(text.replace("\\", "/")).as_posix())
         if pos is not None:
             return self._track(text, pos)
-        p = Path(text).expanduser()
-        if p.is_file():
+        p = Path(text).expanduser() if files else None
+        if p is not None and p.is_file():
             return self._resolve_file(text, p)
         return self._resolve_title(text)
 
@@ -139,10 +149,10 @@ class Discovery:
         if len(matches) == 1:
             return self._track(text, matches[0])
         if not matches:
-            raise QueryError(f"no track matches {text!r} (not a track key, a library path, an audio file or part of a title)")
+            raise TrackNotFound(f"no track matches {text!r} (not a track key, a library path, an audio file or part of a title)")
         shown = "\n  ".join(relpaths[i] for i in matches[:10])
         more = f"\n  … and {len(matches) - 10} more" if len(matches) > 10 else ""
-        raise QueryError(f"{text!r} matches {len(matches)} tracks; be more specific:\n  {shown}{more}")
+        raise AmbiguousTrack(f"{text!r} matches {len(matches)} tracks; be more specific:\n  {shown}{more}")
 
     def raw_features(self, q: ResolvedTrack) -> np.ndarray:
         """The raw 641 features of a resolved track (library tracks: from the embeddings table)."""
@@ -223,3 +233,42 @@ class Discovery:
             }
             hits.append(self._hit(p, s, **extra))
         return q, hits
+
+    def path(self, a: str | ResolvedTrack, b: str | ResolvedTrack, length: int = 10, smooth: float | None = None) -> tuple[ResolvedTrack, ResolvedTrack, list[Hit]]:
+        """``length`` tracks leading smoothly from A to B (``search.path``): A and B not included."""
+        from music_pipeline.search.path import DEFAULT_SMOOTH, path_walk, progress
+
+        qa = a if isinstance(a, ResolvedTrack) else self.resolve(a)
+        qb = b if isinstance(b, ResolvedTrack) else self.resolve(b)
+
+        def neighbours(vec: np.ndarray, k: int) -> np.ndarray:
+            return self.index.index.search(vec, k)[0][0]
+
+        exclude = [q.position for q in (qa, qb) if q.position is not None]
+        pos, scores, ts = path_walk(self.index.index.vectors, qa.vector, qb.vector, length, exclude, neighbours, DEFAULT_SMOOTH if smooth is None else smooth)
+        hits = []
+        for p, s, t in zip(pos, scores, ts):
+            v = self.index.vector(p)
+            along = float(progress(v, qa.vector, qb.vector)[0])
+            hits.append(self._hit(p, s, t=float(t), progress=along, from_similarity=float(v @ qa.vector), to_similarity=float(v @ qb.vector)))
+        return qa, qb, hits
+
+    def find(self, text: str, limit: int = 20) -> list[int]:
+        """Positions of tracks whose title, key, label or library path contains ``text`` (case-
+        insensitive): title prefix matches first, then title, key, label, path matches; each
+        group in title order. For search-as-you-type; an empty text finds nothing."""
+        needle = str(text).strip().lower()
+        if not needle or limit <= 0:
+            return []
+        if getattr(self, "_find_rows", None) is None:  # built on first use: lower-cased fields in title order
+            t = self.index.tracks
+            rows = [(title_of(r).lower(), str(k).lower(), (lab or "").lower(), str(r).lower()) for k, r, lab in zip(t["key"], t["relpath"], t["label"])]
+            order = sorted(range(len(rows)), key=lambda i: (rows[i][0], i))
+            self._find_rows = [(i, *rows[i], "\0".join(rows[i])) for i in order]
+        found = []
+        for i, title, key, label, rel, joined in self._find_rows:
+            if needle in joined:
+                fields = (title.startswith(needle), needle in title, needle in key, needle in label, needle in rel)
+                if any(fields):  # (a match across the joining NUL is none)
+                    found.append((fields.index(True), len(found), i))
+        return [i for _, _, i in sorted(found)[:limit]]

@@ -53,6 +53,14 @@ def _latency_ms(index: TrackIndex, n: int = 50) -> float:
     return float(np.median(times) * 1000) if times else 0.0
 
 
+def _explorer_link(data_dir):
+    """A link to the running explorer (`music-pipeline serve`) of this data dir, or how to start one."""
+    from music_pipeline.web.status import running_explorer
+
+    url = running_explorer(data_dir)
+    return dg.MetadataValue.url(url) if url else f"not running: `music-pipeline serve --data {data_dir}` to search and play the library"
+
+
 def _fmt(x):
     return "n/a" if x is None else round(float(x), 3)
 
@@ -67,7 +75,8 @@ def _fmt(x):
         "best leave-one-out same-label precision@5. Exact chunked search up to `approximate_above` "
         "tracks, faiss IVF (8-bit codes, exact re-rank) above, with recall@10 vs exact measured on a "
         "sample. New tracks are added without a rebuild. Files in `<data>/models/similarity/`: "
-        "vectors.npy, transform.npz, pair_quantiles.npz, tracks.parquet, index.json, ivf.faiss."
+        "vectors.npy, transform.npz, pair_quantiles.npz, tracks.parquet, index.json, ivf.faiss. "
+        "While `music-pipeline serve` runs on this data dir, the materialization links to it (`explorer`)."
     ),
     **_COMMON,
 )
@@ -103,6 +112,7 @@ def similarity_index(context: dg.AssetExecutionContext, config: SimilarityIndexC
         "group_precision_at_5_random": _fmt(grp["baseline"]),
         "group_queries": grp["queries"],
     }
+    md["explorer"] = _explorer_link(layout.root)
     if st is not None:
         md.update({"recall_at_10": st.recall_at_10, "recall_sample": st.recall_sample, "nprobe": st.nprobe, "nlist": st.nlist, "recall_by_nprobe": dg.MetadataValue.json({str(k): v for k, v in st.recall_by_nprobe.items()})})
     return dg.MaterializeResult(metadata=md)

@@ -1,0 +1,105 @@
+"""A path from track A to track B that changes smoothly ("sonic adventure").
+
+The index vectors are unit vectors, so the straight way from A to B is the great circle between
+them. ``length`` waypoints are placed on it at equal angles (spherical linear interpolation,
+t = 1/(L+1) … L/(L+1)); for each waypoint in turn the walk takes the unused library track that
+maximises ``(1 − smooth)·cos(waypoint, c) + smooth·cos(previous pick, c)``: near its place on the
+way and near the track picked before it (so neighbouring steps sound alike). A, B and tracks
+already taken are never picked, so the path has no repeats. Candidates come from the index's
+neighbours of the waypoint and of the previous pick; when none is unused the pool grows (×4) up to
+the whole library.
+
+A real library is lumpy, so the track nearest a late waypoint can lie nearer A than one picked
+earlier (the best one was used up). The picks are therefore finally ordered by their *progress*:
+the angle of their projection onto the plane of A and B, measured from A, as a fraction of the
+angle between A and B. The playlist then only ever moves forward, from A's side to B's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from music_pipeline.search.radio import Neighbours
+
+DEFAULT_SMOOTH = 0.3
+
+
+def slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
+    """The unit vector a fraction ``t`` of the way along the great circle from ``a`` to ``b``."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    omega = float(np.arccos(np.clip(a @ b, -1.0, 1.0)))
+    if omega < 1e-6:
+        return a.astype(np.float32)
+    if np.pi - omega < 1e-6:  # opposite points: every great circle joins them; lerp of a and b is 0
+        v = (1 - t) * a + t * b + 1e-3 * np.roll(a, 1)
+    else:
+        v = (np.sin((1 - t) * omega) * a + np.sin(t * omega) * b) / np.sin(omega)
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+def progress(vectors: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """How far along the arc from ``a`` (0) to ``b`` (1) each vector's projection on their plane lies."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    along = b - (b @ a) * a
+    norm = np.linalg.norm(along)
+    omega = float(np.arccos(np.clip(a @ b, -1.0, 1.0)))
+    v = np.atleast_2d(np.asarray(vectors, dtype=np.float64))
+    if norm < 1e-9 or omega < 1e-9:  # A and B (nearly) the same direction: no way to measure along
+        return np.zeros(len(v))
+    return np.arctan2(v @ (along / norm), v @ a) / omega
+
+
+def path_walk(
+    vectors: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    length: int,
+    exclude: list[int] | None = None,
+    neighbours: Neighbours | None = None,
+    smooth: float = DEFAULT_SMOOTH,
+    pool: int = 50,
+    by_progress: bool = True,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Positions of the tracks between A and B in order of progress (never repeating, never
+    ``exclude``; ties keep the pick order; ``by_progress=False``: in pick order), each one's cosine
+    to the waypoint of its place, and those waypoints' fractions t. Shorter than ``length`` only
+    when the library runs out."""
+    n = len(vectors)
+    usable = np.ones(n, dtype=bool)
+    for p in exclude or []:
+        if 0 <= p < n:
+            usable[p] = False
+    a = np.asarray(a, dtype=np.float32)
+    b = np.asarray(b, dtype=np.float32)
+    prev = a
+    out = []
+    for i in range(1, length + 1):
+        if not usable.any():
+            break
+        t = i / (length + 1)
+        w = slerp(a, b, t)
+        k = pool
+        while True:
+            if neighbours is None or k >= n:
+                cand = np.flatnonzero(usable)
+            else:
+                cand = np.union1d(neighbours(w, k), neighbours(prev, k))
+                cand = cand[cand >= 0]
+                cand = cand[usable[cand]]
+            if len(cand) or k >= n:
+                break
+            k *= 4
+        v = np.asarray(vectors[cand], dtype=np.float32)
+        score = (1.0 - smooth) * (v @ w) + smooth * (v @ prev)
+        best = int(np.lexsort((cand, -score))[0])  # ties: lowest position, deterministic
+        out.append(int(cand[best]))
+        usable[cand[best]] = False
+        prev = v[best]
+    picked = np.array(out, dtype=np.int64)
+    chosen = np.asarray(vectors[picked], dtype=np.float32).reshape(len(picked), -1)
+    order = np.lexsort((np.arange(len(picked)), progress(chosen, a, b))) if by_progress else np.arange(len(picked))
+    ts = np.arange(1, len(picked) + 1) / (length + 1)
+    scores = np.array([float(chosen[o] @ slerp(a, b, t)) for o, t in zip(order, ts)])
+    return picked[order], scores, ts

@@ -1,0 +1,159 @@
+"""What the models say about a track — genre and difficulty — for the explorer.
+
+The ONE place where the web app touches the genre and difficulty models: everything goes through
+their public core APIs (``DifficultyModel.load(...).score`` / ``score_frame``; ``GenreModel.load``,
+``predict_proba``, ``explain.tree_shap`` + ``explain.explain_track``), exactly as the
+``difficulty`` and ``classify --explain`` commands use them. When those models change, this module
+is what adapts. A model that is not built yet is not an error: its section says so and how to
+build it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from functools import lru_cache
+
+import numpy as np
+
+from music_pipeline.models.pdi import LEVELS as LEVEL_ORDER
+from music_pipeline.storage import DataLayout, read_json, read_parquet
+
+log = logging.getLogger(__name__)
+
+PUSHING_TOP = 3
+
+
+def _unavailable(reason: str) -> dict:
+    return {"available": False, "reason": reason}
+
+
+class Facts:
+    def __init__(self, data_dir):
+        self.layout = DataLayout(data_dir)
+        self._lock = threading.Lock()
+        self._difficulty = None  # (model, {key: descriptor row}, {key: (level, pdi)}) once loaded
+        self._difficulty_error: str | None = None
+        self._genre = None  # (deployed, explainer or None, version name, status note)
+        self._genre_error: str | None = None
+        self._cv = None  # key -> out-of-fold row of genre_predictions.parquet
+        # per instance: a class-level cache would keep a replaced explorer's models alive
+        self._genre_cached = lru_cache(maxsize=1024)(self._genre_answer)
+
+    # -- difficulty -----------------------------------------------------------------------------
+    def _load_difficulty(self):
+        with self._lock:
+            if self._difficulty is None and self._difficulty_error is None:
+                from music_pipeline.models.pdi import DifficultyModel, descriptors_table_path, model_dir
+
+                try:
+                    model = DifficultyModel.load(model_dir(self.layout))
+                    table = read_parquet(descriptors_table_path(self.layout))
+                    frame = model.score_frame(table)
+                    rows = {str(k): r for k, r in zip(table["key"], table[list(model.names)].to_dict("records"))}
+                    levels = {str(k): (str(lv), float(p)) for k, lv, p in zip(frame["key"], frame["level"], frame["pdi"])}
+                    self._difficulty = (model, rows, levels)
+                except (OSError, ValueError, KeyError) as exc:  # not built, or built by another version
+                    self._difficulty_error = f"no PDI for this library yet ({exc}); build it with `music-pipeline build`"
+        return self._difficulty
+
+    def levels(self) -> dict[str, tuple[str, float]]:
+        """key → (PDI level, PDI) for every scored track (empty when nothing is scored)."""
+        loaded = self._load_difficulty()
+        return loaded[2] if loaded is not None else {}
+
+    def difficulty(self, key: str) -> dict:
+        loaded = self._load_difficulty()
+        if loaded is None:
+            return _unavailable(self._difficulty_error or "no PDI model")
+        model, rows, _ = loaded
+        if key not in rows:
+            return _unavailable("this track has no difficulty descriptors (added after the last build?)")
+        score = model.score(rows[key], top=PUSHING_TOP)
+        out = score.to_dict()
+        out.pop("normalised", None)
+        out.update(available=True, thresholds=list(model.thresholds), levels=list(model.levels), reasons=difficulty_reasons(score.level, score.pushing))
+        return out
+
+    # -- genre ----------------------------------------------------------------------------------
+    def _load_genre(self):
+        with self._lock:
+            if self._genre is None and self._genre_error is None:
+                from music_pipeline.models.genre import GenreModel, current_version
+
+                root = self.layout.models_dir / "genre"
+                try:
+                    vdir = current_version(root)
+                    if vdir is None or not vdir.is_dir():
+                        raise FileNotFoundError(f"no genre model under {root}")
+                    deployed = GenreModel.load(vdir / "deployed")
+                    explainer = GenreModel.load(vdir / "explainer") if (vdir / "explainer").is_dir() else None
+                    note = None
+                    status_path = root / "status.json"
+                    if status_path.is_file():
+                        st = read_json(status_path)
+                        if not st.get("trained"):
+                            note = f"the last genre_classifier run trained nothing ({st.get('reason')}); this is the previous model"
+                    self._genre = (deployed, explainer, vdir.name, note)
+                except Exception as exc:  # missing or unreadable model files: the page says so
+                    self._genre_error = f"no genre model ({exc}); it is trained by `music-pipeline build` when the library has at least 2 labels"
+        return self._genre
+
+    def _cross_validated(self) -> dict:
+        if self._cv is None:
+            p = self.layout.tables_dir / "genre_predictions.parquet"
+            cols = ["key", "first", "p_first", "second", "p_second", "probability_source"]
+            try:
+                t = read_parquet(p, columns=cols)
+                self._cv = {str(r["key"]): {c: r[c] for c in cols[1:]} for r in t.to_dict("records")}
+            except Exception:
+                self._cv = {}
+        return self._cv
+
+    def genre(self, key: str, raw: np.ndarray, labelled: bool) -> dict:
+        loaded = self._load_genre()
+        if loaded is None:
+            return _unavailable(self._genre_error or "no genre model")
+        return self._genre_cached(key, raw.tobytes(), labelled)
+
+    def _genre_answer(self, key: str, raw_bytes: bytes, labelled: bool) -> dict:
+        from music_pipeline.models import explain as ex
+
+        deployed, explainer, version, note = self._genre
+        x = np.frombuffer(raw_bytes, dtype=np.float64)[None, :]
+        proba = deployed.predict_proba(x)[0]
+        probs = {c: float(p) for c, p in sorted(zip(deployed.classes, proba), key=lambda t: -t[1])}
+        label = next(iter(probs))
+        out = {"available": True, "model": deployed.candidate.name, "version": version, "label": label, "probabilities": probs}
+        model = explainer or deployed
+        if model.is_xgb:
+            try:
+                e = ex.explain_track(model, ex.tree_shap(model, x), 0, model.predict_proba(x)[0])
+                text = e["text"]
+                if model is not deployed and model.candidate != deployed.candidate:
+                    text = f"[explained with {model.candidate.name}; the deployed {deployed.candidate.name} says {label}] " + text
+                out["explanation"] = {"model": model.candidate.name, "text": text, "components": e["components"]}
+            except Exception as exc:  # an explanation is a bonus; the probabilities stand without it
+                log.warning("genre explanation of %s failed: %s", key, exc)
+                out["explanation"] = {"model": model.candidate.name, "text": f"no explanation: {exc}", "components": []}
+        else:
+            out["explanation"] = {"model": None, "text": "no XGBoost explainer saved with this model: rebuild genre_classifier", "components": []}
+        notes = [note] if note else []
+        if labelled:
+            notes.append("this track's label was in the training data, so these probabilities are in-sample; the cross-validated ones are below")
+            cv = self._cross_validated().get(key)
+            if cv:
+                out["cross_validated"] = {k: (float(v) if k.startswith("p_") else v) for k, v in cv.items()}
+        out["notes"] = notes
+        return out
+
+
+def difficulty_reasons(level: str, pushing: list[dict]) -> list[str]:
+    """One plain sentence per descriptor that moves the track most from the library median."""
+    out = []
+    for p in pushing:
+        name = p["descriptor"].replace("_", " ")
+        direction = "harder" if p["vs_median"] > 0 else "easier"
+        where = "higher" if p["vs_median"] > 0 else "lower"
+        out.append(f"{name} is {where} than in most of the library ({p['normalised']:.2f} on the library's 0–1 scale, {p['vs_median']:+.2f} vs the median): reads as {direction}")
+    return out

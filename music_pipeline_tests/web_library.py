@@ -1,0 +1,85 @@
+"""A built library for the explorer's tests, and a real server for it on 127.0.0.1.
+
+``explorer_library`` copies the session's styled library (4 styles × 6 synthesized tracks, already
+analysed) and adds one AIFF track (synthesized here), then builds with the core what the explorer
+reads: the tables, the similarity index, the PDI model and a small XGBoost genre model. No map is
+drawn (the explorer then shows principal components; the tests add a map table where they need
+one). ``ThreadServer`` runs the app with uvicorn in a thread of the test process.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+
+import soundfile as sf
+
+from .system import free_port, wait_for_port
+
+AIFF_RELPATH = "pulse/pulse_aiff_probe.aiff"
+
+
+def explorer_library(styled_library: tuple[Path, Path], root: Path) -> tuple[Path, Path]:
+    """(library, data) under ``root``, built once per root."""
+    from music_pipeline.audio.library import scan_library
+    from music_pipeline.features.extract import ExtractJob, FeatureStore, extract_many
+    from music_pipeline.features.tables import build_tables
+    from music_pipeline.models import pdi
+    from music_pipeline.models.genre import Candidate, GenreModel, publish_version
+    from music_pipeline.search.index import TrackIndex
+    from music_pipeline.search.library import index_dir
+    from music_pipeline.storage import DataLayout, write_parquet
+    from music_pipeline.synth import SR, styled_track
+
+    library, data = root / "library", root / "data"
+    if (index_dir(data) / "index.json").is_file():
+        return library, data
+    shutil.copytree(styled_library[0], library)
+    shutil.copytree(styled_library[1], data)
+    # a second channel, 24-bit big-endian AIFF: what browsers cannot play and the server transcodes
+    y = styled_track("pulse", 12.0, seed=99)
+    sf.write(library / AIFF_RELPATH, [[v, 0.5 * v] for v in y], SR, format="AIFF", subtype="PCM_24")
+
+    layout = DataLayout(data)
+    scan = scan_library(library, layout.hash_cache_path)
+    store = FeatureStore(data)
+    jobs = [ExtractJob(t.key, t.path, t.relpath, t.content_hash, str(data)) for t in scan.tracks if not store.has(t.content_hash)]
+    outcomes = extract_many(jobs, workers=1)
+    assert len(jobs) == 1 and all(o.ok for o in outcomes), [o.reason for o in outcomes]
+    tables = build_tables(scan, store)
+    write_parquet(layout.embeddings_path, tables.embeddings)
+    write_parquet(pdi.descriptors_table_path(layout), tables.descriptors)
+
+    TrackIndex.build(tables.embeddings, library_root=str(library)).save(index_dir(data))
+    scores, model = pdi.score_library(tables.descriptors)
+    write_parquet(pdi.scores_table_path(layout), scores)
+    model.save(pdi.model_dir(layout))
+
+    from music_pipeline.features.embedding import FEATURE_NAMES
+
+    emb = tables.embeddings
+    genre = GenreModel.fit(Candidate("xgb", "full", pca=5), emb[FEATURE_NAMES].to_numpy(dtype="float64"), emb["label"].astype(str).tolist())
+    publish_version(layout.models_dir / "genre", lambda vdir: genre.save(vdir / "deployed"))
+    return library, data
+
+
+class ThreadServer:
+    """uvicorn serving ``app`` on 127.0.0.1 from a thread (uvicorn installs no signal handlers there)."""
+
+    def __init__(self, app):
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> "ThreadServer":
+        self.thread.start()
+        wait_for_port(self.port, 30)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
