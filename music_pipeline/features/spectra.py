@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import librosa
 import numpy as np
+from librosa.core import constantq as _constantq
 
 SR = 22_050
 N_FFT = 2048
@@ -65,6 +66,44 @@ class Spectra:
 
 
 _MEL_BASIS: dict[int, np.ndarray] = {}
+
+
+# librosa.cqt rebuilds its constant-Q filter bank (one FFT basis per octave) on every call: for a
+# one-minute track that was 60 % of the CQT. The bank depends only on the sample rate and the bin
+# layout, so each process builds it once and hands librosa a copy (``vqt`` rescales it in place).
+# The values are librosa's own, bit for bit (pinned by a test against an uncached librosa.cqt).
+_FILTER_FFT = "__vqt_filter_fft"  # module-level in librosa.core.constantq (librosa 0.11)
+_FILTER_CACHE: dict[tuple, tuple] = {}
+_FILTER_CACHE_MAX = 64
+
+
+def _filter_key(sr, freqs, filter_scale, norm, sparsity, hop_length, window, gamma, dtype, alpha) -> tuple:
+    arr = lambda a: None if a is None else np.asarray(a, dtype=np.float64).tobytes()  # noqa: E731
+    return (float(sr), arr(freqs), float(filter_scale), norm, float(sparsity), hop_length, repr(window), float(gamma), np.dtype(dtype).str, arr(alpha))
+
+
+def _install_filter_cache() -> None:
+    original = getattr(_constantq, _FILTER_FFT, None)
+    if original is None or getattr(original, "_music_pipeline_cached", False):
+        return
+
+    def cached(sr, freqs, filter_scale, norm, sparsity, hop_length=None, window="hann", gamma=0.0, dtype=np.complex64, alpha=None):
+        key = _filter_key(sr, freqs, filter_scale, norm, sparsity, hop_length, window, gamma, dtype, alpha)
+        hit = _FILTER_CACHE.get(key)
+        if hit is None:
+            if len(_FILTER_CACHE) >= _FILTER_CACHE_MAX:  # other layouts than ours: stay bounded
+                _FILTER_CACHE.clear()
+            hit = original(sr, freqs, filter_scale, norm, sparsity, hop_length=hop_length, window=window, gamma=gamma, dtype=dtype, alpha=alpha)
+            _FILTER_CACHE[key] = hit
+        basis, n_fft, lengths = hit
+        return basis.copy(), n_fft, lengths.copy()
+
+    cached._music_pipeline_cached = True
+    cached.__wrapped__ = original
+    setattr(_constantq, _FILTER_FFT, cached)
+
+
+_install_filter_cache()
 
 
 def _mel_basis(sr: int) -> np.ndarray:
