@@ -177,3 +177,15 @@ def test_cached_cqt_filters_give_librosas_cqt_exactly():
         setattr(constantq, spectra._FILTER_FFT, cached)
     np.testing.assert_array_equal(first, reference)
     np.testing.assert_array_equal(second, reference)
+
+
+def test_fast_spectral_contrast_equals_librosa():
+    import librosa
+
+    from music_pipeline.features.spectra import N_FFT, spectral_contrast
+
+    rng = np.random.default_rng(2)
+    S = np.abs(rng.standard_normal((N_FFT // 2 + 1, 60))).astype(np.float32) ** 3
+    S[:, 11] = 0.0  # a silent frame
+    S[:40, 20] = 0.0  # an empty low band
+    np.testing.assert_allclose(spectral_contrast(S, SR), librosa.feature.spectral_contrast(S=S, sr=SR), rtol=1e-5, atol=1e-4)

@@ -135,6 +135,44 @@ def rolloff(S: np.ndarray, freqs: np.ndarray, roll_percent: float = 0.85) -> np.
     return freqs[np.argmax(reached, axis=0)].astype(np.float32)
 
 
+_CONTRAST_BANDS: dict[tuple[int, int], list[tuple[slice, int]]] = {}
+
+
+def _contrast_bands(sr: int, n_bins: int, n_bands: int = 6, fmin: float = 200.0, quantile: float = 0.02) -> list[tuple[slice, int]]:
+    """librosa.feature.spectral_contrast's octave bands as row slices, and how many bins each
+    band's peak/valley averages (built once per sample rate)."""
+    key = (sr, n_bins)
+    if key not in _CONTRAST_BANDS:
+        freq = librosa.fft_frequencies(sr=sr, n_fft=2 * (n_bins - 1))
+        octa = np.zeros(n_bands + 2)
+        octa[1:] = fmin * (2.0 ** np.arange(0, n_bands + 1))
+        bands = []
+        for k, (f_low, f_high) in enumerate(zip(octa[:-1], octa[1:])):
+            idx = np.flatnonzero((freq >= f_low) & (freq <= f_high))
+            lo = idx[0] - 1 if k > 0 else idx[0]
+            hi = n_bins if k == n_bands else idx[-1] + 1
+            count = hi - lo
+            rows = slice(lo, hi if k == n_bands else hi - 1)  # librosa drops a band's top bin, but not the last band's
+            bands.append((rows, int(max(np.rint(quantile * count), 1))))
+        _CONTRAST_BANDS[key] = bands
+    return _CONTRAST_BANDS[key]
+
+
+def spectral_contrast(S: np.ndarray, sr: int) -> np.ndarray:
+    """librosa.feature.spectral_contrast(S=S, sr=sr) over row slices instead of boolean masks (no
+    copy of each band before its sort); pinned to librosa by a test."""
+    bands = _contrast_bands(sr, S.shape[0])
+    valley = np.zeros((len(bands), S.shape[1]))
+    peak = np.zeros_like(valley)
+    for k, (rows, idx) in enumerate(bands):
+        sub = S[rows]
+        n = sub.shape[0]
+        ordered = np.sort(sub, axis=0)
+        valley[k] = ordered[:idx].mean(axis=0)
+        peak[k] = ordered[n - idx :].mean(axis=0)
+    return librosa.power_to_db(peak) - librosa.power_to_db(valley)
+
+
 def _centred_segment(y: np.ndarray, f0: int, f1: int) -> np.ndarray:
     """Samples under frames [f0, f1) of a centred STFT, zero-padded at the signal's ends only
     (no padded copy of the whole signal)."""
@@ -178,12 +216,12 @@ def _stft_block_features(y: np.ndarray, f0: int, f1: int, sr: int) -> dict[str, 
         centroid=centroid,
         rolloff=rolloff(S, freqs),
         bandwidth=bandwidth,
-        contrast=librosa.feature.spectral_contrast(S=S, sr=sr),
+        contrast=spectral_contrast(S, sr),
         flatness=flatness.astype(np.float32),
         rms=librosa.feature.rms(S=S, frame_length=N_FFT)[0],
         zcr=zcr.astype(np.float32),
         spectral_entropy=entropy.astype(np.float32),
-        hf_ratio=(power[freqs >= HF_CUTOFF_HZ].sum(axis=0) / total).astype(np.float32),
+        hf_ratio=(power[int(np.searchsorted(freqs, HF_CUTOFF_HZ)) :].sum(axis=0) / total).astype(np.float32),  # a view, not a copy
     )
 
 
