@@ -30,3 +30,17 @@ def test_a_few_short_files_get_one_worker_and_a_long_batch_gets_all(tmp_path, mo
     assert pool_size(_jobs(paths), workers=2) == 2
     monkeypatch.setattr(extract, "estimated_audio_seconds", lambda path: extract.AUDIO_SECONDS_PER_WORKER / 2)
     assert pool_size(_jobs(paths), workers=8) == 2
+
+
+def test_numba_cache_lives_in_a_folder_the_program_owns(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "XDG_CACHE_HOME")}
+    env["HOME"] = str(tmp_path)
+    out = subprocess.run([sys.executable, "-c", "import music_pipeline, numba; print(numba.config.CACHE_DIR)"], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == str(tmp_path / ".cache" / "music-pipeline" / "numba")
+    env["NUMBA_CACHE_DIR"] = str(tmp_path / "mine")  # the user's own choice wins
+    out = subprocess.run([sys.executable, "-c", "import music_pipeline, numba; print(numba.config.CACHE_DIR)"], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == str(tmp_path / "mine")
