@@ -6,6 +6,9 @@ import os
 import sys
 from pathlib import Path
 
+# the caller's environment, for benchmarks that run a command as a user would
+ORIGINAL_ENV = dict(os.environ)
+
 # one thread for BLAS/OpenMP before numpy loads: the figures are per core
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")

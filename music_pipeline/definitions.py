@@ -3,12 +3,16 @@
 import dagster as dg
 
 from music_pipeline.defs.assets import difficulty, discovery, features, genre, library
+from music_pipeline.defs.event_log import enable_event_batching
 from music_pipeline.defs.executors import executor_from_env
 from music_pipeline.defs.jobs import build_jobs
 from music_pipeline.defs.resources import MusicPipelineResource
 from music_pipeline.defs.sensors import library_automation, library_sensor
 
 ASSET_MODULES = [library, features, difficulty, discovery, genre]
+
+# runs of this code location store their per-track asset events in batches (see event_log.py)
+enable_event_batching()
 
 
 def build_definitions(pipeline: MusicPipelineResource | None = None) -> dg.Definitions:

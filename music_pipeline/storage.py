@@ -24,16 +24,17 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Union
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Union
 
 import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
-from upath import UPath
+
+if TYPE_CHECKING:  # pandas, pyarrow and upath load on first use: `embed` and workers need none of them
+    import pandas as pd
+    import pyarrow as pa
+    from upath import UPath
 
 # A local Path or a UPath on an fsspec file system. Functions here accept either (or a string).
-ArtifactPath = Union[Path, UPath]
+ArtifactPath = Union[Path, "UPath"]
 
 _LOCAL_PROTOCOLS = {"", "file", "local"}
 # Object stores: one PUT is atomic, and a rename would be a copy plus a delete.
@@ -58,6 +59,10 @@ def is_url(raw: str | os.PathLike) -> bool:
     return isinstance(raw, str) and "://" in raw
 
 
+def _is_upath(obj: Any) -> bool:
+    return type(obj).__module__.split(".", 1)[0] == "upath"
+
+
 def artifact_path(raw: str | os.PathLike | UPath) -> ArtifactPath:
     """``raw`` as a local ``Path`` (plain names and ``file://`` URLs) or a ``UPath`` (other URLs).
 
@@ -65,11 +70,13 @@ def artifact_path(raw: str | os.PathLike | UPath) -> ArtifactPath:
     into the same prefixes, and a long-lived worker would otherwise keep answering from a
     listing made before their files existed.
     """
-    if isinstance(raw, UPath):
-        return Path(raw.path) if raw.protocol in _LOCAL_PROTOCOLS else raw
     if isinstance(raw, Path):
         return raw
+    if _is_upath(raw):
+        return Path(raw.path) if raw.protocol in _LOCAL_PROTOCOLS else raw
     if is_url(raw):
+        from upath import UPath
+
         protocol = raw.split("://", 1)[0]
         if protocol in _LOCAL_PROTOCOLS:
             return Path(UPath(raw).path)
@@ -187,7 +194,7 @@ def _json_default(obj: Any) -> Any:
         return float(obj)
     if isinstance(obj, np.ndarray):
         return obj.tolist()
-    if isinstance(obj, (Path, UPath)):
+    if isinstance(obj, Path) or _is_upath(obj):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
@@ -239,6 +246,9 @@ def read_npy(path: str | os.PathLike | UPath, mmap: bool = False) -> np.ndarray:
 
 def write_parquet(dest: str | os.PathLike | UPath, df: pd.DataFrame, metadata: Mapping[str, str] | None = None) -> ArtifactPath:
     """``metadata``: extra key/value pairs kept in the file's schema (see ``read_parquet_metadata``)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     table = pa.Table.from_pandas(df, preserve_index=False)
     if metadata:
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), **{k.encode(): str(v).encode() for k, v in metadata.items()}})
@@ -253,6 +263,8 @@ def read_parquet(path: str | os.PathLike | UPath, columns: list[str] | None = No
 
 def read_parquet_metadata(path: str | os.PathLike | UPath) -> dict[str, str]:
     """The key/value pairs of a parquet file's schema (without pandas' own), read from its footer."""
+    import pyarrow.parquet as pq
+
     path = artifact_path(path)
     schema = pq.read_schema(path) if isinstance(path, Path) else pq.read_schema(path.path, filesystem=path.fs)
     return {k.decode(): v.decode() for k, v in (schema.metadata or {}).items() if k != b"pandas"}
@@ -260,6 +272,8 @@ def read_parquet_metadata(path: str | os.PathLike | UPath) -> dict[str, str]:
 
 def read_table(path: str | os.PathLike | UPath, columns: list[str] | None = None, filters=None) -> pa.Table:
     """A parquet file as an Arrow table; ``filters`` as in ``pyarrow.parquet.read_table``."""
+    import pyarrow.parquet as pq
+
     path = artifact_path(path)
     if isinstance(path, Path):
         return pq.read_table(path, columns=columns, filters=filters)

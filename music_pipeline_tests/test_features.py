@@ -154,3 +154,38 @@ def test_shared_log_flatness_equals_librosa():
     p = power / (power.sum(axis=0) + 1e-12)
     reference = -(p * np.log2(p + 1e-30)).sum(axis=0) / np.log2(power.shape[0])
     np.testing.assert_allclose(entropy, reference, atol=1e-3)
+
+
+def test_cached_cqt_filters_give_librosas_cqt_exactly():
+    """The per-process CQT filter bank is librosa's own: cached and uncached CQTs are identical,
+    including the second call (librosa rescales the basis in place; the cache must hand out copies)."""
+    import librosa
+    from librosa.core import constantq
+
+    from music_pipeline.features import spectra
+
+    y = (0.5 * tone(220, 6) + 0.3 * clicks(100, 6) + noise(6, amp=0.02, seed=9)).astype(np.float32)
+    kw = dict(sr=SR, hop_length=spectra.CQT_HOP, fmin=spectra.CQT_FMIN, n_bins=spectra.CQT_BINS_PER_OCTAVE * spectra.CQT_OCTAVES,
+              bins_per_octave=spectra.CQT_BINS_PER_OCTAVE, tuning=0.0)
+    cached = getattr(constantq, spectra._FILTER_FFT)
+    assert getattr(cached, "_music_pipeline_cached", False), "the filter cache is not installed"
+    first, second = librosa.cqt(y, **kw), librosa.cqt(y, **kw)
+    setattr(constantq, spectra._FILTER_FFT, cached.__wrapped__)
+    try:
+        reference = librosa.cqt(y, **kw)
+    finally:
+        setattr(constantq, spectra._FILTER_FFT, cached)
+    np.testing.assert_array_equal(first, reference)
+    np.testing.assert_array_equal(second, reference)
+
+
+def test_fast_spectral_contrast_equals_librosa():
+    import librosa
+
+    from music_pipeline.features.spectra import N_FFT, spectral_contrast
+
+    rng = np.random.default_rng(2)
+    S = np.abs(rng.standard_normal((N_FFT // 2 + 1, 60))).astype(np.float32) ** 3
+    S[:, 11] = 0.0  # a silent frame
+    S[:40, 20] = 0.0  # an empty low band
+    np.testing.assert_allclose(spectral_contrast(S, SR), librosa.feature.spectral_contrast(S=S, sr=SR), rtol=1e-5, atol=1e-4)

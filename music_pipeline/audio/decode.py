@@ -17,7 +17,10 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from music_pipeline.audio.library import FFMPEG_EXTENSIONS
+# Extensions we try to decode. soundfile (libsndfile) handles the first group; the second needs ffmpeg.
+SOUNDFILE_EXTENSIONS = {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc"}
+FFMPEG_EXTENSIONS = {".m4a", ".aac", ".mp4", ".alac", ".wma", ".webm", ".mka", ".ape", ".wv"}
+AUDIO_EXTENSIONS = SOUNDFILE_EXTENSIONS | FFMPEG_EXTENSIONS
 
 ANALYSIS_SR = 22_050
 MIN_DURATION_S = 3.0

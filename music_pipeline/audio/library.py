@@ -12,12 +12,10 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
+from music_pipeline.audio.decode import AUDIO_EXTENSIONS, FFMPEG_EXTENSIONS, SOUNDFILE_EXTENSIONS  # noqa: F401  (re-exported)
+
 log = logging.getLogger(__name__)
 
-# Extensions we try to decode. soundfile (libsndfile) handles the first group; the second needs ffmpeg.
-SOUNDFILE_EXTENSIONS = {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc"}
-FFMPEG_EXTENSIONS = {".m4a", ".aac", ".mp4", ".alac", ".wma", ".webm", ".mka", ".ape", ".wv"}
-AUDIO_EXTENSIONS = SOUNDFILE_EXTENSIONS | FFMPEG_EXTENSIONS
 
 LABELS_FILE = "labels.csv"
 _KEY_STEM_MAX = 60

@@ -246,6 +246,37 @@ def _answer_without_work(job: ExtractJob, retry_failed: bool) -> ExtractOutcome 
     return None
 
 
+# Starting a worker (interpreter, imports, numba's cached kernels, the CQT filter bank) costs about
+# as much CPU as analysing this many seconds of audio: a pool gets one worker per this much work.
+AUDIO_SECONDS_PER_WORKER = 300.0
+_HEADER_FORMATS = {".wav", ".wave", ".flac", ".aiff", ".aif", ".aifc"}  # exact duration from the header
+_LOSSY_BYTES_PER_SECOND = 20_000.0  # ~160 kbit/s: a rough duration for compressed files, enough to size a pool
+
+
+def estimated_audio_seconds(path: str) -> float:
+    """Duration of a file for planning work: exact from the header where that is cheap, else from its size."""
+    try:
+        if Path(path).suffix.lower() in _HEADER_FORMATS:
+            import soundfile
+
+            return float(soundfile.info(path).duration)
+        return os.path.getsize(path) / _LOSSY_BYTES_PER_SECOND
+    except (OSError, RuntimeError):
+        return 0.0
+
+
+def pool_size(jobs: list[ExtractJob], workers: int) -> int:
+    """Workers that repay their start-up: one per AUDIO_SECONDS_PER_WORKER of audio, at least one
+    (a crashing decoder then still only takes its own track down), at most ``workers``."""
+    audio_s = sum(estimated_audio_seconds(j.path) for j in jobs)
+    return max(1, min(workers, len(jobs), int(audio_s // AUDIO_SECONDS_PER_WORKER)))
+
+
+def _init_worker() -> None:
+    """Imports and warm caches before the first track is handed out, so no track waits on them."""
+    warm_up()
+
+
 def _run_in_pool(jobs, indices, workers, retry_failed, done) -> list[int]:
     """Run ``indices`` in a spawned pool; returns the ones left unfinished because the pool broke."""
     ctx = mp.get_context("spawn")
@@ -254,7 +285,7 @@ def _run_in_pool(jobs, indices, workers, retry_failed, done) -> list[int]:
     saved = {k: os.environ.get(k) for k in _ONE_THREAD}
     os.environ.update(_ONE_THREAD)
     try:
-        pool = ProcessPoolExecutor(max_workers=min(workers, len(indices)), mp_context=ctx)
+        pool = ProcessPoolExecutor(max_workers=min(workers, len(indices)), mp_context=ctx, initializer=_init_worker)
         futures = {pool.submit(run_job, jobs[i], retry_failed): i for i in indices}
     finally:
         for k, v in saved.items():
@@ -328,7 +359,7 @@ def extract_many(
         for i in pending:
             done(i, run_job(jobs[i], retry_failed))
     elif pending:
-        crashed = _run_in_pool(jobs, pending, workers, retry_failed, done)
+        crashed = _run_in_pool(jobs, pending, pool_size([jobs[i] for i in pending], workers), retry_failed, done)
         if crashed and not _workers_can_start():
             # e.g. a script without `if __name__ == "__main__":` (spawned children re-run it):
             # blaming every file would record failures that no change of content could clear

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import librosa
 import numpy as np
+from librosa.core import constantq as _constantq
 
 SR = 22_050
 N_FFT = 2048
@@ -67,6 +68,44 @@ class Spectra:
 _MEL_BASIS: dict[int, np.ndarray] = {}
 
 
+# librosa.cqt rebuilds its constant-Q filter bank (one FFT basis per octave) on every call: for a
+# one-minute track that was 60 % of the CQT. The bank depends only on the sample rate and the bin
+# layout, so each process builds it once and hands librosa a copy (``vqt`` rescales it in place).
+# The values are librosa's own, bit for bit (pinned by a test against an uncached librosa.cqt).
+_FILTER_FFT = "__vqt_filter_fft"  # module-level in librosa.core.constantq (librosa 0.11)
+_FILTER_CACHE: dict[tuple, tuple] = {}
+_FILTER_CACHE_MAX = 64
+
+
+def _filter_key(sr, freqs, filter_scale, norm, sparsity, hop_length, window, gamma, dtype, alpha) -> tuple:
+    arr = lambda a: None if a is None else np.asarray(a, dtype=np.float64).tobytes()  # noqa: E731
+    return (float(sr), arr(freqs), float(filter_scale), norm, float(sparsity), hop_length, repr(window), float(gamma), np.dtype(dtype).str, arr(alpha))
+
+
+def _install_filter_cache() -> None:
+    original = getattr(_constantq, _FILTER_FFT, None)
+    if original is None or getattr(original, "_music_pipeline_cached", False):
+        return
+
+    def cached(sr, freqs, filter_scale, norm, sparsity, hop_length=None, window="hann", gamma=0.0, dtype=np.complex64, alpha=None):
+        key = _filter_key(sr, freqs, filter_scale, norm, sparsity, hop_length, window, gamma, dtype, alpha)
+        hit = _FILTER_CACHE.get(key)
+        if hit is None:
+            if len(_FILTER_CACHE) >= _FILTER_CACHE_MAX:  # other layouts than ours: stay bounded
+                _FILTER_CACHE.clear()
+            hit = original(sr, freqs, filter_scale, norm, sparsity, hop_length=hop_length, window=window, gamma=gamma, dtype=dtype, alpha=alpha)
+            _FILTER_CACHE[key] = hit
+        basis, n_fft, lengths = hit
+        return basis.copy(), n_fft, lengths.copy()
+
+    cached._music_pipeline_cached = True
+    cached.__wrapped__ = original
+    setattr(_constantq, _FILTER_FFT, cached)
+
+
+_install_filter_cache()
+
+
 def _mel_basis(sr: int) -> np.ndarray:
     if sr not in _MEL_BASIS:
         _MEL_BASIS[sr] = librosa.filters.mel(sr=sr, n_fft=N_FFT, n_mels=N_MELS).astype(np.float32)
@@ -94,6 +133,44 @@ def rolloff(S: np.ndarray, freqs: np.ndarray, roll_percent: float = 0.85) -> np.
     cumulative = np.cumsum(S, axis=0, dtype=np.float32)
     reached = cumulative >= roll_percent * cumulative[-1]
     return freqs[np.argmax(reached, axis=0)].astype(np.float32)
+
+
+_CONTRAST_BANDS: dict[tuple[int, int], list[tuple[slice, int]]] = {}
+
+
+def _contrast_bands(sr: int, n_bins: int, n_bands: int = 6, fmin: float = 200.0, quantile: float = 0.02) -> list[tuple[slice, int]]:
+    """librosa.feature.spectral_contrast's octave bands as row slices, and how many bins each
+    band's peak/valley averages (built once per sample rate)."""
+    key = (sr, n_bins)
+    if key not in _CONTRAST_BANDS:
+        freq = librosa.fft_frequencies(sr=sr, n_fft=2 * (n_bins - 1))
+        octa = np.zeros(n_bands + 2)
+        octa[1:] = fmin * (2.0 ** np.arange(0, n_bands + 1))
+        bands = []
+        for k, (f_low, f_high) in enumerate(zip(octa[:-1], octa[1:])):
+            idx = np.flatnonzero((freq >= f_low) & (freq <= f_high))
+            lo = idx[0] - 1 if k > 0 else idx[0]
+            hi = n_bins if k == n_bands else idx[-1] + 1
+            count = hi - lo
+            rows = slice(lo, hi if k == n_bands else hi - 1)  # librosa drops a band's top bin, but not the last band's
+            bands.append((rows, int(max(np.rint(quantile * count), 1))))
+        _CONTRAST_BANDS[key] = bands
+    return _CONTRAST_BANDS[key]
+
+
+def spectral_contrast(S: np.ndarray, sr: int) -> np.ndarray:
+    """librosa.feature.spectral_contrast(S=S, sr=sr) over row slices instead of boolean masks (no
+    copy of each band before its sort); pinned to librosa by a test."""
+    bands = _contrast_bands(sr, S.shape[0])
+    valley = np.zeros((len(bands), S.shape[1]))
+    peak = np.zeros_like(valley)
+    for k, (rows, idx) in enumerate(bands):
+        sub = S[rows]
+        n = sub.shape[0]
+        ordered = np.sort(sub, axis=0)
+        valley[k] = ordered[:idx].mean(axis=0)
+        peak[k] = ordered[n - idx :].mean(axis=0)
+    return librosa.power_to_db(peak) - librosa.power_to_db(valley)
 
 
 def _centred_segment(y: np.ndarray, f0: int, f1: int) -> np.ndarray:
@@ -139,12 +216,12 @@ def _stft_block_features(y: np.ndarray, f0: int, f1: int, sr: int) -> dict[str, 
         centroid=centroid,
         rolloff=rolloff(S, freqs),
         bandwidth=bandwidth,
-        contrast=librosa.feature.spectral_contrast(S=S, sr=sr),
+        contrast=spectral_contrast(S, sr),
         flatness=flatness.astype(np.float32),
         rms=librosa.feature.rms(S=S, frame_length=N_FFT)[0],
         zcr=zcr.astype(np.float32),
         spectral_entropy=entropy.astype(np.float32),
-        hf_ratio=(power[freqs >= HF_CUTOFF_HZ].sum(axis=0) / total).astype(np.float32),
+        hf_ratio=(power[int(np.searchsorted(freqs, HF_CUTOFF_HZ)) :].sum(axis=0) / total).astype(np.float32),  # a view, not a copy
     )
 
 
