@@ -199,13 +199,14 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def write_npz(dest: str | os.PathLike | UPath, arrays: Mapping[str, np.ndarray]) -> ArtifactPath:
-    """Write numeric/str arrays compressed; object arrays are refused (they would need pickle)."""
+def write_npz(dest: str | os.PathLike | UPath, arrays: Mapping[str, np.ndarray], compress: bool = True) -> ArtifactPath:
+    """Write numeric/str arrays (deflated unless ``compress`` is false); object arrays are refused
+    (they would need pickle)."""
     for name, arr in arrays.items():
         if np.asarray(arr).dtype == object:
             raise TypeError(f"array {name!r} has dtype=object, which cannot be stored without pickle")
     buf = io.BytesIO()
-    np.savez_compressed(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+    (np.savez_compressed if compress else np.savez)(buf, **{k: np.asarray(v) for k, v in arrays.items()})
     return write_bytes(dest, buf.getvalue())
 
 
