@@ -29,8 +29,21 @@ class QueryError(ValueError):
     """The query cannot be resolved to one track (message says why and what would)."""
 
 
+class NoMatch(QueryError):
+    """No track of the library matches the query."""
+
+
 def index_dir(data_dir: str | Path | ArtifactPath) -> ArtifactPath:
     return DataLayout(data_dir).models_dir / "similarity"
+
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".m4a", ".aac", ".wma", ".mp4")
+
+
+def looks_like_a_path(text: str) -> bool:
+    """A query that names a file rather than part of a title: has a folder or an audio suffix."""
+    t = text.strip()
+    return "/" in t or "\\" in t or t.startswith(("~", ".")) or t.lower().endswith(AUDIO_SUFFIXES)
 
 
 def title_of(relpath: str) -> str:
@@ -103,7 +116,13 @@ class Discovery:
         p = Path(text).expanduser()
         if p.is_file():
             return self._resolve_file(text, p)
-        return self._resolve_title(text)
+        try:
+            return self._resolve_title(text)
+        except NoMatch:
+            if looks_like_a_path(text):  # a file was meant: say that it is missing, not that no title matches
+                what = "is a folder, not an audio file" if p.is_dir() else "file does not exist"
+                raise QueryError(f"{text}: {what} (and no track of the library has that path)") from None
+            raise
 
     def _resolve_file(self, text: str, p: Path) -> ResolvedTrack:
         if self.library_root:
@@ -139,7 +158,7 @@ class Discovery:
         if len(matches) == 1:
             return self._track(text, matches[0])
         if not matches:
-            raise QueryError(f"no track matches {text!r} (not a track key, a library path, an audio file or part of a title)")
+            raise NoMatch(f"no track matches {text!r} (not a track key, a library path, an audio file or part of a title)")
         shown = "\n  ".join(relpaths[i] for i in matches[:10])
         more = f"\n  … and {len(matches) - 10} more" if len(matches) > 10 else ""
         raise QueryError(f"{text!r} matches {len(matches)} tracks; be more specific:\n  {shown}{more}")
