@@ -30,6 +30,7 @@ processes reach the CLI through those run-log lines (:func:`parse_line` reads th
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
@@ -237,9 +238,12 @@ def set_ambient_provider(provider: Callable[[], Report | None] | None) -> None:
 
 def ambient(item: Progress | str) -> None:
     """Report to the step running now (no-op when nothing is running)."""
-    report = _ambient or (_ambient_provider() if _ambient_provider else None)
-    if report is not None:
-        report(item)
+    try:
+        report = _ambient or (_ambient_provider() if _ambient_provider else None)
+        if report is not None:
+            report(item)
+    except Exception:  # reporting progress must never cost the work it reports on
+        logging.getLogger(__name__).debug("progress report failed", exc_info=True)
 
 
 def keras_epochs(on_progress: Report | None = None, phase: str = "training"):

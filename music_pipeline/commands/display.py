@@ -9,6 +9,7 @@ the closing summary.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import TextIO
@@ -76,9 +77,19 @@ class BuildDisplay:
         self._close_bar()
         self.bar_kind = kind
         self.bar = tqdm(
-            total=total, desc=desc, file=self.stream, dynamic_ncols=True, leave=True, mininterval=0.2,
-            bar_format="{desc} {percentage:3.0f}%|{bar:24}| {postfix} [{elapsed}]",
+            total=total, desc=desc, file=self.stream, ncols=self._size()[0], nrows=self._size()[1], leave=True, mininterval=0.2,
+            bar_format="{desc} {percentage:3.0f}%|{bar:24}| {unit} [{elapsed}]", unit="",
         )
+
+    def _size(self) -> tuple[int, int]:
+        """The terminal's (columns, lines); a pseudo-terminal without a size reports 0 × 0, with
+        which tqdm draws nothing at all: then 100 × 24."""
+        try:
+            size = os.get_terminal_size(self.stream.fileno())
+            columns, lines = size.columns, size.lines
+        except (OSError, AttributeError, ValueError):
+            columns, lines = 0, 0
+        return (columns if columns >= 40 else 100), (lines if lines >= 2 else 24)
 
     def _close_bar(self) -> None:
         if self.bar is not None:
@@ -96,12 +107,18 @@ class BuildDisplay:
         if self.bar_kind == "extract":
             done = self.extract_before + self.extract_done
             self.bar.n = min(done, self.bar.total)
-            self.bar.set_postfix_str(self._extract_text(done), refresh=False)
+            self.bar.unit = self._fit(self._extract_text(done))
         elif self.bar_kind == "models":
-            within = sum(self._fraction(r) for r in self.running.values())
+            for step, report in self.running.items():  # never backwards: reports restart per fold
+                report["max"] = max(report.get("max", 0.0), self._fraction(report))
+            within = sum(r["max"] for r in self.running.values())
             self.bar.n = min(self.models_done + within, self.bar.total)
-            self.bar.set_postfix_str(self._models_text(), refresh=False)
+            self.bar.unit = self._fit(self._models_text())
         self.bar.refresh()
+
+    def _fit(self, text: str) -> str:
+        room = max(20, self.bar.ncols - 50) if self.bar is not None and self.bar.ncols else 60
+        return text if len(text) <= room else text[: room - 1] + "…"
 
     def _extract_text(self, done: float) -> str:
         total = max(self.to_extract, self.extract_before + self.extract_batch_total)
@@ -119,16 +136,23 @@ class BuildDisplay:
         return progress.nested_fraction(report["msg"], p.fraction if p is not None else None) or 0.0
 
     @staticmethod
-    def _report_text(report: dict) -> str:
-        parts = [report["msg"][:70]] if report["msg"] else []
+    def _report_text(report: dict, compact: bool = False) -> str:
+        """The latest report of a model in training; compact (for the bar): its counters only."""
+        msg = report["msg"]
+        counters = progress.parse_message(msg)
+        if compact and counters:
+            parts = [" ".join(f"{word} {k}/{n}" for word, k, n in counters)]
+        else:
+            parts = [msg[:70]] if msg else []
         p = report["p"]
         if p is not None:
             count = f"{p.done:g}/{p.total:g}" if p.total is not None else f"{p.done:g}"
-            parts.append(f"{p.unit[:-1] if p.unit.endswith('s') else p.unit} {count}" + (f" {p.detail}" if p.detail else ""))
+            unit = p.unit[:-1] if p.unit.endswith("s") else p.unit
+            parts.append(f"{unit} {count}" + (f" {p.detail}" if p.detail and not compact else ""))
         return " · ".join(parts)
 
     def _models_text(self) -> str:
-        running = "; ".join(f"{step}: {text}" if (text := self._report_text(r)) else step for step, r in self.running.items())
+        running = "; ".join(f"{step}: {text}" if (text := self._report_text(r, compact=True)) else step for step, r in self.running.items())
         return f"{self.models_done}/{self.model_total} models" + (f" · {running}" if running else "")
 
     # -- events ---------------------------------------------------------------------------------

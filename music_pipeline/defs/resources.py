@@ -33,7 +33,7 @@ def current_step_reporter() -> "progress.Report | None":
         context = dg.OpExecutionContext.get()
     except Exception:
         return None
-    key = (context.run_id, context.op_handle.to_string())
+    key = (context.run_id, str(context.op_handle))
     if key not in _step_reporters:
         _step_reporters[key] = progress.dagster_reporter(context.log.info)
         while len(_step_reporters) > 64:

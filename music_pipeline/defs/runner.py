@@ -192,7 +192,7 @@ def _checks(result) -> tuple[list[FailedCheck], list[FailedCheck]]:
 
 def _md_value(v) -> str:
     value = getattr(v, "value", v)
-    text = str(value).replace("\n", " ")
+    text = f"{value:.3g}" if isinstance(value, float) else str(value).replace("\n", " ")
     return text if len(text) <= 80 else text[:77] + "…"
 
 
