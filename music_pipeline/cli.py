@@ -18,7 +18,7 @@ import os
 import sys
 
 from music_pipeline import quiet
-from music_pipeline.settings import LibraryNotGiven, LibraryUnavailable
+from music_pipeline.settings import SettingsError
 
 COMMAND_MODULES = ["core", "difficulty", "genre", "discovery", "serve"]
 
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
-    except (LibraryNotGiven, LibraryUnavailable) as exc:
+    except SettingsError as exc:  # a missing library, a bad MUSIC_PIPELINE_WORKERS, …
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -40,13 +40,20 @@ SOURCE_RECORD = "recorded"
 SOURCE_DEFAULT = "default"
 
 
+class SettingsError(ValueError):
+    """A setting (argument or environment variable) that cannot be used; the message says which."""
+
+
 def default_workers() -> int:
     env = os.environ.get(ENV_WORKERS)
     if env:
         try:
-            return max(1, int(env))
+            value = int(env)
         except ValueError:
-            raise ValueError(f"{ENV_WORKERS}={env!r} is not a whole number") from None
+            raise SettingsError(f"{ENV_WORKERS}={env!r} is not a whole number") from None
+        if value < 1:
+            raise SettingsError(f"{ENV_WORKERS}={env!r}: at least 1 worker is needed")
+        return value
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
@@ -111,11 +118,11 @@ def resolve_library_dir(library_dir: str | os.PathLike | None = None, data_dir: 
     return resolve_library(library_dir, data_dir)[0]
 
 
-class LibraryNotGiven(ValueError):
+class LibraryNotGiven(SettingsError):
     """A command that reads the library was run with a remote data dir and no library folder."""
 
 
-class LibraryUnavailable(ValueError):
+class LibraryUnavailable(SettingsError):
     """The library folder is missing, not a folder or cannot be read. The message names the
     folder, how it was chosen and what to do."""
 

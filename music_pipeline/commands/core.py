@@ -106,29 +106,30 @@ def _build(settings: Settings, wait: float = 0.0, retry_failed: bool = False, st
         return EXIT_USAGE
     log_path = None if quiet.verbose() else settings.logs_dir / f"build-{datetime.now():%Y%m%d-%H%M%S}.log"
     redirect = nullcontext(sys.stderr) if log_path is None else quiet.stderr_to_file(log_path)
-    summary = None
-    with redirect as terminal:
-        display = BuildDisplay(terminal, workers=settings.workers)
-        try:
-            summary = run_build(settings, wait_for_lock_s=wait, log=display.line, models=models, retry_failed=retry_failed, on_event=display.event, recorded_by=recorded_by)
-        except BuildLocked as exc:
-            display.close()
-            terminal.write(f"error: {exc}\n")
-            return EXIT_LOCKED
-        except (LibraryUnavailable, LibraryNotGiven, BuildInvalid, WorkersCannotStart) as exc:
-            display.close()
-            terminal.write(f"error: {exc}\n")
-            return EXIT_USAGE if not isinstance(exc, WorkersCannotStart) else EXIT_FAILED
-        except Exception as exc:  # a bug: the traceback goes to the build log, one line to the user
-            display.close()
-            traceback.print_exc()
-            where = f"; details in {log_path}" if log_path else ""
-            terminal.write(f"error: the build stopped ({type(exc).__name__}: {exc}){where}\n")
-            return EXIT_FAILED
-        finally:
-            display.close()
-    if log_path is not None:
-        _drop_if_empty(log_path)
+    try:
+        with redirect as terminal:
+            display = BuildDisplay(terminal, workers=settings.workers)
+            try:
+                summary = run_build(settings, wait_for_lock_s=wait, log=display.line, models=models, retry_failed=retry_failed, on_event=display.event, recorded_by=recorded_by)
+            except BuildLocked as exc:
+                display.close()
+                terminal.write(f"error: {exc}\n")
+                return EXIT_LOCKED
+            except (LibraryUnavailable, LibraryNotGiven, BuildInvalid, WorkersCannotStart) as exc:
+                display.close()
+                terminal.write(f"error: {exc}\n")
+                return EXIT_USAGE if not isinstance(exc, WorkersCannotStart) else EXIT_FAILED
+            except Exception as exc:  # a bug: the traceback goes to the build log, one line to the user
+                display.close()
+                traceback.print_exc()
+                where = f"; details in {log_path}" if log_path else ""
+                terminal.write(f"error: the build stopped ({type(exc).__name__}: {exc}){where}\n")
+                return EXIT_FAILED
+            finally:
+                display.close()
+    finally:
+        if log_path is not None:
+            _drop_if_empty(log_path)
     _print_summary(summary, settings, log_path, strict)
     if not summary.ok:
         return EXIT_FAILED
