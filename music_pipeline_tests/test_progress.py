@@ -100,7 +100,7 @@ def test_display_without_a_terminal_prints_each_phase():
     assert "extract 1/3 tracks · 100× real time · ETA" in text
     assert "analysed 3 tracks in" in text and "300× real time" in text
     assert "training 2 library models" in text and "  training difficulty_cnn …" in text
-    assert "difficulty_cnn: fold 2/5: 9 test tracks" in text
+    assert "  difficulty_cnn: fold 2/5: 9 test tracks\n" in text and "  difficulty_cnn: epoch 7/40 loss 0.912\n" in text
     assert "difficulty_cnn done" in text and "genre_classifier FAILED" in text and "models: 2/2 trained (with failures)" in text
 
 

@@ -244,8 +244,10 @@ class BuildDisplay:
         if self.tty:
             if self.bar is not None:
                 self._render()
-        else:
-            self._throttled(step, f"  {step}: {self._report_text(report)}")
+        elif msg is not None:
+            self._throttled(step, f"  {step}: {msg}")
+        elif p is not None:  # epochs on their own line: a message may name the fold just finished
+            self._throttled(f"{step}/progress", f"  {step}: {self._report_text({'msg': '', 'p': p})}")
 
     def _on_step_start(self, ev) -> None:
         if ev.run != "models":
