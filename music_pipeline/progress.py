@@ -39,6 +39,7 @@ from dataclasses import dataclass, replace
 from typing import Callable, Iterator, Union
 
 LOG_INTERVAL_S = 15.0  # the run log gets one progress line per phase at most this often
+ETA_AFTER = 3  # tracks done before an ETA is estimated
 PREFIX = "[progress]"
 
 
@@ -157,7 +158,8 @@ class TrackMeter:
     def snapshot(self) -> Progress:
         elapsed = max(self.clock() - self.start, 1e-9)
         detail = f"{self.audio_s / elapsed:.0f}× real time" if self.audio_s > 0 else ""
-        eta = elapsed / self.done * (self.total - self.done) if self.done else None
+        # the first tracks carry the start-up (worker spawn, numba warm-up): no ETA from them alone
+        eta = elapsed / self.done * (self.total - self.done) if self.done >= ETA_AFTER else None
         return Progress(self.phase, self.done, self.total, "tracks", detail, eta)
 
 

@@ -123,7 +123,7 @@ class BuildDisplay:
     def _extract_text(self, done: float) -> str:
         total = max(self.to_extract, self.extract_before + self.extract_batch_total)
         eta = ""
-        if self.extract_t0 is not None and done > 0:
+        if self.extract_t0 is not None and done >= progress.ETA_AFTER:
             elapsed = time.monotonic() - self.extract_t0
             eta = f" · ETA {progress.format_duration(elapsed / done * max(total - done, 0))}"
         speed = f" · {self.extract_detail}" if self.extract_detail else ""
