@@ -2,6 +2,11 @@
 
 Each command group lives in ``music_pipeline/commands/<name>.py`` with a ``register(subparsers)``
 function; heavy libraries are imported inside the handlers so ``--help`` stays fast.
+
+Quiet by default: TensorFlow's environment defaults are set before anything can import it, its
+Python warnings are raised to ERROR, and `build`/`demo` send native-library output to a build log
+(see ``music_pipeline/quiet.py``). ``-v/--verbose`` shows all of it (and sets
+MUSIC_PIPELINE_VERBOSE=1 for child processes).
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ import logging
 import os
 import sys
 
-from music_pipeline.settings import LibraryNotGiven
+from music_pipeline import quiet
+from music_pipeline.settings import SettingsError
 
 COMMAND_MODULES = ["core", "difficulty", "genre", "discovery", "serve"]
 
@@ -20,12 +26,13 @@ COMMAND_MODULES = ["core", "difficulty", "genre", "discovery", "serve"]
 def common_parent() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument("--data", metavar="DIR", default=None, help="artifacts + Dagster instance (env MUSIC_PIPELINE_DATA, default data/)")
+    parent.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging and every native-library message")
     return parent
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="music-pipeline", description="Turn a music library into embeddings, difficulty scores, genre models and similarity search.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and every native-library message (TensorFlow, decoders)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     parent = common_parent()
     for name in COMMAND_MODULES:
@@ -40,17 +47,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.verbose:
+        os.environ[quiet.ENV_VERBOSE] = "1"
+    quiet.quiet_environment()  # before anything imports TensorFlow
+    quiet.quiet_python_logs()
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except LibraryNotGiven as exc:
+    except BrokenPipeError:  # `music-pipeline similar … | head`: the reader left, nothing to report
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except SettingsError as exc:  # a missing library, a bad MUSIC_PIPELINE_WORKERS, …
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -7,7 +7,7 @@ from music_pipeline.defs.event_log import enable_event_batching
 from music_pipeline.defs.executors import executor_from_env
 from music_pipeline.defs.jobs import build_jobs
 from music_pipeline.defs.resources import MusicPipelineResource
-from music_pipeline.defs.sensors import library_automation, library_sensor
+from music_pipeline.defs.sensors import library_automation, library_sensor, reports_index
 
 ASSET_MODULES = [library, features, difficulty, discovery, genre]
 
@@ -24,7 +24,7 @@ def build_definitions(pipeline: MusicPipelineResource | None = None) -> dg.Defin
         asset_checks=checks,
         jobs=jobs,
         schedules=schedules,
-        sensors=[library_sensor, library_automation],
+        sensors=[library_sensor, library_automation, reports_index],
         executor=executor_from_env(),
         resources={"pipeline": pipeline or MusicPipelineResource()},
     )

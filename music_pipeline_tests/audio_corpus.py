@@ -39,8 +39,12 @@ def write_bad_corpus(root: Path) -> dict[str, str | None]:
     (root / "empty.wav").write_bytes(b"")
     expect["empty.wav"] = "empty"
     for ext in ("ogg", "flac", "mp3"):
-        truncate(write(root / f"truncated.{ext}", good), 0.02)
-    expect.update({"truncated.ogg": "", "truncated.flac": "", "truncated.mp3": ""})  # error or short result
+        truncate(write(root / f"truncated.{ext}", good), 0.02)  # cut inside the first frames
+    expect.update({"truncated.ogg": "not a readable", "truncated.flac": "truncated", "truncated.mp3": "not a readable"})
+    for ext in ("ogg", "flac", "mp3", "wav"):
+        truncate(write(root / f"half.{ext}", good), 0.5)  # cut half way through the 8 s
+    # Ogg and FLAC refuse the cut stream; mp3 and wav decode the first ~4 s (checked in the tests)
+    expect.update({"half.ogg": "truncated", "half.flac": "truncated", "half.mp3": None, "half.wav": None})
     (root / "notes.mp3").write_text("these are my notes, not audio\n" * 20)
     expect["notes.mp3"] = "not"
     png = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8

@@ -1,7 +1,9 @@
 """Real servers and browsers for the integration tests: Debian packages, started on loopback.
 
 A test that needs one calls ``require_debian(...)``; it installs the packages when it can (root,
-apt-get) and otherwise skips with the reason, so the rest of the suite still runs.
+apt-get) and otherwise skips with the reason, so the rest of the suite still runs on a laptop.
+Under ``CI=true`` (what CI services set, and `.ci/run`) a server that cannot be installed or
+started FAILS the test instead: a green CI run means the integration tests ran.
 """
 
 from __future__ import annotations
@@ -34,17 +36,28 @@ def _apt_install(packages: list[str]) -> str | None:
     return None
 
 
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def unavailable(reason: str) -> None:
+    """A required server or tool is missing: skip the test locally, fail it in CI."""
+    print(f"{'FAIL' if in_ci() else 'SKIP'}: {reason}")
+    if in_ci():
+        pytest.fail(f"CI=true and {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
 def require_debian(packages: list[str], binary: str) -> str:
-    """Path of ``binary``, installing ``packages`` first if needed; skips the test when impossible."""
+    """Path of ``binary``, installing ``packages`` first if needed; skips the test when impossible
+    (fails it under CI=true)."""
     found = shutil.which(binary) or (binary if Path(binary).exists() else None)
     if found:
         return found
     reason = _apt_install(packages)
     found = shutil.which(binary) or (binary if Path(binary).exists() else None)
     if not found:
-        msg = f"needs {binary} from Debian packages {packages}: {reason or 'not found after install'}"
-        print(f"SKIP: {msg}")
-        pytest.skip(msg)
+        unavailable(f"needs {binary} from Debian packages {packages}: {reason or 'not found after install'}")
     return found
 
 

@@ -185,3 +185,67 @@ def test_second_build_on_same_data_dir_refuses(tmp_path, dagster_home):
     with data_dir_lock(settings):
         with pytest.raises(BuildLocked, match="another build is running"):
             run_build(settings, log=lambda *_: None, models=False)
+
+
+def test_sensor_explains_a_missing_or_unreadable_library_instead_of_failing(tmp_path, monkeypatch):
+    """Issue 12: a library that is missing, moved or unreadable gives a SkipReason naming the
+    folder, where it came from and the fix — a tick that is skipped, never one that fails."""
+    from music_pipeline.settings import record_library
+
+    monkeypatch.delenv("MUSIC_LIBRARY", raising=False)
+    data = tmp_path / "data"
+    with dg.instance_for_test() as instance:
+        def tick(pipeline):
+            return library_sensor(dg.build_sensor_context(instance=instance, resources={"pipeline": pipeline}))
+
+        # nothing built, nothing given: the default folder is missing
+        skip = tick(MusicPipelineResource(data_dir=str(data)))
+        assert isinstance(skip, dg.SkipReason)
+        assert f"library folder {data / 'library'} does not exist" in skip.skip_message and "--library DIR" in skip.skip_message
+
+        # the recorded library was moved away
+        lib = make_library(tmp_path / "music", 1)
+        record_library(data, lib, "--library", "build")
+        assert isinstance(tick(MusicPipelineResource(data_dir=str(data))), dg.SensorResult)  # found through the record
+        lib.rename(tmp_path / "moved")
+        skip = tick(MusicPipelineResource(data_dir=str(data)))
+        assert isinstance(skip, dg.SkipReason)
+        assert f"library folder {lib} does not exist" in skip.skip_message and "recorded by `build`" in skip.skip_message
+        assert "music-pipeline build --library NEW_FOLDER" in skip.skip_message
+
+        # present but unreadable (a lost mount, permissions)
+        (tmp_path / "moved").rename(lib)
+        import music_pipeline.settings as settings_module
+
+        real_scandir = settings_module.os.scandir
+
+        def denied(path):
+            if str(path) == str(lib):
+                raise PermissionError(13, "Permission denied", str(path))
+            return real_scandir(path)
+
+        with monkeypatch.context() as m:
+            m.setattr(settings_module.os, "scandir", denied)
+            skip = tick(MusicPipelineResource(data_dir=str(data)))
+        assert isinstance(skip, dg.SkipReason) and f"library folder {lib} cannot be read (Permission denied)" in skip.skip_message
+
+
+def test_run_status_sensor_writes_the_reports_index(tmp_path):
+    from music_pipeline.defs.sensors import reports_index
+
+    data = tmp_path / "data"
+    (data / "reports").mkdir(parents=True)
+    (data / "reports" / "genre_models.md").write_text("# Genre models\n\n| model | acc |\n|---|---|\n| knn | 0.5 |\n")
+    pipeline = MusicPipelineResource(data_dir=str(data), library_dir=str(tmp_path))
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([_noop], instance=instance)
+        run = instance.get_run_by_id(result.run_id)
+        ctx = dg.build_run_status_sensor_context(sensor_name="reports_index", dagster_instance=instance, dagster_run=run, dagster_event=result.get_run_success_event(), resources={"pipeline": pipeline})
+        reports_index(ctx)
+    index = (data / "reports" / "index.html").read_text()
+    assert 'href="genre_models.html"' in index and "<table>" in (data / "reports" / "genre_models.html").read_text()
+
+
+@dg.asset
+def _noop():
+    return 1

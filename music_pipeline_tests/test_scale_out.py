@@ -18,7 +18,7 @@ import pytest
 
 from music_pipeline.synth import write_styled_library
 
-from .system import free_port, require_debian, wait_for_port
+from .system import free_port, require_debian, unavailable, wait_for_port
 
 pytestmark = pytest.mark.slow
 DEFS = Path(__file__).resolve().parents[1] / "music_pipeline" / "defs"
@@ -28,7 +28,7 @@ def _pg_bin(name: str) -> str:
     require_debian(["postgresql"], "psql")
     found = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
     if not found:
-        pytest.skip(f"no {name} under /usr/lib/postgresql")
+        unavailable(f"no {name} under /usr/lib/postgresql")
     return str(found[-1])
 
 

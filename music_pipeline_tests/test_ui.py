@@ -30,9 +30,10 @@ def dagster_dev(tmp_path_factory):
     root = tmp_path_factory.mktemp("ui")
     lib, data, home = root / "lib", root / "data", root / "home"
     write_styled_library(lib, per_style=3, seconds=8.0)
-    env = {**os.environ, "DAGSTER_HOME": str(home), "MUSIC_PIPELINE_DATA": str(data), "MUSIC_LIBRARY": str(lib), "MUSIC_PIPELINE_WORKERS": "1"}
+    # no MUSIC_LIBRARY for dagster dev: the sensor must follow the library the build recorded
+    env = {**{k: v for k, v in os.environ.items() if k != "MUSIC_LIBRARY"}, "DAGSTER_HOME": str(home), "MUSIC_PIPELINE_DATA": str(data), "MUSIC_PIPELINE_WORKERS": "1"}
     old = dict(os.environ)
-    os.environ.update({k: env[k] for k in ("DAGSTER_HOME", "MUSIC_PIPELINE_DATA", "MUSIC_LIBRARY")})
+    os.environ.update({k: env[k] for k in ("DAGSTER_HOME", "MUSIC_PIPELINE_DATA")})
     try:
         summary = run_build(Settings(data, lib, 2), log=lambda *_: None, models=False)
     finally:
@@ -49,7 +50,7 @@ def dagster_dev(tmp_path_factory):
         wait_for_port(port, 180, proc)
         url = f"http://127.0.0.1:{port}"
         _wait_for_graphql(url)
-        yield {"url": url, "library": lib, "data": data, "log": root / "dagster_dev.log"}
+        yield {"url": url, "library": lib, "data": data, "home": home, "log": root / "dagster_dev.log"}
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -106,6 +107,35 @@ def test_graphql_lists_assets_groups_versions_checks_partitions_schedule_sensor(
     assert "nightly_rebuild" in schedules and schedules["nightly_rebuild"]["scheduleState"]["status"] == "RUNNING"
     assert {s["name"] for s in repo["sensors"]} >= {"library_sensor"}
     assert {"ingest_tracks", "rebuild_models", "full_rebuild"} <= {j["name"] for j in repo["jobs"]}
+
+
+def _sensor_ticks(home) -> dict[str, list]:
+    from dagster._core.instance.ref import InstanceRef
+    from dagster._core.scheduler.instigation import InstigatorType
+
+    import dagster as dg
+
+    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
+        return {
+            st.instigator_name: instance.get_ticks(st.instigator_origin_id, st.selector_id, limit=500)
+            for st in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR)
+        }
+
+
+def test_sensors_follow_the_recorded_library_and_never_fail_a_tick(dagster_dev):
+    """Issue 12: with MUSIC_LIBRARY unset, `dagster dev` on a built data directory finds the
+    library in <data>/library.json; no sensor tick fails (the issue saw one every 15 s)."""
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        ticks = _sensor_ticks(dagster_dev["home"])
+        if len(ticks.get("library_sensor", [])) >= 3:
+            break
+        time.sleep(3)
+    assert len(ticks.get("library_sensor", [])) >= 3, ticks.keys()
+    failed = {name: [t.error.message[:300] for t in ts if t.status.value == "FAILURE"] for name, ts in ticks.items()}
+    assert not any(failed.values()), failed
+    reasons = {t.skip_reason for t in ticks["library_sensor"] if t.status.value == "SKIPPED"}
+    assert "12 tracks, nothing new, changed or removed" in reasons
 
 
 def _browser():

@@ -8,6 +8,7 @@ high-rate, multi-channel files.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -16,6 +17,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import soxr
+
+from music_pipeline.quiet import captured_stderr
+
+log = logging.getLogger(__name__)
 
 # Extensions we try to decode. soundfile (libsndfile) handles the first group; the second needs ffmpeg.
 SOUNDFILE_EXTENSIONS = {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".aifc"}
@@ -27,14 +32,21 @@ MIN_DURATION_S = 3.0
 # Below this peak level (dBFS) a file is treated as silent: no analysis of it would mean anything.
 SILENCE_PEAK_DB = -70.0
 _BLOCK_FRAMES = 1 << 16
+CHATTY_SUFFIXES = (".mp3", ".mp2", ".mpga")  # decoded by libmpg123, which prints notes to fd 2
 
 
 class AudioError(Exception):
-    """A track cannot be analysed. ``str()`` names the file and the reason."""
+    """A track cannot be analysed. ``str()`` names the file and the reason.
 
-    def __init__(self, path: str | Path, reason: str):
+    ``permanent``: the file's content is the cause (unreadable, not audio, truncated, silent, too
+    short), so retrying the same content cannot help and the failure is remembered. False when
+    the cause lies outside the content (the file vanished, cannot be opened right now), so the
+    next build tries again."""
+
+    def __init__(self, path: str | Path, reason: str, permanent: bool = True):
         self.path = str(path)
         self.reason = reason
+        self.permanent = permanent
         super().__init__(f"{self.path}: {reason}")
 
 
@@ -63,7 +75,7 @@ def _decode_soundfile(path: Path, sr: int, max_duration_s: float | None) -> tupl
             detail = "unrecognised or corrupt audio data"
         raise AudioError(path, f"not a readable audio file ({detail})") from None
     except OSError as exc:
-        raise AudioError(path, f"cannot open file ({exc.strerror or exc})") from None
+        raise AudioError(path, f"cannot open file ({exc.strerror or exc})", permanent=False) from None
     with f:
         source_sr, channels = f.samplerate, f.channels
         if source_sr <= 0 or channels <= 0:
@@ -84,6 +96,8 @@ def _decode_soundfile(path: Path, sr: int, max_duration_s: float | None) -> tupl
                     break
         except sf.LibsndfileError as exc:
             raise AudioError(path, f"decoding failed after {read / source_sr:.1f} s, file is truncated or corrupt ({exc.error_string or exc})") from None
+        if read == 0:  # e.g. an Ogg file cut before its first complete page: a header, no audio
+            raise AudioError(path, "no audio could be decoded: the file is truncated or corrupt")
         out.append(stream.resample_chunk(np.zeros(0, np.float32), last=True))
     return out.array(), source_sr, channels
 
@@ -110,7 +124,11 @@ class _Buffer:
 def _decode_ffmpeg(path: Path, sr: int, max_duration_s: float | None) -> tuple[np.ndarray, int, int]:
     exe = shutil.which("ffmpeg")
     if exe is None:
-        raise AudioError(path, f"{path.suffix} files need ffmpeg, which is not installed (Debian/Ubuntu: apt-get install ffmpeg)")
+        raise AudioError(
+            path,
+            f"{path.suffix} files need ffmpeg, which is not installed (Debian/Ubuntu: apt-get install ffmpeg, "
+            "then: music-pipeline build --retry-failed)",
+        )
     # Argument list, never a shell string: file names cannot inject commands.
     cmd = [exe, "-nostdin", "-v", "error", "-i", str(path), "-vn", "-ac", "1", "-ar", str(sr), "-f", "f32le"]
     if max_duration_s:
@@ -132,17 +150,27 @@ def decode(path: str | Path, sr: int = ANALYSIS_SR, *, min_duration_s: float = M
     """
     path = Path(path)
     if not path.exists():
-        raise AudioError(path, "file does not exist")
+        raise AudioError(path, "file does not exist", permanent=False)
     if path.is_dir():
         raise AudioError(path, "is a directory, not an audio file")
     try:
         size = path.stat().st_size
     except OSError as exc:
-        raise AudioError(path, f"cannot stat file ({exc.strerror})") from None
+        raise AudioError(path, f"cannot stat file ({exc.strerror})", permanent=False) from None
     if size == 0:
         raise AudioError(path, "file is empty (0 bytes)")
     if path.suffix.lower() in FFMPEG_EXTENSIONS:
         y, source_sr, channels = _decode_ffmpeg(path, sr, max_duration_s)
+    elif path.suffix.lower() in CHATTY_SUFFIXES:
+        # libmpg123 prints "Note: Illegal Audio-MPEG-Header …" to fd 2 for non-MPEG data before
+        # libsndfile reports the error; keep it out of the terminal (debug log in verbose mode)
+        chatter: list[str] = []
+        try:
+            with captured_stderr() as chatter:
+                y, source_sr, channels = _decode_soundfile(path, sr, max_duration_s)
+        finally:
+            if chatter and chatter[0].strip():
+                log.debug("decoder output for %s:\n%s", path, chatter[0].rstrip())
     else:
         y, source_sr, channels = _decode_soundfile(path, sr, max_duration_s)
     duration = len(y) / sr

@@ -1,20 +1,53 @@
-"""The one resource every asset uses: where the library and the data live, and how many workers."""
+"""The one resource every asset uses: where the library and the data live, and how many workers.
+
+Importing this module (every Dagster process that loads the definitions does) also keeps those
+processes quiet and lets training code report progress without being handed a logger:
+TensorFlow's environment defaults are set before anything imports it and its Python warnings are
+raised to ERROR (``music_pipeline/quiet.py``; MUSIC_PIPELINE_VERBOSE=1 keeps everything), and
+``progress.ambient`` reports to the run log of the step that is executing.
+"""
 
 
+from collections import OrderedDict
 from pathlib import Path
 
 import dagster as dg
 
+from music_pipeline import progress, quiet
 from music_pipeline.audio.library import LibraryScan, scan_library
 from music_pipeline.features.extract import FeatureStore
 from music_pipeline.features.segments import DEFAULT_SEGMENTS
 from music_pipeline.settings import Settings
 from music_pipeline.storage import DataLayout
 
+quiet.quiet_environment()
+quiet.quiet_python_logs()
+
+_step_reporters: "OrderedDict[tuple[str, str], progress.Report]" = OrderedDict()
+
+
+def current_step_reporter() -> "progress.Report | None":
+    """The progress reporter of the Dagster step executing in this thread (one per step, so its
+    run-log lines are throttled across calls), or None outside a step."""
+    try:
+        context = dg.OpExecutionContext.get()
+    except Exception:
+        return None
+    key = (context.run_id, str(context.op_handle))
+    if key not in _step_reporters:
+        _step_reporters[key] = progress.dagster_reporter(context.log.info)
+        while len(_step_reporters) > 64:
+            _step_reporters.popitem(last=False)
+    return _step_reporters[key]
+
+
+progress.set_ambient_provider(current_step_reporter)
+
 
 class MusicPipelineResource(dg.ConfigurableResource):
     """Empty strings / 0 mean: take it from the environment (MUSIC_PIPELINE_DATA, MUSIC_LIBRARY,
-    MUSIC_PIPELINE_WORKERS) or the default (``data/``, ``data/library``, all cores)."""
+    MUSIC_PIPELINE_WORKERS), then from what the data directory recorded at its last build
+    (``<data>/library.json``), then the default (``data/``, ``data/library``, all cores)."""
 
     data_dir: str = ""
     library_dir: str = ""
@@ -34,8 +67,10 @@ class MusicPipelineResource(dg.ConfigurableResource):
         return FeatureStore(self.settings.data_dir, self.n_segments)
 
     def scan(self) -> LibraryScan:
+        """The library scan; ``LibraryUnavailable`` (naming the folder and the fix) when the
+        folder is missing or unreadable."""
         s = self.settings
-        return scan_library(s.require_library(), DataLayout(s.data_dir).hash_cache_path)
+        return scan_library(s.check_library(), DataLayout(s.data_dir).hash_cache_path)
 
     def library_path(self) -> Path:
-        return self.settings.require_library()
+        return self.settings.check_library()

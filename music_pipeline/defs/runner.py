@@ -2,29 +2,57 @@
 
 Runs are recorded in the Dagster instance at DAGSTER_HOME (default ``<data>/dagster_home``), so
 ``dagster dev`` / ``music-pipeline ui`` shows them with their partitions and metadata.
+
+Order of a build: validate (library folder readable, data directory usable) before anything is
+written; take the data directory's lock; record the library in ``<data>/library.json``; extract
+new/changed tracks in batched ingest runs; train the models; render the HTML reports. While runs
+execute, ``on_event`` receives :class:`RunEvent`s (steps starting and ending, progress, log lines)
+read from the run's own event log, plus progress published in this process — the same lines the
+Dagster UI shows, so the CLI's progress bar and the run log never disagree.
 """
 
 import os
+import threading
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import dagster as dg
 import pandas as pd
 from filelock import FileLock, Timeout
 
+from music_pipeline import progress as prog
 from music_pipeline.audio.sync import plan_sync
+from music_pipeline.defs.assets.features import RETRY_FAILED_TAG
 from music_pipeline.defs.partitions import tracks_partitions
 from music_pipeline.defs.resources import MusicPipelineResource
 from music_pipeline.defs.jobs import split_library_assets, track_asset_keys
 from music_pipeline.defs.sensors import RANGE_END, RANGE_START
-from music_pipeline.settings import Settings
+from music_pipeline.settings import SOURCE_RECORD, Settings, record_library
 from music_pipeline.storage import DataLayout, ensure_dir, read_parquet
 
 DAGSTER_YAML = Path(__file__).with_name("dagster.yaml")
+POLL_S = 0.5
 
 
 class BuildLocked(RuntimeError):
     pass
+
+
+class BuildInvalid(ValueError):
+    """The build cannot start (bad settings); nothing was written."""
+
+
+@dataclass
+class FailedCheck:
+    asset: str
+    check: str
+    severity: str  # ERROR | WARN
+    detail: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.asset}/{self.check} ({self.severity})" + (f": {self.detail}" if self.detail else "")
 
 
 @dataclass
@@ -35,10 +63,25 @@ class BuildSummary:
     skipped: pd.DataFrame
     failed_assets: list[str] = field(default_factory=list)
     run_ids: list[str] = field(default_factory=list)
+    failed_checks: list[FailedCheck] = field(default_factory=list)  # ERROR severity: the build failed
+    warned_checks: list[FailedCheck] = field(default_factory=list)  # WARN severity: reported only
+    retried: int = 0  # recorded failures analysed again (retry_failed)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.failed_assets
+        return not self.failed_assets and not self.failed_checks
+
+
+@dataclass
+class RunEvent:
+    kind: str  # plan | run_start | run_end | step_start | step_end | progress | log
+    run: str  # extract | tables | models
+    step: str | None = None
+    text: str = ""
+    ok: bool = True
+    progress: prog.Progress | None = None
+    steps: int | None = None  # run_start: asset steps in the run; plan: tracks to analyse
 
 
 def ensure_dagster_home(settings: Settings) -> Path:
@@ -58,12 +101,38 @@ def data_dir_lock(settings: Settings) -> FileLock:
     return FileLock(str(DataLayout(settings.data_dir).lock_path))
 
 
-def run_build(settings: Settings, wait_for_lock_s: float = 0.0, log=print, models: bool = True) -> BuildSummary:
+def validate(settings: Settings) -> Path:
+    """Everything a build needs, checked before anything is written. Returns the library folder;
+    raises LibraryUnavailable / LibraryNotGiven / BuildInvalid."""
+    library = settings.check_library()
+    if settings.workers < 1:
+        raise BuildInvalid(f"workers must be at least 1, got {settings.workers}")
+    data = settings.data_dir
+    if isinstance(data, Path):
+        if data.exists() and not data.is_dir():
+            raise BuildInvalid(f"the data directory {data} is a file, not a folder")
+        existing = next((p for p in [data, *data.parents] if p.exists()), None)
+        if existing is not None and not os.access(existing, os.W_OK):
+            raise BuildInvalid(f"the data directory {data} cannot be created or written ({existing} is not writable)")
+    return library
+
+
+def run_build(
+    settings: Settings,
+    wait_for_lock_s: float = 0.0,
+    log=print,
+    models: bool = True,
+    retry_failed: bool = False,
+    on_event: Callable[[RunEvent], None] | None = None,
+    recorded_by: str = "build",
+) -> BuildSummary:
     """Register partitions for the library, run `ingest_tracks` over batched ranges of new/changed
     tracks, then `rebuild_models` (unless ``models`` is false). When nothing changed and every
-    asset has been materialized before, nothing runs. Holds an exclusive lock on the data directory."""
+    asset has been materialized before, nothing runs. ``retry_failed`` analyses the tracks with
+    a recorded failure again. Holds an exclusive lock on the data directory."""
     from music_pipeline.definitions import build_definitions
 
+    library = validate(settings)
     ensure_dagster_home(settings)
     lock = data_dir_lock(settings)
     try:
@@ -74,7 +143,9 @@ def run_build(settings: Settings, wait_for_lock_s: float = 0.0, log=print, model
             "wait for it to finish or use another --data directory"
         ) from None
     try:
-        return _run_build_locked(settings, build_definitions, log, models)
+        if settings.library_source != SOURCE_RECORD:
+            record_library(settings.data_dir, library, settings.library_source, recorded_by)
+        return _run_build_locked(settings, build_definitions, log, models, retry_failed, on_event)
     finally:
         lock.release()
 
@@ -83,16 +154,104 @@ def _never_materialized(instance, keys) -> list:
     return [k for k in keys if instance.get_latest_materialization_event(k) is None]
 
 
+def _root_error(err):
+    """The error behind Dagster's wrappers ("Exceeded max_retries", "Error occurred while executing")."""
+    while err is not None and err.cause is not None and (
+        err.message.startswith("Exceeded max_retries") or "Error occurred while" in err.message.split("\n", 1)[0]
+    ):
+        err = err.cause
+    return err
+
+
 def _failures(result) -> list[str]:
     out = []
+    last_retry_error = {}
     for ev in result.all_events:
+        if ev.event_type_value == "STEP_UP_FOR_RETRY" and ev.event_specific_data is not None:
+            last_retry_error[ev.step_key] = getattr(ev.event_specific_data, "error", None)
         if ev.is_step_failure:
-            err = ev.event_specific_data.error if ev.event_specific_data else None
-            out.append(f"{ev.step_key}: {err.message.strip().splitlines()[0] if err else 'failed'}")
+            err = _root_error(ev.event_specific_data.error if ev.event_specific_data else None)
+            if err is not None and err.message.startswith("Exceeded max_retries") and last_retry_error.get(ev.step_key) is not None:
+                err = _root_error(last_retry_error[ev.step_key])
+            lines = err.message.strip().splitlines() if err else ["failed"]
+            shown = "\n    ".join(lines[:12]) + (f"\n    … {len(lines) - 12} more lines" if len(lines) > 12 else "")
+            out.append(f"{ev.step_key}: {shown}")
     return out
 
 
-def _run_build_locked(settings: Settings, build_definitions, log, models: bool) -> BuildSummary:
+def _checks(result) -> tuple[list[FailedCheck], list[FailedCheck]]:
+    failed, warned = [], []
+    for ev in result.get_asset_check_evaluations():
+        if ev.passed:
+            continue
+        detail = "; ".join(f"{k}={_md_value(v)}" for k, v in list(ev.metadata.items())[:4])
+        fc = FailedCheck(ev.asset_key.to_user_string(), ev.check_name, ev.severity.value, detail)
+        (failed if ev.severity == dg.AssetCheckSeverity.ERROR else warned).append(fc)
+    return failed, warned
+
+
+def _md_value(v) -> str:
+    value = getattr(v, "value", v)
+    text = f"{value:.3g}" if isinstance(value, float) else str(value).replace("\n", " ")
+    return text if len(text) <= 80 else text[:77] + "…"
+
+
+class _RunWatcher:
+    """Reads a run's event log while it executes and turns it into RunEvents."""
+
+    def __init__(self, instance, run_id: str, run: str, on_event: Callable[[RunEvent], None], asset_steps: set[str]):
+        self.instance, self.run_id, self.run = instance, run_id, run
+        self.on_event, self.asset_steps = on_event, asset_steps
+        self.cursor = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"watch-{run}", daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(10)
+        self._poll()  # whatever arrived after the last poll
+
+    def _loop(self):
+        while not self._stop.wait(POLL_S):
+            try:
+                self._poll()
+            except Exception:  # the storage is busy being written: next time
+                pass
+
+    def _poll(self):
+        from dagster._core.events import DagsterEventType
+
+        conn = self.instance.event_log_storage.get_records_for_run(self.run_id, cursor=self.cursor)
+        self.cursor = conn.cursor
+        for record in conn.records:
+            entry = record.event_log_entry
+            step = entry.step_key
+            if entry.is_dagster_event:
+                kind = entry.dagster_event.event_type_value
+                if step not in self.asset_steps:
+                    continue
+                if kind == DagsterEventType.STEP_START.value:
+                    self.on_event(RunEvent("step_start", self.run, step))
+                elif kind in (DagsterEventType.STEP_SUCCESS.value, DagsterEventType.STEP_FAILURE.value):
+                    self.on_event(RunEvent("step_end", self.run, step, ok=kind == DagsterEventType.STEP_SUCCESS.value))
+            elif entry.user_message:
+                p = prog.parse_line(entry.user_message)
+                if p is not None:
+                    self.on_event(RunEvent("progress", self.run, step, progress=p))
+                else:
+                    self.on_event(RunEvent("log", self.run, step, text=entry.user_message))
+
+
+def _asset_steps(defs, keys) -> set[str]:
+    wanted = set(keys)
+    return {a.node_def.name for a in defs.assets if hasattr(a, "keys") and set(a.keys) & wanted}
+
+
+def _run_build_locked(settings: Settings, build_definitions, log, models: bool, retry_failed: bool, on_event) -> BuildSummary:
     pipeline = MusicPipelineResource(data_dir=str(settings.data_dir), library_dir=str(settings.require_library()), workers=settings.workers)
     defs = build_definitions(pipeline)
     ingest, rebuild = defs.resolve_job_def("ingest_tracks"), defs.resolve_job_def("rebuild_models")
@@ -102,33 +261,62 @@ def _run_build_locked(settings: Settings, build_definitions, log, models: bool) 
     scan = pipeline.scan()
     store = pipeline.store
     registered = list(instance.get_dynamic_partitions(tracks_partitions.name))
-    analysed = store.analysed_hashes()
+    analysed = store.analysed_hashes(retry_failed=retry_failed)
+    retried = len({t.content_hash for t in scan.tracks if t.content_hash} & store.failed_hashes()) if retry_failed else 0
     plan = plan_sync(scan, registered, lambda t: bool(t.content_hash) and t.content_hash not in analysed)
     for key in plan.to_remove:
         instance.delete_dynamic_partition(tracks_partitions.name, key)
     if plan.to_add:
         instance.add_dynamic_partitions(tracks_partitions.name, plan.to_add)
-    log(f"library {settings.library_dir}: {len(scan.tracks)} tracks (+{len(plan.to_add)} new, -{len(plan.to_remove)} removed, {len(plan.to_run)} to analyse)")
-    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}  # the CLI prints its own summary
+    again = f", {retried} recorded failures retried" if retry_failed else ""
+    log(f"library {settings.library_dir}: {len(scan.tracks)} tracks (+{len(plan.to_add)} new, -{len(plan.to_remove)} removed, {len(plan.to_run)} to analyse{again})")
+    quiet_console = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}  # the CLI prints its own summary
     tags = {"music_pipeline/trigger": "cli build"}
-    failed, run_ids = [], []
+    if retry_failed:
+        tags[RETRY_FAILED_TAG] = "true"
+    failed, run_ids, failed_checks, warned_checks = [], [], [], []
+    emit = on_event or (lambda _e: None)
+    emit(RunEvent("plan", "extract", steps=len(plan.to_run)))
 
-    def run(job, **kwargs):
-        result = job.execute_in_process(run_config=quiet, instance=instance, raise_on_error=False, **kwargs)
+    def run(job, name: str, selection_keys, **kwargs):
+        run_id = str(uuid.uuid4())
+        steps = _asset_steps(defs, selection_keys)
+        emit(RunEvent("run_start", name, steps=len(steps)))
+
+        def relay(item):  # progress published by steps running in this process
+            if isinstance(item, prog.Progress):
+                emit(RunEvent("progress", name, progress=item))
+
+        with prog.listen(relay), _RunWatcher(instance, run_id, name, emit, steps):
+            result = job.execute_in_process(run_config=quiet_console, instance=instance, raise_on_error=False, run_id=run_id, **kwargs)
         run_ids.append(result.run_id)
         failed.extend(_failures(result))
+        bad, warn = _checks(result)
+        failed_checks.extend(bad)
+        warned_checks.extend(warn)
+        emit(RunEvent("run_end", name, ok=result.success and not bad))
 
+    all_ingest = [*track_keys, *follow]
     for n, (start, end) in enumerate(plan.ranges, 1):
         # every batch extracts its tracks; only the last also refreshes the library-wide tables,
         # scores and index, which would otherwise be rebuilt once per 500 tracks
         selection = None if n == len(plan.ranges) else track_keys
-        run(ingest, asset_selection=selection, tags={**tags, RANGE_START: start, RANGE_END: end})
+        run(ingest, "extract", selection or all_ingest, asset_selection=selection, tags={**tags, RANGE_START: start, RANGE_END: end})
     if not plan.ranges and (plan.changed or _never_materialized(instance, follow)):
-        run(ingest, asset_selection=follow, tags=tags)
-    if models and model_keys and (plan.changed or _never_materialized(instance, model_keys)):
+        run(ingest, "tables", follow, asset_selection=follow, tags=tags)
+    if models and model_keys and (plan.changed or _never_materialized(instance, model_keys)) and not failed:
         log("training the library models (difficulty CNN, genre classifier, maps) …")
-        run(rebuild, tags=tags)
+        run(rebuild, "models", model_keys, tags=tags)
+    elif models and model_keys and failed:
+        log("models not retrained: the track runs failed (see below)")
     layout = pipeline.layout
+    notes = []
+    try:
+        from music_pipeline.reports import write_reports
+
+        write_reports(layout.root)
+    except Exception as exc:  # reports are a view; a failure to draw them must not fail the build
+        notes.append(f"reports/index.html not written: {type(exc).__name__}: {exc}")
     skipped = read_parquet(layout.skipped_path) if layout.skipped_path.exists() else pd.DataFrame(columns=["relpath", "reason"])
     embedded = len(read_parquet(layout.embeddings_path, columns=["key"])) if layout.embeddings_path.exists() else 0
-    return BuildSummary(len(scan.tracks), len(plan.ranges), embedded, skipped, failed, run_ids)
+    return BuildSummary(len(scan.tracks), len(plan.ranges), embedded, skipped, failed, run_ids, failed_checks, warned_checks, retried, notes)

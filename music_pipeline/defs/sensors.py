@@ -9,6 +9,7 @@ import dagster as dg
 from music_pipeline.audio.sync import SyncPlan, plan_sync
 from music_pipeline.defs.partitions import tracks_partitions
 from music_pipeline.defs.resources import MusicPipelineResource
+from music_pipeline.settings import LibraryNotGiven, LibraryUnavailable
 
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
@@ -55,7 +56,11 @@ library_automation = dg.AutomationConditionSensorDefinition(
     ),
 )
 def library_sensor(context: dg.SensorEvaluationContext, pipeline: MusicPipelineResource):
-    scan = pipeline.scan()
+    try:
+        scan = pipeline.scan()
+    except (LibraryUnavailable, LibraryNotGiven) as exc:
+        # a missing or unmounted library is a state to explain, not a failed tick every 15 s
+        return dg.SkipReason(f"waiting for the library: {exc}")
     store = pipeline.store
     hashes = {t.key: t.content_hash for t in scan.tracks}
     # cursor: {key: hash} requested but maybe not finished, so an in-flight run is not requested twice
@@ -82,3 +87,24 @@ def library_sensor(context: dg.SensorEvaluationContext, pipeline: MusicPipelineR
     if plan.to_remove:
         dynamic.append(tracks_partitions.build_delete_request(plan.to_remove))
     return dg.SensorResult(run_requests=run_requests_for(plan, hashes, "library_sensor"), dynamic_partitions_requests=dynamic)
+
+
+@dg.run_status_sensor(
+    name="reports_index",
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    monitor_all_code_locations=False,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "After a successful run, renders every Markdown report in `<data>/reports/` as HTML and "
+        "rewrites `<data>/reports/index.html`, the page that links reports, maps and plots."
+    ),
+)
+def reports_index(context: dg.RunStatusSensorContext, pipeline: MusicPipelineResource):
+    from music_pipeline.reports import write_reports
+
+    layout = pipeline.layout
+    if not layout.reports_dir.exists() and not layout.embeddings_path.exists():
+        return dg.SkipReason(f"nothing built in {layout.root} yet")
+    index = write_reports(layout.root)
+    return dg.SkipReason(f"reports refreshed after run {context.dagster_run.run_id[:8]}: {index}")

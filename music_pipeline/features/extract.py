@@ -2,7 +2,14 @@
 
 Results are cached on disk by *content hash* (``FeatureStore``), so an unchanged file is never
 re-extracted, a renamed or copied file reuses its features, and a broken file is remembered as
-broken (with its reason) until its content changes. ``extract_many`` runs the pass in worker
+broken (with its reason) until its content changes or a build asks for ``retry_failed``.
+
+Only failures caused by the file's content are permanent (read/decode/format errors: not audio,
+truncated, silent, too short, a decoder that crashes on it): ``failed/<hash>.json``. Anything
+else — a bug in the analysis, MemoryError, a full disk, a file that vanished — is recorded as
+``failed/<hash>.retry.json`` (``"permanent": false``), reported as status ``error`` so the run
+fails, and the track is analysed again by the next build. Both records are JSON:
+``{content_hash, relpath, reason, version, permanent, recorded_at}``. ``extract_many`` runs the pass in worker
 processes: per-track work is CPU-bound numpy/numba, and processes scale with cores where threads
 contend for the GIL in librosa's Python-level glue.
 """
@@ -14,6 +21,7 @@ import multiprocessing as mp
 import os
 import time
 import traceback
+from datetime import datetime, timezone
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -28,12 +36,14 @@ from music_pipeline.features.embedding import EMBEDDING_DIM, compute_embedding
 from music_pipeline.features.rhythm import compute_rhythm
 from music_pipeline.features.segments import DEFAULT_SEGMENTS, extract_segments
 from music_pipeline.features.spectra import compute_spectra
-from music_pipeline.storage import DataLayout, list_names, npz_member_shape, read_json, read_npz, write_json, write_npz
+from music_pipeline.storage import DataLayout, list_names, npz_member_shape, read_json, read_npz, remove, safe_join, write_json, write_npz
 
 log = logging.getLogger(__name__)
 
 # Bump when any extracted value changes: it is part of the cache path and the Dagster code version.
 FEATURE_VERSION = "2"
+RETRY_MARK = ".retry"  # failed/<hash>.retry.json: a failure that was not the file's fault
+RETRY_SUFFIX = RETRY_MARK + ".json"
 
 
 def feature_version(n_segments: int = DEFAULT_SEGMENTS) -> str:
@@ -74,8 +84,10 @@ def extract_features(path: str | Path, n_segments: int = DEFAULT_SEGMENTS) -> Tr
         feats = features_from_signal(audio.y, audio.sr, n_segments)
     except AudioError:
         raise
-    except Exception as exc:  # analysis of a decodable file failed: still this file's problem
-        raise AudioError(path, f"analysis failed ({type(exc).__name__}: {exc})") from exc
+    except MemoryError:
+        raise
+    except Exception as exc:  # the file decoded and passed every check: a bug of ours, not the file's fault
+        raise AudioError(path, f"analysis failed ({type(exc).__name__}: {exc})", permanent=False) from exc
     feats.source_sr, feats.source_channels = audio.source_sr, audio.source_channels
     feats.compute_seconds = time.perf_counter() - t0
     return feats
@@ -93,14 +105,18 @@ class FeatureStore:
         return self.layout.features_path(content_hash, self.version)
 
     def failure_path(self, content_hash: str) -> Path:
+        """The record of a permanent failure (the content cannot be analysed)."""
         return self.layout.failure_path(content_hash, self.version)
+
+    def retry_path(self, content_hash: str) -> Path:
+        """The record of a failure that was not the file's fault (analysed again next time)."""
+        return safe_join(self.layout.failures_dir(self.version), f"{content_hash}{RETRY_SUFFIX}")
 
     def has(self, content_hash: str) -> bool:
         return self.path(content_hash).is_file()
 
     def save(self, content_hash: str, feats: TrackFeatures) -> Path:
-        self.failure_path(content_hash).unlink(missing_ok=True)
-        return write_npz(
+        out = write_npz(
             self.path(content_hash),
             {
                 "embedding": feats.embedding.astype(np.float64),
@@ -114,6 +130,9 @@ class FeatureStore:
             },
             compress=False,  # deflating the float16 segments took ~4 ms a file to save a fifth of 100 kB
         )
+        for record in (self.failure_path(content_hash), self.retry_path(content_hash)):
+            remove(record)
+        return out
 
     def load(self, content_hash: str) -> TrackFeatures:
         z = read_npz(self.path(content_hash))
@@ -133,30 +152,61 @@ class FeatureStore:
         """Shape of the stored segments, read from the file's header (the array stays packed)."""
         return npz_member_shape(self.path(content_hash), "segments")[0]
 
-    def save_failure(self, content_hash: str, relpath: str, reason: str) -> None:
-        write_json(self.failure_path(content_hash), {"content_hash": content_hash, "relpath": relpath, "reason": reason, "version": self.version})
+    def save_failure(self, content_hash: str, relpath: str, reason: str, permanent: bool = True) -> None:
+        record = {
+            "content_hash": content_hash,
+            "relpath": relpath,
+            "reason": reason,
+            "version": self.version,
+            "permanent": bool(permanent),
+            "recorded_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        write_json(self.failure_path(content_hash) if permanent else self.retry_path(content_hash), record)
+        remove(self.retry_path(content_hash) if permanent else self.failure_path(content_hash))
 
     def is_analysed(self, content_hash: str) -> bool:
-        """Features or a failure record exist: nothing left to do for this content."""
+        """Features or a permanent failure record exist: nothing left to do for this content."""
         return self.has(content_hash) or self.failure_path(content_hash).is_file()
 
     def feature_hashes(self) -> set[str]:
         """Content hashes with stored features (``has``), from one directory listing."""
         return _hashes_in(self.layout.features_version_dir(self.version), ".npz")
 
-    def analysed_hashes(self) -> set[str]:
+    def failed_hashes(self) -> set[str]:
+        """Content hashes with a permanent failure record, from one directory listing."""
+        return {h for h in _hashes_in(self.layout.failures_dir(self.version), ".json") if not h.endswith(RETRY_MARK)}
+
+    def analysed_hashes(self, retry_failed: bool = False) -> set[str]:
         """Every content hash ``is_analysed`` would accept, from two directory listings: on an
-        object store one LIST per 1000 files instead of two HEAD requests per track."""
-        return self.feature_hashes() | _hashes_in(self.layout.failures_dir(self.version), ".json")
+        object store one LIST per 1000 files instead of two HEAD requests per track. With
+        ``retry_failed`` only hashes with features count (permanent failures are tried again)."""
+        return self.feature_hashes() if retry_failed else self.feature_hashes() | self.failed_hashes()
+
+    def failure_record(self, content_hash: str) -> dict | None:
+        """The failure record of this content (permanent first), or None."""
+        for path, permanent in ((self.failure_path(content_hash), True), (self.retry_path(content_hash), False)):
+            if path.is_file():
+                try:
+                    record = dict(read_json(path))
+                except Exception:
+                    record = {"reason": "failure record unreadable"}
+                record.setdefault("permanent", permanent)
+                return record
+        return None
+
+    def permanent_failure(self, content_hash: str) -> str | None:
+        """The reason this content cannot be analysed, when that is known for good."""
+        record = self.failure_record(content_hash)
+        return str(record.get("reason")) if record and record["permanent"] else None
 
     def failure(self, content_hash: str) -> str | None:
-        p = self.failure_path(content_hash)
-        if not p.is_file():
+        """Why this content has no features: the permanent reason, or the last attempt's error
+        (marked as retried on the next build)."""
+        record = self.failure_record(content_hash)
+        if record is None:
             return None
-        try:
-            return str(read_json(p)["reason"])
-        except Exception:
-            return "failure record unreadable"
+        reason = str(record.get("reason"))
+        return reason if record["permanent"] else f"last attempt failed, tried again on the next build: {reason}"
 
 
 def _hashes_in(folder, suffix: str) -> set[str]:
@@ -180,7 +230,7 @@ class ExtractOutcome:
     key: str
     relpath: str
     content_hash: str | None
-    status: str  # "extracted" | "cached" | "failed"
+    status: str  # "extracted" | "cached" | "failed" (the file's fault, remembered) | "error" (not the file's fault)
     reason: str | None = None
     seconds: float = 0.0
     duration_s: float | None = None
@@ -188,43 +238,49 @@ class ExtractOutcome:
 
     @property
     def ok(self) -> bool:
-        return self.status != "failed"
+        return self.status in ("extracted", "cached")
+
+    @property
+    def permanent(self) -> bool:
+        """A failure the same content will always give (skipped until it changes)."""
+        return self.status == "failed"
 
 
-# Fault injection for the tests: a worker whose track path contains this text kills itself the way
-# a crashing decoder would (SIGSEGV). Unset in normal use.
-CRASH_ON_ENV = "MUSIC_PIPELINE_TEST_CRASH_ON"
+def _transient(job: ExtractJob, store: "FeatureStore", reason: str, t0: float) -> ExtractOutcome:
+    """A failure that is not the file's fault: recorded as such (so it is retried) and reported."""
+    try:
+        store.save_failure(job.content_hash, job.relpath, reason, permanent=False)
+    except Exception as exc:  # a full disk may refuse the record too: the outcome still says why
+        log.warning("could not record the failure of %s: %s", job.path, exc)
+    return ExtractOutcome(job.key, job.relpath, job.content_hash, "error", f"{job.path}: {reason}", time.perf_counter() - t0)
 
 
 def run_job(job: ExtractJob, retry_failed: bool = False) -> ExtractOutcome:
     """Extract one track into the store unless its content is already there. Never raises."""
     t0 = time.perf_counter()
-    crash_on = os.environ.get(CRASH_ON_ENV)
-    if crash_on and crash_on in job.path and mp.parent_process() is not None:
-        import signal
-
-        os.kill(os.getpid(), signal.SIGSEGV)
     if job.scan_error or not job.content_hash:
         return ExtractOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {job.scan_error or 'no content hash'}")
     store = FeatureStore(job.data_dir, job.n_segments)
     if store.has(job.content_hash):
         return ExtractOutcome(job.key, job.relpath, job.content_hash, "cached", seconds=time.perf_counter() - t0)
-    if not retry_failed and (reason := store.failure(job.content_hash)):
+    if not retry_failed and (reason := store.permanent_failure(job.content_hash)):
         return ExtractOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {reason}")
     try:
         feats = extract_features(job.path, job.n_segments)
     except AudioError as exc:
-        store.save_failure(job.content_hash, job.relpath, exc.reason)
+        if not exc.permanent:
+            return _transient(job, store, exc.reason, t0)
+        store.save_failure(job.content_hash, job.relpath, exc.reason, permanent=True)
         return ExtractOutcome(job.key, job.relpath, job.content_hash, "failed", str(exc), time.perf_counter() - t0)
     except MemoryError:
-        # not the file's fault for sure: do not remember it as broken
-        return ExtractOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: out of memory", time.perf_counter() - t0)
-    except Exception as exc:  # a bug or a pathological file: report it against this file only
+        return _transient(job, store, "out of memory", t0)
+    except Exception as exc:  # a bug of ours: this track fails now and is tried again next time
         log.error("unexpected error on %s\n%s", job.path, traceback.format_exc())
-        reason = f"unexpected {type(exc).__name__}: {exc}"
-        store.save_failure(job.content_hash, job.relpath, reason)
-        return ExtractOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {reason}", time.perf_counter() - t0)
-    store.save(job.content_hash, feats)
+        return _transient(job, store, f"unexpected {type(exc).__name__}: {exc}", t0)
+    try:
+        store.save(job.content_hash, feats)
+    except Exception as exc:  # a full disk, a lost mount: the features are fine, storing them is not
+        return _transient(job, store, f"could not store the features ({type(exc).__name__}: {exc})", t0)
     return ExtractOutcome(job.key, job.relpath, job.content_hash, "extracted", None, time.perf_counter() - t0, feats.duration_s)
 
 
@@ -370,7 +426,7 @@ def extract_many(
         for i in crashed:
             if _run_in_pool(jobs, [i], 1, retry_failed, done):
                 j = jobs[i]
-                reason = "the analysis process crashed on this file (decoder fault or out of memory)"
+                reason = "the analysis process crashed on this file (decoder fault or out of memory; to try it again: build --retry-failed)"
                 if j.content_hash:
                     FeatureStore(j.data_dir, j.n_segments).save_failure(j.content_hash, j.relpath, reason)
                 done(i, ExtractOutcome(j.key, j.relpath, j.content_hash, "failed", f"{j.path}: {reason}"))

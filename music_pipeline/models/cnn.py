@@ -33,6 +33,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from music_pipeline import progress
 from music_pipeline.models.pdi import LEVELS
 from music_pipeline.storage import ArtifactPath, artifact_path, atomic_path, local_copy, write_json
 
@@ -235,6 +236,7 @@ def train_model(data: SegmentDataset, train_tracks: np.ndarray, config: CnnConfi
         val_seg = np.flatnonzero(np.isin(data.track, val_tracks))
         kwargs["validation_data"] = (_as_input(data.X[val_seg]), data.y[val_seg])
         kwargs["callbacks"] = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True)]
+    kwargs["callbacks"] = [*kwargs.get("callbacks", []), progress.keras_epochs()]  # epochs in the run log / build bar
     hist = model.fit(
         _as_input(data.X[fit_seg]),
         data.y[fit_seg],

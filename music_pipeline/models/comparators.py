@@ -34,6 +34,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from music_pipeline import progress
 from music_pipeline.models.genre import FoldPlan, headline, metrics
 
 ALL_COMPARATORS = ("cnn_mfcc", "cnn_chroma", "cnn_knn_hybrid", "glcm_svm", "glcm_embedding_svm", "segment_pooled_logreg")
@@ -253,7 +254,7 @@ def _train_cnn(P: np.ndarray, y: np.ndarray, groups: np.ndarray, K: int, config:
     model.fit(
         P[fit_idx][..., None], y[fit_idx],
         validation_data=(P[val_idx][..., None], y[val_idx]) if val_idx is not None else None,
-        epochs=config.cnn_epochs, batch_size=config.cnn_batch, class_weight=cw, callbacks=[stop], verbose=0, shuffle=True,
+        epochs=config.cnn_epochs, batch_size=config.cnn_batch, class_weight=cw, callbacks=[stop, progress.keras_epochs()], verbose=0, shuffle=True,
     )
     return model
 

@@ -4,7 +4,10 @@ Per group (timbre, harmony, rhythm, energy, spectrum) the cosine is taken betwee
 *standardised* features of that group (z-scores on the library, so "agrees" means "deviates
 from the library average in the same direction"). A raw cosine is hard to read, so each value is
 also placed among random pairs of the library (percentile, stored with the index): at or above
-the 75th percentile the group agrees, at or below the 25th it differs.
+the 75th percentile the group agrees, at or below the 25th it differs. The overall verdict uses
+the same rule on the overall cosine, and the one-line ``summary`` always follows it: a pair that
+is more different than most names the groups furthest apart even when none of them crosses the
+25th percentile alone (so a negative cosine is never reported with "differ: none").
 """
 
 from __future__ import annotations
@@ -44,8 +47,58 @@ class Comparison:
     def differ(self) -> list[str]:
         return [g.group for g in self.groups if g.verdict == "differ"]
 
+    @property
+    def verdict(self) -> str:
+        """Overall, by the same rule as the groups: agree | differ | neutral."""
+        return _verdict(self.cosine, self.percentile)
+
+    def _ranked(self, reverse: bool) -> list[GroupAgreement]:
+        key = (lambda g: g.percentile) if all(g.percentile is not None for g in self.groups) else (lambda g: g.cosine)
+        return sorted(self.groups, key=key, reverse=reverse)
+
+    @property
+    def closest(self) -> list[str]:
+        """Groups that agree, else the (up to two) groups that pull the pair together most."""
+        return self.agree or [g.group for g in self._ranked(True)[:2] if g.cosine > 0]
+
+    @property
+    def furthest(self) -> list[str]:
+        """Groups that differ, else the (up to two) groups that pull the pair apart most."""
+        return self.differ or [g.group for g in self._ranked(False)[:2] if g.cosine < 0 or (g.percentile is not None and g.percentile < 50)]
+
+    @property
+    def summary(self) -> str:
+        """One sentence whose verdict follows the numbers printed beside it."""
+        def listing(groups: list[GroupAgreement]) -> str:
+            return ", ".join(f"{g.group} (p{g.percentile:.0f})" if g.percentile is not None else f"{g.group} ({g.cosine:+.2f})" for g in groups)
+
+        by_name = {g.group: g for g in self.groups}
+        agree = [by_name[n] for n in self.agree]
+        differ = [by_name[n] for n in self.differ]
+        if self.verdict == "differ":
+            main = differ or [by_name[n] for n in self.furthest]
+            word = "differ in" if differ else "no group differs strongly on its own; furthest apart in"
+            text = f"More different than most pairs of this library: {word} {listing(main)}"
+            if agree:
+                text += f"; yet they agree in {listing(agree)}"
+            return text
+        if self.verdict == "agree":
+            main = agree or [by_name[n] for n in self.closest]
+            word = "agree in" if agree else "no group agrees strongly on its own; closest in"
+            text = f"More alike than most pairs of this library: {word} {listing(main)}"
+            if differ:
+                text += f"; yet they differ in {listing(differ)}"
+            return text
+        parts = []
+        if agree:
+            parts.append(f"they agree in {listing(agree)}")
+        if differ:
+            parts.append(f"differ in {listing(differ)}")
+        detail = " and ".join(parts) if parts else "no feature group stands out (all between the 25th and 75th percentile of random pairs)"
+        return f"A typical pair of this library: {detail}"
+
     def as_dict(self) -> dict:
-        return {**asdict(self), "agree": self.agree, "differ": self.differ}
+        return {**asdict(self), "verdict": self.verdict, "agree": self.agree, "differ": self.differ, "summary": self.summary}
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> float:
@@ -63,6 +116,7 @@ def _percentile(value: float, quantiles: np.ndarray | None) -> float | None:
 def _verdict(cos: float, pct: float | None) -> str:
     if pct is None:  # no library reference: plain cosine thresholds
         return "agree" if cos >= 0.5 else "differ" if cos <= 0.0 else "neutral"
+    pct = round(pct)  # the verdict follows the percentile as printed (p75 agrees, p25 differs)
     return "agree" if pct >= AGREE_PERCENTILE else "differ" if pct <= DIFFER_PERCENTILE else "neutral"
 
 

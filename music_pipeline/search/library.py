@@ -41,6 +41,15 @@ def index_dir(data_dir: str | Path | ArtifactPath) -> ArtifactPath:
     return DataLayout(data_dir).models_dir / "similarity"
 
 
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".m4a", ".aac", ".wma", ".mp4")
+
+
+def looks_like_a_path(text: str) -> bool:
+    """A query that names a file rather than part of a title: has a folder or an audio suffix."""
+    t = text.strip()
+    return "/" in t or "\\" in t or t.startswith(("~", ".")) or t.lower().endswith(AUDIO_SUFFIXES)
+
+
 def title_of(relpath: str) -> str:
     return PurePosixPath(relpath).stem
 
@@ -113,7 +122,13 @@ class Discovery:
         p = Path(text).expanduser() if files else None
         if p is not None and p.is_file():
             return self._resolve_file(text, p)
-        return self._resolve_title(text)
+        try:
+            return self._resolve_title(text)
+        except TrackNotFound:
+            if p is not None and looks_like_a_path(text):  # a file was meant: say that it is missing, not that no title matches
+                what = "is a folder, not an audio file" if p.is_dir() else "file does not exist"
+                raise TrackNotFound(f"{text}: {what} (and no track of the library has that path)") from None
+            raise
 
     def _resolve_file(self, text: str, p: Path) -> ResolvedTrack:
         if self.library_root:

@@ -2,7 +2,8 @@
 
 
 import dagster as dg
-from tqdm import tqdm
+
+from music_pipeline import progress
 
 from music_pipeline.features.embedding import EMBEDDING_DIM
 from music_pipeline.features.segments import SEGMENT_FRAMES
@@ -19,6 +20,8 @@ MEL_SEGMENTS = dg.AssetKey("mel_segments")
 TRACK_ASSETS = [TRACK_EMBEDDING, TRACK_DIFFICULTY, MEL_SEGMENTS]
 _TRACK_TAGS = {"owner": "features"}
 SEGMENTS_CHECK = "segments_complete"
+# run tag: analyse again the tracks recorded as permanently broken (`music-pipeline build --retry-failed`)
+RETRY_FAILED_TAG = "music_pipeline/retry_failed"
 
 # Many tracks per run, parallel inside it: one run per track would cost seconds of overhead each.
 TRACK_BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=500)
@@ -61,8 +64,10 @@ def _track_spec(key: dg.AssetKey, description: str) -> dg.AssetSpec:
     description=(
         "One decode and one STFT/CQT pass per track producing the embedding, the difficulty "
         "descriptors and the mel segments. Stored once per content hash in "
-        "`<data>/features/<version>/<hash>.npz`; a broken file is recorded with its reason and "
-        "does not fail the run."
+        "`<data>/features/<version>/<hash>.npz`; a broken file (unreadable, not audio, truncated, "
+        "silent, too short) is recorded with its reason and does not fail the run; any other "
+        "error fails the run and the track is retried. Run tag `music_pipeline/retry_failed=true` "
+        "analyses recorded broken files again."
     ),
 )
 def track_features(context: dg.AssetExecutionContext, pipeline: MusicPipelineResource):
@@ -80,26 +85,37 @@ def track_features(context: dg.AssetExecutionContext, pipeline: MusicPipelineRes
     for key in missing:
         context.log.warning(f"track {key}: no file for this partition any more (removed from the library)")
 
-    bar = tqdm(total=len(jobs), desc="tracks", unit="track", disable=None)
+    report = progress.dagster_reporter(context.log.info)
+    meter = progress.TrackMeter("extract", len(jobs), report)
 
     def on_result(outcome):
-        bar.update(1)
+        meter.track_done(outcome.duration_s if outcome.status == "extracted" else None)
         if not outcome.ok:
             context.log.warning(f"track {outcome.key} failed: {outcome.reason}")
 
-    outcomes = extract_many(jobs, workers=settings.workers, on_result=on_result)
-    bar.close()
-    counts = {s: sum(o.status == s for o in outcomes) for s in ("extracted", "cached", "failed")}
+    retry_failed = context.run.tags.get(RETRY_FAILED_TAG, "").lower() == "true"
+    outcomes = extract_many(jobs, workers=settings.workers, on_result=on_result, retry_failed=retry_failed)
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("extracted", "cached", "failed", "error")}
     audio_s = sum(o.duration_s or 0.0 for o in outcomes if o.status == "extracted")
     cpu_s = sum(o.seconds for o in outcomes if o.status == "extracted")
     context.log.info(f"{len(outcomes)} tracks: {counts}")
+    errors = [o for o in outcomes if o.status == "error"]
+    if errors:
+        # not the files' fault (a bug, memory, disk): fail the step so it is retried; the
+        # tracks that worked are stored and will not be analysed again
+        listing = "\n".join(f"- `{o.relpath}`: {o.reason}" for o in errors)
+        raise dg.Failure(
+            description=f"{len(errors)} of {len(outcomes)} tracks failed for reasons that are not the file's fault; they are tried again on the next run:\n{listing}",
+            metadata={"errors": dg.MetadataValue.md(listing), **{k: v for k, v in counts.items()}},
+        )
     failures = [o for o in outcomes if not o.ok]
     common = {
         "tracks": len(keys),
-        **counts,
+        **{k: counts[k] for k in ("extracted", "cached", "failed")},
         "missing_files": len(missing),
         "feature_version": feature_version(pipeline.n_segments),
         "x_realtime_per_worker": float(audio_s / cpu_s) if cpu_s else 0.0,
+        "retry_failed": retry_failed,
         "failures": dg.MetadataValue.md("\n".join(f"- `{o.relpath}`: {o.reason}" for o in failures) or "none"),
     }
     if len(outcomes) == 1:  # one partition: per-track detail
