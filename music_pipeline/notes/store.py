@@ -274,3 +274,39 @@ def transcribe_many(
                     NotesStore(j.data_dir).save_failure(j.content_hash, j.relpath, reason)
                 done(i, NotesOutcome(j.key, j.relpath, j.content_hash, "failed", f"{j.path}: {reason}"))
     return [results[i] for i in range(len(jobs))]
+
+
+NOTES_VERSION_KEY = "music_pipeline.notes_version"
+NOTE_TABLE_ID_COLUMNS = ["key", "relpath", "content_hash", "duration_s", "n_notes", "gain_db"]
+
+
+def note_table(tracks, store: NotesStore, previous=None):
+    """(table, missing): one row per track of ``tracks`` (a frame with key, relpath, content_hash)
+    whose notes are stored — id columns + the note descriptors —, and the rows without notes.
+    Rows of ``previous`` (a note table of the same version) are reused by content hash, so a
+    refresh reads only new note files."""
+    import pandas as pd
+
+    reuse = {}
+    if previous is not None and len(previous):
+        reuse = {h: r for h, r in zip(previous["content_hash"], previous.to_dict("records"))}
+    available = store.note_hashes()
+    rows, missing = [], []
+    for t in tracks.itertuples(index=False):
+        h = t.content_hash
+        if h in reuse:
+            rows.append({**reuse[h], "key": t.key, "relpath": t.relpath})
+            continue
+        if h not in available:
+            missing.append(t)
+            continue
+        try:
+            r = store.load(h)
+        except Exception as exc:  # a damaged file: transcribe again rather than lose the track
+            log.warning("stored notes of %s unreadable (%s)", t.relpath, exc)
+            missing.append(t)
+            continue
+        rows.append({"key": t.key, "relpath": t.relpath, "content_hash": h, "duration_s": r.duration_s, "n_notes": len(r.notes), "gain_db": r.gain_db, **r.descriptors})
+    cols = NOTE_TABLE_ID_COLUMNS + NOTE_DESCRIPTOR_NAMES
+    table = pd.DataFrame(rows, columns=cols).astype({c: "float64" for c in NOTE_DESCRIPTOR_NAMES + ["duration_s", "gain_db"]})
+    return table, pd.DataFrame(missing, columns=list(tracks.columns))

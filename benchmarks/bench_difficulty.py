@@ -1,0 +1,278 @@
+"""Does the PDI rank real music by how hard it is to play? Measured on an outside reference.
+
+    python benchmarks/bench_difficulty.py [--work DIR] [--workers 2] [--fit]   # ranking + invariance
+    python benchmarks/bench_difficulty.py speed [--library DIR] [--limit N]     # track_notes cost
+
+The reference (``difficulty_reference.py``): 6 collections of scores from Debian packages plus
+generated pieces, rendered with fluidsynth, one instrument per piece, one loudness, and four
+variants of every render (12 dB quieter, 12 dB louder, darker, brighter). Symbolic complexity is
+measured on the scores (``music_pipeline/notes/score.py``); the PDI only hears the audio.
+
+Held-out design: the scale (library quantiles) is fitted on all base renders — unsupervised, as
+``music-pipeline build`` does on any library — and the descriptor weights are fitted with
+non-negative least squares on every collection but one, then that collection is scored: each
+piece's PDI comes from weights that never saw its collection. Reported: Spearman ρ over all pieces
+and within each collection (mean over collections), 95 % bootstrap intervals (pieces resampled
+within collections, 1000×), beside baselines measured the same way: the previous PDI (13 audio
+descriptors), equal weights, and every single descriptor. ``--fit`` prints the weights fitted on
+all collections (what ``models/pdi.py`` ships). Invariance: the variants scored on the base scale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from common import audio_files  # noqa: F401  (sets one BLAS thread and the import path)
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from scipy.optimize import nnls  # noqa: E402
+from scipy.stats import spearmanr  # noqa: E402
+
+import difficulty_reference as ref  # noqa: E402
+from music_pipeline.features.difficulty import DESCRIPTOR_NAMES  # noqa: E402
+from music_pipeline.notes.descriptors import NOTE_DESCRIPTOR_NAMES  # noqa: E402
+from music_pipeline.notes.score import complexity_composite  # noqa: E402
+
+DEFAULT_WORK = Path("data/bench_difficulty")
+BOOT = 1000
+
+_TRANSCRIBER = None
+
+
+def _analyse(path: str) -> dict:
+    """Audio descriptors (the 13) and note descriptors of one render."""
+    global _TRANSCRIBER
+    from music_pipeline.features.extract import extract_features
+    from music_pipeline.notes.store import notes_of_file
+    from music_pipeline.notes.transcribe import Transcriber
+
+    if _TRANSCRIBER is None:
+        _TRANSCRIBER = Transcriber(threads=1)
+    t0 = time.process_time()
+    feats = extract_features(path)
+    t1 = time.process_time()
+    notes = notes_of_file(path, _TRANSCRIBER)
+    t2 = time.process_time()
+    return {**feats.descriptors, **notes.descriptors, "duration_s": feats.duration_s, "features_cpu_s": t1 - t0, "notes_cpu_s": t2 - t1, "n_notes": len(notes.notes)}
+
+
+def analyse_variant(work: Path, reference: pd.DataFrame, variant: str, workers: int) -> pd.DataFrame:
+    out = work / f"analysis_{variant}.parquet"
+    done = pd.read_parquet(out) if out.exists() else pd.DataFrame()
+    have = set(zip(done["collection"], done["piece"])) if len(done) else set()
+    todo = [r for r in reference.itertuples() if (r.collection, r.piece) not in have]
+    if todo:
+        paths = [str(ref.audio_path(work, variant, r.collection, r.piece)) for r in todo]
+        with ProcessPoolExecutor(workers) as pool:
+            rows = list(pool.map(_analyse, paths, chunksize=2))
+        new = pd.DataFrame([{"collection": r.collection, "piece": r.piece, **row} for r, row in zip(todo, rows)])
+        done = pd.concat([done, new], ignore_index=True)
+        done.to_parquet(out)
+    return reference[["collection", "piece"]].merge(done, on=["collection", "piece"], how="left")
+
+
+def prepare(work: Path, workers: int, variants: list[str]) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    print(f"reference under {work}")
+    reference = ref.build_scores(work)
+    jobs = [(Path(r.score), {v: ref.audio_path(work, v, r.collection, r.piece) for v in variants}) for r in reference.itertuples()]
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(workers) as pool:
+        list(pool.map(ref.render, *zip(*jobs)))
+    print(f"rendered {len(jobs)} pieces × {len(variants)} variants ({time.perf_counter() - t0:.0f} s)")
+    analyses = {}
+    for v in variants:
+        t0 = time.perf_counter()
+        analyses[v] = analyse_variant(work, reference, v, workers)
+        print(f"analysed {v} ({time.perf_counter() - t0:.0f} s)")
+    return reference, analyses
+
+
+# --- scoring procedures -------------------------------------------------------------------------
+
+
+def spearman(a, b) -> float:
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if len(a) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(spearmanr(a, b).statistic)
+
+
+def fit_weights(norm: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Non-negative least squares of the target's ranks (0–1) on the normalised descriptors
+    (both centred), normalised to sum 1; equal weights if nothing is positive."""
+    from scipy.stats import rankdata
+
+    t = (rankdata(target) - 0.5) / len(target)
+    A = norm - norm.mean(axis=0)
+    w, _ = nnls(A, t - t.mean())
+    return w / w.sum() if w.sum() > 0 else np.full(norm.shape[1], 1.0 / norm.shape[1])
+
+
+def leave_collection_out(norm: np.ndarray, target: np.ndarray, collections: np.ndarray) -> tuple[np.ndarray, dict]:
+    """Out-of-collection PDI of every piece, and the weights fitted without each collection."""
+    pdi = np.full(len(target), np.nan)
+    weights = {}
+    for c in np.unique(collections):
+        train = collections != c
+        w = fit_weights(norm[train], target[train])
+        pdi[~train] = norm[~train] @ w
+        weights[c] = w
+    return pdi, weights
+
+
+def metrics(score: np.ndarray, target: np.ndarray, collections: np.ndarray) -> dict:
+    within = {c: spearman(score[collections == c], target[collections == c]) for c in np.unique(collections)}
+    return {"all": spearman(score, target), "within_mean": float(np.nanmean(list(within.values()))), **{f"within_{c}": v for c, v in within.items()}}
+
+
+def bootstrap(score: np.ndarray, target: np.ndarray, collections: np.ndarray, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    groups = [np.flatnonzero(collections == c) for c in np.unique(collections)]
+    alls, withins = [], []
+    for _ in range(BOOT):
+        idx = np.concatenate([rng.choice(g, len(g)) for g in groups])
+        m = metrics(score[idx], target[idx], collections[idx])
+        alls.append(m["all"])
+        withins.append(m["within_mean"])
+    return {"all_ci": np.nanpercentile(alls, [2.5, 97.5]), "within_ci": np.nanpercentile(withins, [2.5, 97.5])}
+
+
+def old_pdi(analysis: pd.DataFrame) -> np.ndarray:
+    """The previous PDI: 13 audio descriptors min–max on the library, family means, 0.5/0.5."""
+    from music_pipeline.features.difficulty import DESCRIPTOR_FAMILY, STRUCTURAL
+
+    X = analysis[DESCRIPTOR_NAMES].to_numpy(float)
+    n = (X - X.min(0)) / np.where(np.ptp(X, 0) > 0, np.ptp(X, 0), 1)
+    s = np.array([DESCRIPTOR_FAMILY[d] == STRUCTURAL for d in DESCRIPTOR_NAMES])
+    return 0.5 * n[:, s].mean(1) + 0.5 * n[:, ~s].mean(1)
+
+
+def quantile_norm(fit: pd.DataFrame, apply: pd.DataFrame, names: list[str]) -> np.ndarray:
+    from music_pipeline.models.pdi import QuantileScale
+
+    scale = QuantileScale.fit(fit[names].to_numpy(float), names)
+    return scale.transform(apply[names].to_numpy(float))
+
+
+def evaluate(reference: pd.DataFrame, analyses: dict[str, pd.DataFrame], fit_all: bool) -> None:
+    from music_pipeline.models.pdi import DifficultyModel, fit_model
+
+    base = analyses["base"]
+    target = complexity_composite(reference).to_numpy()
+    cols = reference["collection"].to_numpy()
+    names = NOTE_DESCRIPTOR_NAMES
+    norm = quantile_norm(base, base, names)
+
+    print(f"\n{len(reference)} pieces in {len(np.unique(cols))} collections: " + ", ".join(f"{c} {int((cols == c).sum())}" for c in np.unique(cols)))
+    rows = []
+
+    def report(name, score, note=""):
+        m, ci = metrics(score, target, cols), bootstrap(score, target, cols)
+        rows.append({"procedure": name, **m, "all_lo": ci["all_ci"][0], "all_hi": ci["all_ci"][1], "within_lo": ci["within_ci"][0], "within_hi": ci["within_ci"][1], "note": note})
+
+    pdi_lco, weights = leave_collection_out(norm, target, cols)
+    report("PDI: NNLS weights, leave-collection-out", pdi_lco, "held out")
+    anchor = [names.index(n) for n in ("notes_per_s", "mean_polyphony", "pitch_range", "ioi_entropy")]
+    report("equal weights, 4 anchor note stats", norm[:, anchor].mean(1), "no fitting")
+    report("equal weights, all note descriptors", norm.mean(1), "no fitting")
+    report("previous PDI (13 audio descriptors)", old_pdi(base), "no fitting")
+    for i, n in enumerate(names):
+        report(f"single: {n}", norm[:, i])
+    for n in ("onset_density", "pitch_range_semitones", "onset_interval_entropy", "tempo_bpm", "rms_energy_db", "spectral_spread_hz"):
+        report(f"single (audio): {n}", base[n].to_numpy(float))
+    table = pd.DataFrame(rows)
+    pd.set_option("display.width", 250)
+    show = table[["procedure", "all", "all_lo", "all_hi", "within_mean", "within_lo", "within_hi"]]
+    print("\nSpearman ρ against the symbolic composite (95 % bootstrap CI)\n" + show.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    within_cols = [c for c in table.columns if c.startswith("within_") and c not in ("within_mean", "within_lo", "within_hi")]
+    print("\nwithin each collection\n" + table[["procedure", *within_cols]].head(4).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print("\nweights fitted without each collection:")
+    for c, w in weights.items():
+        print(f"  -{c:<13}" + " ".join(f"{n}={v:.2f}" for n, v in zip(names, w) if v > 0.005))
+
+    full = fit_weights(norm, target)
+    print("\nweights fitted on all collections (what models/pdi.py ships):")
+    print("  " + ", ".join(f'"{n}": {v:.3f}' for n, v in zip(names, full) if v > 0))
+
+    # invariance: the shipped model's procedure on the base library, variants scored on its scale
+    table_base = base.assign(key=reference["piece"], content_hash=reference["piece"])
+    model = fit_model(table_base, weights=dict(zip(names, full)) if fit_all else None)
+    ref_scores = model.score_frame(table_base)
+    print(f"\ninvariance (scale and thresholds fitted on the base renders, {model.threshold_rule}):")
+    for v, a in analyses.items():
+        if v == "base":
+            continue
+        s = model.score_frame(a.assign(key=reference["piece"], content_hash=reference["piece"]))
+        d = np.abs(s["pdi"].to_numpy() - ref_scores["pdi"].to_numpy())
+        changed = float(np.mean(s["level"].to_numpy() != ref_scores["level"].to_numpy()))
+        print(f"  {v:<7} median |ΔPDI| {np.median(d):.4f}  95th pct {np.percentile(d, 95):.4f}  max {d.max():.4f}  level changed {changed:.1%}")
+    old = old_pdi(base)
+    for v, a in analyses.items():
+        if v == "base":
+            continue
+        X0, X1 = base[DESCRIPTOR_NAMES].to_numpy(float), a[DESCRIPTOR_NAMES].to_numpy(float)
+        lo, span = X0.min(0), np.where(np.ptp(X0, 0) > 0, np.ptp(X0, 0), 1)
+        n1 = np.clip((X1 - lo) / span, 0, 1)
+        from music_pipeline.features.difficulty import DESCRIPTOR_FAMILY, STRUCTURAL
+
+        s = np.array([DESCRIPTOR_FAMILY[d] == STRUCTURAL for d in DESCRIPTOR_NAMES])
+        p1 = 0.5 * n1[:, s].mean(1) + 0.5 * n1[:, ~s].mean(1)
+        t = np.quantile(old, [1 / 3, 2 / 3])
+        changed = np.mean(np.searchsorted(t, old, side="right") != np.searchsorted(t, p1, side="right"))
+        print(f"  (previous PDI) {v:<7} median |ΔPDI| {np.median(np.abs(p1 - old)):.4f}  level changed {changed:.1%}")
+    cpu = base[["duration_s", "features_cpu_s", "notes_cpu_s"]].sum()
+    print(f"\ncost on the base renders ({cpu['duration_s'] / 60:.0f} min of audio): track_features {cpu['duration_s'] / cpu['features_cpu_s']:.0f}× real time per core, "
+          f"track_notes {cpu['duration_s'] / cpu['notes_cpu_s']:.0f}× (pieces ≤ 120 s, so mostly transcribed whole)")
+
+
+def speed(files: list[Path], limit: int | None) -> None:
+    """× real time per core of the notes pass against the feature pass on the same files."""
+    from music_pipeline.features.extract import extract_features, warm_up
+    from music_pipeline.notes.store import notes_of_file
+    from music_pipeline.notes.transcribe import Transcriber
+
+    files = files[:limit] if limit else files
+    warm_up()
+    tr = Transcriber(threads=1)
+    notes_of_file(files[0], tr)  # session start-up excluded from both
+    audio = feat = note = 0.0
+    for f in files:
+        t0 = time.process_time()
+        feats = extract_features(f)
+        t1 = time.process_time()
+        notes_of_file(f, tr)
+        t2 = time.process_time()
+        audio += feats.duration_s
+        feat += t1 - t0
+        note += t2 - t1
+    print(f"{len(files)} files, {audio / 60:.1f} min: track_features {audio / feat:.0f}× real time per core, "
+          f"track_notes {audio / note:.0f}× (notes/features CPU {note / feat:.2f})")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("mode", nargs="?", default="rank", choices=["rank", "speed"])
+    p.add_argument("files", nargs="*")
+    p.add_argument("--work", type=Path, default=DEFAULT_WORK)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--variants", default=",".join(ref.VARIANTS))
+    p.add_argument("--fit", action="store_true", help="score the invariance with the weights fitted on all collections")
+    p.add_argument("--library", default=None)
+    p.add_argument("--limit", type=int, default=None)
+    args = p.parse_args()
+    if args.mode == "speed":
+        speed(audio_files(args.files, args.library), args.limit)
+        return
+    reference, analyses = prepare(args.work, args.workers, args.variants.split(","))
+    evaluate(reference, analyses, args.fit)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    sys.exit(main())
