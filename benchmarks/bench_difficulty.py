@@ -2,6 +2,7 @@
 
     python benchmarks/bench_difficulty.py [--work DIR] [--workers 2] [--fit]   # ranking + invariance
     python benchmarks/bench_difficulty.py speed [--library DIR] [--limit N]     # track_notes cost
+    python benchmarks/bench_difficulty.py cnn [--library DIR] [--tracks 140]     # difficulty_cnn cost
 
 The reference (``difficulty_reference.py``): 6 collections of scores from Debian packages plus
 generated pieces, rendered with fluidsynth, one instrument per piece, one loudness, and four
@@ -40,6 +41,12 @@ from music_pipeline.notes.descriptors import NOTE_DESCRIPTOR_NAMES  # noqa: E402
 from music_pipeline.notes.score import complexity_composite  # noqa: E402
 
 DEFAULT_WORK = Path("data/bench_difficulty")
+
+
+def ref_demo() -> Path:
+    from common import DEMO
+
+    return DEMO
 BOOT = 1000
 
 _TRANSCRIBER = None
@@ -255,9 +262,110 @@ def speed(files: list[Path], limit: int | None) -> None:
           f"track_notes {audio / note:.0f}× (notes/features CPU {note / feat:.2f})")
 
 
+def one_minute_library(source: Path, dest: Path, n: int) -> Path:
+    """``n`` one-minute WAV cuts of the real tracks under ``source`` (consecutive minutes of each
+    track in turn); the cuts of one track share a group, so no track is on both sides of a fold."""
+    import soundfile as sf
+
+    from music_pipeline.audio.decode import decode
+
+    if (dest / "labels.csv").exists():
+        return dest
+    files = [f for f in audio_files([], str(source))]
+    rows, k = [], 0
+    while len(rows) < n and k < 20:
+        for f in files:
+            if len(rows) >= n:
+                break
+            audio = decode(f)
+            a, b = k * 60 * audio.sr, (k + 1) * 60 * audio.sr
+            if b > len(audio.y):
+                continue
+            rel = f"{f.parent.name}/{f.stem}_{k}.wav"
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            sf.write(dest / rel, audio.y[a:b], audio.sr, subtype="PCM_16")
+            rows.append(f"{rel},{f.parent.name},{f.parent.name}/{f.stem}")
+        k += 1
+    (dest / "labels.csv").write_text("path,label,group\n" + "\n".join(rows) + "\n")
+    return dest
+
+
+def step_seconds(run_ids: list[str]) -> dict[str, float]:
+    """Seconds per step over the build's Dagster runs, from the instance's own step stats."""
+    import dagster as dg
+
+    instance = dg.DagsterInstance.get()
+    out: dict[str, float] = {}
+    for rid in run_ids:
+        for st in instance.get_run_step_stats(rid):
+            if st.start_time and st.end_time:
+                out[st.step_key] = out.get(st.step_key, 0.0) + st.end_time - st.start_time
+    return out
+
+
+def cnn_cost(source: Path, work: Path, n_tracks: int, workers: int) -> None:
+    """A real build of ``n_tracks`` one-minute tracks (step times from Dagster), then the CNN alone
+    on growing libraries made of those tracks' segments."""
+    import shutil
+
+    from music_pipeline.defs.runner import run_build
+    from music_pipeline.features.extract import FeatureStore
+    from music_pipeline.models import cnn, pdi
+    from music_pipeline.settings import Settings
+    from music_pipeline.storage import DataLayout, read_parquet
+
+    library = one_minute_library(source, work / f"minutes{n_tracks}", n_tracks)
+    data = work / f"build{n_tracks}"
+    shutil.rmtree(data, ignore_errors=True)
+    os.environ["DAGSTER_HOME"] = str(data / "dagster_home")
+    t0 = time.perf_counter()
+    summary = run_build(Settings(data, library, workers), log=print)
+    print(f"build of {summary.tracks} tracks: {time.perf_counter() - t0:.0f} s wall, failures: {summary.failed_assets or 'none'}")
+    steps = step_seconds(summary.run_ids)
+    base = steps.get("track_features", float("nan"))
+    models = ["difficulty_cnn", "genre_classifier", "genre_comparison", "embedding_map"]
+    for k in sorted(steps, key=steps.get, reverse=True):
+        print(f"  {k:<22} {steps[k]:7.1f} s   {steps[k] / base:5.2f}× track_features")
+    print(f"  all model steps        {sum(steps.get(m, 0.0) for m in models):7.1f} s   {sum(steps.get(m, 0.0) for m in models) / base:5.2f}× track_features")
+    report = read_json_report(data)
+    if report:
+        m, b = report["metrics"], report["baselines"]
+        print(f"CNN on the PDI levels, {report['folds']} grouped folds, {report['n_tracks']} tracks: track accuracy {m['track_accuracy']:.3f} "
+              f"(majority {b['majority']['track_accuracy']:.3f}, uniform random {b['uniform_random']['track_accuracy']:.3f}), macro-F1 {m['macro_f1']:.3f}")
+
+    # growth: the same segments tiled into larger libraries (the default budget, one process)
+    layout = DataLayout(data)
+    scores = read_parquet(pdi.scores_table_path(layout))
+    store = FeatureStore(data)
+    base_data = cnn.load_segment_dataset(scores, lambda h: store.load(h).segments)
+    rng = np.random.default_rng(0)
+    cfg = cnn.CnnConfig()
+    print("\nCNN alone on growing libraries (segments of the build, tiled; default budget):")
+    for factor in (1, 2, 4, 8, 72):
+        tracks = pd.concat([base_data.tracks.assign(key=base_data.tracks["key"] + f"#{i}", group=base_data.tracks["group"].astype(str) + f"#{i}") for i in range(factor)], ignore_index=True)
+        tracks.index = range(len(tracks))
+        n = len(tracks)
+        seg_of = {k: base_data.X[base_data.track == (i % len(base_data.tracks))] for i, k in enumerate(tracks["key"])}
+        t0 = time.perf_counter()
+        d = cnn.load_segment_dataset(tracks.assign(content_hash=tracks["key"]), lambda h: (seg_of[h].astype(np.float32) + rng.normal(0, 0.5, seg_of[h].shape)).astype(np.float16), max_tracks=cfg.max_tracks, seed=0)
+        t1 = time.perf_counter()
+        if factor == 72:  # 10k tracks: only the subsample is loaded and trained on
+            print(f"  {n:>6} tracks → {len(d.tracks)} used, {d.X.nbytes / 2**20:.0f} MiB of segments; loading {t1 - t0:.1f} s")
+        rep = cnn.run_difficulty_cnn(d, cfg, work / "cnn_growth")
+        print(f"  {n:>6} tracks ({len(d.tracks)} used): {rep['seconds']:.1f} s, {len(d.y)} segments, epochs run {[f['epochs_run'] for f in rep['per_fold']]}")
+
+
+def read_json_report(data: Path) -> dict | None:
+    import json
+
+    p = data / "models" / "difficulty" / "difficulty_cnn_report.json"
+    return json.loads(p.read_text()) if p.exists() else None
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", nargs="?", default="rank", choices=["rank", "speed"])
+    p.add_argument("mode", nargs="?", default="rank", choices=["rank", "speed", "cnn"])
+    p.add_argument("--tracks", type=int, default=140)
     p.add_argument("files", nargs="*")
     p.add_argument("--work", type=Path, default=DEFAULT_WORK)
     p.add_argument("--workers", type=int, default=2)
@@ -268,6 +376,9 @@ def main() -> None:
     args = p.parse_args()
     if args.mode == "speed":
         speed(audio_files(args.files, args.library), args.limit)
+        return
+    if args.mode == "cnn":
+        cnn_cost(Path(args.library) if args.library else ref_demo(), args.work, args.tracks, args.workers)
         return
     reference, analyses = prepare(args.work, args.workers, args.variants.split(","))
     evaluate(reference, analyses, args.fit)

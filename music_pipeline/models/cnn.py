@@ -17,7 +17,7 @@ Honest evaluation, in this order:
 
 Cost is bounded, because the model is rebuilt with the library: by default 3 folds × at most 8
 epochs (early stopping, patience 3) plus one final fit, on the stored segments (3 per track) pooled
-2×2 to 64×64 inside the model, with a ~6k-parameter CNN; above ``max_tracks`` (2,000) tracks a
+2×2 to 64×64 inside the model, with a ~15k-parameter CNN; above ``max_tracks`` (2,000) tracks a
 seeded, level-stratified subsample is used, and only its segments are loaded, so time and memory
 stop growing there (``benchmarks/bench_difficulty.py cnn`` measures the growth).
 
@@ -169,9 +169,9 @@ def _standardise_layer():
 
 
 def build_compact_cnn(num_classes: int = len(LEVELS), input_shape=INPUT_SHAPE):
-    """2×2 average pooling to 64×64, three conv blocks (8/16/32 filters, BN, max-pool), global
-    average pooling, dropout: ~6k params (a sixteenth of the convolution work of the 128×128
-    design at a quarter of the parameters; the levels are about note density and texture, which
+    """2×2 average pooling to 64×64, three conv blocks (8/16/32 filters, BN, max-pool), a 32-filter
+    conv, global average pooling, dropout: ~15k params, about a tenth of the convolution work of
+    the previous 128×128 16/32/64 design (the levels are about note density and texture, which
     survive the pooling)."""
     import keras
     from keras import layers

@@ -150,6 +150,15 @@ class QuantileScale:
         return cls(tuple(d["names"]), np.asarray(d["quantiles"], dtype=np.float64).reshape(-1, len(d["names"])))
 
 
+def _weighted_mean(norm: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Σ w_d·n_d / Σ w_d per row, column by column in a fixed order, so one file scores
+    bit-identically to the same row of a library (a matrix product may sum in another order)."""
+    acc = np.zeros(norm.shape[0])
+    for j in np.flatnonzero(w):
+        acc += w[j] * norm[:, j]
+    return acc / w.sum()
+
+
 @dataclass
 class DifficultyScore:
     """The score of one file (outside or inside the library)."""
@@ -202,9 +211,9 @@ class DifficultyModel:
         for fam in NOTE_FAMILIES:
             members = np.array([DESCRIPTOR_FAMILY[n] == fam for n in self.names])
             fw = w * members
-            out[family_column(fam)] = norm @ fw / fw.sum() if fw.sum() > 0 else norm[:, members].mean(axis=1)
-        out[STRUCTURAL] = norm @ w / w.sum()
-        out[INTENSITY] = norm[:, [DESCRIPTOR_FAMILY[n] == INTENSITY for n in self.names]].mean(axis=1)
+            out[family_column(fam)] = _weighted_mean(norm, fw) if fw.sum() > 0 else _weighted_mean(norm, members.astype(float))
+        out[STRUCTURAL] = _weighted_mean(norm, w)
+        out[INTENSITY] = _weighted_mean(norm, np.array([DESCRIPTOR_FAMILY[n] == INTENSITY for n in self.names], float))
         out["pdi"] = (out[STRUCTURAL] + self.intensity_weight * out[INTENSITY]) / (1.0 + self.intensity_weight)
         return out
 

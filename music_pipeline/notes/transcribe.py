@@ -38,6 +38,14 @@ TARGET_LEVEL_DB = -20.0
 LEVEL_PERCENTILE = 95.0
 LEVEL_BLOCK = 2048  # 93 ms at 22.05 kHz
 BATCH_WINDOWS = 4  # windows per onnxruntime call (larger batches were slower on one core)
+# Ghost notes: on bright timbres the model also reports strong overtones (octave, twelfth, double
+# octave, …) of a note as notes. A note is dropped as an overtone when a note this many semitones
+# below is already sounding when it starts (or starts ≤ 50 ms after it), covers half of it, and is
+# clearly surer (confidence ratio below). Checked on real renders: bench_difficulty.py.
+OVERTONE_INTERVALS = (12, 19, 24, 28, 31, 36)
+OVERTONE_ONSET_S = 0.05
+OVERTONE_CONFIDENCE_RATIO = 0.7
+OVERTONE_LOOKBACK_S = 8.0  # longest parent note considered
 
 
 @dataclass(frozen=True)
@@ -93,6 +101,28 @@ class Transcription:
     seconds: float  # compute time of the transcription (decode excluded)
 
 
+def drop_overtones(notes: NoteEvents) -> NoteEvents:
+    """The notes without those that are overtones of a surer note below them (see above)."""
+    n = len(notes)
+    if n < 2:
+        return notes
+    keep = np.ones(n, bool)
+    order = np.argsort(notes.onset, kind="stable")
+    on, off, pitch, conf = (a[order] for a in (notes.onset, notes.offset, notes.pitch.astype(np.int64), notes.confidence))
+    starts = np.searchsorted(on, on - OVERTONE_LOOKBACK_S, side="left")
+    ends = np.searchsorted(on, on + OVERTONE_ONSET_S, side="right")
+    for i in range(n):
+        for j in range(starts[i], ends[i]):
+            if j == i or off[j] <= on[i] or pitch[i] - pitch[j] not in OVERTONE_INTERVALS:
+                continue
+            overlap = min(off[i], off[j]) - max(on[i], on[j])
+            if overlap >= 0.5 * (off[i] - on[i]) and conf[i] < OVERTONE_CONFIDENCE_RATIO * conf[j]:
+                keep[i] = False
+                break
+    k = order[keep]
+    return NoteEvents(notes.onset[k], notes.offset[k], notes.pitch[k], notes.confidence[k], notes.spans)
+
+
 class Transcriber:
     """One onnxruntime session (created on first use; ``threads`` intra-op threads, 1 = per core)."""
 
@@ -145,5 +175,5 @@ class Transcriber:
                 parts.append((times[s], times[min(e, len(times) - 1)], pitch, amp))
             spans.append((start / SR, end / SR))
         arr = np.array(parts, dtype=np.float64).reshape(-1, 4)
-        notes = NoteEvents(arr[:, 0], arr[:, 1], arr[:, 2].astype(np.int16), arr[:, 3], spans)
+        notes = drop_overtones(NoteEvents(arr[:, 0], arr[:, 1], arr[:, 2].astype(np.int16), arr[:, 3], spans))
         return Transcription(notes, len(y) / SR, float(gain_db), time.perf_counter() - t0)

@@ -24,7 +24,7 @@ class DifficultyConfig(dg.Config):
 
 
 class DifficultyCnnConfig(dg.Config):
-    architecture: str = Field("compact", description="compact (CPU default, ~6k params on 64×64 pooled input) | efficientnet (EfficientNet-B0, weights=None)")
+    architecture: str = Field("compact", description="compact (CPU default, ~15k params on 64×64 pooled input) | efficientnet (EfficientNet-B0, weights=None)")
     epochs: int = Field(8, description="maximum epochs per fit (early stopping on held-out training tracks)")
     batch_size: int = Field(32)
     folds: int = Field(3, description="grouped cross-validation folds over tracks")
@@ -199,7 +199,8 @@ def difficulty_model_reproduces_scores(pipeline: MusicPipelineResource) -> dg.As
     code_version="1",
     description=(
         "Segment CNN (Keras on TensorFlow; compact CNN by default, EfficientNet-B0 from scratch by "
-        "config) predicting the PDI level from a 128×128 log-mel segment. Evaluated over grouped "
+        "config) predicting the PDI level (from the notes) from a 128×128 log-mel segment. Budget: 3 "
+        "grouped folds × ≤ 8 epochs + one final fit, ≤ 2,000 tracks (a stratified subsample above). Evaluated over grouped "
         "folds assigned to tracks before segmenting (no track on both sides): segment and track "
         "accuracy, macro-F1, within-one accuracy, confusion matrix and Spearman ρ, each beside the "
         "majority-class and uniform-random baselines; then fitted on all tracks. Writes "
@@ -218,7 +219,9 @@ def difficulty_cnn(context: dg.AssetExecutionContext, config: DifficultyCnnConfi
         raise dg.Failure(str(exc)) from exc
     scores = read_parquet(pdi.scores_table_path(layout))
     store = pipeline.store
-    data = cnn.load_segment_dataset(scores, lambda h: store.load(h).segments)
+    data = cnn.load_segment_dataset(scores, lambda h: store.load(h).segments, max_tracks=cfg.max_tracks, seed=cfg.seed)
+    if len(scores) > cfg.max_tracks:
+        context.log.info(f"{len(scores)} tracks: training on a level-stratified subsample of {cfg.max_tracks} (max_tracks)")
     for key in data.missing:
         context.log.warning(f"track {key}: no segments stored, left out of the CNN")
     if len(data.tracks) < 2 * cfg.folds:
@@ -252,6 +255,7 @@ def difficulty_cnn(context: dg.AssetExecutionContext, config: DifficultyCnnConfi
             "training_curves": png_md(curves, "training curves"),
             "confusion_matrix": png_md(confusion, "confusion matrix"),
             "seconds": float(report["seconds"]),
+            "budget": dg.MetadataValue.json({"folds": report["folds"], "max_epochs": cfg.epochs, "segments": report["n_segments"], "tracks_used": report["n_tracks"], "library_tracks": len(scores), "max_tracks": cfg.max_tracks}),
         }
     )
 
