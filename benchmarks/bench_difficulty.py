@@ -69,9 +69,30 @@ def _analyse(path: str) -> dict:
     return {**feats.descriptors, **notes.descriptors, "duration_s": feats.duration_s, "features_cpu_s": t1 - t0, "notes_cpu_s": t2 - t1, "n_notes": len(notes.notes)}
 
 
+def _audio_descriptors(path: str) -> dict:
+    from music_pipeline.features.extract import extract_features
+
+    return extract_features(path).descriptors
+
+
+def _migrate(done: pd.DataFrame, work: Path, variant: str, workers: int) -> pd.DataFrame:
+    """Analyses written before the note pitch-class entropy got its own name had the audio one
+    overwritten by it: rename, and compute the audio descriptors again."""
+    if not len(done) or "note_pitch_class_entropy" in done.columns:
+        return done
+    done = done.rename(columns={"pitch_class_entropy": "note_pitch_class_entropy"})
+    paths = [str(ref.audio_path(work, variant, c, p)) for c, p in zip(done["collection"], done["piece"])]
+    with ProcessPoolExecutor(workers) as pool:
+        audio = pd.DataFrame(list(pool.map(_audio_descriptors, paths, chunksize=4)))
+    for c in audio.columns:
+        done[c] = audio[c].to_numpy()
+    done.to_parquet(work / f"analysis_{variant}.parquet")
+    return done
+
+
 def analyse_variant(work: Path, reference: pd.DataFrame, variant: str, workers: int) -> pd.DataFrame:
     out = work / f"analysis_{variant}.parquet"
-    done = pd.read_parquet(out) if out.exists() else pd.DataFrame()
+    done = _migrate(pd.read_parquet(out) if out.exists() else pd.DataFrame(), work, variant, workers)
     have = set(zip(done["collection"], done["piece"])) if len(done) else set()
     todo = [r for r in reference.itertuples() if (r.collection, r.piece) not in have]
     if todo:

@@ -43,7 +43,7 @@ NOTE_DESCRIPTORS: list[NoteDescriptor] = [
     NoteDescriptor("chord_span", POLYPHONY, "semitones", "mean highest − lowest pitch of the onsets with ≥ 2 notes (0 without chords)"),
     NoteDescriptor("pitch_range", PITCH, "semitones", "98th − 2nd percentile of the notes' MIDI pitches"),
     NoteDescriptor("melodic_leap", PITCH, "semitones", "mean |Δ| of the highest pitch between consecutive onsets"),
-    NoteDescriptor("pitch_class_entropy", PITCH, "bits", "Shannon entropy of the notes' pitch-class histogram (max log2 12 = 3.58)"),
+    NoteDescriptor("note_pitch_class_entropy", PITCH, "bits", "Shannon entropy of the notes' pitch-class histogram (max log2 12 = 3.58)"),
     NoteDescriptor("ioi_entropy", RHYTHM, "bits", "Shannon entropy of the inter-onset intervals (50 ms–2 s) in 1/3-octave bins"),
     NoteDescriptor("ioi_cv", RHYTHM, "ratio", "standard deviation / mean of the inter-onset intervals (50 ms–2 s)"),
 ]
@@ -159,7 +159,7 @@ def note_descriptors(notes: NoteEvents) -> dict[str, float]:
         "chord_span": float((on.top - on.bottom)[chords].mean()) if chords.any() else 0.0,
         "pitch_range": float(np.percentile(pitches, 98) - np.percentile(pitches, 2)) if len(pitches) else 0.0,
         "melodic_leap": float(leaps.mean()) if len(leaps) else 0.0,
-        "pitch_class_entropy": _entropy_bits(np.bincount(notes.pitch.astype(np.int64) % 12, minlength=12)) if len(notes) else 0.0,
+        "note_pitch_class_entropy": _entropy_bits(np.bincount(notes.pitch.astype(np.int64) % 12, minlength=12)) if len(notes) else 0.0,
         "ioi_entropy": ioi_entropy(ioi),
         "ioi_cv": float(ioi_kept.std() / ioi_kept.mean()) if len(ioi_kept) > 1 else 0.0,
     }
