@@ -31,11 +31,13 @@ pushing descriptors           w_d·(n_d − library median of n_d)/Σ w: what mo
                               from the library's middle, largest first
 ============================  ===================================================================
 
-The weights ``DEFAULT_WEIGHTS`` were chosen by evidence, not by hand: non-negative least squares
-of the symbolic complexity of scores on the normalised descriptors of their renders, fitted on six
-collections of an outside reference (``benchmarks/bench_difficulty.py --fit``; the same procedure
-fitted without each collection is what the benchmark's held-out numbers measure). Every direction
-is "more is harder". Deterministic: no randomness; the JSON holds floats at full precision.
+Weights by evidence (``benchmarks/bench_difficulty.py``, six outside collections of scores
+rendered to audio, ρ against their symbolic complexity): every note descriptor ranks the pieces
+in the "more is harder" direction on its own, and weightings fitted on five collections (non-
+negative least squares, or weights proportional to ρ) ranked the sixth *worse* than equal weights
+(README, Difficulty). So ``DEFAULT_WEIGHTS`` are equal: a fitted weighting has to beat them on
+held-out collections to replace them. Deterministic: no randomness; the JSON holds floats at full
+precision.
 """
 
 from __future__ import annotations
@@ -59,8 +61,7 @@ INTENSITY_DESCRIPTORS = [d.name for d in AUDIO_DESCRIPTORS if d.family == AUDIO_
 MODEL_DESCRIPTORS = NOTE_DESCRIPTOR_NAMES + INTENSITY_DESCRIPTORS
 DESCRIPTOR_FAMILY = {**NOTE_DESCRIPTOR_FAMILY, **{n: INTENSITY for n in INTENSITY_DESCRIPTORS}}
 
-# Fitted by `python benchmarks/bench_difficulty.py --fit` on all six reference collections (185
-# pieces); see the README's Difficulty section for the held-out numbers of this procedure.
+# Equal: fitted weightings did not beat them on held-out collections (bench_difficulty.py, README).
 DEFAULT_WEIGHTS: dict[str, float] = {n: 1.0 / len(NOTE_DESCRIPTOR_NAMES) for n in NOTE_DESCRIPTOR_NAMES}
 DEFAULT_INTENSITY_WEIGHT = 0.0
 DEFAULT_QUANTILES = (1 / 3, 2 / 3)

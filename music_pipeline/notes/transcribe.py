@@ -99,6 +99,7 @@ class Transcription:
     duration_s: float  # of the whole track
     gain_db: float  # loudness normalisation applied before the model
     seconds: float  # compute time of the transcription (decode excluded)
+    active_pitches: np.ndarray | None = None  # per model frame: pitches with frame activation ≥ 0.3
 
 
 def drop_overtones(notes: NoteEvents) -> NoteEvents:
@@ -164,16 +165,17 @@ class Transcriber:
         y = np.asarray(y, np.float32)
         gain_db = loudness_gain_db(y)
         scaled = y * np.float32(10 ** (gain_db / 20))
-        parts, spans = [], []
+        parts, spans, active = [], [], []
         for start, n_windows in plan_excerpts(len(y), self.budget):
             end = min(start + n_windows * bp.WINDOW_HOP, len(y))
             windows, times = bp.excerpt_windows(scaled, start, n_windows)
             frames, onsets = self.activations(windows)
             keep = times < end / SR  # frames past the excerpt (or the track) describe padding
             frames, onsets, times = frames[keep], onsets[keep], times[keep]
+            active.append((frames >= bp.FRAME_THRESHOLD).sum(axis=1).astype(np.int16))
             for s, e, pitch, amp in bp.output_to_notes_polyphonic(frames, onsets):
                 parts.append((times[s], times[min(e, len(times) - 1)], pitch, amp))
             spans.append((start / SR, end / SR))
         arr = np.array(parts, dtype=np.float64).reshape(-1, 4)
         notes = drop_overtones(NoteEvents(arr[:, 0], arr[:, 1], arr[:, 2].astype(np.int16), arr[:, 3], spans))
-        return Transcription(notes, len(y) / SR, float(gain_db), time.perf_counter() - t0)
+        return Transcription(notes, len(y) / SR, float(gain_db), time.perf_counter() - t0, np.concatenate(active))

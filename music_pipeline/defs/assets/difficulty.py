@@ -72,8 +72,8 @@ def _note_table(context, pipeline: MusicPipelineResource, audio: pd.DataFrame) -
     description=(
         "Perceptual Difficulty Index of every track from its notes: note descriptors (density, "
         "polyphony, pitch, rhythm) mapped through the library's distribution, family subscores, "
-        "PDI = the evidence-weighted mean (weights fitted on an outside reference of rendered "
-        "scores), an intensity subscore (loudness, brightness, tempo) shown beside it, and the "
+        "PDI = their equal-weighted mean (weightings fitted on an outside reference of rendered "
+        "scores did not beat equal weights on held-out collections), an intensity subscore (loudness, brightness, tempo) shown beside it, and the "
         "level Easy/Medium/Hard by library tertiles. Writes `<data>/tables/note_descriptors.parquet`, "
         "`<data>/tables/difficulty.parquet` and the scale + weights + thresholds "
         "`<data>/models/difficulty/difficulty_model.json` (used to score files outside the library), "
