@@ -160,13 +160,19 @@ def _moves_since(previous: pd.DataFrame | None, scores: pd.DataFrame) -> dict:
     }
 
 
-@dg.asset_check(asset=difficulty, blocking=True, description="Every level (Easy, Medium, Hard) has at least one track.")
+@dg.asset_check(asset=difficulty, blocking=True, description="Every level (Easy, Medium, Hard) has at least one track (a warning only when the library has fewer distinct PDI values than levels).")
 def difficulty_levels_nonempty(pipeline: MusicPipelineResource) -> dg.AssetCheckResult:
-    scores = read_parquet(pdi.scores_table_path(pipeline.layout), columns=["level"])
+    scores = read_parquet(pdi.scores_table_path(pipeline.layout), columns=["level", "pdi"])
     counts = pdi.level_counts(scores)
-    # with fewer tracks than levels an empty level is arithmetic, not a fault: warn, do not block
-    severity = dg.AssetCheckSeverity.ERROR if len(scores) >= len(counts) else dg.AssetCheckSeverity.WARN
-    return dg.AssetCheckResult(passed=all(c > 0 for c in counts.values()), severity=severity, metadata={"levels": dg.MetadataValue.json(counts), "tracks": len(scores)})
+    # with fewer tracks (or fewer distinct PDI values: music of identical note statistics) than
+    # levels an empty level is arithmetic, not a fault: warn, do not block
+    distinct = int(scores["pdi"].round(12).nunique())
+    severity = dg.AssetCheckSeverity.ERROR if distinct >= len(counts) else dg.AssetCheckSeverity.WARN
+    return dg.AssetCheckResult(
+        passed=all(c > 0 for c in counts.values()),
+        severity=severity,
+        metadata={"levels": dg.MetadataValue.json(counts), "tracks": len(scores), "distinct_pdi_values": distinct},
+    )
 
 
 @dg.asset_check(
