@@ -124,6 +124,9 @@ def test_explanation_in_musical_terms():
     assert pdi.explain(values, "Hard") == "8.1 notes/s, chords of 4, a 4-octave range, fast runs (30% of the intervals) → Hard"
     calm = {"notes_per_s": 1.5, "peak_polyphony": 1.0, "pitch_range": 7.0}
     assert pdi.explain(calm, "Easy") == "1.5 notes/s, one note at a time, a 7-semitone range → Easy"
+    # with the scored values, only what stands out in the library (its top quarter) is named
+    ordinary = {"fast_run_share": 0.5, "melodic_leap": 0.9, "ioi_entropy": 0.3}
+    assert pdi.explain(values, "Hard", ordinary) == "8.1 notes/s, chords of 4, a 4-octave range, leaps of 3 semitones on average → Hard"
 
 
 def test_load_without_a_built_library_is_a_clear_error(tmp_path):

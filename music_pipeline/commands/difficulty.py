@@ -69,7 +69,7 @@ def cmd_difficulty(args) -> int:
         except ValueError as exc:
             loop.fail(f, AudioError(f, str(exc)))
             continue
-        why = explain(notes.descriptors, result.level)
+        why = explain(notes.descriptors, result.level, result.normalised)
         midi = None
         if args.notes:
             midi = write_midi(notes.notes, _midi_destination(args.notes, f, several))

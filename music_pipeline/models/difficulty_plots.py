@@ -107,7 +107,8 @@ def piano_roll_examples(
             ax.set_ylim(lo - 2, hi + 2)
         ax.set_xlim(0, seconds)
         ax.set_ylabel("MIDI pitch")
-        why = explain(values.loc[r["key"]], level) if r["key"] in values.index else level
+        normalised = {c.removeprefix("norm_"): r[c] for c in r.index if str(c).startswith("norm_")}
+        why = explain(values.loc[r["key"]], level, normalised) if r["key"] in values.index else level
         ax.set_title(f"{Path(str(r['relpath'])).name[:50]} (PDI {r['pdi']:.3f}): {why}", loc="left", fontsize=9)
     axes[-1, 0].set_xlabel("seconds from the start of the first transcribed excerpt")
     fig.suptitle("Transcribed notes of one example track per level")

@@ -377,17 +377,27 @@ def _octaves(semitones: float) -> str:
     return f"{octaves:g}-octave" if octaves >= 1 else f"{semitones:.0f}-semitone"
 
 
-def explain(values: Mapping[str, float], level: str) -> str:
-    """The difficulty in musical terms: "8.1 notes/s, chords of 4, a 4-octave range → Hard"."""
+def explain(values: Mapping[str, float], level: str, normalised: Mapping[str, float] | None = None) -> str:
+    """The difficulty in musical terms: "8.1 notes/s, chords of 4, a 4-octave range → Hard".
+
+    Notes per second, chord size and range are always named; fast runs, wide leaps and an
+    irregular rhythm only when they stand out — in the library's top quarter when ``normalised``
+    (the scored n_d) is given, else above fixed marks (20 % fast intervals, 7 semitones, 2.5 bits).
+    """
+    def stands_out(name: str, mark: float) -> bool:
+        if normalised is not None and name in normalised:
+            return normalised[name] >= 0.75
+        return values.get(name, 0.0) >= mark
+
     parts = [f"{values['notes_per_s']:.1f} notes/s"]
     at_once = int(round(values["peak_polyphony"]))
     parts.append(f"chords of {at_once}" if at_once >= 2 else "one note at a time")
     parts.append(f"a {_octaves(values['pitch_range'])} range")
-    if values.get("fast_run_share", 0.0) >= 0.2:
+    if stands_out("fast_run_share", 0.2):
         parts.append(f"fast runs ({values['fast_run_share']:.0%} of the intervals)")
-    if values.get("melodic_leap", 0.0) >= 7:
+    if stands_out("melodic_leap", 7.0):
         parts.append(f"leaps of {values['melodic_leap']:.0f} semitones on average")
-    if values.get("ioi_entropy", 0.0) >= 2.5:
+    if stands_out("ioi_entropy", 2.5):
         parts.append("an irregular rhythm")
     return ", ".join(parts) + f" → {level}"
 
