@@ -112,6 +112,7 @@ def piano_roll_examples(
         ax.set_title(f"{Path(str(r['relpath'])).name[:50]} (PDI {r['pdi']:.3f}): {why}", loc="left", fontsize=9)
     axes[-1, 0].set_xlabel("seconds from the start of the first transcribed excerpt")
     fig.suptitle("Transcribed notes of one example track per level")
+    fig.subplots_adjust(hspace=0.6)
     return save_png(fig, dest)
 
 
