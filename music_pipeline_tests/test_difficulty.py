@@ -66,6 +66,20 @@ def test_formulas_weights_families_and_levels():
     np.testing.assert_allclose(mixed["pdi"], (scores["structural"] + scores["intensity"]) / 2, atol=1e-12)
 
 
+def test_tied_tracks_do_not_leave_a_level_empty():
+    df = _random_table(8)
+    same = df.iloc[0][pdi.MODEL_DESCRIPTORS]
+    for i in range(1, 5):  # five tracks with identical notes
+        df.loc[i, pdi.MODEL_DESCRIPTORS] = same.to_numpy()
+    scores, model = pdi.score_library(df)
+    assert all(c > 0 for c in pdi.level_counts(scores).values()), pdi.level_counts(scores)
+    assert model.thresholds[0] < model.thresholds[1]
+    assert scores.loc[:4, "level"].nunique() == 1  # ties share a level
+    # all identical: nothing to separate, thresholds stay the quantiles
+    flat = pd.concat([df.iloc[[0]]] * 6, ignore_index=True)
+    assert pdi.level_counts(pdi.score_library(flat)[0])["Hard"] == 6
+
+
 def test_invalid_weights_and_thresholds_are_refused():
     df = _random_table()
     for bad in ({"notes_per_s": -1.0}, {"rms_energy_db": 1.0}, {"notes_per_s": 0.0}):

@@ -24,8 +24,9 @@ intensity subscore I          mean of n_d over the 7 audio performance-intensity
                               (tempo, onset density, flatness, loudness, dynamics, brightness,
                               spectral spread) — shown, not ranked on
 PDI                           (S + w_I·I) / (1 + w_I), default w_I = 0: PDI = S ∈ [0, 1]
-thresholds t_1 < t_2          library PDI quantiles at 1/3 and 2/3 (tertiles) by default; other
-                              quantiles or fixed values allowed
+thresholds t_1 < t_2          library PDI quantiles at 1/3 and 2/3 (tertiles) by default, each
+                              moved to the nearest gap between distinct PDI values if tied tracks
+                              would leave a level empty; other quantiles or fixed values allowed
 level                         Easy if PDI < t_1, Medium if t_1 ≤ PDI < t_2, Hard if PDI ≥ t_2
 pushing descriptors           w_d·(n_d − library median of n_d)/Σ w: what moved this track away
                               from the library's middle, largest first
@@ -352,12 +353,33 @@ def fit_model(
         qs = [float(q) for q in quantiles]
         if not all(0.0 < q < 1.0 for q in qs):
             raise ValueError(f"quantiles must lie strictly between 0 and 1, got {qs}")
-        cuts = tuple(float(t) for t in np.quantile(pdi, qs))
+        cuts = _untie(pdi, [float(t) for t in np.quantile(pdi, qs)])
         rule = "library PDI quantiles " + ", ".join(f"{q:.4g}" for q in qs)
     if len(cuts) != len(LEVELS) - 1 or any(b < a for a, b in zip(cuts, cuts[1:])):
         raise ValueError(f"need {len(LEVELS) - 1} non-decreasing thresholds, got {cuts}")
     model.thresholds, model.threshold_rule = cuts, rule
     return model
+
+
+def _untie(pdi: np.ndarray, cuts: list[float]) -> tuple[float, ...]:
+    """Quantile thresholds, each moved to the nearest gap between distinct PDI values when tied
+    tracks (identical note statistics) would otherwise leave a level empty; unchanged when the
+    levels are all populated or there are fewer distinct values than levels."""
+    values = np.unique(pdi)
+    if len(values) < len(cuts) + 1:
+        return tuple(cuts)
+    gaps = (values[:-1] + values[1:]) / 2  # every threshold that separates distinct values
+    levels = np.searchsorted(cuts, pdi, side="right")
+    if all((levels == k).any() for k in range(len(cuts) + 1)):
+        return tuple(cuts)
+    # the gaps closest to the quantiles, distinct and increasing: each level keeps ≥ 1 value
+    chosen: list[float] = []
+    for i, c in enumerate(cuts):
+        lo = np.searchsorted(gaps, chosen[-1], side="right") if chosen else 0
+        hi = len(gaps) - (len(cuts) - 1 - i)  # leave a gap for each later threshold
+        candidates = gaps[lo:hi]
+        chosen.append(float(candidates[np.argmin(np.abs(candidates - c))]))
+    return tuple(chosen)
 
 
 def score_library(descriptors: pd.DataFrame, **fit_kwargs) -> tuple[pd.DataFrame, DifficultyModel]:
