@@ -9,6 +9,8 @@ import pytest
 
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Pinned pretrained weights (the transcription model) are fetched once per machine, not per test run.
+os.environ.setdefault("MUSIC_PIPELINE_WEIGHTS", str(Path.home() / ".cache" / "music-pipeline" / "weights"))
 
 
 @pytest.fixture(scope="session")

@@ -11,10 +11,17 @@ from music_pipeline.models import cnn, pdi
 from music_pipeline.storage import DataLayout, read_parquet
 
 
+def _levels_from(descriptors: pd.DataFrame) -> pd.DataFrame:
+    """Scores for the CNN tests without transcribing: tertiles of onset density stand in for the PDI."""
+    ranks = descriptors["onset_density"].rank(method="first").to_numpy()
+    pdi_like = (ranks - 0.5) / len(ranks)
+    return descriptors[["key", "relpath", "label", "group", "content_hash"]].assign(pdi=pdi_like, level_index=np.minimum((pdi_like * 3).astype(int), 2))
+
+
 @pytest.fixture(scope="module")
 def dataset(styled_library):
     data_dir = styled_library[1]
-    scores, _ = pdi.score_library(read_parquet(DataLayout(data_dir).tables_dir / "difficulty_descriptors.parquet"))
+    scores = _levels_from(read_parquet(DataLayout(data_dir).tables_dir / "difficulty_descriptors.parquet"))
     store = FeatureStore(data_dir)
     return cnn.load_segment_dataset(scores, lambda h: store.load(h).segments)
 
@@ -116,6 +123,32 @@ def test_efficientnet_builds_from_scratch_on_one_channel():
     model = cnn.build_efficientnet(3)
     assert model.input_shape == (None, 128, 128, 1) and model.output_shape == (None, 3)
     assert model.count_params() > 3_000_000
+
+
+def test_budget_subsamples_large_libraries_by_level():
+    scores = pd.DataFrame({"key": [f"t{i}" for i in range(1000)], "level_index": np.arange(1000) % 3, "content_hash": [f"h{i}" for i in range(1000)]})
+    sub = cnn.subsample_tracks(scores, 90, seed=0)
+    assert len(sub) == 90 and sub["level_index"].value_counts().to_dict() == {0: 30, 1: 30, 2: 30}
+    assert sub.index.is_monotonic_increasing
+    pd.testing.assert_frame_equal(sub, cnn.subsample_tracks(scores, 90, seed=0))
+    assert cnn.subsample_tracks(scores, 5000) is scores
+    # only the subsample's segments are loaded: memory is bounded by max_tracks, not the library
+    loaded = []
+    data = cnn.load_segment_dataset(scores.assign(relpath="x", label=None, group=None, pdi=0.5), lambda h: loaded.append(h) or np.zeros((3, 128, 128)), max_tracks=12)
+    assert len(loaded) == 12 and len(data.tracks) == 12 and data.X.shape == (36, 128, 128)
+
+
+def test_training_reports_progress_per_fold_and_epoch(dataset):
+    lines = []
+    cv = cnn.cross_validate(dataset, cnn.CnnConfig(epochs=2, folds=2, batch_size=16, patience=5), lines.append)
+    assert "fold 1/2 · epoch 1/2" in lines and "fold 2/2 · epoch 2/2" in lines
+    assert len(cv.per_fold) == 2
+
+
+def test_default_budget_is_small():
+    cfg = cnn.CnnConfig()
+    assert (cfg.folds, cfg.epochs, cfg.max_tracks) == (3, 8, 2000)
+    assert cnn.build_compact_cnn().count_params() < 20_000
 
 
 def test_config_rejects_unknown_architecture():

@@ -1,5 +1,5 @@
-"""Pictures of the PDI: histogram with thresholds, subscore scatter, descriptor PCA, spectrogram
-gallery per level, and the CNN's training curves. Every function writes one PNG (atomically) and
+"""Pictures of the PDI: histogram with thresholds, subscore scatter, descriptor PCA, a piano roll
+of one example track per level, a spectrogram gallery per level, and the CNN's training curves. Every function writes one PNG (atomically) and
 returns its path. Core: no Dagster."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from music_pipeline.models.pdi import LEVELS, NORM_COLUMNS, DifficultyModel
+from music_pipeline.models.pdi import LEVELS, NORM_COLUMNS, DifficultyModel, explain
 from music_pipeline.plotting import plt, save_png
 
 LEVEL_COLOURS = {"Easy": "#2a9d8f", "Medium": "#e9c46a", "Hard": "#e76f51"}
@@ -35,7 +35,7 @@ def subscore_scatter(scores: pd.DataFrame, dest: Path) -> Path:
     for level in LEVELS:
         part = scores[scores["level"] == level]
         ax.scatter(part["structural"], part["intensity"], s=22, color=LEVEL_COLOURS[level], label=f"{level} ({len(part)})", edgecolor="k", lw=0.3)
-    ax.set(xlabel="structural complexity S", ylabel="performance intensity I", title="Subscores by level")
+    ax.set(xlabel="structural S (notes: the PDI)", ylabel="intensity I (loudness, brightness, tempo)", title="Subscores by level")
     ax.legend()
     return save_png(fig, dest)
 
@@ -44,7 +44,8 @@ def descriptor_pca(scores: pd.DataFrame, dest: Path, arrows: int = 5) -> Path:
     """PCA of the normalised descriptors, tracks coloured by level, the strongest loadings drawn."""
     from sklearn.decomposition import PCA
 
-    X = scores[NORM_COLUMNS].to_numpy(dtype=np.float64)
+    columns = [c for c in NORM_COLUMNS if c in scores.columns]
+    X = scores[columns].to_numpy(dtype=np.float64)
     fig, ax = plt.subplots(figsize=(7, 5.5))
     if len(X) < 3:
         ax.text(0.5, 0.5, "PCA needs at least 3 tracks", ha="center", transform=ax.transAxes)
@@ -59,10 +60,59 @@ def descriptor_pca(scores: pd.DataFrame, dest: Path, arrows: int = 5) -> Path:
     for i in np.argsort(-np.linalg.norm(loadings, axis=1))[:arrows]:
         dx, dy = loadings[i] * scale
         ax.arrow(0, 0, dx, dy, color="grey", width=0.002 * scale, alpha=0.7, length_includes_head=True)
-        ax.annotate(NORM_COLUMNS[i].removeprefix("norm_"), (dx, dy), fontsize=7, color="dimgray")
+        ax.annotate(columns[i].removeprefix("norm_"), (dx, dy), fontsize=7, color="dimgray")
     ev = pca.explained_variance_ratio_
     ax.set(xlabel=f"PC1 ({ev[0]:.0%})", ylabel=f"PC2 ({ev[1]:.0%})", title="Descriptors (normalised), PCA")
     ax.legend()
+    return save_png(fig, dest)
+
+
+def level_examples(scores: pd.DataFrame) -> pd.DataFrame:
+    """Per level, the track at the level's median PDI (ties broken by key)."""
+    picks = []
+    for level in LEVELS:
+        part = scores[scores["level"] == level].sort_values(["pdi", "key"], kind="mergesort")
+        if len(part):
+            picks.append(part.iloc[[(len(part) - 1) // 2]])
+    return pd.concat(picks, ignore_index=True) if picks else scores.iloc[:0]
+
+
+def piano_roll_examples(
+    scores: pd.DataFrame,
+    descriptors: pd.DataFrame,
+    load_notes: Callable[[str], object],
+    dest: Path,
+    seconds: float = 12.0,
+) -> Path:
+    """One piano roll per level (its median track): the first ``seconds`` of the first transcribed
+    excerpt, notes as bars (pitch ↑, time →, shade = model confidence), titled with the
+    musical explanation of its level. ``load_notes(content_hash)`` returns ``NoteEvents``."""
+    examples = level_examples(scores)
+    values = descriptors.set_index("key")
+    fig, axes = plt.subplots(len(LEVELS), 1, figsize=(10, 2.6 * len(LEVELS)), squeeze=False)
+    for ax, level in zip(axes[:, 0], LEVELS):
+        row = examples[examples["level"] == level]
+        if row.empty:
+            ax.axis("off")
+            ax.set_title(f"{level}: no track", loc="left", fontsize=9)
+            continue
+        r = row.iloc[0]
+        notes = load_notes(r["content_hash"])
+        a = float(notes.spans[0, 0]) if len(notes.spans) else 0.0
+        keep = (notes.onset >= a) & (notes.onset < a + seconds)
+        for on, off, p, c in zip(notes.onset[keep], notes.offset[keep], notes.pitch[keep], notes.confidence[keep]):
+            ax.broken_barh([(on - a, max(off - on, 0.02))], (p - 0.4, 0.8), color=LEVEL_COLOURS[level], alpha=float(0.35 + 0.65 * c))
+        if keep.any():
+            lo, hi = int(notes.pitch[keep].min()), int(notes.pitch[keep].max())
+            ax.set_ylim(lo - 2, hi + 2)
+        ax.set_xlim(0, seconds)
+        ax.set_ylabel("MIDI pitch")
+        normalised = {c.removeprefix("norm_"): r[c] for c in r.index if str(c).startswith("norm_")}
+        why = explain(values.loc[r["key"]], level, normalised) if r["key"] in values.index else level
+        ax.set_title(f"{Path(str(r['relpath'])).name[:50]} (PDI {r['pdi']:.3f}): {why}", loc="left", fontsize=9)
+    axes[-1, 0].set_xlabel("seconds from the start of the first transcribed excerpt")
+    fig.suptitle("Transcribed notes of one example track per level")
+    fig.subplots_adjust(hspace=0.6)
     return save_png(fig, dest)
 
 

@@ -1,4 +1,9 @@
-"""The Perceptual Difficulty Index (PDI): descriptors → two subscores → one index → three levels.
+"""The Perceptual Difficulty Index (PDI): what is played → family subscores → one index → three levels.
+
+The PDI describes the *notes* of a track (heard by the transcription in ``music_pipeline/notes``):
+how many, how many at once, how far apart, how irregular. Loudness and brightness feed a separate
+``intensity`` subscore shown beside it; by default they do not enter the PDI, so a quieter or
+darker recording of the same music keeps its PDI and level.
 
 Fitted once on the library (``score_library``) and saved as plain JSON (``DifficultyModel.save``),
 so a file scored later uses exactly the library's scale and thresholds and nobody's score moves.
@@ -6,30 +11,34 @@ so a file scored later uses exactly the library's scale and thresholds and nobod
 ============================  ===================================================================
 quantity                      formula
 ============================  ===================================================================
-normalised descriptor n_d     n_d = clip((x_d − lo_d) / (hi_d − lo_d), 0, 1), lo_d/hi_d = min/max
-                              of descriptor d over the library's tracks (optionally the
-                              ``lower_q``/``upper_q`` quantiles instead; default 0 and 1 = min–max).
-                              A descriptor constant over the library gives n_d = 0.5 for everyone.
-                              Clipping only ever affects files scored outside the library: their
-                              out-of-range descriptors saturate at 0 or 1 and are listed as
-                              ``out_of_range``, so a new file never lands outside [0, 1].
-sign convention               none inverted: for all 13 descriptors a larger value is read as
-                              harder (wider pitch range, faster timbre/harmony change, more
-                              entropy; faster, denser, noisier, louder, more dynamic, brighter,
-                              wider spectrum).
-structural subscore S         mean of n_d over the structural-complexity family (6 descriptors)
-intensity subscore I          mean of n_d over the performance-intensity family (7 descriptors)
-PDI                           (w_S·S + w_I·I) / (w_S + w_I); default w_S = w_I = 0.5; PDI ∈ [0, 1]
-thresholds t_1 < t_2          library PDI quantiles at 1/3 and 2/3 (tertiles, numpy "linear"
-                              interpolation) by default; other quantiles or fixed values allowed
+normalised descriptor n_d     the library's empirical distribution function at x_d: F_d(x) =
+                              linear interpolation of 101 library quantiles q_d(0 … 1), ties given
+                              the mean of their levels (a descriptor constant over the library
+                              gives 0.5; a value outside the library's range saturates at 0 or 1
+                              and is listed as ``out_of_range``). Rank-based: one extreme track
+                              does not squash everybody else, and n_d ∈ [0, 1].
+family subscore               Σ w_d·n_d / Σ w_d over the family's descriptors (density,
+                              polyphony, pitch, rhythm); the plain mean where no member has weight
+structural subscore S         Σ w_d·n_d / Σ w_d over all note descriptors (weights below)
+intensity subscore I          mean of n_d over the 7 audio performance-intensity descriptors
+                              (tempo, onset density, flatness, loudness, dynamics, brightness,
+                              spectral spread) — shown, not ranked on
+PDI                           (S + w_I·I) / (1 + w_I), default w_I = 0: PDI = S ∈ [0, 1]
+thresholds t_1 < t_2          library PDI quantiles at 1/3 and 2/3 (tertiles) by default, each
+                              moved to the nearest gap between distinct PDI values if tied tracks
+                              would leave a level empty; other quantiles or fixed values allowed
 level                         Easy if PDI < t_1, Medium if t_1 ≤ PDI < t_2, Hard if PDI ≥ t_2
-pushing descriptors           p_d = n_d − median over the library of n_d; the ``top`` descriptors
-                              by |p_d| (p_d > 0 pushes towards Hard, p_d < 0 towards Easy)
+pushing descriptors           w_d·(n_d − library median of n_d)/Σ w: what moved this track away
+                              from the library's middle, largest first
 ============================  ===================================================================
 
-Families average their own members first, so w_S and w_I really are the families' shares of the
-PDI whatever the number of descriptors in each. Everything is deterministic: no randomness, and
-the JSON holds floats at full precision (``repr`` round-trips exactly).
+Weights by evidence (``benchmarks/bench_difficulty.py``, six outside collections of scores
+rendered to audio, ρ against their symbolic complexity): every note descriptor ranks the pieces
+in the "more is harder" direction on its own, and weightings fitted on five collections (non-
+negative least squares, or weights proportional to ρ) ranked the sixth *worse* than equal weights
+(README, Difficulty). So ``DEFAULT_WEIGHTS`` are equal: a fitted weighting has to beat them on
+held-out collections to replace them. Deterministic: no randomness; the JSON holds floats at full
+precision.
 """
 
 from __future__ import annotations
@@ -41,19 +50,36 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from music_pipeline.features.difficulty import DESCRIPTOR_FAMILY, DESCRIPTOR_NAMES, INTENSITY, STRUCTURAL
+from music_pipeline.features.difficulty import DESCRIPTORS as AUDIO_DESCRIPTORS
+from music_pipeline.features.difficulty import INTENSITY as AUDIO_INTENSITY
+from music_pipeline.notes.descriptors import NOTE_DESCRIPTOR_FAMILY, NOTE_DESCRIPTOR_NAMES, NOTE_FAMILIES
 from music_pipeline.storage import DataLayout, artifact_path, read_json, write_json
 
 LEVELS = ("Easy", "Medium", "Hard")
-DEFAULT_WEIGHTS = {STRUCTURAL: 0.5, INTENSITY: 0.5}
+STRUCTURAL = "structural"
+INTENSITY = "intensity"
+INTENSITY_DESCRIPTORS = [d.name for d in AUDIO_DESCRIPTORS if d.family == AUDIO_INTENSITY]
+MODEL_DESCRIPTORS = NOTE_DESCRIPTOR_NAMES + INTENSITY_DESCRIPTORS
+DESCRIPTOR_FAMILY = {**NOTE_DESCRIPTOR_FAMILY, **{n: INTENSITY for n in INTENSITY_DESCRIPTORS}}
+
+# Equal: fitted weightings did not beat them on held-out collections (bench_difficulty.py, README).
+DEFAULT_WEIGHTS: dict[str, float] = {n: 1.0 / len(NOTE_DESCRIPTOR_NAMES) for n in NOTE_DESCRIPTOR_NAMES}
+DEFAULT_INTENSITY_WEIGHT = 0.0
 DEFAULT_QUANTILES = (1 / 3, 2 / 3)
+QUANTILE_POINTS = 101
 MODEL_FILE = "difficulty_model.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SCORE_ID_COLUMNS = ["key", "relpath", "label", "group", "content_hash"]
 
 
 def descriptors_table_path(layout: DataLayout) -> Path:
+    """The 13 audio descriptors per track (written with the embedding table)."""
     return layout.tables_dir / "difficulty_descriptors.parquet"
+
+
+def note_descriptors_table_path(layout: DataLayout) -> Path:
+    """The note descriptors per track (written by the ``difficulty`` asset from the note store)."""
+    return layout.tables_dir / "note_descriptors.parquet"
 
 
 def scores_table_path(layout: DataLayout) -> Path:
@@ -61,7 +87,7 @@ def scores_table_path(layout: DataLayout) -> Path:
 
 
 def model_dir(layout: DataLayout) -> Path:
-    """Normaliser + thresholds JSON and the segment CNN (``.keras`` + report) live here."""
+    """Scale + weights + thresholds JSON and the segment CNN (``.keras`` + report) live here."""
     return layout.models_dir / "difficulty"
 
 
@@ -73,7 +99,12 @@ def norm_column(name: str) -> str:
     return f"norm_{name}"
 
 
-NORM_COLUMNS = [norm_column(n) for n in DESCRIPTOR_NAMES]
+def family_column(family: str) -> str:
+    return f"family_{family}"
+
+
+NORM_COLUMNS = [norm_column(n) for n in MODEL_DESCRIPTORS]
+FAMILY_COLUMNS = [family_column(f) for f in NOTE_FAMILIES]
 
 
 class LibraryNotScored(FileNotFoundError):
@@ -81,40 +112,53 @@ class LibraryNotScored(FileNotFoundError):
 
 
 @dataclass(frozen=True)
-class DifficultyScaler:
-    """Min–max (or quantile-bounded) scaling of each descriptor to [0, 1], fitted on the library."""
+class QuantileScale:
+    """Each descriptor mapped through the library's empirical distribution (101 quantiles)."""
 
     names: tuple[str, ...]
-    lo: np.ndarray
-    hi: np.ndarray
-    lower_q: float = 0.0
-    upper_q: float = 1.0
+    quantiles: np.ndarray  # (QUANTILE_POINTS, descriptors)
 
     @classmethod
-    def fit(cls, X: np.ndarray, names: Sequence[str], lower_q: float = 0.0, upper_q: float = 1.0) -> "DifficultyScaler":
+    def fit(cls, X: np.ndarray, names: Sequence[str], points: int = QUANTILE_POINTS) -> "QuantileScale":
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] != len(names):
             raise ValueError(f"need a (tracks, {len(names)}) matrix with at least one track, got {X.shape}")
         if not np.isfinite(X).all():
             raise ValueError("descriptors contain non-finite values")
-        if not 0.0 <= lower_q < upper_q <= 1.0:
-            raise ValueError(f"need 0 <= lower_q < upper_q <= 1, got {lower_q}, {upper_q}")
-        return cls(tuple(names), np.quantile(X, lower_q, axis=0), np.quantile(X, upper_q, axis=0), float(lower_q), float(upper_q))
+        return cls(tuple(names), np.quantile(X, np.linspace(0.0, 1.0, points), axis=0))
 
-    def transform(self, X: np.ndarray, clip: bool = True) -> np.ndarray:
+    def _column(self, j: int) -> tuple[np.ndarray, np.ndarray]:
+        levels = np.linspace(0.0, 1.0, len(self.quantiles))
+        values, inverse = np.unique(self.quantiles[:, j], return_inverse=True)
+        return values, np.bincount(inverse, weights=levels) / np.bincount(inverse)  # ties: mean level
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
         X = np.atleast_2d(np.asarray(X, dtype=np.float64))
-        span = self.hi - self.lo
-        constant = span <= 0
-        out = (X - self.lo) / np.where(constant, 1.0, span)
-        out[:, constant] = 0.5  # no spread in the library: the descriptor cannot rank anybody
-        return np.clip(out, 0.0, 1.0) if clip else out
+        out = np.empty_like(X)
+        for j in range(X.shape[1]):
+            values, levels = self._column(j)
+            out[:, j] = np.interp(X[:, j], values, levels)
+        return out
+
+    def out_of_range(self, X: np.ndarray) -> np.ndarray:
+        X = np.atleast_2d(np.asarray(X, dtype=np.float64))
+        return (X < self.quantiles[0]) | (X > self.quantiles[-1])
 
     def to_dict(self) -> dict:
-        return {"names": list(self.names), "lo": self.lo.tolist(), "hi": self.hi.tolist(), "lower_q": self.lower_q, "upper_q": self.upper_q}
+        return {"names": list(self.names), "quantiles": self.quantiles.tolist()}
 
     @classmethod
-    def from_dict(cls, d: Mapping) -> "DifficultyScaler":
-        return cls(tuple(d["names"]), np.asarray(d["lo"], dtype=np.float64), np.asarray(d["hi"], dtype=np.float64), float(d["lower_q"]), float(d["upper_q"]))
+    def from_dict(cls, d: Mapping) -> "QuantileScale":
+        return cls(tuple(d["names"]), np.asarray(d["quantiles"], dtype=np.float64).reshape(-1, len(d["names"])))
+
+
+def _weighted_mean(norm: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Σ w_d·n_d / Σ w_d per row, column by column in a fixed order, so one file scores
+    bit-identically to the same row of a library (a matrix product may sum in another order)."""
+    acc = np.zeros(norm.shape[0])
+    for j in np.flatnonzero(w):
+        acc += w[j] * norm[:, j]
+    return acc / w.sum()
 
 
 @dataclass
@@ -125,8 +169,9 @@ class DifficultyScore:
     level: str
     structural: float
     intensity: float
+    families: dict[str, float]
     normalised: dict[str, float]
-    pushing: list[dict]  # [{descriptor, family, value, normalised, vs_median}]
+    pushing: list[dict]  # [{descriptor, family, value, normalised, vs_median, contribution}]
     out_of_range: list[str]
 
     def to_dict(self) -> dict:
@@ -135,6 +180,7 @@ class DifficultyScore:
             "level": self.level,
             "structural": self.structural,
             "intensity": self.intensity,
+            "families": self.families,
             "pushing": self.pushing,
             "out_of_range": self.out_of_range,
             "normalised": self.normalised,
@@ -143,9 +189,9 @@ class DifficultyScore:
 
 @dataclass
 class DifficultyModel:
-    scaler: DifficultyScaler
-    families: dict[str, str]
-    weights: dict[str, float]
+    scale: QuantileScale
+    weights: dict[str, float]  # note descriptor -> weight (≥ 0) in the structural subscore
+    intensity_weight: float
     thresholds: tuple[float, ...]
     medians: np.ndarray  # library median of each normalised descriptor
     threshold_rule: str
@@ -155,16 +201,23 @@ class DifficultyModel:
 
     @property
     def names(self) -> tuple[str, ...]:
-        return self.scaler.names
+        return self.scale.names
 
-    def _family_mask(self, family: str) -> np.ndarray:
-        return np.array([self.families[n] == family for n in self.names])
+    def _weight_vector(self) -> np.ndarray:
+        return np.array([self.weights.get(n, 0.0) for n in self.names])
 
-    def subscores(self, normalised: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        structural = normalised[:, self._family_mask(STRUCTURAL)].mean(axis=1)
-        intensity = normalised[:, self._family_mask(INTENSITY)].mean(axis=1)
-        ws, wi = self.weights[STRUCTURAL], self.weights[INTENSITY]
-        return structural, intensity, (ws * structural + wi * intensity) / (ws + wi)
+    def subscores(self, norm: np.ndarray) -> dict[str, np.ndarray]:
+        """Family subscores, structural, intensity and the PDI of normalised rows."""
+        w = self._weight_vector()
+        out = {}
+        for fam in NOTE_FAMILIES:
+            members = np.array([DESCRIPTOR_FAMILY[n] == fam for n in self.names])
+            fw = w * members
+            out[family_column(fam)] = _weighted_mean(norm, fw) if fw.sum() > 0 else _weighted_mean(norm, members.astype(float))
+        out[STRUCTURAL] = _weighted_mean(norm, w)
+        out[INTENSITY] = _weighted_mean(norm, np.array([DESCRIPTOR_FAMILY[n] == INTENSITY for n in self.names], float))
+        out["pdi"] = (out[STRUCTURAL] + self.intensity_weight * out[INTENSITY]) / (1.0 + self.intensity_weight)
+        return out
 
     def level_index(self, pdi: np.ndarray) -> np.ndarray:
         return np.searchsorted(np.asarray(self.thresholds), np.asarray(pdi), side="right")
@@ -180,12 +233,13 @@ class DifficultyModel:
 
     def score_frame(self, df: pd.DataFrame) -> pd.DataFrame:
         """Scores of every row of a descriptor table (ID columns kept when present)."""
-        norm = self.scaler.transform(self._matrix(df))
-        structural, intensity, pdi = self.subscores(norm)
-        idx = self.level_index(pdi)
+        norm = self.scale.transform(self._matrix(df))
+        parts = self.subscores(norm)
+        idx = self.level_index(parts["pdi"])
         ids = df[[c for c in SCORE_ID_COLUMNS if c in df.columns]].reset_index(drop=True)
         scores = pd.DataFrame(norm, columns=[norm_column(n) for n in self.names])
-        scores["structural"], scores["intensity"], scores["pdi"] = structural, intensity, pdi
+        for k, v in parts.items():
+            scores[k] = v
         scores["level_index"] = idx.astype(np.int64)
         scores["level"] = [self.levels[i] for i in idx]
         return pd.concat([ids, scores], axis=1)
@@ -195,28 +249,30 @@ class DifficultyModel:
         raw = np.array([[float(descriptors[n]) for n in self.names]])
         if not np.isfinite(raw).all():
             raise ValueError("descriptors contain non-finite values")
-        unclipped = self.scaler.transform(raw, clip=False)[0]
-        norm = np.clip(unclipped, 0.0, 1.0)
-        structural, intensity, pdi = (float(v[0]) for v in self.subscores(norm[None, :]))
-        push = norm - self.medians
-        order = sorted(range(len(self.names)), key=lambda i: (-abs(push[i]), self.names[i]))[:top]
+        norm = self.scale.transform(raw)
+        parts = {k: float(v[0]) for k, v in self.subscores(norm).items()}
+        w = self._weight_vector()
+        contribution = w * (norm[0] - self.medians) / w.sum()
+        ranked = [i for i in np.argsort(-np.abs(contribution), kind="stable") if w[i] > 0][:top]
         pushing = [
             {
                 "descriptor": self.names[i],
-                "family": self.families[self.names[i]],
+                "family": DESCRIPTOR_FAMILY[self.names[i]],
                 "value": float(raw[0, i]),
-                "normalised": float(norm[i]),
-                "vs_median": float(push[i]),
+                "normalised": float(norm[0, i]),
+                "vs_median": float(norm[0, i] - self.medians[i]),
+                "contribution": float(contribution[i]),
             }
-            for i in order
+            for i in ranked
         ]
-        out = [n for n, u in zip(self.names, unclipped) if u < 0.0 or u > 1.0]
+        out = [n for n, o in zip(self.names, self.scale.out_of_range(raw)[0]) if o]
         return DifficultyScore(
-            pdi=pdi,
-            level=self.levels[int(self.level_index(np.array([pdi]))[0])],
-            structural=structural,
-            intensity=intensity,
-            normalised=dict(zip(self.names, map(float, norm))),
+            pdi=parts["pdi"],
+            level=self.levels[int(self.level_index(np.array([parts["pdi"]]))[0])],
+            structural=parts[STRUCTURAL],
+            intensity=parts[INTENSITY],
+            families={f: parts[family_column(f)] for f in NOTE_FAMILIES},
+            normalised=dict(zip(self.names, map(float, norm[0]))),
             pushing=pushing,
             out_of_range=out,
         )
@@ -224,9 +280,10 @@ class DifficultyModel:
     def to_dict(self) -> dict:
         return {
             "format_version": FORMAT_VERSION,
-            "scaler": self.scaler.to_dict(),
-            "families": dict(self.families),
+            "scale": self.scale.to_dict(),
             "weights": dict(self.weights),
+            "intensity_weight": self.intensity_weight,
+            "families": {n: DESCRIPTOR_FAMILY[n] for n in self.names},
             "thresholds": list(self.thresholds),
             "threshold_rule": self.threshold_rule,
             "levels": list(self.levels),
@@ -240,9 +297,9 @@ class DifficultyModel:
         if d.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"difficulty model format {d.get('format_version')} is not {FORMAT_VERSION}; rebuild the library")
         return cls(
-            scaler=DifficultyScaler.from_dict(d["scaler"]),
-            families=dict(d["families"]),
+            scale=QuantileScale.from_dict(d["scale"]),
             weights={k: float(v) for k, v in d["weights"].items()},
+            intensity_weight=float(d["intensity_weight"]),
             thresholds=tuple(float(t) for t in d["thresholds"]),
             medians=np.asarray(d["medians"], dtype=np.float64),
             threshold_rule=str(d["threshold_rule"]),
@@ -260,7 +317,7 @@ class DifficultyModel:
         if not path.is_file():
             raise LibraryNotScored(f"no difficulty model at {path}: build the library first (music-pipeline build)")
         model = cls.from_dict(read_json(path))
-        if list(model.names) != DESCRIPTOR_NAMES:
+        if list(model.names) != MODEL_DESCRIPTORS:
             raise ValueError(f"{path} was fitted on other descriptors than this version computes; rebuild the library")
         return model
 
@@ -268,23 +325,27 @@ class DifficultyModel:
 def fit_model(
     descriptors: pd.DataFrame,
     weights: Mapping[str, float] | None = None,
+    intensity_weight: float = DEFAULT_INTENSITY_WEIGHT,
     quantiles: Sequence[float] = DEFAULT_QUANTILES,
     thresholds: Sequence[float] | None = None,
-    lower_q: float = 0.0,
-    upper_q: float = 1.0,
 ) -> DifficultyModel:
     """Fit the scale on the library, then the thresholds on the library's PDI.
 
+    ``descriptors`` holds the note descriptors and the audio intensity descriptors of each track.
     ``thresholds`` (two increasing values in [0, 1]) overrides ``quantiles``.
     """
     weights = dict(DEFAULT_WEIGHTS if weights is None else weights)
-    if set(weights) != {STRUCTURAL, INTENSITY} or min(weights.values()) < 0 or sum(weights.values()) <= 0:
-        raise ValueError(f"weights need non-negative {STRUCTURAL!r} and {INTENSITY!r} with a positive sum, got {weights}")
-    X = descriptors[DESCRIPTOR_NAMES].to_numpy(dtype=np.float64)
-    scaler = DifficultyScaler.fit(X, DESCRIPTOR_NAMES, lower_q, upper_q)
-    norm = scaler.transform(X)
-    model = DifficultyModel(scaler, dict(DESCRIPTOR_FAMILY), weights, (), np.median(norm, axis=0), "", len(X))
-    pdi = model.subscores(norm)[2]
+    unknown = set(weights) - set(NOTE_DESCRIPTOR_NAMES)
+    if unknown or min(weights.values(), default=0.0) < 0 or sum(weights.values()) <= 0 or intensity_weight < 0:
+        raise ValueError(f"weights need note descriptors ({NOTE_DESCRIPTOR_NAMES}) with non-negative values and a positive sum, and w_I ≥ 0; got {weights}, {intensity_weight}")
+    missing = [n for n in MODEL_DESCRIPTORS if n not in descriptors.columns]
+    if missing:
+        raise ValueError(f"descriptor columns missing: {missing}")
+    X = descriptors[MODEL_DESCRIPTORS].to_numpy(dtype=np.float64)
+    scale = QuantileScale.fit(X, MODEL_DESCRIPTORS)
+    norm = scale.transform(X)
+    model = DifficultyModel(scale, weights, float(intensity_weight), (), np.median(norm, axis=0), "", len(X))
+    pdi = model.subscores(norm)["pdi"]
     if thresholds is not None:
         cuts = tuple(float(t) for t in thresholds)
         rule = "fixed " + ", ".join(f"{t:.4g}" for t in cuts)
@@ -292,7 +353,7 @@ def fit_model(
         qs = [float(q) for q in quantiles]
         if not all(0.0 < q < 1.0 for q in qs):
             raise ValueError(f"quantiles must lie strictly between 0 and 1, got {qs}")
-        cuts = tuple(float(t) for t in np.quantile(pdi, qs))
+        cuts = _untie(pdi, [float(t) for t in np.quantile(pdi, qs)])
         rule = "library PDI quantiles " + ", ".join(f"{q:.4g}" for q in qs)
     if len(cuts) != len(LEVELS) - 1 or any(b < a for a, b in zip(cuts, cuts[1:])):
         raise ValueError(f"need {len(LEVELS) - 1} non-decreasing thresholds, got {cuts}")
@@ -300,10 +361,67 @@ def fit_model(
     return model
 
 
+def _untie(pdi: np.ndarray, cuts: list[float]) -> tuple[float, ...]:
+    """Quantile thresholds, each moved to the nearest gap between distinct PDI values when tied
+    tracks (identical note statistics) would otherwise leave a level empty; unchanged when the
+    levels are all populated or there are fewer distinct values than levels."""
+    values = np.unique(pdi)
+    if len(values) < len(cuts) + 1:
+        return tuple(cuts)
+    gaps = (values[:-1] + values[1:]) / 2  # every threshold that separates distinct values
+    levels = np.searchsorted(cuts, pdi, side="right")
+    if all((levels == k).any() for k in range(len(cuts) + 1)):
+        return tuple(cuts)
+    # the gaps closest to the quantiles, distinct and increasing: each level keeps ≥ 1 value
+    chosen: list[float] = []
+    for i, c in enumerate(cuts):
+        lo = np.searchsorted(gaps, chosen[-1], side="right") if chosen else 0
+        hi = len(gaps) - (len(cuts) - 1 - i)  # leave a gap for each later threshold
+        candidates = gaps[lo:hi]
+        chosen.append(float(candidates[np.argmin(np.abs(candidates - c))]))
+    return tuple(chosen)
+
+
 def score_library(descriptors: pd.DataFrame, **fit_kwargs) -> tuple[pd.DataFrame, DifficultyModel]:
     """Fit on the library's descriptor table and score every track with that same model."""
     model = fit_model(descriptors, **fit_kwargs)
     return model.score_frame(descriptors), model
+
+
+def merge_descriptors(audio: pd.DataFrame, notes: pd.DataFrame) -> pd.DataFrame:
+    """One row per track with both the audio and the note descriptors (tracks without notes out)."""
+    keep = ["content_hash", *NOTE_DESCRIPTOR_NAMES]
+    return audio.merge(notes[keep].drop_duplicates("content_hash"), on="content_hash", how="inner")
+
+
+def _octaves(semitones: float) -> str:
+    octaves = round(semitones / 12 * 2) / 2
+    return f"{octaves:g}-octave" if octaves >= 1 else f"{semitones:.0f}-semitone"
+
+
+def explain(values: Mapping[str, float], level: str, normalised: Mapping[str, float] | None = None) -> str:
+    """The difficulty in musical terms: "8.1 notes/s, chords of 4, a 4-octave range → Hard".
+
+    Notes per second, chord size and range are always named; fast runs, wide leaps and an
+    irregular rhythm only when they stand out — in the library's top quarter when ``normalised``
+    (the scored n_d) is given, else above fixed marks (20 % fast intervals, 7 semitones, 2.5 bits).
+    """
+    def stands_out(name: str, mark: float) -> bool:
+        if normalised is not None and name in normalised:
+            return normalised[name] >= 0.75
+        return values.get(name, 0.0) >= mark
+
+    parts = [f"{values['notes_per_s']:.1f} notes/s"]
+    at_once = int(round(values["peak_polyphony"]))
+    parts.append(f"chords of {at_once}" if at_once >= 2 else "one note at a time")
+    parts.append(f"a {_octaves(values['pitch_range'])} range")
+    if stands_out("fast_run_share", 0.2):
+        parts.append(f"fast runs ({values['fast_run_share']:.0%} of the intervals)")
+    if stands_out("melodic_leap", 7.0):
+        parts.append(f"leaps of {values['melodic_leap']:.0f} semitones on average")
+    if stands_out("ioi_entropy", 2.5):
+        parts.append("an irregular rhythm")
+    return ", ".join(parts) + f" → {level}"
 
 
 def extremes(scores: pd.DataFrame, n: int = 5) -> pd.DataFrame:

@@ -1,0 +1,74 @@
+"""The notes of every track (partitioned by track): transcription with basic-pitch's ONNX model."""
+
+
+import dagster as dg
+from tqdm import tqdm
+
+from music_pipeline.defs.partitions import tracks_partitions
+from music_pipeline.defs.resources import MusicPipelineResource
+from music_pipeline.notes.store import NotesJob, NotesStore, notes_version, transcribe_many
+from music_pipeline.notes.transcribe import DEFAULT_BUDGET
+
+TRACK_NOTES = dg.AssetKey("track_notes")
+
+
+@dg.asset(
+    key=TRACK_NOTES,
+    group_name="features",
+    kinds={"python", "onnx"},
+    owners=["team:music-pipeline"],
+    partitions_def=tracks_partitions,
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=500),
+    code_version=notes_version(),
+    retry_policy=dg.RetryPolicy(max_retries=1, delay=5),
+    description=(
+        "Note events of one track (onset, offset, MIDI pitch, confidence) and its note descriptors, "
+        "from basic-pitch's ICASSP-2022 model (nmp.onnx from the pinned basic-pitch 0.4.0 wheel, run "
+        f"by onnxruntime; no TensorFlow). At most {DEFAULT_BUDGET.max_seconds:g} s per track, in "
+        f"{DEFAULT_BUDGET.excerpts} excerpts spread over it, after loudness normalisation. Stored once per "
+        "content hash in `<data>/notes/<version>/<hash>.npz`; a broken or silent file is recorded "
+        "with its reason and fails only itself."
+    ),
+)
+def track_notes(context: dg.AssetExecutionContext, pipeline: MusicPipelineResource) -> dg.MaterializeResult:
+    keys = list(context.partition_keys)
+    by_key = pipeline.scan().by_key()
+    data_dir = str(pipeline.settings.data_dir)
+    jobs, gone = [], []
+    for key in keys:
+        t = by_key.get(key)
+        if t is None:
+            gone.append(key)
+            continue
+        jobs.append(NotesJob(t.key, t.path, t.relpath, t.content_hash, data_dir, t.scan_error))
+    for key in gone:
+        context.log.warning(f"track {key}: no file for this partition any more (removed from the library)")
+    bar = tqdm(total=len(jobs), desc="notes", unit="track", disable=None)
+
+    def on_result(outcome):
+        bar.update(1)
+        if not outcome.ok:
+            context.log.warning(f"track {outcome.key}: no notes: {outcome.reason}")
+
+    outcomes = transcribe_many(jobs, workers=pipeline.settings.workers, on_result=on_result, log_fn=context.log.info)
+    bar.close()
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("transcribed", "cached", "failed")}
+    audio_s = sum(o.duration_s or 0.0 for o in outcomes if o.status == "transcribed")
+    cpu_s = sum(o.seconds for o in outcomes if o.status == "transcribed")
+    context.log.info(f"{len(outcomes)} tracks: {counts}")
+    metadata = {
+        "tracks": len(keys),
+        **counts,
+        "missing_files": len(gone),
+        "notes_version": notes_version(),
+        "x_realtime_per_worker": float(audio_s / cpu_s) if cpu_s else 0.0,
+        "failures": dg.MetadataValue.md("\n".join(f"- `{o.relpath}`: {o.reason}" for o in outcomes if not o.ok) or "none"),
+    }
+    if len(outcomes) == 1 and outcomes[0].ok and outcomes[0].content_hash:
+        o = outcomes[0]
+        stored = NotesStore(data_dir).load(o.content_hash)
+        metadata.update({"status": o.status, "relpath": o.relpath, "notes": len(stored.notes), **{k: float(v) for k, v in stored.descriptors.items()}})
+    return dg.MaterializeResult(metadata=metadata)
+
+
+__all__ = ["track_notes"]

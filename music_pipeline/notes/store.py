@@ -1,0 +1,312 @@
+"""The notes of every track, cached by content hash, and the worker pool that transcribes them.
+
+    <data>/notes/<version>/<content-hash>.npz          onset, offset, pitch, confidence, spans,
+                                                        descriptor_names, descriptors, duration_s,
+                                                        gain_db, compute_seconds
+    <data>/notes/<version>/failed/<content-hash>.json  why that content could not be transcribed
+
+``<version>`` names the code and the budget (``v1-60s6x``): new transcription code or another
+budget never mixes with old files. Like the feature store, an unchanged file is never transcribed
+twice, a renamed or copied one reuses its notes, and a broken or silent file is remembered with
+its reason and fails only itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from music_pipeline.notes.descriptors import NOTE_DESCRIPTOR_NAMES, note_descriptors
+from music_pipeline.notes.events import NoteEvents
+from music_pipeline.storage import DataLayout, list_names, read_json, read_npz, safe_join, write_json, write_npz
+
+log = logging.getLogger(__name__)
+
+# Bump when the notes or their descriptors change for the same audio.
+NOTES_VERSION = "1"
+
+
+def notes_version(budget=None) -> str:
+    from music_pipeline.notes.transcribe import DEFAULT_BUDGET
+
+    return f"v{NOTES_VERSION}-{(budget or DEFAULT_BUDGET).tag}"
+
+
+@dataclass
+class TrackNotes:
+    notes: NoteEvents
+    descriptors: dict[str, float]
+    duration_s: float
+    gain_db: float
+    compute_seconds: float = 0.0
+
+
+class NotesStore:
+    """Per-content-hash note files under ``<data>/notes/<version>/``."""
+
+    def __init__(self, data_dir, budget=None):
+        self.layout = DataLayout(data_dir)
+        self.budget = budget
+        self.version = notes_version(budget)
+
+    @property
+    def folder(self):
+        return safe_join(self.layout.root / "notes", self.version)
+
+    def path(self, content_hash: str):
+        return safe_join(self.folder, f"{content_hash}.npz")
+
+    def failure_path(self, content_hash: str):
+        return safe_join(self.folder, "failed", f"{content_hash}.json")
+
+    def has(self, content_hash: str) -> bool:
+        return self.path(content_hash).is_file()
+
+    def save(self, content_hash: str, result: TrackNotes):
+        self.failure_path(content_hash).unlink(missing_ok=True)
+        return write_npz(
+            self.path(content_hash),
+            {
+                **result.notes.to_arrays(),
+                "descriptor_names": np.array(NOTE_DESCRIPTOR_NAMES),
+                "descriptors": np.array([result.descriptors[n] for n in NOTE_DESCRIPTOR_NAMES], np.float64),
+                "duration_s": np.float64(result.duration_s),
+                "gain_db": np.float64(result.gain_db),
+                "compute_seconds": np.float64(result.compute_seconds),
+            },
+        )
+
+    def load(self, content_hash: str) -> TrackNotes:
+        z = read_npz(self.path(content_hash))
+        names = z["descriptor_names"].tolist()
+        if names != NOTE_DESCRIPTOR_NAMES:
+            raise ValueError(f"stored notes of {content_hash} have other descriptors than this version computes")
+        return TrackNotes(
+            NoteEvents.from_arrays(z),
+            dict(zip(names, z["descriptors"].tolist())),
+            float(z["duration_s"]),
+            float(z["gain_db"]),
+            float(z["compute_seconds"]),
+        )
+
+    def save_failure(self, content_hash: str, relpath: str, reason: str) -> None:
+        write_json(self.failure_path(content_hash), {"content_hash": content_hash, "relpath": relpath, "reason": reason, "version": self.version})
+
+    def failure(self, content_hash: str) -> str | None:
+        p = self.failure_path(content_hash)
+        if not p.is_file():
+            return None
+        try:
+            return str(read_json(p)["reason"])
+        except Exception:
+            return "failure record unreadable"
+
+    def note_hashes(self) -> set[str]:
+        """Content hashes with stored notes, from one directory listing."""
+        return {n[:-4] for n in list_names(self.folder) if n.endswith(".npz") and not n.startswith(".")}
+
+    def analysed_hashes(self) -> set[str]:
+        failed = {n[:-5] for n in list_names(safe_join(self.folder, "failed")) if n.endswith(".json") and not n.startswith(".")}
+        return self.note_hashes() | failed
+
+
+def notes_of_signal(y: np.ndarray, sr: int, transcriber) -> TrackNotes:
+    t = transcriber.transcribe(y, sr)
+    return TrackNotes(t.notes, note_descriptors(t.notes), t.duration_s, t.gain_db, t.seconds)
+
+
+def notes_of_file(path: str | Path, transcriber) -> TrackNotes:
+    """Decode and transcribe one file. Raises ``AudioError`` for input that cannot be analysed."""
+    from music_pipeline.audio.decode import AudioError, decode
+
+    t0 = time.perf_counter()
+    audio = decode(path)
+    try:
+        result = notes_of_signal(audio.y, audio.sr, transcriber)
+    except Exception as exc:  # a decodable file the model or the descriptors choke on: still this file's problem
+        raise AudioError(path, f"transcription failed ({type(exc).__name__}: {exc})") from exc
+    result.compute_seconds = time.perf_counter() - t0
+    return result
+
+
+@dataclass(frozen=True)
+class NotesJob:
+    key: str
+    path: str
+    relpath: str
+    content_hash: str | None
+    data_dir: str
+    scan_error: str | None = None
+
+
+@dataclass
+class NotesOutcome:
+    key: str
+    relpath: str
+    content_hash: str | None
+    status: str  # "transcribed" | "cached" | "failed"
+    reason: str | None = None
+    seconds: float = 0.0
+    duration_s: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "failed"
+
+
+_TRANSCRIBER = None  # one onnxruntime session per worker process
+
+
+def _transcriber(data_dir: str):
+    global _TRANSCRIBER
+    if _TRANSCRIBER is None:
+        from music_pipeline.notes.transcribe import Transcriber
+
+        _TRANSCRIBER = Transcriber(threads=1, data_dir=data_dir)
+    return _TRANSCRIBER
+
+
+def run_notes_job(job: NotesJob, retry_failed: bool = False, transcriber=None) -> NotesOutcome:
+    """Transcribe one track into the store unless its content is already there. Never raises."""
+    from music_pipeline.audio.decode import AudioError
+
+    t0 = time.perf_counter()
+    if job.scan_error or not job.content_hash:
+        return NotesOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {job.scan_error or 'no content hash'}")
+    store = NotesStore(job.data_dir)
+    if store.has(job.content_hash):
+        return NotesOutcome(job.key, job.relpath, job.content_hash, "cached", seconds=time.perf_counter() - t0)
+    if not retry_failed and (reason := store.failure(job.content_hash)):
+        return NotesOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {reason}")
+    try:
+        result = notes_of_file(job.path, transcriber or _transcriber(job.data_dir))
+    except AudioError as exc:
+        store.save_failure(job.content_hash, job.relpath, exc.reason)
+        return NotesOutcome(job.key, job.relpath, job.content_hash, "failed", str(exc), time.perf_counter() - t0)
+    except MemoryError:
+        return NotesOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: out of memory", time.perf_counter() - t0)
+    except Exception as exc:  # e.g. the weights cannot be fetched: not the file's fault, not remembered
+        log.error("unexpected error on %s\n%s", job.path, traceback.format_exc())
+        return NotesOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: unexpected {type(exc).__name__}: {exc}", time.perf_counter() - t0)
+    store.save(job.content_hash, result)
+    return NotesOutcome(job.key, job.relpath, job.content_hash, "transcribed", None, time.perf_counter() - t0, result.duration_s)
+
+
+_ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    saved = {k: os.environ.get(k) for k in _ONE_THREAD}
+    os.environ.update(_ONE_THREAD)  # spawned children read these before numpy loads
+    try:
+        return ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _run_in_pool(jobs, indices, workers, retry_failed, done) -> list[int]:
+    pool = _pool(min(workers, len(indices)))
+    unfinished = []
+    with pool:
+        futures = {pool.submit(run_notes_job, jobs[i], retry_failed): i for i in indices}
+        for fut in as_completed(futures):
+            try:
+                done(futures[fut], fut.result())
+            except BrokenProcessPool:
+                unfinished.append(futures[fut])
+    return sorted(unfinished)
+
+
+def transcribe_many(
+    jobs: Iterable[NotesJob],
+    workers: int = 1,
+    on_result: Callable[[NotesOutcome], None] | None = None,
+    retry_failed: bool = False,
+    log_fn: Callable[[str], None] = lambda msg: None,
+) -> list[NotesOutcome]:
+    """Run ``jobs`` (in ``workers`` processes when > 1); results in input order. The model file is
+    fetched and verified once here, before any worker starts."""
+    from music_pipeline.notes.transcribe import model_path
+
+    jobs = list(jobs)
+    results: dict[int, NotesOutcome] = {}
+
+    def done(i: int, outcome: NotesOutcome) -> None:
+        results[i] = outcome
+        if on_result:
+            on_result(outcome)
+
+    pending = []
+    for i, job in enumerate(jobs):
+        store = NotesStore(job.data_dir)
+        quick = job.scan_error or not job.content_hash or store.has(job.content_hash) or (not retry_failed and store.failure(job.content_hash))
+        if quick:
+            done(i, run_notes_job(job, retry_failed))
+        else:
+            pending.append(i)
+    if pending:
+        model_path(jobs[pending[0]].data_dir, log_fn)
+    if workers <= 1 or len(pending) <= 1:
+        for i in pending:
+            done(i, run_notes_job(jobs[i], retry_failed))
+    elif pending:
+        # a worker that dies (decoder crash, OOM killer) breaks the pool: rerun every unfinished
+        # track alone, so only the culprit fails
+        for i in _run_in_pool(jobs, pending, workers, retry_failed, done):
+            if _run_in_pool(jobs, [i], 1, retry_failed, done):
+                j = jobs[i]
+                reason = "the transcription process crashed on this file (decoder fault or out of memory)"
+                if j.content_hash:
+                    NotesStore(j.data_dir).save_failure(j.content_hash, j.relpath, reason)
+                done(i, NotesOutcome(j.key, j.relpath, j.content_hash, "failed", f"{j.path}: {reason}"))
+    return [results[i] for i in range(len(jobs))]
+
+
+NOTES_VERSION_KEY = "music_pipeline.notes_version"
+NOTE_TABLE_ID_COLUMNS = ["key", "relpath", "content_hash", "duration_s", "n_notes", "gain_db"]
+
+
+def note_table(tracks, store: NotesStore, previous=None):
+    """(table, missing): one row per track of ``tracks`` (a frame with key, relpath, content_hash)
+    whose notes are stored — id columns + the note descriptors —, and the rows without notes.
+    Rows of ``previous`` (a note table of the same version) are reused by content hash, so a
+    refresh reads only new note files."""
+    import pandas as pd
+
+    reuse = {}
+    if previous is not None and len(previous):
+        reuse = {h: r for h, r in zip(previous["content_hash"], previous.to_dict("records"))}
+    available = store.note_hashes()
+    rows, missing = [], []
+    for t in tracks.itertuples(index=False):
+        h = t.content_hash
+        if h in reuse:
+            rows.append({**reuse[h], "key": t.key, "relpath": t.relpath})
+            continue
+        if h not in available:
+            missing.append(t)
+            continue
+        try:
+            r = store.load(h)
+        except Exception as exc:  # a damaged file: transcribe again rather than lose the track
+            log.warning("stored notes of %s unreadable (%s)", t.relpath, exc)
+            missing.append(t)
+            continue
+        rows.append({"key": t.key, "relpath": t.relpath, "content_hash": h, "duration_s": r.duration_s, "n_notes": len(r.notes), "gain_db": r.gain_db, **r.descriptors})
+    cols = NOTE_TABLE_ID_COLUMNS + NOTE_DESCRIPTOR_NAMES
+    table = pd.DataFrame(rows, columns=cols).astype({c: "float64" for c in NOTE_DESCRIPTOR_NAMES + ["duration_s", "gain_db"]})
+    return table, pd.DataFrame(missing, columns=list(tracks.columns))

@@ -1,0 +1,181 @@
+"""Polyphonic transcription: audio → note events, with basic-pitch's ICASSP-2022 model on onnxruntime.
+
+The model is ``nmp.onnx`` from the basic-pitch 0.4.0 wheel (Apache-2.0), fetched once by
+``music_pipeline.pretrained`` and checked against the SHA-256 pins below; basic-pitch itself is
+never installed or imported (it would pull TensorFlow < 2.15.1, which cannot sit beside this
+stack), and nothing here imports TensorFlow. Its pre-processing and note creation are ported in
+``basic_pitch_port.py``.
+
+Cost is bounded per track: at most ``max_seconds`` of audio are transcribed, as ``excerpts``
+stretches spread evenly over the track (a shorter track is transcribed whole), so a full-length
+track costs about the same as a one-minute one. Before the model, the track is brought to one
+loudness (its 95th-percentile 93 ms RMS to −20 dBFS): the model min–max normalises each window's
+log-CQT against a fixed floor, so without this a quieter render of the same music gives other
+activations, and other notes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from music_pipeline import pretrained
+from music_pipeline.notes import basic_pitch_port as bp
+from music_pipeline.notes.events import NoteEvents
+
+SR = bp.AUDIO_SAMPLE_RATE
+MODEL_MEMBER = "basic_pitch/saved_models/icassp_2022/nmp.onnx"
+MODEL_SHA256 = "2c3c1d144bfa61ad236e92e169c13535c880469a12a047d4e73451f2c059a0ec"
+NOTES_MODEL = pretrained.with_files(pretrained.BASIC_PITCH, {MODEL_MEMBER: MODEL_SHA256})
+
+TARGET_LEVEL_DB = -20.0
+LEVEL_PERCENTILE = 95.0
+LEVEL_BLOCK = 2048  # 93 ms at 22.05 kHz
+BATCH_WINDOWS = 4  # windows per onnxruntime call (larger batches were slower on one core)
+# Ghost notes: on bright timbres the model also reports strong overtones (octave, twelfth, double
+# octave, …) of a note as notes. A note is dropped as an overtone when a note this many semitones
+# below is already sounding when it starts (or starts ≤ 50 ms after it), covers half of it, and is
+# clearly surer (confidence ratio below). Checked on real renders: bench_difficulty.py.
+OVERTONE_INTERVALS = (12, 19, 24, 28, 31, 36)
+OVERTONE_ONSET_S = 0.05
+OVERTONE_CONFIDENCE_RATIO = 0.7
+OVERTONE_LOOKBACK_S = 8.0  # longest parent note considered
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much of a track is transcribed: ``excerpts`` equal stretches, ``max_seconds`` in all."""
+
+    max_seconds: float = 60.0
+    excerpts: int = 6
+
+    def __post_init__(self):
+        if self.max_seconds < 2 * self.excerpts * bp.WINDOW_HOP / SR or self.excerpts < 1:
+            raise ValueError(f"need at least two model windows (3.3 s) per excerpt, got {self.max_seconds} s for {self.excerpts} excerpts")
+
+    @property
+    def tag(self) -> str:
+        return f"{self.max_seconds:g}s{self.excerpts}x"
+
+
+DEFAULT_BUDGET = Budget()
+
+
+def plan_excerpts(n_samples: int, budget: Budget = DEFAULT_BUDGET) -> list[tuple[int, int]]:
+    """(start sample, model windows) of each excerpt; windows × 36,164 samples is its length."""
+    total = int(budget.max_seconds * SR // bp.WINDOW_HOP)
+    needed = max(1, math.ceil(n_samples / bp.WINDOW_HOP))
+    if needed <= total:
+        return [(0, needed)]
+    per = total // budget.excerpts
+    length = per * bp.WINDOW_HOP
+    starts = [int(round((k + 0.5) * n_samples / budget.excerpts - length / 2)) for k in range(budget.excerpts)]
+    return [(min(max(s, 0), n_samples - length), per) for s in starts]
+
+
+def loudness_gain_db(y: np.ndarray) -> float:
+    """Gain that brings the 95th percentile of the 93 ms block RMS to −20 dBFS."""
+    n = len(y) // LEVEL_BLOCK * LEVEL_BLOCK
+    blocks = y[:n].reshape(-1, LEVEL_BLOCK) if n else y.reshape(1, -1)
+    rms = np.sqrt(np.mean(np.square(blocks, dtype=np.float64), axis=1))
+    level = 20 * np.log10(max(float(np.percentile(rms, LEVEL_PERCENTILE)), 1e-9))
+    return TARGET_LEVEL_DB - level
+
+
+def model_path(data_dir: str | os.PathLike | None = None, log=lambda msg: None) -> Path:
+    """The verified local ``nmp.onnx`` (fetched from the package index on first use)."""
+    return pretrained.ensure_files(NOTES_MODEL, data_dir, log) / MODEL_MEMBER
+
+
+@dataclass
+class Transcription:
+    notes: NoteEvents
+    duration_s: float  # of the whole track
+    gain_db: float  # loudness normalisation applied before the model
+    seconds: float  # compute time of the transcription (decode excluded)
+    active_pitches: np.ndarray | None = None  # per model frame: pitches with frame activation ≥ 0.3
+
+
+def drop_overtones(notes: NoteEvents) -> NoteEvents:
+    """The notes without those that are overtones of a surer note below them (see above)."""
+    n = len(notes)
+    if n < 2:
+        return notes
+    keep = np.ones(n, bool)
+    order = np.argsort(notes.onset, kind="stable")
+    on, off, pitch, conf = (a[order] for a in (notes.onset, notes.offset, notes.pitch.astype(np.int64), notes.confidence))
+    starts = np.searchsorted(on, on - OVERTONE_LOOKBACK_S, side="left")
+    ends = np.searchsorted(on, on + OVERTONE_ONSET_S, side="right")
+    for i in range(n):
+        for j in range(starts[i], ends[i]):
+            if j == i or off[j] <= on[i] or pitch[i] - pitch[j] not in OVERTONE_INTERVALS:
+                continue
+            overlap = min(off[i], off[j]) - max(on[i], on[j])
+            if overlap >= 0.5 * (off[i] - on[i]) and conf[i] < OVERTONE_CONFIDENCE_RATIO * conf[j]:
+                keep[i] = False
+                break
+    k = order[keep]
+    return NoteEvents(notes.onset[k], notes.offset[k], notes.pitch[k], notes.confidence[k], notes.spans)
+
+
+class Transcriber:
+    """One onnxruntime session (created on first use; ``threads`` intra-op threads, 1 = per core)."""
+
+    def __init__(self, model_file: str | os.PathLike | None = None, threads: int = 1, budget: Budget = DEFAULT_BUDGET, data_dir=None):
+        self.model_file = Path(model_file) if model_file else None
+        self.threads = threads
+        self.budget = budget
+        self.data_dir = data_dir
+        self._session = None
+        self._lock = threading.Lock()
+
+    @property
+    def session(self):
+        with self._lock:
+            if self._session is None:
+                import onnxruntime as ort
+
+                opts = ort.SessionOptions()
+                opts.intra_op_num_threads = self.threads
+                opts.inter_op_num_threads = 1
+                path = self.model_file or model_path(self.data_dir)
+                self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            return self._session
+
+    def activations(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(frame, onset) activations of model windows, unwrapped to (windows × 142, 88)."""
+        frames, onsets = [], []
+        for i in range(0, len(windows), BATCH_WINDOWS):
+            note, onset = self.session.run([bp.NOTE_OUTPUT, bp.ONSET_OUTPUT], {bp.INPUT_NAME: windows[i : i + BATCH_WINDOWS]})
+            frames.append(bp.unwrap(note))
+            onsets.append(bp.unwrap(onset))
+        return np.concatenate(frames), np.concatenate(onsets)
+
+    def transcribe(self, y: np.ndarray, sr: int = SR) -> Transcription:
+        """Notes of a mono signal at 22,050 Hz (excerpts per the budget, loudness normalised)."""
+        if sr != SR:
+            raise ValueError(f"transcription needs {SR} Hz audio, got {sr}")
+        t0 = time.perf_counter()
+        y = np.asarray(y, np.float32)
+        gain_db = loudness_gain_db(y)
+        scaled = y * np.float32(10 ** (gain_db / 20))
+        parts, spans, active = [], [], []
+        for start, n_windows in plan_excerpts(len(y), self.budget):
+            end = min(start + n_windows * bp.WINDOW_HOP, len(y))
+            windows, times = bp.excerpt_windows(scaled, start, n_windows)
+            frames, onsets = self.activations(windows)
+            keep = times < end / SR  # frames past the excerpt (or the track) describe padding
+            frames, onsets, times = frames[keep], onsets[keep], times[keep]
+            active.append((frames >= bp.FRAME_THRESHOLD).sum(axis=1).astype(np.int16))
+            for s, e, pitch, amp in bp.output_to_notes_polyphonic(frames, onsets):
+                parts.append((times[s], times[min(e, len(times) - 1)], pitch, amp))
+            spans.append((start / SR, end / SR))
+        arr = np.array(parts, dtype=np.float64).reshape(-1, 4)
+        notes = drop_overtones(NoteEvents(arr[:, 0], arr[:, 1], arr[:, 2].astype(np.int16), arr[:, 3], spans))
+        return Transcription(notes, len(y) / SR, float(gain_db), time.perf_counter() - t0, np.concatenate(active))
