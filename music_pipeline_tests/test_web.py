@@ -117,6 +117,7 @@ def test_track_page_has_genre_difficulty_neighbours_and_map_point(served):
     d = t["difficulty"]
     assert d["available"] and d["level"] in ("Easy", "Medium", "Hard") and 0 <= d["pdi"] <= 1
     assert len(d["reasons"]) == 3 and all(("harder" in r) != ("easier" in r) for r in d["reasons"])
+    assert "notes/s" in d["explanation"] and d["explanation"].endswith(f"→ {d['level']}")  # the notes, in musical terms
     assert set(t["map"]) == {"x", "y"}
 
 

@@ -52,7 +52,15 @@ def explorer_library(styled_library: tuple[Path, Path], root: Path) -> tuple[Pat
     write_parquet(pdi.descriptors_table_path(layout), tables.descriptors)
 
     TrackIndex.build(tables.embeddings, library_root=str(library)).save(index_dir(data))
-    scores, model = pdi.score_library(tables.descriptors)
+    # the PDI reads the notes: transcribe the tracks as the difficulty asset would
+    from music_pipeline.notes.store import NotesJob, NotesStore, note_table, transcribe_many
+
+    notes_store = NotesStore(data)
+    transcribe_many([NotesJob(t.key, t.path, t.relpath, t.content_hash, str(data)) for t in scan.tracks], workers=1)
+    notes, missing = note_table(tables.descriptors[["key", "relpath", "content_hash"]], notes_store)
+    assert missing.empty, missing
+    write_parquet(pdi.note_descriptors_table_path(layout), notes)
+    scores, model = pdi.score_library(pdi.merge_descriptors(tables.descriptors, notes))
     write_parquet(pdi.scores_table_path(layout), scores)
     model.save(pdi.model_dir(layout))
 

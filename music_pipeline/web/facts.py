@@ -44,11 +44,12 @@ class Facts:
     def _load_difficulty(self):
         with self._lock:
             if self._difficulty is None and self._difficulty_error is None:
-                from music_pipeline.models.pdi import DifficultyModel, descriptors_table_path, model_dir
+                from music_pipeline.models.pdi import DifficultyModel, descriptors_table_path, merge_descriptors, model_dir, note_descriptors_table_path
 
                 try:
                     model = DifficultyModel.load(model_dir(self.layout))
-                    table = read_parquet(descriptors_table_path(self.layout))
+                    # the PDI reads the note descriptors beside the audio ones, as the difficulty asset does
+                    table = merge_descriptors(read_parquet(descriptors_table_path(self.layout)), read_parquet(note_descriptors_table_path(self.layout)))
                     frame = model.score_frame(table)
                     rows = {str(k): r for k, r in zip(table["key"], table[list(model.names)].to_dict("records"))}
                     levels = {str(k): (str(lv), float(p)) for k, lv, p in zip(frame["key"], frame["level"], frame["pdi"])}
@@ -69,10 +70,18 @@ class Facts:
         model, rows, _ = loaded
         if key not in rows:
             return _unavailable("this track has no difficulty descriptors (added after the last build?)")
+        from music_pipeline.models.pdi import explain
+
         score = model.score(rows[key], top=PUSHING_TOP)
         out = score.to_dict()
+        out.update(
+            available=True,
+            thresholds=list(model.thresholds),
+            levels=list(model.levels),
+            explanation=explain(rows[key], score.level, score.normalised),  # what `difficulty FILE` prints
+            reasons=difficulty_reasons(score.level, score.pushing),
+        )
         out.pop("normalised", None)
-        out.update(available=True, thresholds=list(model.thresholds), levels=list(model.levels), reasons=difficulty_reasons(score.level, score.pushing))
         return out
 
     # -- genre ----------------------------------------------------------------------------------

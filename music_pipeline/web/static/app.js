@@ -270,6 +270,7 @@ function difficultySection(d) {
   if (!d.available) return s.appendChild(h("p", { class: "muted" }, d.reason)), s;
   s.append(h("p", {}, h("span", { class: "level big level-" + d.level }, d.level), ` PDI ${fmt(d.pdi, 3)}`,
     h("span", { class: "muted" }, ` (levels cut at ${d.thresholds.map((t) => fmt(t, 3)).join(" and ")}; structural ${fmt(d.structural)}, intensity ${fmt(d.intensity)})`)));
+  if (d.explanation) s.append(h("p", { class: "explanation" }, d.explanation));
   s.append(h("ul", { class: "reasons" }, d.reasons.map((r) => h("li", {}, r))));
   if (d.out_of_range && d.out_of_range.length) s.append(h("p", { class: "muted small" }, "outside the library's range: " + d.out_of_range.join(", ")));
   return s;
