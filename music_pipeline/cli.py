@@ -14,7 +14,7 @@ import sys
 
 from music_pipeline.settings import LibraryNotGiven
 
-COMMAND_MODULES = ["core", "difficulty", "genre", "discovery"]
+COMMAND_MODULES = ["core", "difficulty", "genre", "discovery", "models"]
 
 
 def common_parent() -> argparse.ArgumentParser:

@@ -2,13 +2,13 @@
 
 import dagster as dg
 
-from music_pipeline.defs.assets import difficulty, discovery, features, genre, library
+from music_pipeline.defs.assets import difficulty, discovery, features, genre, learned, library
 from music_pipeline.defs.executors import executor_from_env
 from music_pipeline.defs.jobs import build_jobs
 from music_pipeline.defs.resources import MusicPipelineResource
 from music_pipeline.defs.sensors import library_automation, library_sensor
 
-ASSET_MODULES = [library, features, difficulty, discovery, genre]
+ASSET_MODULES = [library, features, learned, difficulty, discovery, genre]
 
 
 def build_definitions(pipeline: MusicPipelineResource | None = None) -> dg.Definitions:
