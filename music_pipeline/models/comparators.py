@@ -85,9 +85,9 @@ class ComparisonConfig:
     names: tuple[str, ...] = ALL_COMPARATORS
     reference_candidates: tuple[Candidate, ...] = DEFAULT_CANDIDATES + (REFERENCE_DESIGN,)
     max_folds: int = 3  # grouped folds for every row (the classifier's folds merged over the same groups)
-    cnn_epochs: int = 25
+    cnn_epochs: int = 10
     cnn_batch: int = 32
-    cnn_max_segments: int = 600  # training segments per fold (a seeded subsample above this)
+    cnn_max_segments: int = 300  # training segments per fold (a seeded subsample above this)
     knn_k: int = 5
     svm_C: float = 10.0
     logreg_C: float = 0.1

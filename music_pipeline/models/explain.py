@@ -273,6 +273,8 @@ def linear_shap(model: GenreModel, X) -> ShapResult:
 
     def drivers(i: int, k: int, c: int, n: int = 3) -> str:
         cols = np.flatnonzero(gidx == k)
+        if groups[k].startswith("tag: "):  # one column: say how this track's score compares with the library's
+            return f"scores {'above' if Z[i, cols[0]] > 0 else 'below'} the library's average"
         if groups[k] == LEARNED_CONCEPT:
             return f"{len(cols)} learned dims, {int((per_feature[i, cols, c] > 0).sum())} pushing toward, {int((per_feature[i, cols, c] < 0).sum())} away"
         top = cols[np.argsort(-np.abs(per_feature[i, cols, c]))[:n]]

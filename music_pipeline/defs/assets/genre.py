@@ -142,8 +142,10 @@ def genre_classifier(context: dg.AssetExecutionContext, config: GenreClassifierC
         "seconds": round(result.seconds, 1),
     }
     if est.balanced_accuracy is not None:
-        md.update({f"grouped_{k}": float(v) for k, v in headline(ev.nested).items()})
+        md["grouped_balanced_accuracy"] = float(est.balanced_accuracy)  # the estimate (see estimate_kind)
         md["estimate_ci95_low"], md["estimate_ci95_high"] = float(est.ci95[0]), float(est.ci95[1])
+        md["nested_balanced_accuracy_before_step"] = float(est.uncorrected)
+        md.update({f"grouped_{k}": float(ev.nested[k]) for k in ("accuracy", "macro_f1")})
         md.update({f"baseline_{k}": float(v) for k, v in headline(ev.baseline_grouped).items()})
         if ev.result(ev.selected).shuffled:
             md.update({f"shuffled_{k}": float(v) for k, v in headline(ev.result(ev.selected).shuffled).items()})

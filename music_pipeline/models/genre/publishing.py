@@ -82,7 +82,9 @@ def build_report(data, ev: Evaluation, deployed_name: str, seconds: float) -> di
         "fold_note": ev.plan.note, "fold_method": ev.plan.method, "n_splits": ev.plan.n_splits, "cv_possible": ev.plan.possible,
         "candidates": [candidate_json(r) for r in ev.results], "skipped_candidates": ev.skipped,
         "selected": ev.selected.name if ev.selected else None, "deployed": deployed_name, "feature_view": ev.selected.features if ev.selected else None,
-        "estimate_kind": est.method, "estimate": {**headline(ev.nested), "ci95": list(est.ci95) if est.ci95 else None},
+        "estimate_kind": est.method,
+        "estimate": {**headline(ev.nested), "balanced_accuracy": est.balanced_accuracy, "ci95": list(est.ci95) if est.ci95 else None,
+                     "uncorrected": est.uncorrected} if est.balanced_accuracy is not None else {},
         "estimate_per_group": est.per_group, "nested_choices": ev.nested_choices,
         "per_class": (ev.nested or {}).get("per_class"), "confusion": (ev.nested or {}).get("confusion"),
         "baseline_grouped": headline(ev.baseline_grouped), "baseline_shuffled": headline(ev.baseline_shuffled),
@@ -108,6 +110,7 @@ def model_card(report: dict, version: str, trained_at: float) -> dict:
             "balanced_accuracy": est.get("balanced_accuracy"),
             "ci95": est.get("ci95"),
             "method": report["estimate_kind"],
+            "before_learning_curve_step": est.get("uncorrected"),
             "what": "balanced accuracy expected on tracks from sources (groups) the model has not seen",
         },
         "baseline": {"balanced_accuracy": (report.get("baseline_grouped") or {}).get("balanced_accuracy"), "method": "majority label of each training fold"},
@@ -129,7 +132,8 @@ def report_markdown(report: dict, cand_table: pd.DataFrame, boundary: pd.DataFra
         f"{report['n_unlabelled']} unlabelled (predicted, not trained on)",
         f"- folds: {report['fold_note']}",
         f"- **estimate** ({report['estimate_kind']}): balanced accuracy {est.get('balanced_accuracy', float('nan')):.3f}"
-        + (f", 95 % CI {ci[0]:.3f}–{ci[1]:.3f} (bootstrap over groups)" if ci else ""),
+        + (f", 95 % CI {ci[0]:.3f}–{ci[1]:.3f} (bootstrap over groups)" if ci else "")
+        + (f"; before the learning-curve step {est['uncorrected']:.3f}" if est.get("uncorrected") is not None else ""),
         f"- majority baseline (grouped): {_fmt(report['baseline_grouped'])}",
         f"- deployed candidate, flat grouped CV (optimistic: it was chosen on these folds): {_fmt(report['selected_grouped_flat'])}; shuffled CV: {_fmt(report['selected_shuffled'])}",
         f"- choice per outer fold: {', '.join(report['nested_choices']) or 'not run'}",
@@ -137,7 +141,7 @@ def report_markdown(report: dict, cand_table: pd.DataFrame, boundary: pd.DataFra
     if report.get("skipped_candidates"):
         lines.append(f"- not scored (inputs missing): {'; '.join(report['skipped_candidates'])}")
     lines += ["", "## Candidates (same folds)", "", cand_table.to_markdown(index=False, floatfmt=".3f") if len(cand_table) else "_none_", ""]
-    if report.get("estimate_per_group"):
+    if report.get("estimate_per_group") and report.get("n_with_group"):
         per = pd.DataFrame(sorted(report["estimate_per_group"].items()), columns=["group", "accuracy (nested, held out)"])
         lines += ["## Held-out accuracy per group", "", per.to_markdown(index=False, floatfmt=".2f"), ""]
     lines += ["## Boundary songs", "", boundary.to_markdown(index=False, floatfmt=".2f") if len(boundary) else "_none_", "", "## Explanations", ""]
