@@ -51,40 +51,49 @@ def test_patches_are_bounded_and_spread_over_long_tracks():
 
 _REFERENCE = r"""
 import sys, shutil, tempfile, pathlib, numpy as np, tensorflow as tf
-folder, name, inp, out = sys.argv[1:5]
-tmp = pathlib.Path(tempfile.mkdtemp())
-for s in (".index", ".data-00000-of-00001", ".meta"):
-    shutil.copyfile(pathlib.Path(folder) / "musicnn" / name / s, tmp / f"model{s}")
-mg = tf.compat.v1.MetaGraphDef()
-mg.ParseFromString((tmp / "model.meta").read_bytes())
-for node in mg.graph_def.node:  # TF 2.21 rejects the stale shape hints of the saved training graph
-    node.attr.pop("_output_shapes", None)
-g = tf.Graph()
-with g.as_default():
-    saver = tf.compat.v1.train.import_meta_graph(mg, clear_devices=True)
-    with tf.compat.v1.Session(graph=g) as sess:
-        saver.restore(sess, str(tmp / "model"))
-        pen, tags = sess.run(["model/batch_normalization_10/batchnorm/add_1:0", "model/Sigmoid:0"],
-                             {"model/Placeholder:0": np.load(inp), "model/Placeholder_2:0": False})
-np.savez(out, penultimate=pen, tags=tags)
+folder, inp, out = sys.argv[1:4]
+results = {}
+for name in sys.argv[4:]:
+    tmp = pathlib.Path(tempfile.mkdtemp())
+    for s in (".index", ".data-00000-of-00001", ".meta"):
+        shutil.copyfile(pathlib.Path(folder) / "musicnn" / name / s, tmp / f"model{s}")
+    mg = tf.compat.v1.MetaGraphDef()
+    mg.ParseFromString((tmp / "model.meta").read_bytes())
+    for node in mg.graph_def.node:  # TF 2.21 rejects the stale shape hints of the saved training graph
+        node.attr.pop("_output_shapes", None)
+    g = tf.Graph()
+    with g.as_default():
+        saver = tf.compat.v1.train.import_meta_graph(mg, clear_devices=True)
+        with tf.compat.v1.Session(graph=g) as sess:
+            saver.restore(sess, str(tmp / "model"))
+            pen, tags = sess.run(["model/batch_normalization_10/batchnorm/add_1:0", "model/Sigmoid:0"],
+                                 {"model/Placeholder:0": np.load(inp), "model/Placeholder_2:0": False})
+    results[f"{name}_penultimate"], results[f"{name}_tags"] = pen, tags
+np.savez(out, **results)
 """
 
 
-@pytest.mark.parametrize("spec", [mn.MSD_MUSICNN, mn.MTT_MUSICNN], ids=lambda s: s.name)
-def test_keras_rebuild_reproduces_the_original_tf1_graph(weights, spec, tmp_path):
-    """Reference: the author's own graph (the checkpoint's .meta, run with tf.compat.v1 in a separate
-    process) and checkpoint, on the same log-mel patches of synthetic music."""
+@pytest.fixture(scope="module")
+def reference(weights, tmp_path_factory):
+    """The author's own graph (each checkpoint's .meta, run with tf.compat.v1 in a separate process,
+    so graph mode never touches this one) and checkpoint, on log-mel patches of synthetic music."""
+    tmp = tmp_path_factory.mktemp("musicnn_reference")
     y = np.concatenate([_at16k(styled_track("noise_rock", 6.0, seed=1)), _at16k(styled_track("arpeggio", 6.0, seed=2))])
     patches, _ = mn.log_mel_patches(y)
-    np.save(tmp_path / "in.npy", patches)
-    script = tmp_path / "reference.py"
-    script.write_text(_REFERENCE)
-    subprocess.run([sys.executable, str(script), str(weights), spec.name, str(tmp_path / "in.npy"), str(tmp_path / "ref.npz")], check=True, capture_output=True)
-    ref = np.load(tmp_path / "ref.npz")
+    np.save(tmp / "in.npy", patches)
+    (tmp / "reference.py").write_text(_REFERENCE)
+    names = [s.name for s in (mn.MSD_MUSICNN, mn.MTT_MUSICNN)]
+    subprocess.run([sys.executable, str(tmp / "reference.py"), str(weights), str(tmp / "in.npy"), str(tmp / "ref.npz"), *names], check=True, capture_output=True)
+    return patches, dict(np.load(tmp / "ref.npz"))
+
+
+@pytest.mark.parametrize("spec", [mn.MSD_MUSICNN, mn.MTT_MUSICNN], ids=lambda s: s.name)
+def test_keras_rebuild_reproduces_the_original_tf1_graph(reference, spec):
+    patches, ref = reference
     pen, tags = mn.Musicnn([spec]).run(patches)[spec.name]
     assert pen.shape == (len(patches), 200) and tags.shape == (len(patches), 50)
-    np.testing.assert_allclose(pen, ref["penultimate"], atol=1e-4)
-    np.testing.assert_allclose(tags, ref["tags"], atol=1e-5)
+    np.testing.assert_allclose(pen, ref[f"{spec.name}_penultimate"], atol=1e-4)
+    np.testing.assert_allclose(tags, ref[f"{spec.name}_tags"], atol=1e-5)
     assert np.ptp(tags, axis=0).max() > 0.05  # different music, different tags: not a constant output
 
 

@@ -19,10 +19,13 @@ RECALL_THRESHOLD = 0.95
 _COMMON = dict(group_name="discovery", owners=["team:music-pipeline"], code_version="1")
 
 
+_INDEX_DEFAULTS = IndexParams()  # every default lives in the core
+
+
 class SimilarityIndexConfig(dg.Config):
-    approximate_above: int = 50_000  # exact search up to this many tracks, faiss IVF above
-    target_recall: float = 0.97  # nprobe is tuned until recall@10 on a sample reaches this
-    block_elements: int = 1 << 24  # largest block of scores held at once (float32 values)
+    approximate_above: int = _INDEX_DEFAULTS.approximate_above  # exact search up to this many tracks, faiss IVF above
+    target_recall: float = _INDEX_DEFAULTS.target_recall  # nprobe is tuned until recall@10 on a sample reaches this
+    block_elements: int = _INDEX_DEFAULTS.block_elements  # largest block of scores held at once (float32 values)
 
 
 def _load_existing(directory):

@@ -17,6 +17,7 @@ from music_pipeline.defs.resources import MusicPipelineResource
 from music_pipeline.models.comparators import ComparisonConfig
 from music_pipeline.models.genre.candidates import Candidate, XgbSettings
 from music_pipeline.models.genre.cv import SearchConfig
+from music_pipeline.models.genre.training import BOUNDARY_MARGIN
 from music_pipeline.storage import DataLayout, read_json, read_parquet, write_json, write_parquet, write_text
 
 GENRE_CLASSIFIER = dg.AssetKey("genre_classifier")
@@ -49,7 +50,7 @@ class GenreClassifierConfig(dg.Config):
     bootstrap: int = _SEARCH.bootstrap
     n_estimators: int = _XGB.n_estimators  # only for xgb candidates
     learning_rate: float = _XGB.learning_rate
-    boundary_margin: float = 0.15
+    boundary_margin: float = BOUNDARY_MARGIN
     waterfall_track: str = ""  # key or part of a relpath; default: the closest boundary song
     seed: int = _SEARCH.seed
 

@@ -22,6 +22,9 @@ from music_pipeline.models.genre.data import BLOCK_COLUMNS, TAGS, LabelledData, 
 from music_pipeline.models.genre.publishing import build_report
 
 
+BOUNDARY_MARGIN = 0.15  # top two probabilities closer than this make a "boundary song"
+
+
 class NotTrainable(ValueError):
     """Fewer than 2 labels: no classifier can be trained (the message says what was found)."""
 
@@ -53,7 +56,7 @@ def _all_inputs(table: pd.DataFrame) -> dict[str, np.ndarray]:
     return {block: table[cols].to_numpy(dtype=np.float64) for block, cols in BLOCK_COLUMNS.items() if all(c in table for c in cols)}
 
 
-def train_genre_classifier(table: pd.DataFrame, config: SearchConfig, boundary_margin: float = 0.15,
+def train_genre_classifier(table: pd.DataFrame, config: SearchConfig, boundary_margin: float = BOUNDARY_MARGIN,
                            on_progress: Callable[[str], None] | None = None) -> TrainingResult:
     """``table``: the embeddings table joined with the learned table (``learned.table.with_learned``)."""
     from music_pipeline.models import explain as ex
