@@ -20,7 +20,7 @@ import sys
 from music_pipeline import quiet
 from music_pipeline.settings import SettingsError
 
-COMMAND_MODULES = ["core", "difficulty", "genre", "discovery", "serve"]
+COMMAND_MODULES = ["core", "difficulty", "genre", "discovery", "models", "serve"]
 
 
 def common_parent() -> argparse.ArgumentParser:

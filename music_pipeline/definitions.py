@@ -2,14 +2,14 @@
 
 import dagster as dg
 
-from music_pipeline.defs.assets import difficulty, discovery, features, genre, library, notes
+from music_pipeline.defs.assets import difficulty, discovery, features, genre, learned, library, notes
 from music_pipeline.defs.event_log import enable_event_batching
 from music_pipeline.defs.executors import executor_from_env
 from music_pipeline.defs.jobs import build_jobs
 from music_pipeline.defs.resources import MusicPipelineResource
 from music_pipeline.defs.sensors import library_automation, library_sensor, reports_index
 
-ASSET_MODULES = [library, features, notes, difficulty, discovery, genre]
+ASSET_MODULES = [library, features, notes, learned, difficulty, discovery, genre]
 
 # runs of this code location store their per-track asset events in batches (see event_log.py)
 enable_event_batching()

@@ -9,7 +9,8 @@ import pytest
 
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# Pinned pretrained weights (the transcription model) are fetched once per machine, not per test run.
+# Pinned pretrained weights (the transcription model, musicnn) are fetched from PyPI by the
+# project's own code once per machine and kept here, so every test, subprocess and CI run reuses them.
 os.environ.setdefault("MUSIC_PIPELINE_WEIGHTS", str(Path.home() / ".cache" / "music-pipeline" / "weights"))
 
 
@@ -35,6 +36,31 @@ def styled_library(tmp_path_factory) -> tuple[Path, Path]:
     write_parquet(layout.embeddings_path, tables.embeddings)
     write_parquet(layout.tables_dir / "difficulty_descriptors.parquet", tables.descriptors)
     write_parquet(layout.skipped_path, tables.skipped)
+    return library, data
+
+
+@pytest.fixture(scope="session")
+def styled_learned(styled_library, tmp_path_factory) -> tuple[Path, Path]:
+    """A copy of the styled library's data directory with the learned embedding of every track
+    computed by the core (musicnn on the synthesized audio) and its table written."""
+    import shutil
+
+    from music_pipeline.audio.library import scan_library
+    from music_pipeline.learned.store import LearnedJob, LearnedStore, embed_many
+    from music_pipeline.learned.table import build_learned_table, learned_table_path
+    from music_pipeline.storage import DataLayout, read_parquet, write_parquet
+
+    library, shared = styled_library
+    data = tmp_path_factory.mktemp("styled_learned") / "data"
+    shutil.copytree(shared, data)
+    layout = DataLayout(data)
+    scan = scan_library(library, layout.hash_cache_path)
+    store = LearnedStore(data)
+    outcomes = embed_many([LearnedJob(t.key, t.path, t.relpath, t.content_hash) for t in scan.tracks], store)
+    assert all(o.ok for o in outcomes), [o.reason for o in outcomes if not o.ok]
+    table, skipped = build_learned_table(read_parquet(layout.embeddings_path), store)
+    assert not skipped
+    write_parquet(learned_table_path(data), table)
     return library, data
 
 

@@ -32,7 +32,7 @@ import pandas as pd
 
 from music_pipeline.features.embedding import FEATURE_GROUPS, FEATURE_NAMES
 from music_pipeline.search.exact import DEFAULT_BLOCK_ELEMENTS, PrunedExact, exact_topk, normalise, recall_at_k
-from music_pipeline.search.space import GROUPS, Transform, choose_transform, energy_rotation, retrieval_classes
+from music_pipeline.search.space import GROUPS, Transform, choose_transform, energy_rotation, retrieval_bases
 from music_pipeline.storage import (
     ArtifactPath,
     artifact_path,
@@ -266,6 +266,22 @@ def _track_frame(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def learned_block(table: pd.DataFrame) -> np.ndarray | None:
+    """The (n, 400) learned embeddings of a table's rows, or None unless every row has one."""
+    from music_pipeline.learned.store import LEARNED_NAMES
+
+    if not all(c in table for c in LEARNED_NAMES):
+        return None
+    values = table[LEARNED_NAMES].to_numpy(dtype=np.float64)
+    return values if len(values) and np.isfinite(values).all() else None
+
+
+def _learned_version() -> str:
+    from music_pipeline.learned.store import learned_version
+
+    return learned_version()
+
+
 def features_fingerprint() -> str:
     return hashlib.sha1("\n".join(FEATURE_NAMES).encode()).hexdigest()[:12]
 
@@ -289,25 +305,29 @@ class TrackIndex:
 
     @classmethod
     def build(cls, embeddings: pd.DataFrame, params: IndexParams | None = None, library_root: str | None = None, transform: str | None = None) -> "TrackIndex":
-        """Fit the space on this table (choosing the transform unless one is named) and index it."""
+        """Fit the space on this table (choosing the transform unless one is named) and index it.
+        ``embeddings`` may carry the learned columns (``learned.table.with_learned``): then the
+        learned and fusion spaces are candidates too."""
         params = params or IndexParams()
         raw = embeddings[FEATURE_NAMES].to_numpy(dtype=np.float64)
+        learned = learned_block(embeddings)
         tracks = _track_frame(embeddings)
-        basis, classes = retrieval_classes(tracks["label"], tracks["group"], tracks["key"])
+        bases = retrieval_bases(tracks["label"], tracks["group"], tracks["key"])
         if transform:
             from music_pipeline.search.space import fit_transform
 
-            t, choice = fit_transform(transform, raw, params.seed), {"chosen": transform, "reason": "named by the caller", "scores": {}}
+            t, choice = fit_transform(transform, raw, params.seed, learned), {"chosen": transform, "reason": "named by the caller", "scores": {}}
         else:
-            t, choice = choose_transform(raw, classes, seed=params.seed)
-        choice["measured_on"] = basis
+            t, choice = choose_transform(raw, bases, seed=params.seed, learned=learned)
         if t.dim >= 2 * params.head_dims:  # exact single queries can then skip most rows
-            t.rotation = energy_rotation(t.project(raw), seed=params.seed)
+            t.rotation = energy_rotation(t.project(raw, learned), seed=params.seed)
         t0 = time.perf_counter()
-        vectors = VectorIndex.build(t.project(raw), params)
+        vectors = VectorIndex.build(t.project(raw, learned), params)
         info = {
             "format": INDEX_FORMAT,
             "features": features_fingerprint(),
+            "learned_version": _learned_version() if t.needs_learned else None,
+            "learned_available": learned is not None,
             "transform": t.kind,
             "transform_info": t.info,
             "selection": choice,
@@ -323,7 +343,10 @@ class TrackIndex:
         dupes = [k for k in rows["key"] if k in self._pos]
         if dupes:
             raise ValueError(f"already indexed: {dupes[:5]}")
-        positions = self.index.add(self.transform.project(rows[FEATURE_NAMES].to_numpy(dtype=np.float64)))
+        learned = learned_block(rows) if self.transform.needs_learned else None
+        if self.transform.needs_learned and learned is None:
+            raise ValueError("the index space uses the learned embedding, which the new tracks lack")
+        positions = self.index.add(self.transform.project(rows[FEATURE_NAMES].to_numpy(dtype=np.float64), learned))
         self.tracks = pd.concat([self.tracks, _track_frame(rows)], ignore_index=True)
         self._pos = {k: i for i, k in enumerate(self.tracks["key"])}
         self.info["added_since_fit"] = int(self.info.get("added_since_fit", 0)) + len(rows)
@@ -352,6 +375,8 @@ class TrackIndex:
         state = read_json(directory / "index.json")
         if state.get("format") != INDEX_FORMAT or state.get("features") != features_fingerprint():
             raise IndexNotBuilt(f"the similarity index in {directory} was built by another version: rebuild it")
+        if state.get("learned_version") not in (None, _learned_version()):
+            raise IndexNotBuilt(f"the similarity index in {directory} uses another version of the learned embedding: rebuild it")
         vectors = VectorIndex.load(directory, state, mmap)
         transform = Transform.from_arrays(state["transform"], read_npz(directory / "transform.npz"), state.get("transform_info"))
         tracks = read_parquet(directory / "tracks.parquet")
@@ -398,7 +423,9 @@ def sync_track_index(existing: TrackIndex | None, embeddings: pd.DataFrame, para
         added = int(existing.info.get("added_since_fit", 0)) + len(new_keys)
         fitted = int(existing.info.get("fitted_rows", len(existing)))
         same_params = params is None or asdict(params) == asdict(existing.index.params)
-        if same_tracks and same_params and added <= refit_fraction * max(1, fitted):
+        # the learned embedding appearing (or going) changes which spaces can be chosen: refit
+        same_inputs = (learned_block(table) is not None) == bool(existing.info.get("learned_available", False))
+        if same_tracks and same_params and same_inputs and added <= refit_fraction * max(1, fitted):
             for col in ("relpath", "label", "group"):
                 existing.tracks[col] = kept.loc[existing.tracks["key"], col].astype(object).where(lambda s: s.notna(), None).to_numpy()
             if library_root:

@@ -148,9 +148,14 @@ class Discovery:
 
         try:
             raw = extract_features(p).embedding
+            learned = None
+            if self.index.transform.needs_learned:  # the space reads the pretrained network's embedding too
+                from music_pipeline.learned.store import compute_learned
+
+                learned = compute_learned(p).embedding()[None, :]
         except AudioError as exc:
             raise QueryError(str(exc)) from exc
-        return ResolvedTrack(text, self.index.transform.project(np.atleast_2d(raw))[0], str(p.resolve()), raw=raw)
+        return ResolvedTrack(text, self.index.transform.project(np.atleast_2d(raw), learned)[0], str(p.resolve()), raw=raw)
 
     def _resolve_title(self, text: str) -> ResolvedTrack:
         needle = text.lower()

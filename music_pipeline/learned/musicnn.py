@@ -1,0 +1,263 @@
+"""musicnn (Pons & Serra, ISMIR 2019 LBD; ISC licence) rebuilt in Keras 3 from its TF1 checkpoints.
+
+The ``musicnn`` 0.1.0 wheel ships trained checkpoints but pins ``numpy<1.17`` and TF1-era code,
+so we never install it: ``pretrained.ensure_files`` takes the checkpoint files out of the wheel
+(SHA-256 of the wheel and of every member pinned), the network of the wheel's ``musicnn/models.py``
+(``build_musicnn``: musically motivated front end, dense mid end, temporal pooling back end) is
+rebuilt here layer for layer, and the checkpoint variables are read with
+``tf.train.load_checkpoint`` from a copied prefix (the wheel's ``checkpoint`` file names the
+author's own absolute path, so the folder cannot be opened as is).
+
+Input, as in the wheel's ``extractor.batch_data``: mono audio at 16 kHz, mel power spectrogram
+(n_fft 512, hop 256, 96 Slaney mel bands), ``log10(10000·mel + 1)``, cut into patches of 187
+frames (3 s). The wheel casts the mel spectrogram to float16 before the logarithm; 10000·mel
+overflows float16 (max 65504) on loud music, every loud frame becomes inf and the network's
+outputs degenerate. Here the front end stays float32 throughout (tested against the overflow).
+
+Per track at most ``max_patches`` patches are analysed, spread evenly over the whole track, so the
+cost is bounded (20 patches = 60 s) however long the file is; each patch's frames are exactly the
+frames of a whole-track centred spectrogram.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from music_pipeline import pretrained
+
+SR = 16_000
+N_FFT = 512
+HOP = 256
+N_MELS = 96
+PATCH_FRAMES = 187  # librosa.time_to_frames(3 s) + 1, as the wheel's extractor computes it
+PATCH_SECONDS = PATCH_FRAMES * HOP / SR
+DEFAULT_MAX_PATCHES = 20  # 60 s of audio per track at most
+PENULTIMATE_UNITS = 200
+
+MSD_TAGS = [
+    "rock", "pop", "alternative", "indie", "electronic", "female vocalists", "dance", "00s", "alternative rock", "jazz",
+    "beautiful", "metal", "chillout", "male vocalists", "classic rock", "soul", "indie rock", "Mellow", "electronica", "80s",
+    "folk", "90s", "chill", "instrumental", "punk", "oldies", "blues", "hard rock", "ambient", "acoustic",
+    "experimental", "female vocalist", "guitar", "Hip-Hop", "70s", "party", "country", "easy listening", "sexy", "catchy",
+    "funk", "electro", "heavy metal", "Progressive rock", "60s", "rnb", "indie pop", "sad", "House", "happy",
+]
+MTT_TAGS = [
+    "guitar", "classical", "slow", "techno", "strings", "drums", "electronic", "rock", "fast", "piano",
+    "ambient", "beat", "violin", "vocal", "synth", "female", "indian", "opera", "male", "singing",
+    "vocals", "no vocals", "harpsichord", "loud", "quiet", "flute", "woman", "male vocal", "no vocal", "pop",
+    "soft", "sitar", "solo", "man", "classic", "choir", "voice", "new age", "dance", "male voice",
+    "female vocal", "beats", "harp", "cello", "no voice", "weird", "country", "metal", "female voice", "choral",
+]
+
+
+@dataclass(frozen=True)
+class CheckpointSpec:
+    name: str  # folder inside the wheel's package
+    tags: tuple[str, ...]
+    files: dict  # member path -> SHA-256 (index, data, graph)
+
+    @property
+    def folder(self) -> str:
+        return f"musicnn/{self.name}"
+
+
+MSD_MUSICNN = CheckpointSpec("MSD_musicnn", tuple(MSD_TAGS), {
+    "musicnn/MSD_musicnn/.index": "87f3e0f3550c8d3bafc840374003e5c8af5eeb5ecf6add61af09a7822d3282c8",
+    "musicnn/MSD_musicnn/.data-00000-of-00001": "8579734ee6388f799ed0def4bbd0d1fdcbeaf213ef2a9dc860917bd76a303de6",
+    "musicnn/MSD_musicnn/.meta": "046dc0f4f95374c3fc435a1c6619f6d1b9c82794ea2d2ef0a362a59630b5b1ec",
+})
+MTT_MUSICNN = CheckpointSpec("MTT_musicnn", tuple(MTT_TAGS), {
+    "musicnn/MTT_musicnn/.index": "da2d7bb670b2b31e9bc441bb1bd75eca31b5b061f963cc1f9630c1aff3238f57",
+    "musicnn/MTT_musicnn/.data-00000-of-00001": "041f3935e981a65cea739842d30c188d3a7d2adf4410955c8668eb3de4a5acab",
+    "musicnn/MTT_musicnn/.meta": "48f2b91a234a1feaaae6b084bd49668428cdfc54912805617582aa585daabb25",
+})
+CHECKPOINTS = {c.name: c for c in (MSD_MUSICNN, MTT_MUSICNN)}
+LICENCE_FILE = ("musicnn-0.1.0.dist-info/LICENSE.md", "60c4194f702ddd969f969577743546327b4e9db560c07ec286be5cec27f55fcd")
+
+# every member we take from the wheel, each with its pinned SHA-256
+WEIGHTS = pretrained.with_files(pretrained.MUSICNN, {**MSD_MUSICNN.files, **MTT_MUSICNN.files, LICENCE_FILE[0]: LICENCE_FILE[1]})
+
+
+def weights_folder(data_dir=None, log: Callable[[str], None] = lambda _m: None) -> Path:
+    """The verified local copy of the wheel's checkpoint files (fetched with pip on first use)."""
+    return pretrained.ensure_files(WEIGHTS, data_dir, log)
+
+
+# ---------------------------------------------------------------- the front end (float32)
+
+
+def _mel_basis() -> np.ndarray:
+    import librosa
+
+    return librosa.filters.mel(sr=SR, n_fft=N_FFT, n_mels=N_MELS).astype(np.float32)  # Slaney, as librosa 0.6/0.7
+
+
+def patch_starts(n_frames: int, max_patches: int = DEFAULT_MAX_PATCHES) -> np.ndarray:
+    """First frame of each analysed patch: every non-overlapping patch when there are at most
+    ``max_patches`` of them, else ``max_patches`` spread evenly from the first to the last."""
+    full = max(1, (n_frames - PATCH_FRAMES) // PATCH_FRAMES + 1) if n_frames >= PATCH_FRAMES else 1
+    if full <= max_patches:
+        return np.arange(full) * PATCH_FRAMES
+    last = n_frames - PATCH_FRAMES
+    return np.round(np.linspace(0, last, max_patches)).astype(np.int64)
+
+
+def log_mel_patches(y: np.ndarray, max_patches: int = DEFAULT_MAX_PATCHES) -> tuple[np.ndarray, np.ndarray]:
+    """(patches (P, 187, 96) float32, start times in seconds) of 16 kHz mono audio.
+
+    Each patch is computed from its own slice of the signal with the same framing as a centred
+    whole-track STFT (reflect padding at the track's ends, as librosa 0.6/0.7 did), so the cost
+    grows with the analysed seconds, not with the track's length. A track shorter than one patch
+    is repeated to fill it (the ``repeat-pad`` of the training configuration).
+    """
+    import librosa
+
+    y = np.asarray(y, dtype=np.float32)
+    if y.ndim != 1 or not len(y):
+        raise ValueError("expected mono audio samples")
+    n_frames = 1 + len(y) // HOP
+    if n_frames < PATCH_FRAMES:
+        y = np.tile(y, int(np.ceil(PATCH_FRAMES * HOP / len(y))) + 1)[: PATCH_FRAMES * HOP]
+        n_frames = 1 + len(y) // HOP
+    padded = np.pad(y, (N_FFT // 2, N_FFT // 2), mode="reflect")
+    basis = _mel_basis()
+    starts = patch_starts(n_frames, max_patches)
+    span = (PATCH_FRAMES - 1) * HOP + N_FFT
+    if len(padded) < int(starts[-1]) * HOP + span:
+        padded = np.pad(padded, (0, int(starts[-1]) * HOP + span - len(padded)))
+    slices = np.stack([padded[s * HOP : s * HOP + span] for s in starts])  # (P, span)
+    power = np.abs(librosa.stft(slices, n_fft=N_FFT, hop_length=HOP, center=False)) ** 2  # (P, 257, 187) float32
+    mel = np.matmul(basis, power)  # float32 throughout: 10000·mel cannot overflow as it did in float16
+    return np.log10(10000.0 * mel + 1.0).transpose(0, 2, 1).astype(np.float32, copy=False), starts * HOP / SR
+
+
+# ---------------------------------------------------------------- the network
+
+
+def build_network(num_classes: int = 50, n_frames: int = PATCH_FRAMES, n_mels: int = N_MELS):
+    """musicnn's ``build_musicnn`` (7774timbraltemporal front end, 64-filter mid end, 200-unit back
+    end) in Keras 3. Layer names are the TF1 variable scopes, so the checkpoint maps by name.
+    Outputs: [penultimate (batch-normalised dense layer, 200), tag probabilities (sigmoid, 50)]."""
+    import keras
+    from keras import layers
+
+    def bn(name):
+        return layers.BatchNormalization(epsilon=1e-3, name=name)  # tf.compat.v1.layers defaults
+
+    inp = keras.Input((n_frames, n_mels), name="log_mel")
+    x = bn("batch_normalization")(layers.Reshape((n_frames, n_mels, 1))(inp))
+    pad7 = layers.ZeroPadding2D(((3, 3), (0, 0)))(x)
+
+    def pooled_over_frequency(t, filters):  # max over the whole frequency axis, then drop it
+        return layers.Reshape((n_frames, filters))(layers.MaxPooling2D((1, t.shape[2]))(t))
+
+    front = []
+    for conv, norm, width in (("conv2d", "batch_normalization_1", int(0.4 * n_mels)), ("conv2d_1", "batch_normalization_2", int(0.7 * n_mels))):
+        t = bn(norm)(layers.Conv2D(204, (7, width), padding="valid", activation="relu", name=conv)(pad7))
+        front.append(pooled_over_frequency(t, 204))
+    for conv, norm, length in (("conv2d_2", "batch_normalization_3", 128), ("conv2d_3", "batch_normalization_4", 64), ("conv2d_4", "batch_normalization_5", 32)):
+        t = bn(norm)(layers.Conv2D(51, (length, 1), padding="same", activation="relu", name=conv)(x))
+        front.append(pooled_over_frequency(t, 51))
+    front_features = layers.Concatenate(axis=2)(front)  # (frames, 561)
+    width = front_features.shape[-1]
+
+    def mid_conv(t, conv, norm):  # pad time by 3, a (7, all features) kernel, BN, back to (frames, 64, 1)
+        c = layers.Conv2D(64, (7, t.shape[2]), padding="valid", activation="relu", name=conv)(layers.ZeroPadding2D(((3, 3), (0, 0)))(t))
+        return layers.Reshape((n_frames, 64, 1))(bn(norm)(c))
+
+    front4 = layers.Reshape((n_frames, width, 1))(front_features)
+    mid1 = mid_conv(front4, "conv2d_5", "batch_normalization_6")
+    res2 = layers.Add()([mid_conv(mid1, "conv2d_6", "batch_normalization_7"), mid1])
+    res3 = layers.Add()([mid_conv(res2, "conv2d_7", "batch_normalization_8"), res2])
+    mid = layers.Reshape((n_frames, width + 3 * 64))(layers.Concatenate(axis=2)([front4, mid1, res2, res3]))
+
+    # temporal pooling: TF1 concatenated [max, mean] on a last axis of 2 and flattened, so the
+    # features interleave (max_0, mean_0, max_1, …): rebuilt in the same order
+    feats = mid.shape[-1]
+    mx = layers.Reshape((feats, 1))(layers.GlobalMaxPooling1D()(mid))
+    mean = layers.Reshape((feats, 1))(layers.GlobalAveragePooling1D()(mid))
+    pooled = layers.Flatten()(layers.Concatenate(axis=2)([mx, mean]))
+    pooled = bn("batch_normalization_9")(pooled)
+    dense = layers.Dense(PENULTIMATE_UNITS, activation="relu", name="dense")(pooled)
+    penultimate = bn("batch_normalization_10")(dense)
+    tags = layers.Activation("sigmoid", name="tags")(layers.Dense(num_classes, name="dense_1")(penultimate))
+    return keras.Model(inp, [penultimate, tags], name="musicnn")
+
+
+_WEIGHT_SUFFIXES = {
+    "Conv2D": ("kernel", "bias"),
+    "Dense": ("kernel", "bias"),
+    "BatchNormalization": ("gamma", "beta", "moving_mean", "moving_variance"),
+}
+
+
+def read_checkpoint(folder: Path, spec: CheckpointSpec) -> dict[str, np.ndarray]:
+    """Every variable of one checkpoint as numpy arrays (Adam slots left out)."""
+    import tensorflow as tf
+
+    src = Path(folder) / spec.folder
+    with tempfile.TemporaryDirectory(prefix="musicnn-ckpt-") as tmp:
+        # a named prefix: the wheel's own files are ".index"/".data-…" with an empty stem, and its
+        # `checkpoint` file points at the author's disk
+        for suffix in (".index", ".data-00000-of-00001"):
+            shutil.copyfile(src / suffix, Path(tmp) / f"model{suffix}")
+        reader = tf.train.load_checkpoint(str(Path(tmp) / "model"))
+        names = [n for n in reader.get_variable_to_shape_map() if "Adam" not in n and "power" not in n]
+        return {n: reader.get_tensor(n) for n in names}
+
+
+def load_weights(model, variables: dict[str, np.ndarray]) -> int:
+    """Assign checkpoint variables to the layers of the same name; returns how many were set.
+    Every checkpoint variable must be used and every layer weight set (else ValueError)."""
+    used = set()
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if kind not in _WEIGHT_SUFFIXES:
+            continue
+        names = [f"{layer.name}/{s}" for s in _WEIGHT_SUFFIXES[kind]]
+        missing = [n for n in names if n not in variables]
+        if missing:
+            raise ValueError(f"checkpoint lacks {missing} for layer {layer.name}")
+        values = [variables[n] for n in names]
+        for n, v, w in zip(names, values, layer.get_weights()):
+            if v.shape != w.shape:
+                raise ValueError(f"{n}: checkpoint shape {v.shape}, layer expects {w.shape}")
+        layer.set_weights(values)
+        used.update(names)
+    unused = sorted(set(variables) - used)
+    if unused:
+        raise ValueError(f"checkpoint variables not used by the rebuilt network: {unused[:5]}")
+    return len(used)
+
+
+class Musicnn:
+    """One or more musicnn checkpoints, ready to run on log-mel patches."""
+
+    def __init__(self, specs: Sequence[CheckpointSpec] = (MSD_MUSICNN,), data_dir=None, log: Callable[[str], None] = lambda _m: None):
+        folder = weights_folder(data_dir, log)
+        self.specs = list(specs)
+        self.models = {}
+        for spec in self.specs:
+            model = build_network(len(spec.tags))
+            load_weights(model, read_checkpoint(folder, spec))
+            self.models[spec.name] = model
+
+    def run(self, patches: np.ndarray, batch: int = 32) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """{checkpoint name: (penultimate (P, 200), tag probabilities (P, n_tags))} for (P, 187, 96) patches."""
+        patches = np.asarray(patches, dtype=np.float32)
+        out = {}
+        for name, model in self.models.items():
+            pen, tags = [], []
+            for i in range(0, len(patches), batch):
+                p, t = model(patches[i : i + batch], training=False)
+                pen.append(np.asarray(p))
+                tags.append(np.asarray(t))
+            out[name] = (np.concatenate(pen) if pen else np.zeros((0, PENULTIMATE_UNITS), np.float32),
+                         np.concatenate(tags) if tags else np.zeros((0, len(CHECKPOINTS[name].tags)), np.float32))
+        return out

@@ -1,0 +1,239 @@
+"""The learned embedding of a track: what is computed, how it is pooled, where it is kept.
+
+Per track (``compute_learned``): decode at 16 kHz, take at most ``max_patches`` 3-s log-mel patches
+spread over the whole track, run both musicnn checkpoints on them (batched) and keep, per patch,
+the 200-unit penultimate layer of each and the 50 tag probabilities of each:
+
+* ``MSD_musicnn`` (Million Song Dataset tags: rock, electronic, ambient, jazz, …) — its pooled
+  penultimate layer is the learned embedding (``LEARNED_NAMES``: mean and max over the patches,
+  400 dims);
+* ``MTT_musicnn`` (MagnaTagATune tags: guitar, piano, strings, drums, classical, techno, …) — its
+  tag scores, with the MSD ones, are the plain-language layer (``TAG_NAMES``: mean over patches).
+
+Stored once per content hash in ``<data>/learned/<LEARNED_VERSION>/<hash>.npz`` (npz, no pickle):
+``msd_penultimate`` (P, 200), ``mtt_penultimate`` (P, 200), ``msd_tags`` (P, 50), ``mtt_tags``
+(P, 50) float32, ``patch_start_s`` (P,), ``duration_s``, ``compute_seconds``. A file that cannot be
+decoded gets ``failed/<hash>.json`` with the reason. Nothing here imports TensorFlow until an
+embedding is computed.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from music_pipeline.learned.musicnn import DEFAULT_MAX_PATCHES, MSD_TAGS, MTT_TAGS, PENULTIMATE_UNITS, SR
+from music_pipeline.storage import ArtifactPath, DataLayout, list_names, read_json, read_npz, safe_join, write_json, write_npz
+
+# Bump when a stored value changes (front end, network, patch choice): it is in the cache path.
+LEARNED_CODE_VERSION = "1"
+
+
+def learned_version(max_patches: int = DEFAULT_MAX_PATCHES) -> str:
+    return f"musicnn-v{LEARNED_CODE_VERSION}-p{max_patches}"
+
+
+def _slug(tag: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", tag.lower()).strip("_")
+
+
+EMBEDDING_SOURCE = "msd"  # whose penultimate layer is the learned embedding
+LEARNED_NAMES = [f"{EMBEDDING_SOURCE}_{stat}_{i:03d}" for stat in ("mean", "max") for i in range(PENULTIMATE_UNITS)]
+TAG_SOURCES = {"mtt": MTT_TAGS, "msd": MSD_TAGS}
+TAG_NAMES = [f"tag_{src}_{_slug(t)}" for src, tags in TAG_SOURCES.items() for t in tags]
+TAG_TEXT = dict(zip(TAG_NAMES, [t.lower() for tags in TAG_SOURCES.values() for t in tags]))  # column -> "guitar"
+LEARNED_DIM = len(LEARNED_NAMES)
+
+
+@dataclass
+class LearnedFeatures:
+    msd_penultimate: np.ndarray  # (P, 200)
+    mtt_penultimate: np.ndarray  # (P, 200)
+    msd_tags: np.ndarray  # (P, 50)
+    mtt_tags: np.ndarray  # (P, 50)
+    patch_start_s: np.ndarray  # (P,)
+    duration_s: float
+    compute_seconds: float = 0.0
+
+    @property
+    def n_patches(self) -> int:
+        return len(self.patch_start_s)
+
+    def embedding(self) -> np.ndarray:
+        """(400,) float64 in ``LEARNED_NAMES`` order: mean and max of the MSD penultimate layer."""
+        pen = np.asarray(self.msd_penultimate, dtype=np.float64)
+        return np.concatenate([pen.mean(axis=0), pen.max(axis=0)])
+
+    def tags(self) -> np.ndarray:
+        """(100,) in ``TAG_NAMES`` order: mean tag probability over the patches (MTT, then MSD)."""
+        return np.concatenate([np.asarray(self.mtt_tags, np.float64).mean(axis=0), np.asarray(self.msd_tags, np.float64).mean(axis=0)])
+
+    def row(self) -> np.ndarray:
+        return np.concatenate([self.embedding(), self.tags()])
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "msd_penultimate": np.asarray(self.msd_penultimate, np.float32),
+            "mtt_penultimate": np.asarray(self.mtt_penultimate, np.float32),
+            "msd_tags": np.asarray(self.msd_tags, np.float32),
+            "mtt_tags": np.asarray(self.mtt_tags, np.float32),
+            "patch_start_s": np.asarray(self.patch_start_s, np.float64),
+            "duration_s": np.float64(self.duration_s),
+            "compute_seconds": np.float64(self.compute_seconds),
+        }
+
+    @classmethod
+    def from_arrays(cls, z: dict) -> "LearnedFeatures":
+        if z["msd_penultimate"].ndim != 2 or z["msd_penultimate"].shape[1] != PENULTIMATE_UNITS or len(z["patch_start_s"]) == 0:
+            raise ValueError(f"stored learned features have the wrong shape {z['msd_penultimate'].shape}")
+        return cls(z["msd_penultimate"], z["mtt_penultimate"], z["msd_tags"], z["mtt_tags"], z["patch_start_s"],
+                   float(z["duration_s"]), float(z["compute_seconds"]))
+
+
+class LearnedStore:
+    """Per-content-hash learned features under ``<data>/learned/<version>/``."""
+
+    def __init__(self, data_dir, max_patches: int = DEFAULT_MAX_PATCHES):
+        self.layout = DataLayout(data_dir)
+        self.max_patches = max_patches
+        self.version = learned_version(max_patches)
+
+    @property
+    def folder(self) -> ArtifactPath:
+        return safe_join(self.layout.root / "learned", self.version)
+
+    def path(self, content_hash: str) -> ArtifactPath:
+        return safe_join(self.folder, f"{content_hash}.npz")
+
+    def failure_path(self, content_hash: str) -> ArtifactPath:
+        return safe_join(self.folder, "failed", f"{content_hash}.json")
+
+    def has(self, content_hash: str) -> bool:
+        return self.path(content_hash).is_file()
+
+    def save(self, content_hash: str, feats: LearnedFeatures) -> ArtifactPath:
+        self.failure_path(content_hash).unlink(missing_ok=True)
+        return write_npz(self.path(content_hash), feats.arrays())
+
+    def load(self, content_hash: str) -> LearnedFeatures:
+        return LearnedFeatures.from_arrays(read_npz(self.path(content_hash)))
+
+    def save_failure(self, content_hash: str, relpath: str, reason: str) -> None:
+        write_json(self.failure_path(content_hash), {"content_hash": content_hash, "relpath": relpath, "reason": reason, "version": self.version})
+
+    def failure(self, content_hash: str) -> str | None:
+        p = self.failure_path(content_hash)
+        if not p.is_file():
+            return None
+        try:
+            return str(read_json(p)["reason"])
+        except Exception:
+            return "failure record unreadable"
+
+    def hashes(self) -> set[str]:
+        """Content hashes with stored learned features, from one directory listing."""
+        return {n[:-4] for n in list_names(self.folder) if n.endswith(".npz") and not n.startswith(".")}
+
+    def failed_hashes(self) -> set[str]:
+        return {n[:-5] for n in list_names(safe_join(self.folder, "failed")) if n.endswith(".json") and not n.startswith(".")}
+
+
+# ---------------------------------------------------------------- computing
+
+
+_MODEL = None  # one network pair per process: building and loading costs ~2 s
+
+
+def _network(data_dir=None, log: Callable[[str], None] = lambda _m: None):
+    global _MODEL
+    if _MODEL is None:
+        from music_pipeline.learned.musicnn import MSD_MUSICNN, MTT_MUSICNN, Musicnn
+
+        _MODEL = Musicnn((MSD_MUSICNN, MTT_MUSICNN), data_dir, log)
+    return _MODEL
+
+
+def features_from_signal(y16k: np.ndarray, max_patches: int = DEFAULT_MAX_PATCHES, data_dir=None) -> LearnedFeatures:
+    """Learned features of 16 kHz mono audio (see the module docstring)."""
+    from music_pipeline.learned.musicnn import log_mel_patches
+
+    t0 = time.perf_counter()
+    patches, starts = log_mel_patches(y16k, max_patches)
+    out = _network(data_dir).run(patches)
+    (msd_pen, msd_tags), (mtt_pen, mtt_tags) = out["MSD_musicnn"], out["MTT_musicnn"]
+    return LearnedFeatures(msd_pen, mtt_pen, msd_tags, mtt_tags, starts, len(y16k) / SR, time.perf_counter() - t0)
+
+
+def compute_learned(path: str | Path, max_patches: int = DEFAULT_MAX_PATCHES, data_dir=None) -> LearnedFeatures:
+    """Decode ``path`` at 16 kHz and compute its learned features. Raises ``AudioError`` for a file
+    that cannot be analysed (the same checks as the hand-crafted extraction)."""
+    from music_pipeline.audio.decode import decode
+
+    t0 = time.perf_counter()
+    audio = decode(path, SR)
+    feats = features_from_signal(audio.y, max_patches, data_dir)
+    feats.compute_seconds = time.perf_counter() - t0
+    return feats
+
+
+@dataclass
+class LearnedJob:
+    key: str
+    path: str
+    relpath: str
+    content_hash: str | None
+    scan_error: str | None = None
+
+
+@dataclass
+class LearnedOutcome:
+    key: str
+    relpath: str
+    content_hash: str | None
+    status: str  # computed | cached | failed
+    reason: str | None = None
+    seconds: float = 0.0
+    audio_seconds: float = 0.0  # seconds of audio the network analysed
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "failed"
+
+
+def embed_many(jobs: Iterable[LearnedJob], store: LearnedStore, on_result: Callable[[LearnedOutcome], None] | None = None,
+               retry_failed: bool = False, log: Callable[[str], None] = lambda _m: None) -> list[LearnedOutcome]:
+    """Compute what the store lacks, one track at a time in this process (the network uses the
+    cores itself; a file's error is recorded against that file and never stops the others)."""
+    from music_pipeline.audio.decode import AudioError
+    from music_pipeline.learned.musicnn import PATCH_SECONDS
+
+    done = store.hashes()
+    failed = set() if retry_failed else store.failed_hashes()
+    outcomes = []
+    for job in jobs:
+        t0 = time.perf_counter()
+        if job.scan_error or not job.content_hash:
+            out = LearnedOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {job.scan_error or 'no content hash'}")
+        elif job.content_hash in done:
+            out = LearnedOutcome(job.key, job.relpath, job.content_hash, "cached")
+        elif job.content_hash in failed:
+            out = LearnedOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {store.failure(job.content_hash)}")
+        else:
+            try:
+                _network(store.layout.root, log)
+                feats = compute_learned(job.path, store.max_patches, store.layout.root)
+            except AudioError as exc:
+                store.save_failure(job.content_hash, job.relpath, exc.reason)
+                out = LearnedOutcome(job.key, job.relpath, job.content_hash, "failed", str(exc), time.perf_counter() - t0)
+            else:
+                store.save(job.content_hash, feats)
+                out = LearnedOutcome(job.key, job.relpath, job.content_hash, "computed", None, time.perf_counter() - t0, feats.n_patches * PATCH_SECONDS)
+        outcomes.append(out)
+        if on_result:
+            on_result(out)
+    return outcomes

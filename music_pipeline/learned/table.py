@@ -1,0 +1,51 @@
+"""The library table of learned embeddings and its join with the embeddings table."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from music_pipeline.learned.store import LEARNED_NAMES, TAG_NAMES, LearnedStore
+from music_pipeline.storage import ArtifactPath, DataLayout, read_parquet
+
+TABLE_NAME = "learned_embeddings.parquet"
+ID_COLUMNS = ["key", "content_hash", "n_patches"]
+
+
+def learned_table_path(data_dir) -> ArtifactPath:
+    return DataLayout(data_dir).tables_dir / TABLE_NAME
+
+
+def build_learned_table(embeddings: pd.DataFrame, store: LearnedStore) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """One row per track of ``embeddings`` (key, relpath, content_hash) with stored learned
+    features; returns (table, [(relpath, why missing)])."""
+    available = store.hashes()
+    rows, ids, skipped = [], [], []
+    for key, relpath, h in zip(embeddings["key"], embeddings["relpath"], embeddings["content_hash"]):
+        if h not in available:
+            skipped.append((relpath, store.failure(h) or "not computed"))
+            continue
+        try:
+            f = store.load(h)
+        except Exception as exc:  # a damaged cache file costs this track, not the table
+            skipped.append((relpath, f"stored learned features unreadable ({exc})"))
+            continue
+        rows.append(f.row())
+        ids.append((key, h, f.n_patches))
+    values = np.vstack(rows) if rows else np.zeros((0, len(LEARNED_NAMES) + len(TAG_NAMES)))
+    table = pd.concat([pd.DataFrame(ids, columns=ID_COLUMNS), pd.DataFrame(values, columns=LEARNED_NAMES + TAG_NAMES)], axis=1)
+    return table, skipped
+
+
+def read_learned_table(data_dir) -> pd.DataFrame | None:
+    """The learned table, or None when it has not been built."""
+    path = learned_table_path(data_dir)
+    return read_parquet(path) if path.is_file() else None
+
+
+def with_learned(embeddings: pd.DataFrame, learned: pd.DataFrame | None) -> pd.DataFrame:
+    """The embeddings table with the learned columns joined by key (NaN where a track has none)."""
+    if learned is None:
+        return embeddings.reindex(columns=[*embeddings.columns, *LEARNED_NAMES, *TAG_NAMES])
+    cols = ["key", *LEARNED_NAMES, *TAG_NAMES]
+    return embeddings.merge(learned[cols], on="key", how="left", validate="one_to_one")

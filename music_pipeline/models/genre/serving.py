@@ -1,0 +1,96 @@
+"""Classifying audio with the saved genre model (used by ``classify`` and the web app).
+
+``GenreService.open(data_dir)`` loads the live version; ``classify_file(path, explain=...)``
+analyses one file (the 641 features, and the learned embedding and tags through the pretrained
+network when the weights are available or the model needs them) and returns
+
+    {"file", "label", "probabilities": {label: p}, "model", "feature_view",
+     "tags": {tag: score} (the tagger's strongest sound tags), ["explanation": {...}]}
+
+The probabilities are the deployed model's, and so is the explanation (see ``models/explain.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from music_pipeline.models.genre.candidates import GenreModel
+from music_pipeline.models.genre.data import HANDCRAFTED, LEARNED, TAGS
+from music_pipeline.models.genre.persistence import ModelFileError
+from music_pipeline.models.genre.publishing import current_version
+from music_pipeline.storage import DataLayout, read_json
+
+
+def genre_root(data_dir):
+    return DataLayout(data_dir).models_dir / "genre"
+
+
+@dataclass
+class GenreService:
+    model: GenreModel
+    version_dir: object
+    tag_profiles: dict
+    card: dict
+
+    @classmethod
+    def open(cls, data_dir) -> "GenreService":
+        root = genre_root(data_dir)
+        vdir = current_version(root)
+        if vdir is None or not vdir.is_dir():
+            raise ModelFileError(
+                f"no genre model saved yet under {root}; train one with `music-pipeline build --data {data_dir}` "
+                "(asset genre_classifier; the library needs at least 2 labels)"
+            )
+        profiles = read_json(vdir / "tag_profiles.json") if (vdir / "tag_profiles.json").is_file() else {}
+        card = read_json(vdir / "card.json") if (vdir / "card.json").is_file() else {}
+        return cls(GenreModel.load(vdir / "deployed"), vdir, profiles, card)
+
+    @property
+    def needs_learned(self) -> bool:
+        return LEARNED in self.model.needs or TAGS in self.model.needs
+
+    def inputs_of_file(self, path: str | Path) -> tuple[dict[str, np.ndarray], str | None]:
+        """({block: (1, width)}, note) for one file. Raises ``AudioError`` for a file that cannot be
+        analysed. The learned block is computed when the model needs it, else when the pretrained
+        weights can be had (for the tags); a note says why tags are missing."""
+        from music_pipeline.features.extract import extract_features
+        from music_pipeline.learned.store import compute_learned
+        from music_pipeline.pretrained import WeightsUnavailable
+
+        blocks = {HANDCRAFTED: extract_features(path).embedding[None, :]}
+        note = None
+        try:
+            lf = compute_learned(path)
+            blocks[LEARNED], blocks[TAGS] = lf.embedding()[None, :], lf.tags()[None, :]
+        except WeightsUnavailable as exc:
+            if self.needs_learned:
+                raise
+            note = f"no tags: the pretrained tagger's weights are unavailable ({exc})"
+        return blocks, note
+
+    def classify_inputs(self, blocks: dict[str, np.ndarray], explain: bool = False, name: str = "") -> dict:
+        from music_pipeline.models import explain as ex
+
+        proba = self.model.predict_proba(blocks)[0]
+        probs = {c: float(p) for c, p in sorted(zip(self.model.classes, proba), key=lambda t: -t[1])}
+        out = {"file": name, "label": next(iter(probs)), "probabilities": probs, "model": self.model.candidate.name,
+               "feature_view": self.model.candidate.features}
+        tags_row = blocks[TAGS][0] if TAGS in blocks else None
+        if tags_row is not None:
+            out["tags"] = ex.track_tags(tags_row)
+        if explain:
+            e = ex.explain_prediction(self.model, blocks, 0, proba, tags_row=tags_row, profiles=self.tag_profiles)
+            out["explanation"] = {k: e[k] for k in ("model", "method", "text", "components") if k in e}
+            if "neighbours" in e:
+                out["explanation"]["neighbours"] = e["neighbours"]
+        return out
+
+    def classify_file(self, path: str | Path, explain: bool = False) -> dict:
+        blocks, note = self.inputs_of_file(path)
+        out = self.classify_inputs(blocks, explain, str(path))
+        if note:
+            out["note"] = note
+        return out
