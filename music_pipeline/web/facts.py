@@ -88,22 +88,25 @@ class Facts:
     def _load_genre(self):
         with self._lock:
             if self._genre is None and self._genre_error is None:
-                from music_pipeline.models.genre import GenreModel, current_version
+                from music_pipeline.learned.store import LEARNED_NAMES, TAG_NAMES
+                from music_pipeline.learned.table import read_learned_table
+                from music_pipeline.models.genre.serving import GenreService, genre_root
 
-                root = self.layout.models_dir / "genre"
                 try:
-                    vdir = current_version(root)
-                    if vdir is None or not vdir.is_dir():
-                        raise FileNotFoundError(f"no genre model under {root}")
-                    deployed = GenreModel.load(vdir / "deployed")
-                    explainer = GenreModel.load(vdir / "explainer") if (vdir / "explainer").is_dir() else None
+                    service = GenreService.open(self.layout.root)
                     note = None
-                    status_path = root / "status.json"
+                    status_path = genre_root(self.layout.root) / "status.json"
                     if status_path.is_file():
                         st = read_json(status_path)
                         if not st.get("trained"):
                             note = f"the last genre_classifier run trained nothing ({st.get('reason')}); this is the previous model"
-                    self._genre = (deployed, explainer, vdir.name, note)
+                    # the library's learned embedding and tag scores, by key: what the model reads besides the 641 values
+                    learned = read_learned_table(self.layout.root)
+                    rows = {}
+                    if learned is not None and len(learned):
+                        L, T = learned[LEARNED_NAMES].to_numpy(np.float64), learned[TAG_NAMES].to_numpy(np.float64)
+                        rows = {str(k): (L[i : i + 1], T[i : i + 1]) for i, k in enumerate(learned["key"])}
+                    self._genre = (service, service.version_dir.name, note, rows)
                 except Exception as exc:  # missing or unreadable model files: the page says so
                     self._genre_error = f"no genre model ({exc}); it is trained by `music-pipeline build` when the library has at least 2 labels"
         return self._genre
@@ -126,27 +129,21 @@ class Facts:
         return self._genre_cached(key, raw.tobytes(), labelled)
 
     def _genre_answer(self, key: str, raw_bytes: bytes, labelled: bool) -> dict:
-        from music_pipeline.models import explain as ex
+        from music_pipeline.models.genre.data import HANDCRAFTED, LEARNED, TAGS
 
-        deployed, explainer, version, note = self._genre
-        x = np.frombuffer(raw_bytes, dtype=np.float64)[None, :]
-        proba = deployed.predict_proba(x)[0]
-        probs = {c: float(p) for c, p in sorted(zip(deployed.classes, proba), key=lambda t: -t[1])}
-        label = next(iter(probs))
-        out = {"available": True, "model": deployed.candidate.name, "version": version, "label": label, "probabilities": probs}
-        model = explainer or deployed
-        if model.is_xgb:
-            try:
-                e = ex.explain_track(model, ex.tree_shap(model, x), 0, model.predict_proba(x)[0])
-                text = e["text"]
-                if model is not deployed and model.candidate != deployed.candidate:
-                    text = f"[explained with {model.candidate.name}; the deployed {deployed.candidate.name} says {label}] " + text
-                out["explanation"] = {"model": model.candidate.name, "text": text, "components": e["components"]}
-            except Exception as exc:  # an explanation is a bonus; the probabilities stand without it
-                log.warning("genre explanation of %s failed: %s", key, exc)
-                out["explanation"] = {"model": model.candidate.name, "text": f"no explanation: {exc}", "components": []}
-        else:
-            out["explanation"] = {"model": None, "text": "no XGBoost explainer saved with this model: rebuild genre_classifier", "components": []}
+        service, version, note, learned_rows = self._genre
+        blocks = {HANDCRAFTED: np.frombuffer(raw_bytes, dtype=np.float64)[None, :]}
+        if key in learned_rows:
+            blocks[LEARNED], blocks[TAGS] = learned_rows[key]
+        elif service.needs_learned:
+            return _unavailable(f"the genre model ({service.model.candidate.name}) reads the learned embedding, which this track does not have yet")
+        try:
+            # the deployed model's probabilities and its own explanation, as `classify --explain` prints them
+            answer = service.classify_inputs(blocks, explain=True, name=key)
+        except Exception as exc:  # an unreadable model or input: the rest of the page stands without it
+            log.warning("genre of %s failed: %s", key, exc)
+            return _unavailable(f"genre unavailable: {exc}")
+        out = {"available": True, "version": version, **{k: v for k, v in answer.items() if k != "file"}}
         notes = [note] if note else []
         if labelled:
             notes.append("this track's label was in the training data, so these probabilities are in-sample; the cross-validated ones are below")
