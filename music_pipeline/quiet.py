@@ -6,9 +6,12 @@ absl::InitializeLog() …``, the cpu_feature_guard banner); libmpg123 inside lib
 ``Note: Illegal Audio-MPEG-Header`` lines the same way. What was found to work:
 
 - ``quiet_environment()`` before TensorFlow is imported: ``TF_CPP_MIN_LOG_LEVEL=3`` (the old
-  setting, 2, hides only INFO and WARNING, so the ``E0000`` lines still printed) and
-  ``TF_ENABLE_ONEDNN_OPTS=0`` (the oneDNN banner ignores the log level). With both, a Keras fit
-  with validation data and class weights printed no C++ line (``test_progress.py`` checks it).
+  setting, 2, hides only INFO and WARNING, so the ``E0000`` lines still printed), and
+  ``load_tensorflow()`` where our code first needs TensorFlow: fd 2 goes to a temporary file while
+  ``tensorflow`` itself is imported, when the oneDNN banner (which ignores the log level) prints.
+  (Turning oneDNN off with ``TF_ENABLE_ONEDNN_OPTS=0`` also silences it, but made the learned
+  embedding 2.3× slower.) With both, a Keras fit with validation data and class weights printed no
+  C++ line (``test_progress.py`` checks it).
 - ``quiet_python_logs()``: the TensorFlow/absl Python loggers (tf.function retracing warnings)
   at ERROR.
 - ``stderr_to_file(path)``: because any native library may still write to fd 2, ``build`` and
@@ -33,7 +36,7 @@ from typing import Iterator, TextIO
 
 ENV_VERBOSE = "MUSIC_PIPELINE_VERBOSE"
 
-TF_QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0", "GRPC_VERBOSITY": "ERROR"}
+TF_QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "GRPC_VERBOSITY": "ERROR"}
 NOISY_PYTHON_LOGGERS = ("tensorflow", "absl", "h5py", "numba")
 
 
@@ -48,6 +51,16 @@ def quiet_environment() -> None:
         return
     for k, v in TF_QUIET_ENV.items():
         os.environ.setdefault(k, v)
+
+
+def load_tensorflow() -> None:
+    """Import TensorFlow once with fd 2 captured: its oneDNN banner ignores the log level and is
+    printed exactly while ``tensorflow`` is imported. Call before ``import keras``/``tensorflow``
+    in code a person runs from a terminal; later imports are free. Verbose mode shows the banner."""
+    if "tensorflow" in sys.modules or verbose():
+        return
+    with captured_stderr():
+        import tensorflow  # noqa: F401
 
 
 def quiet_python_logs() -> None:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Pinned pretrained weights (the transcription model, musicnn) are fetched from PyPI by the
 # project's own code once per machine and kept here, so every test, subprocess and CI run reuses them.

@@ -144,7 +144,7 @@ def test_tensorflow_training_prints_nothing_when_quiet(tmp_path):
         """
         import sys
         from music_pipeline import quiet
-        quiet.quiet_environment(); quiet.quiet_python_logs()
+        quiet.quiet_environment(); quiet.quiet_python_logs(); quiet.load_tensorflow()
         import numpy as np, keras
         x = np.random.rand(64, 4).astype("float32"); y = np.random.randint(0, 3, 64)
         m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
@@ -161,3 +161,4 @@ def test_tensorflow_training_prints_nothing_when_quiet(tmp_path):
     assert quiet_run.stderr == "trained\n"
     loud = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**env, quiet.ENV_VERBOSE: "1", "TF_CPP_MIN_LOG_LEVEL": "0"}, timeout=300)
     assert "retracing" in loud.stderr  # the test would see the noise if it were there
+    assert "oneDNN" in loud.stderr  # oneDNN stays on (it is the fast path); only its banner is kept away

@@ -30,6 +30,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from music_pipeline import pretrained
+from music_pipeline.quiet import load_tensorflow
 
 SR = 16_000
 N_FFT = 512
@@ -144,6 +145,7 @@ def build_network(num_classes: int = 50, n_frames: int = PATCH_FRAMES, n_mels: i
     """musicnn's ``build_musicnn`` (7774timbraltemporal front end, 64-filter mid end, 200-unit back
     end) in Keras 3. Layer names are the TF1 variable scopes, so the checkpoint maps by name.
     Outputs: [penultimate (batch-normalised dense layer, 200), tag probabilities (sigmoid, 50)]."""
+    load_tensorflow()  # its import-time banner stays off the terminal
     import keras
     from keras import layers
 
@@ -199,6 +201,7 @@ _WEIGHT_SUFFIXES = {
 
 def read_checkpoint(folder: Path, spec: CheckpointSpec) -> dict[str, np.ndarray]:
     """Every variable of one checkpoint as numpy arrays (Adam slots left out)."""
+    load_tensorflow()  # its import-time banner stays off the terminal
     import tensorflow as tf
 
     src = Path(folder) / spec.folder
