@@ -97,7 +97,7 @@ def _build(settings: Settings, wait: float = 0.0, retry_failed: bool = False, st
     from music_pipeline import quiet
     from music_pipeline.commands.display import BuildDisplay
     from music_pipeline.defs.runner import BuildInvalid, BuildLocked, run_build, validate
-    from music_pipeline.features.extract import WorkersCannotStart
+    from music_pipeline.workers import WorkersCannotStart
 
     try:
         validate(settings)  # before anything is written

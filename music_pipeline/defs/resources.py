@@ -66,6 +66,20 @@ class MusicPipelineResource(dg.ConfigurableResource):
     def store(self) -> FeatureStore:
         return FeatureStore(self.settings.data_dir, self.n_segments)
 
+    def track_stores(self) -> list:
+        """The per-content-hash store of every per-track asset: features, notes, learned embedding."""
+        from music_pipeline.learned.store import LearnedStore
+        from music_pipeline.notes.store import NotesStore
+
+        data = self.settings.data_dir
+        return [self.store, NotesStore(data), LearnedStore(data)]
+
+    def analysed_hashes(self, retry_failed: bool = False) -> set[str]:
+        """Content hashes every per-track asset has answered (a result or a recorded failure), from
+        one listing per store: a track missing from any of them (a new file, or a new version of
+        one asset) is analysed again; the others answer it from their caches."""
+        return set.intersection(*(s.analysed_hashes(retry_failed=retry_failed) for s in self.track_stores()))
+
     def scan(self) -> LibraryScan:
         """The library scan; ``LibraryUnavailable`` (naming the folder and the fix) when the
         folder is missing or unreadable."""

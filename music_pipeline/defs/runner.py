@@ -261,7 +261,7 @@ def _run_build_locked(settings: Settings, build_definitions, log, models: bool, 
     scan = pipeline.scan()
     store = pipeline.store
     registered = list(instance.get_dynamic_partitions(tracks_partitions.name))
-    analysed = store.analysed_hashes(retry_failed=retry_failed)
+    analysed = pipeline.analysed_hashes(retry_failed=retry_failed)
     retried = len({t.content_hash for t in scan.tracks if t.content_hash} & store.failed_hashes()) if retry_failed else 0
     plan = plan_sync(scan, registered, lambda t: bool(t.content_hash) and t.content_hash not in analysed)
     for key in plan.to_remove:

@@ -61,12 +61,11 @@ def library_sensor(context: dg.SensorEvaluationContext, pipeline: MusicPipelineR
     except (LibraryUnavailable, LibraryNotGiven) as exc:
         # a missing or unmounted library is a state to explain, not a failed tick every 15 s
         return dg.SkipReason(f"waiting for the library: {exc}")
-    store = pipeline.store
     hashes = {t.key: t.content_hash for t in scan.tracks}
     # cursor: {key: hash} requested but maybe not finished, so an in-flight run is not requested twice
     requested: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
 
-    analysed = store.analysed_hashes()  # one listing, not a file check per track
+    analysed = pipeline.analysed_hashes()  # one listing per store, not a file check per track
 
     def needs_run(t) -> bool:
         if not t.content_hash or t.content_hash in analysed:

@@ -17,14 +17,11 @@ contend for the GIL in librosa's Python-level glue.
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
-import os
 import time
 import traceback
 from datetime import datetime, timezone
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -37,6 +34,7 @@ from music_pipeline.features.rhythm import compute_rhythm
 from music_pipeline.features.segments import DEFAULT_SEGMENTS, extract_segments
 from music_pipeline.features.spectra import compute_spectra
 from music_pipeline.storage import DataLayout, list_names, npz_member_shape, read_json, read_npz, remove, safe_join, write_json, write_npz
+from music_pipeline.workers import refuse_in_bootstrap, run_pending
 
 log = logging.getLogger(__name__)
 
@@ -290,9 +288,6 @@ def warm_up() -> None:
     features_from_signal((0.1 * rng.standard_normal(ANALYSIS_SR * 4)).astype(np.float32))
 
 
-_ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
 def _answer_without_work(job: ExtractJob, retry_failed: bool) -> ExtractOutcome | None:
     """Cached, known-broken or unreadable tracks are answered without decoding anything."""
     if job.scan_error or not job.content_hash:
@@ -303,98 +298,14 @@ def _answer_without_work(job: ExtractJob, retry_failed: bool) -> ExtractOutcome 
     return None
 
 
-# Starting a worker (interpreter, imports, numba's cached kernels, the CQT filter bank) costs about
-# as much CPU as analysing this many seconds of audio: a pool gets one worker per this much work.
-AUDIO_SECONDS_PER_WORKER = 300.0
-_HEADER_FORMATS = {".wav", ".wave", ".flac", ".aiff", ".aif", ".aifc"}  # exact duration from the header
-_LOSSY_BYTES_PER_SECOND = 20_000.0  # ~160 kbit/s: a rough duration for compressed files, enough to size a pool
-
-
-def estimated_audio_seconds(path: str) -> float:
-    """Duration of a file for planning work: exact from the header where that is cheap, else from its size."""
-    try:
-        if Path(path).suffix.lower() in _HEADER_FORMATS:
-            import soundfile
-
-            return float(soundfile.info(path).duration)
-        return os.path.getsize(path) / _LOSSY_BYTES_PER_SECOND
-    except (OSError, RuntimeError):
-        return 0.0
-
-
-def pool_size(jobs: list[ExtractJob], workers: int) -> int:
-    """Workers that repay their start-up: one per AUDIO_SECONDS_PER_WORKER of audio, at least one
-    (a crashing decoder then still only takes its own track down), at most ``workers``."""
-    audio_s = sum(estimated_audio_seconds(j.path) for j in jobs)
-    return max(1, min(workers, len(jobs), int(audio_s // AUDIO_SECONDS_PER_WORKER)))
-
-
-def _init_worker() -> None:
-    """Imports and warm caches before the first track is handed out, so no track waits on them."""
-    warm_up()
-
-
-def _run_in_pool(jobs, indices, workers, retry_failed, done) -> list[int]:
-    """Run ``indices`` in a spawned pool; returns the ones left unfinished because the pool broke."""
-    ctx = mp.get_context("spawn")
-    # one BLAS/OpenMP thread per worker (the pool is the parallelism); spawned children read
-    # these at start-up, before their numpy loads
-    saved = {k: os.environ.get(k) for k in _ONE_THREAD}
-    os.environ.update(_ONE_THREAD)
-    try:
-        pool = ProcessPoolExecutor(max_workers=min(workers, len(indices)), mp_context=ctx, initializer=_init_worker)
-        futures = {pool.submit(run_job, jobs[i], retry_failed): i for i in indices}
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    unfinished = []
-    with pool:
-        for fut in as_completed(futures):
-            i = futures[fut]
-            try:
-                done(i, fut.result())
-            except BrokenProcessPool:
-                unfinished.append(i)
-    return sorted(unfinished)
-
-
-class WorkersCannotStart(RuntimeError):
-    """Spawned worker processes die before doing any work: a problem of the program, not a file."""
-
-
-_UNGUARDED = (
-    "extraction worker processes exit before doing any work; a script that calls extract_many or "
-    'run_build must guard its top level with `if __name__ == "__main__":`'
-)
-
-
-def _worker_alive() -> bool:
-    return True
-
-
-def _workers_can_start() -> bool:
-    """Start one fresh worker with nothing to do: tells a broken program from a crashing file."""
-    try:
-        with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn")) as pool:
-            return bool(pool.submit(_worker_alive).result(timeout=300))
-    except Exception:
-        return False
-
-
 def extract_many(
     jobs: Iterable[ExtractJob],
     workers: int = 1,
     on_result: Callable[[ExtractOutcome], None] | None = None,
     retry_failed: bool = False,
 ) -> list[ExtractOutcome]:
-    """Run ``jobs`` (in ``workers`` processes when > 1); results in input order."""
-    if getattr(mp.current_process(), "_inheriting", False):
-        # a spawned worker is re-importing an unguarded script (multiprocessing's own test for
-        # "bootstrapping phase"): stop before it writes anything the parent would trust
-        raise WorkersCannotStart(_UNGUARDED)
+    """Run ``jobs`` (in up to ``workers`` processes, see ``music_pipeline.workers``); results in input order."""
+    refuse_in_bootstrap()
     jobs = list(jobs)
     results: dict[int, ExtractOutcome] = {}
 
@@ -403,6 +314,12 @@ def extract_many(
         if on_result:
             on_result(outcome)
 
+    def crashed(j: ExtractJob) -> ExtractOutcome:
+        reason = "the analysis process crashed on this file (decoder fault or out of memory; to try it again: build --retry-failed)"
+        if j.content_hash:
+            FeatureStore(j.data_dir, j.n_segments).save_failure(j.content_hash, j.relpath, reason)
+        return ExtractOutcome(j.key, j.relpath, j.content_hash, "failed", f"{j.path}: {reason}")
+
     pending = []
     for i, job in enumerate(jobs):
         quick = _answer_without_work(job, retry_failed)
@@ -410,24 +327,5 @@ def extract_many(
             pending.append(i)
         else:
             done(i, quick)
-    if pending:
-        warm_up()
-    if workers <= 1 or len(pending) <= 1:
-        for i in pending:
-            done(i, run_job(jobs[i], retry_failed))
-    elif pending:
-        crashed = _run_in_pool(jobs, pending, pool_size([jobs[i] for i in pending], workers), retry_failed, done)
-        if crashed and not _workers_can_start():
-            # e.g. a script without `if __name__ == "__main__":` (spawned children re-run it):
-            # blaming every file would record failures that no change of content could clear
-            raise WorkersCannotStart(_UNGUARDED)
-        # A worker died and broke the pool (a decoder segfault, the OOM killer). Every unfinished
-        # track is a suspect: run each alone in its own process, so only the culprit fails.
-        for i in crashed:
-            if _run_in_pool(jobs, [i], 1, retry_failed, done):
-                j = jobs[i]
-                reason = "the analysis process crashed on this file (decoder fault or out of memory; to try it again: build --retry-failed)"
-                if j.content_hash:
-                    FeatureStore(j.data_dir, j.n_segments).save_failure(j.content_hash, j.relpath, reason)
-                done(i, ExtractOutcome(j.key, j.relpath, j.content_hash, "failed", f"{j.path}: {reason}"))
+    run_pending(jobs, pending, partial(run_job, retry_failed=retry_failed), done, crashed, workers, warm=warm_up, warm_parent=True)
     return [results[i] for i in range(len(jobs))]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 import time
+from functools import partial
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -142,6 +143,10 @@ class LearnedStore:
     def failed_hashes(self) -> set[str]:
         return {n[:-5] for n in list_names(safe_join(self.folder, "failed")) if n.endswith(".json") and not n.startswith(".")}
 
+    def analysed_hashes(self, retry_failed: bool = False) -> set[str]:
+        """Content hashes with learned features or a failure record (with ``retry_failed``: features only)."""
+        return self.hashes() if retry_failed else self.hashes() | self.failed_hashes()
+
 
 # ---------------------------------------------------------------- computing
 
@@ -205,35 +210,69 @@ class LearnedOutcome:
         return self.status != "failed"
 
 
-def embed_many(jobs: Iterable[LearnedJob], store: LearnedStore, on_result: Callable[[LearnedOutcome], None] | None = None,
-               retry_failed: bool = False, log: Callable[[str], None] = lambda _m: None) -> list[LearnedOutcome]:
-    """Compute what the store lacks, one track at a time in this process (the network uses the
-    cores itself; a file's error is recorded against that file and never stops the others)."""
+def run_learned_job(job: LearnedJob, data_dir: str, max_patches: int = DEFAULT_MAX_PATCHES, retry_failed: bool = False) -> LearnedOutcome:
+    """Compute one track's learned features into the store unless its content is there. Never raises:
+    a file that cannot be decoded is remembered against that file; anything else (the weights
+    cannot be fetched, a bug) fails this track now and is tried again next time."""
     from music_pipeline.audio.decode import AudioError
     from music_pipeline.learned.musicnn import PATCH_SECONDS
 
-    done = store.hashes()
+    t0 = time.perf_counter()
+    if job.scan_error or not job.content_hash:
+        return LearnedOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {job.scan_error or 'no content hash'}")
+    store = LearnedStore(data_dir, max_patches)
+    if store.has(job.content_hash):
+        return LearnedOutcome(job.key, job.relpath, job.content_hash, "cached")
+    if not retry_failed and (reason := store.failure(job.content_hash)):
+        return LearnedOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {reason}")
+    try:
+        feats = compute_learned(job.path, max_patches, data_dir)
+    except AudioError as exc:
+        store.save_failure(job.content_hash, job.relpath, exc.reason)
+        return LearnedOutcome(job.key, job.relpath, job.content_hash, "failed", str(exc), time.perf_counter() - t0)
+    except Exception as exc:  # not the file's fault: not remembered
+        return LearnedOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: unexpected {type(exc).__name__}: {exc}", time.perf_counter() - t0)
+    store.save(job.content_hash, feats)
+    return LearnedOutcome(job.key, job.relpath, job.content_hash, "computed", None, time.perf_counter() - t0, feats.n_patches * PATCH_SECONDS)
+
+
+def _warm(data_dir: str) -> None:
+    """A worker's network pair, built and loaded before it takes a track."""
+    _network(data_dir)
+
+
+def embed_many(jobs: Iterable[LearnedJob], store: LearnedStore, on_result: Callable[[LearnedOutcome], None] | None = None,
+               retry_failed: bool = False, log: Callable[[str], None] = lambda _m: None, workers: int = 1) -> list[LearnedOutcome]:
+    """Compute what the store lacks (in up to ``workers`` processes, see ``music_pipeline.workers``;
+    a file's error is recorded against that file and never stops the others); results in input order."""
+    from music_pipeline.learned.musicnn import weights_folder
+    from music_pipeline.workers import run_pending
+
+    jobs = list(jobs)
+    data_dir = str(store.layout.root)
+    work = partial(run_learned_job, data_dir=data_dir, max_patches=store.max_patches, retry_failed=retry_failed)
+    done_hashes = store.hashes()
     failed = set() if retry_failed else store.failed_hashes()
-    outcomes = []
-    for job in jobs:
-        t0 = time.perf_counter()
-        if job.scan_error or not job.content_hash:
-            out = LearnedOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {job.scan_error or 'no content hash'}")
-        elif job.content_hash in done:
-            out = LearnedOutcome(job.key, job.relpath, job.content_hash, "cached")
-        elif job.content_hash in failed:
-            out = LearnedOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {store.failure(job.content_hash)}")
-        else:
-            try:
-                _network(store.layout.root, log)
-                feats = compute_learned(job.path, store.max_patches, store.layout.root)
-            except AudioError as exc:
-                store.save_failure(job.content_hash, job.relpath, exc.reason)
-                out = LearnedOutcome(job.key, job.relpath, job.content_hash, "failed", str(exc), time.perf_counter() - t0)
-            else:
-                store.save(job.content_hash, feats)
-                out = LearnedOutcome(job.key, job.relpath, job.content_hash, "computed", None, time.perf_counter() - t0, feats.n_patches * PATCH_SECONDS)
-        outcomes.append(out)
+    results: dict[int, LearnedOutcome] = {}
+
+    def done(i: int, outcome: LearnedOutcome) -> None:
+        results[i] = outcome
         if on_result:
-            on_result(out)
-    return outcomes
+            on_result(outcome)
+
+    def crashed(j: LearnedJob) -> LearnedOutcome:
+        reason = "the learned-embedding process crashed on this file (decoder fault or out of memory)"
+        if j.content_hash:
+            store.save_failure(j.content_hash, j.relpath, reason)
+        return LearnedOutcome(j.key, j.relpath, j.content_hash, "failed", f"{j.path}: {reason}")
+
+    pending = []
+    for i, job in enumerate(jobs):
+        if job.scan_error or not job.content_hash or job.content_hash in done_hashes or job.content_hash in failed:
+            done(i, work(job))  # answered from the store, nothing computed
+        else:
+            pending.append(i)
+    if pending:
+        weights_folder(data_dir, log)  # fetched and verified once, before any worker
+        run_pending(jobs, pending, work, done, crashed, workers, warm=partial(_warm, data_dir))
+    return [results[i] for i in range(len(jobs))]

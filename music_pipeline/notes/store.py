@@ -14,13 +14,10 @@ its reason and fails only itself.
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
-import os
 import time
 import traceback
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -29,6 +26,7 @@ import numpy as np
 from music_pipeline.notes.descriptors import NOTE_DESCRIPTOR_NAMES, note_descriptors
 from music_pipeline.notes.events import NoteEvents
 from music_pipeline.storage import DataLayout, list_names, read_json, read_npz, safe_join, write_json, write_npz
+from music_pipeline.workers import run_pending
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +113,10 @@ class NotesStore:
         """Content hashes with stored notes, from one directory listing."""
         return {n[:-4] for n in list_names(self.folder) if n.endswith(".npz") and not n.startswith(".")}
 
-    def analysed_hashes(self) -> set[str]:
+    def analysed_hashes(self, retry_failed: bool = False) -> set[str]:
+        """Content hashes with notes or a failure record (with ``retry_failed``: notes only)."""
+        if retry_failed:
+            return self.note_hashes()
         failed = {n[:-5] for n in list_names(safe_join(self.folder, "failed")) if n.endswith(".json") and not n.startswith(".")}
         return self.note_hashes() | failed
 
@@ -202,33 +203,9 @@ def run_notes_job(job: NotesJob, retry_failed: bool = False, transcriber=None) -
     return NotesOutcome(job.key, job.relpath, job.content_hash, "transcribed", None, time.perf_counter() - t0, result.duration_s)
 
 
-_ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
-def _pool(workers: int) -> ProcessPoolExecutor:
-    saved = {k: os.environ.get(k) for k in _ONE_THREAD}
-    os.environ.update(_ONE_THREAD)  # spawned children read these before numpy loads
-    try:
-        return ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-def _run_in_pool(jobs, indices, workers, retry_failed, done) -> list[int]:
-    pool = _pool(min(workers, len(indices)))
-    unfinished = []
-    with pool:
-        futures = {pool.submit(run_notes_job, jobs[i], retry_failed): i for i in indices}
-        for fut in as_completed(futures):
-            try:
-                done(futures[fut], fut.result())
-            except BrokenProcessPool:
-                unfinished.append(futures[fut])
-    return sorted(unfinished)
+def _warm(data_dir: str) -> None:
+    """A worker's onnxruntime session, loaded before it takes a track."""
+    _transcriber(data_dir)
 
 
 def transcribe_many(
@@ -258,21 +235,16 @@ def transcribe_many(
             done(i, run_notes_job(job, retry_failed))
         else:
             pending.append(i)
+
+    def crashed(j: NotesJob) -> NotesOutcome:
+        reason = "the transcription process crashed on this file (decoder fault or out of memory)"
+        if j.content_hash:
+            NotesStore(j.data_dir).save_failure(j.content_hash, j.relpath, reason)
+        return NotesOutcome(j.key, j.relpath, j.content_hash, "failed", f"{j.path}: {reason}")
+
     if pending:
-        model_path(jobs[pending[0]].data_dir, log_fn)
-    if workers <= 1 or len(pending) <= 1:
-        for i in pending:
-            done(i, run_notes_job(jobs[i], retry_failed))
-    elif pending:
-        # a worker that dies (decoder crash, OOM killer) breaks the pool: rerun every unfinished
-        # track alone, so only the culprit fails
-        for i in _run_in_pool(jobs, pending, workers, retry_failed, done):
-            if _run_in_pool(jobs, [i], 1, retry_failed, done):
-                j = jobs[i]
-                reason = "the transcription process crashed on this file (decoder fault or out of memory)"
-                if j.content_hash:
-                    NotesStore(j.data_dir).save_failure(j.content_hash, j.relpath, reason)
-                done(i, NotesOutcome(j.key, j.relpath, j.content_hash, "failed", f"{j.path}: {reason}"))
+        model_path(jobs[pending[0]].data_dir, log_fn)  # fetched and verified once, before any worker
+        run_pending(jobs, pending, partial(run_notes_job, retry_failed=retry_failed), done, crashed, workers, warm=partial(_warm, jobs[pending[0]].data_dir))
     return [results[i] for i in range(len(jobs))]
 
 

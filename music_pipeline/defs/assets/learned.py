@@ -4,6 +4,7 @@ import time
 
 import dagster as dg
 
+from music_pipeline import progress
 from music_pipeline.defs.assets.features import TRACK_BACKFILL_POLICY
 from music_pipeline.defs.partitions import tracks_partitions
 from music_pipeline.defs.resources import MusicPipelineResource
@@ -25,17 +26,14 @@ def _run(context, pipeline: MusicPipelineResource, jobs) -> dict:
 
     store = LearnedStore(pipeline.settings.data_dir)
     total, t0 = len(jobs), time.perf_counter()
-    progress = {"done": 0, "said": 0.0}
+    meter = progress.TrackMeter("learned", total, progress.dagster_reporter(context.log.info))
 
     def on_result(o):
+        meter.track_done(o.audio_seconds if o.status == "computed" else None)
         if not o.ok:
             context.log.warning(f"learned embedding of {o.relpath} failed: {o.reason}")
-        progress["done"] += 1
-        if time.perf_counter() - progress["said"] > 10 or progress["done"] == total:  # a line every ~10 s
-            progress["said"] = time.perf_counter()
-            context.log.info(f"learned embedding {progress['done']}/{total} tracks")
 
-    outcomes = embed_many(jobs, store, on_result, log=context.log.info)
+    outcomes = embed_many(jobs, store, on_result, log=context.log.info, workers=pipeline.settings.workers)
     computed = [o for o in outcomes if o.status == "computed"]
     cpu = sum(o.seconds for o in computed)
     return {

@@ -2,8 +2,8 @@
 
 
 import dagster as dg
-from tqdm import tqdm
 
+from music_pipeline import progress
 from music_pipeline.defs.partitions import tracks_partitions
 from music_pipeline.defs.resources import MusicPipelineResource
 from music_pipeline.notes.store import NotesJob, NotesStore, notes_version, transcribe_many
@@ -43,15 +43,14 @@ def track_notes(context: dg.AssetExecutionContext, pipeline: MusicPipelineResour
         jobs.append(NotesJob(t.key, t.path, t.relpath, t.content_hash, data_dir, t.scan_error))
     for key in gone:
         context.log.warning(f"track {key}: no file for this partition any more (removed from the library)")
-    bar = tqdm(total=len(jobs), desc="notes", unit="track", disable=None)
+    meter = progress.TrackMeter("notes", len(jobs), progress.dagster_reporter(context.log.info))
 
     def on_result(outcome):
-        bar.update(1)
+        meter.track_done(outcome.duration_s if outcome.status == "transcribed" else None)
         if not outcome.ok:
             context.log.warning(f"track {outcome.key}: no notes: {outcome.reason}")
 
     outcomes = transcribe_many(jobs, workers=pipeline.settings.workers, on_result=on_result, log_fn=context.log.info)
-    bar.close()
     counts = {s: sum(o.status == s for o in outcomes) for s in ("transcribed", "cached", "failed")}
     audio_s = sum(o.duration_s or 0.0 for o in outcomes if o.status == "transcribed")
     cpu_s = sum(o.seconds for o in outcomes if o.status == "transcribed")

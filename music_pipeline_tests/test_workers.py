@@ -1,16 +1,16 @@
-"""How many extraction workers a batch gets: only as many as its audio repays."""
+"""How many workers a batch of tracks gets: only as many as its audio repays."""
 
 import pytest
 
-from music_pipeline.features import extract
-from music_pipeline.features.extract import ExtractJob, estimated_audio_seconds, pool_size
+from music_pipeline import workers
 from music_pipeline.synth import tone
+from music_pipeline.workers import estimated_audio_seconds, pool_size
 
 from .audio_corpus import write
 
 
-def _jobs(paths):
-    return [ExtractJob(f"k{i}", str(p), p.name, f"h{i}", "/nowhere") for i, p in enumerate(paths)]
+def _paths(paths):
+    return [str(p) for p in paths]
 
 
 def test_header_durations_are_exact_and_compressed_ones_come_from_the_size(tmp_path):
@@ -18,18 +18,18 @@ def test_header_durations_are_exact_and_compressed_ones_come_from_the_size(tmp_p
     assert estimated_audio_seconds(str(wav)) == pytest.approx(3.0, abs=1e-3)
     ogg = tmp_path / "b.ogg"
     ogg.write_bytes(b"\0" * 40_000)
-    assert estimated_audio_seconds(str(ogg)) == pytest.approx(40_000 / extract._LOSSY_BYTES_PER_SECOND)
+    assert estimated_audio_seconds(str(ogg)) == pytest.approx(40_000 / workers._LOSSY_BYTES_PER_SECOND)
     assert estimated_audio_seconds(str(tmp_path / "missing.wav")) == 0.0
 
 
 def test_a_few_short_files_get_one_worker_and_a_long_batch_gets_all(tmp_path, monkeypatch):
     paths = [write(tmp_path / f"t{i}.wav", tone(220 + 10 * i, 3.0)) for i in range(4)]
-    assert pool_size(_jobs(paths), workers=8) == 1  # 12 s of audio does not repay a second start-up
-    monkeypatch.setattr(extract, "estimated_audio_seconds", lambda path: 600.0)
-    assert pool_size(_jobs(paths), workers=8) == 4  # never more workers than tracks
-    assert pool_size(_jobs(paths), workers=2) == 2
-    monkeypatch.setattr(extract, "estimated_audio_seconds", lambda path: extract.AUDIO_SECONDS_PER_WORKER / 2)
-    assert pool_size(_jobs(paths), workers=8) == 2
+    assert pool_size(_paths(paths), workers=8) == 1  # 12 s of audio does not repay a second start-up
+    monkeypatch.setattr(workers, "estimated_audio_seconds", lambda path: 600.0)
+    assert pool_size(_paths(paths), workers=8) == 4  # never more workers than tracks
+    assert pool_size(_paths(paths), workers=2) == 2
+    monkeypatch.setattr(workers, "estimated_audio_seconds", lambda path: workers.AUDIO_SECONDS_PER_WORKER / 2)
+    assert pool_size(_paths(paths), workers=8) == 2
 
 
 def test_numba_cache_lives_in_a_folder_the_program_owns(tmp_path):
