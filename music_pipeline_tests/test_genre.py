@@ -402,6 +402,12 @@ def test_assets_train_deploy_explain_rank_and_publish_a_card(styled_learned, tmp
     unl = preds[preds["label"].isna()]
     assert (unl["predicted"] == unl["relpath"].str.split("/").str[0]).all()  # unseen tracks land in their style
     assert (layout.plots_dir / "genre" / "confusion_grouped_cv.png").stat().st_size > 1000
+    # every track, unlabelled ones included, classified by the deployed model right away
+    genres = read_parquet(layout.tables_dir / "track_genres.parquet")
+    assert len(genres) == 24 and set(genres["version"]) == {vdir.name} and genres["probability"].between(0, 1).all()
+    unl = genres[genres["label"].isna()]
+    assert len(unl) == 4 and (unl["genre"] == unl["relpath"].str.split("/").str[0]).all()
+    assert clf["retrained_because"].value.startswith("never trained")
 
     table = (layout.reports_dir / "genre_models.md").read_text()
     for row in ("glcm_svm", "segment_pooled_logreg", "logreg[learned, C=0.1]", "xgb[full, pca=10, depth=2]",

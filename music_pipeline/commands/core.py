@@ -36,6 +36,7 @@ def register(sub, parent) -> None:
     p.add_argument("--retry-failed", action="store_true", help="analyse again the files recorded as broken (e.g. after installing ffmpeg)")
     p.add_argument("--strict", action="store_true", help=f"exit with {EXIT_SKIPPED} when any file of the library could not be analysed")
     p.add_argument("--no-models", action="store_true", help="do not train the library models this time (tables, difficulty scores and the similarity index are still refreshed)")
+    p.add_argument("--retrain", action="store_true", help="retrain every library model now; by default only models whose code changed or whose training tracks changed by more than 10%% (MUSIC_PIPELINE_RETRAIN_SHARE) are retrained")
     p.set_defaults(handler=cmd_build)
 
     p = sub.add_parser("demo", parents=[parent], help="fetch the demo library (real free music from Debian) and build it")
@@ -93,7 +94,7 @@ def _print_summary(summary, settings: Settings, log_path: Path | None, strict: b
         print(f"error: --strict: {len(summary.skipped)} file(s) could not be analysed", file=sys.stderr)
 
 
-def _build(settings: Settings, wait: float = 0.0, retry_failed: bool = False, strict: bool = False, recorded_by: str = "build", models: bool = True) -> int:
+def _build(settings: Settings, wait: float = 0.0, retry_failed: bool = False, strict: bool = False, recorded_by: str = "build", models: bool = True, retrain: bool = False) -> int:
     from music_pipeline import quiet
     from music_pipeline.commands.display import BuildDisplay
     from music_pipeline.defs.runner import BuildInvalid, BuildLocked, run_build, validate
@@ -110,7 +111,7 @@ def _build(settings: Settings, wait: float = 0.0, retry_failed: bool = False, st
         with redirect as terminal:
             display = BuildDisplay(terminal, workers=settings.workers)
             try:
-                summary = run_build(settings, wait_for_lock_s=wait, log=display.line, models=models, retry_failed=retry_failed, on_event=display.event, recorded_by=recorded_by)
+                summary = run_build(settings, wait_for_lock_s=wait, log=display.line, models=models, retry_failed=retry_failed, on_event=display.event, recorded_by=recorded_by, retrain=retrain)
             except BuildLocked as exc:
                 display.close()
                 terminal.write(f"error: {exc}\n")
@@ -150,7 +151,10 @@ def _drop_if_empty(log_path: Path) -> None:
 
 def cmd_build(args) -> int:
     settings = Settings.resolve(args.data, args.library, args.workers)
-    return _build(settings, args.wait, args.retry_failed, args.strict, models=not args.no_models)
+    if args.retrain and args.no_models:
+        _error("--retrain and --no-models contradict each other: choose one")
+        return EXIT_USAGE
+    return _build(settings, args.wait, args.retry_failed, args.strict, models=not args.no_models, retrain=args.retrain)
 
 
 def cmd_demo(args) -> int:

@@ -28,6 +28,7 @@ from music_pipeline.defs.assets.features import RETRY_FAILED_TAG
 from music_pipeline.defs.partitions import tracks_partitions
 from music_pipeline.defs.resources import MusicPipelineResource
 from music_pipeline.defs.jobs import split_library_assets, track_asset_keys
+from music_pipeline.defs.retraining import RETRAIN_TAG, record_kept, stale_models
 from music_pipeline.defs.sensors import RANGE_END, RANGE_START
 from music_pipeline.settings import SOURCE_RECORD, Settings, record_library
 from music_pipeline.storage import DataLayout, ensure_dir, read_parquet
@@ -125,11 +126,13 @@ def run_build(
     retry_failed: bool = False,
     on_event: Callable[[RunEvent], None] | None = None,
     recorded_by: str = "build",
+    retrain: bool = False,
 ) -> BuildSummary:
     """Register partitions for the library, run `ingest_tracks` over batched ranges of new/changed
-    tracks, then `rebuild_models` (unless ``models`` is false). When nothing changed and every
-    asset has been materialized before, nothing runs. ``retry_failed`` analyses the tracks with
-    a recorded failure again. Holds an exclusive lock on the data directory."""
+    tracks, then retrain the library models that are stale (``models/staleness.py``; every model
+    with ``retrain``; none when ``models`` is false). When nothing changed and no model is stale,
+    nothing runs. ``retry_failed`` analyses the tracks with a recorded failure again. Holds an
+    exclusive lock on the data directory."""
     from music_pipeline.definitions import build_definitions
 
     library = validate(settings)
@@ -145,7 +148,7 @@ def run_build(
     try:
         if settings.library_source != SOURCE_RECORD:
             record_library(settings.data_dir, library, settings.library_source, recorded_by)
-        return _run_build_locked(settings, build_definitions, log, models, retry_failed, on_event)
+        return _run_build_locked(settings, build_definitions, log, models, retry_failed, on_event, retrain)
     finally:
         lock.release()
 
@@ -251,7 +254,7 @@ def _asset_steps(defs, keys) -> set[str]:
     return {a.node_def.name for a in defs.assets if hasattr(a, "keys") and set(a.keys) & wanted}
 
 
-def _run_build_locked(settings: Settings, build_definitions, log, models: bool, retry_failed: bool, on_event) -> BuildSummary:
+def _run_build_locked(settings: Settings, build_definitions, log, models: bool, retry_failed: bool, on_event, retrain: bool = False) -> BuildSummary:
     pipeline = MusicPipelineResource(data_dir=str(settings.data_dir), library_dir=str(settings.require_library()), workers=settings.workers)
     defs = build_definitions(pipeline)
     ingest, rebuild = defs.resolve_job_def("ingest_tracks"), defs.resolve_job_def("rebuild_models")
@@ -304,11 +307,21 @@ def _run_build_locked(settings: Settings, build_definitions, log, models: bool, 
         run(ingest, "extract", selection or all_ingest, asset_selection=selection, tags={**tags, RANGE_START: start, RANGE_END: end})
     if not plan.ranges and (plan.changed or _never_materialized(instance, follow)):
         run(ingest, "tables", follow, asset_selection=follow, tags=tags)
-    if models and model_keys and (plan.changed or _never_materialized(instance, model_keys)) and not failed:
-        log("training the library models (difficulty CNN, genre classifier, maps) …")
-        run(rebuild, "models", model_keys, tags=tags)
-    elif models and model_keys and failed:
+    if models and model_keys and failed:
         log("models not retrained: the track runs failed (see below)")
+    elif models and model_keys:
+        # retrain only what is stale; the others keep serving new tracks, with the reason recorded
+        stale, verdicts = (model_keys, {}) if retrain else stale_models(defs, model_keys, pipeline.layout)
+        for key in model_keys:
+            if key not in stale:
+                record_kept(instance, key, verdicts[key])
+        kept = [k.to_user_string() for k in model_keys if k not in stale]
+        if stale:
+            names = ", ".join(k.to_user_string() for k in stale)
+            log(f"training the library models ({names}) …" + (f"; kept: {', '.join(kept)}" if kept else ""))
+            run(rebuild, "models", stale, asset_selection=stale, tags={**tags, RETRAIN_TAG: "forced" if retrain else "stale"})
+        elif plan.changed:
+            log(f"models kept (too little changed to retrain: {verdicts[model_keys[0]].why}); build --retrain forces it")
     layout = pipeline.layout
     notes = []
     try:

@@ -11,6 +11,7 @@ from pydantic import Field
 from music_pipeline.defs.assets.notes import TRACK_NOTES
 from music_pipeline.defs.metadata import png_md, table_md
 from music_pipeline.defs.resources import MusicPipelineResource
+from music_pipeline.defs.retraining import record_trained, retraining_metadata
 from music_pipeline.models import pdi
 from music_pipeline.notes.store import NOTES_VERSION_KEY, NotesJob, NotesStore, note_table, notes_version, transcribe_many
 from music_pipeline.storage import read_json, read_parquet, read_parquet_metadata, write_json, write_parquet
@@ -237,13 +238,16 @@ def difficulty_cnn(context: dg.AssetExecutionContext, config: DifficultyCnnConfi
         write_json(pdi.model_dir(layout) / cnn.REPORT_FILE, {"trained": False, "reason": reason, "n_tracks": len(data.tracks)})
         (pdi.model_dir(layout) / cnn.MODEL_FILE).unlink(missing_ok=True)
         return dg.MaterializeResult(metadata={"trained": False, "reason": reason, "tracks": len(data.tracks)})
+    why = retraining_metadata(context, layout)
     report = cnn.run_difficulty_cnn(data, cfg, pdi.model_dir(layout), context.log.info)
+    record_trained(context, layout)
     pdir = pdi.plots_dir(layout)
     curves = plots.training_curves(report["histories"], pdir / "cnn_training_curves.png")
     confusion = plots.confusion_plot(report["metrics"]["confusion_matrix"], pdir / "cnn_confusion.png", title="CNN, out-of-fold tracks")
     m, base = report["metrics"], report["baselines"]
     return dg.MaterializeResult(
         metadata={
+            **why,
             "model": dg.MetadataValue.path(report["final_model"]["path"]),
             "report": dg.MetadataValue.path(str(pdi.model_dir(layout) / cnn.REPORT_FILE)),
             "architecture": cfg.architecture,

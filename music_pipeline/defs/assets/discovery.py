@@ -7,6 +7,7 @@ import numpy as np
 
 from music_pipeline.defs.metadata import png_md, table_md
 from music_pipeline.defs.resources import MusicPipelineResource
+from music_pipeline.defs.retraining import record_trained, retraining_metadata
 from music_pipeline.search.index import IndexNotBuilt, IndexParams, TrackIndex, sync_track_index
 from music_pipeline.search.library import Discovery, index_dir
 from music_pipeline.search.space import precision_at_k, precision_ci
@@ -268,6 +269,7 @@ def embedding_map(context: dg.AssetExecutionContext, config: EmbeddingMapConfig,
     rows = np.arange(len(index))
     if len(rows) > config.max_points:
         rows = np.sort(np.random.default_rng(config.seed).choice(rows, config.max_points, replace=False))
+    why = retraining_metadata(context, layout)
     vectors = np.asarray(index.index.vectors[rows])
     diff_path = layout.tables_dir / "difficulty.parquet"
     difficulty = read_parquet(diff_path) if diff_path.is_file() else None
@@ -281,7 +283,9 @@ def embedding_map(context: dg.AssetExecutionContext, config: EmbeddingMapConfig,
     html2 = write_map_html(map_figure(c2, frame, f"Library map, UMAP 2-D ({len(rows)} tracks)"), layout.reports_dir / "embedding_map_2d.html")
     html3 = write_map_html(map_figure(c3, frame, f"Library map, UMAP 3-D ({len(rows)} tracks)"), layout.reports_dir / "embedding_map_3d.html")
     preview = map_preview_png(c2, frame, layout.plots_dir / "embedding_map_2d.png")
+    record_trained(context, layout)
     md = {
+        **why,
         "tracks_mapped": len(rows),
         "html_2d": dg.MetadataValue.path(str(html2)),
         "html_3d": dg.MetadataValue.path(str(html3)),

@@ -14,6 +14,7 @@ import pandas as pd
 
 from music_pipeline.defs.metadata import png_md, table_md
 from music_pipeline.defs.resources import MusicPipelineResource
+from music_pipeline.defs.retraining import record_trained, retraining_metadata
 from music_pipeline.models.comparators import ComparisonConfig
 from music_pipeline.models.genre.candidates import Candidate, XgbSettings
 from music_pipeline.models.genre.cv import SearchConfig
@@ -63,6 +64,24 @@ class GenreClassifierConfig(dg.Config):
         )
 
 
+def track_genres_path(layout: DataLayout) -> Path:
+    return layout.tables_dir / "track_genres.parquet"
+
+
+def _write_track_genres(pipeline: MusicPipelineResource) -> tuple[pd.DataFrame, str] | None:
+    """Every track classified by the deployed model (None when there is no model yet)."""
+    from music_pipeline.models.genre.persistence import ModelFileError
+    from music_pipeline.models.genre.serving import GenreService, classify_library
+
+    try:
+        service = GenreService.open(pipeline.settings.data_dir)
+    except ModelFileError:
+        return None
+    genres = classify_library(service, genre_table(pipeline))
+    write_parquet(track_genres_path(pipeline.layout), genres)
+    return genres, service.version_dir.name
+
+
 def _no_classifier(layout: DataLayout, data_n: int, n_unlabelled: int, labels: dict, reason: str) -> dg.MaterializeResult:
     write_json(status_path(layout), {"trained": False, "reason": reason, "labelled_tracks": data_n})
     return dg.MaterializeResult(metadata={
@@ -94,6 +113,7 @@ def genre_classifier(context: dg.AssetExecutionContext, config: GenreClassifierC
     from music_pipeline.models.genre.training import NotTrainable, train_genre_classifier
 
     layout = pipeline.layout
+    why = retraining_metadata(context, layout)
     table = genre_table(pipeline)
     try:
         result = train_genre_classifier(table, config.search(), config.boundary_margin, on_progress=context.log.info)
@@ -113,6 +133,7 @@ def genre_classifier(context: dg.AssetExecutionContext, config: GenreClassifierC
 
     vdir = publish_version(genre_root(layout), write)
     card = read_json(vdir / "card.json")
+    _write_track_genres(pipeline)  # every track, unlabelled ones too, by the model just deployed
     preds_path = write_parquet(layout.tables_dir / "genre_predictions.parquet", result.predictions)
     plots = write_plots(result, layout.plots_dir / "genre", config.waterfall_track)
     boundary = _boundary_df(result.predictions, result.boundary)
@@ -130,7 +151,9 @@ def genre_classifier(context: dg.AssetExecutionContext, config: GenreClassifierC
     })
     context.log.info(f"deployed {deployed.candidate.name}; estimate {card['estimate']}")
 
+    record_trained(context, layout)
     md = {
+        **why,
         "trained": True,
         "deployed_model": deployed.candidate.name,
         "feature_view": deployed.candidate.features,
@@ -170,6 +193,36 @@ def genre_classifier(context: dg.AssetExecutionContext, config: GenreClassifierC
     for name, path in plots.items():
         md[name] = png_md(path, name.replace("_", " ")) if not isinstance(path, str) else path
     return dg.MaterializeResult(metadata=md)
+
+
+@dg.asset(
+    group_name="genre",
+    deps=[dg.AssetKey("embeddings"), dg.AssetKey("learned_embeddings"), GENRE_CLASSIFIER],
+    kinds={"python", "parquet"},
+    owners=["team:music-pipeline"],
+    code_version="1",
+    automation_condition=dg.AutomationCondition.eager(),
+    description=(
+        "The genre of every track by the deployed classifier, new and unlabelled tracks included, "
+        "refreshed with the library tables (no retraining): `<data>/tables/track_genres.parquet` "
+        "(key, relpath, label, genre, probability, runner_up, p_runner_up, model, version). Tracks "
+        "whose inputs are not computed yet are left out and counted."
+    ),
+)
+def track_genres(context: dg.AssetExecutionContext, pipeline: MusicPipelineResource) -> dg.MaterializeResult:
+    written = _write_track_genres(pipeline)
+    if written is None:
+        return dg.MaterializeResult(metadata={"classified": 0, "reason": "no genre model deployed yet (genre_classifier trains one)"})
+    genres, version = written
+    n_tracks = len(read_parquet(pipeline.layout.embeddings_path, columns=["key"]))
+    return dg.MaterializeResult(metadata={
+        "path": dg.MetadataValue.path(str(track_genres_path(pipeline.layout))),
+        "dagster/row_count": len(genres),
+        "classified": len(genres),
+        "without_inputs": n_tracks - len(genres),
+        "model_version": version,
+        "genres": dg.MetadataValue.json(genres["genre"].value_counts().to_dict()),
+    })
 
 
 def _per_class_df(per_class: dict, classes: list[str]) -> pd.DataFrame:
@@ -257,10 +310,13 @@ def genre_comparison(context: dg.AssetExecutionContext, config: GenreComparisonC
     def load_segments(content_hash: str) -> np.ndarray:
         return store.load(content_hash).segments
 
+    why = retraining_metadata(context, layout)
     outcome = compare_all(genre_table(pipeline), genre_root(layout), load_segments, config.comparison(), on_progress=context.log.info)
     write_text(out_md, outcome.markdown)
     write_json(out_json, outcome.json)
+    record_trained(context, layout)
     md = {
+        **why,
         "compared": True,
         "models": len(outcome.table),
         "ranked_table": table_md(outcome.table.drop(columns=["note"])),
@@ -275,4 +331,4 @@ def genre_comparison(context: dg.AssetExecutionContext, config: GenreComparisonC
     return dg.MaterializeResult(metadata=md)
 
 
-__all__ = ["genre_classifier", "genre_classifier_beats_baseline", "genre_comparison"]
+__all__ = ["genre_classifier", "genre_classifier_beats_baseline", "track_genres", "genre_comparison"]

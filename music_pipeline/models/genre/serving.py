@@ -94,3 +94,33 @@ class GenreService:
         if note:
             out["note"] = note
         return out
+
+
+def classify_library(service: GenreService, table) -> "pd.DataFrame":
+    """The deployed model's answer for every track of the library table (the embeddings table with
+    the learned columns joined): key, relpath, label (given, may be empty), genre, probability,
+    runner_up, p_runner_up, model, version. Tracks lacking an input the model reads (a learned
+    embedding not computed yet) get no row."""
+    import pandas as pd
+
+    from music_pipeline.models.genre.data import BLOCK_COLUMNS
+
+    blocks = {b: table[cols].to_numpy(dtype=np.float64) for b, cols in BLOCK_COLUMNS.items() if b in service.model.needs and all(c in table for c in cols)}
+    ok = np.ones(len(table), dtype=bool)
+    for b in service.model.needs:
+        ok &= np.isfinite(blocks[b]).all(axis=1) if b in blocks else False
+    rows = np.flatnonzero(ok)
+    cols = ["key", "relpath", "label", "genre", "probability", "runner_up", "p_runner_up", "model", "version"]
+    if not len(rows):
+        return pd.DataFrame(columns=cols)
+    proba = service.model.predict_proba({b: x[rows] for b, x in blocks.items()})
+    order = np.argsort(-proba, axis=1, kind="stable")
+    classes = np.asarray(service.model.classes)
+    second = order[:, 1] if proba.shape[1] > 1 else order[:, 0]
+    sub = table.iloc[rows]
+    return pd.DataFrame({
+        "key": sub["key"].to_numpy(), "relpath": sub["relpath"].to_numpy(), "label": sub["label"].to_numpy(),
+        "genre": classes[order[:, 0]], "probability": proba[np.arange(len(rows)), order[:, 0]],
+        "runner_up": classes[second], "p_runner_up": proba[np.arange(len(rows)), second],
+        "model": service.model.candidate.name, "version": service.version_dir.name,
+    })[cols]
