@@ -341,16 +341,16 @@ def test_find_ranks_title_prefixes_first(built):
 
 
 def test_files_only_ffmpeg_decodes_are_piped_to_wav(tmp_path):
-    """WavPack: in the library only when ffmpeg was there to analyse it; served through ffmpeg."""
-    import shutil
+    """WavPack: in the library only when ffmpeg was there to analyse it; served through ffmpeg
+    (Debian's, installed for the test like the other real components; a failure under CI=true)."""
     import subprocess
 
     from music_pipeline.synth import SR, styled_track
     from music_pipeline.web.audio import _ffmpeg_stream, delivery_for
 
-    ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg is None:
-        pytest.skip("ffmpeg is not installed (files that need it cannot be in the library then either)")
+    from .system import require_debian
+
+    ffmpeg = require_debian(["ffmpeg"], "ffmpeg")
     y = styled_track("drone", 3.0, seed=5)
     sf.write(tmp_path / "x.wav", y, SR, subtype="PCM_16")
     subprocess.run([ffmpeg, "-v", "error", "-i", str(tmp_path / "x.wav"), str(tmp_path / "x.wv")], check=True)
