@@ -1,0 +1,250 @@
+"""What a library costs as it grows: every phase of a build, the sensor, one new file, memory.
+
+    python benchmarks/bench_scale.py [--sizes 100 1000 10000] [--with-100k] [--seconds 4] [--workers 2]
+
+For each N it writes N distinct synthetic tracks (``synth.styled_track``: 4 styles = 4 labelled
+folders, a different seed per track, ``--seconds`` long, 22.05 kHz mono WAV) under
+``data/bench_scale/lib-N`` (kept: a re-run reuses them) and, in a fresh child process per N (so
+peak memory is that N's alone), measures on a fresh data directory:
+
+- scan + hash: a cold scan (no hash cache) and a warm one (the cache answers);
+- full build: ``run_build`` as ``music-pipeline build`` runs it; every Dagster step's own time
+  (per-track passes, tables, index, each model's training);
+- no-op build: nothing changed;
+- sensor tick: ``library_sensor`` evaluated with nothing new, then with one new file;
+- one new file end to end: the new file, then ``build``, until ``similar`` finds it;
+- peak RSS of the child (ru_maxrss).
+
+It prints one table (rows: costs, columns: N) and the growth exponent of each cost (slope of
+log cost against log N over the sizes), writes ``benchmarks/scale_results.json`` and draws
+``benchmarks/scale.png`` (log-log curves). Models retrain only when stale (``models/staleness.py``),
+so the "one new file" row is what a user pays day to day; the full build's model rows are what
+``rebuild_models`` costs at that size. Run by hand, never in CI; 10k tracks take a while.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common import ORIGINAL_ENV  # noqa: F401  (puts the repository on sys.path)
+
+ROOT = Path("data/bench_scale")
+OUT_JSON = Path(__file__).with_name("scale_results.json")
+OUT_PNG = Path(__file__).with_name("scale.png")
+
+
+def write_library(root: Path, n: int, seconds: float) -> Path:
+    """N distinct tracks in 4 labelled folders (label = folder), written once."""
+    import soundfile as sf
+
+    from music_pipeline.synth import SR, STYLES, styled_track
+
+    root.mkdir(parents=True, exist_ok=True)
+    marker = root / f".complete-{n}-{seconds}"
+    if marker.exists():
+        return root
+    styles = list(STYLES)
+    for i in range(n):
+        style = styles[i % len(styles)]
+        path = root / style / f"{style}_{i:06d}.wav"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(path, styled_track(style, seconds, seed=10_000 + i), SR, subtype="PCM_16")
+    marker.write_text("ok\n")
+    return root
+
+
+def _steps(instance, run_ids) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for rid in run_ids:
+        for st in instance.get_run_step_stats(rid):
+            if st.end_time and st.start_time:
+                out[st.step_key] = out.get(st.step_key, 0.0) + st.end_time - st.start_time
+    return out
+
+
+def measure(n: int, seconds: float, workers: int) -> dict:
+    """Everything for one N (run in a child process)."""
+    import dagster as dg
+
+    from music_pipeline.audio.library import scan_library
+    from music_pipeline.defs.resources import MusicPipelineResource
+    from music_pipeline.defs.runner import run_build
+    from music_pipeline.defs.sensors import library_sensor
+    from music_pipeline.search.library import Discovery
+    from music_pipeline.settings import Settings
+    from music_pipeline.storage import DataLayout, remove_tree
+    from music_pipeline.synth import SR, styled_track
+
+    lib = write_library(ROOT / f"lib-{n}", n, seconds)
+    data = ROOT / f"data-{n}"
+    remove_tree(data)
+    (lib / "new").mkdir(exist_ok=True)
+    for p in (lib / "new").glob("*.wav"):
+        p.unlink()
+    os.environ["DAGSTER_HOME"] = str((data / "dagster_home").resolve())
+    settings = Settings(data_dir=data.resolve(), library_dir=lib.resolve(), workers=workers)
+    layout = DataLayout(settings.data_dir)
+    r: dict = {"n": n, "seconds_per_track": seconds, "workers": workers}
+
+    t = time.perf_counter()
+    scan_library(lib, layout.hash_cache_path)
+    r["scan_hash_cold_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    scan_library(lib, layout.hash_cache_path)
+    r["scan_hash_warm_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    full = run_build(settings, log=lambda *_: None)
+    r["full_build_s"] = time.perf_counter() - t
+    r["full_build_ok"] = full.ok
+    instance = dg.DagsterInstance.get()
+    r["steps"] = _steps(instance, full.run_ids)
+
+    t = time.perf_counter()
+    noop = run_build(settings, log=lambda *_: None)
+    r["noop_build_s"] = time.perf_counter() - t
+    r["noop_runs"] = len(noop.run_ids)
+
+    pipeline = MusicPipelineResource(data_dir=str(settings.data_dir), library_dir=str(settings.library_dir), workers=workers)
+
+    def tick() -> float:
+        ctx = dg.build_sensor_context(instance=instance, resources={"pipeline": pipeline})
+        t0 = time.perf_counter()
+        library_sensor(ctx)
+        return time.perf_counter() - t0
+
+    r["sensor_tick_nothing_new_s"] = tick()
+    import soundfile as sf
+
+    new = lib / "new" / "new_track.wav"
+    sf.write(new, styled_track("arpeggio", seconds, seed=999_999), SR, subtype="PCM_16")
+    r["sensor_tick_one_new_s"] = tick()
+
+    t = time.perf_counter()
+    one = run_build(settings, log=lambda *_: None)
+    found = Discovery.open(settings.data_dir).resolve("new_track")
+    Discovery.open(settings.data_dir).similar(found, 5)
+    r["one_new_file_searchable_s"] = time.perf_counter() - t
+    r["one_new_file_steps"] = _steps(instance, one.run_ids)
+    r["one_new_file_ok"] = one.ok
+    new.unlink()
+    r["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return r
+
+
+ROWS = [
+    ("scan + hash, cold", lambda r: r["scan_hash_cold_s"]),
+    ("scan + hash, warm", lambda r: r["scan_hash_warm_s"]),
+    ("full build", lambda r: r["full_build_s"]),
+    ("  track_features", lambda r: r["steps"].get("track_features")),
+    ("  track_notes", lambda r: r["steps"].get("track_notes")),
+    ("  track_learned_embedding", lambda r: r["steps"].get("track_learned_embedding")),
+    ("  table refresh (embeddings)", lambda r: r["steps"].get("embeddings")),
+    ("  learned_embeddings table", lambda r: r["steps"].get("learned_embeddings")),
+    ("  difficulty (PDI)", lambda r: r["steps"].get("difficulty")),
+    ("  similarity_index build", lambda r: r["steps"].get("similarity_index")),
+    ("  label_similarity", lambda r: r["steps"].get("label_similarity")),
+    ("  track_genres", lambda r: r["steps"].get("track_genres")),
+    ("  difficulty_cnn", lambda r: r["steps"].get("difficulty_cnn")),
+    ("  genre_classifier", lambda r: r["steps"].get("genre_classifier")),
+    ("  genre_comparison", lambda r: r["steps"].get("genre_comparison")),
+    ("  embedding_map", lambda r: r["steps"].get("embedding_map")),
+    ("  all model steps", lambda r: sum(r["steps"].get(k, 0.0) for k in ("difficulty_cnn", "genre_classifier", "genre_comparison", "embedding_map"))),
+    ("no-op build", lambda r: r["noop_build_s"]),
+    ("sensor tick, nothing new", lambda r: r["sensor_tick_nothing_new_s"]),
+    ("sensor tick, one new file", lambda r: r["sensor_tick_one_new_s"]),
+    ("one new file → searchable", lambda r: r["one_new_file_searchable_s"]),
+    ("peak RSS (MB)", lambda r: r["peak_rss_mb"]),
+]
+
+
+def growth(sizes, values) -> float | None:
+    """Slope of log(value) over log(N): 1 = linear, 0 = constant."""
+    import numpy as np
+
+    pts = [(s, v) for s, v in zip(sizes, values) if v is not None and v > 0]
+    if len(pts) < 2:
+        return None
+    x, y = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
+    return float(np.polyfit(x, y, 1)[0])
+
+
+def report(results: list[dict]) -> None:
+    sizes = [r["n"] for r in results]
+    head = f"{'cost (s unless stated)':32s}" + "".join(f"{n:>11,d}" for n in sizes) + "   growth"
+    print(head)
+    print("-" * len(head))
+    for name, get in ROWS:
+        vals = [get(r) for r in results]
+        cells = "".join(f"{v:>11.2f}" if v is not None else f"{'–':>11s}" for v in vals)
+        g = growth(sizes, vals)
+        print(f"{name:32s}{cells}   {'N^%.2f' % g if g is not None else ''}")
+    bad = [r["n"] for r in results if not (r["full_build_ok"] and r["one_new_file_ok"])]
+    if bad:
+        print(f"\nbuilds that reported a failure (see their logs): N = {bad}")
+
+
+def plot(results: list[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = [r["n"] for r in results]
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name, get in ROWS:
+        if name.startswith("peak") or name.startswith("  all"):
+            continue
+        vals = [get(r) for r in results]
+        if all(v is not None and v > 0 for v in vals):
+            ax.plot(sizes, vals, marker="o", label=name.strip())
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("tracks in the library")
+    ax.set_ylabel("seconds")
+    ax.set_title("bench_scale.py: cost against library size")
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    fig.savefig(OUT_PNG, dpi=110)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10000])
+    ap.add_argument("--with-100k", action="store_true", help="also N = 100,000 (hours; ~18 GB of WAV)")
+    ap.add_argument("--seconds", type=float, default=4.0, help="length of every track (short: extraction is not the point)")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--fresh", action="store_true", help="forget sizes measured by earlier runs")
+    ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(measure(args.child, args.seconds, args.workers)))
+        return
+    sizes = sorted(set(args.sizes + ([100_000] if args.with_100k else [])))
+    # Sizes measured in earlier runs stay in the table (a 10k run takes long enough to run alone).
+    kept = {r["n"]: r for r in json.loads(OUT_JSON.read_text())} if OUT_JSON.exists() and not args.fresh else {}
+    for n in sizes:
+        t = time.perf_counter()
+        proc = subprocess.run([sys.executable, __file__, "--child", str(n), "--seconds", str(args.seconds), "--workers", str(args.workers)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            sys.exit(f"N={n} failed:\n{proc.stderr[-3000:]}")
+        kept[n] = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(f"N={n:,}: measured in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    results = [kept[n] for n in sorted(kept)]
+    OUT_JSON.write_text(json.dumps(results, indent=1))
+    report(results)
+    plot(results)
+    print(f"\nresults: {OUT_JSON}  curves: {OUT_PNG}")
+
+
+if __name__ == "__main__":
+    main()
