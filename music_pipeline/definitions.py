@@ -7,7 +7,8 @@ from music_pipeline.defs.event_log import enable_event_batching
 from music_pipeline.defs.executors import executor_from_env
 from music_pipeline.defs.jobs import build_jobs
 from music_pipeline.defs.resources import MusicPipelineResource
-from music_pipeline.defs.sensors import library_automation, library_sensor, reports_index
+from music_pipeline.defs.jobs import track_asset_keys
+from music_pipeline.defs.sensors import build_library_sensor, library_automation, reports_index
 
 ASSET_MODULES = [library, features, notes, learned, difficulty, discovery, genre]
 
@@ -16,7 +17,10 @@ enable_event_batching()
 
 
 def build_definitions(pipeline: MusicPipelineResource | None = None) -> dg.Definitions:
-    assets = [a for m in ASSET_MODULES for a in dg.load_assets_from_modules([m])]
+    pipeline = pipeline or MusicPipelineResource()
+    # per track or hash buckets (MUSIC_PIPELINE_PARTITIONS): decided here, once, for every per-track asset
+    partitioning = pipeline.partitioning
+    assets = partitioning.apply([a for m in ASSET_MODULES for a in dg.load_assets_from_modules([m])])
     checks = [c for m in ASSET_MODULES for c in dg.load_asset_checks_from_modules([m])]
     jobs, schedules = build_jobs(assets)
     return dg.Definitions(
@@ -24,9 +28,9 @@ def build_definitions(pipeline: MusicPipelineResource | None = None) -> dg.Defin
         asset_checks=checks,
         jobs=jobs,
         schedules=schedules,
-        sensors=[library_sensor, library_automation, reports_index],
+        sensors=[build_library_sensor(partitioning, track_asset_keys(assets)), library_automation, reports_index],
         executor=executor_from_env(),
-        resources={"pipeline": pipeline or MusicPipelineResource()},
+        resources={"pipeline": pipeline},
     )
 
 

@@ -32,6 +32,14 @@ LIBRARY_RECORD = "library.json"
 ENV_DATA = "MUSIC_PIPELINE_DATA"
 ENV_LIBRARY = "MUSIC_LIBRARY"
 ENV_WORKERS = "MUSIC_PIPELINE_WORKERS"
+ENV_PARTITIONS = "MUSIC_PIPELINE_PARTITIONS"
+ENV_BUCKETS = "MUSIC_PIPELINE_BUCKETS"
+
+# How the per-track assets are partitioned: one partition per track (personal and label libraries),
+# or a fixed set of hash buckets of tracks (catalogues past ~100k tracks; see README).
+PARTITION_MODES = ("tracks", "buckets")
+DEFAULT_BUCKETS = 4096
+MAX_BUCKETS = 65536
 
 # how the library folder was chosen (Settings.library_source)
 SOURCE_FLAG = "--library"
@@ -58,6 +66,29 @@ def default_workers() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+def resolve_partitioning(mode: str | None = None, buckets: int | None = None) -> tuple[str, int]:
+    """(mode, bucket count): argument > MUSIC_PIPELINE_PARTITIONS / MUSIC_PIPELINE_BUCKETS > per
+    track. The count is 0 in per-track mode."""
+    raw_mode = (mode or os.environ.get(ENV_PARTITIONS) or "tracks").strip().lower()
+    if raw_mode not in PARTITION_MODES:
+        source = "the partitions setting" if mode else ENV_PARTITIONS
+        raise SettingsError(f"{source}={raw_mode!r}: expected one of {', '.join(PARTITION_MODES)}")
+    if raw_mode == "tracks":
+        return "tracks", 0
+    if buckets:
+        count, source = buckets, "the buckets setting"
+    else:
+        env = os.environ.get(ENV_BUCKETS, "").strip()
+        source = ENV_BUCKETS
+        try:
+            count = int(env) if env else DEFAULT_BUCKETS
+        except ValueError:
+            raise SettingsError(f"{ENV_BUCKETS}={env!r} is not a whole number") from None
+    if not 1 <= count <= MAX_BUCKETS:
+        raise SettingsError(f"{source}={count}: the bucket count must be between 1 and {MAX_BUCKETS}")
+    return "buckets", count
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> ArtifactPath:

@@ -33,7 +33,7 @@ def split_library_assets(assets) -> tuple[list[dg.AssetKey], list[dg.AssetKey]]:
 
 
 def track_asset_keys(assets) -> list[dg.AssetKey]:
-    """Keys of every per-track (partitioned) asset: features, notes, learned embedding, …"""
+    """Keys of every per-track (partitioned by track or bucket) asset: features, notes, learned embedding, …"""
     return [spec.key for a in assets for spec in a.specs if spec.partitions_def is not None]
 
 
@@ -42,7 +42,7 @@ def build_jobs(assets):
     ingest = dg.define_asset_job(
         "ingest_tracks",
         selection=dg.AssetSelection.assets(*track_asset_keys(assets), *follow),
-        description="Extract new/changed tracks (a partition range per run) and refresh the tables, difficulty scores and similarity index.",
+        description="Extract new/changed tracks (a range of track or bucket partitions per run) and refresh the tables, difficulty scores and similarity index.",
         tags={"music_pipeline/job": "ingest", **RUN_RETRY_TAGS},
         executor_def=ingest_executor(),
     )
@@ -55,7 +55,7 @@ def build_jobs(assets):
     full = dg.define_asset_job(
         "full_rebuild",
         selection=dg.AssetSelection.all(),
-        description="Every asset; launched over all `tracks` partitions it becomes a batched backfill.",
+        description="Every asset; launched over all per-track partitions (tracks or buckets) it becomes a batched backfill.",
         tags={"music_pipeline/job": "full", **RUN_RETRY_TAGS},
     )
     nightly = dg.ScheduleDefinition(

@@ -47,12 +47,22 @@ progress.set_ambient_provider(current_step_reporter)
 class MusicPipelineResource(dg.ConfigurableResource):
     """Empty strings / 0 mean: take it from the environment (MUSIC_PIPELINE_DATA, MUSIC_LIBRARY,
     MUSIC_PIPELINE_WORKERS), then from what the data directory recorded at its last build
-    (``<data>/library.json``), then the default (``data/``, ``data/library``, all cores)."""
+    (``<data>/library.json``), then the default (``data/``, ``data/library``, all cores).
+    ``partitions``/``buckets`` (env MUSIC_PIPELINE_PARTITIONS / MUSIC_PIPELINE_BUCKETS, default
+    one partition per track) are read once, when the definitions are built from this resource."""
 
     data_dir: str = ""
     library_dir: str = ""
     workers: int = 0
     n_segments: int = DEFAULT_SEGMENTS
+    partitions: str = ""  # tracks | buckets
+    buckets: int = 0
+
+    @property
+    def partitioning(self):
+        from music_pipeline.defs.partitions import Partitioning
+
+        return Partitioning.resolve(self.partitions or None, self.buckets or None)
 
     @property
     def settings(self) -> Settings:

@@ -23,9 +23,9 @@ import pandas as pd
 from filelock import FileLock, Timeout
 
 from music_pipeline import progress as prog
-from music_pipeline.audio.sync import plan_sync
+from music_pipeline.audio.sync import SyncPlan, plan_buckets, plan_sync
 from music_pipeline.defs.assets.features import RETRY_FAILED_TAG
-from music_pipeline.defs.partitions import tracks_partitions
+from music_pipeline.defs.partitions import TRACK_BATCH, known_track_keys, materialized_buckets, tracks_partitions
 from music_pipeline.defs.resources import MusicPipelineResource
 from music_pipeline.defs.jobs import split_library_assets, track_asset_keys
 from music_pipeline.defs.retraining import RETRAIN_TAG, record_kept, stale_models
@@ -128,11 +128,12 @@ def run_build(
     recorded_by: str = "build",
     retrain: bool = False,
 ) -> BuildSummary:
-    """Register partitions for the library, run `ingest_tracks` over batched ranges of new/changed
-    tracks, then retrain the library models that are stale (``models/staleness.py``; every model
-    with ``retrain``; none when ``models`` is false). When nothing changed and no model is stale,
-    nothing runs. ``retry_failed`` analyses the tracks with a recorded failure again. Holds an
-    exclusive lock on the data directory."""
+    """Register partitions for the library (per-track mode), run `ingest_tracks` over batched
+    ranges of new/changed tracks (bucket mode: of the buckets holding them), then retrain the
+    library models that are stale (``models/staleness.py``; every model with ``retrain``; none
+    when ``models`` is false). When nothing changed and no model is stale, nothing runs.
+    ``retry_failed`` analyses the tracks with a recorded failure again. Holds an exclusive lock
+    on the data directory."""
     from music_pipeline.definitions import build_definitions
 
     library = validate(settings)
@@ -254,6 +255,24 @@ def _asset_steps(defs, keys) -> set[str]:
     return {a.node_def.name for a in defs.assets if hasattr(a, "keys") and set(a.keys) & wanted}
 
 
+def _plan_partitions(instance, pipeline: MusicPipelineResource, scan, needs_run, track_keys) -> SyncPlan:
+    """What to run for this library. Per track: register new partitions and drop removed ones.
+    Per bucket: nothing to register; known tracks are those of the last library manifest, and
+    buckets with tracks that were never materialized (first build, a switch of mode) run too."""
+    partitioning = pipeline.partitioning
+    if partitioning.buckets:
+        done = materialized_buckets(instance, track_keys)
+        waiting = {partitioning.bucket_of(t.key) for t in scan.tracks} - done if len(done) < partitioning.buckets else set()
+        return plan_buckets(scan, known_track_keys(pipeline.layout.manifest_path), needs_run, partitioning.buckets,
+                            TRACK_BATCH, partitioning.buckets_per_run, also=waiting)
+    plan = plan_sync(scan, list(instance.get_dynamic_partitions(tracks_partitions.name)), needs_run, TRACK_BATCH)
+    for key in plan.to_remove:
+        instance.delete_dynamic_partition(tracks_partitions.name, key)
+    if plan.to_add:
+        instance.add_dynamic_partitions(tracks_partitions.name, plan.to_add)
+    return plan
+
+
 def _run_build_locked(settings: Settings, build_definitions, log, models: bool, retry_failed: bool, on_event, retrain: bool = False) -> BuildSummary:
     pipeline = MusicPipelineResource(data_dir=str(settings.data_dir), library_dir=str(settings.require_library()), workers=settings.workers)
     defs = build_definitions(pipeline)
@@ -263,16 +282,12 @@ def _run_build_locked(settings: Settings, build_definitions, log, models: bool, 
     instance = dg.DagsterInstance.get()
     scan = pipeline.scan()
     store = pipeline.store
-    registered = list(instance.get_dynamic_partitions(tracks_partitions.name))
     analysed = pipeline.analysed_hashes(retry_failed=retry_failed)
     retried = len({t.content_hash for t in scan.tracks if t.content_hash} & store.failed_hashes()) if retry_failed else 0
-    plan = plan_sync(scan, registered, lambda t: bool(t.content_hash) and t.content_hash not in analysed)
-    for key in plan.to_remove:
-        instance.delete_dynamic_partition(tracks_partitions.name, key)
-    if plan.to_add:
-        instance.add_dynamic_partitions(tracks_partitions.name, plan.to_add)
+    plan = _plan_partitions(instance, pipeline, scan, lambda t: bool(t.content_hash) and t.content_hash not in analysed, track_keys)
     again = f", {retried} recorded failures retried" if retry_failed else ""
-    log(f"library {settings.library_dir}: {len(scan.tracks)} tracks (+{len(plan.to_add)} new, -{len(plan.to_remove)} removed, {len(plan.to_run)} to analyse{again})")
+    buckets = f", in {len(plan.buckets)} of {pipeline.partitioning.buckets} buckets" if pipeline.partitioning.buckets else ""
+    log(f"library {settings.library_dir}: {len(scan.tracks)} tracks (+{len(plan.to_add)} new, -{len(plan.to_remove)} removed, {len(plan.to_run)} to analyse{again}{buckets})")
     quiet_console = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}  # the CLI prints its own summary
     tags = {"music_pipeline/trigger": "cli build"}
     if retry_failed:

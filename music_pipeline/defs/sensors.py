@@ -1,4 +1,4 @@
-"""library_sensor: keep the `tracks` partitions in step with the folder and request extraction."""
+"""library_sensor: keep the per-track partitions in step with the folder and request extraction."""
 
 
 import hashlib
@@ -6,26 +6,30 @@ import json
 
 import dagster as dg
 
-from music_pipeline.audio.sync import SyncPlan, plan_sync
-from music_pipeline.defs.partitions import tracks_partitions
+from music_pipeline.audio.sync import SyncPlan, plan_buckets, plan_sync
+from music_pipeline.defs.partitions import TRACK_BATCH, Partitioning, known_track_keys, materialized_buckets, tracks_partitions
 from music_pipeline.defs.resources import MusicPipelineResource
 from music_pipeline.settings import LibraryNotGiven, LibraryUnavailable
 
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 LIBRARY_ASSETS = [dg.AssetKey("library_manifest"), dg.AssetKey("embeddings")]
-BATCH_SIZE = 500
+BATCH_SIZE = TRACK_BATCH
 
 
-def run_requests_for(plan: SyncPlan, hashes: dict[str, str | None], trigger: str) -> list[dg.RunRequest]:
-    """One batched range run per contiguous block of tracks to (re-)extract, plus one run of the
+def _ident(value) -> str:
+    return hashlib.sha1(json.dumps(value).encode()).hexdigest()[:16]
+
+
+def run_requests_for(plan: SyncPlan, hashes: dict[str, str | None], trigger: str, kind: str = "tracks", removal: bool = True) -> list[dg.RunRequest]:
+    """One batched range run per block of tracks (or buckets) to (re-)extract, plus one run of the
     library tables when tracks were only removed (so they leave every table)."""
     requests = []
     for start, end in plan.ranges:
-        ident = hashlib.sha1(json.dumps([start, end, [hashes.get(k) for k in plan.to_run]]).encode()).hexdigest()[:16]
-        requests.append(dg.RunRequest(run_key=f"tracks:{ident}", tags={RANGE_START: start, RANGE_END: end, "music_pipeline/trigger": trigger}))
-    if plan.to_remove and not plan.ranges:
-        ident = hashlib.sha1(json.dumps(sorted(plan.to_remove)).encode()).hexdigest()[:16]
+        ident = _ident([start, end, [hashes.get(k) for k in plan.to_run]])
+        requests.append(dg.RunRequest(run_key=f"{kind}:{ident}", tags={RANGE_START: start, RANGE_END: end, "music_pipeline/trigger": trigger}))
+    if removal and plan.to_remove and not plan.ranges:
+        ident = _ident(sorted(plan.to_remove))
         requests.append(dg.RunRequest(run_key=f"removed:{ident}", asset_selection=LIBRARY_ASSETS, tags={"music_pipeline/trigger": trigger}))
     return requests
 
@@ -43,29 +47,10 @@ library_automation = dg.AutomationConditionSensorDefinition(
 )
 
 
-@dg.sensor(
-    name="library_sensor",
-    job_name="ingest_tracks",
-    minimum_interval_seconds=15,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description=(
-        "Scans the library: adds a `tracks` partition for each new file, removes partitions of "
-        "deleted files, and launches `ingest_tracks` over batched partition ranges (not one run "
-        "per file) for new tracks and tracks whose content changed; that run also refreshes the "
-        "tables, difficulty scores and similarity index. Unchanged files cost a stat, not a read."
-    ),
-)
-def library_sensor(context: dg.SensorEvaluationContext, pipeline: MusicPipelineResource):
-    try:
-        scan = pipeline.scan()
-    except (LibraryUnavailable, LibraryNotGiven) as exc:
-        # a missing or unmounted library is a state to explain, not a failed tick every 15 s
-        return dg.SkipReason(f"waiting for the library: {exc}")
-    hashes = {t.key: t.content_hash for t in scan.tracks}
+def _track_tick(context: dg.SensorEvaluationContext, scan, hashes: dict, analysed: set[str]):
+    """Per track: register new partitions, drop removed ones, range runs over the new/changed."""
     # cursor: {key: hash} requested but maybe not finished, so an in-flight run is not requested twice
     requested: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
-
-    analysed = pipeline.analysed_hashes()  # one listing per store, not a file check per track
 
     def needs_run(t) -> bool:
         if not t.content_hash or t.content_hash in analysed:
@@ -86,6 +71,91 @@ def library_sensor(context: dg.SensorEvaluationContext, pipeline: MusicPipelineR
     if plan.to_remove:
         dynamic.append(tracks_partitions.build_delete_request(plan.to_remove))
     return dg.SensorResult(run_requests=run_requests_for(plan, hashes, "library_sensor"), dynamic_partitions_requests=dynamic)
+
+
+def _bucket_tick(context: dg.SensorEvaluationContext, pipeline: MusicPipelineResource, partitioning: Partitioning, track_keys, scan, hashes: dict, analysed: set[str]):
+    """Per bucket: nothing to register; the library manifest of the last ingest is the list of
+    known tracks. Runs cover the buckets holding new/changed tracks, plus buckets with tracks
+    that were never materialized (the first ingest, a switch from per-track mode)."""
+    # cursor: {"pending": {key: hash} requested, "buckets": requested, not yet materialized,
+    #          "removed": the removals already sent to a tables run}
+    state = json.loads(context.cursor) if context.cursor else {}
+    known = known_track_keys(pipeline.layout.manifest_path)
+    # kept until its content is analysed and the manifest lists it (a rename only needs the latter)
+    pending = {
+        k: h for k, h in state.get("pending", {}).items()
+        if hashes.get(k, 0) == h and (h not in analysed or known is None or k not in known)
+    }
+
+    def needs_run(t) -> bool:
+        return bool(t.content_hash) and t.content_hash not in analysed and pending.get(t.key) != t.content_hash
+
+    done = materialized_buckets(context.instance, track_keys)
+    requested_buckets = set(state.get("buckets", []))
+    waiting = set()
+    if len(done) < partitioning.buckets:  # some bucket was never materialized: is it one with tracks?
+        waiting = {partitioning.bucket_of(t.key) for t in scan.tracks} - done
+    plan = plan_buckets(scan, (known or set()) | set(pending), needs_run, partitioning.buckets, BATCH_SIZE,
+                        partitioning.buckets_per_run, also=waiting - requested_buckets)
+    pending.update({k: hashes[k] for k in plan.to_run})
+    removed = _ident(sorted(plan.to_remove)) if plan.to_remove else None
+    send_removal = removed is not None and removed != state.get("removed")
+    context.update_cursor(json.dumps({
+        "pending": pending,
+        "buckets": sorted((requested_buckets | set(plan.buckets)) - done),
+        "removed": removed,
+    }, sort_keys=True))
+    if not plan.ranges and not send_removal:
+        return dg.SkipReason(f"{len(scan.tracks)} tracks in {partitioning.buckets} buckets, nothing new, changed or removed")
+    context.log.info(
+        f"library: +{len(plan.to_add)} new, -{len(plan.to_remove)} removed, {len(plan.to_run)} to analyse "
+        f"in {len(plan.buckets)} bucket(s), {len(plan.ranges)} run(s)"
+    )
+    return dg.SensorResult(run_requests=run_requests_for(plan, hashes, "library_sensor", kind="buckets", removal=send_removal))
+
+
+def build_library_sensor(partitioning: Partitioning, track_keys) -> dg.SensorDefinition:
+    """The library sensor for the definitions' partitioning (``track_keys``: the per-track assets,
+    whose materialized buckets it reads in bucket mode)."""
+    track_keys = list(track_keys)
+    if partitioning.buckets:
+        what = (
+            f"Scans the library and launches `ingest_tracks` over ranges of the {partitioning.buckets} hash-bucket "
+            "partitions that hold new tracks or tracks whose content changed (several buckets per run, at most "
+            f"{partitioning.buckets_per_run} buckets and {BATCH_SIZE} tracks to analyse); a run re-uses every cached track "
+            "of its buckets. Removed files leave the tables in a tables-only run. Nothing is registered per track."
+        )
+    else:
+        what = (
+            "Scans the library: adds a `tracks` partition for each new file, removes partitions of "
+            "deleted files, and launches `ingest_tracks` over batched partition ranges (not one run "
+            "per file) for new tracks and tracks whose content changed"
+        )
+
+    @dg.sensor(
+        name="library_sensor",
+        job_name="ingest_tracks",
+        minimum_interval_seconds=15,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=what + "; that run also refreshes the tables, difficulty scores and similarity index. Unchanged files cost a stat, not a read.",
+    )
+    def library_sensor(context: dg.SensorEvaluationContext, pipeline: MusicPipelineResource):
+        try:
+            scan = pipeline.scan()
+        except (LibraryUnavailable, LibraryNotGiven) as exc:
+            # a missing or unmounted library is a state to explain, not a failed tick every 15 s
+            return dg.SkipReason(f"waiting for the library: {exc}")
+        hashes = {t.key: t.content_hash for t in scan.tracks}
+        analysed = pipeline.analysed_hashes()  # one listing per store, not a file check per track
+        if partitioning.buckets:
+            return _bucket_tick(context, pipeline, partitioning, track_keys, scan, hashes, analysed)
+        return _track_tick(context, scan, hashes, analysed)
+
+    return library_sensor
+
+
+# the per-track sensor (build_definitions builds the one for its partitioning)
+library_sensor = build_library_sensor(Partitioning(), [])
 
 
 @dg.run_status_sensor(

@@ -1,4 +1,5 @@
-"""group features: the per-track pass (partitioned by track) and the library embedding table."""
+"""group features: the per-track pass (partitioned by track or by bucket of tracks, see
+defs/partitions.py) and the library embedding table."""
 
 
 import dagster as dg
@@ -10,7 +11,7 @@ from music_pipeline.features.segments import SEGMENT_FRAMES
 from music_pipeline.features.spectra import N_MELS
 from music_pipeline.features.extract import ExtractJob, extract_many, feature_version
 from music_pipeline.features.tables import InvalidTable, refresh_tables, validate_embedding_table
-from music_pipeline.defs.partitions import tracks_partitions
+from music_pipeline.defs.partitions import TRACK_BATCH, tracks_for_run, tracks_partitions
 from music_pipeline.defs.resources import MusicPipelineResource
 from music_pipeline.storage import read_parquet
 
@@ -24,7 +25,8 @@ SEGMENTS_CHECK = "segments_complete"
 RETRY_FAILED_TAG = "music_pipeline/retry_failed"
 
 # Many tracks per run, parallel inside it: one run per track would cost seconds of overhead each.
-TRACK_BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=500)
+# (Per track; in bucket mode Partitioning.apply sets the bucket-mode policy.)
+TRACK_BACKFILL_POLICY = dg.BackfillPolicy.multi_run(max_partitions_per_run=TRACK_BATCH)
 
 
 def _track_spec(key: dg.AssetKey, description: str) -> dg.AssetSpec:
@@ -71,19 +73,10 @@ def _track_spec(key: dg.AssetKey, description: str) -> dg.AssetSpec:
     ),
 )
 def track_features(context: dg.AssetExecutionContext, pipeline: MusicPipelineResource):
-    keys = list(context.partition_keys)
-    scan = pipeline.scan()
-    by_key = scan.by_key()
+    run = tracks_for_run(context, pipeline.scan())
     settings = pipeline.settings
-    jobs, missing = [], []
-    for key in keys:
-        t = by_key.get(key)
-        if t is None:
-            missing.append(key)
-            continue
-        jobs.append(ExtractJob(t.key, t.path, t.relpath, t.content_hash, str(settings.data_dir), pipeline.n_segments, t.scan_error))
-    for key in missing:
-        context.log.warning(f"track {key}: no file for this partition any more (removed from the library)")
+    jobs = [ExtractJob(t.key, t.path, t.relpath, t.content_hash, str(settings.data_dir), pipeline.n_segments, t.scan_error) for t in run.tracks]
+    run.log_missing(context.log)
 
     report = progress.dagster_reporter(context.log.info)
     meter = progress.TrackMeter("extract", len(jobs), report)
@@ -110,9 +103,8 @@ def track_features(context: dg.AssetExecutionContext, pipeline: MusicPipelineRes
         )
     failures = [o for o in outcomes if not o.ok]
     common = {
-        "tracks": len(keys),
+        **run.metadata(),
         **{k: counts[k] for k in ("extracted", "cached", "failed")},
-        "missing_files": len(missing),
         "feature_version": feature_version(pipeline.n_segments),
         "x_realtime_per_worker": float(audio_s / cpu_s) if cpu_s else 0.0,
         "retry_failed": retry_failed,

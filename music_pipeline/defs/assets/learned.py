@@ -6,7 +6,7 @@ import dagster as dg
 
 from music_pipeline import progress
 from music_pipeline.defs.assets.features import TRACK_BACKFILL_POLICY
-from music_pipeline.defs.partitions import tracks_partitions
+from music_pipeline.defs.partitions import tracks_for_run, tracks_partitions
 from music_pipeline.defs.resources import MusicPipelineResource
 from music_pipeline.learned.store import LEARNED_DIM, TAG_NAMES, learned_version
 
@@ -14,11 +14,10 @@ TRACK_LEARNED = dg.AssetKey("track_learned_embedding")
 LEARNED_TABLE = dg.AssetKey("learned_embeddings")
 
 
-def _jobs(scan, keys):
+def _jobs(tracks):
     from music_pipeline.learned.store import LearnedJob
 
-    by_key = scan.by_key()
-    return [LearnedJob(k, by_key[k].path, by_key[k].relpath, by_key[k].content_hash, by_key[k].scan_error) for k in keys if k in by_key]
+    return [LearnedJob(t.key, t.path, t.relpath, t.content_hash, t.scan_error) for t in tracks]
 
 
 def _run(context, pipeline: MusicPipelineResource, jobs) -> dict:
@@ -69,15 +68,9 @@ def _run(context, pipeline: MusicPipelineResource, jobs) -> dict:
     retry_policy=dg.RetryPolicy(max_retries=1, delay=5),
 )
 def track_learned_embedding(context: dg.AssetExecutionContext, pipeline: MusicPipelineResource) -> dg.MaterializeResult:
-    scan = pipeline.scan()
-    keys = list(context.partition_keys)
-    jobs = _jobs(scan, keys)
-    missing = len(keys) - len(jobs)
-    if missing:
-        context.log.warning(f"{missing} partitions have no file any more (removed from the library)")
-    md = _run(context, pipeline, jobs)
-    md["missing_files"] = missing
-    return dg.MaterializeResult(metadata=md)
+    run = tracks_for_run(context, pipeline.scan())
+    run.log_missing(context.log)
+    return dg.MaterializeResult(metadata={**_run(context, pipeline, _jobs(run.tracks)), **run.metadata()})
 
 
 @dg.asset(
@@ -109,7 +102,7 @@ def learned_embeddings(context: dg.AssetExecutionContext, pipeline: MusicPipelin
     if lacking:
         wanted = set(emb.loc[emb["content_hash"].isin(lacking), "key"])
         context.log.info(f"{len(wanted)} tracks have no learned embedding yet: computing them now")
-        md["caught_up"] = _run(context, pipeline, _jobs(pipeline.scan(), sorted(wanted)))["computed"]
+        md["caught_up"] = _run(context, pipeline, _jobs(t for t in pipeline.scan().tracks if t.key in wanted))["computed"]
     table, skipped = build_learned_table(emb, store)
     path = write_parquet(layout.tables_dir / "learned_embeddings.parquet", table, {"music_pipeline.learned_version": store.version})
     for r in skipped:

@@ -1,10 +1,11 @@
-"""The notes of every track (partitioned by track): transcription with basic-pitch's ONNX model."""
+"""The notes of every track (partitioned by track or bucket): transcription with basic-pitch's ONNX model."""
 
 
 import dagster as dg
 
 from music_pipeline import progress
-from music_pipeline.defs.partitions import tracks_partitions
+from music_pipeline.defs.assets.features import TRACK_BACKFILL_POLICY
+from music_pipeline.defs.partitions import tracks_for_run, tracks_partitions
 from music_pipeline.defs.resources import MusicPipelineResource
 from music_pipeline.notes.store import NotesJob, NotesStore, notes_version, transcribe_many
 from music_pipeline.notes.transcribe import DEFAULT_BUDGET
@@ -18,7 +19,7 @@ TRACK_NOTES = dg.AssetKey("track_notes")
     kinds={"python", "onnx"},
     owners=["team:music-pipeline"],
     partitions_def=tracks_partitions,
-    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=500),
+    backfill_policy=TRACK_BACKFILL_POLICY,
     code_version=notes_version(),
     retry_policy=dg.RetryPolicy(max_retries=1, delay=5),
     description=(
@@ -31,18 +32,10 @@ TRACK_NOTES = dg.AssetKey("track_notes")
     ),
 )
 def track_notes(context: dg.AssetExecutionContext, pipeline: MusicPipelineResource) -> dg.MaterializeResult:
-    keys = list(context.partition_keys)
-    by_key = pipeline.scan().by_key()
+    run = tracks_for_run(context, pipeline.scan())
     data_dir = str(pipeline.settings.data_dir)
-    jobs, gone = [], []
-    for key in keys:
-        t = by_key.get(key)
-        if t is None:
-            gone.append(key)
-            continue
-        jobs.append(NotesJob(t.key, t.path, t.relpath, t.content_hash, data_dir, t.scan_error))
-    for key in gone:
-        context.log.warning(f"track {key}: no file for this partition any more (removed from the library)")
+    jobs = [NotesJob(t.key, t.path, t.relpath, t.content_hash, data_dir, t.scan_error) for t in run.tracks]
+    run.log_missing(context.log)
     meter = progress.TrackMeter("notes", len(jobs), progress.dagster_reporter(context.log.info))
 
     def on_result(outcome):
@@ -56,9 +49,8 @@ def track_notes(context: dg.AssetExecutionContext, pipeline: MusicPipelineResour
     cpu_s = sum(o.seconds for o in outcomes if o.status == "transcribed")
     context.log.info(f"{len(outcomes)} tracks: {counts}")
     metadata = {
-        "tracks": len(keys),
+        **run.metadata(),
         **counts,
-        "missing_files": len(gone),
         "notes_version": notes_version(),
         "x_realtime_per_worker": float(audio_s / cpu_s) if cpu_s else 0.0,
         "failures": dg.MetadataValue.md("\n".join(f"- `{o.relpath}`: {o.reason}" for o in outcomes if not o.ok) or "none"),
