@@ -62,6 +62,22 @@ def test_synthetic_styles_are_separated_with_sources_held_out(styled_data):
         assert np.array(r.grouped["confusion"]).sum() == 24
 
 
+def test_training_budget_keeps_each_labels_share_and_is_seeded(styled_data):
+    from music_pipeline.models.genre.data import within_budget
+
+    assert within_budget(styled_data, 0) is styled_data and within_budget(styled_data, 24) is styled_data
+    small = within_budget(styled_data, 12, seed=3)
+    assert small.n == 12 and small.n_over_budget == 12
+    assert np.bincount(small.y, minlength=4).tolist() == [3, 3, 3, 3]  # 6 per label before: the shares kept
+    assert set(small.keys) <= set(styled_data.keys) and list(small.keys) == sorted(small.keys, key=list(styled_data.keys).index)
+    for block, rows in small.blocks.items():  # rows travel with their keys
+        pos = [list(styled_data.keys).index(k) for k in small.keys]
+        assert np.array_equal(rows, styled_data.blocks[block][pos])
+    again = within_budget(styled_data, 12, seed=3)
+    assert list(again.keys) == list(small.keys)  # same seed, same subsample
+    assert list(within_budget(styled_data, 12, seed=4).keys) != list(small.keys)
+
+
 def test_grouped_folds_never_put_a_group_on_both_sides():
     groups = np.array([f"g{i}" for i in range(10) for _ in range(3)])
     y = np.array([0] * 12 + [1] * 9 + [2] * 9)  # g0-g3 → 0, g4-g6 → 1, g7-g9 → 2

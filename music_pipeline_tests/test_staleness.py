@@ -97,7 +97,7 @@ def test_build_retrains_only_stale_models_and_says_why(tmp_path, dagster_home, m
     assert len(reasons) == 1, "a model was retrained although too little changed"
     assert any("models kept" in line for line in lines)
     instance = dg.DagsterInstance.get()
-    (obs,) = [e for e in instance.get_event_records(dg.EventRecordsFilter(dg.DagsterEventType.ASSET_OBSERVATION, asset_key=dg.AssetKey("genre_classifier")))]
+    (obs,) = instance.fetch_observations(dg.AssetKey("genre_classifier"), limit=10).records
     md = obs.asset_observation.metadata
     assert md["retrained"].value is False and "1 of its 6 training tracks changed" in md["why"].value
 

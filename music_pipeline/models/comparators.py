@@ -93,6 +93,7 @@ class ComparisonConfig:
     svm_C: float = 10.0
     logreg_C: float = 0.1
     shuffled: bool = True  # also score the cheap rows on shuffled folds (never the CNNs: cost)
+    max_tracks: int = 2000  # the classifier's budget: the same labelled subsample (data.within_budget)
     seed: int = 0
 
 
@@ -488,7 +489,7 @@ def compare_all(table: pd.DataFrame, genre_root, load_segments: Callable[[str], 
     import time
 
     from music_pipeline.models.genre.cv import coarser_plan, make_folds, plan_from_assignment, to_jsonable
-    from music_pipeline.models.genre.data import labelled_data
+    from music_pipeline.models.genre.data import labelled_data, within_budget
     from music_pipeline.models.genre.publishing import current_version
     from music_pipeline.storage import read_json
 
@@ -496,7 +497,7 @@ def compare_all(table: pd.DataFrame, genre_root, load_segments: Callable[[str], 
 
     t0 = time.perf_counter()
     say = on_progress or (lambda _m: None)
-    data = labelled_data(table)
+    data = within_budget(labelled_data(table), config.max_tracks, config.seed)
     vdir = current_version(genre_root)
     cv_report = read_json(vdir / "cv_report.json")
     plan = plan_from_assignment(read_json(vdir / "folds.json"), data.keys)
@@ -543,7 +544,7 @@ def compare_all(table: pd.DataFrame, genre_root, load_segments: Callable[[str], 
     seconds = time.perf_counter() - t0
     remarks.append(f"the comparison took {seconds:.0f} s ({', '.join(f'{r.name} {r.seconds:.0f} s' for r in results)}).")
     header = {
-        "labelled tracks": data.n, "labels": ", ".join(data.classes), "folds": f"{coarse.note} — {folds_note}",
+        "labelled tracks": data.n if not data.n_over_budget else f"{data.n} of {data.n + data.n_over_budget} (budget: a seeded subsample, each label's share kept)", "labels": ", ".join(data.classes), "folds": f"{coarse.note} — {folds_note}",
         "comparators": ", ".join(config.names) or "none",
         "CNN budget": f"{config.cnn_epochs} epochs, ≤ {config.cnn_max_segments} training segments per fold, grouped folds only",
     }

@@ -53,6 +53,7 @@ class GenreClassifierConfig(dg.Config):
     learning_rate: float = _XGB.learning_rate
     boundary_margin: float = BOUNDARY_MARGIN
     waterfall_track: str = ""  # key or part of a relpath; default: the closest boundary song
+    max_tracks: int = _SEARCH.max_tracks  # labelled tracks used at most (a seeded, label-stratified subsample above); 0: no budget
     seed: int = _SEARCH.seed
 
     def search(self) -> SearchConfig:
@@ -60,7 +61,7 @@ class GenreClassifierConfig(dg.Config):
             candidates=tuple(Candidate.parse(n) for n in self.candidates),
             xgb=XgbSettings(n_estimators=self.n_estimators, learning_rate=self.learning_rate),
             nested=self.nested, max_splits=self.max_splits, logo_max_groups=self.logo_max_groups, shuffled=self.shuffled,
-            bootstrap=self.bootstrap, seed=self.seed,
+            bootstrap=self.bootstrap, max_tracks=self.max_tracks, seed=self.seed,
         )
 
 
@@ -160,6 +161,7 @@ def genre_classifier(context: dg.AssetExecutionContext, config: GenreClassifierC
         "version": vdir.name,
         "trained_at": card["trained_at"],
         "training_size": data.n,
+        "labelled_left_out_by_budget": data.n_over_budget,
         "model_dir": dg.MetadataValue.path(str(vdir)),
         "model_card": dg.MetadataValue.json(card),
         "unlabelled_tracks": data.n_unlabelled,
@@ -270,11 +272,12 @@ class GenreComparisonConfig(dg.Config):
     cnn_max_segments: int = _CMP.cnn_max_segments
     reference_candidates: list[str] = [c.name for c in _CMP.reference_candidates]
     shuffled: bool = _CMP.shuffled
+    max_tracks: int = _CMP.max_tracks  # keep equal to genre_classifier's so both see the same subsample; 0: no budget
     seed: int = _CMP.seed
 
     def comparison(self) -> ComparisonConfig:
         return ComparisonConfig(names=tuple(self.comparators), max_folds=self.max_folds, cnn_epochs=self.cnn_epochs,
-                                cnn_max_segments=self.cnn_max_segments, shuffled=self.shuffled, seed=self.seed,
+                                cnn_max_segments=self.cnn_max_segments, shuffled=self.shuffled, seed=self.seed, max_tracks=self.max_tracks,
                                 reference_candidates=tuple(Candidate.parse(n) for n in self.reference_candidates))
 
 

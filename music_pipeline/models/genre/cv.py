@@ -165,6 +165,9 @@ class SearchConfig:
     logo_max_groups: int = LOGO_MAX_GROUPS
     shuffled: bool = False  # also score every candidate on shuffled folds (genre_comparison shows the leak's size anyway)
     bootstrap: int = BOOTSTRAP_RESAMPLES
+    # labelled tracks used at most (``data.within_budget``): keeps rebuild_models at 10k tracks
+    # inside its time budget on 2 cores; the effect on accuracy is measured in benchmarks/bench_budget.py
+    max_tracks: int = 2000
     source_step: bool = True  # correct leave-one-group-out for the held-out label's missing source (see evaluate)
     seed: int = 0
 

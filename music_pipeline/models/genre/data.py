@@ -127,6 +127,7 @@ class LabelledData:
     relpaths: np.ndarray
     n_unlabelled: int
     n_with_group: int
+    n_over_budget: int = 0  # labelled tracks left out by the training budget (``within_budget``)
 
     @property
     def n(self) -> int:
@@ -184,4 +185,26 @@ def labelled_data(df: pd.DataFrame) -> LabelledData:
         relpaths=sub["relpath"].astype(str).to_numpy(),
         n_unlabelled=int((~has_label).sum()),
         n_with_group=int(has_group.sum()),
+    )
+
+
+def within_budget(data: LabelledData, max_tracks: int, seed: int = 0) -> LabelledData:
+    """At most ``max_tracks`` labelled tracks: a seeded subsample with each label's share kept
+    (groups stay whole-or-sampled like any track, and grouped folds still keep them apart). Bounds
+    the cost of model selection, the nested estimate and the comparators on large libraries; every
+    track is still *predicted* by the deployed model. 0 (no budget) or a larger budget: unchanged."""
+    if max_tracks <= 0 or data.n <= max_tracks:
+        return data
+    rng = np.random.default_rng(seed)
+    keep: list[int] = []
+    for code in range(len(data.classes)):
+        rows = np.flatnonzero(data.y == code)
+        take = min(len(rows), max(1, int(round(max_tracks * len(rows) / data.n))))
+        keep.extend(rng.choice(rows, take, replace=False).tolist())
+    rows = np.sort(np.array(keep[:max_tracks] if len(keep) > max_tracks else keep))
+    labels = data.labels[rows]
+    return LabelledData(
+        blocks={k: v[rows] for k, v in data.blocks.items()}, labels=labels, classes=data.classes, y=data.y[rows],
+        groups=data.groups[rows], keys=data.keys[rows], relpaths=data.relpaths[rows], n_unlabelled=data.n_unlabelled,
+        n_with_group=int(sum(not str(g).startswith("track:") for g in data.groups[rows])), n_over_budget=data.n - len(rows),
     )

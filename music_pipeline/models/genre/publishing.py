@@ -77,7 +77,7 @@ def build_report(data, ev: Evaluation, deployed_name: str, seconds: float) -> di
     """Everything the CV measured, as JSON (``cv_report.json``)."""
     est = ev.estimate
     return {
-        "classes": data.classes, "n_labelled": data.n, "n_unlabelled": data.n_unlabelled, "n_with_group": data.n_with_group,
+        "classes": data.classes, "n_labelled": data.n, "n_over_budget": data.n_over_budget, "n_unlabelled": data.n_unlabelled, "n_with_group": data.n_with_group,
         "n_groups": int(len(set(data.groups))),
         "fold_note": ev.plan.note, "fold_method": ev.plan.method, "n_splits": ev.plan.n_splits, "cv_possible": ev.plan.possible,
         "candidates": [candidate_json(r) for r in ev.results], "skipped_candidates": ev.skipped,
@@ -104,6 +104,7 @@ def model_card(report: dict, version: str, trained_at: float) -> dict:
         "model": report["deployed"],
         "feature_view": report.get("feature_view"),
         "training_size": report["n_labelled"],
+        "labelled_left_out_by_budget": report.get("n_over_budget", 0),
         "groups": report.get("n_groups"),
         "labels": report["classes"],
         "estimate": {
@@ -131,7 +132,9 @@ def report_markdown(report: dict, cand_table: pd.DataFrame, boundary: pd.DataFra
         "# Genre classifier", "",
         f"- deployed: **{report['deployed']}** (view: {report.get('feature_view')}), the best candidate on the grouped folds",
         f"- tracks: {report['n_labelled']} labelled ({report['n_with_group']} with a group, {report.get('n_groups')} groups), "
-        f"{report['n_unlabelled']} unlabelled (predicted, not trained on)",
+        f"{report['n_unlabelled']} unlabelled (predicted, not trained on)"
+        + (f"; {report['n_over_budget']} more labelled tracks left out by the training budget (a seeded subsample, each label's share kept)"
+           if report.get("n_over_budget") else ""),
         f"- folds: {report['fold_note']}",
         f"- **estimate** ({report['estimate_kind']}): balanced accuracy {est.get('balanced_accuracy', float('nan')):.3f}"
         + (f", 95 % CI {ci[0]:.3f}–{ci[1]:.3f} (bootstrap over groups)" if ci else "")

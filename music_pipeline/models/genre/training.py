@@ -18,7 +18,7 @@ import pandas as pd
 
 from music_pipeline.models.genre.candidates import GenreModel
 from music_pipeline.models.genre.cv import Evaluation, SearchConfig, evaluate, fit_deployed
-from music_pipeline.models.genre.data import BLOCK_COLUMNS, TAGS, LabelledData, labelled_data, view_blocks
+from music_pipeline.models.genre.data import BLOCK_COLUMNS, TAGS, LabelledData, labelled_data, view_blocks, within_budget
 from music_pipeline.models.genre.publishing import build_report
 
 
@@ -63,7 +63,9 @@ def train_genre_classifier(table: pd.DataFrame, config: SearchConfig, boundary_m
 
     t0 = time.perf_counter()
     say = on_progress or (lambda _m: None)
-    data = labelled_data(table)
+    data = within_budget(labelled_data(table), config.max_tracks, config.seed)
+    if data.n_over_budget:
+        say(f"training on {data.n} of {data.n + data.n_over_budget} labelled tracks (budget max_tracks={config.max_tracks}, each label's share kept)")
     if len(data.classes) < 2:
         found = f"found {len(data.classes)} ({', '.join(data.classes) or 'none'})"
         raise NotTrainable(f"no classifier can be trained: at least 2 labels are needed, {found} among {data.n} labelled tracks")
