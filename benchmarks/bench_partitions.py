@@ -82,6 +82,7 @@ def fresh_instance(home: Path) -> dg.DagsterInstance:
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
     (home / "dagster.yaml").write_text(DAGSTER_YAML.read_text())
+    os.environ["DAGSTER_HOME"] = str(home)  # the shipped event log lives under DAGSTER_HOME, like `build`'s
     return dg.DagsterInstance.from_config(str(home))
 
 
