@@ -71,6 +71,7 @@ def test_query_arguments_are_checked_at_the_edge(tmp_path, capsys):
         (["radio", "x", "--bpm", "-3"], "argument --bpm: must be a number > 0, got '-3'"),
         (["radio", "x", "--length", "abc"], "argument --length: must be a whole number, got 'abc'"),
         (["ui", "--port", "70000"], "argument --port: must be a port number 1–65535, got '70000'"),
+        (["difficulty", "x.wav", "--top", "0"], "argument --top: must be a whole number ≥ 1, got '0'"),
     ):
         with pytest.raises(SystemExit) as exit_info:
             main([*argv, "--data", str(tmp_path)])

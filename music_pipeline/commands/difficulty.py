@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from music_pipeline.commands.args import positive_int
 from music_pipeline.settings import Settings
 
 
@@ -20,7 +21,7 @@ def register(sub, parent) -> None:
     )
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--json", action="store_true", help="one JSON object per file: {file, pdi, level, structural, intensity, notes: {…}, explanation, …}")
-    p.add_argument("--top", type=int, default=3, metavar="N", help="how many pushing descriptors to show (default 3)")
+    p.add_argument("--top", type=positive_int, default=3, metavar="N", help="how many pushing descriptors to show (default 3)")
     p.add_argument(
         "--notes",
         metavar="OUT",
