@@ -270,3 +270,17 @@ def test_a_track_is_analysed_only_when_every_per_track_store_answered_it(tmp_pat
     learned.save_failure("broken", "broken.wav", "not audio")
     assert pipeline.analysed_hashes() == {"both", "broken"}
     assert pipeline.analysed_hashes(retry_failed=True) == {"both"}
+
+
+def test_nightly_rebuild_skips_a_never_built_library_and_runs_once_built(tmp_path):
+    from music_pipeline.definitions import build_definitions
+    from music_pipeline.storage import DataLayout, write_parquet
+
+    (tmp_path / "lib").mkdir()
+    pipeline = MusicPipelineResource(data_dir=str(tmp_path / "data"), library_dir=str(tmp_path / "lib"))
+    schedule = build_definitions(pipeline).resolve_schedule_def("nightly_rebuild")
+    skipped = schedule(dg.build_schedule_context(resources={"pipeline": pipeline}))
+    assert isinstance(skipped, dg.SkipReason) and "never built" in skipped.skip_message and "embeddings.parquet" in skipped.skip_message
+    write_parquet(DataLayout(tmp_path / "data").embeddings_path, pd.DataFrame({"key": ["a"]}))
+    request = schedule(dg.build_schedule_context(resources={"pipeline": pipeline}))
+    assert isinstance(request, dg.RunRequest) and request.tags["music_pipeline/trigger"] == "nightly_rebuild"

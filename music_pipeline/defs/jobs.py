@@ -13,6 +13,7 @@ import os
 import dagster as dg
 
 from music_pipeline.defs.executors import ingest_executor
+from music_pipeline.defs.resources import MusicPipelineResource
 
 LIBRARY_SCAN = dg.AssetKey("library_manifest")
 REBUILD_CRON_ENV = "MUSIC_PIPELINE_REBUILD_CRON"
@@ -58,11 +59,19 @@ def build_jobs(assets):
         description="Every asset; launched over all per-track partitions (tracks or buckets) it becomes a batched backfill.",
         tags={"music_pipeline/job": "full", **RUN_RETRY_TAGS},
     )
-    nightly = dg.ScheduleDefinition(
+    @dg.schedule(
         name="nightly_rebuild",
         job=rebuild,
         cron_schedule=os.environ.get(REBUILD_CRON_ENV, DEFAULT_REBUILD_CRON),
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description=f"Rebuilds the models on a cron schedule (env {REBUILD_CRON_ENV}, default '{DEFAULT_REBUILD_CRON}').",
+        description=f"Rebuilds the models on a cron schedule (env {REBUILD_CRON_ENV}, default '{DEFAULT_REBUILD_CRON}'); "
+                    "skips, saying why, while the library has never been built.",
     )
+    def nightly(context: dg.ScheduleEvaluationContext, pipeline: MusicPipelineResource):
+        # a never-built data directory has nothing to train on: a red run every night would say less
+        tables = pipeline.layout.embeddings_path
+        if not tables.exists():
+            return dg.SkipReason(f"nothing to train yet: {tables} does not exist (the library was never built; run `music-pipeline build` or let the sensor ingest it)")
+        return dg.RunRequest(tags={"music_pipeline/trigger": "nightly_rebuild"})
+
     return [ingest, rebuild, full], [nightly]
