@@ -1,6 +1,7 @@
 """What a library costs as it grows: every phase of a build, the sensor, one new file, memory.
 
     python benchmarks/bench_scale.py [--sizes 100 1000 10000] [--with-100k] [--seconds 4] [--workers 2]
+                                     [--prefill-from 1000] [--fresh]
 
 For each N it writes N distinct synthetic tracks (``synth.styled_track``: 4 styles = 4 labelled
 folders, a different seed per track, ``--seconds`` long, 22.05 kHz mono WAV) under
@@ -13,7 +14,14 @@ peak memory is that N's alone), measures on a fresh data directory:
 - no-op build: nothing changed;
 - sensor tick: ``library_sensor`` evaluated with nothing new, then with one new file;
 - one new file end to end: the new file, then ``build``, until ``similar`` finds it;
-- peak RSS of the child (ru_maxrss).
+- peak RSS of the child (ru_maxrss) and of its largest worker process.
+
+``--prefill-from N0`` (for sizes above N0, after N0 was measured): the library is still N distinct
+files, scanned and hashed for real, but the per-track stores are filled with the results of
+lib-N0's same-style tracks, so the build skips the per-track passes (notes and the learned
+embedding cost ~0.5 s per short track on 2 cores: 10k tracks would take ~1.5 h) while tables,
+index, every model, the no-op build, the sensor and one new file are measured at N. Sizes
+measured in earlier runs stay in the table (``--fresh`` forgets them).
 
 It prints one table (rows: costs, columns: N) and the growth exponent of each cost (slope of
 log cost against log N over the sizes), writes ``benchmarks/scale_results.json`` and draws
@@ -70,7 +78,37 @@ def _steps(instance, run_ids) -> dict[str, float]:
     return out
 
 
-def measure(n: int, seconds: float, workers: int) -> dict:
+def prefill(settings, lib: Path, donor_n: int) -> int:
+    """Fill the per-track stores of ``settings.data_dir`` for every track of ``lib`` with the
+    results of the same-style track of the measured ``lib-<donor_n>`` (hard links): the library
+    is still N distinct files (scanned and hashed for real), but no track is analysed again, so
+    the build's table, index and model steps are measured at N without paying N per-track passes
+    (whose cost per track is measured at the smaller sizes). Returns the tracks filled."""
+    from music_pipeline.audio.library import scan_library
+    from music_pipeline.features.extract import FeatureStore
+    from music_pipeline.learned.store import LearnedStore
+    from music_pipeline.notes.store import NotesStore
+    from music_pipeline.storage import DataLayout
+
+    donor_lib, donor_data = ROOT / f"lib-{donor_n}", ROOT / f"data-{donor_n}"
+    donor = {t.relpath.split("/")[-1]: t.content_hash for t in scan_library(donor_lib, DataLayout(donor_data).hash_cache_path).tracks}
+    stores = [(cls(donor_data), cls(settings.data_dir)) for cls in (FeatureStore, NotesStore, LearnedStore)]
+    filled = 0
+    for t in scan_library(lib, DataLayout(settings.data_dir).hash_cache_path).tracks:
+        style, number = t.relpath.split("/")[-1].rsplit("_", 1)
+        src = donor.get(f"{style}_{int(number.split('.')[0]) % donor_n:06d}.wav")
+        if src is None:
+            continue
+        for old, new in stores:
+            target = Path(new.path(t.content_hash))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.exists():
+                os.link(old.path(src), target)
+        filled += 1
+    return filled
+
+
+def measure(n: int, seconds: float, workers: int, prefill_from: int | None = None) -> dict:
     """Everything for one N (run in a child process)."""
     import dagster as dg
 
@@ -101,6 +139,9 @@ def measure(n: int, seconds: float, workers: int) -> dict:
     scan_library(lib, layout.hash_cache_path)
     r["scan_hash_warm_s"] = time.perf_counter() - t
 
+    if prefill_from and n > prefill_from:
+        r["prefilled_from"] = prefill_from
+        r["prefilled_tracks"] = prefill(settings, lib, prefill_from)
     t = time.perf_counter()
     full = run_build(settings, log=lambda *_: None)
     r["full_build_s"] = time.perf_counter() - t
@@ -137,6 +178,7 @@ def measure(n: int, seconds: float, workers: int) -> dict:
     r["one_new_file_ok"] = one.ok
     new.unlink()
     r["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    r["peak_rss_workers_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return r
 
 
@@ -163,6 +205,7 @@ ROWS = [
     ("sensor tick, one new file", lambda r: r["sensor_tick_one_new_s"]),
     ("one new file → searchable", lambda r: r["one_new_file_searchable_s"]),
     ("peak RSS (MB)", lambda r: r["peak_rss_mb"]),
+    ("peak RSS of a worker (MB)", lambda r: r.get("peak_rss_workers_mb")),
 ]
 
 
@@ -187,6 +230,9 @@ def report(results: list[dict]) -> None:
         cells = "".join(f"{v:>11.2f}" if v is not None else f"{'–':>11s}" for v in vals)
         g = growth(sizes, vals)
         print(f"{name:32s}{cells}   {'N^%.2f' % g if g is not None else ''}")
+    pre = [f"N = {r['n']:,} from lib-{r['prefilled_from']:,}" for r in results if r.get("prefilled_from")]
+    if pre:
+        print("\nper-track results reused (--prefill-from; no per-track pass in the full build): " + ", ".join(pre))
     bad = [r["n"] for r in results if not (r["full_build_ok"] and r["one_new_file_ok"])]
     if bad:
         print(f"\nbuilds that reported a failure (see their logs): N = {bad}")
@@ -222,18 +268,22 @@ def main() -> None:
     ap.add_argument("--with-100k", action="store_true", help="also N = 100,000 (hours; ~18 GB of WAV)")
     ap.add_argument("--seconds", type=float, default=4.0, help="length of every track (short: extraction is not the point)")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--prefill-from", type=int, default=None, metavar="N0",
+                    help="for sizes above N0: reuse lib-N0's per-track results (same style) instead of analysing every track "
+                         "(tables, index, models, no-op, sensor and one new file still measured at N)")
     ap.add_argument("--fresh", action="store_true", help="forget sizes measured by earlier runs")
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(measure(args.child, args.seconds, args.workers)))
+        print(json.dumps(measure(args.child, args.seconds, args.workers, args.prefill_from)))
         return
     sizes = sorted(set(args.sizes + ([100_000] if args.with_100k else [])))
     # Sizes measured in earlier runs stay in the table (a 10k run takes long enough to run alone).
     kept = {r["n"]: r for r in json.loads(OUT_JSON.read_text())} if OUT_JSON.exists() and not args.fresh else {}
     for n in sizes:
         t = time.perf_counter()
-        proc = subprocess.run([sys.executable, __file__, "--child", str(n), "--seconds", str(args.seconds), "--workers", str(args.workers)],
+        proc = subprocess.run([sys.executable, __file__, "--child", str(n), "--seconds", str(args.seconds), "--workers", str(args.workers)]
+                              + (["--prefill-from", str(args.prefill_from)] if args.prefill_from else []),
                               capture_output=True, text=True)
         if proc.returncode != 0:
             sys.exit(f"N={n} failed:\n{proc.stderr[-3000:]}")
