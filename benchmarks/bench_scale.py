@@ -14,7 +14,7 @@ peak memory is that N's alone), measures on a fresh data directory:
 - no-op build: nothing changed;
 - sensor tick: ``library_sensor`` evaluated with nothing new, then with one new file;
 - one new file end to end: the new file, then ``build``, until ``similar`` finds it;
-- peak RSS of the child (ru_maxrss) and of its largest worker process.
+- peak RSS of the child (ru_maxrss; worker processes not included).
 
 ``--prefill-from N0`` (for sizes above N0, after N0 was measured): the library is still N distinct
 files, scanned and hashed for real, but the per-track stores are filled with the results of
@@ -178,7 +178,6 @@ def measure(n: int, seconds: float, workers: int, prefill_from: int | None = Non
     r["one_new_file_ok"] = one.ok
     new.unlink()
     r["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    r["peak_rss_workers_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return r
 
 
@@ -205,7 +204,6 @@ ROWS = [
     ("sensor tick, one new file", lambda r: r["sensor_tick_one_new_s"]),
     ("one new file → searchable", lambda r: r["one_new_file_searchable_s"]),
     ("peak RSS (MB)", lambda r: r["peak_rss_mb"]),
-    ("peak RSS of a worker (MB)", lambda r: r.get("peak_rss_workers_mb")),
 ]
 
 
@@ -238,26 +236,46 @@ def report(results: list[dict]) -> None:
         print(f"\nbuilds that reported a failure (see their logs): N = {bad}")
 
 
+PER_TRACK = ("track_features", "track_notes", "track_learned_embedding")
+DAY_TO_DAY = ("scan + hash, cold", "scan + hash, warm", "no-op build", "sensor tick, nothing new", "sensor tick, one new file", "one new file → searchable")
+
+
 def plot(results: list[dict]) -> None:
+    """Two panels: what a full build spends, and what a user pays day to day. At prefilled sizes
+    the per-track passes only replay cached results (hollow markers)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     sizes = [r["n"] for r in results]
-    fig, ax = plt.subplots(figsize=(8, 5))
+    prefilled = [bool(r.get("prefilled_from")) for r in results]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.2), sharex=True)
+    colours = plt.get_cmap("tab20").colors
+    panels = {0: [], 1: []}
     for name, get in ROWS:
         if name.startswith("peak") or name.startswith("  all"):
             continue
-        vals = [get(r) for r in results]
-        if all(v is not None and v > 0 for v in vals):
-            ax.plot(sizes, vals, marker="o", label=name.strip())
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("tracks in the library")
-    ax.set_ylabel("seconds")
-    ax.set_title("bench_scale.py: cost against library size")
-    ax.legend(fontsize=6, ncol=2)
+        panels[1 if name in DAY_TO_DAY else 0].append((name.strip(), get))
+    for ax, (panel, rows) in zip(axes, panels.items()):
+        for i, (name, get) in enumerate(rows):
+            pts = [(n, get(r), pre) for n, r, pre in zip(sizes, results, prefilled) if get(r) is not None and get(r) > 0]
+            if len(pts) < 2:
+                continue
+            style = dict(color=colours[i % len(colours)], linestyle="-" if i < 10 else "--")
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name, **style)
+            for n, v, pre in pts:
+                hollow = pre and name in PER_TRACK
+                ax.plot([n], [v], marker="o", color=style["color"], markerfacecolor="white" if hollow else style["color"])
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("tracks in the library")
+        ax.set_ylabel("seconds")
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(fontsize=7, ncol=2 if panel == 0 else 1)
+    axes[0].set_title("full build, by step (hollow: per-track results reused)", fontsize=10)
+    axes[1].set_title("day to day: scan, no-op build, sensor, one new file", fontsize=10)
+    fig.suptitle("bench_scale.py: cost against library size (2 workers, 4-s tracks)")
     fig.tight_layout()
     fig.savefig(OUT_PNG, dpi=110)
 
