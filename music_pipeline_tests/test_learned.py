@@ -157,6 +157,30 @@ def test_learned_table_joins_the_embeddings(styled_learned):
     assert len(partial) == 24 and partial[LEARNED_NAMES].isna().all(axis=1).sum() == 1
 
 
+def test_learned_table_reuses_the_previous_rows_and_reads_only_new_content(styled_learned, monkeypatch):
+    from music_pipeline.learned.store import LEARNED_NAMES, LearnedStore
+    from music_pipeline.learned.table import build_learned_table, read_learned_table
+    from music_pipeline.storage import DataLayout, read_parquet
+
+    _, data = styled_learned
+    store = LearnedStore(data)
+    emb = read_parquet(DataLayout(data).embeddings_path, columns=["key", "relpath", "content_hash"])
+    fresh, _ = build_learned_table(emb, store)
+    previous = read_learned_table(data).iloc[:20].copy()
+    previous.loc[:, LEARNED_NAMES[0]] = -123.0  # a marker: reused rows carry it, re-read ones do not
+    loads = []
+    real_load = store.load
+    monkeypatch.setattr(store, "load", lambda h: loads.append(h) or real_load(h))
+    renamed = emb.assign(key=["renamed-" + k if i == 0 else k for i, k in enumerate(emb["key"])])
+    table, skipped = build_learned_table(renamed, store, previous)
+    assert not skipped and len(table) == 24 and table["key"].iloc[0].startswith("renamed-")  # the key follows the listing
+    reused = table["content_hash"].isin(previous["content_hash"])
+    assert reused.sum() == 20 and (table.loc[reused, LEARNED_NAMES[0]] == -123.0).all()
+    assert sorted(loads) == sorted(set(emb["content_hash"]) - set(previous["content_hash"]))  # only new content read
+    new = table.set_index("content_hash").loc[~reused.to_numpy()]
+    np.testing.assert_allclose(new[LEARNED_NAMES].to_numpy(), fresh.set_index("content_hash").loc[new.index, LEARNED_NAMES].to_numpy())
+
+
 def test_weights_cache_is_shared_not_refetched(weights, monkeypatch):
     from music_pipeline import pretrained
 

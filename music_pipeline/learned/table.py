@@ -16,14 +16,27 @@ def learned_table_path(data_dir) -> ArtifactPath:
     return DataLayout(data_dir).tables_dir / TABLE_NAME
 
 
-def build_learned_table(embeddings: pd.DataFrame, store: LearnedStore) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+def build_learned_table(embeddings: pd.DataFrame, store: LearnedStore, previous: pd.DataFrame | None = None) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     """One row per track of ``embeddings`` (key, relpath, content_hash) with stored learned
-    features; returns (table, [(relpath, why missing)])."""
+    features; returns (table, [(relpath, why missing)]). ``previous`` (the last table, of the same
+    learned version) supplies the rows of content it already holds, so one new track reads one
+    file rather than the whole store (7 s → under 1 s at 10k tracks)."""
     available = store.hashes()
+    value_cols = LEARNED_NAMES + TAG_NAMES
+    reuse: dict[str, int] = {}
+    if previous is not None and len(previous) and set(ID_COLUMNS + value_cols) <= set(previous.columns):
+        previous = previous.drop_duplicates("content_hash")
+        prev_values = previous[value_cols].to_numpy(dtype=np.float64)
+        prev_patches = previous["n_patches"].to_numpy()
+        reuse = {h: i for i, h in enumerate(previous["content_hash"])}
     rows, ids, skipped = [], [], []
     for key, relpath, h in zip(embeddings["key"], embeddings["relpath"], embeddings["content_hash"]):
-        if h not in available:
+        if h not in available:  # also for reused rows: a pruned store file means the row is gone
             skipped.append((relpath, store.failure(h) or "not computed"))
+            continue
+        if h in reuse:
+            rows.append(prev_values[reuse[h]])
+            ids.append((key, h, int(prev_patches[reuse[h]])))
             continue
         try:
             f = store.load(h)
@@ -32,8 +45,8 @@ def build_learned_table(embeddings: pd.DataFrame, store: LearnedStore) -> tuple[
             continue
         rows.append(f.row())
         ids.append((key, h, f.n_patches))
-    values = np.vstack(rows) if rows else np.zeros((0, len(LEARNED_NAMES) + len(TAG_NAMES)))
-    table = pd.concat([pd.DataFrame(ids, columns=ID_COLUMNS), pd.DataFrame(values, columns=LEARNED_NAMES + TAG_NAMES)], axis=1)
+    values = np.vstack(rows) if rows else np.zeros((0, len(value_cols)))
+    table = pd.concat([pd.DataFrame(ids, columns=ID_COLUMNS), pd.DataFrame(values, columns=value_cols)], axis=1)
     return table, skipped
 
 

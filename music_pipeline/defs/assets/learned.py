@@ -92,7 +92,7 @@ def track_learned_embedding(context: dg.AssetExecutionContext, pipeline: MusicPi
 def learned_embeddings(context: dg.AssetExecutionContext, pipeline: MusicPipelineResource) -> dg.MaterializeResult:
     from music_pipeline.learned.store import LearnedStore
     from music_pipeline.learned.table import build_learned_table
-    from music_pipeline.storage import read_parquet, write_parquet
+    from music_pipeline.storage import read_parquet, read_parquet_metadata, write_parquet
 
     layout = pipeline.layout
     emb = read_parquet(layout.embeddings_path, columns=["key", "relpath", "content_hash"])
@@ -103,8 +103,12 @@ def learned_embeddings(context: dg.AssetExecutionContext, pipeline: MusicPipelin
         wanted = set(emb.loc[emb["content_hash"].isin(lacking), "key"])
         context.log.info(f"{len(wanted)} tracks have no learned embedding yet: computing them now")
         md["caught_up"] = _run(context, pipeline, _jobs(t for t in pipeline.scan().tracks if t.key in wanted))["computed"]
-    table, skipped = build_learned_table(emb, store)
-    path = write_parquet(layout.tables_dir / "learned_embeddings.parquet", table, {"music_pipeline.learned_version": store.version})
+    path = layout.tables_dir / "learned_embeddings.parquet"
+    previous = None
+    if path.is_file() and read_parquet_metadata(path).get("music_pipeline.learned_version") == store.version:
+        previous = read_parquet(path)  # rows of unchanged content are reused, not re-read from the store
+    table, skipped = build_learned_table(emb, store, previous)
+    path = write_parquet(path, table, {"music_pipeline.learned_version": store.version})
     for r in skipped:
         context.log.warning(f"no learned embedding for {r[0]}: {r[1]}")
     return dg.MaterializeResult(metadata={
