@@ -32,7 +32,6 @@ def main() -> None:
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     import numpy as np
-    from sklearn.model_selection import StratifiedGroupKFold
 
     from music_pipeline.learned.table import read_learned_table, with_learned
     from music_pipeline.models.genre import SearchConfig, labelled_data
@@ -40,7 +39,7 @@ def main() -> None:
     from music_pipeline.models.genre.data import inputs_of
     from music_pipeline.models.genre.training import train_genre_classifier
     from music_pipeline.storage import DataLayout, read_parquet
-    from simulate_outside_check import analyse
+    from simulate_outside_check import analyse, grouped_folds, majority_score
 
     analyse(args.library, args.data)
     table = with_learned(read_parquet(DataLayout(args.data).embeddings_path), read_learned_table(args.data))
@@ -50,25 +49,20 @@ def main() -> None:
     seconds: dict[float, list[float]] = {s: [] for s in shares}
     majority = []
     print(f"{everything.n} labelled tracks, {len(set(everything.groups))} groups, labels {everything.classes}")
-    for seed in (int(s) for s in args.seeds.split(",")):
-        folds = StratifiedGroupKFold(3, shuffle=True, random_state=seed).split(everything.X, everything.y, everything.groups)
-        for k, (tr, te) in enumerate(folds):
-            train = table[table["key"].isin(set(everything.keys[tr]))].reset_index(drop=True)
-            test = table[table["key"].isin(set(everything.keys[te]))].reset_index(drop=True)
-            y_test = test["label"].astype(str).to_numpy()
-            line = []
-            for share in shares:
-                budget = max(8, int(round(share * len(tr)))) if share < 1 else 0
-                t0 = time.perf_counter()
-                r = train_genre_classifier(train, SearchConfig(max_tracks=budget, seed=seed))
-                seconds[share].append(time.perf_counter() - t0)
-                pred = r.deployed.predict(inputs_of(test)).astype(str)
-                classes = sorted(set(y_test) | set(r.deployed.classes))
-                scores[share].append(balanced_accuracy(np.searchsorted(classes, y_test), np.searchsorted(classes, pred)))
-                line.append(f"{share:g}×{len(tr)}={r.data.n}: {scores[share][-1]:.3f} ({r.deployed.candidate.name})")
-            top = train["label"].value_counts().idxmax()
-            majority.append(float(np.mean([np.mean(y_test[y_test == c] == top) for c in np.unique(y_test)])))
-            print(f"seed {seed} fold {k}: " + " | ".join(line), flush=True)
+    for seed, k, train, test, _ in grouped_folds(table, everything, (int(s) for s in args.seeds.split(","))):
+        y_test = test["label"].astype(str).to_numpy()
+        line = []
+        for share in shares:
+            budget = max(8, int(round(share * len(train)))) if share < 1 else 0
+            t0 = time.perf_counter()
+            r = train_genre_classifier(train, SearchConfig(max_tracks=budget, seed=seed))
+            seconds[share].append(time.perf_counter() - t0)
+            pred = r.deployed.predict(inputs_of(test)).astype(str)
+            classes = sorted(set(y_test) | set(r.deployed.classes))
+            scores[share].append(balanced_accuracy(np.searchsorted(classes, y_test), np.searchsorted(classes, pred)))
+            line.append(f"{share:g}×{len(train)}={r.data.n}: {scores[share][-1]:.3f} ({r.deployed.candidate.name})")
+        majority.append(majority_score(train, y_test))
+        print(f"seed {seed} fold {k}: " + " | ".join(line), flush=True)
 
     rng = np.random.default_rng(0)
     full = np.array(scores[max(shares)])

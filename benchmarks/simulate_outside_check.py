@@ -42,6 +42,27 @@ def analyse(library: str, data: str) -> None:
     write_parquet(learned_table_path(data), table)
 
 
+def grouped_folds(table, everything, seeds):
+    """3 folds by group per seed (StratifiedGroupKFold): (seed, fold, train table, test table,
+    test rows of ``everything``)."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    for seed in seeds:
+        folds = StratifiedGroupKFold(3, shuffle=True, random_state=seed).split(everything.X, everything.y, everything.groups)
+        for k, (tr, te) in enumerate(folds):
+            train = table[table["key"].isin(set(everything.keys[tr]))].reset_index(drop=True)
+            test = table[table["key"].isin(set(everything.keys[te]))].reset_index(drop=True)
+            yield seed, k, train, test, te
+
+
+def majority_score(train, y_test) -> float:
+    """Balanced accuracy of predicting the training set's majority label for every test track."""
+    import numpy as np
+
+    top = train["label"].value_counts().idxmax()
+    return float(np.mean([np.mean(y_test[y_test == c] == top) for c in np.unique(y_test)]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--library", required=True)
@@ -52,9 +73,6 @@ def main() -> None:
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     import numpy as np
-    import pandas as pd
-    from sklearn.model_selection import StratifiedGroupKFold
-
     from music_pipeline.features.embedding import FEATURE_NAMES
     from music_pipeline.learned.table import read_learned_table, with_learned
     from music_pipeline.models.genre import Candidate, SearchConfig, labelled_data
@@ -74,30 +92,25 @@ def main() -> None:
     handcrafted = SearchConfig(candidates=(Candidate("logreg", "full", C=0.05), Candidate("logreg", "level_invariant", C=0.05),
                                            Candidate("knn", "full", k=7), Candidate("svm", "full", C=1.0)))
     records = []
-    for seed in (int(s) for s in args.seeds.split(",")):
-        folds = StratifiedGroupKFold(3, shuffle=True, random_state=seed).split(everything.X, everything.y, everything.groups)
-        for k, (tr, te) in enumerate(folds):
-            train = table[table["key"].isin(set(everything.keys[tr]))].reset_index(drop=True)
-            test = table[table["key"].isin(set(everything.keys[te]))].reset_index(drop=True)
-            y_test = test["label"].astype(str).to_numpy()
-            rec = {"seed": seed, "fold": k, "test_groups": sorted(set(everything.groups[te]))}
-            for name, cfg in (("deployed", SearchConfig()), ("handcrafted_only", handcrafted)):
-                t0 = time.time()
-                r = train_genre_classifier(train, cfg)
-                card = model_card(r.report, "simulated", time.time())
-                pred = r.deployed.predict(inputs_of(test)).astype(str)
-                classes = sorted(set(y_test) | set(r.deployed.classes))
-                rec[name] = {"model": r.deployed.candidate.name, "estimate": card["estimate"]["balanced_accuracy"],
-                             "ci95": card["estimate"]["ci95"], "before_step": card["estimate"]["before_learning_curve_step"],
-                             "unseen": balanced_accuracy(np.searchsorted(classes, y_test), np.searchsorted(classes, pred)),
-                             "seconds": round(time.time() - t0, 1)}
-            majority = pd.Series(train["label"]).value_counts().idxmax()
-            rec["majority"] = float(np.mean([np.mean(y_test[y_test == c] == majority) for c in np.unique(y_test)]))
-            records.append(rec)
-            d, h = rec["deployed"], rec["handcrafted_only"]
-            print(f"seed {seed} fold {k}: deployed {d['model']}: estimate {d['estimate']:.3f} (95 % CI {d['ci95'][0]:.2f}–{d['ci95'][1]:.2f}; "
-                  f"before the learning-curve step {d['before_step']:.3f}) unseen {d['unseen']:.3f} | 641 dims: {h['model']} estimate "
-                  f"{h['estimate']:.3f} unseen {h['unseen']:.3f} | majority {rec['majority']:.3f}", flush=True)
+    for seed, k, train, test, te in grouped_folds(table, everything, (int(s) for s in args.seeds.split(","))):
+        y_test = test["label"].astype(str).to_numpy()
+        rec = {"seed": seed, "fold": k, "test_groups": sorted(set(everything.groups[te]))}
+        for name, cfg in (("deployed", SearchConfig()), ("handcrafted_only", handcrafted)):
+            t0 = time.time()
+            r = train_genre_classifier(train, cfg)
+            card = model_card(r.report, "simulated", time.time())
+            pred = r.deployed.predict(inputs_of(test)).astype(str)
+            classes = sorted(set(y_test) | set(r.deployed.classes))
+            rec[name] = {"model": r.deployed.candidate.name, "estimate": card["estimate"]["balanced_accuracy"],
+                         "ci95": card["estimate"]["ci95"], "before_step": card["estimate"]["before_learning_curve_step"],
+                         "unseen": balanced_accuracy(np.searchsorted(classes, y_test), np.searchsorted(classes, pred)),
+                         "seconds": round(time.time() - t0, 1)}
+        rec["majority"] = majority_score(train, y_test)
+        records.append(rec)
+        d, h = rec["deployed"], rec["handcrafted_only"]
+        print(f"seed {seed} fold {k}: deployed {d['model']}: estimate {d['estimate']:.3f} (95 % CI {d['ci95'][0]:.2f}–{d['ci95'][1]:.2f}; "
+              f"before the learning-curve step {d['before_step']:.3f}) unseen {d['unseen']:.3f} | 641 dims: {h['model']} estimate "
+              f"{h['estimate']:.3f} unseen {h['unseen']:.3f} | majority {rec['majority']:.3f}", flush=True)
     for name in ("deployed", "handcrafted_only"):
         est = np.array([r[name]["estimate"] for r in records])
         out = np.array([r[name]["unseen"] for r in records])
