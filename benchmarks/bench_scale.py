@@ -1,7 +1,7 @@
 """What a library costs as it grows: every phase of a build, the sensor, one new file, memory.
 
     python benchmarks/bench_scale.py [--sizes 100 1000 10000] [--with-100k] [--seconds 4] [--workers 2]
-                                     [--prefill-from 1000] [--fresh]
+                                     [--prefill-from N0] [--fresh]
 
 For each N it writes N distinct synthetic tracks (``synth.styled_track``: 4 styles = 4 labelled
 folders, a different seed per track, ``--seconds`` long, 22.05 kHz mono WAV) under
@@ -16,7 +16,8 @@ peak memory is that N's alone), measures on a fresh data directory:
 - one new file end to end: the new file, then ``build``, until ``similar`` finds it;
 - peak RSS of the child (ru_maxrss; worker processes not included).
 
-``--prefill-from N0`` (for sizes above N0, after N0 was measured): the library is still N distinct
+``--prefill-from N0`` (default 1000; 0 turns it off; sizes above N0 need lib-N0 measured first,
+which the default sizes do in order): the library is still N distinct
 files, scanned and hashed for real, but the per-track stores are filled with the results of
 lib-N0's same-style tracks, so the build skips the per-track passes (notes and the learned
 embedding cost ~0.5 s per short track on 2 cores: 10k tracks would take ~1.5 h) while tables,
@@ -91,6 +92,9 @@ def prefill(settings, lib: Path, donor_n: int) -> int:
     from music_pipeline.storage import DataLayout
 
     donor_lib, donor_data = ROOT / f"lib-{donor_n}", ROOT / f"data-{donor_n}"
+    if not (donor_data / "tables" / "embeddings.parquet").exists():
+        sys.exit(f"--prefill-from {donor_n}: {donor_data} holds no measured library; measure N = {donor_n} first "
+                 f"(e.g. --sizes {donor_n} {len(list(lib.rglob('*.wav')))}) or pass --prefill-from 0")
     donor = {t.relpath.split("/")[-1]: t.content_hash for t in scan_library(donor_lib, DataLayout(donor_data).hash_cache_path).tracks}
     stores = [(cls(donor_data), cls(settings.data_dir)) for cls in (FeatureStore, NotesStore, LearnedStore)]
     filled = 0
@@ -286,9 +290,10 @@ def main() -> None:
     ap.add_argument("--with-100k", action="store_true", help="also N = 100,000 (hours; ~18 GB of WAV)")
     ap.add_argument("--seconds", type=float, default=4.0, help="length of every track (short: extraction is not the point)")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--prefill-from", type=int, default=None, metavar="N0",
-                    help="for sizes above N0: reuse lib-N0's per-track results (same style) instead of analysing every track "
-                         "(tables, index, models, no-op, sensor and one new file still measured at N)")
+    ap.add_argument("--prefill-from", type=int, default=1000, metavar="N0",
+                    help="for sizes above N0 (default 1000; 0 = analyse every track): reuse lib-N0's per-track results "
+                         "(same style) instead of analysing every track; tables, index, models, no-op, sensor and one new "
+                         "file are still measured at N")
     ap.add_argument("--fresh", action="store_true", help="forget sizes measured by earlier runs")
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -301,7 +306,7 @@ def main() -> None:
     for n in sizes:
         t = time.perf_counter()
         proc = subprocess.run([sys.executable, __file__, "--child", str(n), "--seconds", str(args.seconds), "--workers", str(args.workers)]
-                              + (["--prefill-from", str(args.prefill_from)] if args.prefill_from else []),
+                              + ["--prefill-from", str(args.prefill_from)],
                               capture_output=True, text=True)
         if proc.returncode != 0:
             sys.exit(f"N={n} failed:\n{proc.stderr[-3000:]}")
