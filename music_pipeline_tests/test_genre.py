@@ -78,6 +78,20 @@ def test_training_budget_keeps_each_labels_share_and_is_seeded(styled_data):
     assert list(within_budget(styled_data, 12, seed=4).keys) != list(small.keys)
 
 
+def test_a_budgeted_training_still_predicts_every_track_and_says_what_it_left_out(styled_library):
+    from music_pipeline.models.genre.training import train_genre_classifier
+
+    _, data_dir = styled_library
+    table = _grouped(read_parquet(DataLayout(data_dir).embeddings_path))
+    result = train_genre_classifier(table, SearchConfig(candidates=HANDCRAFTED[:1], xgb=FAST_XGB, bootstrap=50, max_tracks=16))
+    assert result.data.n == 16 and result.report["n_over_budget"] == 8 and result.report["n_labelled"] == 16
+    preds = result.predictions
+    assert len(preds) == 24 and preds["predicted"].notna().all()
+    left_out = ~preds["key"].isin(result.data.keys)
+    assert left_out.sum() == 8 and (preds.loc[left_out, "probability_source"] == "deployed model (labelled, left out by the training budget)").all()
+    assert (preds.loc[~left_out, "probability_source"] == "out-of-fold (grouped CV)").all()
+
+
 def test_grouped_folds_never_put_a_group_on_both_sides():
     groups = np.array([f"g{i}" for i in range(10) for _ in range(3)])
     y = np.array([0] * 12 + [1] * 9 + [2] * 9)  # g0-g3 → 0, g4-g6 → 1, g7-g9 → 2

@@ -84,6 +84,9 @@ def train_genre_classifier(table: pd.DataFrame, config: SearchConfig, boundary_m
     honest = proba.copy()
     source = np.array(["deployed model (unlabelled)"] * n, dtype=object)
     keys = table["key"].astype(str).to_numpy()
+    if data.n_over_budget:  # labelled, but not trained on: the deployed model's own probability is honest for them
+        left_out = table["label"].notna().to_numpy() & (table["label"].astype(str).str.strip() != "").to_numpy() & ~np.isin(keys, data.keys)
+        source[left_out] = "deployed model (labelled, left out by the training budget)"
     labelled_rows = np.flatnonzero(np.isin(keys, data.keys))
     if ev.plan.possible:
         oof = ev.result(ev.selected).grouped_proba
