@@ -42,7 +42,7 @@ import dagster as dg
 
 from music_pipeline.audio.library import LibraryScan, TrackRef, track_key
 from music_pipeline.audio.sync import bucket_of, plan_buckets, plan_sync
-from music_pipeline.defs.partitions import TRACK_BATCH, Partitioning, tracks_partitions
+from music_pipeline.defs.partitions import TRACK_BATCH, Partitioning, register_chunks, tracks_partitions
 from music_pipeline.defs.resources import MusicPipelineResource
 from music_pipeline.defs.sensors import build_library_sensor
 from music_pipeline.storage import DataLayout, write_parquet
@@ -160,8 +160,8 @@ def part_planner(sizes: list[int], buckets: int, work: Path) -> list[dict]:
         LISTING.update(scan=scan, analysed=set())  # first tick: nothing analysed, nothing registered
         sensor = build_library_sensor(Partitioning(), TRACK_ASSETS)
         first, cursor, s_track_first = tick(sensor, instance, pipeline, None)
-        (add,) = [r for r in first.dynamic_partitions_requests if isinstance(r, dg.AddDynamicPartitionsRequest)]
-        _, t_register = timed(instance.add_dynamic_partitions, tracks_partitions.name, list(add.partition_keys))
+        adds = [r for r in first.dynamic_partitions_requests if isinstance(r, dg.AddDynamicPartitionsRequest)]
+        t_register = sum(timed(instance.add_dynamic_partitions, tracks_partitions.name, list(a.partition_keys))[1] for a in adds)
         runs_first = n_requests(first)
         LISTING.update(analysed=analysed)
         _, _, s_track_noop = tick(sensor, instance, pipeline, None)
@@ -221,7 +221,8 @@ def part_instance(sizes: list[int], buckets: int, work: Path) -> list[dict]:
             partitions = part.definition
             instance = fresh_instance(work / f"home_{mode}_{n}")
             if mode == "tracks":
-                instance.add_dynamic_partitions(tracks_partitions.name, keys)
+                for chunk in register_chunks(keys):
+                    instance.add_dynamic_partitions(tracks_partitions.name, chunk)
 
             @dg.asset(key=TRACK_ASSETS[0], partitions_def=partitions)
             def noop():
@@ -304,7 +305,8 @@ def part_files(sizes: list[int], buckets: int, work: Path) -> list[dict]:
             part = Partitioning(0 if mode == "tracks" else buckets)
             instance = fresh_instance(work / f"home_files_{mode}_{n}")
             if mode == "tracks":
-                instance.add_dynamic_partitions(tracks_partitions.name, keys)
+                for chunk in register_chunks(keys):
+                    instance.add_dynamic_partitions(tracks_partitions.name, chunk)
             else:
                 materialize_all_buckets(instance, buckets)
             sensor = build_library_sensor(part, TRACK_ASSETS)

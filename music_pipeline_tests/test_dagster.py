@@ -103,6 +103,22 @@ def test_sensor_adds_batches_and_removes_partitions(tmp_path):
         assert [r.asset_selection for r in result.run_requests] == [[dg.AssetKey("library_manifest"), dg.AssetKey("embeddings")]]
 
 
+def test_partitions_are_registered_in_chunks(tmp_path, monkeypatch):
+    """A first listing of a million files must not reach SQLite as one `IN (…)` of a million keys."""
+    import music_pipeline.defs.partitions as partitions
+
+    assert [len(c) for c in partitions.register_chunks(range(25_001))] == [10_000, 10_000, 5_001]
+    monkeypatch.setattr(partitions, "REGISTER_CHUNK", 2)
+    lib = make_library(tmp_path / "lib", 3)
+    pipeline = MusicPipelineResource(data_dir=str(tmp_path / "data"), library_dir=str(lib), workers=1)
+    with dg.instance_for_test() as instance:
+        result = library_sensor(dg.build_sensor_context(instance=instance, resources={"pipeline": pipeline}))
+        adds = result.dynamic_partitions_requests
+        assert [len(a.partition_keys) for a in adds] == [2, 1] and all(isinstance(a, dg.AddDynamicPartitionsRequest) for a in adds)
+        (req,) = result.run_requests  # still one batched run over the whole range
+        assert req.tags[RANGE_START] == adds[0].partition_keys[0] and req.tags[RANGE_END] == adds[-1].partition_keys[-1]
+
+
 @pytest.fixture
 def dagster_home(tmp_path, monkeypatch):
     home = tmp_path / "dagster_home"

@@ -34,6 +34,16 @@ tracks_partitions = dg.DynamicPartitionsDefinition(name="tracks")
 # Tracks analysed per run at most, when the sensor or `build` batches new/changed tracks.
 TRACK_BATCH = 500
 
+# Partition keys registered per call: Dagster's SQLite storage checks the new keys with one
+# `IN (…)` query, which fails past SQLite's variable limit (1M keys at once: "too many SQL variables").
+REGISTER_CHUNK = 10_000
+
+
+def register_chunks(keys) -> list[list[str]]:
+    """``keys`` in lists of at most REGISTER_CHUNK, in order."""
+    keys = list(keys)
+    return [keys[i : i + REGISTER_CHUNK] for i in range(0, len(keys), REGISTER_CHUNK)]
+
 
 @functools.lru_cache(maxsize=4)
 def _bucket_partitions(n_buckets: int) -> dg.StaticPartitionsDefinition:

@@ -25,7 +25,7 @@ from filelock import FileLock, Timeout
 from music_pipeline import progress as prog
 from music_pipeline.audio.sync import SyncPlan, plan_buckets, plan_sync
 from music_pipeline.defs.assets.features import RETRY_FAILED_TAG
-from music_pipeline.defs.partitions import TRACK_BATCH, known_track_keys, materialized_buckets, tracks_partitions
+from music_pipeline.defs.partitions import TRACK_BATCH, known_track_keys, materialized_buckets, register_chunks, tracks_partitions
 from music_pipeline.defs.resources import MusicPipelineResource
 from music_pipeline.defs.jobs import split_library_assets, track_asset_keys
 from music_pipeline.defs.retraining import RETRAIN_TAG, record_kept, stale_models
@@ -268,8 +268,8 @@ def _plan_partitions(instance, pipeline: MusicPipelineResource, scan, needs_run,
     plan = plan_sync(scan, list(instance.get_dynamic_partitions(tracks_partitions.name)), needs_run, TRACK_BATCH)
     for key in plan.to_remove:
         instance.delete_dynamic_partition(tracks_partitions.name, key)
-    if plan.to_add:
-        instance.add_dynamic_partitions(tracks_partitions.name, plan.to_add)
+    for chunk in register_chunks(plan.to_add):
+        instance.add_dynamic_partitions(tracks_partitions.name, chunk)
     return plan
 
 

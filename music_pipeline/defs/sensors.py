@@ -7,7 +7,7 @@ import json
 import dagster as dg
 
 from music_pipeline.audio.sync import SyncPlan, plan_buckets, plan_sync
-from music_pipeline.defs.partitions import TRACK_BATCH, Partitioning, known_track_keys, materialized_buckets, tracks_partitions
+from music_pipeline.defs.partitions import TRACK_BATCH, Partitioning, known_track_keys, materialized_buckets, register_chunks, tracks_partitions
 from music_pipeline.defs.resources import MusicPipelineResource
 from music_pipeline.settings import LibraryNotGiven, LibraryUnavailable
 
@@ -66,8 +66,8 @@ def _track_tick(context: dg.SensorEvaluationContext, scan, hashes: dict, analyse
         return dg.SkipReason(f"{len(scan.tracks)} tracks, nothing new, changed or removed")
     context.log.info(f"library: +{len(plan.to_add)} new, -{len(plan.to_remove)} removed, {len(plan.to_run)} to extract in {len(plan.ranges)} run(s)")
     dynamic = []
-    if plan.to_add:
-        dynamic.append(tracks_partitions.build_add_request(plan.to_add))
+    for chunk in register_chunks(plan.to_add):
+        dynamic.append(tracks_partitions.build_add_request(chunk))
     if plan.to_remove:
         dynamic.append(tracks_partitions.build_delete_request(plan.to_remove))
     return dg.SensorResult(run_requests=run_requests_for(plan, hashes, "library_sensor"), dynamic_partitions_requests=dynamic)
