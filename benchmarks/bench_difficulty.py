@@ -29,7 +29,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from common import audio_files  # noqa: F401  (sets one BLAS thread and the import path)
+from common import audio_files, step_seconds  # noqa: F401  (sets one BLAS thread and the import path)
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -325,19 +325,6 @@ def one_minute_library(source: Path, dest: Path, n: int) -> Path:
         k += 1
     (dest / "labels.csv").write_text("path,label,group\n" + "\n".join(rows) + "\n")
     return dest
-
-
-def step_seconds(run_ids: list[str]) -> dict[str, float]:
-    """Seconds per step over the build's Dagster runs, from the instance's own step stats."""
-    import dagster as dg
-
-    instance = dg.DagsterInstance.get()
-    out: dict[str, float] = {}
-    for rid in run_ids:
-        for st in instance.get_run_step_stats(rid):
-            if st.start_time and st.end_time:
-                out[st.step_key] = out.get(st.step_key, 0.0) + st.end_time - st.start_time
-    return out
 
 
 def cnn_cost(source: Path, work: Path, n_tracks: int, workers: int) -> None:

@@ -42,7 +42,7 @@ import sys
 import time
 from pathlib import Path
 
-from common import ORIGINAL_ENV  # noqa: F401  (puts the repository on sys.path)
+from common import ORIGINAL_ENV, step_seconds  # noqa: F401  (puts the repository on sys.path)
 
 ROOT = Path("data/bench_scale")
 OUT_JSON = Path(__file__).with_name("scale_results.json")
@@ -68,15 +68,6 @@ def write_library(root: Path, n: int, seconds: float) -> Path:
             sf.write(path, styled_track(style, seconds, seed=10_000 + i), SR, subtype="PCM_16")
     marker.write_text("ok\n")
     return root
-
-
-def _steps(instance, run_ids) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for rid in run_ids:
-        for st in instance.get_run_step_stats(rid):
-            if st.end_time and st.start_time:
-                out[st.step_key] = out.get(st.step_key, 0.0) + st.end_time - st.start_time
-    return out
 
 
 def prefill(settings, lib: Path, donor_n: int) -> int:
@@ -151,7 +142,7 @@ def measure(n: int, seconds: float, workers: int, prefill_from: int | None = Non
     r["full_build_s"] = time.perf_counter() - t
     r["full_build_ok"] = full.ok
     instance = dg.DagsterInstance.get()
-    r["steps"] = _steps(instance, full.run_ids)
+    r["steps"] = step_seconds(full.run_ids)
 
     t = time.perf_counter()
     noop = run_build(settings, log=lambda *_: None)
@@ -178,7 +169,7 @@ def measure(n: int, seconds: float, workers: int, prefill_from: int | None = Non
     found = Discovery.open(settings.data_dir).resolve("new_track")
     Discovery.open(settings.data_dir).similar(found, 5)
     r["one_new_file_searchable_s"] = time.perf_counter() - t
-    r["one_new_file_steps"] = _steps(instance, one.run_ids)
+    r["one_new_file_steps"] = step_seconds(one.run_ids)
     r["one_new_file_ok"] = one.ok
     new.unlink()
     r["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -28,3 +28,17 @@ def audio_files(args_files: list[str], library: str | None) -> list[Path]:
     if not files:
         sys.exit(f"no audio under {root}: run `music-pipeline demo` first or pass files / --library")
     return files
+
+
+def step_seconds(run_ids, instance=None) -> dict[str, float]:
+    """Seconds per step over Dagster runs, from the instance's own step stats (default: the
+    instance DAGSTER_HOME points at)."""
+    import dagster as dg
+
+    instance = instance or dg.DagsterInstance.get()
+    out: dict[str, float] = {}
+    for rid in run_ids:
+        for st in instance.get_run_step_stats(rid):
+            if st.start_time and st.end_time:
+                out[st.step_key] = out.get(st.step_key, 0.0) + st.end_time - st.start_time
+    return out
