@@ -175,7 +175,7 @@ def test_store_caches_by_content_and_a_bad_file_fails_only_itself(tmp_path):
     assert [o.status for o in outcomes] == ["transcribed", "failed", "failed"]
     assert "silent" in outcomes[1].reason and "broken.wav" in outcomes[2].reason
     store = NotesStore(data)
-    assert store.note_hashes() == {"hashgood"} and store.analysed_hashes() == {"hashgood", "hashsilent", "hashbroken"}
+    assert store.hashes() == {"hashgood"} and store.analysed_hashes() == {"hashgood", "hashsilent", "hashbroken"}
     stored = store.load("hashgood")
     assert len(stored.notes) > 5 and list(stored.descriptors) == NOTE_DESCRIPTOR_NAMES
     # second run: cached, and the broken ones are remembered, not retried

@@ -29,7 +29,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from music_pipeline.learned.musicnn import DEFAULT_MAX_PATCHES, MSD_TAGS, MTT_TAGS, PENULTIMATE_UNITS, SR
-from music_pipeline.storage import ArtifactPath, DataLayout, list_names, read_json, read_npz, safe_join, write_json, write_npz
+from music_pipeline.storage import ArtifactPath, ContentStore, read_npz
 
 # Bump when a stored value changes (front end, network, patch choice): it is in the cache path.
 LEARNED_CODE_VERSION = "1"
@@ -96,56 +96,20 @@ class LearnedFeatures:
                    float(z["duration_s"]), float(z["compute_seconds"]))
 
 
-class LearnedStore:
+class LearnedStore(ContentStore):
     """Per-content-hash learned features under ``<data>/learned/<version>/``."""
 
+    kind = "learned"
+
     def __init__(self, data_dir, max_patches: int = DEFAULT_MAX_PATCHES):
-        self.layout = DataLayout(data_dir)
+        super().__init__(data_dir, learned_version(max_patches))
         self.max_patches = max_patches
-        self.version = learned_version(max_patches)
-
-    @property
-    def folder(self) -> ArtifactPath:
-        return safe_join(self.layout.root / "learned", self.version)
-
-    def path(self, content_hash: str) -> ArtifactPath:
-        return safe_join(self.folder, f"{content_hash}.npz")
-
-    def failure_path(self, content_hash: str) -> ArtifactPath:
-        return safe_join(self.folder, "failed", f"{content_hash}.json")
-
-    def has(self, content_hash: str) -> bool:
-        return self.path(content_hash).is_file()
 
     def save(self, content_hash: str, feats: LearnedFeatures) -> ArtifactPath:
-        self.failure_path(content_hash).unlink(missing_ok=True)
-        return write_npz(self.path(content_hash), feats.arrays())
+        return self.save_arrays(content_hash, feats.arrays())
 
     def load(self, content_hash: str) -> LearnedFeatures:
         return LearnedFeatures.from_arrays(read_npz(self.path(content_hash)))
-
-    def save_failure(self, content_hash: str, relpath: str, reason: str) -> None:
-        write_json(self.failure_path(content_hash), {"content_hash": content_hash, "relpath": relpath, "reason": reason, "version": self.version})
-
-    def failure(self, content_hash: str) -> str | None:
-        p = self.failure_path(content_hash)
-        if not p.is_file():
-            return None
-        try:
-            return str(read_json(p)["reason"])
-        except Exception:
-            return "failure record unreadable"
-
-    def hashes(self) -> set[str]:
-        """Content hashes with stored learned features, from one directory listing."""
-        return {n[:-4] for n in list_names(self.folder) if n.endswith(".npz") and not n.startswith(".")}
-
-    def failed_hashes(self) -> set[str]:
-        return {n[:-5] for n in list_names(safe_join(self.folder, "failed")) if n.endswith(".json") and not n.startswith(".")}
-
-    def analysed_hashes(self, retry_failed: bool = False) -> set[str]:
-        """Content hashes with learned features or a failure record (with ``retry_failed``: features only)."""
-        return self.hashes() if retry_failed else self.hashes() | self.failed_hashes()
 
 
 # ---------------------------------------------------------------- computing

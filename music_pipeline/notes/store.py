@@ -25,7 +25,7 @@ import numpy as np
 
 from music_pipeline.notes.descriptors import NOTE_DESCRIPTOR_NAMES, note_descriptors
 from music_pipeline.notes.events import NoteEvents
-from music_pipeline.storage import DataLayout, list_names, read_json, read_npz, safe_join, write_json, write_npz
+from music_pipeline.storage import ContentStore, read_npz
 from music_pipeline.workers import run_pending
 
 log = logging.getLogger(__name__)
@@ -49,31 +49,18 @@ class TrackNotes:
     compute_seconds: float = 0.0
 
 
-class NotesStore:
+class NotesStore(ContentStore):
     """Per-content-hash note files under ``<data>/notes/<version>/``."""
 
+    kind = "notes"
+
     def __init__(self, data_dir, budget=None):
-        self.layout = DataLayout(data_dir)
+        super().__init__(data_dir, notes_version(budget))
         self.budget = budget
-        self.version = notes_version(budget)
-
-    @property
-    def folder(self):
-        return safe_join(self.layout.root / "notes", self.version)
-
-    def path(self, content_hash: str):
-        return safe_join(self.folder, f"{content_hash}.npz")
-
-    def failure_path(self, content_hash: str):
-        return safe_join(self.folder, "failed", f"{content_hash}.json")
-
-    def has(self, content_hash: str) -> bool:
-        return self.path(content_hash).is_file()
 
     def save(self, content_hash: str, result: TrackNotes):
-        self.failure_path(content_hash).unlink(missing_ok=True)
-        return write_npz(
-            self.path(content_hash),
+        return self.save_arrays(
+            content_hash,
             {
                 **result.notes.to_arrays(),
                 "descriptor_names": np.array(NOTE_DESCRIPTOR_NAMES),
@@ -96,29 +83,6 @@ class NotesStore:
             float(z["gain_db"]),
             float(z["compute_seconds"]),
         )
-
-    def save_failure(self, content_hash: str, relpath: str, reason: str) -> None:
-        write_json(self.failure_path(content_hash), {"content_hash": content_hash, "relpath": relpath, "reason": reason, "version": self.version})
-
-    def failure(self, content_hash: str) -> str | None:
-        p = self.failure_path(content_hash)
-        if not p.is_file():
-            return None
-        try:
-            return str(read_json(p)["reason"])
-        except Exception:
-            return "failure record unreadable"
-
-    def note_hashes(self) -> set[str]:
-        """Content hashes with stored notes, from one directory listing."""
-        return {n[:-4] for n in list_names(self.folder) if n.endswith(".npz") and not n.startswith(".")}
-
-    def analysed_hashes(self, retry_failed: bool = False) -> set[str]:
-        """Content hashes with notes or a failure record (with ``retry_failed``: notes only)."""
-        if retry_failed:
-            return self.note_hashes()
-        failed = {n[:-5] for n in list_names(safe_join(self.folder, "failed")) if n.endswith(".json") and not n.startswith(".")}
-        return self.note_hashes() | failed
 
 
 def notes_of_signal(y: np.ndarray, sr: int, transcriber) -> TrackNotes:
@@ -262,7 +226,7 @@ def note_table(tracks, store: NotesStore, previous=None):
     reuse = {}
     if previous is not None and len(previous):
         reuse = {h: r for h, r in zip(previous["content_hash"], previous.to_dict("records"))}
-    available = store.note_hashes()
+    available = store.hashes()
     rows, missing = [], []
     for t in tracks.itertuples(index=False):
         h = t.content_hash
