@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from music_pipeline.search.radio import Neighbours
+from music_pipeline.search.radio import Neighbours, usable_candidates
 
 DEFAULT_SMOOTH = 0.3
 
@@ -80,17 +80,7 @@ def path_walk(
             break
         t = i / (length + 1)
         w = slerp(a, b, t)
-        k = pool
-        while True:
-            if neighbours is None or k >= n:
-                cand = np.flatnonzero(usable)
-            else:
-                cand = np.union1d(neighbours(w, k), neighbours(prev, k))
-                cand = cand[cand >= 0]
-                cand = cand[usable[cand]]
-            if len(cand) or k >= n:
-                break
-            k *= 4
+        cand = usable_candidates(neighbours, (w, prev), usable, pool)
         v = np.asarray(vectors[cand], dtype=np.float32)
         score = (1.0 - smooth) * (v @ w) + smooth * (v @ prev)
         best = int(np.lexsort((cand, -score))[0])  # ties: lowest position, deterministic

@@ -24,6 +24,22 @@ def window_mask(values: np.ndarray, target: float | None, tolerance: float) -> n
     return np.isfinite(values) & (np.abs(values - target) <= tolerance)
 
 
+def usable_candidates(neighbours: Neighbours | None, queries, usable: np.ndarray, pool: int) -> np.ndarray:
+    """Positions still usable among the ``pool`` nearest of each query, the pool growing ×4 while
+    none is usable (up to the whole library; every usable position without an index)."""
+    n = len(usable)
+    k = pool
+    while True:
+        if neighbours is None or k >= n:
+            return np.flatnonzero(usable)
+        cand = np.unique(np.concatenate([neighbours(q, k) for q in queries]))
+        cand = cand[cand >= 0]
+        cand = cand[usable[cand]]
+        if len(cand):
+            return cand
+        k *= 4
+
+
 def radio_walk(
     vectors: np.ndarray,
     seed: np.ndarray,
@@ -44,17 +60,7 @@ def radio_walk(
     prev = seed
     out, scores = [], []
     while len(out) < length and usable.any():
-        k = pool
-        while True:
-            if neighbours is None or k >= n:
-                cand = np.flatnonzero(usable)
-            else:
-                cand = np.union1d(neighbours(prev, k), neighbours(seed, k))
-                cand = cand[(cand >= 0)]
-                cand = cand[usable[cand]]
-            if len(cand) or k >= n:
-                break
-            k *= 4
+        cand = usable_candidates(neighbours, (prev, seed), usable, pool)
         if not len(cand):
             break
         v = np.asarray(vectors[cand], dtype=np.float32)
