@@ -135,3 +135,23 @@ class S3Server:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+
+
+HEADLESS_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage")
+
+
+def headless_chromium(*flags: str, prefs: dict | None = None):
+    """A Selenium driver for Debian's Chromium (installed if needed), headless, plus ``flags``."""
+    chromium = require_debian(["chromium", "chromium-driver"], "/usr/bin/chromium")
+    driver_path = require_debian(["chromium-driver"], "/usr/bin/chromedriver")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for flag in (*HEADLESS_FLAGS, *flags):
+        opts.add_argument(flag)
+    if prefs:
+        opts.add_experimental_option("prefs", prefs)
+    return webdriver.Chrome(service=Service(driver_path), options=opts)

@@ -15,7 +15,7 @@ import pytest
 
 from music_pipeline.synth import write_styled_library
 
-from .system import free_port, require_debian, wait_for_port
+from .system import free_port, headless_chromium, wait_for_port
 
 pytestmark = pytest.mark.slow
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
@@ -139,17 +139,7 @@ def test_sensors_follow_the_recorded_library_and_never_fail_a_tick(dagster_dev):
 
 
 def _browser():
-    chromium = require_debian(["chromium", "chromium-driver"], "/usr/bin/chromium")
-    driver_path = require_debian(["chromium-driver"], "/usr/bin/chromedriver")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage", "--window-size=1600,1100"):
-        opts.add_argument(flag)
-    return webdriver.Chrome(service=Service(driver_path), options=opts)
+    return headless_chromium("--disable-quic", "--window-size=1600,1100")
 
 
 def _open(driver, url, *needles, timeout=90):

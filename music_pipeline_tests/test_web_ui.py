@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from .system import require_debian
+from .system import headless_chromium
 from .web_library import AIFF_RELPATH, ThreadServer, explorer_library
 
 pytestmark = pytest.mark.slow
@@ -15,18 +15,8 @@ ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
 
 def _chromium(download_dir: Path):
-    chromium = require_debian(["chromium", "chromium-driver"], "/usr/bin/chromium")
-    driver_path = require_debian(["chromium-driver"], "/usr/bin/chromedriver")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--disable-dev-shm-usage", "--window-size=1400,1000", "--autoplay-policy=no-user-gesture-required"):
-        opts.add_argument(flag)
-    opts.add_experimental_option("prefs", {"download.default_directory": str(download_dir), "download.prompt_for_download": False})
-    driver = webdriver.Chrome(service=Service(driver_path), options=opts)
+    driver = headless_chromium("--window-size=1400,1000", "--autoplay-policy=no-user-gesture-required",
+                               prefs={"download.default_directory": str(download_dir), "download.prompt_for_download": False})
     driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(download_dir)})
     return driver
 
