@@ -70,3 +70,7 @@ def test_shipped_instance_config_uses_the_batching_storage(tmp_path, monkeypatch
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert isinstance(instance.event_log_storage, event_log.BatchingSqliteEventLogStorage)
         assert instance.event_log_storage._base_dir == str(home / "history" / "runs")
+    # opened from its directory with DAGSTER_HOME pointing elsewhere: the same event log
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "elsewhere"))
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.event_log_storage._base_dir == str(home / "history" / "runs")

@@ -11,6 +11,7 @@ read from the run's own event log, plus progress published in this process — t
 Dagster UI shows, so the CLI's progress bar and the run log never disagree.
 """
 
+import json
 import os
 import threading
 import uuid
@@ -92,7 +93,13 @@ def ensure_dagster_home(settings: Settings) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     cfg = home / "dagster.yaml"
     if not cfg.exists() and DAGSTER_YAML.exists():
-        cfg.write_text(DAGSTER_YAML.read_text())
+        # the event log's folder written out: an instance opened from this directory alone (no
+        # DAGSTER_HOME in its environment) finds the same events
+        marker = "  class: BatchingSqliteEventLogStorage\n"
+        text = DAGSTER_YAML.read_text()
+        if marker in text:
+            text = text.replace(marker, f"{marker}  config:\n    base_dir: {json.dumps(str(home / 'history' / 'runs'))}\n")
+        cfg.write_text(text)
     return home
 
 
