@@ -32,6 +32,7 @@ def main() -> None:
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     import numpy as np
+    from simulate_outside_check import analyse, grouped_folds, majority_score
 
     from music_pipeline.learned.table import read_learned_table, with_learned
     from music_pipeline.models.genre import SearchConfig, labelled_data
@@ -39,7 +40,6 @@ def main() -> None:
     from music_pipeline.models.genre.data import inputs_of
     from music_pipeline.models.genre.training import train_genre_classifier
     from music_pipeline.storage import DataLayout, read_parquet
-    from simulate_outside_check import analyse, grouped_folds, majority_score
 
     analyse(args.library, args.data)
     table = with_learned(read_parquet(DataLayout(args.data).embeddings_path), read_learned_table(args.data))
@@ -66,13 +66,17 @@ def main() -> None:
 
     rng = np.random.default_rng(0)
     full = np.array(scores[max(shares)])
-    print("\nshare of the training tracks | balanced accuracy on unseen groups (mean, SD over folds) | minus the full set (95 % CI) | training time")
+    print(
+        "\nshare of the training tracks | balanced accuracy on unseen groups (mean, SD over folds) | minus the full set (95 % CI) | training time"
+    )
     for share in shares:
         s = np.array(scores[share])
         d = s - full
         boot = [d[rng.integers(0, len(d), len(d))].mean() for _ in range(2000)]
         lo, hi = np.percentile(boot, [2.5, 97.5])
-        print(f"{share:>6g} | {s.mean():.3f} ({s.std():.3f}) | {d.mean():+.3f} ({lo:+.3f} to {hi:+.3f}) | {np.mean(seconds[share]):.0f} s")
+        print(
+            f"{share:>6g} | {s.mean():.3f} ({s.std():.3f}) | {d.mean():+.3f} ({lo:+.3f} to {hi:+.3f}) | {np.mean(seconds[share]):.0f} s"
+        )
     print(f"majority label: {np.mean(majority):.3f}")
 
 

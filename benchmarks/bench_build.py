@@ -19,10 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import audio_files
-
 import numpy as np
 import soundfile as sf
+from common import audio_files
 
 from music_pipeline.audio.decode import decode
 
@@ -54,10 +53,9 @@ def main() -> None:
     lib = root / "lib"
     make_tracks(audio_files([], args.library), args.tracks, args.seconds, lib)
 
+    import music_pipeline.definitions  # noqa: F401  (imports are not what is measured)
     from music_pipeline.audio.library import scan_library
     from music_pipeline.features.extract import ExtractJob, extract_many, warm_up
-
-    import music_pipeline.definitions  # noqa: F401  (imports are not what is measured)
 
     warm_up()
 
@@ -87,8 +85,12 @@ def main() -> None:
     instance = dg.DagsterInstance.get()
     instance.add_dynamic_partitions("tracks", keys)
     job = build_definitions(pipeline).resolve_job_def("ingest_tracks")
-    result = job.execute_in_process(instance=instance, asset_selection=TRACK_ASSETS, tags={RANGE_START: keys[0], RANGE_END: keys[-1]},
-                                    run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}})
+    result = job.execute_in_process(
+        instance=instance,
+        asset_selection=TRACK_ASSETS,
+        tags={RANGE_START: keys[0], RANGE_END: keys[-1]},
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+    )
     extraction_run = time.perf_counter() - t0
     assert result.success
 
@@ -106,7 +108,9 @@ def main() -> None:
             if st.end_time and st.start_time:
                 print(f"    {st.step_key:45s} {st.end_time - st.start_time:6.2f} s")
     print(f"  direct extraction (extract_many):            {direct:7.1f} s")
-    print(f"  (a) extraction as a Dagster run:             {extraction_run:7.1f} s   ratio {extraction_run / direct:.2f}x")
+    print(
+        f"  (a) extraction as a Dagster run:             {extraction_run:7.1f} s   ratio {extraction_run / direct:.2f}x"
+    )
     print(f"  (b) build: extraction + tables/scores/index: {full_ingest:7.1f} s   ratio {full_ingest / direct:.2f}x")
     shutil.rmtree(root, ignore_errors=True)
 

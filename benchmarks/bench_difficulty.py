@@ -29,17 +29,16 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from common import audio_files, step_seconds  # noqa: F401  (sets one BLAS thread and the import path)
+import difficulty_reference as ref
+import numpy as np
+import pandas as pd
+from common import audio_files, step_seconds
+from scipy.optimize import nnls
+from scipy.stats import spearmanr
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from scipy.optimize import nnls  # noqa: E402
-from scipy.stats import spearmanr  # noqa: E402
-
-import difficulty_reference as ref  # noqa: E402
-from music_pipeline.features.difficulty import DESCRIPTOR_NAMES  # noqa: E402
-from music_pipeline.notes.descriptors import NOTE_DESCRIPTOR_NAMES  # noqa: E402
-from music_pipeline.notes.score import complexity_composite  # noqa: E402
+from music_pipeline.features.difficulty import DESCRIPTOR_NAMES
+from music_pipeline.notes.descriptors import NOTE_DESCRIPTOR_NAMES
+from music_pipeline.notes.score import complexity_composite
 
 DEFAULT_WORK = Path("data/bench_difficulty")
 
@@ -48,6 +47,8 @@ def ref_demo() -> Path:
     from common import DEMO
 
     return DEMO
+
+
 BOOT = 1000
 
 _TRANSCRIBER = None
@@ -71,7 +72,14 @@ def _analyse(path: str) -> dict:
     desc = note_descriptors(t.notes)
     t2 = time.process_time()
     np.savez_compressed(Path(path).with_suffix(".notes.npz"), **t.notes.to_arrays(), active_pitches=t.active_pitches)
-    return {**feats.descriptors, **desc, "duration_s": feats.duration_s, "features_cpu_s": t1 - t0, "notes_cpu_s": t2 - t1, "n_notes": len(t.notes)}
+    return {
+        **feats.descriptors,
+        **desc,
+        "duration_s": feats.duration_s,
+        "features_cpu_s": t1 - t0,
+        "notes_cpu_s": t2 - t1,
+        "n_notes": len(t.notes),
+    }
 
 
 def _audio_descriptors(path: str) -> dict:
@@ -113,7 +121,10 @@ def analyse_variant(work: Path, reference: pd.DataFrame, variant: str, workers: 
 def prepare(work: Path, workers: int, variants: list[str]) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     print(f"reference under {work}")
     reference = ref.build_scores(work)
-    jobs = [(Path(r.score), {v: ref.audio_path(work, v, r.collection, r.piece) for v in variants}) for r in reference.itertuples()]
+    jobs = [
+        (Path(r.score), {v: ref.audio_path(work, v, r.collection, r.piece) for v in variants})
+        for r in reference.itertuples()
+    ]
     t0 = time.perf_counter()
     with ProcessPoolExecutor(workers) as pool:
         list(pool.map(ref.render, *zip(*jobs)))
@@ -154,7 +165,9 @@ def correlation_weights(norm: np.ndarray, target: np.ndarray) -> np.ndarray:
     return w / w.sum() if w.sum() > 0 else np.full(norm.shape[1], 1.0 / norm.shape[1])
 
 
-def leave_collection_out(norm: np.ndarray, target: np.ndarray, collections: np.ndarray, fit=None) -> tuple[np.ndarray, dict]:
+def leave_collection_out(
+    norm: np.ndarray, target: np.ndarray, collections: np.ndarray, fit=None
+) -> tuple[np.ndarray, dict]:
     """Out-of-collection PDI of every piece, and the weights fitted without each collection."""
     fit = fit or fit_weights
     pdi = np.full(len(target), np.nan)
@@ -169,7 +182,11 @@ def leave_collection_out(norm: np.ndarray, target: np.ndarray, collections: np.n
 
 def metrics(score: np.ndarray, target: np.ndarray, collections: np.ndarray) -> dict:
     within = {c: spearman(score[collections == c], target[collections == c]) for c in np.unique(collections)}
-    return {"all": spearman(score, target), "within_mean": float(np.nanmean(list(within.values()))), **{f"within_{c}": v for c, v in within.items()}}
+    return {
+        "all": spearman(score, target),
+        "within_mean": float(np.nanmean(list(within.values()))),
+        **{f"within_{c}": v for c, v in within.items()},
+    }
 
 
 def bootstrap(score: np.ndarray, target: np.ndarray, collections: np.ndarray, seed: int = 0) -> dict:
@@ -202,7 +219,7 @@ def quantile_norm(fit: pd.DataFrame, apply: pd.DataFrame, names: list[str]) -> n
 
 
 def evaluate(reference: pd.DataFrame, analyses: dict[str, pd.DataFrame], fit_all: bool) -> None:
-    from music_pipeline.models.pdi import DifficultyModel, fit_model
+    from music_pipeline.models.pdi import fit_model
 
     base = analyses["base"]
     target = complexity_composite(reference).to_numpy()
@@ -210,30 +227,62 @@ def evaluate(reference: pd.DataFrame, analyses: dict[str, pd.DataFrame], fit_all
     names = NOTE_DESCRIPTOR_NAMES
     norm = quantile_norm(base, base, names)
 
-    print(f"\n{len(reference)} pieces in {len(np.unique(cols))} collections: " + ", ".join(f"{c} {int((cols == c).sum())}" for c in np.unique(cols)))
+    print(
+        f"\n{len(reference)} pieces in {len(np.unique(cols))} collections: "
+        + ", ".join(f"{c} {int((cols == c).sum())}" for c in np.unique(cols))
+    )
     rows = []
 
     def report(name, score, note=""):
         m, ci = metrics(score, target, cols), bootstrap(score, target, cols)
-        rows.append({"procedure": name, **m, "all_lo": ci["all_ci"][0], "all_hi": ci["all_ci"][1], "within_lo": ci["within_ci"][0], "within_hi": ci["within_ci"][1], "note": note})
+        rows.append(
+            {
+                "procedure": name,
+                **m,
+                "all_lo": ci["all_ci"][0],
+                "all_hi": ci["all_ci"][1],
+                "within_lo": ci["within_ci"][0],
+                "within_hi": ci["within_ci"][1],
+                "note": note,
+            }
+        )
 
     report("PDI as shipped: equal weights, 12 note descriptors", norm.mean(1), "no fitting; scale unsupervised")
     pdi_lco, weights = leave_collection_out(norm, target, cols)
     report("NNLS weights, leave-collection-out", pdi_lco, "fitted without the scored collection")
-    report("ρ-proportional weights, leave-collection-out", leave_collection_out(norm, target, cols, correlation_weights)[0], "fitted without the scored collection")
+    report(
+        "ρ-proportional weights, leave-collection-out",
+        leave_collection_out(norm, target, cols, correlation_weights)[0],
+        "fitted without the scored collection",
+    )
     anchor = [names.index(n) for n in ("notes_per_s", "mean_polyphony", "pitch_range", "ioi_entropy")]
     report("equal weights, 4 anchor note stats", norm[:, anchor].mean(1), "no fitting")
     report("previous PDI (13 audio descriptors)", old_pdi(base), "no fitting")
     for i, n in enumerate(names):
         report(f"single: {n}", norm[:, i])
-    for n in ("onset_density", "pitch_range_semitones", "onset_interval_entropy", "tempo_bpm", "rms_energy_db", "spectral_spread_hz"):
+    for n in (
+        "onset_density",
+        "pitch_range_semitones",
+        "onset_interval_entropy",
+        "tempo_bpm",
+        "rms_energy_db",
+        "spectral_spread_hz",
+    ):
         report(f"single (audio): {n}", base[n].to_numpy(float))
     table = pd.DataFrame(rows)
     pd.set_option("display.width", 250)
     show = table[["procedure", "all", "all_lo", "all_hi", "within_mean", "within_lo", "within_hi"]]
-    print("\nSpearman ρ against the symbolic composite (95 % bootstrap CI)\n" + show.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    within_cols = [c for c in table.columns if c.startswith("within_") and c not in ("within_mean", "within_lo", "within_hi")]
-    print("\nwithin each collection\n" + table[["procedure", *within_cols]].head(5).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(
+        "\nSpearman ρ against the symbolic composite (95 % bootstrap CI)\n"
+        + show.to_string(index=False, float_format=lambda v: f"{v:.3f}")
+    )
+    within_cols = [
+        c for c in table.columns if c.startswith("within_") and c not in ("within_mean", "within_lo", "within_hi")
+    ]
+    print(
+        "\nwithin each collection\n"
+        + table[["procedure", *within_cols]].head(5).to_string(index=False, float_format=lambda v: f"{v:.3f}")
+    )
     print("\nNNLS weights fitted without each collection:")
     for c, w in weights.items():
         print(f"  -{c:<13}" + " ".join(f"{n}={v:.2f}" for n, v in zip(names, w) if v > 0.005))
@@ -253,7 +302,9 @@ def evaluate(reference: pd.DataFrame, analyses: dict[str, pd.DataFrame], fit_all
         s = model.score_frame(a.assign(key=reference["piece"], content_hash=reference["piece"]))
         d = np.abs(s["pdi"].to_numpy() - ref_scores["pdi"].to_numpy())
         changed = float(np.mean(s["level"].to_numpy() != ref_scores["level"].to_numpy()))
-        print(f"  {v:<7} median |ΔPDI| {np.median(d):.4f}  95th pct {np.percentile(d, 95):.4f}  max {d.max():.4f}  level changed {changed:.1%}")
+        print(
+            f"  {v:<7} median |ΔPDI| {np.median(d):.4f}  95th pct {np.percentile(d, 95):.4f}  max {d.max():.4f}  level changed {changed:.1%}"
+        )
     old = old_pdi(base)
     for v, a in analyses.items():
         if v == "base":
@@ -269,8 +320,10 @@ def evaluate(reference: pd.DataFrame, analyses: dict[str, pd.DataFrame], fit_all
         changed = np.mean(np.searchsorted(t, old, side="right") != np.searchsorted(t, p1, side="right"))
         print(f"  (previous PDI) {v:<7} median |ΔPDI| {np.median(np.abs(p1 - old)):.4f}  level changed {changed:.1%}")
     cpu = base[["duration_s", "features_cpu_s", "notes_cpu_s"]].sum()
-    print(f"\ncost on the base renders ({cpu['duration_s'] / 60:.0f} min of audio): track_features {cpu['duration_s'] / cpu['features_cpu_s']:.0f}× real time per core, "
-          f"track_notes {cpu['duration_s'] / cpu['notes_cpu_s']:.0f}× (pieces ≤ 120 s, so mostly transcribed whole)")
+    print(
+        f"\ncost on the base renders ({cpu['duration_s'] / 60:.0f} min of audio): track_features {cpu['duration_s'] / cpu['features_cpu_s']:.0f}× real time per core, "
+        f"track_notes {cpu['duration_s'] / cpu['notes_cpu_s']:.0f}× (pieces ≤ 120 s, so mostly transcribed whole)"
+    )
 
 
 def speed(files: list[Path], limit: int | None) -> None:
@@ -293,8 +346,10 @@ def speed(files: list[Path], limit: int | None) -> None:
         audio += feats.duration_s
         feat += t1 - t0
         note += t2 - t1
-    print(f"{len(files)} files, {audio / 60:.1f} min: track_features {audio / feat:.0f}× real time per core, "
-          f"track_notes {audio / note:.0f}× (notes/features CPU {note / feat:.2f})")
+    print(
+        f"{len(files)} files, {audio / 60:.1f} min: track_features {audio / feat:.0f}× real time per core, "
+        f"track_notes {audio / note:.0f}× (notes/features CPU {note / feat:.2f})"
+    )
 
 
 def one_minute_library(source: Path, dest: Path, n: int) -> Path:
@@ -344,18 +399,24 @@ def cnn_cost(source: Path, work: Path, n_tracks: int, workers: int) -> None:
     os.environ["DAGSTER_HOME"] = str(data / "dagster_home")
     t0 = time.perf_counter()
     summary = run_build(Settings(data, library, workers), log=print)
-    print(f"build of {summary.tracks} tracks: {time.perf_counter() - t0:.0f} s wall, failures: {summary.failed_assets or 'none'}")
+    print(
+        f"build of {summary.tracks} tracks: {time.perf_counter() - t0:.0f} s wall, failures: {summary.failed_assets or 'none'}"
+    )
     steps = step_seconds(summary.run_ids)
     base = steps.get("track_features", float("nan"))
     models = ["difficulty_cnn", "genre_classifier", "genre_comparison", "embedding_map"]
     for k in sorted(steps, key=steps.get, reverse=True):
         print(f"  {k:<22} {steps[k]:7.1f} s   {steps[k] / base:5.2f}× track_features")
-    print(f"  all model steps        {sum(steps.get(m, 0.0) for m in models):7.1f} s   {sum(steps.get(m, 0.0) for m in models) / base:5.2f}× track_features")
+    print(
+        f"  all model steps        {sum(steps.get(m, 0.0) for m in models):7.1f} s   {sum(steps.get(m, 0.0) for m in models) / base:5.2f}× track_features"
+    )
     report = read_json_report(data)
     if report:
         m, b = report["metrics"], report["baselines"]
-        print(f"CNN on the PDI levels, {report['folds']} grouped folds, {report['n_tracks']} tracks: track accuracy {m['track_accuracy']:.3f} "
-              f"(majority {b['majority']['track_accuracy']:.3f}, uniform random {b['uniform_random']['track_accuracy']:.3f}), macro-F1 {m['macro_f1']:.3f}")
+        print(
+            f"CNN on the PDI levels, {report['folds']} grouped folds, {report['n_tracks']} tracks: track accuracy {m['track_accuracy']:.3f} "
+            f"(majority {b['majority']['track_accuracy']:.3f}, uniform random {b['uniform_random']['track_accuracy']:.3f}), macro-F1 {m['macro_f1']:.3f}"
+        )
 
     # growth: the same segments tiled into larger libraries (the default budget, one process)
     layout = DataLayout(data)
@@ -366,17 +427,34 @@ def cnn_cost(source: Path, work: Path, n_tracks: int, workers: int) -> None:
     cfg = cnn.CnnConfig()
     print("\nCNN alone on growing libraries (segments of the build, tiled; default budget):")
     for factor in (1, 2, 4, 8, 72):
-        tracks = pd.concat([base_data.tracks.assign(key=base_data.tracks["key"] + f"#{i}", group=base_data.tracks["group"].astype(str) + f"#{i}") for i in range(factor)], ignore_index=True)
+        tracks = pd.concat(
+            [
+                base_data.tracks.assign(
+                    key=base_data.tracks["key"] + f"#{i}", group=base_data.tracks["group"].astype(str) + f"#{i}"
+                )
+                for i in range(factor)
+            ],
+            ignore_index=True,
+        )
         tracks.index = range(len(tracks))
         n = len(tracks)
         seg_of = {k: base_data.X[base_data.track == (i % len(base_data.tracks))] for i, k in enumerate(tracks["key"])}
         t0 = time.perf_counter()
-        d = cnn.load_segment_dataset(tracks.assign(content_hash=tracks["key"]), lambda h: (seg_of[h].astype(np.float32) + rng.normal(0, 0.5, seg_of[h].shape)).astype(np.float16), max_tracks=cfg.max_tracks, seed=0)
+        d = cnn.load_segment_dataset(
+            tracks.assign(content_hash=tracks["key"]),
+            lambda h: (seg_of[h].astype(np.float32) + rng.normal(0, 0.5, seg_of[h].shape)).astype(np.float16),
+            max_tracks=cfg.max_tracks,
+            seed=0,
+        )
         t1 = time.perf_counter()
         if factor == 72:  # 10k tracks: only the subsample is loaded and trained on
-            print(f"  {n:>6} tracks → {len(d.tracks)} used, {d.X.nbytes / 2**20:.0f} MiB of segments; loading {t1 - t0:.1f} s")
+            print(
+                f"  {n:>6} tracks → {len(d.tracks)} used, {d.X.nbytes / 2**20:.0f} MiB of segments; loading {t1 - t0:.1f} s"
+            )
         rep = cnn.run_difficulty_cnn(d, cfg, work / "cnn_growth")
-        print(f"  {n:>6} tracks ({len(d.tracks)} used): {rep['seconds']:.1f} s, {len(d.y)} segments, epochs run {[f['epochs_run'] for f in rep['per_fold']]}")
+        print(
+            f"  {n:>6} tracks ({len(d.tracks)} used): {rep['seconds']:.1f} s, {len(d.y)} segments, epochs run {[f['epochs_run'] for f in rep['per_fold']]}"
+        )
 
 
 def read_json_report(data: Path) -> dict | None:
@@ -394,7 +472,11 @@ def main() -> None:
     p.add_argument("--work", type=Path, default=DEFAULT_WORK)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--variants", default=",".join(ref.VARIANTS))
-    p.add_argument("--fit", action="store_true", help="score the invariance with the NNLS weights fitted on all collections instead of the shipped ones")
+    p.add_argument(
+        "--fit",
+        action="store_true",
+        help="score the invariance with the NNLS weights fitted on all collections instead of the shipped ones",
+    )
     p.add_argument("--library", default=None)
     p.add_argument("--limit", type=int, default=None)
     args = p.parse_args()

@@ -28,19 +28,18 @@ import sys
 import time
 from pathlib import Path
 
+import librosa
+import numpy as np
+import soundfile as sf
 from common import DEMO, ORIGINAL_ENV, audio_files
 
-import librosa  # noqa: E402
-import numpy as np  # noqa: E402
-import soundfile as sf  # noqa: E402
-
-from music_pipeline.audio.decode import decode  # noqa: E402
-from music_pipeline.features.difficulty import compute_descriptors  # noqa: E402
-from music_pipeline.features.embedding import compute_embedding  # noqa: E402
-from music_pipeline.features.extract import warm_up  # noqa: E402
-from music_pipeline.features.rhythm import compute_rhythm  # noqa: E402
-from music_pipeline.features.segments import extract_segments  # noqa: E402
-from music_pipeline.features.spectra import HOP, N_FFT, SR, compute_spectra  # noqa: E402
+from music_pipeline.audio.decode import decode
+from music_pipeline.features.difficulty import compute_descriptors
+from music_pipeline.features.embedding import compute_embedding
+from music_pipeline.features.extract import warm_up
+from music_pipeline.features.rhythm import compute_rhythm
+from music_pipeline.features.segments import extract_segments
+from music_pipeline.features.spectra import HOP, N_FFT, SR, compute_spectra
 
 CACHE = Path("data/bench_cache")
 
@@ -51,8 +50,11 @@ def naive_embedding(path) -> np.ndarray:
     mfcc = librosa.feature.mfcc(y=y, sr=sr, n_mfcc=20)
     chroma = librosa.feature.chroma_cqt(y=y, sr=sr)
     parts = [
-        mfcc.mean(1), mfcc.std(1), librosa.feature.delta(mfcc).mean(1),
-        chroma.mean(1), chroma.std(1),
+        mfcc.mean(1),
+        mfcc.std(1),
+        librosa.feature.delta(mfcc).mean(1),
+        chroma.mean(1),
+        chroma.std(1),
     ]
     for f in (librosa.feature.spectral_centroid, librosa.feature.spectral_rolloff, librosa.feature.spectral_bandwidth):
         v = f(y=y, sr=sr)
@@ -64,8 +66,18 @@ def naive_embedding(path) -> np.ndarray:
     rms = librosa.feature.rms(y=y)
     tonnetz = librosa.feature.tonnetz(y=y, sr=sr)
     mel = librosa.power_to_db(librosa.feature.melspectrogram(y=y, sr=sr, n_mels=128))
-    parts += [contrast.mean(1), contrast.std(1), [flat.mean(), flat.std()], [zcr.mean(), zcr.std()], tempo,
-              [rms.mean(), rms.std()], tonnetz.mean(1), tonnetz.std(1), mel.mean(1), *np.percentile(mel, [25, 50, 75], axis=1)]
+    parts += [
+        contrast.mean(1),
+        contrast.std(1),
+        [flat.mean(), flat.std()],
+        [zcr.mean(), zcr.std()],
+        tempo,
+        [rms.mean(), rms.std()],
+        tonnetz.mean(1),
+        tonnetz.std(1),
+        mel.mean(1),
+        *np.percentile(mel, [25, 50, 75], axis=1),
+    ]
     return np.concatenate([np.ravel(p) for p in parts])
 
 
@@ -155,7 +167,9 @@ for f in sys.argv[1:]:
 def whole_process(cmd: list[str]) -> float:
     """CPU seconds (user + system) of ``cmd`` and everything it started."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ORIGINAL_ENV)  # not this process's one-thread setting
+    proc = subprocess.run(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ORIGINAL_ENV
+    )  # not this process's one-thread setting
     if proc.returncode != 0:
         sys.exit(f"{' '.join(cmd[:3])} … failed: {proc.stderr.strip()[-500:]}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -180,10 +194,17 @@ def report(title: str, files: list[Path], inproc: dict, whole: dict) -> None:
     for name in ("floor", "music_pipeline", "naive"):
         c, w = cpu[name], whole[name]
         print(f"{name:26s} {c:8.2f} {audio_s / c:12.1f}   {w:10.2f} {audio_s / w:12.1f} {w / len(files):8.3f}")
-    print(f"music_pipeline vs naive:   in process {cpu['naive'] / cpu['music_pipeline']:.2f}x, whole process {whole['naive'] / whole['music_pipeline']:.2f}x faster")
-    print(f"floor vs music_pipeline:   in process {cpu['music_pipeline'] / cpu['floor']:.2f}x, whole process {whole['music_pipeline'] / whole['floor']:.2f}x the floor's cost")
+    print(
+        f"music_pipeline vs naive:   in process {cpu['naive'] / cpu['music_pipeline']:.2f}x, whole process {whole['naive'] / whole['music_pipeline']:.2f}x faster"
+    )
+    print(
+        f"floor vs music_pipeline:   in process {cpu['music_pipeline'] / cpu['floor']:.2f}x, whole process {whole['music_pipeline'] / whole['floor']:.2f}x the floor's cost"
+    )
     stages, ours = inproc["stages"], cpu["music_pipeline"]
-    print("stage breakdown (music_pipeline in process, CPU s): " + ", ".join(f"{k} {v:.2f} ({100 * v / ours:.0f}%)" for k, v in stages.items()))
+    print(
+        "stage breakdown (music_pipeline in process, CPU s): "
+        + ", ".join(f"{k} {v:.2f} ({100 * v / ours:.0f}%)" for k, v in stages.items())
+    )
 
 
 def main() -> None:

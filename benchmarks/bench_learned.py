@@ -34,10 +34,9 @@ def main() -> None:
         os.environ["TF_ENABLE_ONEDNN_OPTS"] = args.onednn
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-    from common import audio_files
-
     import numpy as np
     import tensorflow as tf
+    from common import audio_files
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
@@ -51,7 +50,14 @@ def main() -> None:
     warm_up()
     net = _network()
     net.run(np.zeros((2, 187, 96), np.float32))  # first call builds the graph
-    hand, learned, dur, analysed, stages, pooled = 0.0, 0.0, 0.0, 0.0, {"decode": 0.0, "front end": 0.0, "networks": 0.0}, []
+    hand, learned, dur, analysed, stages, pooled = (
+        0.0,
+        0.0,
+        0.0,
+        0.0,
+        {"decode": 0.0, "front end": 0.0, "networks": 0.0},
+        [],
+    )
     for f in files:
         t0 = time.process_time()
         feats = extract_features(f)
@@ -73,14 +79,20 @@ def main() -> None:
         pooled.append(np.concatenate([pen.mean(0), pen.max(0)]))
         print(f"  {f.name}: {feats.duration_s:6.1f} s, {len(patches)} patches", file=sys.stderr)
     pooled = np.array(pooled)
-    print(f"{len(files)} tracks, {dur / 60:.1f} min of audio, {analysed / 60:.1f} min analysed by the network (≤ {args.max_patches} patches of {PATCH_SECONDS:.2f} s)")
+    print(
+        f"{len(files)} tracks, {dur / 60:.1f} min of audio, {analysed / 60:.1f} min analysed by the network (≤ {args.max_patches} patches of {PATCH_SECONDS:.2f} s)"
+    )
     print(f"hand-crafted extraction (641 dims + descriptors + segments): {dur / hand:7.1f}× real time per core")
-    print(f"learned embedding (decode 16 kHz + front end + MSD and MTT networks): {dur / learned:7.1f}× real time of the track per core, "
-          f"{analysed / learned:.1f}× real time of the analysed audio")
+    print(
+        f"learned embedding (decode 16 kHz + front end + MSD and MTT networks): {dur / learned:7.1f}× real time of the track per core, "
+        f"{analysed / learned:.1f}× real time of the analysed audio"
+    )
     print(f"learned / hand-crafted cost per track: {learned / hand:.2f}")
     print("learned stages: " + ", ".join(f"{k} {100 * v / learned:.0f} %" for k, v in stages.items()))
-    print(f"pooled embedding over tracks: mean-pool dims mean {pooled[:, :200].mean():.3f} (max {pooled[:, :200].max():.2f}), "
-          f"max-pool dims mean {pooled[:, 200:].mean():.3f} (max {pooled[:, 200:].max():.2f}); all finite: {bool(np.isfinite(pooled).all())}")
+    print(
+        f"pooled embedding over tracks: mean-pool dims mean {pooled[:, :200].mean():.3f} (max {pooled[:, :200].max():.2f}), "
+        f"max-pool dims mean {pooled[:, 200:].mean():.3f} (max {pooled[:, 200:].max():.2f}); all finite: {bool(np.isfinite(pooled).all())}"
+    )
 
 
 if __name__ == "__main__":

@@ -79,7 +79,9 @@ def main() -> None:
             pred[te] = lr.predict(sc.transform(E[te]))
         cos = float(np.mean(np.sum(normalise(E) * normalise(full), axis=1)))
         name = "all" if c == 10**6 else str(c)
-        print(f"{name:>8} {cpu[c] / len(tracks):8.2f} {cpu[c] / cpu[10**6]:11.2f} {cos:10.4f} {p5:9.3f} {balanced_accuracy(y, pred):14.3f}")
+        print(
+            f"{name:>8} {cpu[c] / len(tracks):8.2f} {cpu[c] / cpu[10**6]:11.2f} {cos:10.4f} {p5:9.3f} {balanced_accuracy(y, pred):14.3f}"
+        )
 
 
 if __name__ == "__main__":

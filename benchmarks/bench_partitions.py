@@ -36,9 +36,8 @@ import sys
 import time
 from pathlib import Path
 
-from common import ORIGINAL_ENV  # noqa: F401  (sets one BLAS thread, puts the repo on sys.path)
-
 import dagster as dg
+from common import ORIGINAL_ENV  # noqa: F401  (sets one BLAS thread, puts the repo on sys.path)
 
 from music_pipeline.audio.library import LibraryScan, TrackRef, track_key
 from music_pipeline.audio.sync import bucket_of, plan_buckets, plan_sync
@@ -47,7 +46,10 @@ from music_pipeline.defs.resources import MusicPipelineResource
 from music_pipeline.defs.sensors import build_library_sensor
 from music_pipeline.storage import DataLayout, write_parquet
 
-TRACK_ASSETS = [dg.AssetKey(k) for k in ("track_embedding", "track_difficulty", "mel_segments", "track_notes", "track_learned_embedding")]
+TRACK_ASSETS = [
+    dg.AssetKey(k)
+    for k in ("track_embedding", "track_difficulty", "mel_segments", "track_notes", "track_learned_embedding")
+]
 DAGSTER_YAML = Path(__file__).resolve().parents[1] / "music_pipeline" / "defs" / "dagster.yaml"
 
 
@@ -74,7 +76,18 @@ def synthetic_scan(n: int, root: Path = Path("/catalogue"), extra: int = 0) -> L
     tracks = []
     for i in range(n + extra):
         rel = relpath(i)
-        tracks.append(TrackRef(track_key(rel), rel, str(root / rel), f"label{i % 8}", None, 4_000_000, 1_700_000_000_000_000_000 + i, content(i)))
+        tracks.append(
+            TrackRef(
+                track_key(rel),
+                rel,
+                str(root / rel),
+                f"label{i % 8}",
+                None,
+                4_000_000,
+                1_700_000_000_000_000_000 + i,
+                content(i),
+            )
+        )
     return LibraryScan(root, tracks, [])
 
 
@@ -120,7 +133,11 @@ def materialize_all_buckets(instance, buckets: int) -> float:
 
     keys = partitions.get_partition_keys()
     t0 = time.perf_counter()
-    result = dg.materialize([noop_tracks], instance=instance, tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]})
+    result = dg.materialize(
+        [noop_tracks],
+        instance=instance,
+        tags={"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]},
+    )
     assert result.success
     return time.perf_counter() - t0
 
@@ -140,7 +157,7 @@ def part_planner(sizes: list[int], buckets: int, work: Path) -> list[dict]:
         keys = [t.key for t in scan.tracks]
         grown = LibraryScan(scan.root, scan.tracks + [new_track], [])
         print(f"\n== N = {n:,}: synthetic listing built in {t_make:.1f} s, {listing_mb:.0f} MB resident", flush=True)
-        done = lambda t: t.content_hash not in analysed  # noqa: E731
+        done = lambda t: t.content_hash not in analysed
 
         # the pure planners
         _, p_track_noop = timed(plan_sync, scan, keys, done, TRACK_BATCH)
@@ -161,7 +178,9 @@ def part_planner(sizes: list[int], buckets: int, work: Path) -> list[dict]:
         sensor = build_library_sensor(Partitioning(), TRACK_ASSETS)
         first, cursor, s_track_first = tick(sensor, instance, pipeline, None)
         adds = [r for r in first.dynamic_partitions_requests if isinstance(r, dg.AddDynamicPartitionsRequest)]
-        t_register = sum(timed(instance.add_dynamic_partitions, tracks_partitions.name, list(a.partition_keys))[1] for a in adds)
+        t_register = sum(
+            timed(instance.add_dynamic_partitions, tracks_partitions.name, list(a.partition_keys))[1] for a in adds
+        )
         runs_first = n_requests(first)
         LISTING.update(analysed=analysed)
         _, _, s_track_noop = tick(sensor, instance, pipeline, None)
@@ -191,13 +210,25 @@ def part_planner(sizes: list[int], buckets: int, work: Path) -> list[dict]:
         instance.dispose()
         shutil.rmtree(data, ignore_errors=True)
         row = dict(
-            n=n, listing_mb=listing_mb,
-            plan_track_noop=p_track_noop, plan_track_new=p_track_new, plan_bucket_noop=p_bucket_noop, plan_bucket_new=p_bucket_new,
+            n=n,
+            listing_mb=listing_mb,
+            plan_track_noop=p_track_noop,
+            plan_track_new=p_track_new,
+            plan_bucket_noop=p_bucket_noop,
+            plan_bucket_new=p_bucket_new,
             bucket_of_all=t_bucket_all,
-            tick_track_first=s_track_first, register=t_register, runs_first=runs_first, tick_track_noop=s_track_noop,
-            tick_track_new=s_track_new, get_partitions=t_get_partitions,
-            tick_bucket_first=s_bucket_first, runs_first_b=runs_first_b, tick_bucket_noop=s_bucket_noop, tick_bucket_new=s_bucket_new,
-            manifest_keys=t_manifest, materialize_buckets=t_all_buckets,
+            tick_track_first=s_track_first,
+            register=t_register,
+            runs_first=runs_first,
+            tick_track_noop=s_track_noop,
+            tick_track_new=s_track_new,
+            get_partitions=t_get_partitions,
+            tick_bucket_first=s_bucket_first,
+            runs_first_b=runs_first_b,
+            tick_bucket_noop=s_bucket_noop,
+            tick_bucket_new=s_bucket_new,
+            manifest_keys=t_manifest,
+            materialize_buckets=t_all_buckets,
         )
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
         rows.append(row)
@@ -229,8 +260,12 @@ def part_instance(sizes: list[int], buckets: int, work: Path) -> list[dict]:
                 return dg.MaterializeResult()
 
             def run(start, end):
-                result, seconds = timed(dg.materialize, [noop], instance=instance,
-                                        tags={"dagster/asset_partition_range_start": start, "dagster/asset_partition_range_end": end})
+                result, seconds = timed(
+                    dg.materialize,
+                    [noop],
+                    instance=instance,
+                    tags={"dagster/asset_partition_range_start": start, "dagster/asset_partition_range_end": end},
+                )
                 assert result.success
                 return seconds
 
@@ -243,9 +278,13 @@ def part_instance(sizes: list[int], buckets: int, work: Path) -> list[dict]:
                 batch = (all_keys[0], all_keys[span - 1])
             out[f"{mode}_run500"] = run(*batch)
             out[f"{mode}_run_all"] = run(all_keys[0], all_keys[-1])  # every partition materialized
-            _, out[f"{mode}_status_cold"] = timed(get_and_update_asset_status_cache_value, instance, TRACK_ASSETS[0], partitions)
+            _, out[f"{mode}_status_cold"] = timed(
+                get_and_update_asset_status_cache_value, instance, TRACK_ASSETS[0], partitions
+            )
             run(all_keys[-1], all_keys[-1])
-            _, out[f"{mode}_status_after_run"] = timed(get_and_update_asset_status_cache_value, instance, TRACK_ASSETS[0], partitions)
+            _, out[f"{mode}_status_after_run"] = timed(
+                get_and_update_asset_status_cache_value, instance, TRACK_ASSETS[0], partitions
+            )
             _, out[f"{mode}_materialized"] = timed(instance.get_materialized_partitions, TRACK_ASSETS[0])
             instance.dispose()
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}), flush=True)
@@ -259,9 +298,9 @@ def part_instance(sizes: list[int], buckets: int, work: Path) -> list[dict]:
 def build_files(n: int, root: Path, data: Path) -> None:
     """N empty audio files, a warm hash cache for them, and N empty results in each store."""
     from music_pipeline.audio.library import HashCache
+    from music_pipeline.features.extract import FeatureStore
     from music_pipeline.learned.store import LearnedStore
     from music_pipeline.notes.store import NotesStore
-    from music_pipeline.features.extract import FeatureStore
 
     shutil.rmtree(root, ignore_errors=True)
     shutil.rmtree(data, ignore_errors=True)
@@ -330,8 +369,12 @@ def fmt(s: float) -> str:
 
 def report(planner, instance_rows, files, buckets):
     if planner:
-        print(f"\n### 1. planner and sensor tick on a simulated listing (buckets: {buckets}; per-track mode is the baseline)")
-        print("| N | plan, nothing new: per track / bucket | plan, one new file | tick, nothing new | tick, one new file | first tick: per track (+ registering N partitions) / bucket | runs requested first | listing in memory |")
+        print(
+            f"\n### 1. planner and sensor tick on a simulated listing (buckets: {buckets}; per-track mode is the baseline)"
+        )
+        print(
+            "| N | plan, nothing new: per track / bucket | plan, one new file | tick, nothing new | tick, one new file | first tick: per track (+ registering N partitions) / bucket | runs requested first | listing in memory |"
+        )
         print("|---|---|---|---|---|---|---|---|")
         for r in planner:
             print(
@@ -340,12 +383,23 @@ def report(planner, instance_rows, files, buckets):
                 f"| {fmt(r['tick_track_new'])} / {fmt(r['tick_bucket_new'])} ({r['tick_track_new'] / r['tick_bucket_new']:.1f}×) "
                 f"| {fmt(r['tick_track_first'])} (+{fmt(r['register'])}) / {fmt(r['tick_bucket_first'])} | {r['runs_first']} / {r['runs_first_b']} | {r['listing_mb']:.0f} MB |"
             )
-        print("details: reading the N registered partitions (per track): " + ", ".join(f"{r['n']:,}: {fmt(r['get_partitions'])}" for r in planner))
-        print("         reading the manifest's keys (per bucket): " + ", ".join(f"{r['n']:,}: {fmt(r['manifest_keys'])}" for r in planner))
-        print("         bucket of every track (only while a bucket holding tracks was never materialized): " + ", ".join(f"{r['n']:,}: {fmt(r['bucket_of_all'])}" for r in planner))
+        print(
+            "details: reading the N registered partitions (per track): "
+            + ", ".join(f"{r['n']:,}: {fmt(r['get_partitions'])}" for r in planner)
+        )
+        print(
+            "         reading the manifest's keys (per bucket): "
+            + ", ".join(f"{r['n']:,}: {fmt(r['manifest_keys'])}" for r in planner)
+        )
+        print(
+            "         bucket of every track (only while a bucket holding tracks was never materialized): "
+            + ", ".join(f"{r['n']:,}: {fmt(r['bucket_of_all'])}" for r in planner)
+        )
     if instance_rows:
         print("\n### 2. Dagster with N partitions (a no-op asset; per track / per bucket)")
-        print("| N | run of 500 tracks | run over every partition | asset page status, cold | status after one more run | materialized partitions query |")
+        print(
+            "| N | run of 500 tracks | run over every partition | asset page status, cold | status after one more run | materialized partitions query |"
+        )
         print("|---|---|---|---|---|---|")
         for r in instance_rows:
             print(
@@ -355,10 +409,14 @@ def report(planner, instance_rows, files, buckets):
             )
     if files:
         print("\n### 3. the listing on real (empty) files, and a whole sensor tick with nothing new")
-        print("| N | hash cache load | scan_library (warm cache) | analysed_hashes (3 stores) | whole tick: per track / bucket |")
+        print(
+            "| N | hash cache load | scan_library (warm cache) | analysed_hashes (3 stores) | whole tick: per track / bucket |"
+        )
         print("|---|---|---|---|---|")
         for r in files:
-            print(f"| {r['n']:,} | {fmt(r['hash_cache_load'])} | {fmt(r['scan'])} | {fmt(r['analysed_hashes'])} | {fmt(r['tick_tracks_noop'])} / {fmt(r['tick_buckets_noop'])} |")
+            print(
+                f"| {r['n']:,} | {fmt(r['hash_cache_load'])} | {fmt(r['scan'])} | {fmt(r['analysed_hashes'])} | {fmt(r['tick_tracks_noop'])} / {fmt(r['tick_buckets_noop'])} |"
+            )
 
 
 def sizes_arg(text: str) -> list[int]:

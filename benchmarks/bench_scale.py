@@ -84,9 +84,14 @@ def prefill(settings, lib: Path, donor_n: int) -> int:
 
     donor_lib, donor_data = ROOT / f"lib-{donor_n}", ROOT / f"data-{donor_n}"
     if not (donor_data / "tables" / "embeddings.parquet").exists():
-        sys.exit(f"--prefill-from {donor_n}: {donor_data} holds no measured library; measure N = {donor_n} first "
-                 f"(e.g. --sizes {donor_n} {len(list(lib.rglob('*.wav')))}) or pass --prefill-from 0")
-    donor = {t.relpath.split("/")[-1]: t.content_hash for t in scan_library(donor_lib, DataLayout(donor_data).hash_cache_path).tracks}
+        sys.exit(
+            f"--prefill-from {donor_n}: {donor_data} holds no measured library; measure N = {donor_n} first "
+            f"(e.g. --sizes {donor_n} {len(list(lib.rglob('*.wav')))}) or pass --prefill-from 0"
+        )
+    donor = {
+        t.relpath.split("/")[-1]: t.content_hash
+        for t in scan_library(donor_lib, DataLayout(donor_data).hash_cache_path).tracks
+    }
     stores = [(cls(donor_data), cls(settings.data_dir)) for cls in (FeatureStore, NotesStore, LearnedStore)]
     filled = 0
     for t in scan_library(lib, DataLayout(settings.data_dir).hash_cache_path).tracks:
@@ -149,7 +154,9 @@ def measure(n: int, seconds: float, workers: int, prefill_from: int | None = Non
     r["noop_build_s"] = time.perf_counter() - t
     r["noop_runs"] = len(noop.run_ids)
 
-    pipeline = MusicPipelineResource(data_dir=str(settings.data_dir), library_dir=str(settings.library_dir), workers=workers)
+    pipeline = MusicPipelineResource(
+        data_dir=str(settings.data_dir), library_dir=str(settings.library_dir), workers=workers
+    )
 
     def tick() -> float:
         ctx = dg.build_sensor_context(instance=instance, resources={"pipeline": pipeline})
@@ -178,10 +185,18 @@ def measure(n: int, seconds: float, workers: int, prefill_from: int | None = Non
 
 # Dagster steps of a full build, in order: (step key, row label)
 STEPS = [
-    ("track_features", "track_features"), ("track_notes", "track_notes"), ("track_learned_embedding", "track_learned_embedding"),
-    ("embeddings", "table refresh (embeddings)"), ("learned_embeddings", "learned_embeddings table"), ("difficulty", "difficulty (PDI)"),
-    ("similarity_index", "similarity_index build"), ("label_similarity", "label_similarity"), ("track_genres", "track_genres"),
-    ("difficulty_cnn", "difficulty_cnn"), ("genre_classifier", "genre_classifier"), ("genre_comparison", "genre_comparison"),
+    ("track_features", "track_features"),
+    ("track_notes", "track_notes"),
+    ("track_learned_embedding", "track_learned_embedding"),
+    ("embeddings", "table refresh (embeddings)"),
+    ("learned_embeddings", "learned_embeddings table"),
+    ("difficulty", "difficulty (PDI)"),
+    ("similarity_index", "similarity_index build"),
+    ("label_similarity", "label_similarity"),
+    ("track_genres", "track_genres"),
+    ("difficulty_cnn", "difficulty_cnn"),
+    ("genre_classifier", "genre_classifier"),
+    ("genre_comparison", "genre_comparison"),
     ("embedding_map", "embedding_map"),
 ]
 MODEL_STEPS = ("difficulty_cnn", "genre_classifier", "genre_comparison", "embedding_map")
@@ -232,7 +247,14 @@ def report(results: list[dict]) -> None:
 
 
 PER_TRACK = ("track_features", "track_notes", "track_learned_embedding")
-DAY_TO_DAY = ("scan + hash, cold", "scan + hash, warm", "no-op build", "sensor tick, nothing new", "sensor tick, one new file", "one new file → searchable")
+DAY_TO_DAY = (
+    "scan + hash, cold",
+    "scan + hash, warm",
+    "no-op build",
+    "sensor tick, nothing new",
+    "sensor tick, one new file",
+    "one new file → searchable",
+)
 
 
 def plot(results: list[dict]) -> None:
@@ -254,14 +276,18 @@ def plot(results: list[dict]) -> None:
         panels[1 if name in DAY_TO_DAY else 0].append((name.strip(), get))
     for ax, (panel, rows) in zip(axes, panels.items()):
         for i, (name, get) in enumerate(rows):
-            pts = [(n, get(r), pre) for n, r, pre in zip(sizes, results, prefilled) if get(r) is not None and get(r) > 0]
+            pts = [
+                (n, get(r), pre) for n, r, pre in zip(sizes, results, prefilled) if get(r) is not None and get(r) > 0
+            ]
             if len(pts) < 2:
                 continue
             style = dict(color=colours[i % len(colours)], linestyle="-" if i < 10 else "--")
             ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name, **style)
             for n, v, pre in pts:
                 hollow = pre and name in PER_TRACK
-                ax.plot([n], [v], marker="o", color=style["color"], markerfacecolor="white" if hollow else style["color"])
+                ax.plot(
+                    [n], [v], marker="o", color=style["color"], markerfacecolor="white" if hollow else style["color"]
+                )
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("tracks in the library")
@@ -279,12 +305,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10000])
     ap.add_argument("--with-100k", action="store_true", help="also N = 100,000 (hours; ~18 GB of WAV)")
-    ap.add_argument("--seconds", type=float, default=4.0, help="length of every track (short: extraction is not the point)")
+    ap.add_argument(
+        "--seconds", type=float, default=4.0, help="length of every track (short: extraction is not the point)"
+    )
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--prefill-from", type=int, default=1000, metavar="N0",
-                    help="for sizes above N0 (default 1000; 0 = analyse every track): reuse lib-N0's per-track results "
-                         "(same style) instead of analysing every track; tables, index, models, no-op, sensor and one new "
-                         "file are still measured at N")
+    ap.add_argument(
+        "--prefill-from",
+        type=int,
+        default=1000,
+        metavar="N0",
+        help="for sizes above N0 (default 1000; 0 = analyse every track): reuse lib-N0's per-track results "
+        "(same style) instead of analysing every track; tables, index, models, no-op, sensor and one new "
+        "file are still measured at N",
+    )
     ap.add_argument("--fresh", action="store_true", help="forget sizes measured by earlier runs")
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -296,9 +329,21 @@ def main() -> None:
     kept = {r["n"]: r for r in json.loads(OUT_JSON.read_text())} if OUT_JSON.exists() and not args.fresh else {}
     for n in sizes:
         t = time.perf_counter()
-        proc = subprocess.run([sys.executable, __file__, "--child", str(n), "--seconds", str(args.seconds), "--workers", str(args.workers)]
-                              + ["--prefill-from", str(args.prefill_from)],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                str(n),
+                "--seconds",
+                str(args.seconds),
+                "--workers",
+                str(args.workers),
+            ]
+            + ["--prefill-from", str(args.prefill_from)],
+            capture_output=True,
+            text=True,
+        )
         if proc.returncode != 0:
             sys.exit(f"N={n} failed:\n{proc.stderr[-3000:]}")
         kept[n] = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -44,9 +44,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from music_pipeline.search.exact import exact_topk, normalise, recall_at_k  # noqa: E402
-from music_pipeline.search.index import IndexParams, VectorIndex  # noqa: E402
-from music_pipeline.search.space import energy_rotation  # noqa: E402
+from music_pipeline.search.exact import exact_topk, normalise, recall_at_k
+from music_pipeline.search.index import IndexParams, VectorIndex
+from music_pipeline.search.space import energy_rotation
 
 DIM = 641
 LATENT = 64
@@ -55,7 +55,9 @@ LATENT = 64
 class LibraryGenerator:
     """Genres → albums (~12 tracks each) → tracks, generated chunk by chunk into float32."""
 
-    def __init__(self, n: int, seed: int = 0, genres: int = 40, tracks_per_album: int = 12, dim: int = DIM, latent: int = LATENT):
+    def __init__(
+        self, n: int, seed: int = 0, genres: int = 40, tracks_per_album: int = 12, dim: int = DIM, latent: int = LATENT
+    ):
         rng = np.random.default_rng(seed)
         self.rng = rng
         self.dim, self.latent = dim, latent
@@ -89,7 +91,12 @@ def latencies(index: VectorIndex, queries: np.ndarray, k: int = 10, warm: int = 
 
 def recall_ci(found: np.ndarray, truth: np.ndarray) -> tuple[float, float, float]:
     """Recall@k and its 95 % normal interval over queries."""
-    per = np.array([len(set(f[f >= 0].tolist()) & set(t[t >= 0].tolist())) / max(1, int((t >= 0).sum())) for f, t in zip(found, truth)])
+    per = np.array(
+        [
+            len(set(f[f >= 0].tolist()) & set(t[t >= 0].tolist())) / max(1, int((t >= 0).sum()))
+            for f, t in zip(found, truth)
+        ]
+    )
     half = 1.96 * per.std(ddof=1) / np.sqrt(len(per)) if len(per) > 1 else 0.0
     return float(per.mean()), float(per.mean() - half), float(per.mean() + half)
 
@@ -167,8 +174,13 @@ def query_process(index: VectorIndex, queries: np.ndarray, truth: np.ndarray) ->
         (d / "state.json").write_text(json.dumps(index.save(d)))
         np.save(d / "queries.npy", queries)
         files = {p.name: p.stat().st_size for p in d.iterdir()}
-        out = subprocess.run([sys.executable, "-c", QUERY_PROCESS, str(d)], capture_output=True, text=True, check=True,
-                             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+        out = subprocess.run(
+            [sys.executable, "-c", QUERY_PROCESS, str(d)],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        )
     r = json.loads(out.stdout.strip().splitlines()[-1])
     r["recall"] = recall_at_k(np.array(r.pop("found")), truth)
     r["files"] = files
@@ -192,7 +204,10 @@ def run(n: int, n_queries: int, recall_queries: int, seed: int, dim: int, latent
     for s in range(0, n, 100_000):  # in place, chunk by chunk: no second full-size copy
         db[s : s + 100_000] = normalise(db[s : s + 100_000] @ rotation)
     queries = normalise(queries @ rotation)
-    print(f"\n== {n:,} vectors × {dim} (latent {latent}; generated in {time.perf_counter() - t0:.1f} s, {db.nbytes / 1e9:.2f} GB; RSS {(_status_kb('VmRSS') or 0) / 1024**2:.2f} GB)", flush=True)
+    print(
+        f"\n== {n:,} vectors × {dim} (latent {latent}; generated in {time.perf_counter() - t0:.1f} s, {db.nbytes / 1e9:.2f} GB; RSS {(_status_kb('VmRSS') or 0) / 1024**2:.2f} GB)",
+        flush=True,
+    )
 
     t0 = time.perf_counter()
     truth, _ = exact_topk(db, queries, 10)
@@ -207,7 +222,9 @@ def run(n: int, n_queries: int, recall_queries: int, seed: int, dim: int, latent
     small_mb, small_state = small.memory_bytes / 1e6, small.ann_state
     del small  # released before the next build
 
-    full, full_s, full_peak = build(db, IndexParams(approximate_above=0, recall_sample=300, seed=seed, rerank_codes="float32"))
+    full, full_s, full_peak = build(
+        db, IndexParams(approximate_above=0, recall_sample=300, seed=seed, rerank_codes="float32")
+    )
     full_recall = recall_ci(full.search(queries, 10)[0], truth)
     lat_full = latencies(full, timed)
     full_mb = full.memory_bytes / 1e6
@@ -217,32 +234,73 @@ def run(n: int, n_queries: int, recall_queries: int, seed: int, dim: int, latent
     exact = VectorIndex(db, IndexParams(approximate_above=n + 1))
     lat_exact = latencies(exact, timed)
     exact_mb = exact.memory_bytes / 1e6
-    print(f"exact   single query p50 {np.percentile(lat_exact, 50):7.2f} ms  p95 {np.percentile(lat_exact, 95):7.2f} ms  batched {batched_ms:6.2f} ms/query  memory {exact_mb:8.1f} MB", flush=True)
-    for name, state, lat, recall, secs, peak, mb in (("float32", full_state, lat_full, full_recall, full_s, full_peak, full_mb),
-                                                     ("codes", small_state, lat_small, small_recall, small_s, small_peak, small_mb)):
+    print(
+        f"exact   single query p50 {np.percentile(lat_exact, 50):7.2f} ms  p95 {np.percentile(lat_exact, 95):7.2f} ms  batched {batched_ms:6.2f} ms/query  memory {exact_mb:8.1f} MB",
+        flush=True,
+    )
+    for name, state, lat, recall, secs, peak, mb in (
+        ("float32", full_state, lat_full, full_recall, full_s, full_peak, full_mb),
+        ("codes", small_state, lat_small, small_recall, small_s, small_peak, small_mb),
+    ):
         st = state
-        codes = f"{st.codes} × {st.code_dims} dims (code recall {st.code_recall:.3f})" if name == "codes" else "float32 vectors"
-        print(f"{name:8s}single query p50 {np.percentile(lat, 50):7.2f} ms  p95 {np.percentile(lat, 95):7.2f} ms  memory {mb:8.1f} MB  build {secs:.1f} s (peak RSS {peak:.2f} GB, vectors {db.nbytes / 1e9:.2f} GB of it)", flush=True)
-        print(f"        IVF nlist {st.nlist} over {st.dims} dims, nprobe {st.nprobe} (tuned: {', '.join(f'{k}:{v:.3f}' for k, v in st.recall_by_nprobe.items())}); re-rank: {codes}")
+        codes = (
+            f"{st.codes} × {st.code_dims} dims (code recall {st.code_recall:.3f})"
+            if name == "codes"
+            else "float32 vectors"
+        )
+        print(
+            f"{name:8s}single query p50 {np.percentile(lat, 50):7.2f} ms  p95 {np.percentile(lat, 95):7.2f} ms  memory {mb:8.1f} MB  build {secs:.1f} s (peak RSS {peak:.2f} GB, vectors {db.nbytes / 1e9:.2f} GB of it)",
+            flush=True,
+        )
+        print(
+            f"        IVF nlist {st.nlist} over {st.dims} dims, nprobe {st.nprobe} (tuned: {', '.join(f'{k}:{v:.3f}' for k, v in st.recall_by_nprobe.items())}); re-rank: {codes}"
+        )
         if st.codes_tried:
-            print(f"        codes tried (recall@10 re-ranking the exact top {10 * 10}): {', '.join(f'{k} {v:.3f}' for k, v in st.codes_tried.items())}")
-        print(f"        recall@10 vs exact: {recall[0]:.4f} (95 % CI {recall[1]:.3f}–{recall[2]:.3f}) on {len(queries)} fresh queries, {st.recall_at_10:.4f} on the tuning sample ({st.recall_sample})", flush=True)
+            print(
+                f"        codes tried (recall@10 re-ranking the exact top {10 * 10}): {', '.join(f'{k} {v:.3f}' for k, v in st.codes_tried.items())}"
+            )
+        print(
+            f"        recall@10 vs exact: {recall[0]:.4f} (95 % CI {recall[1]:.3f}–{recall[2]:.3f}) on {len(queries)} fresh queries, {st.recall_at_10:.4f} on the tuning sample ({st.recall_sample})",
+            flush=True,
+        )
     if proc:
         a = proc["after"]
-        print(f"query process (fresh, index loaded from disk as the explorer loads it): RSS {a['VmRSS']:.0f} MB after {n_queries} queries "
-              f"(anonymous {a['RssAnon']:.0f} MB, of which {a['RssAnon'] - proc['before']['RssAnon']:.0f} MB added by loading the index; "
-              f"mapped files {a['RssFile']:.0f} MB, of which vectors.npy {a['vectors_npy']:.1f} MB, the rest libraries); "
-              f"p50 {np.percentile(proc['ms'], 50):.2f} ms p95 {np.percentile(proc['ms'], 95):.2f} ms; recall@10 {proc['recall']:.4f}", flush=True)
-        print(f"        files: {', '.join(f'{k} {v / 1e6:.1f} MB' for k, v in sorted(proc['files'].items()) if k not in ('queries.npy', 'state.json'))}")
+        print(
+            f"query process (fresh, index loaded from disk as the explorer loads it): RSS {a['VmRSS']:.0f} MB after {n_queries} queries "
+            f"(anonymous {a['RssAnon']:.0f} MB, of which {a['RssAnon'] - proc['before']['RssAnon']:.0f} MB added by loading the index; "
+            f"mapped files {a['RssFile']:.0f} MB, of which vectors.npy {a['vectors_npy']:.1f} MB, the rest libraries); "
+            f"p50 {np.percentile(proc['ms'], 50):.2f} ms p95 {np.percentile(proc['ms'], 95):.2f} ms; recall@10 {proc['recall']:.4f}",
+            flush=True,
+        )
+        print(
+            f"        files: {', '.join(f'{k} {v / 1e6:.1f} MB' for k, v in sorted(proc['files'].items()) if k not in ('queries.npy', 'state.json'))}"
+        )
     p50f, p50s = np.percentile(lat_full, 50), np.percentile(lat_small, 50)
-    print(f"ratios  codes/float32: memory {small_mb / full_mb:.3f}, latency p50 {p50s / p50f:.2f}, build time {small_s / full_s:.2f}; float32 approx/exact latency p50 {p50f / np.percentile(lat_exact, 50):.3f}", flush=True)
+    print(
+        f"ratios  codes/float32: memory {small_mb / full_mb:.3f}, latency p50 {p50s / p50f:.2f}, build time {small_s / full_s:.2f}; float32 approx/exact latency p50 {p50f / np.percentile(lat_exact, 50):.3f}",
+        flush=True,
+    )
     return {
-        "n": n, "dim": dim,
-        "exact_p50": float(np.percentile(lat_exact, 50)), "exact_p95": float(np.percentile(lat_exact, 95)), "exact_batched": batched_ms, "exact_mb": exact_mb,
-        "full_p50": p50f, "full_p95": float(np.percentile(lat_full, 95)), "full_recall": full_recall[0], "full_mb": full_mb, "full_s": full_s,
-        "small_p50": p50s, "small_p95": float(np.percentile(lat_small, 95)), "small_recall": small_recall[0], "small_mb": small_mb, "small_s": small_s,
-        "small_codes": f"{small_state.codes}×{small_state.code_dims}", "small_peak": small_peak,
-        "proc_anon": proc["after"]["RssAnon"] if proc else None, "proc_file": proc["after"]["RssFile"] if proc else None,
+        "n": n,
+        "dim": dim,
+        "exact_p50": float(np.percentile(lat_exact, 50)),
+        "exact_p95": float(np.percentile(lat_exact, 95)),
+        "exact_batched": batched_ms,
+        "exact_mb": exact_mb,
+        "full_p50": p50f,
+        "full_p95": float(np.percentile(lat_full, 95)),
+        "full_recall": full_recall[0],
+        "full_mb": full_mb,
+        "full_s": full_s,
+        "small_p50": p50s,
+        "small_p95": float(np.percentile(lat_small, 95)),
+        "small_recall": small_recall[0],
+        "small_mb": small_mb,
+        "small_s": small_s,
+        "small_codes": f"{small_state.codes}×{small_state.code_dims}",
+        "small_peak": small_peak,
+        "proc_anon": proc["after"]["RssAnon"] if proc else None,
+        "proc_file": proc["after"]["RssFile"] if proc else None,
     }
 
 
@@ -250,22 +308,36 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     ap.add_argument("--queries", type=int, default=200, help="timed queries per size (fresh tracks, not in the index)")
-    ap.add_argument("--recall-queries", type=int, default=1000, help="fresh queries recall@10 is measured on (the timed ones among them)")
+    ap.add_argument(
+        "--recall-queries",
+        type=int,
+        default=1000,
+        help="fresh queries recall@10 is measured on (the timed ones among them)",
+    )
     ap.add_argument("--dim", type=int, default=DIM, help="vector width (641 hand-crafted, 400 learned, 1041 fusion)")
     ap.add_argument("--latent", type=int, default=LATENT, help="dimension of the clustered signal inside the vectors")
-    ap.add_argument("--no-query-process", action="store_true", help="skip loading the saved compressed index in a fresh process")
+    ap.add_argument(
+        "--no-query-process", action="store_true", help="skip loading the saved compressed index in a fresh process"
+    )
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     import faiss
 
     print(f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads; numpy {np.__version__}")
-    rows = [run(n, args.queries, args.recall_queries, args.seed, args.dim, args.latent, not args.no_query_process) for n in args.sizes]
+    rows = [
+        run(n, args.queries, args.recall_queries, args.seed, args.dim, args.latent, not args.no_query_process)
+        for n in args.sizes
+    ]
     print(f"\n{args.dim} dims, latent {args.latent}:")
-    print("| vectors | exact p50 / p95 (ms) | float32 re-rank p50 / p95 (ms), recall@10, memory | codes p50 / p95 (ms), recall@10, memory | codes | build float32 / codes (s) |")
+    print(
+        "| vectors | exact p50 / p95 (ms) | float32 re-rank p50 / p95 (ms), recall@10, memory | codes p50 / p95 (ms), recall@10, memory | codes | build float32 / codes (s) |"
+    )
     print("|---:|---:|---:|---:|---|---:|")
     for r in rows:
-        print(f"| {r['n']:,} | {r['exact_p50']:.2f} / {r['exact_p95']:.2f} | {r['full_p50']:.2f} / {r['full_p95']:.2f}, {r['full_recall']:.3f}, {r['full_mb']:.0f} MB "
-              f"| {r['small_p50']:.2f} / {r['small_p95']:.2f}, {r['small_recall']:.3f}, **{r['small_mb']:.0f} MB** | {r['small_codes']} | {r['full_s']:.0f} / {r['small_s']:.0f} |")
+        print(
+            f"| {r['n']:,} | {r['exact_p50']:.2f} / {r['exact_p95']:.2f} | {r['full_p50']:.2f} / {r['full_p95']:.2f}, {r['full_recall']:.3f}, {r['full_mb']:.0f} MB "
+            f"| {r['small_p50']:.2f} / {r['small_p95']:.2f}, {r['small_recall']:.3f}, **{r['small_mb']:.0f} MB** | {r['small_codes']} | {r['full_s']:.0f} / {r['small_s']:.0f} |"
+        )
     print(f"peak RSS {peak_rss_gb():.2f} GB")
     return 0
 

@@ -41,14 +41,14 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_search import DIM, LibraryGenerator  # noqa: E402
+from bench_search import DIM, LibraryGenerator
 
-from music_pipeline.features.embedding import FEATURE_NAMES  # noqa: E402
-from music_pipeline.search.exact import normalise  # noqa: E402
-from music_pipeline.search.index import INDEX_FORMAT, IndexParams, TrackIndex, VectorIndex, features_fingerprint  # noqa: E402
-from music_pipeline.search.library import Discovery, index_dir  # noqa: E402
-from music_pipeline.search.results import similar_json  # noqa: E402
-from music_pipeline.search.space import Transform, energy_rotation  # noqa: E402
+from music_pipeline.features.embedding import FEATURE_NAMES
+from music_pipeline.search.exact import normalise
+from music_pipeline.search.index import INDEX_FORMAT, IndexParams, TrackIndex, VectorIndex, features_fingerprint
+from music_pipeline.search.library import Discovery, index_dir
+from music_pipeline.search.results import similar_json
+from music_pipeline.search.space import Transform, energy_rotation
 
 assert DIM == len(FEATURE_NAMES)
 
@@ -77,7 +77,17 @@ def synthetic_index(n: int, data: Path, approximate_above: int, seed: int = 0) -
     transform = Transform("standardised", np.zeros(DIM), np.ones(DIM), rotation=rotation)
     t0 = time.perf_counter()
     index = VectorIndex.build(vectors, IndexParams(approximate_above=approximate_above, recall_sample=300))
-    info = {"format": INDEX_FORMAT, "features": features_fingerprint(), "transform": "standardised", "transform_info": {}, "selection": {}, "fitted_rows": n, "library_root": str(data / "library"), "built_at": time.time(), "build_seconds": time.perf_counter() - t0}
+    info = {
+        "format": INDEX_FORMAT,
+        "features": features_fingerprint(),
+        "transform": "standardised",
+        "transform_info": {},
+        "selection": {},
+        "fitted_rows": n,
+        "library_root": str(data / "library"),
+        "built_at": time.time(),
+        "build_seconds": time.perf_counter() - t0,
+    }
     ti = TrackIndex(transform, index, tracks, info)
     ti.save(index_dir(data))
     return ti
@@ -118,7 +128,9 @@ def timed(conn: http.client.HTTPConnection, urls: list[str]) -> np.ndarray:
 
 
 def stats(ms: np.ndarray) -> str:
-    return f"p50 {np.percentile(ms, 50):7.2f} ms  p95 {np.percentile(ms, 95):7.2f} ms  p99 {np.percentile(ms, 99):7.2f} ms"
+    return (
+        f"p50 {np.percentile(ms, 50):7.2f} ms  p95 {np.percentile(ms, 95):7.2f} ms  p99 {np.percentile(ms, 99):7.2f} ms"
+    )
 
 
 def run(kind: str, n: int, requests: int, cli_runs: int, root: Path, seed: int) -> dict:
@@ -126,7 +138,11 @@ def run(kind: str, n: int, requests: int, cli_runs: int, root: Path, seed: int) 
     t0 = time.perf_counter()
     ti = synthetic_index(n, data, approximate_above=50_000 if kind == "ivf" else n + 1, seed=seed)
     st = ti.index.ann_state
-    print(f"\n== {kind}: {n:,} tracks, index built in {time.perf_counter() - t0:.1f} s" + (f" (IVF nlist {st.nlist}, nprobe {st.nprobe}, recall@10 {st.recall_at_10:.3f})" if st else " (exact)"), flush=True)
+    print(
+        f"\n== {kind}: {n:,} tracks, index built in {time.perf_counter() - t0:.1f} s"
+        + (f" (IVF nlist {st.nlist}, nprobe {st.nprobe}, recall@10 {st.recall_at_10:.3f})" if st else " (exact)"),
+        flush=True,
+    )
     keys = ti.tracks["key"].tolist()
     rnd = random.Random(seed)
     sample = [rnd.choice(keys) for _ in range(requests)]
@@ -146,7 +162,13 @@ def run(kind: str, n: int, requests: int, cli_runs: int, root: Path, seed: int) 
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     log = open(root / f"serve-{kind}.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "music_pipeline.cli", "serve", "--data", str(data), "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "music_pipeline.cli", "serve", "--data", str(data), "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         startup = wait_ready(port, proc)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -165,7 +187,12 @@ def run(kind: str, n: int, requests: int, cli_runs: int, root: Path, seed: int) 
     cli = []
     for k in sample[:cli_runs]:
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "music_pipeline.cli", "similar", k, "-n", "10", "--json", "--data", str(data)], env=env, capture_output=True, check=True)
+        subprocess.run(
+            [sys.executable, "-m", "music_pipeline.cli", "similar", k, "-n", "10", "--json", "--data", str(data)],
+            env=env,
+            capture_output=True,
+            check=True,
+        )
         cli.append(time.perf_counter() - t)
     cli = np.array(cli) * 1000
 
@@ -185,14 +212,23 @@ def run(kind: str, n: int, requests: int, cli_runs: int, root: Path, seed: int) 
         + f"target p95 ≤ 50 ms: {'met' if p95 <= 50 else 'NOT met'} ({p95:.1f} ms)",
         flush=True,
     )
-    return {"kind": kind, "n": n, "p50": float(np.median(sim)), "p95": p95, "core_p95": float(np.percentile(core, 95)), "cli_p50": float(np.median(cli)) if len(cli) else None}
+    return {
+        "kind": kind,
+        "n": n,
+        "p50": float(np.median(sim)),
+        "p95": p95,
+        "core_p95": float(np.percentile(core, 95)),
+        "cli_p50": float(np.median(cli)) if len(cli) else None,
+    }
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tracks", type=int, default=100_000)
     ap.add_argument("--requests", type=int, default=300, help="timed /api/similar requests per index kind")
-    ap.add_argument("--cli-runs", type=int, default=3, help="one-shot CLI processes for the cold-start baseline (0 = skip)")
+    ap.add_argument(
+        "--cli-runs", type=int, default=3, help="one-shot CLI processes for the cold-start baseline (0 = skip)"
+    )
     ap.add_argument("--kinds", nargs="+", default=["ivf", "exact"], choices=["ivf", "exact"])
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)

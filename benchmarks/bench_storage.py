@@ -18,16 +18,16 @@ import time
 from pathlib import Path
 
 import common  # noqa: F401  (puts the checkout on sys.path)
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import numpy as np
+import pandas as pd
 
-from music_pipeline.features.difficulty import DESCRIPTOR_NAMES  # noqa: E402
-from music_pipeline.features.embedding import EMBEDDING_DIM, FEATURE_NAMES  # noqa: E402
-from music_pipeline.audio.library import LibraryScan, TrackRef  # noqa: E402
-from music_pipeline.features.extract import FeatureStore, TrackFeatures  # noqa: E402
-from music_pipeline.features.tables import LibraryTables, build_tables  # noqa: E402
-from music_pipeline.storage import read_parquet, write_parquet  # noqa: E402
-from music_pipeline_tests.system import S3Server  # noqa: E402  (the tests' S3 endpoint on loopback)
+from music_pipeline.audio.library import LibraryScan, TrackRef
+from music_pipeline.features.difficulty import DESCRIPTOR_NAMES
+from music_pipeline.features.embedding import EMBEDDING_DIM, FEATURE_NAMES
+from music_pipeline.features.extract import FeatureStore, TrackFeatures
+from music_pipeline.features.tables import LibraryTables, build_tables
+from music_pipeline.storage import read_parquet, write_parquet
+from music_pipeline_tests.system import S3Server
 
 
 def _features(rng: np.random.Generator) -> TrackFeatures:
@@ -35,7 +35,10 @@ def _features(rng: np.random.Generator) -> TrackFeatures:
         embedding=rng.standard_normal(EMBEDDING_DIM),
         descriptors={n: float(rng.random()) for n in DESCRIPTOR_NAMES},
         segments=rng.standard_normal((3, 128, 128)).astype(np.float16),
-        duration_s=180.0, source_sr=44100, source_channels=2, compute_seconds=1.0,
+        duration_s=180.0,
+        source_sr=44100,
+        source_channels=2,
+        compute_seconds=1.0,
     )
 
 
@@ -68,7 +71,14 @@ def run(data_dir: str, n: int) -> dict[str, float]:
     table_s = time.perf_counter() - t0
     assert len(back) == n
     # refreshing the library tables after one new track: from scratch, and reusing the previous rows
-    scan = LibraryScan(Path("/library"), [TrackRef(f"k{i}", f"t{i}.flac", f"/library/t{i}.flac", "x", None, 1, 1, h, None) for i, h in enumerate(hashes)], [])
+    scan = LibraryScan(
+        Path("/library"),
+        [
+            TrackRef(f"k{i}", f"t{i}.flac", f"/library/t{i}.flac", "x", None, 1, 1, h, None)
+            for i, h in enumerate(hashes)
+        ],
+        [],
+    )
     t0 = time.perf_counter()
     fresh = build_tables(scan, store)
     scratch_s = time.perf_counter() - t0
@@ -77,8 +87,15 @@ def run(data_dir: str, n: int) -> dict[str, float]:
     again = build_tables(scan, store, previous)
     reuse_s = time.perf_counter() - t0
     assert again.files_read == 1 and len(again.embeddings) == n
-    return {"write ms/track": 1e3 * write_s / n, "is_analysed ms/track": 1e3 * check_s / n, "listing ms/track": 1e3 * list_s / n, "read ms/track": 1e3 * read_s / n, "table write+read s": table_s,
-            "refresh +1, scratch s": scratch_s, "refresh +1, reuse s": reuse_s}
+    return {
+        "write ms/track": 1e3 * write_s / n,
+        "is_analysed ms/track": 1e3 * check_s / n,
+        "listing ms/track": 1e3 * list_s / n,
+        "read ms/track": 1e3 * read_s / n,
+        "table write+read s": table_s,
+        "refresh +1, scratch s": scratch_s,
+        "refresh +1, reuse s": reuse_s,
+    }
 
 
 def main() -> None:
@@ -108,7 +125,9 @@ def main() -> None:
     finally:
         if server is not None:
             server.stop()
-    print(f"{args.tracks} feature files ({'moto on loopback' if server else args.endpoint}) — local disk is the baseline")
+    print(
+        f"{args.tracks} feature files ({'moto on loopback' if server else args.endpoint}) — local disk is the baseline"
+    )
     print(f"{'':22s}{'local':>10s}{'s3':>10s}{'ratio':>8s}")
     for k in local:
         print(f"{k:22s}{local[k]:10.2f}{remote[k]:10.2f}{remote[k] / local[k]:8.1f}×")

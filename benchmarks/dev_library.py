@@ -24,15 +24,30 @@ from pathlib import Path
 # style -> package -> glob(s) inside the unpacked package (or "demo:" for the demo library's copy)
 STYLES = {
     "electronic": {
-        **{p: f"usr/share/games/*/**/*.ogg" for p in ("a7xpg-data", "gunroar-data", "mu-cade-data", "noiz2sa-data", "parsec47-data",
-                                                      "rrootage-data", "titanion-data", "torus-trooper-data", "tumiki-fighters-data")},
+        **{
+            p: "usr/share/games/*/**/*.ogg"
+            for p in (
+                "a7xpg-data",
+                "gunroar-data",
+                "mu-cade-data",
+                "noiz2sa-data",
+                "parsec47-data",
+                "rrootage-data",
+                "titanion-data",
+                "torus-trooper-data",
+                "tumiki-fighters-data",
+            )
+        },
         "zaz-data": "usr/share/games/zaz/mus*.ogg",
     },
     "orchestral": {
         "flare-game": "demo:flare-game/*.ogg",
         "lordsawar-data": "usr/share/games/lordsawar/music/*.ogg",
         "freecol": "usr/share/games/freecol/default/resources/music/default/*.ogg",
-        "megaglest-data": ["usr/share/games/megaglest/data/core/menu/music/*.ogg", "usr/share/games/megaglest/techs/megapack/factions/*/music/*.ogg"],
+        "megaglest-data": [
+            "usr/share/games/megaglest/data/core/menu/music/*.ogg",
+            "usr/share/games/megaglest/techs/megapack/factions/*/music/*.ogg",
+        ],
         "freedink-data": "usr/share/games/dink/dink/Sound/*.ogg",
         "ardentryst": "usr/share/games/ardentryst/Music/*.ogg",
     },

@@ -36,16 +36,46 @@ import pandas as pd
 
 PACKAGES = ["freedoom", "openttd-openmsx", "planetblupi-music-midi", "abcmidi", "abcm2ps", "pianobooster"]
 RESERVED = set(
-    "ceferino-data colobot-common-sounds cuyo-data blobwars-data drascula-music fb-music-high freedroidrpg-data "
-    "fretsonfire-songs-muldjord fretsonfire-songs-sectoid hedgewars-data marsshooter-data naev-data nexuiz-music "
-    "pekka-kana-2-data pingus-data ri-li-data starfighter-data supertux-data tecnoballz-data tomatoes-data "
-    "ufoai-music unknown-horizons warzone2100-music wesnoth-1.16-music widelands-data".split()
+    [
+        "ceferino-data",
+        "colobot-common-sounds",
+        "cuyo-data",
+        "blobwars-data",
+        "drascula-music",
+        "fb-music-high",
+        "freedroidrpg-data",
+        "fretsonfire-songs-muldjord",
+        "fretsonfire-songs-sectoid",
+        "hedgewars-data",
+        "marsshooter-data",
+        "naev-data",
+        "nexuiz-music",
+        "pekka-kana-2-data",
+        "pingus-data",
+        "ri-li-data",
+        "starfighter-data",
+        "supertux-data",
+        "tecnoballz-data",
+        "tomatoes-data",
+        "ufoai-music",
+        "unknown-horizons",
+        "warzone2100-music",
+        "wesnoth-1.16-music",
+        "widelands-data",
+    ]
 )
 SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 MAX_SECONDS = 120.0
 MIN_NOTES, MIN_SECONDS = 24, 10.0
 # one instrument per piece (all its parts), rotating over these General MIDI programs
-PROGRAMS = {0: "Acoustic Grand Piano", 48: "String Ensemble 1", 24: "Acoustic Guitar (nylon)", 73: "Flute", 6: "Harpsichord", 19: "Church Organ"}
+PROGRAMS = {
+    0: "Acoustic Grand Piano",
+    48: "String Ensemble 1",
+    24: "Acoustic Guitar (nylon)",
+    73: "Flute",
+    6: "Harpsichord",
+    19: "Church Organ",
+}
 PROGRAM_CYCLE = [0, 48, 0, 24, 0, 73, 0, 6, 0, 19]
 SR = 22_050
 
@@ -107,7 +137,20 @@ def raw_midis(roots: dict[str, Path], scratch: Path) -> dict[str, list[tuple[str
         pb.append((dest.stem, dest))
     out["pianobooster"] = pb
     abc = []
-    skip = {"drums", "temperament", "detune", "glyphs", "free", "bravura", "deco", "sample", "sample2", "sample3", "sample5", "newfeatures"}
+    skip = {
+        "drums",
+        "temperament",
+        "detune",
+        "glyphs",
+        "free",
+        "bravura",
+        "deco",
+        "sample",
+        "sample2",
+        "sample3",
+        "sample5",
+        "newfeatures",
+    }
     for f in sorted([*roots["abcmidi"].rglob("*.abc"), *roots["abcm2ps"].rglob("*.abc")]):
         if f.stem in skip:
             continue  # notation or tuning demonstrations, not pieces
@@ -129,7 +172,13 @@ def normalise_score(src: Path, dest: Path, program: int) -> bool:
     except Exception:
         return False
     out = pretty_midi.PrettyMIDI(resolution=pm.resolution, initial_tempo=120.0)
-    notes = [n for inst in pm.instruments if not inst.is_drum for n in inst.notes if n.start < MAX_SECONDS and n.end > n.start]
+    notes = [
+        n
+        for inst in pm.instruments
+        if not inst.is_drum
+        for n in inst.notes
+        if n.start < MAX_SECONDS and n.end > n.start
+    ]
     if len(notes) < MIN_NOTES:
         return False
     first = min(n.start for n in notes)
@@ -184,7 +233,9 @@ def generated_pieces(dest: Path, n: int = 40, seed: int = 7) -> list[Path]:
         pm = pretty_midi.PrettyMIDI(initial_tempo=120.0)
         inst = pretty_midi.Instrument(program=0)
         for on, off, p in zip(ev.onset, ev.offset, ev.pitch):
-            inst.notes.append(pretty_midi.Note(velocity=int(rng.integers(70, 110)), pitch=int(p), start=float(on), end=float(off)))
+            inst.notes.append(
+                pretty_midi.Note(velocity=int(rng.integers(70, 110)), pitch=int(p), start=float(on), end=float(off))
+            )
         pm.instruments.append(inst)
         p = dest / f"gen_{i:03d}.mid"
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -262,7 +313,10 @@ def render(score: Path, dest_for: dict[str, Path]) -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "r.wav"
-        _run(["fluidsynth", "-ni", "-g", "0.5", "-r", str(SR), "-F", str(wav), "-T", "wav", str(SOUNDFONT), str(score)], timeout=600)
+        _run(
+            ["fluidsynth", "-ni", "-g", "0.5", "-r", str(SR), "-F", str(wav), "-T", "wav", str(SOUNDFONT), str(score)],
+            timeout=600,
+        )
         y, sr = sf.read(wav, dtype="float32", always_2d=True, frames=int((MAX_SECONDS + 5) * SR))
     y = y.mean(axis=1).astype(np.float64)
     for variant, dest in dest_for.items():

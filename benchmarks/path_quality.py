@@ -27,8 +27,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from music_pipeline.search.library import Discovery  # noqa: E402
-from music_pipeline.search.path import path_walk, progress  # noqa: E402
+from music_pipeline.search.library import Discovery
+from music_pipeline.search.path import path_walk, progress
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
@@ -65,7 +65,10 @@ def main(argv=None) -> int:
 
     def ours(smooth, by_progress=True):
         def make(a, b):
-            return path_walk(disc.index.index.vectors, V[a], V[b], L, [a, b], neighbours, smooth, by_progress=by_progress)[0].tolist()
+            return path_walk(
+                disc.index.index.vectors, V[a], V[b], L, [a, b], neighbours, smooth, by_progress=by_progress
+            )[0].tolist()
+
         return make
 
     def random_tracks(ordered):
@@ -75,6 +78,7 @@ def main(argv=None) -> int:
             if ordered:
                 pick = pick[np.argsort(progress(V[pick], V[a], V[b]), kind="stable")]
             return pick.tolist()
+
         return make
 
     methods = {

@@ -38,7 +38,9 @@ def analyse(library: str, data: str) -> None:
     refresh_tables(scan, FeatureStore(data), layout)
     store = LearnedStore(data)
     embed_many([LearnedJob(t.key, t.path, t.relpath, t.content_hash, t.scan_error) for t in scan.tracks], store)
-    table, _ = build_learned_table(read_parquet(layout.embeddings_path, columns=["key", "relpath", "content_hash"]), store)
+    table, _ = build_learned_table(
+        read_parquet(layout.embeddings_path, columns=["key", "relpath", "content_hash"]), store
+    )
     write_parquet(learned_table_path(data), table)
 
 
@@ -48,7 +50,9 @@ def grouped_folds(table, everything, seeds):
     from sklearn.model_selection import StratifiedGroupKFold
 
     for seed in seeds:
-        folds = StratifiedGroupKFold(3, shuffle=True, random_state=seed).split(everything.X, everything.y, everything.groups)
+        folds = StratifiedGroupKFold(3, shuffle=True, random_state=seed).split(
+            everything.X, everything.y, everything.groups
+        )
         for k, (tr, te) in enumerate(folds):
             train = table[table["key"].isin(set(everything.keys[tr]))].reset_index(drop=True)
             test = table[table["key"].isin(set(everything.keys[te]))].reset_index(drop=True)
@@ -73,6 +77,7 @@ def main() -> None:
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     import numpy as np
+
     from music_pipeline.features.embedding import FEATURE_NAMES
     from music_pipeline.learned.table import read_learned_table, with_learned
     from music_pipeline.models.genre import Candidate, SearchConfig, labelled_data
@@ -89,8 +94,14 @@ def main() -> None:
     drop = {d for d in args.drop.split(",") if d}
     table = table[~table["label"].isin(drop)].reset_index(drop=True)
     everything = labelled_data(table)
-    handcrafted = SearchConfig(candidates=(Candidate("logreg", "full", C=0.05), Candidate("logreg", "level_invariant", C=0.05),
-                                           Candidate("knn", "full", k=7), Candidate("svm", "full", C=1.0)))
+    handcrafted = SearchConfig(
+        candidates=(
+            Candidate("logreg", "full", C=0.05),
+            Candidate("logreg", "level_invariant", C=0.05),
+            Candidate("knn", "full", k=7),
+            Candidate("svm", "full", C=1.0),
+        )
+    )
     records = []
     for seed, k, train, test, te in grouped_folds(table, everything, (int(s) for s in args.seeds.split(","))):
         y_test = test["label"].astype(str).to_numpy()
@@ -101,28 +112,39 @@ def main() -> None:
             card = model_card(r.report, "simulated", time.time())
             pred = r.deployed.predict(inputs_of(test)).astype(str)
             classes = sorted(set(y_test) | set(r.deployed.classes))
-            rec[name] = {"model": r.deployed.candidate.name, "estimate": card["estimate"]["balanced_accuracy"],
-                         "ci95": card["estimate"]["ci95"], "before_step": card["estimate"]["before_learning_curve_step"],
-                         "unseen": balanced_accuracy(np.searchsorted(classes, y_test), np.searchsorted(classes, pred)),
-                         "seconds": round(time.time() - t0, 1)}
+            rec[name] = {
+                "model": r.deployed.candidate.name,
+                "estimate": card["estimate"]["balanced_accuracy"],
+                "ci95": card["estimate"]["ci95"],
+                "before_step": card["estimate"]["before_learning_curve_step"],
+                "unseen": balanced_accuracy(np.searchsorted(classes, y_test), np.searchsorted(classes, pred)),
+                "seconds": round(time.time() - t0, 1),
+            }
         rec["majority"] = majority_score(train, y_test)
         records.append(rec)
         d, h = rec["deployed"], rec["handcrafted_only"]
-        print(f"seed {seed} fold {k}: deployed {d['model']}: estimate {d['estimate']:.3f} (95 % CI {d['ci95'][0]:.2f}–{d['ci95'][1]:.2f}; "
-              f"before the learning-curve step {d['before_step']:.3f}) unseen {d['unseen']:.3f} | 641 dims: {h['model']} estimate "
-              f"{h['estimate']:.3f} unseen {h['unseen']:.3f} | majority {rec['majority']:.3f}", flush=True)
+        print(
+            f"seed {seed} fold {k}: deployed {d['model']}: estimate {d['estimate']:.3f} (95 % CI {d['ci95'][0]:.2f}–{d['ci95'][1]:.2f}; "
+            f"before the learning-curve step {d['before_step']:.3f}) unseen {d['unseen']:.3f} | 641 dims: {h['model']} estimate "
+            f"{h['estimate']:.3f} unseen {h['unseen']:.3f} | majority {rec['majority']:.3f}",
+            flush=True,
+        )
     for name in ("deployed", "handcrafted_only"):
         est = np.array([r[name]["estimate"] for r in records])
         out = np.array([r[name]["unseen"] for r in records])
         cover = np.mean([r[name]["ci95"][0] <= r[name]["unseen"] <= r[name]["ci95"][1] for r in records])
-        print(f"{name}: mean balanced accuracy on unseen groups {out.mean():.3f} (SD over folds {out.std():.3f}); mean estimate {est.mean():.3f}; "
-              f"|estimate − unseen| mean {np.abs(est - out).mean():.3f}; within ±0.10 on {int((np.abs(est - out) <= 0.10).sum())}/{len(out)} folds; "
-              f"CI covers the fold's score on {cover:.0%}")
+        print(
+            f"{name}: mean balanced accuracy on unseen groups {out.mean():.3f} (SD over folds {out.std():.3f}); mean estimate {est.mean():.3f}; "
+            f"|estimate − unseen| mean {np.abs(est - out).mean():.3f}; within ±0.10 on {int((np.abs(est - out) <= 0.10).sum())}/{len(out)} folds; "
+            f"CI covers the fold's score on {cover:.0%}"
+        )
     print(f"majority: {np.mean([r['majority'] for r in records]):.3f}")
 
     index = TrackIndex.build(table)
     raw, learned = table[FEATURE_NAMES].to_numpy(float), learned_block(table)
-    groups = np.array([g if isinstance(g, str) and g else k for g, k in zip(table["group"], table["key"])], dtype=object)
+    groups = np.array(
+        [g if isinstance(g, str) and g else k for g, k in zip(table["group"], table["key"])], dtype=object
+    )
     queries = np.sort(np.random.default_rng(0).choice(len(table), min(40, len(table)), replace=False))
     print(f"similarity index: chosen space {index.transform.kind}; scores {index.info['selection']['scores_by_basis']}")
     for kind in dict.fromkeys([index.transform.kind, "standardised"]):
@@ -132,8 +154,10 @@ def main() -> None:
         sims[np.arange(len(queries)), queries] = -np.inf
         top = np.argsort(-sims, axis=1)[:, :5]
         ci = precision_ci(res, groups)
-        print(f"  {kind}: same-group precision@5 {res['precision']:.3f} (95 % CI {ci[0]:.2f}–{ci[1]:.2f}, {res['queries']} queries; random "
-              f"{res['baseline']:.3f}); over 40 random queries {np.mean(groups[top] == groups[queries][:, None]):.3f}")
+        print(
+            f"  {kind}: same-group precision@5 {res['precision']:.3f} (95 % CI {ci[0]:.2f}–{ci[1]:.2f}, {res['queries']} queries; random "
+            f"{res['baseline']:.3f}); over 40 random queries {np.mean(groups[top] == groups[queries][:, None]):.3f}"
+        )
     if args.out:
         with open(args.out, "w") as fh:
             json.dump(records, fh, indent=1)

@@ -7,5 +7,9 @@ import os as _os
 # seconds). Keep the cache in a folder this program owns, before anything imports numba.
 _os.environ.setdefault(
     "NUMBA_CACHE_DIR",
-    _os.path.join(_os.environ.get("XDG_CACHE_HOME") or _os.path.join(_os.path.expanduser("~"), ".cache"), "music-pipeline", "numba"),
+    _os.path.join(
+        _os.environ.get("XDG_CACHE_HOME") or _os.path.join(_os.path.expanduser("~"), ".cache"),
+        "music-pipeline",
+        "numba",
+    ),
 )

@@ -25,14 +25,33 @@ COMMAND_MODULES = ["core", "difficulty", "genre", "discovery", "models", "serve"
 
 def common_parent() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("--data", metavar="DIR", default=None, help="artifacts + Dagster instance (env MUSIC_PIPELINE_DATA, default data/)")
-    parent.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging and every native-library message")
+    parent.add_argument(
+        "--data",
+        metavar="DIR",
+        default=None,
+        help="artifacts + Dagster instance (env MUSIC_PIPELINE_DATA, default data/)",
+    )
+    parent.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="debug logging and every native-library message",
+    )
     return parent
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="music-pipeline", description="Turn a music library into embeddings, difficulty scores, genre models and similarity search.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and every native-library message (TensorFlow, decoders)")
+    parser = argparse.ArgumentParser(
+        prog="music-pipeline",
+        description="Turn a music library into embeddings, difficulty scores, genre models and similarity search.",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="debug logging and every native-library message (TensorFlow, decoders)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     parent = common_parent()
     for name in COMMAND_MODULES:
@@ -53,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[quiet.ENV_VERBOSE] = "1"
     quiet.quiet_environment()  # before anything imports TensorFlow
     quiet.quiet_python_logs()
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:

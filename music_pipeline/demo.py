@@ -32,7 +32,7 @@ DONE_MARKER = ".complete"
 
 def _licences(copyright_text: str) -> str:
     found = []
-    for m in re.finditer(r"^License:\s*(\S.*)$", copyright_text, flags=re.M):
+    for m in re.finditer(r"^License:\s*(\S.*)$", copyright_text, flags=re.MULTILINE):
         lic = m.group(1).strip()
         if lic not in found:
             found.append(lic)
@@ -89,7 +89,11 @@ def fetch_debian_music(dest: Path, log=print) -> Path:
         debs = {p.name.split("_")[0]: p for p in Path(tmp).glob("*.deb")}
         missing = [p for p in DEMO_PACKAGES if p not in debs]
         if missing:
-            hint = " (run 'apt-get update' once as root so the package lists exist)" if "Unable to locate" in proc.stderr else ""
+            hint = (
+                " (run 'apt-get update' once as root so the package lists exist)"
+                if "Unable to locate" in proc.stderr
+                else ""
+            )
             raise RuntimeError(f"apt-get download could not deliver {missing}{hint}: {proc.stderr.strip()[-300:]}")
         for package, deb in debs.items():
             for relpath, lic in _unpack_music(deb, package, dest):

@@ -7,9 +7,9 @@ import io
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from music_pipeline.storage import ArtifactPath, write_bytes  # noqa: E402
+from music_pipeline.storage import ArtifactPath, write_bytes
 
 
 def save_png(fig, dest: ArtifactPath, dpi: int = 100) -> ArtifactPath:

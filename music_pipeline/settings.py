@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from music_pipeline.storage import ArtifactPath, artifact_path, write_json
@@ -123,12 +123,14 @@ def record_library(data_dir: ArtifactPath, library: Path, chosen_by: str, record
             "path": str(Path(library).resolve()),
             "chosen_by": chosen_by,
             "recorded_by": recorded_by,
-            "recorded_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "recorded_at": datetime.now(UTC).isoformat(timespec="seconds"),
         },
     )
 
 
-def resolve_library(library_dir: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None) -> tuple[Path | None, str]:
+def resolve_library(
+    library_dir: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None
+) -> tuple[Path | None, str]:
     """(library folder, how it was chosen); the folder is None when the data directory is remote
     and no folder was given."""
     if library_dir:
@@ -144,7 +146,9 @@ def resolve_library(library_dir: str | os.PathLike | None = None, data_dir: str 
     return data / DEFAULT_LIBRARY_SUBDIR, SOURCE_DEFAULT
 
 
-def resolve_library_dir(library_dir: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None) -> Path | None:
+def resolve_library_dir(
+    library_dir: str | os.PathLike | None = None, data_dir: str | os.PathLike | None = None
+) -> Path | None:
     """The library folder; None when the data directory is remote and no folder was given."""
     return resolve_library(library_dir, data_dir)[0]
 
@@ -215,7 +219,7 @@ class Settings:
         return library
 
     @classmethod
-    def resolve(cls, data_dir=None, library_dir=None, workers: int | None = None) -> "Settings":
+    def resolve(cls, data_dir=None, library_dir=None, workers: int | None = None) -> Settings:
         library, source = resolve_library(library_dir, data_dir)
         return cls(
             data_dir=resolve_data_dir(data_dir),

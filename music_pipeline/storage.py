@@ -23,8 +23,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
@@ -222,18 +223,16 @@ def npz_member_shape(path: str | os.PathLike | UPath, name: str) -> tuple[tuple[
     beyond the first bytes; on an object store a few small range reads)."""
     import zipfile
 
-    with artifact_path(path).open("rb") as fh, zipfile.ZipFile(fh) as zf:
-        with zf.open(f"{name}.npy") as member:
-            version = np.lib.format.read_magic(member)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, _, dtype = read_header(member)
+    with artifact_path(path).open("rb") as fh, zipfile.ZipFile(fh) as zf, zf.open(f"{name}.npy") as member:
+        version = np.lib.format.read_magic(member)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(member)
     return tuple(shape), np.dtype(dtype)
 
 
 def write_npy(dest: str | os.PathLike | UPath, array: np.ndarray) -> ArtifactPath:
-    with atomic_path(dest) as tmp:
-        with open(tmp, "wb") as fh:
-            np.save(fh, np.asarray(array), allow_pickle=False)
+    with atomic_path(dest) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, np.asarray(array), allow_pickle=False)
     return artifact_path(dest)
 
 
@@ -245,14 +244,18 @@ def read_npy(path: str | os.PathLike | UPath, mmap: bool = False) -> np.ndarray:
     return np.load(io.BytesIO(path.read_bytes()), allow_pickle=False)
 
 
-def write_parquet(dest: str | os.PathLike | UPath, df: pd.DataFrame, metadata: Mapping[str, str] | None = None) -> ArtifactPath:
+def write_parquet(
+    dest: str | os.PathLike | UPath, df: pd.DataFrame, metadata: Mapping[str, str] | None = None
+) -> ArtifactPath:
     """``metadata``: extra key/value pairs kept in the file's schema (see ``read_parquet_metadata``)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     table = pa.Table.from_pandas(df, preserve_index=False)
     if metadata:
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **{k.encode(): str(v).encode() for k, v in metadata.items()}})
+        table = table.replace_schema_metadata(
+            {**(table.schema.metadata or {}), **{k.encode(): str(v).encode() for k, v in metadata.items()}}
+        )
     with atomic_path(dest) as tmp:
         pq.write_table(table, tmp, compression="zstd")
     return artifact_path(dest)
@@ -414,7 +417,10 @@ class ContentStore:
         return write_npz(self.path(content_hash), arrays)
 
     def save_failure(self, content_hash: str, relpath: str, reason: str) -> None:
-        write_json(self.failure_path(content_hash), {"content_hash": content_hash, "relpath": relpath, "reason": reason, "version": self.version})
+        write_json(
+            self.failure_path(content_hash),
+            {"content_hash": content_hash, "relpath": relpath, "reason": reason, "version": self.version},
+        )
 
     def failure(self, content_hash: str) -> str | None:
         p = self.failure_path(content_hash)
@@ -430,7 +436,11 @@ class ContentStore:
         return {n[:-4] for n in list_names(self.folder) if n.endswith(".npz") and not n.startswith(".")}
 
     def failed_hashes(self) -> set[str]:
-        return {n[:-5] for n in list_names(safe_join(self.folder, "failed")) if n.endswith(".json") and not n.startswith(".")}
+        return {
+            n[:-5]
+            for n in list_names(safe_join(self.folder, "failed"))
+            if n.endswith(".json") and not n.startswith(".")
+        }
 
     def analysed_hashes(self, retry_failed: bool = False) -> set[str]:
         """Content hashes with a result or a failure record (with ``retry_failed``: results only)."""

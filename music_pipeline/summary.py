@@ -94,7 +94,9 @@ def _genre(s: LibrarySummary, layout: DataLayout) -> None:
         if "predicted" in pred and "label" in pred:
             unlabelled = pred[pred["label"].isna()]
             if len(unlabelled):
-                s.genre["predicted_unlabelled"] = {str(k): int(v) for k, v in unlabelled["predicted"].value_counts().items()}
+                s.genre["predicted_unlabelled"] = {
+                    str(k): int(v) for k, v in unlabelled["predicted"].value_counts().items()
+                }
 
 
 def _difficulty(s: LibrarySummary, layout: DataLayout) -> None:
@@ -105,7 +107,9 @@ def _difficulty(s: LibrarySummary, layout: DataLayout) -> None:
     if "level" in df:
         order = ["Easy", "Medium", "Hard"]
         counts = df["level"].value_counts()
-        s.difficulty["levels"] = {str(k): int(counts[k]) for k in [*order, *sorted(set(counts.index) - set(order))] if k in counts}
+        s.difficulty["levels"] = {
+            str(k): int(counts[k]) for k in [*order, *sorted(set(counts.index) - set(order))] if k in counts
+        }
     if "pdi" in df and len(df):
         q = np.nanquantile(df["pdi"].to_numpy(dtype=float), [0.0, 0.25, 0.5, 0.75, 1.0])
         s.difficulty["pdi"] = dict(zip(["min", "q25", "median", "q75", "max"], map(float, q)))
@@ -122,7 +126,11 @@ def _difficulty_cnn(s: LibrarySummary, layout: DataLayout) -> None:
     base = report.get("baselines", {})
     if isinstance(acc, (int, float)):
         s.difficulty["cnn_track_accuracy"] = float(acc)
-        best = [b.get("track_accuracy") for b in base.values() if isinstance(b, dict) and isinstance(b.get("track_accuracy"), (int, float))]
+        best = [
+            b.get("track_accuracy")
+            for b in base.values()
+            if isinstance(b, dict) and isinstance(b.get("track_accuracy"), (int, float))
+        ]
         if best:
             s.difficulty["cnn_best_baseline"] = float(max(best))
 
@@ -203,11 +211,16 @@ def summary_lines(s: LibrarySummary, data_arg: str = "", show_skipped: int = 20)
     if g.get("estimate") is not None:
         base = f" vs {_pct(g.get('baseline'))} majority baseline" if g.get("baseline") is not None else ""
         kind = f" ({g['kind']})" if g.get("kind") else ""
-        out.append(f"  genre          {g.get('model') or 'classifier'}: balanced accuracy {_pct(g['estimate'])}{kind}{base}")
+        out.append(
+            f"  genre          {g.get('model') or 'classifier'}: balanced accuracy {_pct(g['estimate'])}{kind}{base}"
+        )
     elif g.get("trained") is False:
         out.append(f"  genre          not trained: {g.get('note') or 'too few labelled tracks'}")
     if g.get("predicted_unlabelled"):
-        out.append("  genre guesses  for unlabelled tracks: " + ", ".join(f"{k} {v}" for k, v in g["predicted_unlabelled"].items()))
+        out.append(
+            "  genre guesses  for unlabelled tracks: "
+            + ", ".join(f"{k} {v}" for k, v in g["predicted_unlabelled"].items())
+        )
     dif = s.difficulty
     if dif.get("levels"):
         levels = ", ".join(f"{k} {v}" for k, v in dif["levels"].items())
@@ -219,16 +232,24 @@ def summary_lines(s: LibrarySummary, data_arg: str = "", show_skipped: int = 20)
         if dif.get("easiest") and dif.get("hardest"):
             out.append(f"                 easiest {dif['easiest']}, hardest {dif['hardest']}")
     if dif.get("cnn_track_accuracy") is not None:
-        base = f" vs {_pct(dif.get('cnn_best_baseline'))} best baseline" if dif.get("cnn_best_baseline") is not None else ""
+        base = (
+            f" vs {_pct(dif.get('cnn_best_baseline'))} best baseline"
+            if dif.get("cnn_best_baseline") is not None
+            else ""
+        )
         out.append(f"  difficulty CNN track accuracy {_pct(dif['cnn_track_accuracy'])} (grouped CV){base}")
     if s.similarity.get("precision_at_5") is not None:
-        out.append(f"  similarity     same-label precision@5 {_pct(s.similarity['precision_at_5'])} vs {_pct(s.similarity.get('random'))} for random neighbours")
+        out.append(
+            f"  similarity     same-label precision@5 {_pct(s.similarity['precision_at_5'])} vs {_pct(s.similarity.get('random'))} for random neighbours"
+        )
     if s.skipped and show_skipped > 0:
         out.append(f"  skipped        {len(s.skipped)} file(s):")
         for rel, why in s.skipped[:show_skipped]:
             out.append(f"                   {rel}: {why}")
         if len(s.skipped) > show_skipped:
-            out.append(f"                   … {len(s.skipped) - show_skipped} more in {DataLayout(s.data_dir).skipped_path}")
+            out.append(
+                f"                   … {len(s.skipped) - show_skipped} more in {DataLayout(s.data_dir).skipped_path}"
+            )
     out.append("")
     if s.maps:
         out.append(f"Map of the library:  {s.maps[0]}")
@@ -237,7 +258,9 @@ def summary_lines(s: LibrarySummary, data_arg: str = "", show_skipped: int = 20)
     out.append("")
     out.append("Try next:")
     out.extend(f"  {c}" for c in next_commands(s, data_arg))
-    out.append(f"  music-pipeline ui{' ' + data_arg if data_arg else ''}          # runs, assets, plots in the Dagster UI")
+    out.append(
+        f"  music-pipeline ui{' ' + data_arg if data_arg else ''}          # runs, assets, plots in the Dagster UI"
+    )
     return out
 
 

@@ -19,7 +19,9 @@ def tone(freq: float, seconds: float, sr: int = SR, amp: float = 0.5) -> np.ndar
     return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
 
 
-def clicks(bpm: float, seconds: float, sr: int = SR, amp: float = 0.9, click_ms: float = 10.0, freq: float = 1500.0) -> np.ndarray:
+def clicks(
+    bpm: float, seconds: float, sr: int = SR, amp: float = 0.9, click_ms: float = 10.0, freq: float = 1500.0
+) -> np.ndarray:
     y = np.zeros(int(seconds * sr), np.float32)
     n = int(click_ms / 1000 * sr)
     burst = (amp * np.sin(2 * np.pi * freq * np.arange(n) / sr) * np.hanning(n)).astype(np.float32)

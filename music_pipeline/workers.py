@@ -23,17 +23,23 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 # Starting a worker costs about as much CPU as analysing this many seconds of audio.
 AUDIO_SECONDS_PER_WORKER = 300.0
 _HEADER_FORMATS = {".wav", ".wave", ".flac", ".aiff", ".aif", ".aifc"}  # exact duration from the header
 _LOSSY_BYTES_PER_SECOND = 20_000.0  # ~160 kbit/s: a rough duration for compressed files, enough to size a pool
 # BLAS/OpenMP and TensorFlow's per-op threads: the pool is the parallelism
-_ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1"}
+_ONE_THREAD = {
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "TF_NUM_INTRAOP_THREADS": "1",
+}
 
 
 class WorkersCannotStart(RuntimeError):

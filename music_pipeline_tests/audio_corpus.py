@@ -10,7 +10,14 @@ import soundfile as sf
 
 from music_pipeline.synth import SR, clicks, noise, tone
 
-FORMATS = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16"), "ogg": ("OGG", "VORBIS"), "opus": ("OGG", "OPUS"), "mp3": ("MP3", "MPEG_LAYER_III"), "aiff": ("AIFF", "PCM_16")}
+FORMATS = {
+    "wav": ("WAV", "PCM_16"),
+    "flac": ("FLAC", "PCM_16"),
+    "ogg": ("OGG", "VORBIS"),
+    "opus": ("OGG", "OPUS"),
+    "mp3": ("MP3", "MPEG_LAYER_III"),
+    "aiff": ("AIFF", "PCM_16"),
+}
 
 
 def write(path: Path, y: np.ndarray, sr: int = SR) -> Path:

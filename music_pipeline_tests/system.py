@@ -30,7 +30,13 @@ def _apt_install(packages: list[str]) -> str | None:
     if not _apt_updated:
         subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=600)
         _apt_updated = True
-    proc = subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages], env=env, capture_output=True, text=True, timeout=1200)
+    proc = subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     if proc.returncode != 0:
         return f"apt-get install {' '.join(packages)} failed: {proc.stderr.strip()[-300:]}"
     return None
@@ -103,7 +109,7 @@ class S3Server:
             "FSSPEC_S3_ENDPOINT_URL": self.endpoint,
         }
 
-    def start(self) -> "S3Server":
+    def start(self) -> S3Server:
         import sys
 
         self.port = free_port()
@@ -122,7 +128,12 @@ class S3Server:
     def filesystem(self):
         import s3fs
 
-        return s3fs.S3FileSystem(endpoint_url=self.endpoint, key=self.env["AWS_ACCESS_KEY_ID"], secret=self.env["AWS_SECRET_ACCESS_KEY"], skip_instance_cache=True)
+        return s3fs.S3FileSystem(
+            endpoint_url=self.endpoint,
+            key=self.env["AWS_ACCESS_KEY_ID"],
+            secret=self.env["AWS_SECRET_ACCESS_KEY"],
+            skip_instance_cache=True,
+        )
 
     def make_bucket(self, name: str) -> str:
         self.filesystem().mkdir(name)
@@ -137,8 +148,16 @@ class S3Server:
                 self.proc.kill()
 
 
-HEADLESS_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage")
+HEADLESS_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+)
 
 
 def headless_chromium(*flags: str, prefs: dict | None = None):

@@ -20,7 +20,9 @@ def bad_library(tmp_path_factory):
     expect = write_bad_corpus(root / "lib")
     data = root / "data"
     scan = scan_library(root / "lib")
-    jobs = [ExtractJob(t.key, t.path, t.relpath, t.content_hash, str(data), scan_error=t.scan_error) for t in scan.tracks]
+    jobs = [
+        ExtractJob(t.key, t.path, t.relpath, t.content_hash, str(data), scan_error=t.scan_error) for t in scan.tracks
+    ]
     outcomes = extract_many(jobs, workers=2)
     return scan, outcomes, build_tables(scan, FeatureStore(data)), expect
 
@@ -135,7 +137,7 @@ def test_shell_metacharacters_are_just_names(tmp_path, monkeypatch):
 
 def test_known_broken_file_is_not_decoded_again(bad_library, monkeypatch):
     scan, _, _, _ = bad_library
-    import music_pipeline.features.extract as extract
+    from music_pipeline.features import extract
 
     monkeypatch.setattr(extract, "decode", lambda *a, **k: pytest.fail("re-decoded a known-broken file"))
     t = next(t for t in scan.tracks if t.relpath == "silence.wav")
@@ -170,7 +172,7 @@ def test_skipped_table_schema(bad_library):
 def test_a_crashing_worker_fails_only_its_own_track(tmp_path, monkeypatch):
     """A decoder that segfaults kills its worker process and breaks the pool; the other tracks of
     the batch are re-run in isolation and only the culprit is reported (and remembered)."""
-    import music_pipeline.features.extract as extract
+    from music_pipeline.features import extract
     from music_pipeline.synth import noise, tone
 
     from .audio_corpus import write
@@ -199,7 +201,7 @@ def test_only_content_failures_are_permanent(tmp_path, monkeypatch):
     """A bug in the analysis (here: an exception on one file) is not the file's fault: the track
     reports status 'error', its record says permanent: false, and the next run analyses it; a
     file that is not audio is remembered as broken and not decoded again unless retry_failed."""
-    import music_pipeline.features.extract as extract
+    from music_pipeline.features import extract
     from music_pipeline.synth import tone
 
     from .audio_corpus import write
@@ -220,7 +222,11 @@ def test_only_content_failures_are_permanent(tmp_path, monkeypatch):
     monkeypatch.setattr(extract, "features_from_signal", buggy)
     first = {o.relpath: o for o in extract_many(jobs, workers=1)}
     assert first["fine.wav"].status == "extracted"
-    assert first["bug.wav"].status == "error" and "ZeroDivisionError" in first["bug.wav"].reason and not first["bug.wav"].permanent
+    assert (
+        first["bug.wav"].status == "error"
+        and "ZeroDivisionError" in first["bug.wav"].reason
+        and not first["bug.wav"].permanent
+    )
     assert first["text.wav"].status == "failed" and first["text.wav"].permanent
     store = FeatureStore(tmp_path / "data")
     assert store.failure_record(hashes["bug.wav"])["permanent"] is False
@@ -242,7 +248,7 @@ def test_only_content_failures_are_permanent(tmp_path, monkeypatch):
 def test_a_full_disk_is_not_the_files_fault(tmp_path, monkeypatch):
     import errno
 
-    import music_pipeline.features.extract as extract
+    from music_pipeline.features import extract
     from music_pipeline.synth import tone
 
     from .audio_corpus import write
@@ -268,7 +274,9 @@ def test_mp3_decoder_notes_stay_off_the_terminal(tmp_path, capfd):
     fake.write_text("these are my notes, not audio\n" * 20)
     assert main(["embed", str(fake)]) == 1
     err = capfd.readouterr().err
-    assert err.strip().splitlines() == [f"error: {fake}: not a readable audio file (unrecognised or corrupt audio data)"]
+    assert err.strip().splitlines() == [
+        f"error: {fake}: not a readable audio file (unrecognised or corrupt audio data)"
+    ]
 
 
 def test_a_script_whose_workers_cannot_start_blames_no_file(tmp_path):
@@ -295,7 +303,9 @@ def test_a_script_whose_workers_cannot_start_blames_no_file(tmp_path):
     )
     repo = str(Path(__file__).resolve().parents[1])  # this checkout's package, whatever is installed
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env
+    )
     assert proc.returncode != 0
     assert "WorkersCannotStart" in proc.stderr and '__name__ == "__main__"' in proc.stderr
     assert not list((tmp_path / "data").rglob("failed/*.json"))

@@ -51,7 +51,11 @@ def test_build_checks_its_arguments_before_writing_anything(tmp_path, capsys, mo
     empty = tmp_path / "EMPTY"
     assert main(["build", "--data", str(empty)]) == 2
     err = capsys.readouterr().err
-    assert f"library folder {empty / 'library'} does not exist" in err and "--library DIR" in err and "music-pipeline demo" in err
+    assert (
+        f"library folder {empty / 'library'} does not exist" in err
+        and "--library DIR" in err
+        and "music-pipeline demo" in err
+    )
     assert main(["build", "--library", str(tmp_path / "nope"), "--data", str(empty)]) == 2
     assert f"library folder {tmp_path / 'nope'} does not exist" in capsys.readouterr().err
     (tmp_path / "afile").write_text("x")
@@ -81,7 +85,7 @@ def test_query_arguments_are_checked_at_the_edge(tmp_path, capsys):
 def _segments_short_by_one(monkeypatch):
     """A bug that stores one segment too few per track: the segments_complete check (ERROR)
     reads the stored files and must fail the build."""
-    import music_pipeline.features.extract as extract
+    from music_pipeline.features import extract
 
     real = extract.extract_segments
     monkeypatch.setattr(extract, "extract_segments", lambda spectra, n: real(spectra, n)[: n - 1])
@@ -99,11 +103,12 @@ def test_build_fails_and_lists_a_failed_error_check(tmp_path, capsys, monkeypatc
 
 
 def test_a_failure_that_is_not_the_files_fault_fails_the_build_and_is_retried(tmp_path, capsys, monkeypatch):
-    import music_pipeline.features.extract as extract
+    from music_pipeline.features import extract
 
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
     lib = _library(tmp_path / "lib", 3)
     real = extract.features_from_signal
+
     def out_of_memory(y, *args):
         if len(y) > 5 * 22050:  # the 6 s tracks, not the 4 s warm-up signal
             raise MemoryError()
@@ -113,7 +118,9 @@ def test_a_failure_that_is_not_the_files_fault_fails_the_build_and_is_retried(tm
     args = ["build", "--library", str(lib), "--data", str(tmp_path / "data"), "--workers", "1", "--no-models"]
     assert main(args) == 1
     err = capsys.readouterr().err
-    assert "FAILED track_features" in err and "not the file's fault" in err and "t00.wav" in err and "out of memory" in err
+    assert (
+        "FAILED track_features" in err and "not the file's fault" in err and "t00.wav" in err and "out of memory" in err
+    )
     monkeypatch.setattr(extract, "features_from_signal", real)  # the memory is back
     assert main(args) == 0
     assert "3 tracks in the library, 3 in the embedding table, 0 skipped" in capsys.readouterr().out
@@ -139,7 +146,10 @@ def test_retry_failed_analyses_recorded_failures_again(tmp_path, capsys, monkeyp
     assert "1 skipped" in capsys.readouterr().out
     assert main([*args, "--retry-failed"]) == 0
     out = capsys.readouterr().out
-    assert "3 tracks in the library, 3 in the embedding table, 0 skipped" in out and "1 recorded failures were analysed again" in out
+    assert (
+        "3 tracks in the library, 3 in the embedding table, 0 skipped" in out
+        and "1 recorded failures were analysed again" in out
+    )
 
 
 def test_build_records_its_library_for_the_ui_and_the_sensor(tmp_path, capsys, monkeypatch):
@@ -179,7 +189,18 @@ def test_sigkill_mid_build_then_rebuild_matches_clean_build(tmp_path):
     and gives the same table as an uninterrupted build; no partial file is ever visible."""
     lib = _library(tmp_path / "lib", 8)
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "home_a")}
-    cmd = [sys.executable, "-m", "music_pipeline.cli", "build", "--library", str(lib), "--data", str(tmp_path / "a"), "--workers", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "music_pipeline.cli",
+        "build",
+        "--library",
+        str(lib),
+        "--data",
+        str(tmp_path / "a"),
+        "--workers",
+        "1",
+    ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     features = tmp_path / "a" / "features"
     deadline = time.time() + 240

@@ -18,7 +18,10 @@ from .audio_corpus import write
 
 def make_library(root, n=3):
     for i in range(n):
-        write(root / "style" / f"t{i}.wav", tone(220 * (i + 1), 4) + 0.2 * clicks(90 + 10 * i, 4) + noise(4, amp=0.01, seed=i))
+        write(
+            root / "style" / f"t{i}.wav",
+            tone(220 * (i + 1), 4) + 0.2 * clicks(90 + 10 * i, 4) + noise(4, amp=0.01, seed=i),
+        )
     return root
 
 
@@ -39,7 +42,9 @@ def test_partitioned_materialization(tmp_path):
     keys = [t.key for t in pipeline.scan().tracks]
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("tracks", keys)
-        result = dg.materialize([track_features], partition_key=keys[0], instance=instance, resources={"pipeline": pipeline})
+        result = dg.materialize(
+            [track_features], partition_key=keys[0], instance=instance, resources={"pipeline": pipeline}
+        )
         assert result.success
         mats = result.asset_materializations_for_node("track_features")
         assert {m.asset_key.to_user_string() for m in mats} == {"track_embedding", "track_difficulty", "mel_segments"}
@@ -63,13 +68,23 @@ def test_segments_check_reads_the_stored_files_and_can_fail(tmp_path):
     keys = [t.key for t in tracks]
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("tracks", keys)
-        dg.materialize([track_features], instance=instance, resources={"pipeline": pipeline}, tags={RANGE_START: keys[0], RANGE_END: keys[-1]})
+        dg.materialize(
+            [track_features],
+            instance=instance,
+            resources={"pipeline": pipeline},
+            tags={RANGE_START: keys[0], RANGE_END: keys[-1]},
+        )
         # one stored file loses a segment behind the pipeline's back; the next run reuses the cache
         store = pipeline.store
         damaged = read_npz(store.path(tracks[1].content_hash))
         damaged["segments"] = damaged["segments"][:2]
         write_npz(store.path(tracks[1].content_hash), damaged)
-        result = dg.materialize([track_features], instance=instance, resources={"pipeline": pipeline}, tags={RANGE_START: keys[0], RANGE_END: keys[-1]})
+        result = dg.materialize(
+            [track_features],
+            instance=instance,
+            resources={"pipeline": pipeline},
+            tags={RANGE_START: keys[0], RANGE_END: keys[-1]},
+        )
         assert result.success  # a check, not a crash: the run still records the tracks
         (check,) = result.get_asset_check_evaluations()
         assert not check.passed
@@ -100,12 +115,14 @@ def test_sensor_adds_batches_and_removes_partitions(tmp_path):
         (delete,) = result.dynamic_partitions_requests
         assert isinstance(delete, dg.DeleteDynamicPartitionsRequest) and len(delete.partition_keys) == 1
         # a removal alone rebuilds the library tables so the track leaves them
-        assert [r.asset_selection for r in result.run_requests] == [[dg.AssetKey("library_manifest"), dg.AssetKey("embeddings")]]
+        assert [r.asset_selection for r in result.run_requests] == [
+            [dg.AssetKey("library_manifest"), dg.AssetKey("embeddings")]
+        ]
 
 
 def test_partitions_are_registered_in_chunks(tmp_path, monkeypatch):
     """A first listing of a million files must not reach SQLite as one `IN (…)` of a million keys."""
-    import music_pipeline.defs.partitions as partitions
+    from music_pipeline.defs import partitions
 
     assert [len(c) for c in partitions.register_chunks(range(25_001))] == [10_000, 10_000, 5_001]
     monkeypatch.setattr(partitions, "REGISTER_CHUNK", 2)
@@ -114,7 +131,9 @@ def test_partitions_are_registered_in_chunks(tmp_path, monkeypatch):
     with dg.instance_for_test() as instance:
         result = library_sensor(dg.build_sensor_context(instance=instance, resources={"pipeline": pipeline}))
         adds = result.dynamic_partitions_requests
-        assert [len(a.partition_keys) for a in adds] == [2, 1] and all(isinstance(a, dg.AddDynamicPartitionsRequest) for a in adds)
+        assert [len(a.partition_keys) for a in adds] == [2, 1] and all(
+            isinstance(a, dg.AddDynamicPartitionsRequest) for a in adds
+        )
         (req,) = result.run_requests  # still one batched run over the whole range
         assert req.tags[RANGE_START] == adds[0].partition_keys[0] and req.tags[RANGE_END] == adds[-1].partition_keys[-1]
 
@@ -174,7 +193,9 @@ def test_renamed_file_is_not_recomputed(tmp_path, dagster_home):
     s = run_build(settings, log=lambda *_: None, models=False)
     assert _feature_mtimes(data) == before
     table = pd.read_parquet(data / "tables" / "embeddings.parquet")
-    assert s.embedded == 2 and "style/renamed.wav" in set(table["relpath"]) and "style/t0.wav" not in set(table["relpath"])
+    assert (
+        s.embedded == 2 and "style/renamed.wav" in set(table["relpath"]) and "style/t0.wav" not in set(table["relpath"])
+    )
 
 
 def test_bad_file_fails_only_itself(tmp_path, dagster_home):
@@ -198,9 +219,8 @@ def test_second_build_on_same_data_dir_refuses(tmp_path, dagster_home):
 
     lib = make_library(tmp_path / "lib", 1)
     settings = Settings(data_dir=tmp_path / "data", library_dir=lib, workers=1)
-    with data_dir_lock(settings):
-        with pytest.raises(BuildLocked, match="another build is running"):
-            run_build(settings, log=lambda *_: None, models=False)
+    with data_dir_lock(settings), pytest.raises(BuildLocked, match="another build is running"):
+        run_build(settings, log=lambda *_: None, models=False)
 
 
 def test_sensor_explains_a_missing_or_unreadable_library_instead_of_failing(tmp_path, monkeypatch):
@@ -211,13 +231,17 @@ def test_sensor_explains_a_missing_or_unreadable_library_instead_of_failing(tmp_
     monkeypatch.delenv("MUSIC_LIBRARY", raising=False)
     data = tmp_path / "data"
     with dg.instance_for_test() as instance:
+
         def tick(pipeline):
             return library_sensor(dg.build_sensor_context(instance=instance, resources={"pipeline": pipeline}))
 
         # nothing built, nothing given: the default folder is missing
         skip = tick(MusicPipelineResource(data_dir=str(data)))
         assert isinstance(skip, dg.SkipReason)
-        assert f"library folder {data / 'library'} does not exist" in skip.skip_message and "--library DIR" in skip.skip_message
+        assert (
+            f"library folder {data / 'library'} does not exist" in skip.skip_message
+            and "--library DIR" in skip.skip_message
+        )
 
         # the recorded library was moved away
         lib = make_library(tmp_path / "music", 1)
@@ -226,7 +250,9 @@ def test_sensor_explains_a_missing_or_unreadable_library_instead_of_failing(tmp_
         lib.rename(tmp_path / "moved")
         skip = tick(MusicPipelineResource(data_dir=str(data)))
         assert isinstance(skip, dg.SkipReason)
-        assert f"library folder {lib} does not exist" in skip.skip_message and "recorded by `build`" in skip.skip_message
+        assert (
+            f"library folder {lib} does not exist" in skip.skip_message and "recorded by `build`" in skip.skip_message
+        )
         assert "music-pipeline build --library NEW_FOLDER" in skip.skip_message
 
         # present but unreadable (a lost mount, permissions)
@@ -243,7 +269,10 @@ def test_sensor_explains_a_missing_or_unreadable_library_instead_of_failing(tmp_
         with monkeypatch.context() as m:
             m.setattr(settings_module.os, "scandir", denied)
             skip = tick(MusicPipelineResource(data_dir=str(data)))
-        assert isinstance(skip, dg.SkipReason) and f"library folder {lib} cannot be read (Permission denied)" in skip.skip_message
+        assert (
+            isinstance(skip, dg.SkipReason)
+            and f"library folder {lib} cannot be read (Permission denied)" in skip.skip_message
+        )
 
 
 def test_run_status_sensor_writes_the_reports_index(tmp_path):
@@ -256,7 +285,13 @@ def test_run_status_sensor_writes_the_reports_index(tmp_path):
     with dg.instance_for_test() as instance:
         result = dg.materialize([_noop], instance=instance)
         run = instance.get_run_by_id(result.run_id)
-        ctx = dg.build_run_status_sensor_context(sensor_name="reports_index", dagster_instance=instance, dagster_run=run, dagster_event=result.get_run_success_event(), resources={"pipeline": pipeline})
+        ctx = dg.build_run_status_sensor_context(
+            sensor_name="reports_index",
+            dagster_instance=instance,
+            dagster_run=run,
+            dagster_event=result.get_run_success_event(),
+            resources={"pipeline": pipeline},
+        )
         reports_index(ctx)
     index = (data / "reports" / "index.html").read_text()
     assert 'href="genre_models.html"' in index and "<table>" in (data / "reports" / "genre_models.html").read_text()
@@ -296,7 +331,11 @@ def test_nightly_rebuild_skips_a_never_built_library_and_runs_once_built(tmp_pat
     pipeline = MusicPipelineResource(data_dir=str(tmp_path / "data"), library_dir=str(tmp_path / "lib"))
     schedule = build_definitions(pipeline).resolve_schedule_def("nightly_rebuild")
     skipped = schedule(dg.build_schedule_context(resources={"pipeline": pipeline}))
-    assert isinstance(skipped, dg.SkipReason) and "never built" in skipped.skip_message and "embeddings.parquet" in skipped.skip_message
+    assert (
+        isinstance(skipped, dg.SkipReason)
+        and "never built" in skipped.skip_message
+        and "embeddings.parquet" in skipped.skip_message
+    )
     write_parquet(DataLayout(tmp_path / "data").embeddings_path, pd.DataFrame({"key": ["a"]}))
     request = schedule(dg.build_schedule_context(resources={"pipeline": pipeline}))
     assert isinstance(request, dg.RunRequest) and request.tags["music_pipeline/trigger"] == "nightly_rebuild"

@@ -54,7 +54,9 @@ def test_formulas_weights_families_and_levels():
     expected = sum(w * norm[n] for n, w in weights.items()) / sum(weights.values())
     np.testing.assert_allclose(scores["structural"], expected, atol=1e-12)
     np.testing.assert_allclose(scores["pdi"], scores["structural"], atol=1e-12)  # w_I = 0 by default
-    np.testing.assert_allclose(scores["intensity"], np.mean([norm[n] for n in pdi.INTENSITY_DESCRIPTORS], axis=0), atol=1e-12)
+    np.testing.assert_allclose(
+        scores["intensity"], np.mean([norm[n] for n in pdi.INTENSITY_DESCRIPTORS], axis=0), atol=1e-12
+    )
     np.testing.assert_allclose(scores["family_density"], norm["notes_per_s"], atol=1e-12)  # its only weighted member
     np.testing.assert_allclose(scores["family_pitch"], norm["pitch_range"], atol=1e-12)
     assert set(pdi.FAMILY_COLUMNS) <= set(scores.columns) and len(NOTE_FAMILIES) == 4
@@ -104,7 +106,9 @@ def test_saved_model_reproduces_scores_exactly_and_scores_one_file(tmp_path):
     assert set(one.families) == set(NOTE_FAMILIES)
     # pushing: weighted distance from the library median, largest first, note descriptors only
     contrib = [abs(p["contribution"]) for p in one.pushing]
-    assert contrib == sorted(contrib, reverse=True) and all(p["descriptor"] in NOTE_DESCRIPTOR_NAMES for p in one.pushing)
+    assert contrib == sorted(contrib, reverse=True) and all(
+        p["descriptor"] in NOTE_DESCRIPTOR_NAMES for p in one.pushing
+    )
     first = path.read_bytes()
     again.save(tmp_path)
     assert path.read_bytes() == first
@@ -134,13 +138,26 @@ def test_extreme_file_saturates_and_is_reported():
 
 
 def test_explanation_in_musical_terms():
-    values = {"notes_per_s": 8.12, "peak_polyphony": 4.0, "pitch_range": 48.0, "fast_run_share": 0.3, "melodic_leap": 3.0, "ioi_entropy": 1.0}
-    assert pdi.explain(values, "Hard") == "8.1 notes/s, chords of 4, a 4-octave range, fast runs (30% of the intervals) → Hard"
+    values = {
+        "notes_per_s": 8.12,
+        "peak_polyphony": 4.0,
+        "pitch_range": 48.0,
+        "fast_run_share": 0.3,
+        "melodic_leap": 3.0,
+        "ioi_entropy": 1.0,
+    }
+    assert (
+        pdi.explain(values, "Hard")
+        == "8.1 notes/s, chords of 4, a 4-octave range, fast runs (30% of the intervals) → Hard"
+    )
     calm = {"notes_per_s": 1.5, "peak_polyphony": 1.0, "pitch_range": 7.0}
     assert pdi.explain(calm, "Easy") == "1.5 notes/s, one note at a time, a 7-semitone range → Easy"
     # with the scored values, only what stands out in the library (its top quarter) is named
     ordinary = {"fast_run_share": 0.5, "melodic_leap": 0.9, "ioi_entropy": 0.3}
-    assert pdi.explain(values, "Hard", ordinary) == "8.1 notes/s, chords of 4, a 4-octave range, leaps of 3 semitones on average → Hard"
+    assert (
+        pdi.explain(values, "Hard", ordinary)
+        == "8.1 notes/s, chords of 4, a 4-octave range, leaps of 3 semitones on average → Hard"
+    )
 
 
 def test_load_without_a_built_library_is_a_clear_error(tmp_path):
@@ -151,9 +168,27 @@ def test_load_without_a_built_library_is_a_clear_error(tmp_path):
 # --- synthesized renders: ranking and invariance ------------------------------------------------
 
 SPECS = [
-    PieceSpec(seconds=12, onsets_per_s=r, voices=v, chord_share=0.6 if v > 1 else 0.0, range_semitones=span, irregularity=irr, seed=10 + i)
+    PieceSpec(
+        seconds=12,
+        onsets_per_s=r,
+        voices=v,
+        chord_share=0.6 if v > 1 else 0.0,
+        range_semitones=span,
+        irregularity=irr,
+        seed=10 + i,
+    )
     for i, (r, v, span, irr) in enumerate(
-        [(1.0, 1, 7, 0.0), (1.5, 1, 9, 0.2), (2.0, 2, 12, 0.1), (2.5, 1, 16, 0.5), (3.0, 2, 19, 0.3), (4.0, 3, 22, 0.5), (5.0, 2, 26, 0.7), (6.0, 3, 30, 0.6), (7.0, 4, 34, 0.9)]
+        [
+            (1.0, 1, 7, 0.0),
+            (1.5, 1, 9, 0.2),
+            (2.0, 2, 12, 0.1),
+            (2.5, 1, 16, 0.5),
+            (3.0, 2, 19, 0.3),
+            (4.0, 3, 22, 0.5),
+            (5.0, 2, 26, 0.7),
+            (6.0, 3, 30, 0.6),
+            (7.0, 4, 34, 0.9),
+        ]
     )
 ]
 
@@ -169,12 +204,19 @@ def synthesized():
     tr = Transcriber(threads=1)
     pieces = [generate_piece(s) for s in SPECS]
     rows = [_descriptors(tr, render(p, seed=i)) for i, p in enumerate(pieces)]
-    table = pd.DataFrame(rows).assign(key=[f"p{i}" for i in range(len(rows))], content_hash=[f"h{i}" for i in range(len(rows))])
+    table = pd.DataFrame(rows).assign(
+        key=[f"p{i}" for i in range(len(rows))], content_hash=[f"h{i}" for i in range(len(rows))]
+    )
     scores, model = pdi.score_library(table)
     picked = [0, 4, 8]
     variants = {
         name: [_descriptors(tr, render(pieces[i], seed=i, **kw)) for i in picked]
-        for name, kw in {"-12 dB": {"gain_db": -12.0}, "+12 dB": {"gain_db": 12.0}, "darker": {"brightness": 0.3}, "brighter": {"brightness": 0.8}}.items()
+        for name, kw in {
+            "-12 dB": {"gain_db": -12.0},
+            "+12 dB": {"gain_db": 12.0},
+            "darker": {"brightness": 0.3},
+            "brighter": {"brightness": 0.8},
+        }.items()
     }
     complexity = complexity_composite(pd.DataFrame([symbolic_measures(p) for p in pieces]))
     return scores, model, picked, variants, complexity
@@ -231,7 +273,17 @@ def test_difficulty_asset_writes_tables_model_plots_and_passes_checks(built):
     result, layout = built
     assert result.success
     scores = read_parquet(pdi.scores_table_path(layout))
-    for col in ["key", "relpath", "label", *pdi.NORM_COLUMNS, *pdi.FAMILY_COLUMNS, "structural", "intensity", "pdi", "level"]:
+    for col in [
+        "key",
+        "relpath",
+        "label",
+        *pdi.NORM_COLUMNS,
+        *pdi.FAMILY_COLUMNS,
+        "structural",
+        "intensity",
+        "pdi",
+        "level",
+    ]:
         assert col in scores.columns
     assert len(scores) == 24
     notes = read_parquet(pdi.note_descriptors_table_path(layout))
@@ -275,7 +327,9 @@ def test_cli_scores_outside_files_explains_and_writes_midi(built, tmp_path, caps
     before = (_digest(table), _digest(model_file))
 
     midi_dir = tmp_path / "midi"
-    assert main(["difficulty", str(busy), str(calm), "--json", "--notes", str(midi_dir), "--data", str(layout.root)]) == 0
+    assert (
+        main(["difficulty", str(busy), str(calm), "--json", "--notes", str(midi_dir), "--data", str(layout.root)]) == 0
+    )
     out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [o["file"] for o in out] == [str(busy), str(calm)]
     for o in out:

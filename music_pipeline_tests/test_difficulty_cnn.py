@@ -15,7 +15,9 @@ def _levels_from(descriptors: pd.DataFrame) -> pd.DataFrame:
     """Scores for the CNN tests without transcribing: tertiles of onset density stand in for the PDI."""
     ranks = descriptors["onset_density"].rank(method="first").to_numpy()
     pdi_like = (ranks - 0.5) / len(ranks)
-    return descriptors[["key", "relpath", "label", "group", "content_hash"]].assign(pdi=pdi_like, level_index=np.minimum((pdi_like * 3).astype(int), 2))
+    return descriptors[["key", "relpath", "label", "group", "content_hash"]].assign(
+        pdi=pdi_like, level_index=np.minimum((pdi_like * 3).astype(int), 2)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +93,9 @@ def test_metrics_and_baselines_on_known_predictions():
     assert b["uniform_random"]["within_one_accuracy"] == pytest.approx(7 / 9, abs=0.03)
     # Easy (0) predicted for Hard (2) is the only miss within one level
     opposite = np.eye(3)[2 - y]
-    assert cnn.evaluate_predictions(opposite, np.eye(3)[2 - data.y], data)["within_one_accuracy"] == pytest.approx(3 / 9)
+    assert cnn.evaluate_predictions(opposite, np.eye(3)[2 - data.y], data)["within_one_accuracy"] == pytest.approx(
+        3 / 9
+    )
 
 
 def test_one_epoch_trains_saves_reloads_and_predicts_the_same(dataset, tmp_path):
@@ -115,7 +119,10 @@ def test_one_epoch_trains_saves_reloads_and_predicts_the_same(dataset, tmp_path)
 def test_training_is_deterministic_with_a_fixed_seed(dataset):
     cfg = cnn.CnnConfig(epochs=1, batch_size=8, seed=3)
     train = np.arange(6)
-    probs = [cnn.predict_segments(cnn.train_model(dataset, train, cfg, early_stopping=False)[0], dataset.X[:6]) for _ in range(2)]
+    probs = [
+        cnn.predict_segments(cnn.train_model(dataset, train, cfg, early_stopping=False)[0], dataset.X[:6])
+        for _ in range(2)
+    ]
     np.testing.assert_array_equal(probs[0], probs[1])
 
 
@@ -126,7 +133,13 @@ def test_efficientnet_builds_from_scratch_on_one_channel():
 
 
 def test_budget_subsamples_large_libraries_by_level():
-    scores = pd.DataFrame({"key": [f"t{i}" for i in range(1000)], "level_index": np.arange(1000) % 3, "content_hash": [f"h{i}" for i in range(1000)]})
+    scores = pd.DataFrame(
+        {
+            "key": [f"t{i}" for i in range(1000)],
+            "level_index": np.arange(1000) % 3,
+            "content_hash": [f"h{i}" for i in range(1000)],
+        }
+    )
     sub = cnn.subsample_tracks(scores, 90, seed=0)
     assert len(sub) == 90 and sub["level_index"].value_counts().to_dict() == {0: 30, 1: 30, 2: 30}
     assert sub.index.is_monotonic_increasing
@@ -134,7 +147,11 @@ def test_budget_subsamples_large_libraries_by_level():
     assert cnn.subsample_tracks(scores, 5000) is scores
     # only the subsample's segments are loaded: memory is bounded by max_tracks, not the library
     loaded = []
-    data = cnn.load_segment_dataset(scores.assign(relpath="x", label=None, group=None, pdi=0.5), lambda h: loaded.append(h) or np.zeros((3, 128, 128)), max_tracks=12)
+    data = cnn.load_segment_dataset(
+        scores.assign(relpath="x", label=None, group=None, pdi=0.5),
+        lambda h: loaded.append(h) or np.zeros((3, 128, 128)),
+        max_tracks=12,
+    )
     assert len(loaded) == 12 and len(data.tracks) == 12 and data.X.shape == (36, 128, 128)
 
 
@@ -166,7 +183,12 @@ def test_difficulty_cnn_asset_reports_metrics_beside_baselines(styled_library):
     library, data = styled_library
     resource = MusicPipelineResource(data_dir=str(data), library_dir=str(library), workers=1)
     result = dg.materialize(
-        [assets.difficulty, assets.difficulty_cnn, assets.difficulty_cnn_report_complete, assets.difficulty_cnn_beats_baselines],
+        [
+            assets.difficulty,
+            assets.difficulty_cnn,
+            assets.difficulty_cnn_report_complete,
+            assets.difficulty_cnn_beats_baselines,
+        ],
         resources={"pipeline": resource},
         instance=dg.DagsterInstance.ephemeral(),
         run_config={"ops": {"difficulty_cnn": {"config": {"epochs": 1, "folds": 2, "batch_size": 16}}}},
@@ -176,7 +198,11 @@ def test_difficulty_cnn_asset_reports_metrics_beside_baselines(styled_library):
     report = json.loads((pdi.model_dir(layout) / cnn.REPORT_FILE).read_text())
     assert report["n_tracks"] == 24 and report["n_segments"] == 72 and report["folds"] == 2
     for name in cnn.METRIC_ROWS:
-        assert name in report["metrics"] and name in report["baselines"]["majority"] and name in report["baselines"]["uniform_random"]
+        assert (
+            name in report["metrics"]
+            and name in report["baselines"]["majority"]
+            and name in report["baselines"]["uniform_random"]
+        )
     confusion = np.asarray(report["metrics"]["confusion_matrix"])
     assert confusion.sum() == 24
     # the reported accuracy is the one its own out-of-fold confusion matrix gives (not just "in [0, 1]")
@@ -186,6 +212,9 @@ def test_difficulty_cnn_asset_reports_metrics_beside_baselines(styled_library):
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert checks["difficulty_cnn_report_complete"].passed
     beats = checks["difficulty_cnn_beats_baselines"]
-    assert beats.passed == (report["metrics"]["track_accuracy"] > max(report["baselines"][b]["track_accuracy"] for b in ("majority", "uniform_random")))
+    assert beats.passed == (
+        report["metrics"]["track_accuracy"]
+        > max(report["baselines"][b]["track_accuracy"] for b in ("majority", "uniform_random"))
+    )
     md = result.asset_materializations_for_node("difficulty_cnn")[0].metadata
     assert "majority" in md["metrics_vs_baselines"].value and "data:image/png" in md["training_curves"].value

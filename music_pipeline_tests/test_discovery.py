@@ -89,7 +89,10 @@ def test_pruned_exact_search_equals_brute_force():
     idx, _, scored = PrunedExact(noise, head_dims=32).search_one(noise[0], 5)
     assert idx.tolist() == brute_topk(noise, noise[0], 5).tolist() and scored == 500
     index = VectorIndex.build(rotated, IndexParams(prune_above=1000, head_dims=32))
-    assert index.search(rotated[:3], 10, exclude=np.arange(3))[0].tolist() == exact_topk(rotated, rotated[:3], 10, exclude=np.arange(3))[0].tolist()
+    assert (
+        index.search(rotated[:3], 10, exclude=np.arange(3))[0].tolist()
+        == exact_topk(rotated, rotated[:3], 10, exclude=np.arange(3))[0].tolist()
+    )
     assert index._pruned is not None
 
 
@@ -141,7 +144,7 @@ def test_radio_walk_never_repeats_and_respects_the_mask():
     db, _ = clustered(300, seed=8)
     allowed = np.zeros(300, dtype=bool)
     allowed[::3] = True  # 100 allowed tracks
-    neighbours = lambda v, k: exact_topk(db, v, k)[0][0]  # noqa: E731
+    neighbours = lambda v, k: exact_topk(db, v, k)[0][0]
     pos, scores = radio_walk(db, db[0], 30, allowed, exclude=[0], neighbours=neighbours, pool=5)
     assert len(pos) == 30 and len(set(pos.tolist())) == 30 and 0 not in pos
     assert allowed[pos].all()
@@ -296,7 +299,13 @@ def test_compare_groups(discovery_data):
     disc = Discovery.open(data)
     keys = disc.index.tracks.set_index("relpath")["key"]
     _, _, same = disc.compare(keys["pulse/pulse_00.wav"], keys["pulse/pulse_00.wav"])
-    assert same.cosine == pytest.approx(1.0, abs=1e-5) and same.agree == ["timbre", "harmony", "rhythm", "energy", "spectrum"]
+    assert same.cosine == pytest.approx(1.0, abs=1e-5) and same.agree == [
+        "timbre",
+        "harmony",
+        "rhythm",
+        "energy",
+        "spectrum",
+    ]
     _, _, other = disc.compare("pulse_00", "drone_01")
     assert other.cosine < 0.5 and other.differ and other.differences[0]["feature"] in FEATURE_NAMES
 
@@ -327,7 +336,9 @@ def test_index_checks(discovery_data):
     from music_pipeline.defs.assets.discovery import measure_index_recall
 
     assert measure_index_recall(TrackIndex.load(index_dir(other))) == (pytest.approx(measured), 24)
-    pd.read_parquet(DataLayout(data).embeddings_path).iloc[:20].to_parquet(DataLayout(other).embeddings_path)  # table and index disagree
+    pd.read_parquet(DataLayout(data).embeddings_path).iloc[:20].to_parquet(
+        DataLayout(other).embeddings_path
+    )  # table and index disagree
     assert not similarity_index_size(pipeline=ann_pipeline).passed
 
 
@@ -338,16 +349,28 @@ def test_embedding_map_asset_writes_html_and_figures(discovery_data):
     _, data, pipeline, _ = discovery_data
     layout = DataLayout(data)
     keys = pd.read_parquet(layout.embeddings_path)["key"]
-    levels = pd.DataFrame({"key": keys, "pdi": np.linspace(0, 1, len(keys)), "level": ["easy", "medium", "hard"] * (len(keys) // 3)})
+    levels = pd.DataFrame(
+        {"key": keys, "pdi": np.linspace(0, 1, len(keys)), "level": ["easy", "medium", "hard"] * (len(keys) // 3)}
+    )
     levels.to_parquet(layout.tables_dir / "difficulty.parquet")
-    result = dg.materialize([embedding_map], resources={"pipeline": pipeline}, run_config={"ops": {"embedding_map": {"config": {"journey_track": "arpeggio_02"}}}})
+    result = dg.materialize(
+        [embedding_map],
+        resources={"pipeline": pipeline},
+        run_config={"ops": {"embedding_map": {"config": {"journey_track": "arpeggio_02"}}}},
+    )
     assert result.success
     md = result.asset_materializations_for_node("embedding_map")[0].metadata
     html = (layout.reports_dir / "embedding_map_2d.html").read_text()
-    assert md["html_2d"].value == str(layout.reports_dir / "embedding_map_2d.html") and (layout.reports_dir / "embedding_map_3d.html").is_file()
+    assert (
+        md["html_2d"].value == str(layout.reports_dir / "embedding_map_2d.html")
+        and (layout.reports_dir / "embedding_map_3d.html").is_file()
+    )
     assert "PDI level: hard" in html and "colour: PDI level" in html and 'src="plotly.min.js"' in html
     assert (layout.reports_dir / "plotly.min.js").stat().st_size > 1_000_000  # offline: no CDN
-    assert md["journey_track"].value == "arpeggio/arpeggio_02.ogg" and (layout.plots_dir / "embedding_journey.png").is_file()
+    assert (
+        md["journey_track"].value == "arpeggio/arpeggio_02.ogg"
+        and (layout.plots_dir / "embedding_journey.png").is_file()
+    )
     coords = pd.read_parquet(layout.tables_dir / "embedding_map.parquet")
     assert len(coords) == 24 and np.isfinite(coords[["x2", "y2", "x3", "y3", "z3"]].to_numpy()).all()
 
@@ -360,7 +383,9 @@ def test_cli_json_outputs_parse(discovery_data, capsys):
     assert main(["similar", key, "-n", "4", "--json", "--data", str(data)]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["query"]["track"] == key and len(out["results"]) == 4
-    assert {"track", "path", "label", "score"} <= set(out["results"][0]) and key not in [r["track"] for r in out["results"]]
+    assert {"track", "path", "label", "score"} <= set(out["results"][0]) and key not in [
+        r["track"] for r in out["results"]
+    ]
     assert out["results"][0]["path"].startswith(str(library))
 
     assert main(["similar", key, "-n", "4", "--diverse", "0.6", "--json", "--data", str(data)]) == 0
@@ -370,7 +395,11 @@ def test_cli_json_outputs_parse(discovery_data, capsys):
     out = json.loads(capsys.readouterr().out)
     assert [g["group"] for g in out["groups"]] == ["timbre", "harmony", "rhythm", "energy", "spectrum"]
     _, _, direct = disc.compare("pulse_01", "arpeggio_02")
-    assert out["cosine"] == pytest.approx(direct.cosine) and out["verdict"] == direct.verdict and out["summary"] == direct.summary
+    assert (
+        out["cosine"] == pytest.approx(direct.cosine)
+        and out["verdict"] == direct.verdict
+        and out["summary"] == direct.summary
+    )
 
     assert main(["radio", key, "--length", "5", "--json", "--data", str(data)]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -388,7 +417,9 @@ def test_cli_without_index_says_how_to_build(tmp_path, capsys):
 
 def test_explore_reads_queries_until_quit(discovery_data, capsys, monkeypatch):
     _, data, _, _ = discovery_data
-    monkeypatch.setattr("sys.stdin", io.StringIO("arpeggio_04\n2\nn 2\nnonsense words\ncompare pulse_00 | drone_00\nquit\nnever read\n"))
+    monkeypatch.setattr(
+        "sys.stdin", io.StringIO("arpeggio_04\n2\nn 2\nnonsense words\ncompare pulse_00 | drone_00\nquit\nnever read\n")
+    )
     assert main(["explore", "-n", "3", "--data", str(data)]) == 0
     captured = capsys.readouterr()
     assert captured.out.count("Most similar to") == 2 and "cosine similarity" in captured.out
@@ -399,8 +430,23 @@ def test_explore_tells_bad_syntax_unknown_tracks_and_missing_files_apart(discove
     """Issue 12: every prompt setting is checked where it is typed; a setting that was refused
     leaves the session as it was (searches still work afterwards)."""
     _, data, _, _ = discovery_data
-    lines = ["99", "diverse 7", "n abc", "n 0", "compare pulse_00 drone_00", "compare pulse_00 |", "radio",
-             "arpeggio_04", "99", "/missing/song.wav", "nonsense words", "diverse 0.5", "n 2", "pulse_01", "quit"]
+    lines = [
+        "99",
+        "diverse 7",
+        "n abc",
+        "n 0",
+        "compare pulse_00 drone_00",
+        "compare pulse_00 |",
+        "radio",
+        "arpeggio_04",
+        "99",
+        "/missing/song.wav",
+        "nonsense words",
+        "diverse 0.5",
+        "n 2",
+        "pulse_01",
+        "quit",
+    ]
     monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(lines) + "\n"))
     assert main(["explore", "-n", "3", "--data", str(data)]) == 0
     out, err = capsys.readouterr()
@@ -415,7 +461,10 @@ def test_explore_tells_bad_syntax_unknown_tracks_and_missing_files_apart(discove
     assert errors[8] == "error: /missing/song.wav: file does not exist (and no track of the library has that path)"
     assert errors[9].startswith("error: no track matches 'nonsense words'")
     assert len(errors) == 10
-    assert "Most similar to arpeggio/arpeggio_04.flac" in out and "Diverse picks (MMR λ=0.5) like pulse/pulse_01.flac" in out
+    assert (
+        "Most similar to arpeggio/arpeggio_04.flac" in out
+        and "Diverse picks (MMR λ=0.5) like pulse/pulse_01.flac" in out
+    )
     last = out.split("Diverse picks")[-1].strip().splitlines()
     assert len(last) == 1 + 2  # the heading and n = 2 results: the refused "n 0" changed nothing
 
@@ -432,8 +481,12 @@ def _comparison(overall_pct, group_pcts, cosine=-0.33):
     from music_pipeline.search.compare import Comparison, GroupAgreement, _verdict
     from music_pipeline.search.space import GROUPS
 
-    groups = [GroupAgreement(g, 10, (p - 50) / 60 if p is not None else c, p, _verdict((p - 50) / 60 if p is not None else c, p))
-              for g, p, c in zip(GROUPS, group_pcts, [cosine] * len(GROUPS))]
+    groups = [
+        GroupAgreement(
+            g, 10, (p - 50) / 60 if p is not None else c, p, _verdict((p - 50) / 60 if p is not None else c, p)
+        )
+        for g, p, c in zip(GROUPS, group_pcts, [cosine] * len(GROUPS))
+    ]
     return Comparison(cosine, overall_pct, groups)
 
 
@@ -443,11 +496,17 @@ def test_compare_verdict_follows_its_numbers():
     pull the pair apart even when none crosses the threshold on its own."""
     c = _comparison(20, [40, 60, 55, 30, 45])
     assert c.verdict == "differ" and c.differ == []
-    assert c.summary.startswith("More different than most pairs of this library: no group differs strongly on its own; furthest apart in energy (p30), timbre (p40)")
+    assert c.summary.startswith(
+        "More different than most pairs of this library: no group differs strongly on its own; furthest apart in energy (p30), timbre (p40)"
+    )
     typical = _comparison(40, [40, 60, 55, 30, 45])
     assert typical.verdict == "neutral" and "no feature group stands out" in typical.summary
     alike = _comparison(90, [80, 60, 10, 70, 75])
-    assert alike.verdict == "agree" and alike.summary == "More alike than most pairs of this library: agree in timbre (p80), spectrum (p75); yet they differ in rhythm (p10)"
+    assert (
+        alike.verdict == "agree"
+        and alike.summary
+        == "More alike than most pairs of this library: agree in timbre (p80), spectrum (p75); yet they differ in rhythm (p10)"
+    )
     # printed percentiles and verdicts agree at the thresholds (74.6 prints as p75 and agrees)
     assert _comparison(74.6, [74.6, 25.4, 50, 50, 50]).verdict == "agree"
     assert [g.verdict for g in _comparison(50, [74.6, 25.4, 50, 50, 50]).groups][:2] == ["agree", "differ"]
@@ -465,5 +524,12 @@ def test_compare_sentence_never_contradicts_the_verdict():
         pcts = list(rng.uniform(0, 100, 5))
         c = _comparison(float(rng.uniform(0, 100)), pcts)
         first = c.summary.split(":")[0]
-        assert first == {"differ": "More different than most pairs of this library", "agree": "More alike than most pairs of this library", "neutral": "A typical pair of this library"}[c.verdict]
+        assert (
+            first
+            == {
+                "differ": "More different than most pairs of this library",
+                "agree": "More alike than most pairs of this library",
+                "neutral": "A typical pair of this library",
+            }[c.verdict]
+        )
         assert "none" not in c.summary

@@ -19,14 +19,24 @@ def _range_run(tmp_path, storage: dict):
     keys = sorted(t.key for t in pipeline.scan().tracks)
     with dg.instance_for_test(overrides={"event_log_storage": storage}) as instance:
         instance.add_dynamic_partitions("tracks", keys)
-        result = dg.materialize([track_features], instance=instance, resources={"pipeline": pipeline}, tags={RANGE_START: keys[0], RANGE_END: keys[-1]})
+        result = dg.materialize(
+            [track_features],
+            instance=instance,
+            resources={"pipeline": pipeline},
+            tags={RANGE_START: keys[0], RANGE_END: keys[-1]},
+        )
         assert result.success
         counts = {}
         for t in (dg.DagsterEventType.ASSET_MATERIALIZATION, dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED):
             records = instance.get_records_for_run(result.run_id, of_type=t).records
-            counts[t] = sorted((r.event_log_entry.dagster_event.asset_key.to_user_string(), r.event_log_entry.dagster_event.partition) for r in records)
+            counts[t] = sorted(
+                (r.event_log_entry.dagster_event.asset_key.to_user_string(), r.event_log_entry.dagster_event.partition)
+                for r in records
+            )
         materialized = {k.to_user_string(): sorted(instance.get_materialized_partitions(k)) for k in TRACK_KEYS}
-        latest = {k.to_user_string(): instance.get_latest_materialization_event(k).dagster_event.partition for k in TRACK_KEYS}
+        latest = {
+            k.to_user_string(): instance.get_latest_materialization_event(k).dagster_event.partition for k in TRACK_KEYS
+        }
         checks = [e.check_name for e in result.get_asset_check_evaluations()]
         type_name = type(instance.event_log_storage).__name__
     return keys, counts, materialized, latest, checks, type_name
@@ -42,16 +52,22 @@ def test_batched_writes_store_the_same_events_as_dagsters_sqlite_storage(tmp_pat
         return original(self, events)
 
     monkeypatch.setattr(event_log.BatchingSqliteEventLogStorage, "store_event_batch", spy)
-    ours = _range_run(tmp_path / "ours", {
-        "module": "music_pipeline.defs.event_log",
-        "class": "BatchingSqliteEventLogStorage",
-        "config": {"base_dir": str(tmp_path / "ours" / "runs")},
-    })
-    theirs = _range_run(tmp_path / "theirs", {
-        "module": "dagster._core.storage.event_log",
-        "class": "SqliteEventLogStorage",
-        "config": {"base_dir": str(tmp_path / "theirs" / "runs")},
-    })
+    ours = _range_run(
+        tmp_path / "ours",
+        {
+            "module": "music_pipeline.defs.event_log",
+            "class": "BatchingSqliteEventLogStorage",
+            "config": {"base_dir": str(tmp_path / "ours" / "runs")},
+        },
+    )
+    theirs = _range_run(
+        tmp_path / "theirs",
+        {
+            "module": "dagster._core.storage.event_log",
+            "class": "SqliteEventLogStorage",
+            "config": {"base_dir": str(tmp_path / "theirs" / "runs")},
+        },
+    )
     assert ours[-1] == "BatchingSqliteEventLogStorage" and theirs[-1] == "SqliteEventLogStorage"
     assert max(batches, default=0) >= 5, "the per-partition events did not arrive in batches"
     keys = ours[0]

@@ -1,7 +1,13 @@
 import numpy as np
 import pytest
 
-from music_pipeline.features.embedding import EMBEDDING_DIM, FEATURE_GROUPS, FEATURE_NAMES, InvalidEmbedding, validate_embedding
+from music_pipeline.features.embedding import (
+    EMBEDDING_DIM,
+    FEATURE_GROUPS,
+    FEATURE_NAMES,
+    InvalidEmbedding,
+    validate_embedding,
+)
 from music_pipeline.features.extract import features_from_signal
 from music_pipeline.features.spectra import compute_spectra
 from music_pipeline.synth import SR, clicks, noise, tone
@@ -165,8 +171,14 @@ def test_cached_cqt_filters_give_librosas_cqt_exactly():
     from music_pipeline.features import spectra
 
     y = (0.5 * tone(220, 6) + 0.3 * clicks(100, 6) + noise(6, amp=0.02, seed=9)).astype(np.float32)
-    kw = dict(sr=SR, hop_length=spectra.CQT_HOP, fmin=spectra.CQT_FMIN, n_bins=spectra.CQT_BINS_PER_OCTAVE * spectra.CQT_OCTAVES,
-              bins_per_octave=spectra.CQT_BINS_PER_OCTAVE, tuning=0.0)
+    kw = dict(
+        sr=SR,
+        hop_length=spectra.CQT_HOP,
+        fmin=spectra.CQT_FMIN,
+        n_bins=spectra.CQT_BINS_PER_OCTAVE * spectra.CQT_OCTAVES,
+        bins_per_octave=spectra.CQT_BINS_PER_OCTAVE,
+        tuning=0.0,
+    )
     cached = getattr(constantq, spectra._FILTER_FFT)
     assert getattr(cached, "_music_pipeline_cached", False), "the filter cache is not installed"
     first, second = librosa.cqt(y, **kw), librosa.cqt(y, **kw)
@@ -188,4 +200,6 @@ def test_fast_spectral_contrast_equals_librosa():
     S = np.abs(rng.standard_normal((N_FFT // 2 + 1, 60))).astype(np.float32) ** 3
     S[:, 11] = 0.0  # a silent frame
     S[:40, 20] = 0.0  # an empty low band
-    np.testing.assert_allclose(spectral_contrast(S, SR), librosa.feature.spectral_contrast(S=S, sr=SR), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(
+        spectral_contrast(S, SR), librosa.feature.spectral_contrast(S=S, sr=SR), rtol=1e-5, atol=1e-4
+    )

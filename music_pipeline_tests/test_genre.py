@@ -13,8 +13,20 @@ import pytest
 
 from music_pipeline.learned.store import LEARNED_NAMES, TAG_NAMES
 from music_pipeline.models.genre import (
-    Candidate, GenreModel, LabelledData, ModelFileError, SearchConfig, XgbSettings, current_version, evaluate, feature_view,
-    fold_assignment, labelled_data, make_folds, plan_from_assignment, publish_version,
+    Candidate,
+    GenreModel,
+    LabelledData,
+    ModelFileError,
+    SearchConfig,
+    XgbSettings,
+    current_version,
+    evaluate,
+    feature_view,
+    fold_assignment,
+    labelled_data,
+    make_folds,
+    plan_from_assignment,
+    publish_version,
 )
 from music_pipeline.storage import DataLayout, read_parquet, write_parquet
 
@@ -69,7 +81,9 @@ def test_training_budget_keeps_each_labels_share_and_is_seeded(styled_data):
     small = within_budget(styled_data, 12, seed=3)
     assert small.n == 12 and small.n_over_budget == 12
     assert np.bincount(small.y, minlength=4).tolist() == [3, 3, 3, 3]  # 6 per label before: the shares kept
-    assert set(small.keys) <= set(styled_data.keys) and list(small.keys) == sorted(small.keys, key=list(styled_data.keys).index)
+    assert set(small.keys) <= set(styled_data.keys) and list(small.keys) == sorted(
+        small.keys, key=list(styled_data.keys).index
+    )
     for block, rows in small.blocks.items():  # rows travel with their keys
         pos = [list(styled_data.keys).index(k) for k in small.keys]
         assert np.array_equal(rows, styled_data.blocks[block][pos])
@@ -83,12 +97,19 @@ def test_a_budgeted_training_still_predicts_every_track_and_says_what_it_left_ou
 
     _, data_dir = styled_library
     table = _grouped(read_parquet(DataLayout(data_dir).embeddings_path))
-    result = train_genre_classifier(table, SearchConfig(candidates=HANDCRAFTED[:1], xgb=FAST_XGB, bootstrap=50, max_tracks=16))
+    result = train_genre_classifier(
+        table, SearchConfig(candidates=HANDCRAFTED[:1], xgb=FAST_XGB, bootstrap=50, max_tracks=16)
+    )
     assert result.data.n == 16 and result.report["n_over_budget"] == 8 and result.report["n_labelled"] == 16
     preds = result.predictions
     assert len(preds) == 24 and preds["predicted"].notna().all()
     left_out = ~preds["key"].isin(result.data.keys)
-    assert left_out.sum() == 8 and (preds.loc[left_out, "probability_source"] == "deployed model (labelled, left out by the training budget)").all()
+    assert (
+        left_out.sum() == 8
+        and (
+            preds.loc[left_out, "probability_source"] == "deployed model (labelled, left out by the training budget)"
+        ).all()
+    )
     assert (preds.loc[~left_out, "probability_source"] == "out-of-fold (grouped CV)").all()
 
 
@@ -135,7 +156,10 @@ def test_nested_estimate_is_not_inflated_by_the_choice():
     X = rng.standard_normal((len(y), 641))
     labels = np.array(["a", "b"])[y]
     data = LabelledData({"handcrafted": X}, labels, ["a", "b"], y, groups, groups, groups, 0, len(y))
-    cands = tuple(Candidate("knn", "full", k=k) for k in (1, 3, 5, 9, 15)) + (Candidate("logreg", "full", C=0.01), Candidate("logreg", "full", C=1.0))
+    cands = tuple(Candidate("knn", "full", k=k) for k in (1, 3, 5, 9, 15)) + (
+        Candidate("logreg", "full", C=0.01),
+        Candidate("logreg", "full", C=1.0),
+    )
     ev = evaluate(data, SearchConfig(candidates=cands, bootstrap=200))
     best_flat = max(r.grouped["balanced_accuracy"] for r in ev.results)
     assert ev.estimate.balanced_accuracy <= best_flat
@@ -167,10 +191,18 @@ def test_fusion_view_balances_its_blocks(styled_data):
         feature_view(styled_data.X, "learned")
 
 
-@pytest.mark.parametrize("candidate", [
-    Candidate("xgb", "level_invariant", pca=10), Candidate("logreg", "full", C=0.2), Candidate("knn", "full", k=5),
-    Candidate("svm", "fusion", C=1.0), Candidate("logreg", "learned", C=0.1), Candidate("logreg", "tags", C=0.1),
-], ids=lambda c: c.name)
+@pytest.mark.parametrize(
+    "candidate",
+    [
+        Candidate("xgb", "level_invariant", pca=10),
+        Candidate("logreg", "full", C=0.2),
+        Candidate("knn", "full", k=5),
+        Candidate("svm", "fusion", C=1.0),
+        Candidate("logreg", "learned", C=0.1),
+        Candidate("logreg", "tags", C=0.1),
+    ],
+    ids=lambda c: c.name,
+)
 def test_saved_model_reloads_with_identical_probabilities(styled_data, tmp_path, candidate):
     blocks = {"handcrafted": styled_data.X, **_fake_blocks(styled_data.n)}
     blocks["learned"][:, 0] += 3 * styled_data.y  # something to learn in the learned block too
@@ -195,7 +227,9 @@ def test_svm_probabilities_are_the_calibrated_ones(styled_data):
 
     m = GenreModel.fit(Candidate("svm", "full", C=1.0), styled_data.X, styled_data.labels)
     Z = m.model_space(styled_data.X)
-    ref = CalibratedClassifierCV(SVC(C=1.0, kernel="rbf", gamma="scale", class_weight="balanced"), method="temperature", ensemble=False, cv=3)
+    ref = CalibratedClassifierCV(
+        SVC(C=1.0, kernel="rbf", gamma="scale", class_weight="balanced"), method="temperature", ensemble=False, cv=3
+    )
     ref.fit(Z, styled_data.y)
     np.testing.assert_allclose(m.pipeline.named_steps["model"].predict_proba(Z), ref.predict_proba(Z), atol=1e-8)
 
@@ -257,7 +291,9 @@ def test_linear_explanation_is_exact_and_quotes_the_deployed_probability(styled_
     np.testing.assert_allclose(softmax(logits, axis=1), model.predict_proba(blocks), atol=1e-9)
     assert ex.LEARNED_CONCEPT in res.component_names and "timbre colour" in res.component_names
     proba = model.predict_proba(blocks)
-    e = ex.explain_prediction(model, blocks, 5, proba[5], res, blocks["tags"][5], ex.tag_profiles(blocks["tags"], styled_data.labels))
+    e = ex.explain_prediction(
+        model, blocks, 5, proba[5], res, blocks["tags"][5], ex.tag_profiles(blocks["tags"], styled_data.labels)
+    )
     assert e["text"].startswith(f"Predicted {model.classes[proba[5].argmax()]} (p={proba[5].max():.2f};")
     assert "The pretrained tagger hears" in e["text"] and e["method"].startswith("linear SHAP")
 
@@ -270,7 +306,11 @@ def test_neighbour_models_are_explained_by_their_neighbours(styled_data):
         model.info.update(train_relpaths=styled_data.relpaths.tolist(), train_labels=styled_data.labels.tolist())
         proba = model.predict_proba(styled_data.X)
         e = ex.explain_prediction(model, styled_data.X, 0, proba[0])
-        assert e["method"] == "nearest training tracks" and e["neighbours"] and ex.attribution(model, styled_data.X) is None
+        assert (
+            e["method"] == "nearest training tracks"
+            and e["neighbours"]
+            and ex.attribution(model, styled_data.X) is None
+        )
         if cand.family == "knn":  # its own nearest neighbour is the track itself
             assert e["neighbours"][0]["track"] == styled_data.relpaths[0]
         assert "no exact per-feature attribution" in e["text"] or "votes" in e["text"]
@@ -284,7 +324,10 @@ def test_plain_language_names_and_boundary_songs():
     assert feature_concept("mel_mean_002")[0] == "sub-bass energy"
     assert feature_concept("tag_mtt_strings")[0] == "tag: strings"
     names = ["spectral_centroid_mean", "mfcc_mean_02", "mfcc_mean_03", "mfcc_mean_04", "tempo_bpm"]
-    assert describe_component(np.array([0.9, 0.5, 0.5, 0.5, 0.01]), names, top=4, concepts=2) == "brightness/spectral tilt (MFCC 2–4); brightness (spectral centroid)"
+    assert (
+        describe_component(np.array([0.9, 0.5, 0.5, 0.5, 0.01]), names, top=4, concepts=2)
+        == "brightness/spectral tilt (MFCC 2–4); brightness (spectral centroid)"
+    )
     proba = np.array([[0.50, 0.45, 0.05], [0.9, 0.05, 0.05], [0.2, 0.35, 0.45]])
     b = boundary_songs(proba, ["a", "b", "c"], 0.15)
     assert b["row"].tolist() == [0, 2] and b["second"].tolist() == ["b", "b"]
@@ -316,7 +359,9 @@ def test_mfcc_cnn_learns_the_styles(styled_library, styled_data):
     cnn, hybrid = run_comparison(data, plan, ComparisonConfig(names=("cnn_mfcc", "cnn_knn_hybrid"), cnn_epochs=15))
     assert cnn.shuffled is None and np.array(cnn.grouped["confusion"]).sum() == 24
     assert cnn.grouped["balanced_accuracy"] >= 0.6, cnn.grouped["confusion"]
-    assert len({int(np.argmax(row)) for row in np.array(cnn.grouped["confusion"]).T if sum(row)}) >= 3  # not one label for all
+    assert (
+        len({int(np.argmax(row)) for row in np.array(cnn.grouped["confusion"]).T if sum(row)}) >= 3
+    )  # not one label for all
     assert hybrid.grouped["balanced_accuracy"] >= 0.6
 
 
@@ -386,13 +431,29 @@ def _materialize(styled_learned, data: Path, comparators: list[str]):
     from music_pipeline.defs.resources import MusicPipelineResource
 
     pipeline = MusicPipelineResource(data_dir=str(data), library_dir=str(styled_learned[0]), workers=1)
-    run_config = {"ops": {
-        "genre_classifier": {"config": {"candidates": ["logreg[full, C=0.2]", "logreg[learned, C=0.1]", "svm[fusion, C=1]"], "bootstrap": 100}},
-        "genre_comparison": {"config": {"comparators": comparators, "cnn_epochs": 2, "shuffled": False,
-                                        "reference_candidates": ["logreg[learned, C=0.1]", "xgb[full, pca=10, depth=2]"]}},
-    }}
-    result = dg.materialize([genre.genre_classifier, genre.genre_comparison, genre.genre_classifier_beats_baseline],
-                            resources={"pipeline": pipeline}, run_config=run_config)
+    run_config = {
+        "ops": {
+            "genre_classifier": {
+                "config": {
+                    "candidates": ["logreg[full, C=0.2]", "logreg[learned, C=0.1]", "svm[fusion, C=1]"],
+                    "bootstrap": 100,
+                }
+            },
+            "genre_comparison": {
+                "config": {
+                    "comparators": comparators,
+                    "cnn_epochs": 2,
+                    "shuffled": False,
+                    "reference_candidates": ["logreg[learned, C=0.1]", "xgb[full, pca=10, depth=2]"],
+                }
+            },
+        }
+    }
+    result = dg.materialize(
+        [genre.genre_classifier, genre.genre_comparison, genre.genre_classifier_beats_baseline],
+        resources={"pipeline": pipeline},
+        run_config=run_config,
+    )
     assert result.success
     mats = {e.asset_key.path[-1]: e.materialization.metadata for e in result.get_asset_materialization_events()}
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
@@ -421,7 +482,10 @@ def test_assets_train_deploy_explain_rank_and_publish_a_card(styled_learned, tmp
     mats, checks = _materialize(styled_learned, data, ["glcm_svm", "segment_pooled_logreg"])
     clf = mats["genre_classifier"]
     assert clf["trained"].value is True and clf["training_size"].value == 20 and clf["unlabelled_tracks"].value == 4
-    assert clf["estimate_kind"].value.startswith("nested leave-one-group-out") and clf["grouped_balanced_accuracy"].value >= 0.9
+    assert (
+        clf["estimate_kind"].value.startswith("nested leave-one-group-out")
+        and clf["grouped_balanced_accuracy"].value >= 0.9
+    )
     assert checks["genre_classifier_beats_baseline"].passed
     layout = DataLayout(data)
     vdir = current_version(layout.models_dir / "genre")
@@ -440,8 +504,14 @@ def test_assets_train_deploy_explain_rank_and_publish_a_card(styled_learned, tmp
     assert clf["retrained_because"].value.startswith("never trained")
 
     table = (layout.reports_dir / "genre_models.md").read_text()
-    for row in ("glcm_svm", "segment_pooled_logreg", "logreg[learned, C=0.1]", "xgb[full, pca=10, depth=2]",
-                "deployed procedure (nested selection)", "majority-class baseline"):
+    for row in (
+        "glcm_svm",
+        "segment_pooled_logreg",
+        "logreg[learned, C=0.1]",
+        "xgb[full, pca=10, depth=2]",
+        "deployed procedure (nested selection)",
+        "majority-class baseline",
+    ):
         assert f"| {row} " in table, row
     assert mats["genre_comparison"]["folds"].value.startswith("the genre_classifier's folds (folds.json)")
 
@@ -453,7 +523,9 @@ def test_assets_train_deploy_explain_rank_and_publish_a_card(styled_learned, tmp
     assert genre["built"] and genre["version"] == vdir.name == card["version"] and genre["training_size"] == 20
     est = genre["estimate"]
     assert est["balanced_accuracy"] == pytest.approx(clf["grouped_balanced_accuracy"].value)
-    assert est["ci95"][0] <= est["balanced_accuracy"] <= est["ci95"][1] and est["method"].startswith("nested leave-one-group-out")
+    assert est["ci95"][0] <= est["balanced_accuracy"] <= est["ci95"][1] and est["method"].startswith(
+        "nested leave-one-group-out"
+    )
     assert cards["similarity_index"]["built"] is False and "has not run" in cards["similarity_index"]["reason"]
     assert main(["models", "--data", str(data)]) == 0
     assert "genre_classifier  version " + vdir.name in capsys.readouterr().out

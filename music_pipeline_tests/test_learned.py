@@ -31,10 +31,16 @@ def test_front_end_matches_a_whole_track_spectrogram_and_survives_loud_music():
     rng = np.random.default_rng(0)
     y = np.clip(rng.standard_normal(mn.SR * 14), -1, 1).astype(np.float32)  # full-scale noise: as loud as audio gets
     patches, starts = mn.log_mel_patches(y)
-    assert patches.dtype == np.float32 and patches.shape == (4, mn.PATCH_FRAMES, mn.N_MELS) and np.isfinite(patches).all()
+    assert (
+        patches.dtype == np.float32 and patches.shape == (4, mn.PATCH_FRAMES, mn.N_MELS) and np.isfinite(patches).all()
+    )
     np.testing.assert_allclose(starts, np.arange(4) * mn.PATCH_SECONDS)
-    mel = librosa.feature.melspectrogram(y=y, sr=mn.SR, n_fft=mn.N_FFT, hop_length=mn.HOP, n_mels=mn.N_MELS, pad_mode="reflect").T
-    np.testing.assert_allclose(patches[2], np.log10(10000 * mel[2 * mn.PATCH_FRAMES : 3 * mn.PATCH_FRAMES] + 1), rtol=1e-5, atol=1e-5)
+    mel = librosa.feature.melspectrogram(
+        y=y, sr=mn.SR, n_fft=mn.N_FFT, hop_length=mn.HOP, n_mels=mn.N_MELS, pad_mode="reflect"
+    ).T
+    np.testing.assert_allclose(
+        patches[2], np.log10(10000 * mel[2 * mn.PATCH_FRAMES : 3 * mn.PATCH_FRAMES] + 1), rtol=1e-5, atol=1e-5
+    )
     # the trap this front end avoids: the wheel's float16 cast overflows to inf on the same audio
     with np.errstate(over="ignore"):
         assert not np.isfinite(np.log10(10000 * mel.astype(np.float16) + 1)).all()
@@ -83,7 +89,11 @@ def reference(weights, tmp_path_factory):
     np.save(tmp / "in.npy", patches)
     (tmp / "reference.py").write_text(_REFERENCE)
     names = [s.name for s in (mn.MSD_MUSICNN, mn.MTT_MUSICNN)]
-    subprocess.run([sys.executable, str(tmp / "reference.py"), str(weights), str(tmp / "in.npy"), str(tmp / "ref.npz"), *names], check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(tmp / "reference.py"), str(weights), str(tmp / "in.npy"), str(tmp / "ref.npz"), *names],
+        check=True,
+        capture_output=True,
+    )
     return patches, dict(np.load(tmp / "ref.npz"))
 
 
@@ -136,8 +146,10 @@ def test_embed_command_does_not_import_tensorflow(tmp_path):
 
     wav = tmp_path / "t.wav"
     sf.write(wav, tone(440.0, 4.0), 22_050)
-    code = ("import sys; from music_pipeline.cli import main; rc = main(['embed', '--json', sys.argv[1]]); "
-            "assert rc == 0; assert 'tensorflow' not in sys.modules, 'embed imported TensorFlow'")
+    code = (
+        "import sys; from music_pipeline.cli import main; rc = main(['embed', '--json', sys.argv[1]]); "
+        "assert rc == 0; assert 'tensorflow' not in sys.modules, 'embed imported TensorFlow'"
+    )
     subprocess.run([sys.executable, "-c", code, str(wav)], check=True, capture_output=True)
 
 
@@ -173,12 +185,16 @@ def test_learned_table_reuses_the_previous_rows_and_reads_only_new_content(style
     monkeypatch.setattr(store, "load", lambda h: loads.append(h) or real_load(h))
     renamed = emb.assign(key=["renamed-" + k if i == 0 else k for i, k in enumerate(emb["key"])])
     table, skipped = build_learned_table(renamed, store, previous)
-    assert not skipped and len(table) == 24 and table["key"].iloc[0].startswith("renamed-")  # the key follows the listing
+    assert (
+        not skipped and len(table) == 24 and table["key"].iloc[0].startswith("renamed-")
+    )  # the key follows the listing
     reused = table["content_hash"].isin(previous["content_hash"])
     assert reused.sum() == 20 and (table.loc[reused, LEARNED_NAMES[0]] == -123.0).all()
     assert sorted(loads) == sorted(set(emb["content_hash"]) - set(previous["content_hash"]))  # only new content read
     new = table.set_index("content_hash").loc[~reused.to_numpy()]
-    np.testing.assert_allclose(new[LEARNED_NAMES].to_numpy(), fresh.set_index("content_hash").loc[new.index, LEARNED_NAMES].to_numpy())
+    np.testing.assert_allclose(
+        new[LEARNED_NAMES].to_numpy(), fresh.set_index("content_hash").loc[new.index, LEARNED_NAMES].to_numpy()
+    )
 
 
 def test_weights_cache_is_shared_not_refetched(weights, monkeypatch):

@@ -53,7 +53,7 @@ def test_hash_cache_avoids_rereading_unchanged_files(tmp_path, monkeypatch):
     lib, cache = tmp_path / "lib", tmp_path / "cache.parquet"
     write(lib / "a.wav", tone(440, 4))
     first = scan_library(lib, cache).tracks[0].content_hash
-    import music_pipeline.audio.library as library
+    from music_pipeline.audio import library
 
     def boom(path, *a, **k):
         raise AssertionError(f"re-hashed unchanged {path}")
@@ -67,7 +67,7 @@ def test_hash_cache_avoids_rereading_unchanged_files(tmp_path, monkeypatch):
 
 def test_unreadable_file_is_reported_not_dropped(tmp_path, monkeypatch):
     write(tmp_path / "a.wav", tone(440, 4))
-    import music_pipeline.audio.library as library
+    from music_pipeline.audio import library
 
     def denied(path, *a, **k):
         raise PermissionError(13, "Permission denied", str(path))

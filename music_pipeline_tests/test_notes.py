@@ -27,9 +27,14 @@ def transcriber():
 
 
 def _onset_f1(ref: NoteEvents, est: NoteEvents) -> float:
-    hz = lambda p: 440.0 * 2 ** ((p.astype(float) - 69) / 12)  # noqa: E731
+    hz = lambda p: 440.0 * 2 ** ((p.astype(float) - 69) / 12)
     _, _, f1, _ = mir_eval.transcription.precision_recall_f1_overlap(
-        np.c_[ref.onset, ref.offset], hz(ref.pitch), np.c_[est.onset, est.offset], hz(est.pitch), onset_tolerance=0.05, offset_ratio=None
+        np.c_[ref.onset, ref.offset],
+        hz(ref.pitch),
+        np.c_[est.onset, est.offset],
+        hz(est.pitch),
+        onset_tolerance=0.05,
+        offset_ratio=None,
     )
     return f1
 
@@ -38,7 +43,12 @@ def _onset_f1(ref: NoteEvents, est: NoteEvents) -> float:
     "spec, minimum",
     [
         (PieceSpec(seconds=10, onsets_per_s=2.5, range_semitones=14, seed=1), 0.95),  # a melody
-        (PieceSpec(seconds=10, onsets_per_s=4, voices=3, chord_share=0.5, range_semitones=24, irregularity=0.5, seed=2), 0.8),  # chords, irregular
+        (
+            PieceSpec(
+                seconds=10, onsets_per_s=4, voices=3, chord_share=0.5, range_semitones=24, irregularity=0.5, seed=2
+            ),
+            0.8,
+        ),  # chords, irregular
     ],
 )
 def test_transcription_finds_the_generated_notes(transcriber, spec, minimum):
@@ -47,7 +57,11 @@ def test_transcription_finds_the_generated_notes(transcriber, spec, minimum):
     f1 = _onset_f1(ref, est)
     assert f1 >= minimum, f"onset F1 {f1:.3f} (reference {len(ref)} notes, transcribed {len(est)})"
     # times are where the notes are: the median onset error of matched notes is under a frame
-    errors = [est.onset[est.pitch == p][np.argmin(np.abs(est.onset[est.pitch == p] - o))] - o for o, p in zip(ref.onset, ref.pitch) if (est.pitch == p).any()]
+    errors = [
+        est.onset[est.pitch == p][np.argmin(np.abs(est.onset[est.pitch == p] - o))] - o
+        for o, p in zip(ref.onset, ref.pitch)
+        if (est.pitch == p).any()
+    ]
     assert abs(np.median(errors)) < 0.012
 
 
@@ -104,7 +118,9 @@ def test_note_creation_port_on_handmade_activations():
 
 
 def _notes(onsets, pitches, dur=0.2, span=(0.0, 10.0)):
-    return NoteEvents(np.array(onsets, float), np.array(onsets, float) + dur, np.array(pitches), np.ones(len(onsets)), [span])
+    return NoteEvents(
+        np.array(onsets, float), np.array(onsets, float) + dur, np.array(pitches), np.ones(len(onsets)), [span]
+    )
 
 
 def test_note_descriptors_of_known_note_lists():
@@ -138,7 +154,13 @@ def test_note_descriptors_of_known_note_lists():
 
 
 def test_intervals_are_not_measured_across_excerpts():
-    two = NoteEvents(np.array([1.0, 1.5, 50.0, 50.5]), np.array([1.2, 1.7, 50.2, 50.7]), np.array([60, 62, 60, 62]), np.ones(4), [[0, 5], [48, 53]])
+    two = NoteEvents(
+        np.array([1.0, 1.5, 50.0, 50.5]),
+        np.array([1.2, 1.7, 50.2, 50.7]),
+        np.array([60, 62, 60, 62]),
+        np.ones(4),
+        [[0, 5], [48, 53]],
+    )
     d = note_descriptors(two)
     assert d["notes_per_s"] == pytest.approx(4 / 10)
     assert d["ioi_cv"] == pytest.approx(0.0, abs=1e-9)  # the 48.5 s gap between excerpts is no interval
@@ -212,7 +234,12 @@ def test_track_notes_asset_materializes_partitions_and_records_failures(tmp_path
     keys = sorted(t.key for t in pipeline.scan().tracks)
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("tracks", keys)
-        result = dg.materialize([track_notes], instance=instance, resources={"pipeline": pipeline}, tags={RANGE_START: keys[0], RANGE_END: keys[-1]})
+        result = dg.materialize(
+            [track_notes],
+            instance=instance,
+            resources={"pipeline": pipeline},
+            tags={RANGE_START: keys[0], RANGE_END: keys[-1]},
+        )
         assert result.success  # the broken file fails only itself
         mats = result.asset_materializations_for_node("track_notes")
         assert sorted(m.partition for m in mats) == keys

@@ -26,7 +26,10 @@ TRACK_ASSET_NAMES = {"track_embedding", "track_difficulty", "mel_segments", "tra
 
 
 def _scan(relpaths, hashes=None) -> LibraryScan:
-    tracks = [TrackRef(track_key(r), r, f"/lib/{r}", None, None, 1, 1, (hashes or {}).get(r, f"h{i}")) for i, r in enumerate(relpaths)]
+    tracks = [
+        TrackRef(track_key(r), r, f"/lib/{r}", None, None, 1, 1, (hashes or {}).get(r, f"h{i}"))
+        for i, r in enumerate(relpaths)
+    ]
     return LibraryScan(Path("/lib"), tracks, [])
 
 
@@ -55,8 +58,13 @@ def test_a_track_keeps_its_bucket_and_buckets_fill_evenly():
     keys = [track_key(f"artist{i % 97}/album{i % 13}/track{i}.flac") for i in range(20000)]
     # the same bucket in another process with another hash seed (Python's hash() would move it)
     code = "import sys; from music_pipeline.audio.sync import bucket_of; print(' '.join(bucket_of(k, 4096) for k in sys.argv[1:]))"
-    other = subprocess.run([sys.executable, "-c", code, *keys[:50]], capture_output=True, text=True, check=True,
-                           env={**os.environ, "PYTHONHASHSEED": "12345"}).stdout.split()
+    other = subprocess.run(
+        [sys.executable, "-c", code, *keys[:50]],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONHASHSEED": "12345"},
+    ).stdout.split()
     assert other == [bucket_of(k, 4096) for k in keys[:50]]
     counts = Counter(bucket_of(k, 64) for k in keys)
     assert set(counts) == set(bucket_names(64))
@@ -123,7 +131,9 @@ def test_definitions_choose_the_partitions_of_every_per_track_asset(monkeypatch)
     by_bucket = partitions(defs)
     assert {k for k, p in by_bucket.items() if p is not None} == TRACK_ASSET_NAMES
     for k in TRACK_ASSET_NAMES:
-        assert isinstance(by_bucket[k], dg.StaticPartitionsDefinition) and by_bucket[k].get_partition_keys() == bucket_names(8)
+        assert isinstance(by_bucket[k], dg.StaticPartitionsDefinition) and by_bucket[
+            k
+        ].get_partition_keys() == bucket_names(8)
     assert "hash-bucket" in defs.resolve_sensor_def("library_sensor").description
     graph = defs.resolve_asset_graph()
     policy = graph.get(dg.AssetKey("track_embedding")).backfill_policy
@@ -149,7 +159,7 @@ def test_bucket_mode_end_to_end_from_a_per_track_library(tmp_path, monkeypatch):
     lib = make_library(tmp_path / "lib", 4)
     data = tmp_path / "data"
     settings = Settings(data_dir=data, library_dir=lib, workers=2)
-    quiet = lambda *_: None  # noqa: E731
+    quiet = lambda *_: None
     assert run_build(settings, log=quiet, models=False).ok  # per track (the default)
     instance = dg.DagsterInstance.get()
     registered = set(instance.get_dynamic_partitions("tracks"))
@@ -190,14 +200,27 @@ def test_bucket_mode_end_to_end_from_a_per_track_library(tmp_path, monkeypatch):
     assert isinstance(tick(cursor)[0], dg.SkipReason)  # in flight: not requested twice
 
     # the ingest job runs the request: only the new track is analysed, its bucket-mates come from the caches
-    run = defs.resolve_job_def("ingest_tracks").execute_in_process(instance=instance, tags=req.tags, run_config=_quiet())
+    run = defs.resolve_job_def("ingest_tracks").execute_in_process(
+        instance=instance, tags=req.tags, run_config=_quiet()
+    )
     assert run.success
     mates = sum(buckets.bucket_of(k) == bucket for k in scan_keys)
-    for node, new_status in (("track_features", "extracted"), ("track_notes", "transcribed"), ("track_learned_embedding", "computed")):
+    for node, new_status in (
+        ("track_features", "extracted"),
+        ("track_notes", "transcribed"),
+        ("track_learned_embedding", "computed"),
+    ):
         mat = run.asset_materializations_for_node(node)[0]
         md = {k: v.value for k, v in mat.metadata.items()}
         assert mat.partition == bucket
-        assert (md["partitioning"], md["buckets"], md["tracks"], md[new_status], md["cached"], md["failed"]) == ("buckets", 1, mates + 1, 1, mates, 0), node
+        assert (md["partitioning"], md["buckets"], md["tracks"], md[new_status], md["cached"], md["failed"]) == (
+            "buckets",
+            1,
+            mates + 1,
+            1,
+            mates,
+            0,
+        ), node
     after = _feature_files(data)
     assert len(after) == 5 and {k: v for k, v in after.items() if k in before} == before
     table = pd.read_parquet(data / "tables" / "embeddings.parquet")
@@ -211,7 +234,9 @@ def test_bucket_mode_end_to_end_from_a_per_track_library(tmp_path, monkeypatch):
     (req,) = result.run_requests
     assert req.asset_selection == LIBRARY_ASSETS and RANGE_START not in req.tags
     assert isinstance(tick(cursor)[0], dg.SkipReason)
-    run = defs.resolve_job_def("ingest_tracks").execute_in_process(instance=instance, asset_selection=LIBRARY_ASSETS, tags=req.tags, run_config=_quiet())
+    run = defs.resolve_job_def("ingest_tracks").execute_in_process(
+        instance=instance, asset_selection=LIBRARY_ASSETS, tags=req.tags, run_config=_quiet()
+    )
     assert run.success
     assert "style/t1.wav" not in set(pd.read_parquet(data / "tables" / "embeddings.parquet")["relpath"])
     assert isinstance(tick(cursor)[0], dg.SkipReason)

@@ -63,7 +63,12 @@ def test_log_lines_are_throttled_per_phase_but_texts_always_pass():
         lines(Progress("extract", done, 5, "tracks"))
     lines("fold 1/5: done")
     lines("fold 2/5: done")
-    assert out == [progress.format_line(Progress("extract", 1, 5, "tracks")), progress.format_line(Progress("extract", 5, 5, "tracks")), "fold 1/5: done", "fold 2/5: done"]
+    assert out == [
+        progress.format_line(Progress("extract", 1, 5, "tracks")),
+        progress.format_line(Progress("extract", 5, 5, "tracks")),
+        "fold 1/5: done",
+        "fold 2/5: done",
+    ]
 
 
 def test_dagster_reporter_reaches_listeners_in_this_process():
@@ -80,7 +85,9 @@ def _events_for_a_build():
     yield RunEvent("plan", "extract", steps=3)
     yield RunEvent("run_start", "extract", steps=1)
     for i in (1, 2, 3):
-        yield RunEvent("progress", "extract", progress=Progress("extract", i, 3, "tracks", f"{100 * i}× real time", 3.0 - i))
+        yield RunEvent(
+            "progress", "extract", progress=Progress("extract", i, 3, "tracks", f"{100 * i}× real time", 3.0 - i)
+        )
     yield RunEvent("run_end", "extract")
     yield RunEvent("run_start", "models", steps=2)
     yield RunEvent("step_start", "models", "difficulty_cnn")
@@ -104,7 +111,11 @@ def test_display_without_a_terminal_prints_each_phase():
     assert "analysed 3 tracks in" in text and "300× real time" in text
     assert "training 2 library models" in text and "  training difficulty_cnn …" in text
     assert "  difficulty_cnn: fold 2/5: 9 test tracks\n" in text and "  difficulty_cnn: epoch 7/40 loss 0.912\n" in text
-    assert "difficulty_cnn done" in text and "genre_classifier FAILED" in text and "models: 2/2 trained (with failures)" in text
+    assert (
+        "difficulty_cnn done" in text
+        and "genre_classifier FAILED" in text
+        and "models: 2/2 trained (with failures)" in text
+    )
 
 
 def test_display_bar_moves_within_a_model_by_fold_and_epoch():
@@ -159,6 +170,12 @@ def test_tensorflow_training_prints_nothing_when_quiet(tmp_path):
     quiet_run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert quiet_run.returncode == 0, quiet_run.stderr[-2000:]
     assert quiet_run.stderr == "trained\n"
-    loud = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**env, quiet.ENV_VERBOSE: "1", "TF_CPP_MIN_LOG_LEVEL": "0"}, timeout=300)
+    loud = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**env, quiet.ENV_VERBOSE: "1", "TF_CPP_MIN_LOG_LEVEL": "0"},
+        timeout=300,
+    )
     assert "retracing" in loud.stderr  # the test would see the noise if it were there
     assert "oneDNN" in loud.stderr  # oneDNN stays on (it is the fast path); only its banner is kept away

@@ -76,16 +76,57 @@ def servers(tmp_path_factory):
     if os.geteuid() == 0:
         shutil.chown(pgdata, "postgres")
         shutil.chown(sockets, "postgres")
-    subprocess.run(_as_postgres_user([initdb, "-D", str(pgdata), "-U", "dagster", "--auth=trust", "-E", "UTF8"]), check=True, capture_output=True)
+    subprocess.run(
+        _as_postgres_user([initdb, "-D", str(pgdata), "-U", "dagster", "--auth=trust", "-E", "UTF8"]),
+        check=True,
+        capture_output=True,
+    )
     pg_port, redis_port = free_port(), free_port()
-    pg = services.start(_as_postgres_user([postgres, "-D", str(pgdata), "-p", str(pg_port), "-k", str(sockets), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"]), "postgres.log")
-    rd = services.start([redis, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], "redis.log")
+    pg = services.start(
+        _as_postgres_user(
+            [
+                postgres,
+                "-D",
+                str(pgdata),
+                "-p",
+                str(pg_port),
+                "-k",
+                str(sockets),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+            ]
+        ),
+        "postgres.log",
+    )
+    rd = services.start(
+        [redis, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], "redis.log"
+    )
     try:
         wait_for_port(pg_port, 60, pg)
         wait_for_port(redis_port, 30, rd)
         psql = _pg_bin("psql")
         for _ in range(30):
-            if subprocess.run([psql, "-h", "127.0.0.1", "-p", str(pg_port), "-U", "dagster", "-d", "postgres", "-c", "CREATE DATABASE dagster"], capture_output=True).returncode == 0:
+            if (
+                subprocess.run(
+                    [
+                        psql,
+                        "-h",
+                        "127.0.0.1",
+                        "-p",
+                        str(pg_port),
+                        "-U",
+                        "dagster",
+                        "-d",
+                        "postgres",
+                        "-c",
+                        "CREATE DATABASE dagster",
+                    ],
+                    capture_output=True,
+                ).returncode
+                == 0
+            ):
                 break
             time.sleep(1)
         yield services, pg_port, redis_port
@@ -108,15 +149,36 @@ def test_backfill_through_two_celery_workers(servers, s3_server, tmp_path):
         **s3_server.env,
         "DAGSTER_HOME": str(home),
         "DAGSTER_PG_URL": f"postgresql+psycopg2://dagster@127.0.0.1:{pg_port}/dagster",
-        "MUSIC_PIPELINE_EXECUTOR": "celery", "MUSIC_PIPELINE_CELERY_BROKER": broker,
-        "MUSIC_PIPELINE_DATA": data, "MUSIC_LIBRARY": str(lib), "MUSIC_PIPELINE_WORKERS": "1",
+        "MUSIC_PIPELINE_EXECUTOR": "celery",
+        "MUSIC_PIPELINE_CELERY_BROKER": broker,
+        "MUSIC_PIPELINE_DATA": data,
+        "MUSIC_LIBRARY": str(lib),
+        "MUSIC_PIPELINE_WORKERS": "1",
     }
     # what an operator does once on a new database: create the schema before anything uses it
     migrate = subprocess.run(["dagster", "instance", "migrate"], env=env, cwd=tmp_path, capture_output=True, text=True)
     assert migrate.returncode == 0, migrate.stderr[-2000:]
     celery = [shutil.which("dagster-celery") or "dagster-celery"]
     for name in ("w1", "w2"):
-        services.start([*celery, "worker", "start", "-A", "dagster_celery.app", "-y", str(tmp_path / "celery.yaml"), "-n", name, "--", "-c", "1"], f"worker_{name}.log", env=env, cwd=tmp_path)
+        services.start(
+            [
+                *celery,
+                "worker",
+                "start",
+                "-A",
+                "dagster_celery.app",
+                "-y",
+                str(tmp_path / "celery.yaml"),
+                "-n",
+                name,
+                "--",
+                "-c",
+                "1",
+            ],
+            f"worker_{name}.log",
+            env=env,
+            cwd=tmp_path,
+        )
 
     # register the partitions in PostgreSQL the way the sensor does, then one run per batch of 2
     keys = _register_partitions(env)
@@ -125,8 +187,26 @@ def test_backfill_through_two_celery_workers(servers, s3_server, tmp_path):
     runs = []
     for start, end in batches:
         tags = json.dumps({"dagster/asset_partition_range_start": start, "dagster/asset_partition_range_end": end})
-        runs.append(subprocess.Popen(["dagster", "job", "execute", "-m", "music_pipeline.definitions", "-j", "ingest_tracks", "--tags", tags],
-                                     env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        runs.append(
+            subprocess.Popen(
+                [
+                    "dagster",
+                    "job",
+                    "execute",
+                    "-m",
+                    "music_pipeline.definitions",
+                    "-j",
+                    "ingest_tracks",
+                    "--tags",
+                    tags,
+                ],
+                env=env,
+                cwd=tmp_path,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     outputs = [r.communicate(timeout=900)[0] for r in runs]
     for r, out in zip(runs, outputs):
         assert r.returncode == 0, out[-3000:]
@@ -150,7 +230,14 @@ def test_backfill_through_two_celery_workers(servers, s3_server, tmp_path):
     table = read_parquet(data + "/tables/embeddings.parquet", columns=["key", "relpath"])
     assert sorted(table["key"]) == sorted(keys)
     query = table["relpath"].iloc[0]
-    proc = subprocess.run(["music-pipeline", "similar", "--data", data, "-n", "3", "--json", query], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        ["music-pipeline", "similar", "--data", data, "-n", "3", "--json", query],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     answer = json.loads(proc.stdout.strip().splitlines()[-1])
     assert answer["query"]["relpath"] == query and len(answer["results"]) == 3, answer

@@ -122,7 +122,18 @@ def test_npy_rows_index_like_the_array(tmp_path):
     rows = NpyRows(tmp_path / "a.npy")
     assert len(rows) == 12 and rows.shape == (12, 5) and rows.nbytes == a.nbytes
     mask = a[:, 0] % 3 == 0
-    for key in (3, -1, slice(2, 9), slice(None, None, 4), slice(20, 30), np.array([7, 2, 2, 11]), [0, 1, 2], mask, (slice(1, 4), slice(0, 2)), np.array([], dtype=int)):
+    for key in (
+        3,
+        -1,
+        slice(2, 9),
+        slice(None, None, 4),
+        slice(20, 30),
+        np.array([7, 2, 2, 11]),
+        [0, 1, 2],
+        mask,
+        (slice(1, 4), slice(0, 2)),
+        np.array([], dtype=int),
+    ):
         np.testing.assert_array_equal(rows[key], a[key])
     np.testing.assert_array_equal(np.asarray(rows, dtype=np.float64), a)
     with pytest.raises(IndexError):

@@ -88,10 +88,9 @@ def test_tables_arrays_and_json_round_trip_on_s3(bucket, s3_server):
 def test_failed_write_leaves_the_old_object_and_no_debris(bucket, s3_server):
     dest = bucket / "tables" / "t.parquet"
     write_parquet(dest, pd.DataFrame({"v": [1]}))
-    with pytest.raises(RuntimeError):
-        with atomic_path(dest) as tmp:
-            tmp.write_bytes(b"half a parquet file")
-            raise RuntimeError("killed mid-write")
+    with pytest.raises(RuntimeError), atomic_path(dest) as tmp:
+        tmp.write_bytes(b"half a parquet file")
+        raise RuntimeError("killed mid-write")
     assert read_parquet(dest)["v"].tolist() == [1]
     assert [p.rsplit("/", 1)[1] for p in s3_server.filesystem().find(bucket.path)] == ["t.parquet"]
 
@@ -103,7 +102,9 @@ def test_feature_store_listing_agrees_with_per_file_checks(where, tmp_path, requ
 
     data = tmp_path / "data" if where == "local" else request.getfixturevalue("bucket")
     store = FeatureStore(data)
-    feats = TrackFeatures(np.zeros(641), dict.fromkeys(DESCRIPTOR_NAMES, 0.0), np.zeros((3, 128, 128), np.float16), 1.0, 22050, 1)
+    feats = TrackFeatures(
+        np.zeros(641), dict.fromkeys(DESCRIPTOR_NAMES, 0.0), np.zeros((3, 128, 128), np.float16), 1.0, 22050, 1
+    )
     hashes = [f"{i:064x}" for i in range(4)]
     assert store.analysed_hashes() == set()  # nothing written yet: no folder either
     store.save(hashes[0], feats)
@@ -118,13 +119,25 @@ def test_model_directories_and_versions_on_s3(bucket, styled_library):
     """Keras, xgboost, faiss and the genre version switch all publish to and load from S3."""
     from music_pipeline.features.embedding import FEATURE_NAMES
     from music_pipeline.models.cnn import build_model, load_keras, save_keras
-    from music_pipeline.models.genre import Candidate, GenreModel, XgbSettings, current_version, labelled_data, publish_version
+    from music_pipeline.models.genre import (
+        Candidate,
+        GenreModel,
+        XgbSettings,
+        current_version,
+        labelled_data,
+        publish_version,
+    )
     from music_pipeline.search.index import IndexParams, TrackIndex
 
     _, data_dir = styled_library
     table = read_parquet(DataLayout(data_dir).embeddings_path)
     data = labelled_data(table)
-    model = GenreModel.fit(Candidate("xgb", "full", pca=8), data.X, data.labels, xgb_settings=XgbSettings(n_estimators=20, learning_rate=0.3))
+    model = GenreModel.fit(
+        Candidate("xgb", "full", pca=8),
+        data.X,
+        data.labels,
+        xgb_settings=XgbSettings(n_estimators=20, learning_rate=0.3),
+    )
     root = bucket / "models" / "genre"
     for _ in range(3):
         vdir = publish_version(root, lambda d: model.save(d / "deployed"), keep=2)
@@ -144,7 +157,9 @@ def test_model_directories_and_versions_on_s3(bucket, styled_library):
     index.save(bucket / "models" / "similarity")
     loaded = TrackIndex.load(bucket / "models" / "similarity")
     q = table[FEATURE_NAMES].to_numpy()[:3]
-    np.testing.assert_array_equal(loaded.index.search(index.transform.project(q), 5)[0], index.index.search(index.transform.project(q), 5)[0])
+    np.testing.assert_array_equal(
+        loaded.index.search(index.transform.project(q), 5)[0], index.index.search(index.transform.project(q), 5)[0]
+    )
     remove_tree(bucket / "models")
     assert not (bucket / "models" / "similarity" / "index.json").exists()
 
@@ -152,7 +167,13 @@ def test_model_directories_and_versions_on_s3(bucket, styled_library):
 def test_cli_with_a_remote_data_dir_needs_a_library_and_says_so(s3_server):
     env = {**os.environ, **s3_server.env}
     env.pop("MUSIC_LIBRARY", None)
-    proc = subprocess.run([sys.executable, "-m", "music_pipeline.cli", "build", "--data", "s3://nowhere/data"], env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "music_pipeline.cli", "build", "--data", "s3://nowhere/data"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "s3://nowhere/data is remote" in proc.stderr and "--library" in proc.stderr
 

@@ -78,7 +78,10 @@ def test_index_asset_publishes_a_card_with_a_ci(styled_learned, tmp_path, capsys
     md = result.asset_materializations_for_node("similarity_index")[0].metadata
     card = md["model_card"].value
     est = card["estimate"]
-    assert card["feature_view"] == md["transform"].value and est["same_label_precision_at_5"] == md["label_precision_at_5"].value
+    assert (
+        card["feature_view"] == md["transform"].value
+        and est["same_label_precision_at_5"] == md["label_precision_at_5"].value
+    )
     assert est["ci95"][0] <= est["same_label_precision_at_5"] <= est["ci95"][1]
     assert main(["models", "--data", str(data), "--json"]) == 0
     cards = {c["name"]: c for c in json.loads(capsys.readouterr().out)["models"]}

@@ -11,7 +11,10 @@ from .test_dagster import dagster_home  # noqa: F401  (fixture)
 
 
 def _library(layout: DataLayout, labels: dict[str, str | None]) -> None:
-    write_parquet(layout.embeddings_path, pd.DataFrame({"key": list(labels), "content_hash": [f"h_{k}" for k in labels], "label": list(labels.values())}))
+    write_parquet(
+        layout.embeddings_path,
+        pd.DataFrame({"key": list(labels), "content_hash": [f"h_{k}" for k in labels], "label": list(labels.values())}),
+    )
 
 
 def test_verdicts_follow_the_rules(tmp_path):
@@ -52,7 +55,7 @@ def test_build_retrains_only_stale_models_and_says_why(tmp_path, dagster_home, m
     """Through `run_build` with the real ingest assets and a stand-in model (training the real ones
     would make the test slow): trained once, kept when little changed (an observation says why),
     retrained with --retrain."""
-    import music_pipeline.definitions as definitions
+    from music_pipeline import definitions
     from music_pipeline.defs.jobs import build_jobs
     from music_pipeline.defs.resources import MusicPipelineResource
     from music_pipeline.defs.retraining import record_trained, retraining_metadata
@@ -80,7 +83,9 @@ def test_build_retrains_only_stale_models_and_says_why(tmp_path, dagster_home, m
         assets = [a for a in real.assets if not {k.to_user_string() for k in a.keys} & models] + [stand_in]
         checks = [c for c in real.asset_checks if not any(k.asset_key.to_user_string() in models for k in c.check_keys)]
         jobs, schedules = build_jobs(assets)
-        return dg.Definitions(assets=assets, asset_checks=checks, jobs=jobs, schedules=schedules, resources=real.resources)
+        return dg.Definitions(
+            assets=assets, asset_checks=checks, jobs=jobs, schedules=schedules, resources=real.resources
+        )
 
     monkeypatch.setattr(definitions, "build_definitions", build_definitions)
     monkeypatch.setenv(staleness.ENV_SHARE, "0.2")

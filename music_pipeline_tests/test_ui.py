@@ -31,7 +31,12 @@ def dagster_dev(tmp_path_factory):
     lib, data, home = root / "lib", root / "data", root / "home"
     write_styled_library(lib, per_style=3, seconds=8.0)
     # no MUSIC_LIBRARY for dagster dev: the sensor must follow the library the build recorded
-    env = {**{k: v for k, v in os.environ.items() if k != "MUSIC_LIBRARY"}, "DAGSTER_HOME": str(home), "MUSIC_PIPELINE_DATA": str(data), "MUSIC_PIPELINE_WORKERS": "1"}
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "MUSIC_LIBRARY"},
+        "DAGSTER_HOME": str(home),
+        "MUSIC_PIPELINE_DATA": str(data),
+        "MUSIC_PIPELINE_WORKERS": "1",
+    }
     old = dict(os.environ)
     os.environ.update({k: env[k] for k in ("DAGSTER_HOME", "MUSIC_PIPELINE_DATA")})
     try:
@@ -43,8 +48,23 @@ def dagster_dev(tmp_path_factory):
     port = free_port()
     log = open(root / "dagster_dev.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dagster", "dev", "-m", "music_pipeline.definitions", "-h", "127.0.0.1", "-p", str(port)],
-        env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "dev",
+            "-m",
+            "music_pipeline.definitions",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        env=env,
+        cwd=root,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         wait_for_port(port, 180, proc)
@@ -61,7 +81,11 @@ def dagster_dev(tmp_path_factory):
 
 
 def graphql(url: str, query: str, variables: dict | None = None) -> dict:
-    req = urllib.request.Request(f"{url}/graphql", data=json.dumps({"query": query, "variables": variables or {}}).encode(), headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"{url}/graphql",
+        data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=60) as resp:
         body = json.load(resp)
     assert "errors" not in body, body.get("errors")
@@ -110,10 +134,9 @@ def test_graphql_lists_assets_groups_versions_checks_partitions_schedule_sensor(
 
 
 def _sensor_ticks(home) -> dict[str, list]:
+    import dagster as dg
     from dagster._core.instance.ref import InstanceRef
     from dagster._core.scheduler.instigation import InstigatorType
-
-    import dagster as dg
 
     with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
         return {
@@ -166,7 +189,15 @@ def test_browser_shows_asset_graph_partitions_and_a_plot(dagster_dev):
     driver = _browser()
     try:
         url = dagster_dev["url"]
-        _open(driver, f"{url}/assets", "library_manifest", "track_embedding", "embeddings", "difficulty", "similarity_index")
+        _open(
+            driver,
+            f"{url}/assets",
+            "library_manifest",
+            "track_embedding",
+            "embeddings",
+            "difficulty",
+            "similarity_index",
+        )
         driver.save_screenshot(str(ARTIFACTS / "asset_catalog.png"))
         _open(driver, f"{url}/asset-groups", "library", "features", "difficulty", "discovery", "genre")
         driver.save_screenshot(str(ARTIFACTS / "asset_lineage.png"))
@@ -178,7 +209,9 @@ def test_browser_shows_asset_graph_partitions_and_a_plot(dagster_dev):
         _open(driver, f"{url}/assets/difficulty?view=events", "pdi_histogram")
         row = driver.find_element(By.XPATH, "//tr[td[normalize-space()='pdi_histogram']]")
         row.find_elements(By.XPATH, ".//*[normalize-space()='[Show Markdown]']")[-1].click()
-        WebDriverWait(driver, 30, poll_frequency=1).until(lambda d: d.find_elements(By.CSS_SELECTOR, "img[src^='data:image/png']"))
+        WebDriverWait(driver, 30, poll_frequency=1).until(
+            lambda d: d.find_elements(By.CSS_SELECTOR, "img[src^='data:image/png']")
+        )
         (img,) = driver.find_elements(By.CSS_SELECTOR, "img[src^='data:image/png']")
         assert img.size["width"] > 200 and img.size["height"] > 100  # decoded and drawn, not a broken icon
         driver.save_screenshot(str(ARTIFACTS / "difficulty_plot.png"))
@@ -189,14 +222,25 @@ def test_browser_shows_asset_graph_partitions_and_a_plot(dagster_dev):
 def test_dropped_file_becomes_searchable_within_a_minute(dagster_dev):
     """With the daemon running, a new file in the library is extracted by the sensor's ingest run
     and answered by `similar`, without any model being retrained."""
-    from music_pipeline.synth import SR, styled_track
-
     import soundfile as sf
+
+    from music_pipeline.synth import SR, styled_track
 
     target = dagster_dev["library"] / "pulse" / "dropped_in.flac"
     sf.write(target, styled_track("pulse", 8.0, seed=777), SR)
     t0 = time.time()
-    cmd = [sys.executable, "-m", "music_pipeline.cli", "similar", "pulse/dropped_in.flac", "-n", "3", "--json", "--data", str(dagster_dev["data"])]
+    cmd = [
+        sys.executable,
+        "-m",
+        "music_pipeline.cli",
+        "similar",
+        "pulse/dropped_in.flac",
+        "-n",
+        "3",
+        "--json",
+        "--data",
+        str(dagster_dev["data"]),
+    ]
     env = {**os.environ, "MUSIC_LIBRARY": str(dagster_dev["library"])}
     answer = None
     while time.time() - t0 < 120:

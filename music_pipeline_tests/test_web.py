@@ -33,7 +33,9 @@ def served(built):
     library, data = built
     live = LiveExplorer(data)
     holder = {}
-    app = create_app(live, public_url=None, on_start=lambda: write_status(data, holder["url"]), on_stop=lambda: clear_status(data))
+    app = create_app(
+        live, public_url=None, on_start=lambda: write_status(data, holder["url"]), on_stop=lambda: clear_status(data)
+    )
     server = ThreadServer(app)
     holder["url"] = server.url
     with server:
@@ -95,7 +97,9 @@ def test_similar_radio_compare_answer_with_the_clis_json(served, capsys):
     assert api == cli_json(capsys, "similar", key, "-n", "4", "--diverse", "0.7", "--json", "--data", data)
 
     api = get_json(served, f"/api/radio?seed={key}&length=6&bpm=128&bpm_tolerance=10")
-    assert api == cli_json(capsys, "radio", key, "--length", "6", "--bpm", "128", "--bpm-tolerance", "10", "--json", "--data", data)
+    assert api == cli_json(
+        capsys, "radio", key, "--length", "6", "--bpm", "128", "--bpm-tolerance", "10", "--json", "--data", data
+    )
     assert api["results"] and all(abs(r["tempo_bpm"] - 128) <= 10 for r in api["results"])
 
     other = key_of(served, "drone/drone_00.wav")
@@ -107,11 +111,17 @@ def test_similar_radio_compare_answer_with_the_clis_json(served, capsys):
 def test_track_page_has_genre_difficulty_neighbours_and_map_point(served):
     key = key_of(served, "drone/drone_03.wav")
     t = get_json(served, f"/api/track/{urllib.parse.quote(key)}")
-    assert t["track"]["track"] == key and t["track"]["title"] == "drone_03" and t["track"]["duration_s"] == pytest.approx(12.0, abs=0.1)
+    assert (
+        t["track"]["track"] == key
+        and t["track"]["title"] == "drone_03"
+        and t["track"]["duration_s"] == pytest.approx(12.0, abs=0.1)
+    )
     assert len(t["similar"]["results"]) == 5 and len(t["diverse"]["results"]) == 5 and t["diverse"]["diverse"] == 0.7
     g = t["genre"]
     assert g["available"] and set(g["probabilities"]) == {"pulse", "drone", "arpeggio", "noise_rock"}
-    assert sum(g["probabilities"].values()) == pytest.approx(1.0) and g["label"] == max(g["probabilities"], key=g["probabilities"].get)
+    assert sum(g["probabilities"].values()) == pytest.approx(1.0) and g["label"] == max(
+        g["probabilities"], key=g["probabilities"].get
+    )
     assert g["explanation"]["text"].startswith(f"Predicted {g['label']}") and g["explanation"]["components"]
     assert any("in-sample" in n for n in g["notes"])  # its label was in the training data, and it says so
     d = t["difficulty"]
@@ -174,7 +184,12 @@ def test_aiff_is_transcoded_to_wav_with_exact_ranges(served):
     assert int(h["content-length"]) == len(whole) == 44 + source.size * 2
     decoded, sr2 = sf.read(io.BytesIO(whole), dtype="int16")
     assert sr2 == sr and decoded.shape == source.shape and np.array_equal(decoded, source)
-    for rng, (a, b) in {"bytes=0-99": (0, 100), "bytes=40-5000": (40, 5001), "bytes=123457-": (123457, len(whole)), "bytes=-10": (len(whole) - 10, len(whole))}.items():
+    for rng, (a, b) in {
+        "bytes=0-99": (0, 100),
+        "bytes=40-5000": (40, 5001),
+        "bytes=123457-": (123457, len(whole)),
+        "bytes=-10": (len(whole) - 10, len(whole)),
+    }.items():
         code, h, part = get(served, f"/audio/{key}", {"Range": rng})
         assert code == 206 and part == whole[a:b] and h["content-range"] == f"bytes {a}-{b - 1}/{len(whole)}", rng
     code, _, body = get(served, f"/audio/{key}", {"Range": f"bytes={len(whole)}-"})
@@ -186,7 +201,13 @@ def test_aiff_is_transcoded_to_wav_with_exact_ranges(served):
 def test_audio_only_serves_library_files_by_key(served, built):
     from music_pipeline.web.explorer import Explorer, NotFound
 
-    for path in ("/audio/..%2F..%2F..%2Fetc%2Fpasswd", "/audio/%2Fetc%2Fpasswd", "/audio/../../etc/passwd", "/static/..%2F..%2Fapp.py", "/audio/" + "x" * 300):
+    for path in (
+        "/audio/..%2F..%2F..%2Fetc%2Fpasswd",
+        "/audio/%2Fetc%2Fpasswd",
+        "/audio/../../etc/passwd",
+        "/static/..%2F..%2Fapp.py",
+        "/audio/" + "x" * 300,
+    ):
         code, _, body = get(served, path)
         assert code == 404 and b"root:" not in body and b"import" not in body, path
     # even a tampered index cannot point the server outside the library folder
@@ -228,7 +249,12 @@ def test_path_from_a_to_b_moves_steadily_and_downloads(served):
     assert lean[0] < 0 < lean[-1]
     code, _, body = get(served, f"/api/path.m3u8?from={a}&to={b}&length=6")
     paths = [line for line in body.decode().splitlines() if not line.startswith("#")]
-    assert code == 200 and len(paths) == 8 and paths[0].endswith("pulse/pulse_00.wav") and paths[-1].endswith("drone/drone_00.wav")
+    assert (
+        code == 200
+        and len(paths) == 8
+        and paths[0].endswith("pulse/pulse_00.wav")
+        and paths[-1].endswith("drone/drone_00.wav")
+    )
 
 
 def test_path_walk_follows_the_arc_between_its_ends():
@@ -238,7 +264,9 @@ def test_path_walk_follows_the_arc_between_its_ends():
     vectors = np.stack([np.cos(angles), np.sin(angles), np.zeros_like(angles)], axis=1).astype(np.float32)
     pos, scores, ts = path_walk(vectors, vectors[0], vectors[3], 4, exclude=[0, 3], smooth=0.0)
     assert np.rad2deg(angles[pos]).round().tolist() == [20, 40, 50, 70]  # nearest unused to 18°, 36°, 54°, 72°
-    assert ts.tolist() == pytest.approx([0.2, 0.4, 0.6, 0.8]) and scores == pytest.approx(np.cos(np.deg2rad([2, 4, 4, 2])))
+    assert ts.tolist() == pytest.approx([0.2, 0.4, 0.6, 0.8]) and scores == pytest.approx(
+        np.cos(np.deg2rad([2, 4, 4, 2]))
+    )
     assert progress(vectors[pos], vectors[0], vectors[3]) == pytest.approx([2 / 9, 4 / 9, 5 / 9, 7 / 9])
     # pulled towards the previous pick, the first step stays closer to A; the order stays forward
     pos, _, _ = path_walk(vectors, vectors[0], vectors[3], 4, exclude=[0, 3], smooth=0.3)
@@ -258,13 +286,29 @@ def test_map_uses_the_umap_table_when_it_covers_the_library(served, built):
     m = get_json(served, "/api/map")
     pts = m["points"]
     assert m["source"] == "pca" and m["count"] == 25 == len(pts["track"]) == len(pts["x"]) and "not built" in m["note"]
-    assert set(pts["level"]) <= {"Easy", "Medium", "Hard"} and set(pts["label"]) == {"pulse", "drone", "arpeggio", "noise_rock"}
+    assert set(pts["level"]) <= {"Easy", "Medium", "Hard"} and set(pts["label"]) == {
+        "pulse",
+        "drone",
+        "arpeggio",
+        "noise_rock",
+    }
     code, h, body = get(served, "/api/map", {"Accept-Encoding": "gzip"})
     assert code == 200 and h["content-encoding"] == "gzip"
 
     ex = Explorer(built[1])
     keys = ex.tracks["key"].tolist()
-    table = pd.DataFrame({"key": keys, "label": None, "level": None, "x2": np.arange(25.0), "y2": -np.arange(25.0), "x3": 0.0, "y3": 0.0, "z3": 0.0})
+    table = pd.DataFrame(
+        {
+            "key": keys,
+            "label": None,
+            "level": None,
+            "x2": np.arange(25.0),
+            "y2": -np.arange(25.0),
+            "x3": 0.0,
+            "y3": 0.0,
+            "z3": 0.0,
+        }
+    )
     path = write_parquet(DataLayout(built[1]).tables_dir / "embedding_map.parquet", table)
     try:
         m = Explorer(built[1]).map_points()
@@ -326,7 +370,11 @@ def test_serve_command_refuses_without_an_index_or_port(tmp_path, capsys):
     assert "address is in use" in capsys.readouterr().err
     assert main(["serve", "--data", str(tmp_path / "empty"), "--port", str(free_port())]) == 2
     assert "no similarity index" in capsys.readouterr().err
-    assert exposure_warning("127.0.0.1", 8765) is None and exposure_warning("localhost", 8765) is None and exposure_warning("::1", 8765) is None
+    assert (
+        exposure_warning("127.0.0.1", 8765) is None
+        and exposure_warning("localhost", 8765) is None
+        and exposure_warning("::1", 8765) is None
+    )
     warning = exposure_warning("0.0.0.0", 8765)
     assert "no authentication" in warning and "http://0.0.0.0:8765" in warning
 
@@ -358,6 +406,6 @@ def test_files_only_ffmpeg_decodes_are_piped_to_wav(tmp_path):
     assert d.mode == "ffmpeg" and d.content_type == "audio/wav"
     wav = b"".join(_ffmpeg_stream(tmp_path / "x.wv", ffmpeg))
     assert wav[:4] == b"RIFF" and wav[8:12] == b"WAVE"
-    data = wav[wav.index(b"data") + 8:]  # a piped WAV's header cannot give the length: read to the end
+    data = wav[wav.index(b"data") + 8 :]  # a piped WAV's header cannot give the length: read to the end
     decoded = np.frombuffer(data[: len(data) // 2 * 2], dtype="<i2")
     assert np.array_equal(decoded, sf.read(tmp_path / "x.wav", dtype="int16")[0])

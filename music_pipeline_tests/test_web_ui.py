@@ -15,8 +15,11 @@ ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
 
 def _chromium(download_dir: Path):
-    driver = headless_chromium("--window-size=1400,1000", "--autoplay-policy=no-user-gesture-required",
-                               prefs={"download.default_directory": str(download_dir), "download.prompt_for_download": False})
+    driver = headless_chromium(
+        "--window-size=1400,1000",
+        "--autoplay-policy=no-user-gesture-required",
+        prefs={"download.default_directory": str(download_dir), "download.prompt_for_download": False},
+    )
     driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(download_dir)})
     return driver
 
@@ -26,7 +29,8 @@ def _playing(driver, key: str, beyond: float = 0.5) -> bool:
     return driver.execute_script(
         "const a = document.getElementById('player');"
         "return a.src.endsWith('/audio/' + encodeURIComponent(arguments[0])) && !a.paused && a.error === null && a.currentTime > arguments[1];",
-        key, beyond,
+        key,
+        beyond,
     )
 
 
@@ -66,9 +70,16 @@ def test_search_open_play_click_the_map_and_download_a_playlist(styled_library, 
             driver.get(server.url + "/")
             box = wait.until(lambda d: d.find_element(By.ID, "search"))
             box.send_keys("aiff_pro")
-            result = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, f"#search-results li.result[data-track='{aiff_key}']"))
+            result = wait.until(
+                lambda d: d.find_element(By.CSS_SELECTOR, f"#search-results li.result[data-track='{aiff_key}']")
+            )
             result.click()
-            wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#genre") and "pulse_aiff_probe" in d.find_element(By.CSS_SELECTOR, ".track-head h2").text)
+            wait.until(
+                lambda d: (
+                    d.find_elements(By.CSS_SELECTOR, "#genre")
+                    and "pulse_aiff_probe" in d.find_element(By.CSS_SELECTOR, ".track-head h2").text
+                )
+            )
             assert "Predicted" in driver.find_element(By.ID, "genre").text
             assert any(level in driver.find_element(By.ID, "difficulty").text for level in ("Easy", "Medium", "Hard"))
             assert len(driver.find_elements(By.CSS_SELECTOR, "#similar ol.tracks li")) == 5
@@ -80,8 +91,12 @@ def test_search_open_play_click_the_map_and_download_a_playlist(styled_library, 
             # 3. the map: click a point = play it and open its page
             driver.get(server.url + "/#/")
             canvas = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "canvas#map"))
-            point = wait.until(lambda d: d.execute_script("return window.mapPoint && window.mapPoint(arguments[0])", drone_key))
-            ActionChains(driver).move_to_element_with_offset(canvas, round(point["x"] - point["width"] / 2), round(point["y"] - point["height"] / 2)).click().perform()
+            point = wait.until(
+                lambda d: d.execute_script("return window.mapPoint && window.mapPoint(arguments[0])", drone_key)
+            )
+            ActionChains(driver).move_to_element_with_offset(
+                canvas, round(point["x"] - point["width"] / 2), round(point["y"] - point["height"] / 2)
+            ).click().perform()
             wait.until(lambda d: d.execute_script("return location.hash") == f"#/track/{drone_key}")
             wait.until(lambda d: _playing(d, drone_key, 0.3))
             wait.until(lambda d: "drone_03" in d.find_element(By.CSS_SELECTOR, ".track-head h2").text)
@@ -101,5 +116,7 @@ def test_search_open_play_click_the_map_and_download_a_playlist(styled_library, 
     lines = files[0].read_text(encoding="utf-8").splitlines()
     paths = [line for line in lines if not line.startswith("#")]
     assert lines[0] == "#EXTM3U" and len(paths) == 16  # the seed + the page's default 15
-    assert paths[0] == str(library / "drone/drone_03.wav") and all(Path(p).is_absolute() and Path(p).is_file() for p in paths)
+    assert paths[0] == str(library / "drone/drone_03.wav") and all(
+        Path(p).is_absolute() and Path(p).is_file() for p in paths
+    )
     print(f"browser walk-through in {time.time() - t0:.1f} s")

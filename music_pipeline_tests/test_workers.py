@@ -39,8 +39,20 @@ def test_numba_cache_lives_in_a_folder_the_program_owns(tmp_path):
 
     env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "XDG_CACHE_HOME")}
     env["HOME"] = str(tmp_path)
-    out = subprocess.run([sys.executable, "-c", "import music_pipeline, numba; print(numba.config.CACHE_DIR)"], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", "import music_pipeline, numba; print(numba.config.CACHE_DIR)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip() == str(tmp_path / ".cache" / "music-pipeline" / "numba")
     env["NUMBA_CACHE_DIR"] = str(tmp_path / "mine")  # the user's own choice wins
-    out = subprocess.run([sys.executable, "-c", "import music_pipeline, numba; print(numba.config.CACHE_DIR)"], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", "import music_pipeline, numba; print(numba.config.CACHE_DIR)"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip() == str(tmp_path / "mine")

@@ -44,7 +44,11 @@ def explorer_library(styled_library: tuple[Path, Path], root: Path) -> tuple[Pat
     layout = DataLayout(data)
     scan = scan_library(library, layout.hash_cache_path)
     store = FeatureStore(data)
-    jobs = [ExtractJob(t.key, t.path, t.relpath, t.content_hash, str(data)) for t in scan.tracks if not store.has(t.content_hash)]
+    jobs = [
+        ExtractJob(t.key, t.path, t.relpath, t.content_hash, str(data))
+        for t in scan.tracks
+        if not store.has(t.content_hash)
+    ]
     outcomes = extract_many(jobs, workers=1)
     assert len(jobs) == 1 and all(o.ok for o in outcomes), [o.reason for o in outcomes]
     tables = build_tables(scan, store)
@@ -67,7 +71,9 @@ def explorer_library(styled_library: tuple[Path, Path], root: Path) -> tuple[Pat
     from music_pipeline.features.embedding import FEATURE_NAMES
 
     emb = tables.embeddings
-    genre = GenreModel.fit(Candidate("xgb", "full", pca=5), emb[FEATURE_NAMES].to_numpy(dtype="float64"), emb["label"].astype(str).tolist())
+    genre = GenreModel.fit(
+        Candidate("xgb", "full", pca=5), emb[FEATURE_NAMES].to_numpy(dtype="float64"), emb["label"].astype(str).tolist()
+    )
     publish_version(layout.models_dir / "genre", lambda vdir: genre.save(vdir / "deployed"))
     return library, data
 
@@ -80,10 +86,12 @@ class ThreadServer:
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"))
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
-    def __enter__(self) -> "ThreadServer":
+    def __enter__(self) -> ThreadServer:
         self.thread.start()
         wait_for_port(self.port, 30)
         return self

@@ -95,7 +95,10 @@ def _decode_soundfile(path: Path, sr: int, max_duration_s: float | None) -> tupl
                 if limit and read >= limit:
                     break
         except sf.LibsndfileError as exc:
-            raise AudioError(path, f"decoding failed after {read / source_sr:.1f} s, file is truncated or corrupt ({exc.error_string or exc})") from None
+            raise AudioError(
+                path,
+                f"decoding failed after {read / source_sr:.1f} s, file is truncated or corrupt ({exc.error_string or exc})",
+            ) from None
         if read == 0:  # e.g. an Ogg file cut before its first complete page: a header, no audio
             raise AudioError(path, "no audio could be decoded: the file is truncated or corrupt")
         out.append(stream.resample_chunk(np.zeros(0, np.float32), last=True))
@@ -142,7 +145,13 @@ def _decode_ffmpeg(path: Path, sr: int, max_duration_s: float | None) -> tuple[n
     return y, sr, 1  # ffmpeg already downmixed; source rate is not reported on this path
 
 
-def decode(path: str | Path, sr: int = ANALYSIS_SR, *, min_duration_s: float = MIN_DURATION_S, max_duration_s: float | None = None) -> DecodedAudio:
+def decode(
+    path: str | Path,
+    sr: int = ANALYSIS_SR,
+    *,
+    min_duration_s: float = MIN_DURATION_S,
+    max_duration_s: float | None = None,
+) -> DecodedAudio:
     """Decode ``path`` to mono float32 at ``sr`` and reject what cannot be analysed.
 
     Raises :class:`AudioError` naming the file and the reason: unreadable, not audio, truncated,
@@ -180,7 +189,9 @@ def decode(path: str | Path, sr: int = ANALYSIS_SR, *, min_duration_s: float = M
         raise AudioError(path, "decoded samples contain NaN or infinity")
     peak = float(np.max(np.abs(y)))
     if peak <= 10 ** (SILENCE_PEAK_DB / 20):
-        raise AudioError(path, f"silent: peak level {20 * np.log10(max(peak, 1e-12)):.0f} dBFS is below {SILENCE_PEAK_DB:.0f} dBFS")
+        raise AudioError(
+            path, f"silent: peak level {20 * np.log10(max(peak, 1e-12)):.0f} dBFS is below {SILENCE_PEAK_DB:.0f} dBFS"
+        )
     if float(np.max(y) - np.min(y)) <= 10 ** (SILENCE_PEAK_DB / 20):
         raise AudioError(path, "no signal: the file is a constant (DC) level")
     return DecodedAudio(y=y, sr=sr, source_sr=source_sr, source_channels=channels, duration_s=duration)

@@ -167,7 +167,7 @@ def _label_and_group(rel: str, path: Path, labels: dict) -> tuple[str | None, st
 class HashCache:
     """Content hashes remembered by (relpath, size, mtime_ns): an unchanged file is never re-read."""
 
-    def __init__(self, path: "str | os.PathLike | None"):
+    def __init__(self, path: str | os.PathLike | None):
         from music_pipeline.storage import artifact_path, read_parquet
 
         self.path = artifact_path(path) if path else None
@@ -200,7 +200,9 @@ class HashCache:
         write_parquet(self.path, pd.DataFrame(rows, columns=["relpath", "size", "mtime_ns", "content_hash"]))
 
 
-def scan_library(root: str | os.PathLike, hash_cache_path: "str | os.PathLike | None" = None, with_hashes: bool = True) -> LibraryScan:
+def scan_library(
+    root: str | os.PathLike, hash_cache_path: str | os.PathLike | None = None, with_hashes: bool = True
+) -> LibraryScan:
     """List the tracks under ``root`` with keys, labels, groups and (cached) content hashes."""
     root = Path(root).resolve()
     problems: list[tuple[str, str]] = []

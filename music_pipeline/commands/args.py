@@ -14,7 +14,9 @@ def _number(text: str, kind=float):
     try:
         value = kind(text)
     except (TypeError, ValueError):
-        raise argparse.ArgumentTypeError(f"must be {'a whole number' if kind is int else 'a number'}, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"must be {'a whole number' if kind is int else 'a number'}, got {text!r}"
+        ) from None
     if kind is float and value != value:
         raise argparse.ArgumentTypeError(f"must be a number, got {text!r}")
     return value

@@ -12,7 +12,16 @@ from datetime import datetime
 from pathlib import Path
 
 from music_pipeline.commands.args import non_negative_float, port, positive_int
-from music_pipeline.settings import ENV_DATA, ENV_LIBRARY, SOURCE_DEFAULT, LibraryNotGiven, LibraryUnavailable, Settings, read_library_record, resolve_data_dir
+from music_pipeline.settings import (
+    ENV_DATA,
+    ENV_LIBRARY,
+    SOURCE_DEFAULT,
+    LibraryNotGiven,
+    LibraryUnavailable,
+    Settings,
+    read_library_record,
+    resolve_data_dir,
+)
 
 EXIT_FAILED = 1  # a run or an ERROR-severity check failed
 EXIT_USAGE = 2  # bad arguments, no library: nothing was written
@@ -30,16 +39,45 @@ def register(sub, parent) -> None:
         "1 a run or an ERROR-severity asset check failed, 2 bad arguments or no library, 3 another build holds "
         "the data directory, 4 with --strict: some files were skipped.",
     )
-    p.add_argument("--library", metavar="DIR", default=None, help="the music folder (env MUSIC_LIBRARY; default: the library this data directory was built from, else <data>/library)")
+    p.add_argument(
+        "--library",
+        metavar="DIR",
+        default=None,
+        help="the music folder (env MUSIC_LIBRARY; default: the library this data directory was built from, else <data>/library)",
+    )
     p.add_argument("--workers", type=positive_int, default=None, help="extraction processes (default: all cores)")
-    p.add_argument("--wait", type=non_negative_float, default=0.0, metavar="SECONDS", help="wait this long for another build on the same data dir (default: refuse at once)")
-    p.add_argument("--retry-failed", action="store_true", help="analyse again the files recorded as broken (e.g. after installing ffmpeg)")
-    p.add_argument("--strict", action="store_true", help=f"exit with {EXIT_SKIPPED} when any file of the library could not be analysed")
-    p.add_argument("--no-models", action="store_true", help="do not train the library models this time (tables, difficulty scores and the similarity index are still refreshed)")
-    p.add_argument("--retrain", action="store_true", help="retrain every library model now; by default only models whose code changed or whose training tracks changed by more than 10%% (MUSIC_PIPELINE_RETRAIN_SHARE) are retrained")
+    p.add_argument(
+        "--wait",
+        type=non_negative_float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long for another build on the same data dir (default: refuse at once)",
+    )
+    p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="analyse again the files recorded as broken (e.g. after installing ffmpeg)",
+    )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help=f"exit with {EXIT_SKIPPED} when any file of the library could not be analysed",
+    )
+    p.add_argument(
+        "--no-models",
+        action="store_true",
+        help="do not train the library models this time (tables, difficulty scores and the similarity index are still refreshed)",
+    )
+    p.add_argument(
+        "--retrain",
+        action="store_true",
+        help="retrain every library model now; by default only models whose code changed or whose training tracks changed by more than 10%% (MUSIC_PIPELINE_RETRAIN_SHARE) are retrained",
+    )
     p.set_defaults(handler=cmd_build)
 
-    p = sub.add_parser("demo", parents=[parent], help="fetch the demo library (real free music from Debian) and build it")
+    p = sub.add_parser(
+        "demo", parents=[parent], help="fetch the demo library (real free music from Debian) and build it"
+    )
     p.add_argument("--workers", type=positive_int, default=None)
     p.add_argument("--synthetic", action="store_true", help="skip the download and use the synthesized library")
     p.set_defaults(handler=cmd_demo)
@@ -50,8 +88,15 @@ def register(sub, parent) -> None:
     p.set_defaults(handler=cmd_embed)
 
     p = sub.add_parser("ui", parents=[parent], help="start the Dagster web UI (dagster dev) on 127.0.0.1")
-    p.add_argument("--library", metavar="DIR", default=None, help="the folder the library_sensor follows (default: MUSIC_LIBRARY, else the library the data directory was built from)")
-    p.add_argument("--host", default="127.0.0.1", help="bind address; the UI has no authentication, expose it with care")
+    p.add_argument(
+        "--library",
+        metavar="DIR",
+        default=None,
+        help="the folder the library_sensor follows (default: MUSIC_LIBRARY, else the library the data directory was built from)",
+    )
+    p.add_argument(
+        "--host", default="127.0.0.1", help="bind address; the UI has no authentication, expose it with care"
+    )
     p.add_argument("--port", type=port, default=3000)
     p.set_defaults(handler=cmd_ui)
 
@@ -68,7 +113,9 @@ def _data_arg(settings: Settings) -> str:
 def _print_summary(summary, settings: Settings, log_path: Path | None, strict: bool) -> None:
     from music_pipeline.summary import collect, summary_lines
 
-    print(f"\n{summary.tracks} tracks in the library, {summary.embedded} in the embedding table, {len(summary.skipped)} skipped")
+    print(
+        f"\n{summary.tracks} tracks in the library, {summary.embedded} in the embedding table, {len(summary.skipped)} skipped"
+    )
     for r in summary.skipped.itertuples():
         print(f"  skipped {r.relpath}: {r.reason}")
     if summary.retried:
@@ -89,12 +136,23 @@ def _print_summary(summary, settings: Settings, log_path: Path | None, strict: b
     if log_path is not None and log_path.exists():
         print(f"build log (warnings, native-library messages): {log_path}")
     if not summary.ok:
-        print(f"error: the build failed ({len(summary.failed_assets)} failed step(s), {len(summary.failed_checks)} failed ERROR check(s), listed above)", file=sys.stderr)
+        print(
+            f"error: the build failed ({len(summary.failed_assets)} failed step(s), {len(summary.failed_checks)} failed ERROR check(s), listed above)",
+            file=sys.stderr,
+        )
     elif strict and len(summary.skipped):
         print(f"error: --strict: {len(summary.skipped)} file(s) could not be analysed", file=sys.stderr)
 
 
-def _build(settings: Settings, wait: float = 0.0, retry_failed: bool = False, strict: bool = False, recorded_by: str = "build", models: bool = True, retrain: bool = False) -> int:
+def _build(
+    settings: Settings,
+    wait: float = 0.0,
+    retry_failed: bool = False,
+    strict: bool = False,
+    recorded_by: str = "build",
+    models: bool = True,
+    retrain: bool = False,
+) -> int:
     from music_pipeline import quiet
     from music_pipeline.commands.display import BuildDisplay
     from music_pipeline.defs.runner import BuildInvalid, BuildLocked, run_build, validate
@@ -111,7 +169,16 @@ def _build(settings: Settings, wait: float = 0.0, retry_failed: bool = False, st
         with redirect as terminal:
             display = BuildDisplay(terminal, workers=settings.workers)
             try:
-                summary = run_build(settings, wait_for_lock_s=wait, log=display.line, models=models, retry_failed=retry_failed, on_event=display.event, recorded_by=recorded_by, retrain=retrain)
+                summary = run_build(
+                    settings,
+                    wait_for_lock_s=wait,
+                    log=display.line,
+                    models=models,
+                    retry_failed=retry_failed,
+                    on_event=display.event,
+                    recorded_by=recorded_by,
+                    retrain=retrain,
+                )
             except BuildLocked as exc:
                 display.close()
                 terminal.write(f"error: {exc}\n")
@@ -210,21 +277,46 @@ def cmd_ui(args) -> int:
         _error(str(exc))
         return EXIT_USAGE
     except LibraryUnavailable as exc:  # the UI still shows what was built; the sensor waits and says why
-        print(f"warning: {exc}\n         the library_sensor skips (with this reason) until the folder is back", file=sys.stderr)
+        print(
+            f"warning: {exc}\n         the library_sensor skips (with this reason) until the folder is back",
+            file=sys.stderr,
+        )
     env = {**os.environ, ENV_DATA: str(data)}
     if args.library:
         env[ENV_LIBRARY] = str(settings.library_dir)
     home = ensure_dagster_home(settings)
     env["DAGSTER_HOME"] = str(home)
     record = read_library_record(data) or {}
-    origin = {"--library": "--library", ENV_LIBRARY: ENV_LIBRARY, "recorded": f"recorded by `{record.get('recorded_by', 'build')}` in {data}/library.json", "default": "default"}
+    origin = {
+        "--library": "--library",
+        ENV_LIBRARY: ENV_LIBRARY,
+        "recorded": f"recorded by `{record.get('recorded_by', 'build')}` in {data}/library.json",
+        "default": "default",
+    }
     print(f"Dagster UI on http://{args.host}:{args.port} (DAGSTER_HOME={home})")
-    print(f"library followed by the sensor: {settings.library_dir} ({origin.get(settings.library_source, settings.library_source)})")
+    print(
+        f"library followed by the sensor: {settings.library_dir} ({origin.get(settings.library_source, settings.library_source)})"
+    )
     print("Ctrl-C stops it")
     sys.stdout.flush()
     level = "info" if quiet.verbose() else "warning"
-    python = [sys.executable] if quiet.verbose() else [sys.executable, "-W", "ignore:Function `dev_command` is superseded"]
-    cmd = [*python, "-m", "dagster", "dev", "-m", "music_pipeline.definitions", "-h", args.host, "-p", str(args.port), "--log-level", level]
+    python = (
+        [sys.executable] if quiet.verbose() else [sys.executable, "-W", "ignore:Function `dev_command` is superseded"]
+    )
+    cmd = [
+        *python,
+        "-m",
+        "dagster",
+        "dev",
+        "-m",
+        "music_pipeline.definitions",
+        "-h",
+        args.host,
+        "-p",
+        str(args.port),
+        "--log-level",
+        level,
+    ]
     # run from the Dagster home: dagster dev puts its working directory first on sys.path, and a
     # `music_pipeline` folder in the user's current directory must not replace the installed one
     return _run_until_stopped(cmd, env, cwd=home)

@@ -20,8 +20,14 @@ def register(sub, parent) -> None:
         "touched. Prints why in musical terms (notes per second, chord size, range).",
     )
     p.add_argument("files", nargs="+", metavar="FILE")
-    p.add_argument("--json", action="store_true", help="one JSON object per file: {file, pdi, level, structural, intensity, notes: {…}, explanation, …}")
-    p.add_argument("--top", type=positive_int, default=3, metavar="N", help="how many pushing descriptors to show (default 3)")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per file: {file, pdi, level, structural, intensity, notes: {…}, explanation, …}",
+    )
+    p.add_argument(
+        "--top", type=positive_int, default=3, metavar="N", help="how many pushing descriptors to show (default 3)"
+    )
     p.add_argument(
         "--notes",
         metavar="OUT",
@@ -83,13 +89,21 @@ def cmd_difficulty(args) -> int:
             continue
         print(f"# {f} ({feats.duration_s:.1f} s; notes of {notes.notes.covered_s:.0f} s heard)")
         print(why)
-        print(f"PDI {result.pdi:.3f}  level {result.level}  (thresholds {', '.join(f'{t:.3f}' for t in model.thresholds)})")
+        print(
+            f"PDI {result.pdi:.3f}  level {result.level}  (thresholds {', '.join(f'{t:.3f}' for t in model.thresholds)})"
+        )
         print("families: " + "  ".join(f"{k} {v:.2f}" for k, v in result.families.items()))
-        print(f"intensity {result.intensity:.3f} (loudness, brightness, tempo: shown, not in the PDI)" if model.intensity_weight == 0 else f"intensity {result.intensity:.3f} (weight {model.intensity_weight:g} in the PDI)")
+        print(
+            f"intensity {result.intensity:.3f} (loudness, brightness, tempo: shown, not in the PDI)"
+            if model.intensity_weight == 0
+            else f"intensity {result.intensity:.3f} (weight {model.intensity_weight:g} in the PDI)"
+        )
         print("pushed most by (vs the library median):")
         for p in result.pushing:
             direction = "harder" if p["vs_median"] > 0 else "easier"
-            print(f"  {p['descriptor']:<20} {p['value']:>8.3g}  norm {p['normalised']:.2f} ({p['vs_median']:+.2f}, {direction})")
+            print(
+                f"  {p['descriptor']:<20} {p['value']:>8.3g}  norm {p['normalised']:.2f} ({p['vs_median']:+.2f}, {direction})"
+            )
         if result.out_of_range:
             print(f"outside the library's range (saturated at 0 or 1): {', '.join(result.out_of_range)}")
         if midi:

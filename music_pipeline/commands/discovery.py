@@ -16,28 +16,71 @@ def register(sub, parent) -> None:
     p = sub.add_parser("similar", parents=[parent], help="the tracks most similar to TRACK (top-n or diverse by MMR)")
     p.add_argument("track", metavar="TRACK", help=TRACK_HELP)
     p.add_argument("-n", type=positive_int, default=10, help="how many results (default 10)")
-    p.add_argument("--diverse", type=unit_interval, default=None, metavar="LAMBDA", help="Maximal Marginal Relevance trade-off: 1 = plain top-n, lower = more diverse (try 0.7)")
-    p.add_argument("--json", action="store_true", help='one JSON object: {"query": {...}, "results": [{track, path, label, score}]}')
+    p.add_argument(
+        "--diverse",
+        type=unit_interval,
+        default=None,
+        metavar="LAMBDA",
+        help="Maximal Marginal Relevance trade-off: 1 = plain top-n, lower = more diverse (try 0.7)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='one JSON object: {"query": {...}, "results": [{track, path, label, score}]}',
+    )
     p.set_defaults(handler=cmd_similar)
 
-    p = sub.add_parser("compare", parents=[parent], help="cosine similarity of two tracks and which feature groups agree or differ")
+    p = sub.add_parser(
+        "compare", parents=[parent], help="cosine similarity of two tracks and which feature groups agree or differ"
+    )
     p.add_argument("a", metavar="A", help=TRACK_HELP)
     p.add_argument("b", metavar="B", help="the second track (same forms as A)")
-    p.add_argument("--json", action="store_true", help="one JSON object: {a, b, cosine, percentile, verdict, summary, groups, agree, differ, differences}")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object: {a, b, cosine, percentile, verdict, summary, groups, agree, differ, differences}",
+    )
     p.set_defaults(handler=cmd_compare)
 
-    p = sub.add_parser("radio", parents=[parent], help="a playlist that walks from SEED through similar tracks, no repeats")
+    p = sub.add_parser(
+        "radio", parents=[parent], help="a playlist that walks from SEED through similar tracks, no repeats"
+    )
     p.add_argument("seed", metavar="SEED", help=TRACK_HELP)
-    p.add_argument("--length", type=positive_int, default=20, help="tracks in the playlist, seed not counted (default 20)")
+    p.add_argument(
+        "--length", type=positive_int, default=20, help="tracks in the playlist, seed not counted (default 20)"
+    )
     p.add_argument("--bpm", type=positive_float, default=None, help="tempo target in BPM (tempo_bpm feature)")
-    p.add_argument("--bpm-tolerance", type=non_negative_float, default=8.0, help="allowed distance from --bpm (default ±8 BPM)")
-    p.add_argument("--energy", type=unit_interval, default=None, help="energy target as a percentile of rms_mean in the library: 0 = quietest, 1 = loudest")
-    p.add_argument("--energy-tolerance", type=unit_interval, default=0.15, help="allowed distance from --energy, 0–1 (default ±0.15)")
-    p.add_argument("--pull", type=unit_interval, default=0.5, help="weight of the seed against the previous track, 0–1 (0 = drift freely, 1 = stay by the seed)")
-    p.add_argument("--json", action="store_true", help='one JSON object: {"query": {...}, "results": [{track, path, label, score, tempo_bpm, energy, ...}]}')
+    p.add_argument(
+        "--bpm-tolerance", type=non_negative_float, default=8.0, help="allowed distance from --bpm (default ±8 BPM)"
+    )
+    p.add_argument(
+        "--energy",
+        type=unit_interval,
+        default=None,
+        help="energy target as a percentile of rms_mean in the library: 0 = quietest, 1 = loudest",
+    )
+    p.add_argument(
+        "--energy-tolerance",
+        type=unit_interval,
+        default=0.15,
+        help="allowed distance from --energy, 0–1 (default ±0.15)",
+    )
+    p.add_argument(
+        "--pull",
+        type=unit_interval,
+        default=0.5,
+        help="weight of the seed against the previous track, 0–1 (0 = drift freely, 1 = stay by the seed)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='one JSON object: {"query": {...}, "results": [{track, path, label, score, tempo_bpm, energy, ...}]}',
+    )
     p.set_defaults(handler=cmd_radio)
 
-    p = sub.add_parser("explore", parents=[parent], help="interactive prompt for repeated searches (type help; quit or Ctrl-D ends)")
+    p = sub.add_parser(
+        "explore", parents=[parent], help="interactive prompt for repeated searches (type help; quit or Ctrl-D ends)"
+    )
     p.add_argument("-n", type=positive_int, default=10, help="results per search (default 10)")
     p.set_defaults(handler=cmd_explore)
 
@@ -64,7 +107,11 @@ def _fail(args, query, exc) -> int:
 
 
 def _print_hits(q, hits, heading: str) -> None:
-    print(f"{heading} {q.relpath or q.path}" + (f" [{q.label}]" if q.label else "") + (" (outside the library)" if q.external else ""))
+    print(
+        f"{heading} {q.relpath or q.path}"
+        + (f" [{q.label}]" if q.label else "")
+        + (" (outside the library)" if q.external else "")
+    )
     if not hits:
         print("  no results")
     for i, h in enumerate(hits, 1):
@@ -88,21 +135,34 @@ def cmd_similar(args) -> int:
     if args.json:
         print(json.dumps(similar_json(q, hits, args.diverse)))
     else:
-        _print_hits(q, hits, "Diverse picks (MMR λ=%g) like" % args.diverse if args.diverse is not None else "Most similar to")
+        _print_hits(
+            q, hits, "Diverse picks (MMR λ=%g) like" % args.diverse if args.diverse is not None else "Most similar to"
+        )
     return 0
 
 
 def _print_comparison(qa, qb, c) -> None:
     for tag, q in (("A", qa), ("B", qb)):
         print(f"{tag}: {q.relpath or q.path}" + (f" [{q.label}]" if q.label else ""))
-    overall = {"agree": "more alike than most pairs", "differ": "more different than most pairs", "neutral": "a typical pair"}[c.verdict]
-    pct = f" (percentile {c.percentile:.0f} among random library pairs: {overall})" if c.percentile is not None else f" ({overall})"
+    overall = {
+        "agree": "more alike than most pairs",
+        "differ": "more different than most pairs",
+        "neutral": "a typical pair",
+    }[c.verdict]
+    pct = (
+        f" (percentile {c.percentile:.0f} among random library pairs: {overall})"
+        if c.percentile is not None
+        else f" ({overall})"
+    )
     print(f"cosine similarity {c.cosine:+.3f}{pct}")
     for g in c.groups:
         p = f"p{g.percentile:3.0f}" if g.percentile is not None else "    "
         print(f"  {g.group:<9} {g.features:>4} features  cos {g.cosine:+.3f}  {p}  {g.verdict}")
     print(c.summary)
-    print("largest differences: " + "; ".join(f"{d['feature']} ({d['group']}) z {d['z_a']:+.2f} vs {d['z_b']:+.2f}" for d in c.differences))
+    print(
+        "largest differences: "
+        + "; ".join(f"{d['feature']} ({d['group']}) z {d['z_a']:+.2f} vs {d['z_b']:+.2f}" for d in c.differences)
+    )
 
 
 def cmd_compare(args) -> int:
@@ -131,12 +191,22 @@ def cmd_radio(args) -> int:
     if disc is None:
         return 2
     try:
-        q, hits = disc.radio(args.seed, args.length, args.bpm, args.bpm_tolerance, args.energy, args.energy_tolerance, args.pull)
+        q, hits = disc.radio(
+            args.seed, args.length, args.bpm, args.bpm_tolerance, args.energy, args.energy_tolerance, args.pull
+        )
     except (QueryError, ValueError) as exc:
         return _fail(args, args.seed, exc)
-    filters = {"bpm": args.bpm, "bpm_tolerance": args.bpm_tolerance, "energy": args.energy, "energy_tolerance": args.energy_tolerance}
+    filters = {
+        "bpm": args.bpm,
+        "bpm_tolerance": args.bpm_tolerance,
+        "energy": args.energy,
+        "energy_tolerance": args.energy_tolerance,
+    }
     if len(hits) < args.length:
-        print(f"note: only {len(hits)} tracks satisfy the filters ({len(hits)} of {args.length} requested)", file=sys.stderr)
+        print(
+            f"note: only {len(hits)} tracks satisfy the filters ({len(hits)} of {args.length} requested)",
+            file=sys.stderr,
+        )
     if args.json:
         print(json.dumps(radio_json(q, hits, filters)))
     else:
@@ -226,11 +296,15 @@ class Explorer:
         except QueryError:
             if not self.last:
                 raise Usage(f"no results to pick {number} from yet: search for a track first") from None
-            raise Usage(f"there is no result {number}: the last list has {len(self.last)} (and no track matches {text!r})") from None
+            raise Usage(
+                f"there is no result {number}: the last list has {len(self.last)} (and no track matches {text!r})"
+            ) from None
 
     def search(self, target: str) -> None:
         q, self.last = self.disc.similar(target, self.n, self.diverse)
-        _print_hits(q, self.last, "Most similar to" if self.diverse is None else f"Diverse picks (MMR λ={self.diverse:g}) like")
+        _print_hits(
+            q, self.last, "Most similar to" if self.diverse is None else f"Diverse picks (MMR λ={self.diverse:g}) like"
+        )
 
 
 def cmd_explore(args) -> int:

@@ -77,8 +77,15 @@ class BuildDisplay:
         self._close_bar()
         self.bar_kind = kind
         self.bar = tqdm(
-            total=total, desc=desc, file=self.stream, ncols=self._size()[0], nrows=self._size()[1], leave=True, mininterval=0.2,
-            bar_format="{desc} {percentage:3.0f}%|{bar:24}| {unit} [{elapsed}]", unit="",
+            total=total,
+            desc=desc,
+            file=self.stream,
+            ncols=self._size()[0],
+            nrows=self._size()[1],
+            leave=True,
+            mininterval=0.2,
+            bar_format="{desc} {percentage:3.0f}%|{bar:24}| {unit} [{elapsed}]",
+            unit="",
         )
 
     def _size(self) -> tuple[int, int]:
@@ -147,12 +154,15 @@ class BuildDisplay:
         p = report["p"]
         if p is not None:
             count = f"{p.done:g}/{p.total:g}" if p.total is not None else f"{p.done:g}"
-            unit = p.unit[:-1] if p.unit.endswith("s") else p.unit
+            unit = p.unit.removesuffix("s")
             parts.append(f"{unit} {count}" + (f" {p.detail}" if p.detail and not compact else ""))
         return " · ".join(parts)
 
     def _models_text(self) -> str:
-        running = "; ".join(f"{step}: {text}" if (text := self._report_text(r, compact=True)) else step for step, r in self.running.items())
+        running = "; ".join(
+            f"{step}: {text}" if (text := self._report_text(r, compact=True)) else step
+            for step, r in self.running.items()
+        )
         return f"{self.models_done}/{self.model_total} models" + (f" · {running}" if running else "")
 
     # -- events ---------------------------------------------------------------------------------

@@ -9,11 +9,20 @@ from music_pipeline.settings import Settings
 
 
 def register(sub, parent) -> None:
-    p = sub.add_parser("classify", parents=[parent], help="genre probabilities of audio files with the saved genre model")
+    p = sub.add_parser(
+        "classify", parents=[parent], help="genre probabilities of audio files with the saved genre model"
+    )
     p.add_argument("files", nargs="+", metavar="FILE")
-    p.add_argument("--json", action="store_true",
-                   help="one JSON object per file: {file, label, probabilities: {label: p}, model, feature_view, tags: {tag: score}}")
-    p.add_argument("--explain", action="store_true", help="add why the deployed model predicts this label, and what the pretrained tagger hears")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per file: {file, label, probabilities: {label: p}, model, feature_view, tags: {tag: score}}",
+    )
+    p.add_argument(
+        "--explain",
+        action="store_true",
+        help="add why the deployed model predicts this label, and what the pretrained tagger hears",
+    )
     p.set_defaults(handler=cmd_classify)
 
 
@@ -25,7 +34,11 @@ def _stale_warning(settings: Settings) -> str | None:
         st = read_json(p)
     except Exception:
         return None
-    return None if st.get("trained") else f"the last genre_classifier run trained nothing ({st.get('reason')}); using the previous model"
+    return (
+        None
+        if st.get("trained")
+        else f"the last genre_classifier run trained nothing ({st.get('reason')}); using the previous model"
+    )
 
 
 def cmd_classify(args) -> int:

@@ -8,8 +8,16 @@ from music_pipeline.settings import Settings
 
 
 def register(sub, parent) -> None:
-    p = sub.add_parser("models", parents=[parent], help="model cards: version, training data, estimate with its CI and how it was measured")
-    p.add_argument("--json", action="store_true", help='one JSON object: {"models": [{name, version, trained_at, training_size, feature_view, estimate: {…, ci95, method}, …}]}')
+    p = sub.add_parser(
+        "models",
+        parents=[parent],
+        help="model cards: version, training data, estimate with its CI and how it was measured",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='one JSON object: {"models": [{name, version, trained_at, training_size, feature_view, estimate: {…, ci95, method}, …}]}',
+    )
     p.set_defaults(handler=cmd_models)
 
 

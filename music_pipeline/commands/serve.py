@@ -24,8 +24,14 @@ def register(sub, parent) -> None:
         "a player, genre and PDI per track, similar and diverse neighbours, compare, the 2-D map, radio, "
         "a path from A to B, M3U8/XSPF playlists, and the JSON API under /api/.",
     )
-    p.add_argument("--library", metavar="DIR", default=None, help="the music folder (default: the one the index was built from)")
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1); the explorer has no authentication, expose it with care")
+    p.add_argument(
+        "--library", metavar="DIR", default=None, help="the music folder (default: the one the index was built from)"
+    )
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="bind address (default 127.0.0.1); the explorer has no authentication, expose it with care",
+    )
     p.add_argument("--port", type=int, default=8765, help="port (default 8765)")
     p.set_defaults(handler=cmd_serve)
 
@@ -63,7 +69,10 @@ def cmd_serve(args) -> int:
         return 2
     settings = Settings.resolve(args.data, args.library)
     if not _port_free(args.host, args.port):
-        print(f"error: cannot listen on {args.host}:{args.port}: the address is in use or not available here (another explorer? choose --port)", file=sys.stderr)
+        print(
+            f"error: cannot listen on {args.host}:{args.port}: the address is in use or not available here (another explorer? choose --port)",
+            file=sys.stderr,
+        )
         return 2
 
     import uvicorn
@@ -86,7 +95,10 @@ def cmd_serve(args) -> int:
     if warning := exposure_warning(args.host, args.port):
         print(warning, file=sys.stderr)
     if explorer.disc.library_root is None or not explorer.disc.library_root.is_dir():
-        print(f"warning: the library folder {explorer.disc.library_root} is not here: search works, playing does not (give --library)", file=sys.stderr)
+        print(
+            f"warning: the library folder {explorer.disc.library_root} is not here: search works, playing does not (give --library)",
+            file=sys.stderr,
+        )
 
     def started() -> None:
         try:
@@ -94,8 +106,17 @@ def cmd_serve(args) -> int:
         except Exception as exc:  # a read-only data dir: the Dagster UI just will not link here
             print(f"note: could not record the explorer's address in the data directory ({exc})", file=sys.stderr)
 
-    app = create_app(live, loopback_only=loopback, public_url=url, on_start=started, on_stop=lambda: clear_status(settings.data_dir), bind_host=args.host)
-    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False, lifespan="on"))
+    app = create_app(
+        live,
+        loopback_only=loopback,
+        public_url=url,
+        on_start=started,
+        on_stop=lambda: clear_status(settings.data_dir),
+        bind_host=args.host,
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False, lifespan="on")
+    )
     print(f"Explorer on {url} — {len(explorer.index)} tracks from {settings.data_dir}; Ctrl-C stops it", flush=True)
     server.run()
     return 0

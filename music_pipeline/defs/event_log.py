@@ -63,7 +63,10 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
         events = [e for e in events if e.is_dagster_event]
         if not events:
             return
-        if any(e.dagster_event_type not in BATCH_WRITABLE_EVENTS for e in events) or len({e.run_id for e in events}) != 1:
+        if (
+            any(e.dagster_event_type not in BATCH_WRITABLE_EVENTS for e in events)
+            or len({e.run_id for e in events}) != 1
+        ):
             return super().store_event_batch(events)  # not a case Dagster batches: the safe loop
         run_id = events[0].run_id
         with self.run_connection(run_id) as conn:

@@ -59,19 +59,22 @@ def build_jobs(assets):
         description="Every asset; launched over all per-track partitions (tracks or buckets) it becomes a batched backfill.",
         tags={"music_pipeline/job": "full", **RUN_RETRY_TAGS},
     )
+
     @dg.schedule(
         name="nightly_rebuild",
         job=rebuild,
         cron_schedule=os.environ.get(REBUILD_CRON_ENV, DEFAULT_REBUILD_CRON),
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description=f"Rebuilds the models on a cron schedule (env {REBUILD_CRON_ENV}, default '{DEFAULT_REBUILD_CRON}'); "
-                    "skips, saying why, while the library has never been built.",
+        "skips, saying why, while the library has never been built.",
     )
     def nightly(context: dg.ScheduleEvaluationContext, pipeline: MusicPipelineResource):
         # a never-built data directory has nothing to train on: a red run every night would say less
         tables = pipeline.layout.embeddings_path
         if not tables.exists():
-            return dg.SkipReason(f"nothing to train yet: {tables} does not exist (the library was never built; run `music-pipeline build` or let the sensor ingest it)")
+            return dg.SkipReason(
+                f"nothing to train yet: {tables} does not exist (the library was never built; run `music-pipeline build` or let the sensor ingest it)"
+            )
         return dg.RunRequest(tags={"music_pipeline/trigger": "nightly_rebuild"})
 
     return [ingest, rebuild, full], [nightly]

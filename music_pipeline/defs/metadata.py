@@ -1,6 +1,7 @@
 """Metadata helpers shared by every asset: plots embedded in markdown, tables, paths."""
 
 import base64
+
 import dagster as dg
 import pandas as pd
 

@@ -57,12 +57,12 @@ class Partitioning:
     buckets: int = 0
 
     @classmethod
-    def resolve(cls, mode: str | None = None, buckets: int | None = None) -> "Partitioning":
+    def resolve(cls, mode: str | None = None, buckets: int | None = None) -> Partitioning:
         """Argument > MUSIC_PIPELINE_PARTITIONS / MUSIC_PIPELINE_BUCKETS > per track."""
         return cls(resolve_partitioning(mode, buckets)[1])
 
     @classmethod
-    def of(cls, partitions_def: dg.PartitionsDefinition | None) -> "Partitioning":
+    def of(cls, partitions_def: dg.PartitionsDefinition | None) -> Partitioning:
         """The partitioning an asset was built with (what its run's partition keys mean)."""
         if isinstance(partitions_def, dg.StaticPartitionsDefinition):
             return cls(len(partitions_def.get_partition_keys()))
@@ -96,11 +96,15 @@ class Partitioning:
             return list(assets)
         out = []
         for a in assets:
-            if not isinstance(a, dg.AssetsDefinition) or not any(s.partitions_def == tracks_partitions for s in a.specs):
+            if not isinstance(a, dg.AssetsDefinition) or not any(
+                s.partitions_def == tracks_partitions for s in a.specs
+            ):
                 out.append(a)
                 continue
             swapped = a.map_asset_specs(
-                lambda s: s.replace_attributes(partitions_def=self.definition) if s.partitions_def == tracks_partitions else s
+                lambda s: (
+                    s.replace_attributes(partitions_def=self.definition) if s.partitions_def == tracks_partitions else s
+                )
             )
             out.append(swapped.with_attributes(backfill_policy=self.backfill_policy))
         return out
@@ -136,7 +140,9 @@ def tracks_for_run(context: dg.AssetExecutionContext, scan: LibraryScan) -> RunT
         tracks = [t for t in scan.tracks if bucket_index(t.key, n) in wanted]
         return RunTracks(tracks, [], len(keys), partitioning)
     by_key = scan.by_key()
-    return RunTracks([by_key[k] for k in keys if k in by_key], [k for k in keys if k not in by_key], len(keys), partitioning)
+    return RunTracks(
+        [by_key[k] for k in keys if k in by_key], [k for k in keys if k not in by_key], len(keys), partitioning
+    )
 
 
 def materialized_buckets(instance: dg.DagsterInstance, track_keys) -> set[str]:

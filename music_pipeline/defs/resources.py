@@ -7,7 +7,6 @@ raised to ERROR (``music_pipeline/quiet.py``; MUSIC_PIPELINE_VERBOSE=1 keeps eve
 ``progress.ambient`` reports to the run log of the step that is executing.
 """
 
-
 from collections import OrderedDict
 from pathlib import Path
 

@@ -41,7 +41,9 @@ def record_trained(context: dg.AssetExecutionContext, layout: DataLayout) -> Non
     record_training(layout, context.asset_key.to_user_string(), _code_version(context))
 
 
-def stale_models(defs: dg.Definitions, model_keys: list[dg.AssetKey], layout: DataLayout) -> tuple[list[dg.AssetKey], dict]:
+def stale_models(
+    defs: dg.Definitions, model_keys: list[dg.AssetKey], layout: DataLayout
+) -> tuple[list[dg.AssetKey], dict]:
     """(stale keys, {key: Verdict}) for the library models of ``defs``."""
     versions = {spec.key: str(spec.code_version or "") for a in defs.assets for spec in a.specs}
     share = max_share_from_env()
@@ -51,4 +53,9 @@ def stale_models(defs: dg.Definitions, model_keys: list[dg.AssetKey], layout: Da
 
 def record_kept(instance: dg.DagsterInstance, key: dg.AssetKey, v) -> None:
     """An observation on a model the build did not retrain, with the reason (visible in the UI)."""
-    instance.report_runless_asset_event(dg.AssetObservation(asset_key=key, metadata={"retrained": False, "why": v.why, **{k: x for k, x in v.to_metadata().items() if k != "why"}}))
+    instance.report_runless_asset_event(
+        dg.AssetObservation(
+            asset_key=key,
+            metadata={"retrained": False, "why": v.why, **{k: x for k, x in v.to_metadata().items() if k != "why"}},
+        )
+    )

@@ -15,9 +15,9 @@ import json
 import os
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import dagster as dg
 import pandas as pd
@@ -26,9 +26,15 @@ from filelock import FileLock, Timeout
 from music_pipeline import progress as prog
 from music_pipeline.audio.sync import SyncPlan, plan_buckets, plan_sync
 from music_pipeline.defs.assets.features import RETRY_FAILED_TAG
-from music_pipeline.defs.partitions import TRACK_BATCH, known_track_keys, materialized_buckets, register_chunks, tracks_partitions
-from music_pipeline.defs.resources import MusicPipelineResource
 from music_pipeline.defs.jobs import split_library_assets, track_asset_keys
+from music_pipeline.defs.partitions import (
+    TRACK_BATCH,
+    known_track_keys,
+    materialized_buckets,
+    register_chunks,
+    tracks_partitions,
+)
+from music_pipeline.defs.resources import MusicPipelineResource
 from music_pipeline.defs.retraining import RETRAIN_TAG, record_kept, stale_models
 from music_pipeline.defs.sensors import RANGE_END, RANGE_START
 from music_pipeline.settings import SOURCE_RECORD, Settings, record_library
@@ -98,7 +104,9 @@ def ensure_dagster_home(settings: Settings) -> Path:
         marker = "  class: BatchingSqliteEventLogStorage\n"
         text = DAGSTER_YAML.read_text()
         if marker in text:
-            text = text.replace(marker, f"{marker}  config:\n    base_dir: {json.dumps(str(home / 'history' / 'runs'))}\n")
+            text = text.replace(
+                marker, f"{marker}  config:\n    base_dir: {json.dumps(str(home / 'history' / 'runs'))}\n"
+            )
         cfg.write_text(text)
     return home
 
@@ -167,8 +175,10 @@ def _never_materialized(instance, keys) -> list:
 
 def _root_error(err):
     """The error behind Dagster's wrappers ("Exceeded max_retries", "Error occurred while executing")."""
-    while err is not None and err.cause is not None and (
-        err.message.startswith("Exceeded max_retries") or "Error occurred while" in err.message.split("\n", 1)[0]
+    while (
+        err is not None
+        and err.cause is not None
+        and (err.message.startswith("Exceeded max_retries") or "Error occurred while" in err.message.split("\n", 1)[0])
     ):
         err = err.cause
     return err
@@ -182,7 +192,11 @@ def _failures(result) -> list[str]:
             last_retry_error[ev.step_key] = getattr(ev.event_specific_data, "error", None)
         if ev.is_step_failure:
             err = _root_error(ev.event_specific_data.error if ev.event_specific_data else None)
-            if err is not None and err.message.startswith("Exceeded max_retries") and last_retry_error.get(ev.step_key) is not None:
+            if (
+                err is not None
+                and err.message.startswith("Exceeded max_retries")
+                and last_retry_error.get(ev.step_key) is not None
+            ):
                 err = _root_error(last_retry_error[ev.step_key])
             lines = err.message.strip().splitlines() if err else ["failed"]
             shown = "\n    ".join(lines[:12]) + (f"\n    … {len(lines) - 12} more lines" if len(lines) > 12 else "")
@@ -269,9 +283,18 @@ def _plan_partitions(instance, pipeline: MusicPipelineResource, scan, needs_run,
     partitioning = pipeline.partitioning
     if partitioning.buckets:
         done = materialized_buckets(instance, track_keys)
-        waiting = {partitioning.bucket_of(t.key) for t in scan.tracks} - done if len(done) < partitioning.buckets else set()
-        return plan_buckets(scan, known_track_keys(pipeline.layout.manifest_path), needs_run, partitioning.buckets,
-                            TRACK_BATCH, partitioning.buckets_per_run, also=waiting)
+        waiting = (
+            {partitioning.bucket_of(t.key) for t in scan.tracks} - done if len(done) < partitioning.buckets else set()
+        )
+        return plan_buckets(
+            scan,
+            known_track_keys(pipeline.layout.manifest_path),
+            needs_run,
+            partitioning.buckets,
+            TRACK_BATCH,
+            partitioning.buckets_per_run,
+            also=waiting,
+        )
     plan = plan_sync(scan, list(instance.get_dynamic_partitions(tracks_partitions.name)), needs_run, TRACK_BATCH)
     for key in plan.to_remove:
         instance.delete_dynamic_partition(tracks_partitions.name, key)
@@ -280,8 +303,12 @@ def _plan_partitions(instance, pipeline: MusicPipelineResource, scan, needs_run,
     return plan
 
 
-def _run_build_locked(settings: Settings, build_definitions, log, models: bool, retry_failed: bool, on_event, retrain: bool = False) -> BuildSummary:
-    pipeline = MusicPipelineResource(data_dir=str(settings.data_dir), library_dir=str(settings.require_library()), workers=settings.workers)
+def _run_build_locked(
+    settings: Settings, build_definitions, log, models: bool, retry_failed: bool, on_event, retrain: bool = False
+) -> BuildSummary:
+    pipeline = MusicPipelineResource(
+        data_dir=str(settings.data_dir), library_dir=str(settings.require_library()), workers=settings.workers
+    )
     defs = build_definitions(pipeline)
     ingest, rebuild = defs.resolve_job_def("ingest_tracks"), defs.resolve_job_def("rebuild_models")
     follow, model_keys = split_library_assets(defs.assets)
@@ -290,11 +317,19 @@ def _run_build_locked(settings: Settings, build_definitions, log, models: bool, 
     scan = pipeline.scan()
     store = pipeline.store
     analysed = pipeline.analysed_hashes(retry_failed=retry_failed)
-    retried = len({t.content_hash for t in scan.tracks if t.content_hash} & store.failed_hashes()) if retry_failed else 0
-    plan = _plan_partitions(instance, pipeline, scan, lambda t: bool(t.content_hash) and t.content_hash not in analysed, track_keys)
+    retried = (
+        len({t.content_hash for t in scan.tracks if t.content_hash} & store.failed_hashes()) if retry_failed else 0
+    )
+    plan = _plan_partitions(
+        instance, pipeline, scan, lambda t: bool(t.content_hash) and t.content_hash not in analysed, track_keys
+    )
     again = f", {retried} recorded failures retried" if retry_failed else ""
-    buckets = f", in {len(plan.buckets)} of {pipeline.partitioning.buckets} buckets" if pipeline.partitioning.buckets else ""
-    log(f"library {settings.library_dir}: {len(scan.tracks)} tracks (+{len(plan.to_add)} new, -{len(plan.to_remove)} removed, {len(plan.to_run)} to analyse{again}{buckets})")
+    buckets = (
+        f", in {len(plan.buckets)} of {pipeline.partitioning.buckets} buckets" if pipeline.partitioning.buckets else ""
+    )
+    log(
+        f"library {settings.library_dir}: {len(scan.tracks)} tracks (+{len(plan.to_add)} new, -{len(plan.to_remove)} removed, {len(plan.to_run)} to analyse{again}{buckets})"
+    )
     quiet_console = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}  # the CLI prints its own summary
     tags = {"music_pipeline/trigger": "cli build"}
     if retry_failed:
@@ -313,7 +348,9 @@ def _run_build_locked(settings: Settings, build_definitions, log, models: bool, 
                 emit(RunEvent("progress", name, progress=item))
 
         with prog.listen(relay), _RunWatcher(instance, run_id, name, emit, steps):
-            result = job.execute_in_process(run_config=quiet_console, instance=instance, raise_on_error=False, run_id=run_id, **kwargs)
+            result = job.execute_in_process(
+                run_config=quiet_console, instance=instance, raise_on_error=False, run_id=run_id, **kwargs
+            )
         run_ids.append(result.run_id)
         failed.extend(_failures(result))
         bad, warn = _checks(result)
@@ -326,7 +363,13 @@ def _run_build_locked(settings: Settings, build_definitions, log, models: bool, 
         # every batch extracts its tracks; only the last also refreshes the library-wide tables,
         # scores and index, which would otherwise be rebuilt once per 500 tracks
         selection = None if n == len(plan.ranges) else track_keys
-        run(ingest, "extract", selection or all_ingest, asset_selection=selection, tags={**tags, RANGE_START: start, RANGE_END: end})
+        run(
+            ingest,
+            "extract",
+            selection or all_ingest,
+            asset_selection=selection,
+            tags={**tags, RANGE_START: start, RANGE_END: end},
+        )
     if not plan.ranges and (plan.changed or _never_materialized(instance, follow)):
         run(ingest, "tables", follow, asset_selection=follow, tags=tags)
     if models and model_keys and failed:
@@ -341,9 +384,17 @@ def _run_build_locked(settings: Settings, build_definitions, log, models: bool, 
         if stale:
             names = ", ".join(k.to_user_string() for k in stale)
             log(f"training the library models ({names}) …" + (f"; kept: {', '.join(kept)}" if kept else ""))
-            run(rebuild, "models", stale, asset_selection=stale, tags={**tags, RETRAIN_TAG: "forced" if retrain else "stale"})
+            run(
+                rebuild,
+                "models",
+                stale,
+                asset_selection=stale,
+                tags={**tags, RETRAIN_TAG: "forced" if retrain else "stale"},
+            )
         elif plan.changed:
-            log(f"models kept (too little changed to retrain: {verdicts[model_keys[0]].why}); build --retrain forces it")
+            log(
+                f"models kept (too little changed to retrain: {verdicts[model_keys[0]].why}); build --retrain forces it"
+            )
     layout = pipeline.layout
     notes = []
     try:
@@ -352,6 +403,21 @@ def _run_build_locked(settings: Settings, build_definitions, log, models: bool, 
         write_reports(layout.root)
     except Exception as exc:  # reports are a view; a failure to draw them must not fail the build
         notes.append(f"reports/index.html not written: {type(exc).__name__}: {exc}")
-    skipped = read_parquet(layout.skipped_path) if layout.skipped_path.exists() else pd.DataFrame(columns=["relpath", "reason"])
+    skipped = (
+        read_parquet(layout.skipped_path)
+        if layout.skipped_path.exists()
+        else pd.DataFrame(columns=["relpath", "reason"])
+    )
     embedded = len(read_parquet(layout.embeddings_path, columns=["key"])) if layout.embeddings_path.exists() else 0
-    return BuildSummary(len(scan.tracks), len(plan.ranges), embedded, skipped, failed, run_ids, failed_checks, warned_checks, retried, notes)
+    return BuildSummary(
+        len(scan.tracks),
+        len(plan.ranges),
+        embedded,
+        skipped,
+        failed,
+        run_ids,
+        failed_checks,
+        warned_checks,
+        retried,
+        notes,
+    )

@@ -1,13 +1,19 @@
 """library_sensor: keep the per-track partitions in step with the folder and request extraction."""
 
-
 import hashlib
 import json
 
 import dagster as dg
 
 from music_pipeline.audio.sync import SyncPlan, plan_buckets, plan_sync
-from music_pipeline.defs.partitions import TRACK_BATCH, Partitioning, known_track_keys, materialized_buckets, register_chunks, tracks_partitions
+from music_pipeline.defs.partitions import (
+    TRACK_BATCH,
+    Partitioning,
+    known_track_keys,
+    materialized_buckets,
+    register_chunks,
+    tracks_partitions,
+)
 from music_pipeline.defs.resources import MusicPipelineResource
 from music_pipeline.settings import LibraryNotGiven, LibraryUnavailable
 
@@ -21,7 +27,9 @@ def _ident(value) -> str:
     return hashlib.sha1(json.dumps(value).encode()).hexdigest()[:16]
 
 
-def run_requests_for(plan: SyncPlan, hashes: dict[str, str | None], trigger: str, kind: str = "tracks", removal: bool = True) -> list[dg.RunRequest]:
+def run_requests_for(
+    plan: SyncPlan, hashes: dict[str, str | None], trigger: str, kind: str = "tracks", removal: bool = True
+) -> list[dg.RunRequest]:
     """One batched range run per block of tracks (or buckets) to (re-)extract, plus one run of the
     library tables when tracks were only removed (so they leave every table)."""
     requests = []
@@ -29,10 +37,18 @@ def run_requests_for(plan: SyncPlan, hashes: dict[str, str | None], trigger: str
     content = _ident([hashes.get(k) for k in plan.to_run]) if plan.ranges else ""
     for start, end in plan.ranges:
         ident = _ident([start, end, content])
-        requests.append(dg.RunRequest(run_key=f"{kind}:{ident}", tags={RANGE_START: start, RANGE_END: end, "music_pipeline/trigger": trigger}))
+        requests.append(
+            dg.RunRequest(
+                run_key=f"{kind}:{ident}", tags={RANGE_START: start, RANGE_END: end, "music_pipeline/trigger": trigger}
+            )
+        )
     if removal and plan.to_remove and not plan.ranges:
         ident = _ident(sorted(plan.to_remove))
-        requests.append(dg.RunRequest(run_key=f"removed:{ident}", asset_selection=LIBRARY_ASSETS, tags={"music_pipeline/trigger": trigger}))
+        requests.append(
+            dg.RunRequest(
+                run_key=f"removed:{ident}", asset_selection=LIBRARY_ASSETS, tags={"music_pipeline/trigger": trigger}
+            )
+        )
     return requests
 
 
@@ -66,16 +82,28 @@ def _track_tick(context: dg.SensorEvaluationContext, scan, hashes: dict, analyse
     context.update_cursor(json.dumps(pending, sort_keys=True))
     if not plan.changed:
         return dg.SkipReason(f"{len(scan.tracks)} tracks, nothing new, changed or removed")
-    context.log.info(f"library: +{len(plan.to_add)} new, -{len(plan.to_remove)} removed, {len(plan.to_run)} to extract in {len(plan.ranges)} run(s)")
+    context.log.info(
+        f"library: +{len(plan.to_add)} new, -{len(plan.to_remove)} removed, {len(plan.to_run)} to extract in {len(plan.ranges)} run(s)"
+    )
     dynamic = []
     for chunk in register_chunks(plan.to_add):
         dynamic.append(tracks_partitions.build_add_request(chunk))
     if plan.to_remove:
         dynamic.append(tracks_partitions.build_delete_request(plan.to_remove))
-    return dg.SensorResult(run_requests=run_requests_for(plan, hashes, "library_sensor"), dynamic_partitions_requests=dynamic)
+    return dg.SensorResult(
+        run_requests=run_requests_for(plan, hashes, "library_sensor"), dynamic_partitions_requests=dynamic
+    )
 
 
-def _bucket_tick(context: dg.SensorEvaluationContext, pipeline: MusicPipelineResource, partitioning: Partitioning, track_keys, scan, hashes: dict, analysed: set[str]):
+def _bucket_tick(
+    context: dg.SensorEvaluationContext,
+    pipeline: MusicPipelineResource,
+    partitioning: Partitioning,
+    track_keys,
+    scan,
+    hashes: dict,
+    analysed: set[str],
+):
     """Per bucket: nothing to register; the library manifest of the last ingest is the list of
     known tracks. Runs cover the buckets holding new/changed tracks, plus buckets with tracks
     that were never materialized (the first ingest, a switch from per-track mode)."""
@@ -85,7 +113,8 @@ def _bucket_tick(context: dg.SensorEvaluationContext, pipeline: MusicPipelineRes
     known = known_track_keys(pipeline.layout.manifest_path)
     # kept until its content is analysed and the manifest lists it (a rename only needs the latter)
     pending = {
-        k: h for k, h in state.get("pending", {}).items()
+        k: h
+        for k, h in state.get("pending", {}).items()
         if hashes.get(k, 0) == h and (h not in analysed or known is None or k not in known)
     }
 
@@ -97,23 +126,39 @@ def _bucket_tick(context: dg.SensorEvaluationContext, pipeline: MusicPipelineRes
     waiting = set()
     if len(done) < partitioning.buckets:  # some bucket was never materialized: is it one with tracks?
         waiting = {partitioning.bucket_of(t.key) for t in scan.tracks} - done
-    plan = plan_buckets(scan, (known or set()) | set(pending), needs_run, partitioning.buckets, BATCH_SIZE,
-                        partitioning.buckets_per_run, also=waiting - requested_buckets)
+    plan = plan_buckets(
+        scan,
+        (known or set()) | set(pending),
+        needs_run,
+        partitioning.buckets,
+        BATCH_SIZE,
+        partitioning.buckets_per_run,
+        also=waiting - requested_buckets,
+    )
     pending.update({k: hashes[k] for k in plan.to_run})
     removed = _ident(sorted(plan.to_remove)) if plan.to_remove else None
     send_removal = removed is not None and removed != state.get("removed")
-    context.update_cursor(json.dumps({
-        "pending": pending,
-        "buckets": sorted((requested_buckets | set(plan.buckets)) - done),
-        "removed": removed,
-    }, sort_keys=True))
+    context.update_cursor(
+        json.dumps(
+            {
+                "pending": pending,
+                "buckets": sorted((requested_buckets | set(plan.buckets)) - done),
+                "removed": removed,
+            },
+            sort_keys=True,
+        )
+    )
     if not plan.ranges and not send_removal:
-        return dg.SkipReason(f"{len(scan.tracks)} tracks in {partitioning.buckets} buckets, nothing new, changed or removed")
+        return dg.SkipReason(
+            f"{len(scan.tracks)} tracks in {partitioning.buckets} buckets, nothing new, changed or removed"
+        )
     context.log.info(
         f"library: +{len(plan.to_add)} new, -{len(plan.to_remove)} removed, {len(plan.to_run)} to analyse "
         f"in {len(plan.buckets)} bucket(s), {len(plan.ranges)} run(s)"
     )
-    return dg.SensorResult(run_requests=run_requests_for(plan, hashes, "library_sensor", kind="buckets", removal=send_removal))
+    return dg.SensorResult(
+        run_requests=run_requests_for(plan, hashes, "library_sensor", kind="buckets", removal=send_removal)
+    )
 
 
 def build_library_sensor(partitioning: Partitioning, track_keys) -> dg.SensorDefinition:
@@ -139,7 +184,8 @@ def build_library_sensor(partitioning: Partitioning, track_keys) -> dg.SensorDef
         job_name="ingest_tracks",
         minimum_interval_seconds=15,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description=what + "; that run also refreshes the tables, difficulty scores and similarity index. Unchanged files cost a stat, not a read.",
+        description=what
+        + "; that run also refreshes the tables, difficulty scores and similarity index. Unchanged files cost a stat, not a read.",
     )
     def library_sensor(context: dg.SensorEvaluationContext, pipeline: MusicPipelineResource):
         try:

@@ -29,12 +29,39 @@ class Descriptor:
 
 
 DESCRIPTORS: list[Descriptor] = [
-    Descriptor("pitch_range_semitones", STRUCTURAL, "semitones", "5th–95th percentile span of the strongest CQT bin per active frame"),
-    Descriptor("timbral_variability", STRUCTURAL, "MFCC units/frame", "mean Euclidean distance between consecutive MFCC 2–13 frames (active frames)"),
-    Descriptor("harmonic_change_rate", STRUCTURAL, "tonnetz units/s", "mean Euclidean distance between tonnetz frames 0.5 s apart, per second"),
-    Descriptor("spectral_entropy", STRUCTURAL, "0–1", "mean Shannon entropy of each frame's power spectrum / log2(bins)"),
-    Descriptor("onset_interval_entropy", STRUCTURAL, "bits", "Shannon entropy of the inter-onset-interval histogram (50 ms bins, ≤ 2 s)"),
-    Descriptor("pitch_class_entropy", STRUCTURAL, "bits", "Shannon entropy of the time-averaged chroma distribution (max log2 12)"),
+    Descriptor(
+        "pitch_range_semitones",
+        STRUCTURAL,
+        "semitones",
+        "5th–95th percentile span of the strongest CQT bin per active frame",
+    ),
+    Descriptor(
+        "timbral_variability",
+        STRUCTURAL,
+        "MFCC units/frame",
+        "mean Euclidean distance between consecutive MFCC 2–13 frames (active frames)",
+    ),
+    Descriptor(
+        "harmonic_change_rate",
+        STRUCTURAL,
+        "tonnetz units/s",
+        "mean Euclidean distance between tonnetz frames 0.5 s apart, per second",
+    ),
+    Descriptor(
+        "spectral_entropy", STRUCTURAL, "0–1", "mean Shannon entropy of each frame's power spectrum / log2(bins)"
+    ),
+    Descriptor(
+        "onset_interval_entropy",
+        STRUCTURAL,
+        "bits",
+        "Shannon entropy of the inter-onset-interval histogram (50 ms bins, ≤ 2 s)",
+    ),
+    Descriptor(
+        "pitch_class_entropy",
+        STRUCTURAL,
+        "bits",
+        "Shannon entropy of the time-averaged chroma distribution (max log2 12)",
+    ),
     Descriptor("tempo_bpm", INTENSITY, "BPM", "librosa.feature.tempo on the onset envelope"),
     Descriptor("onset_density", INTENSITY, "onsets/s", "number of detected onsets / duration"),
     Descriptor("spectral_flatness", INTENSITY, "0–1", "mean spectral flatness (noisiness)"),

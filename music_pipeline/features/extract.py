@@ -19,11 +19,11 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 
@@ -33,7 +33,17 @@ from music_pipeline.features.embedding import EMBEDDING_DIM, compute_embedding
 from music_pipeline.features.rhythm import compute_rhythm
 from music_pipeline.features.segments import DEFAULT_SEGMENTS, extract_segments
 from music_pipeline.features.spectra import compute_spectra
-from music_pipeline.storage import DataLayout, list_names, npz_member_shape, read_json, read_npz, remove, safe_join, write_json, write_npz
+from music_pipeline.storage import (
+    DataLayout,
+    list_names,
+    npz_member_shape,
+    read_json,
+    read_npz,
+    remove,
+    safe_join,
+    write_json,
+    write_npz,
+)
 from music_pipeline.workers import refuse_in_bootstrap, run_pending
 
 log = logging.getLogger(__name__)
@@ -157,7 +167,7 @@ class FeatureStore:
             "reason": reason,
             "version": self.version,
             "permanent": bool(permanent),
-            "recorded_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "recorded_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         write_json(self.failure_path(content_hash) if permanent else self.retry_path(content_hash), record)
         remove(self.retry_path(content_hash) if permanent else self.failure_path(content_hash))
@@ -244,20 +254,24 @@ class ExtractOutcome:
         return self.status == "failed"
 
 
-def _transient(job: ExtractJob, store: "FeatureStore", reason: str, t0: float) -> ExtractOutcome:
+def _transient(job: ExtractJob, store: FeatureStore, reason: str, t0: float) -> ExtractOutcome:
     """A failure that is not the file's fault: recorded as such (so it is retried) and reported."""
     try:
         store.save_failure(job.content_hash, job.relpath, reason, permanent=False)
     except Exception as exc:  # a full disk may refuse the record too: the outcome still says why
         log.warning("could not record the failure of %s: %s", job.path, exc)
-    return ExtractOutcome(job.key, job.relpath, job.content_hash, "error", f"{job.path}: {reason}", time.perf_counter() - t0)
+    return ExtractOutcome(
+        job.key, job.relpath, job.content_hash, "error", f"{job.path}: {reason}", time.perf_counter() - t0
+    )
 
 
 def run_job(job: ExtractJob, retry_failed: bool = False) -> ExtractOutcome:
     """Extract one track into the store unless its content is already there. Never raises."""
     t0 = time.perf_counter()
     if job.scan_error or not job.content_hash:
-        return ExtractOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {job.scan_error or 'no content hash'}")
+        return ExtractOutcome(
+            job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {job.scan_error or 'no content hash'}"
+        )
     store = FeatureStore(job.data_dir, job.n_segments)
     if store.has(job.content_hash):
         return ExtractOutcome(job.key, job.relpath, job.content_hash, "cached", seconds=time.perf_counter() - t0)
@@ -279,7 +293,9 @@ def run_job(job: ExtractJob, retry_failed: bool = False) -> ExtractOutcome:
         store.save(job.content_hash, feats)
     except Exception as exc:  # a full disk, a lost mount: the features are fine, storing them is not
         return _transient(job, store, f"could not store the features ({type(exc).__name__}: {exc})", t0)
-    return ExtractOutcome(job.key, job.relpath, job.content_hash, "extracted", None, time.perf_counter() - t0, feats.duration_s)
+    return ExtractOutcome(
+        job.key, job.relpath, job.content_hash, "extracted", None, time.perf_counter() - t0, feats.duration_s
+    )
 
 
 def warm_up() -> None:
@@ -327,5 +343,14 @@ def extract_many(
             pending.append(i)
         else:
             done(i, quick)
-    run_pending(jobs, pending, partial(run_job, retry_failed=retry_failed), done, crashed, workers, warm=warm_up, warm_parent=True)
+    run_pending(
+        jobs,
+        pending,
+        partial(run_job, retry_failed=retry_failed),
+        done,
+        crashed,
+        workers,
+        warm=warm_up,
+        warm_parent=True,
+    )
     return [results[i] for i in range(len(jobs))]

@@ -78,8 +78,19 @@ _FILTER_CACHE_MAX = 64
 
 
 def _filter_key(sr, freqs, filter_scale, norm, sparsity, hop_length, window, gamma, dtype, alpha) -> tuple:
-    arr = lambda a: None if a is None else np.asarray(a, dtype=np.float64).tobytes()  # noqa: E731
-    return (float(sr), arr(freqs), float(filter_scale), norm, float(sparsity), hop_length, repr(window), float(gamma), np.dtype(dtype).str, arr(alpha))
+    arr = lambda a: None if a is None else np.asarray(a, dtype=np.float64).tobytes()
+    return (
+        float(sr),
+        arr(freqs),
+        float(filter_scale),
+        norm,
+        float(sparsity),
+        hop_length,
+        repr(window),
+        float(gamma),
+        np.dtype(dtype).str,
+        arr(alpha),
+    )
 
 
 def _install_filter_cache() -> None:
@@ -87,13 +98,35 @@ def _install_filter_cache() -> None:
     if original is None or getattr(original, "_music_pipeline_cached", False):
         return
 
-    def cached(sr, freqs, filter_scale, norm, sparsity, hop_length=None, window="hann", gamma=0.0, dtype=np.complex64, alpha=None):
+    def cached(
+        sr,
+        freqs,
+        filter_scale,
+        norm,
+        sparsity,
+        hop_length=None,
+        window="hann",
+        gamma=0.0,
+        dtype=np.complex64,
+        alpha=None,
+    ):
         key = _filter_key(sr, freqs, filter_scale, norm, sparsity, hop_length, window, gamma, dtype, alpha)
         hit = _FILTER_CACHE.get(key)
         if hit is None:
             if len(_FILTER_CACHE) >= _FILTER_CACHE_MAX:  # other layouts than ours: stay bounded
                 _FILTER_CACHE.clear()
-            hit = original(sr, freqs, filter_scale, norm, sparsity, hop_length=hop_length, window=window, gamma=gamma, dtype=dtype, alpha=alpha)
+            hit = original(
+                sr,
+                freqs,
+                filter_scale,
+                norm,
+                sparsity,
+                hop_length=hop_length,
+                window=window,
+                gamma=gamma,
+                dtype=dtype,
+                alpha=alpha,
+            )
             _FILTER_CACHE[key] = hit
         basis, n_fft, lengths = hit
         return basis.copy(), n_fft, lengths.copy()
@@ -138,7 +171,9 @@ def rolloff(S: np.ndarray, freqs: np.ndarray, roll_percent: float = 0.85) -> np.
 _CONTRAST_BANDS: dict[tuple[int, int], list[tuple[slice, int]]] = {}
 
 
-def _contrast_bands(sr: int, n_bins: int, n_bands: int = 6, fmin: float = 200.0, quantile: float = 0.02) -> list[tuple[slice, int]]:
+def _contrast_bands(
+    sr: int, n_bins: int, n_bands: int = 6, fmin: float = 200.0, quantile: float = 0.02
+) -> list[tuple[slice, int]]:
     """librosa.feature.spectral_contrast's octave bands as row slices, and how many bins each
     band's peak/valley averages (built once per sample rate)."""
     key = (sr, n_bins)
@@ -221,7 +256,9 @@ def _stft_block_features(y: np.ndarray, f0: int, f1: int, sr: int) -> dict[str, 
         rms=librosa.feature.rms(S=S, frame_length=N_FFT)[0],
         zcr=zcr.astype(np.float32),
         spectral_entropy=entropy.astype(np.float32),
-        hf_ratio=(power[int(np.searchsorted(freqs, HF_CUTOFF_HZ)) :].sum(axis=0) / total).astype(np.float32),  # a view, not a copy
+        hf_ratio=(power[int(np.searchsorted(freqs, HF_CUTOFF_HZ)) :].sum(axis=0) / total).astype(
+            np.float32
+        ),  # a view, not a copy
     )
 
 
@@ -263,5 +300,7 @@ def compute_spectra(y: np.ndarray, sr: int = SR, block_frames: int = BLOCK_FRAME
         cqt_blocks.append(_cqt_block(y, c0, c1, n_cqt_frames, sr))
     joined = {k: np.concatenate([b[k] for b in blocks], axis=-1) for k in blocks[0]}
     cqt = np.concatenate(cqt_blocks, axis=1)
-    chroma = librosa.feature.chroma_cqt(C=cqt, sr=sr, hop_length=CQT_HOP, bins_per_octave=CQT_BINS_PER_OCTAVE, n_octaves=CQT_OCTAVES)
+    chroma = librosa.feature.chroma_cqt(
+        C=cqt, sr=sr, hop_length=CQT_HOP, bins_per_octave=CQT_BINS_PER_OCTAVE, n_octaves=CQT_OCTAVES
+    )
     return Spectra(sr=sr, hop=HOP, n_samples=len(y), cqt=cqt, chroma=chroma.astype(np.float32), **joined)

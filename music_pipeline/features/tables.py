@@ -48,7 +48,9 @@ def build_tables(scan: LibraryScan, store: FeatureStore, previous: LibraryTables
             skipped.append((t.key, t.relpath, t.content_hash, t.scan_error or "no content hash"))
             continue
         if t.content_hash in first_of_hash:
-            skipped.append((t.key, t.relpath, t.content_hash, f"duplicate: identical content to {first_of_hash[t.content_hash]}"))
+            skipped.append(
+                (t.key, t.relpath, t.content_hash, f"duplicate: identical content to {first_of_hash[t.content_hash]}")
+            )
             continue
         if t.content_hash not in available:
             reason = store.failure(t.content_hash) or NOT_EXTRACTED
@@ -60,7 +62,9 @@ def build_tables(scan: LibraryScan, store: FeatureStore, previous: LibraryTables
             try:
                 f = store.load(t.content_hash)
             except Exception as exc:  # a damaged cache file costs this track a re-extraction, not the table
-                skipped.append((t.key, t.relpath, t.content_hash, f"stored features unreadable ({exc}); rebuild to re-extract"))
+                skipped.append(
+                    (t.key, t.relpath, t.content_hash, f"stored features unreadable ({exc}); rebuild to re-extract")
+                )
                 continue
             files_read += 1
             duration_s, source_sr, embedding = f.duration_s, f.source_sr, f.embedding
@@ -75,7 +79,9 @@ def build_tables(scan: LibraryScan, store: FeatureStore, previous: LibraryTables
     desc_arr = np.array(desc, dtype=np.float64).reshape(len(desc), len(DESCRIPTOR_NAMES))
     embeddings = pd.concat([ids, pd.DataFrame(emb_arr, columns=FEATURE_NAMES)], axis=1)
     descriptors = pd.concat([ids, pd.DataFrame(desc_arr, columns=DESCRIPTOR_NAMES)], axis=1)
-    return LibraryTables(embeddings, descriptors, pd.DataFrame(skipped, columns=SKIPPED_COLUMNS), list(ids["key"]), files_read)
+    return LibraryTables(
+        embeddings, descriptors, pd.DataFrame(skipped, columns=SKIPPED_COLUMNS), list(ids["key"]), files_read
+    )
 
 
 def _values_by_hash(previous: LibraryTables) -> dict[str, tuple]:
@@ -96,7 +102,9 @@ def table_metadata(store: FeatureStore) -> dict[str, str]:
     return {FEATURE_VERSION_KEY: store.version}
 
 
-def read_previous_tables(embeddings_path: ArtifactPath, descriptors_path: ArtifactPath, store: FeatureStore) -> LibraryTables | None:
+def read_previous_tables(
+    embeddings_path: ArtifactPath, descriptors_path: ArtifactPath, store: FeatureStore
+) -> LibraryTables | None:
     """The last written tables when they come from this store's extraction version, else None
     (missing, unreadable, or values of other extraction code: then everything is re-read)."""
     try:
@@ -115,7 +123,9 @@ class InvalidTable(ValueError):
     """The assembled embedding table is unusable; nothing was written."""
 
 
-def refresh_tables(scan: LibraryScan, store: FeatureStore, layout: DataLayout, max_rounds: int = 5) -> tuple[LibraryTables, int]:
+def refresh_tables(
+    scan: LibraryScan, store: FeatureStore, layout: DataLayout, max_rounds: int = 5
+) -> tuple[LibraryTables, int]:
     """Build and write the library tables for ``scan``; returns (tables, rounds written).
 
     Several runs may refresh at once (concurrent ingest runs, workers on other hosts), and the
@@ -144,7 +154,11 @@ def refresh_tables(scan: LibraryScan, store: FeatureStore, layout: DataLayout, m
 
 def _settled_skips(tables: LibraryTables) -> set[str]:
     """Hashes skipped for reasons a rebuild would not change (duplicates, unreadable files)."""
-    return {h for h, r in zip(tables.skipped["content_hash"], tables.skipped["reason"]) if isinstance(h, str) and r != NOT_EXTRACTED}
+    return {
+        h
+        for h, r in zip(tables.skipped["content_hash"], tables.skipped["reason"])
+        if isinstance(h, str) and r != NOT_EXTRACTED
+    }
 
 
 def validate_embedding_table(df: pd.DataFrame) -> list[str]:
@@ -160,7 +174,9 @@ def validate_embedding_table(df: pd.DataFrame) -> list[str]:
         values = df[FEATURE_NAMES].to_numpy(dtype=np.float64)
         bad_rows = ~np.isfinite(values).all(axis=1)
         if bad_rows.any():
-            problems.append(f"{int(bad_rows.sum())} rows with non-finite values: {df.loc[bad_rows, 'key'].tolist()[:5]}")
+            problems.append(
+                f"{int(bad_rows.sum())} rows with non-finite values: {df.loc[bad_rows, 'key'].tolist()[:5]}"
+            )
     dupes = df["key"][df["key"].duplicated()].tolist() if "key" in df else []
     if dupes:
         problems.append(f"duplicate keys: {dupes[:5]}")

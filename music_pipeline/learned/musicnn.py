@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -42,18 +42,108 @@ DEFAULT_MAX_PATCHES = 20  # 60 s of audio per track at most
 PENULTIMATE_UNITS = 200
 
 MSD_TAGS = [
-    "rock", "pop", "alternative", "indie", "electronic", "female vocalists", "dance", "00s", "alternative rock", "jazz",
-    "beautiful", "metal", "chillout", "male vocalists", "classic rock", "soul", "indie rock", "Mellow", "electronica", "80s",
-    "folk", "90s", "chill", "instrumental", "punk", "oldies", "blues", "hard rock", "ambient", "acoustic",
-    "experimental", "female vocalist", "guitar", "Hip-Hop", "70s", "party", "country", "easy listening", "sexy", "catchy",
-    "funk", "electro", "heavy metal", "Progressive rock", "60s", "rnb", "indie pop", "sad", "House", "happy",
+    "rock",
+    "pop",
+    "alternative",
+    "indie",
+    "electronic",
+    "female vocalists",
+    "dance",
+    "00s",
+    "alternative rock",
+    "jazz",
+    "beautiful",
+    "metal",
+    "chillout",
+    "male vocalists",
+    "classic rock",
+    "soul",
+    "indie rock",
+    "Mellow",
+    "electronica",
+    "80s",
+    "folk",
+    "90s",
+    "chill",
+    "instrumental",
+    "punk",
+    "oldies",
+    "blues",
+    "hard rock",
+    "ambient",
+    "acoustic",
+    "experimental",
+    "female vocalist",
+    "guitar",
+    "Hip-Hop",
+    "70s",
+    "party",
+    "country",
+    "easy listening",
+    "sexy",
+    "catchy",
+    "funk",
+    "electro",
+    "heavy metal",
+    "Progressive rock",
+    "60s",
+    "rnb",
+    "indie pop",
+    "sad",
+    "House",
+    "happy",
 ]
 MTT_TAGS = [
-    "guitar", "classical", "slow", "techno", "strings", "drums", "electronic", "rock", "fast", "piano",
-    "ambient", "beat", "violin", "vocal", "synth", "female", "indian", "opera", "male", "singing",
-    "vocals", "no vocals", "harpsichord", "loud", "quiet", "flute", "woman", "male vocal", "no vocal", "pop",
-    "soft", "sitar", "solo", "man", "classic", "choir", "voice", "new age", "dance", "male voice",
-    "female vocal", "beats", "harp", "cello", "no voice", "weird", "country", "metal", "female voice", "choral",
+    "guitar",
+    "classical",
+    "slow",
+    "techno",
+    "strings",
+    "drums",
+    "electronic",
+    "rock",
+    "fast",
+    "piano",
+    "ambient",
+    "beat",
+    "violin",
+    "vocal",
+    "synth",
+    "female",
+    "indian",
+    "opera",
+    "male",
+    "singing",
+    "vocals",
+    "no vocals",
+    "harpsichord",
+    "loud",
+    "quiet",
+    "flute",
+    "woman",
+    "male vocal",
+    "no vocal",
+    "pop",
+    "soft",
+    "sitar",
+    "solo",
+    "man",
+    "classic",
+    "choir",
+    "voice",
+    "new age",
+    "dance",
+    "male voice",
+    "female vocal",
+    "beats",
+    "harp",
+    "cello",
+    "no voice",
+    "weird",
+    "country",
+    "metal",
+    "female voice",
+    "choral",
 ]
 
 
@@ -68,21 +158,34 @@ class CheckpointSpec:
         return f"musicnn/{self.name}"
 
 
-MSD_MUSICNN = CheckpointSpec("MSD_musicnn", tuple(MSD_TAGS), {
-    "musicnn/MSD_musicnn/.index": "87f3e0f3550c8d3bafc840374003e5c8af5eeb5ecf6add61af09a7822d3282c8",
-    "musicnn/MSD_musicnn/.data-00000-of-00001": "8579734ee6388f799ed0def4bbd0d1fdcbeaf213ef2a9dc860917bd76a303de6",
-    "musicnn/MSD_musicnn/.meta": "046dc0f4f95374c3fc435a1c6619f6d1b9c82794ea2d2ef0a362a59630b5b1ec",
-})
-MTT_MUSICNN = CheckpointSpec("MTT_musicnn", tuple(MTT_TAGS), {
-    "musicnn/MTT_musicnn/.index": "da2d7bb670b2b31e9bc441bb1bd75eca31b5b061f963cc1f9630c1aff3238f57",
-    "musicnn/MTT_musicnn/.data-00000-of-00001": "041f3935e981a65cea739842d30c188d3a7d2adf4410955c8668eb3de4a5acab",
-    "musicnn/MTT_musicnn/.meta": "48f2b91a234a1feaaae6b084bd49668428cdfc54912805617582aa585daabb25",
-})
+MSD_MUSICNN = CheckpointSpec(
+    "MSD_musicnn",
+    tuple(MSD_TAGS),
+    {
+        "musicnn/MSD_musicnn/.index": "87f3e0f3550c8d3bafc840374003e5c8af5eeb5ecf6add61af09a7822d3282c8",
+        "musicnn/MSD_musicnn/.data-00000-of-00001": "8579734ee6388f799ed0def4bbd0d1fdcbeaf213ef2a9dc860917bd76a303de6",
+        "musicnn/MSD_musicnn/.meta": "046dc0f4f95374c3fc435a1c6619f6d1b9c82794ea2d2ef0a362a59630b5b1ec",
+    },
+)
+MTT_MUSICNN = CheckpointSpec(
+    "MTT_musicnn",
+    tuple(MTT_TAGS),
+    {
+        "musicnn/MTT_musicnn/.index": "da2d7bb670b2b31e9bc441bb1bd75eca31b5b061f963cc1f9630c1aff3238f57",
+        "musicnn/MTT_musicnn/.data-00000-of-00001": "041f3935e981a65cea739842d30c188d3a7d2adf4410955c8668eb3de4a5acab",
+        "musicnn/MTT_musicnn/.meta": "48f2b91a234a1feaaae6b084bd49668428cdfc54912805617582aa585daabb25",
+    },
+)
 CHECKPOINTS = {c.name: c for c in (MSD_MUSICNN, MTT_MUSICNN)}
-LICENCE_FILE = ("musicnn-0.1.0.dist-info/LICENSE.md", "60c4194f702ddd969f969577743546327b4e9db560c07ec286be5cec27f55fcd")
+LICENCE_FILE = (
+    "musicnn-0.1.0.dist-info/LICENSE.md",
+    "60c4194f702ddd969f969577743546327b4e9db560c07ec286be5cec27f55fcd",
+)
 
 # every member we take from the wheel, each with its pinned SHA-256
-WEIGHTS = pretrained.with_files(pretrained.MUSICNN, {**MSD_MUSICNN.files, **MTT_MUSICNN.files, LICENCE_FILE[0]: LICENCE_FILE[1]})
+WEIGHTS = pretrained.with_files(
+    pretrained.MUSICNN, {**MSD_MUSICNN.files, **MTT_MUSICNN.files, LICENCE_FILE[0]: LICENCE_FILE[1]}
+)
 
 
 def weights_folder(data_dir=None, log: Callable[[str], None] = lambda _m: None) -> Path:
@@ -160,17 +263,26 @@ def build_network(num_classes: int = 50, n_frames: int = PATCH_FRAMES, n_mels: i
         return layers.Reshape((n_frames, filters))(layers.MaxPooling2D((1, t.shape[2]))(t))
 
     front = []
-    for conv, norm, width in (("conv2d", "batch_normalization_1", int(0.4 * n_mels)), ("conv2d_1", "batch_normalization_2", int(0.7 * n_mels))):
+    for conv, norm, width in (
+        ("conv2d", "batch_normalization_1", int(0.4 * n_mels)),
+        ("conv2d_1", "batch_normalization_2", int(0.7 * n_mels)),
+    ):
         t = bn(norm)(layers.Conv2D(204, (7, width), padding="valid", activation="relu", name=conv)(pad7))
         front.append(pooled_over_frequency(t, 204))
-    for conv, norm, length in (("conv2d_2", "batch_normalization_3", 128), ("conv2d_3", "batch_normalization_4", 64), ("conv2d_4", "batch_normalization_5", 32)):
+    for conv, norm, length in (
+        ("conv2d_2", "batch_normalization_3", 128),
+        ("conv2d_3", "batch_normalization_4", 64),
+        ("conv2d_4", "batch_normalization_5", 32),
+    ):
         t = bn(norm)(layers.Conv2D(51, (length, 1), padding="same", activation="relu", name=conv)(x))
         front.append(pooled_over_frequency(t, 51))
     front_features = layers.Concatenate(axis=2)(front)  # (frames, 561)
     width = front_features.shape[-1]
 
     def mid_conv(t, conv, norm):  # pad time by 3, a (7, all features) kernel, BN, back to (frames, 64, 1)
-        c = layers.Conv2D(64, (7, t.shape[2]), padding="valid", activation="relu", name=conv)(layers.ZeroPadding2D(((3, 3), (0, 0)))(t))
+        c = layers.Conv2D(64, (7, t.shape[2]), padding="valid", activation="relu", name=conv)(
+            layers.ZeroPadding2D(((3, 3), (0, 0)))(t)
+        )
         return layers.Reshape((n_frames, 64, 1))(bn(norm)(c))
 
     front4 = layers.Reshape((n_frames, width, 1))(front_features)
@@ -242,7 +354,12 @@ def load_weights(model, variables: dict[str, np.ndarray]) -> int:
 class Musicnn:
     """One or more musicnn checkpoints, ready to run on log-mel patches."""
 
-    def __init__(self, specs: Sequence[CheckpointSpec] = (MSD_MUSICNN,), data_dir=None, log: Callable[[str], None] = lambda _m: None):
+    def __init__(
+        self,
+        specs: Sequence[CheckpointSpec] = (MSD_MUSICNN,),
+        data_dir=None,
+        log: Callable[[str], None] = lambda _m: None,
+    ):
         folder = weights_folder(data_dir, log)
         self.specs = list(specs)
         self.models = {}
@@ -261,6 +378,8 @@ class Musicnn:
                 p, t = model(patches[i : i + batch], training=False)
                 pen.append(np.asarray(p))
                 tags.append(np.asarray(t))
-            out[name] = (np.concatenate(pen) if pen else np.zeros((0, PENULTIMATE_UNITS), np.float32),
-                         np.concatenate(tags) if tags else np.zeros((0, len(CHECKPOINTS[name].tags)), np.float32))
+            out[name] = (
+                np.concatenate(pen) if pen else np.zeros((0, PENULTIMATE_UNITS), np.float32),
+                np.concatenate(tags) if tags else np.zeros((0, len(CHECKPOINTS[name].tags)), np.float32),
+            )
         return out

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import re
 import time
-from functools import partial
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 
@@ -72,7 +72,9 @@ class LearnedFeatures:
 
     def tags(self) -> np.ndarray:
         """(100,) in ``TAG_NAMES`` order: mean tag probability over the patches (MTT, then MSD)."""
-        return np.concatenate([np.asarray(self.mtt_tags, np.float64).mean(axis=0), np.asarray(self.msd_tags, np.float64).mean(axis=0)])
+        return np.concatenate(
+            [np.asarray(self.mtt_tags, np.float64).mean(axis=0), np.asarray(self.msd_tags, np.float64).mean(axis=0)]
+        )
 
     def row(self) -> np.ndarray:
         return np.concatenate([self.embedding(), self.tags()])
@@ -89,11 +91,22 @@ class LearnedFeatures:
         }
 
     @classmethod
-    def from_arrays(cls, z: dict) -> "LearnedFeatures":
-        if z["msd_penultimate"].ndim != 2 or z["msd_penultimate"].shape[1] != PENULTIMATE_UNITS or len(z["patch_start_s"]) == 0:
+    def from_arrays(cls, z: dict) -> LearnedFeatures:
+        if (
+            z["msd_penultimate"].ndim != 2
+            or z["msd_penultimate"].shape[1] != PENULTIMATE_UNITS
+            or len(z["patch_start_s"]) == 0
+        ):
             raise ValueError(f"stored learned features have the wrong shape {z['msd_penultimate'].shape}")
-        return cls(z["msd_penultimate"], z["mtt_penultimate"], z["msd_tags"], z["mtt_tags"], z["patch_start_s"],
-                   float(z["duration_s"]), float(z["compute_seconds"]))
+        return cls(
+            z["msd_penultimate"],
+            z["mtt_penultimate"],
+            z["msd_tags"],
+            z["mtt_tags"],
+            z["patch_start_s"],
+            float(z["duration_s"]),
+            float(z["compute_seconds"]),
+        )
 
 
 class LearnedStore(ContentStore):
@@ -174,7 +187,9 @@ class LearnedOutcome:
         return self.status != "failed"
 
 
-def run_learned_job(job: LearnedJob, data_dir: str, max_patches: int = DEFAULT_MAX_PATCHES, retry_failed: bool = False) -> LearnedOutcome:
+def run_learned_job(
+    job: LearnedJob, data_dir: str, max_patches: int = DEFAULT_MAX_PATCHES, retry_failed: bool = False
+) -> LearnedOutcome:
     """Compute one track's learned features into the store unless its content is there. Never raises:
     a file that cannot be decoded is remembered against that file; anything else (the weights
     cannot be fetched, a bug) fails this track now and is tried again next time."""
@@ -183,7 +198,9 @@ def run_learned_job(job: LearnedJob, data_dir: str, max_patches: int = DEFAULT_M
 
     t0 = time.perf_counter()
     if job.scan_error or not job.content_hash:
-        return LearnedOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {job.scan_error or 'no content hash'}")
+        return LearnedOutcome(
+            job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {job.scan_error or 'no content hash'}"
+        )
     store = LearnedStore(data_dir, max_patches)
     if store.has(job.content_hash):
         return LearnedOutcome(job.key, job.relpath, job.content_hash, "cached")
@@ -195,9 +212,24 @@ def run_learned_job(job: LearnedJob, data_dir: str, max_patches: int = DEFAULT_M
         store.save_failure(job.content_hash, job.relpath, exc.reason)
         return LearnedOutcome(job.key, job.relpath, job.content_hash, "failed", str(exc), time.perf_counter() - t0)
     except Exception as exc:  # not the file's fault: not remembered
-        return LearnedOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: unexpected {type(exc).__name__}: {exc}", time.perf_counter() - t0)
+        return LearnedOutcome(
+            job.key,
+            job.relpath,
+            job.content_hash,
+            "failed",
+            f"{job.path}: unexpected {type(exc).__name__}: {exc}",
+            time.perf_counter() - t0,
+        )
     store.save(job.content_hash, feats)
-    return LearnedOutcome(job.key, job.relpath, job.content_hash, "computed", None, time.perf_counter() - t0, feats.n_patches * PATCH_SECONDS)
+    return LearnedOutcome(
+        job.key,
+        job.relpath,
+        job.content_hash,
+        "computed",
+        None,
+        time.perf_counter() - t0,
+        feats.n_patches * PATCH_SECONDS,
+    )
 
 
 def _warm(data_dir: str) -> None:
@@ -205,8 +237,14 @@ def _warm(data_dir: str) -> None:
     _network(data_dir)
 
 
-def embed_many(jobs: Iterable[LearnedJob], store: LearnedStore, on_result: Callable[[LearnedOutcome], None] | None = None,
-               retry_failed: bool = False, log: Callable[[str], None] = lambda _m: None, workers: int = 1) -> list[LearnedOutcome]:
+def embed_many(
+    jobs: Iterable[LearnedJob],
+    store: LearnedStore,
+    on_result: Callable[[LearnedOutcome], None] | None = None,
+    retry_failed: bool = False,
+    log: Callable[[str], None] = lambda _m: None,
+    workers: int = 1,
+) -> list[LearnedOutcome]:
     """Compute what the store lacks (in up to ``workers`` processes, see ``music_pipeline.workers``;
     a file's error is recorded against that file and never stops the others); results in input order."""
     from music_pipeline.learned.musicnn import weights_folder

@@ -16,7 +16,9 @@ def learned_table_path(data_dir) -> ArtifactPath:
     return DataLayout(data_dir).tables_dir / TABLE_NAME
 
 
-def build_learned_table(embeddings: pd.DataFrame, store: LearnedStore, previous: pd.DataFrame | None = None) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+def build_learned_table(
+    embeddings: pd.DataFrame, store: LearnedStore, previous: pd.DataFrame | None = None
+) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     """One row per track of ``embeddings`` (key, relpath, content_hash) with stored learned
     features; returns (table, [(relpath, why missing)]). ``previous`` (the last table, of the same
     learned version) supplies the rows of content it already holds, so one new track reads one

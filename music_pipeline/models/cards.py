@@ -14,7 +14,7 @@ assembled from their report files.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -44,7 +44,9 @@ def genre_card(layout: DataLayout) -> dict:
     if vdir is None or not (vdir / "card.json").is_file():
         status = root / "status.json"
         reason = read_json(status).get("reason") if status.is_file() else "genre_classifier has not run"
-        return _missing("genre_classifier", reason or "no card.json in the live version (built by an older version: rebuild)")
+        return _missing(
+            "genre_classifier", reason or "no card.json in the live version (built by an older version: rebuild)"
+        )
     return {"built": True, **read_json(vdir / "card.json"), "path": str(vdir)}
 
 
@@ -63,7 +65,9 @@ def _bootstrap_accuracy(true: np.ndarray, pred: np.ndarray, resamples: int = 100
     if len(true) < 2:
         return None
     rng = np.random.default_rng(seed)
-    stats = [float(np.mean(true[i] == pred[i])) for i in (rng.integers(0, len(true), len(true)) for _ in range(resamples))]
+    stats = [
+        float(np.mean(true[i] == pred[i])) for i in (rng.integers(0, len(true), len(true)) for _ in range(resamples))
+    ]
     return [float(np.quantile(stats, 0.025)), float(np.quantile(stats, 0.975))]
 
 
@@ -91,9 +95,15 @@ def difficulty_cnn_card(layout: DataLayout) -> dict:
         "feature_view": "128×128 log-mel segments",
         "training_size": r.get("n_tracks"),
         "labels": list(r.get("class_counts", {})),
-        "estimate": {"accuracy": m.get("track_accuracy"), "ci95": ci,
-                     "method": f"{r.get('folds', '?')}-fold CV grouped by {r.get('grouping', '?')}; track accuracy (segment probabilities averaged); CI: bootstrap over tracks"},
-        "baseline": {"accuracy": (r.get("baselines", {}).get("majority") or {}).get("track_accuracy"), "method": "majority level of each training fold"},
+        "estimate": {
+            "accuracy": m.get("track_accuracy"),
+            "ci95": ci,
+            "method": f"{r.get('folds', '?')}-fold CV grouped by {r.get('grouping', '?')}; track accuracy (segment probabilities averaged); CI: bootstrap over tracks",
+        },
+        "baseline": {
+            "accuracy": (r.get("baselines", {}).get("majority") or {}).get("track_accuracy"),
+            "method": "majority level of each training fold",
+        },
         "path": str(path.parent),
         "note": "PDI levels as targets; the lead reconciles this card with the difficulty models' own after merge",
     }
@@ -114,7 +124,11 @@ def pdi_card(layout: DataLayout) -> dict:
         "feature_view": "13 difficulty descriptors",
         "training_size": d.get("n_tracks"),
         "labels": list(d.get("levels", [])),
-        "estimate": {"value": None, "ci95": None, "method": "not a supervised model: no labels to measure it against (see README, Difficulty)"},
+        "estimate": {
+            "value": None,
+            "ci95": None,
+            "method": "not a supervised model: no labels to measure it against (see README, Difficulty)",
+        },
         "path": str(path.parent),
     }
 
@@ -141,12 +155,22 @@ def learned_card(layout: DataLayout) -> dict:
         "training_size": None,
         "tracks_embedded": n,
         "computed_at": _iso(t) if t else None,
-        "estimate": {"value": None, "ci95": None, "method": "pretrained elsewhere, not trained here; its use is measured by the genre classifier and the similarity index"},
+        "estimate": {
+            "value": None,
+            "ci95": None,
+            "method": "pretrained elsewhere, not trained here; its use is measured by the genre classifier and the similarity index",
+        },
         "path": str(path) if path.is_file() else None,
     }
 
 
-CARD_READERS: list[Callable[[DataLayout], dict]] = [genre_card, similarity_card, difficulty_cnn_card, pdi_card, learned_card]
+CARD_READERS: list[Callable[[DataLayout], dict]] = [
+    genre_card,
+    similarity_card,
+    difficulty_cnn_card,
+    pdi_card,
+    learned_card,
+]
 
 
 def collect_cards(data_dir) -> list[dict]:
@@ -156,5 +180,7 @@ def collect_cards(data_dir) -> list[dict]:
         try:
             cards.append(reader(layout))
         except Exception as exc:  # one unreadable report must not hide the other cards
-            cards.append(_missing(reader.__name__.removesuffix("_card"), f"card unreadable: {type(exc).__name__}: {exc}"))
+            cards.append(
+                _missing(reader.__name__.removesuffix("_card"), f"card unreadable: {type(exc).__name__}: {exc}")
+            )
     return cards

@@ -32,9 +32,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -103,7 +103,9 @@ def subsample_tracks(scores: pd.DataFrame, max_tracks: int, seed: int = 0) -> pd
     return scores.loc[sorted(keep)[:max_tracks] if len(keep) > max_tracks else sorted(keep)]
 
 
-def load_segment_dataset(scores: pd.DataFrame, load_segments: Callable[[str], np.ndarray], max_tracks: int | None = None, seed: int = 0) -> SegmentDataset:
+def load_segment_dataset(
+    scores: pd.DataFrame, load_segments: Callable[[str], np.ndarray], max_tracks: int | None = None, seed: int = 0
+) -> SegmentDataset:
     """Segments of every scored track (of a subsample when ``max_tracks`` is exceeded: only those
     are loaded); each inherits its track's level (``level_index``)."""
     if max_tracks is not None:
@@ -136,7 +138,9 @@ def track_groups(tracks: pd.DataFrame) -> np.ndarray:
     return np.array([f"group:{g}" if isinstance(g, str) and g else f"track:{k}" for g, k in zip(group, tracks["key"])])
 
 
-def grouped_track_folds(levels: np.ndarray, groups: np.ndarray, n_splits: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+def grouped_track_folds(
+    levels: np.ndarray, groups: np.ndarray, n_splits: int, seed: int = 0
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """(train_tracks, test_tracks) index arrays; every group lands in exactly one test fold."""
     from sklearn.model_selection import StratifiedGroupKFold
 
@@ -144,14 +148,21 @@ def grouped_track_folds(levels: np.ndarray, groups: np.ndarray, n_splits: int, s
     # sklearn refuses more folds than the largest level has tracks
     k = min(n_splits, n_groups, int(np.bincount(levels).max(initial=0)))
     if k < 2:
-        raise ValueError(f"need at least 2 track groups (and 2 tracks in some level) for grouped folds, got {n_groups} groups")
+        raise ValueError(
+            f"need at least 2 track groups (and 2 tracks in some level) for grouped folds, got {n_groups} groups"
+        )
     cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     return [(np.sort(tr), np.sort(te)) for tr, te in cv.split(np.zeros(len(levels)), levels, groups)]
 
 
-def segment_folds(track_folds: Sequence[tuple[np.ndarray, np.ndarray]], segment_track: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+def segment_folds(
+    track_folds: Sequence[tuple[np.ndarray, np.ndarray]], segment_track: np.ndarray
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Expand track folds to segment indices (after the split, never before)."""
-    return [(np.flatnonzero(np.isin(segment_track, tr)), np.flatnonzero(np.isin(segment_track, te))) for tr, te in track_folds]
+    return [
+        (np.flatnonzero(np.isin(segment_track, tr)), np.flatnonzero(np.isin(segment_track, te)))
+        for tr, te in track_folds
+    ]
 
 
 def fold_segment_indices(data: SegmentDataset, n_splits: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -210,7 +221,9 @@ def build_model(architecture: str, num_classes: int = len(LEVELS), learning_rate
 
     builder = {"compact": build_compact_cnn, "efficientnet": build_efficientnet}[architecture]
     model = builder(num_classes)
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     return model
 
 
@@ -236,7 +249,9 @@ def _class_weight(y: np.ndarray, num_classes: int) -> dict[int, float]:
     return {int(k): float(w[k]) for k in range(num_classes)}
 
 
-def _validation_split(data: SegmentDataset, train_tracks: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
+def _validation_split(
+    data: SegmentDataset, train_tracks: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray] | None:
     """Split the training tracks (by group) into fit and early-stopping tracks; None when too few."""
     groups = data.groups[train_tracks]
     k = int(round(1 / fraction)) if fraction > 0 else 0
@@ -280,7 +295,9 @@ def train_model(
     if val_tracks is not None:
         val_seg = np.flatnonzero(np.isin(data.track, val_tracks))
         kwargs["validation_data"] = (_as_input(data.X[val_seg]), data.y[val_seg])
-        kwargs["callbacks"].append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True))
+        kwargs["callbacks"].append(
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience, restore_best_weights=True)
+        )
     hist = model.fit(
         _as_input(data.X[fit_seg]),
         data.y[fit_seg],
@@ -368,7 +385,12 @@ def evaluate_predictions(
     }
 
 
-def baselines(data: SegmentDataset, track_folds: Sequence[tuple[np.ndarray, np.ndarray]], seed: int = 0, num_classes: int = len(LEVELS)) -> dict:
+def baselines(
+    data: SegmentDataset,
+    track_folds: Sequence[tuple[np.ndarray, np.ndarray]],
+    seed: int = 0,
+    num_classes: int = len(LEVELS),
+) -> dict:
     """Majority class of each training fold, and uniform random levels (mean over seeded draws)."""
     y_track, pdi = data.track_level, data.tracks["pdi"].to_numpy(dtype=np.float64)
     majority = np.zeros(len(y_track), np.int64)
@@ -399,7 +421,9 @@ def _macro_f1_rows(y: np.ndarray, P: np.ndarray, num_classes: int) -> np.ndarray
     return f1 / num_classes
 
 
-def _uniform_random_baseline(y_track: np.ndarray, y_seg: np.ndarray, pdi: np.ndarray, num_classes: int, seed: int) -> dict:
+def _uniform_random_baseline(
+    y_track: np.ndarray, y_seg: np.ndarray, pdi: np.ndarray, num_classes: int, seed: int
+) -> dict:
     """Expected metrics of guessing levels uniformly at random: mean over ``RANDOM_DRAWS`` seeded draws."""
     from scipy.stats import rankdata
 
@@ -470,14 +494,28 @@ def cross_validate(data: SegmentDataset, config: CnnConfig, on_fold: Callable[[s
         acc = float(np.mean(fold_track.argmax(axis=1) == data.track_level[te]))
         histories[f"fold {i + 1}"] = history
         best_epochs.append(best)
-        per_fold.append({"fold": i + 1, "train_tracks": len(tr), "test_tracks": len(te), "epochs_run": len(history["loss"]), "best_epoch": best, "track_accuracy": acc, "seconds": time.perf_counter() - t0})
+        per_fold.append(
+            {
+                "fold": i + 1,
+                "train_tracks": len(tr),
+                "test_tracks": len(te),
+                "epochs_run": len(history["loss"]),
+                "best_epoch": best,
+                "track_accuracy": acc,
+                "seconds": time.perf_counter() - t0,
+            }
+        )
         if on_fold:
-            on_fold(f"fold {i + 1}/{len(track_folds)}: {len(te)} test tracks, track accuracy {acc:.3f}, best epoch {best}")
+            on_fold(
+                f"fold {i + 1}/{len(track_folds)}: {len(te)} test tracks, track accuracy {acc:.3f}, best epoch {best}"
+            )
     track_probs = pool_tracks(seg_probs, data.track, len(data.tracks))
     return CvResult(track_probs, seg_probs, track_folds, histories, best_epochs, per_fold)
 
 
-def run_difficulty_cnn(data: SegmentDataset, config: CnnConfig, model_dir: Path, on_progress: Callable[[str], None] | None = None) -> dict:
+def run_difficulty_cnn(
+    data: SegmentDataset, config: CnnConfig, model_dir: Path, on_progress: Callable[[str], None] | None = None
+) -> dict:
     """Grouped cross-validation, then the final fit on all tracks; saves the model and the JSON
     report in ``model_dir`` and returns the report (histories included for the curves)."""
     if len(data.tracks) < 2:
@@ -492,7 +530,9 @@ def run_difficulty_cnn(data: SegmentDataset, config: CnnConfig, model_dir: Path,
         if on_progress:
             on_progress(f"final fit · epoch {epoch}/{epochs}")
 
-    model, final_history, _ = train_model(data, np.arange(len(data.tracks)), config, epochs=final_epochs, early_stopping=False, on_epoch=on_epoch)
+    model, final_history, _ = train_model(
+        data, np.arange(len(data.tracks)), config, epochs=final_epochs, early_stopping=False, on_epoch=on_epoch
+    )
     model_path = save_keras(model, artifact_path(model_dir) / MODEL_FILE)
     if on_progress:
         on_progress(f"final model: {final_epochs} epochs on {len(data.tracks)} tracks → {model_path}")

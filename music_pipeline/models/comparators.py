@@ -46,8 +46,8 @@ merged over the same groups), CNNs train on at most ``cnn_max_segments`` segment
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -55,7 +55,14 @@ import pandas as pd
 from music_pipeline import progress
 from music_pipeline.models.genre import DEFAULT_CANDIDATES, Candidate, FoldPlan, headline, metrics
 
-ALL_COMPARATORS = ("cnn_mfcc", "cnn_chroma", "cnn_knn_hybrid", "glcm_svm", "glcm_embedding_svm", "segment_pooled_logreg")
+ALL_COMPARATORS = (
+    "cnn_mfcc",
+    "cnn_chroma",
+    "cnn_knn_hybrid",
+    "glcm_svm",
+    "glcm_embedding_svm",
+    "segment_pooled_logreg",
+)
 DESCRIPTIONS = {
     "cnn_mfcc": "CNN on MFCC patches (19×128 per segment, pooled per track)",
     "cnn_chroma": "CNN on chroma patches (12×128, chroma from the mel segments)",
@@ -173,7 +180,9 @@ def glcm_features(segments: np.ndarray, levels: int = 32, zones: int = 4, top_db
             vals = []
             for z in range(zones):
                 zone = q[z * H // zones : (z + 1) * H // zones]
-                P = graycomatrix(zone, distances=[1, 3], angles=[0, np.pi / 2], levels=levels, symmetric=True, normed=True)
+                P = graycomatrix(
+                    zone, distances=[1, 3], angles=[0, np.pi / 2], levels=levels, symmetric=True, normed=True
+                )
                 vals += [np.nan_to_num(graycoprops(P, p), nan=0.0).ravel() for p in GLCM_PROPS]
             rows.append(np.concatenate(vals))
         rows = np.array(rows)
@@ -230,7 +239,9 @@ def _knn_scores(Ftr, ytr, Fte, K, k) -> np.ndarray:
     from sklearn.neighbors import KNeighborsClassifier
 
     local = np.unique(ytr)
-    knn = KNeighborsClassifier(n_neighbors=max(1, min(k, len(ytr))), weights="distance").fit(Ftr, np.searchsorted(local, ytr))
+    knn = KNeighborsClassifier(n_neighbors=max(1, min(k, len(ytr))), weights="distance").fit(
+        Ftr, np.searchsorted(local, ytr)
+    )
     return _expand(knn.predict_proba(Fte), local, K)
 
 
@@ -278,16 +289,29 @@ def _train_cnn(P: np.ndarray, y: np.ndarray, K: int, config: ComparisonConfig, s
     model = _build_cnn(P.shape[1:], K)
     counts = np.bincount(y, minlength=K).astype(float)
     cw = {int(k): float(counts.sum() / (np.count_nonzero(counts) * counts[k])) for k in range(K) if counts[k] > 0}
-    model.fit(P[..., None], y, epochs=config.cnn_epochs, batch_size=config.cnn_batch, class_weight=cw, callbacks=[progress.keras_epochs()], verbose=0, shuffle=True)
+    model.fit(
+        P[..., None],
+        y,
+        epochs=config.cnn_epochs,
+        batch_size=config.cnn_batch,
+        class_weight=cw,
+        callbacks=[progress.keras_epochs()],
+        verbose=0,
+        shuffle=True,
+    )
     return model
 
 
 def _run(model, P: np.ndarray, batch: int = 256) -> np.ndarray:
     """Inference by direct calls: ``model.predict`` retraces a tf.function for every new model."""
-    return np.concatenate([np.asarray(model(P[i : i + batch, ..., None], training=False)) for i in range(0, len(P), batch)])
+    return np.concatenate(
+        [np.asarray(model(P[i : i + batch, ..., None], training=False)) for i in range(0, len(P), batch)]
+    )
 
 
-def _cnn_fold(patches: np.ndarray, data: ComparisonData, tr: np.ndarray, te: np.ndarray, config: ComparisonConfig, seed: int):
+def _cnn_fold(
+    patches: np.ndarray, data: ComparisonData, tr: np.ndarray, te: np.ndarray, config: ComparisonConfig, seed: int
+):
     """Train on the training tracks' segments; returns (track scores (te, K), track features tr, te)."""
     import keras
 
@@ -308,7 +332,9 @@ def _cnn_fold(patches: np.ndarray, data: ComparisonData, tr: np.ndarray, te: np.
 # ---------------------------------------------------------------- the comparison
 
 
-def run_comparison(data: ComparisonData, plan: FoldPlan, config: ComparisonConfig, on_progress: Callable[[str], None] | None = None) -> list[ComparatorResult]:
+def run_comparison(
+    data: ComparisonData, plan: FoldPlan, config: ComparisonConfig, on_progress: Callable[[str], None] | None = None
+) -> list[ComparatorResult]:
     import time
 
     say = on_progress or (lambda _m: None)
@@ -325,14 +351,21 @@ def run_comparison(data: ComparisonData, plan: FoldPlan, config: ComparisonConfi
     def feature(name: str) -> np.ndarray:
         if name not in cache:
             say(f"computing {name} for {len(data.y)} tracks")
-            cache[name] = {"mfcc": mfcc_patches, "chroma": chroma_patches, "glcm": glcm_features, "segdesc": segment_descriptors}[name](data.segments)
+            cache[name] = {
+                "mfcc": mfcc_patches,
+                "chroma": chroma_patches,
+                "glcm": glcm_features,
+                "segdesc": segment_descriptors,
+            }[name](data.segments)
         return cache[name]
 
     results = []
     cnn_cache: dict[tuple[str, int], tuple] = {}
     for name in config.names:
         t0 = time.perf_counter()
-        schemes = [("grouped", plan.grouped)] + ([("shuffled", plan.shuffled)] if config.shuffled and plan.shuffled and name not in CNN_NAMES else [])
+        schemes = [("grouped", plan.grouped)] + (
+            [("shuffled", plan.shuffled)] if config.shuffled and plan.shuffled and name not in CNN_NAMES else []
+        )
         out: dict[str, dict | None] = {"grouped": None, "shuffled": None}
         for scheme, folds in schemes:
             scores = np.full((len(data.y), K), -np.inf)
@@ -340,12 +373,20 @@ def run_comparison(data: ComparisonData, plan: FoldPlan, config: ComparisonConfi
                 say(f"{name} · {scheme} fold {k + 1}/{len(folds)}")
                 scores[te] = _fold_scores(name, data, tr, te, K, config, feature, cnn_cache, (scheme, k))
             out[scheme] = metrics(data.y, scores.argmax(axis=1), data.classes)
-        note = f"CNN budget: {config.cnn_epochs} epochs, ≤ {config.cnn_max_segments} training segments per fold" if name in CNN_NAMES else ""
-        results.append(ComparatorResult(name, DESCRIPTIONS[name], out["grouped"], out["shuffled"], time.perf_counter() - t0, note))
+        note = (
+            f"CNN budget: {config.cnn_epochs} epochs, ≤ {config.cnn_max_segments} training segments per fold"
+            if name in CNN_NAMES
+            else ""
+        )
+        results.append(
+            ComparatorResult(name, DESCRIPTIONS[name], out["grouped"], out["shuffled"], time.perf_counter() - t0, note)
+        )
     return results
 
 
-def _fold_scores(name, data: ComparisonData, tr, te, K, config: ComparisonConfig, feature, cnn_cache, fold_key) -> np.ndarray:
+def _fold_scores(
+    name, data: ComparisonData, tr, te, K, config: ComparisonConfig, feature, cnn_cache, fold_key
+) -> np.ndarray:
     ytr = data.y[tr]
     if name in ("cnn_mfcc", "cnn_knn_hybrid"):
         key = ("mfcc",) + fold_key
@@ -373,7 +414,9 @@ def _fold_scores(name, data: ComparisonData, tr, te, K, config: ComparisonConfig
         S = D.shape[1]
         Dtr, Dte = _standardise(D[tr].reshape(len(tr) * S, -1), D[te].reshape(len(te) * S, -1))
         local = np.unique(ytr)
-        lr = LogisticRegression(C=config.logreg_C, class_weight="balanced", max_iter=3000).fit(Dtr, np.searchsorted(local, np.repeat(ytr, S)))
+        lr = LogisticRegression(C=config.logreg_C, class_weight="balanced", max_iter=3000).fit(
+            Dtr, np.searchsorted(local, np.repeat(ytr, S))
+        )
         p = lr.predict_proba(Dte).reshape(len(te), S, -1).mean(axis=1)
         return _expand(np.log(np.maximum(p, 1e-9)), local, K)
     raise ValueError(name)
@@ -382,7 +425,9 @@ def _fold_scores(name, data: ComparisonData, tr, te, K, config: ComparisonConfig
 # ---------------------------------------------------------------- the ranked table
 
 
-def reference_rows(data, plan: FoldPlan, config: ComparisonConfig, on_progress: Callable[[str], None] | None = None) -> list[dict]:
+def reference_rows(
+    data, plan: FoldPlan, config: ComparisonConfig, on_progress: Callable[[str], None] | None = None
+) -> list[dict]:
     """The classifier's kind of models (every candidate of ``reference_candidates`` whose inputs
     exist, and the reference design) scored flat on the comparison folds."""
     import time
@@ -394,14 +439,40 @@ def reference_rows(data, plan: FoldPlan, config: ComparisonConfig, on_progress: 
     rows = []
     for c in config.reference_candidates:
         if c.features not in data.available_views:
-            rows.append(_row(c.name, "reference" if c.family == "xgb" else "candidate", "yes", None, None, f"not scored: needs {', '.join(c.blocks)}"))
+            rows.append(
+                _row(
+                    c.name,
+                    "reference" if c.family == "xgb" else "candidate",
+                    "yes",
+                    None,
+                    None,
+                    f"not scored: needs {', '.join(c.blocks)}",
+                )
+            )
             continue
         t0 = time.perf_counter()
         say(f"{c.name} · {plan.n_splits} grouped folds")
         g = metrics(data.y, oof_proba(c, data, plan.grouped, search).argmax(1), data.classes)
-        sh = metrics(data.y, oof_proba(c, data, plan.shuffled, search).argmax(1), data.classes) if config.shuffled and plan.shuffled else None
-        what = "the reference design (scaler → PCA → XGBoost)" if c == REFERENCE_DESIGN else f"a candidate of genre_classifier ({c.features} view)"
-        rows.append(_row(c.name, "reference" if c == REFERENCE_DESIGN else "candidate", "yes", g, sh, f"{what}; {time.perf_counter() - t0:.0f} s"))
+        sh = (
+            metrics(data.y, oof_proba(c, data, plan.shuffled, search).argmax(1), data.classes)
+            if config.shuffled and plan.shuffled
+            else None
+        )
+        what = (
+            "the reference design (scaler → PCA → XGBoost)"
+            if c == REFERENCE_DESIGN
+            else f"a candidate of genre_classifier ({c.features} view)"
+        )
+        rows.append(
+            _row(
+                c.name,
+                "reference" if c == REFERENCE_DESIGN else "candidate",
+                "yes",
+                g,
+                sh,
+                f"{what}; {time.perf_counter() - t0:.0f} s",
+            )
+        )
     return rows
 
 
@@ -411,8 +482,14 @@ def deployed_row(cv_report: dict) -> list[dict]:
     if est.get("balanced_accuracy") is None:
         return []
     ci = est.get("ci95")
-    note = (f"{cv_report.get('estimate_kind')}; 95 % CI {ci[0]:.2f}–{ci[1]:.2f}; on the classifier's own folds ({cv_report.get('n_splits')}), "
-            f"not these; deployed: {cv_report.get('deployed', '?')}") if ci else cv_report.get("estimate_kind", "")
+    note = (
+        (
+            f"{cv_report.get('estimate_kind')}; 95 % CI {ci[0]:.2f}–{ci[1]:.2f}; on the classifier's own folds ({cv_report.get('n_splits')}), "
+            f"not these; deployed: {cv_report.get('deployed', '?')}"
+        )
+        if ci
+        else cv_report.get("estimate_kind", "")
+    )
     return [_row("deployed procedure (nested selection)", "deployed", "yes", est, None, note)]
 
 
@@ -425,7 +502,17 @@ def baseline_row(y: np.ndarray, plan: FoldPlan, classes) -> dict:
 
 
 def comparator_rows(results: Sequence[ComparatorResult]) -> list[dict]:
-    return [_row(r.name, APPROACH[r.name], f"no: {NOT_DEPLOYABLE_WHY[r.name]}", r.grouped, r.shuffled, f"{r.description}; {r.seconds:.0f} s" + (f"; {r.note}" if r.note else "")) for r in results]
+    return [
+        _row(
+            r.name,
+            APPROACH[r.name],
+            f"no: {NOT_DEPLOYABLE_WHY[r.name]}",
+            r.grouped,
+            r.shuffled,
+            f"{r.description}; {r.seconds:.0f} s" + (f"; {r.note}" if r.note else ""),
+        )
+        for r in results
+    ]
 
 
 def _row(model: str, approach: str, deployable: str, grouped: dict | None, shuffled: dict | None, note: str) -> dict:
@@ -448,7 +535,9 @@ def ranked_table(rows: Sequence[dict]) -> pd.DataFrame:
     df = pd.DataFrame(list(rows))
     if df.empty:
         return df
-    df = df.sort_values(["grouped_bal_acc", "grouped_macro_f1"], ascending=False, kind="stable", na_position="last").reset_index(drop=True)
+    df = df.sort_values(
+        ["grouped_bal_acc", "grouped_macro_f1"], ascending=False, kind="stable", na_position="last"
+    ).reset_index(drop=True)
     df.insert(0, "rank", np.arange(1, len(df) + 1))
     return df
 
@@ -457,17 +546,32 @@ def report_markdown(table: pd.DataFrame, header: dict, remarks: Sequence[str]) -
     lines = ["# Genre models: ranked by grouped cross-validation", ""]
     lines += [f"- **{k}**: {v}" for k, v in header.items()]
     lines += ["", table.to_markdown(index=False, floatfmt=".3f") if len(table) else "_no models were scored_", ""]
-    lines += ["Columns: `grouped_*` = grouped folds (no group on both sides); `shuffled_*` = StratifiedKFold on "
-              "tracks (a source can sit on both sides); `gap` = shuffled − grouped balanced accuracy. "
-              "The majority baseline's balanced accuracy is at most 1/number of labels.", ""]
+    lines += [
+        "Columns: `grouped_*` = grouped folds (no group on both sides); `shuffled_*` = StratifiedKFold on "
+        "tracks (a source can sit on both sides); `gap` = shuffled − grouped balanced accuracy. "
+        "The majority baseline's balanced accuracy is at most 1/number of labels.",
+        "",
+    ]
     lines += [f"- {r}" for r in remarks]
     return "\n".join(lines) + "\n"
 
 
 __all__ = [
-    "ALL_COMPARATORS", "ComparatorResult", "ComparisonConfig", "ComparisonData", "ComparisonOutcome", "chroma_patches", "compare_all",
-    "comparator_rows", "glcm_features", "mel_to_chroma_map", "mfcc_patches", "ranked_table", "report_markdown",
-    "run_comparison", "segment_descriptors",
+    "ALL_COMPARATORS",
+    "ComparatorResult",
+    "ComparisonConfig",
+    "ComparisonData",
+    "ComparisonOutcome",
+    "chroma_patches",
+    "comparator_rows",
+    "compare_all",
+    "glcm_features",
+    "mel_to_chroma_map",
+    "mfcc_patches",
+    "ranked_table",
+    "report_markdown",
+    "run_comparison",
+    "segment_descriptors",
 ]
 
 
@@ -482,18 +586,23 @@ class ComparisonOutcome:
     seconds: float
 
 
-def compare_all(table: pd.DataFrame, genre_root, load_segments: Callable[[str], np.ndarray], config: ComparisonConfig,
-                on_progress: Callable[[str], None] | None = None) -> ComparisonOutcome:
+def compare_all(
+    table: pd.DataFrame,
+    genre_root,
+    load_segments: Callable[[str], np.ndarray],
+    config: ComparisonConfig,
+    on_progress: Callable[[str], None] | None = None,
+) -> ComparisonOutcome:
     """The whole comparison the genre_comparison asset publishes: folds, every row, the ranked
     table, remarks and the report (markdown + JSON)."""
     import time
+
+    from threadpoolctl import threadpool_limits
 
     from music_pipeline.models.genre.cv import coarser_plan, make_folds, plan_from_assignment, to_jsonable
     from music_pipeline.models.genre.data import labelled_data, within_budget
     from music_pipeline.models.genre.publishing import current_version
     from music_pipeline.storage import read_json
-
-    from threadpoolctl import threadpool_limits
 
     t0 = time.perf_counter()
     say = on_progress or (lambda _m: None)
@@ -508,7 +617,9 @@ def compare_all(table: pd.DataFrame, genre_root, load_segments: Callable[[str], 
         say(folds_note)
     coarse = coarser_plan(plan, data.y, data.groups, config.max_folds, config.seed)
     if coarse is not plan:
-        folds_note += f", merged into {coarse.n_splits} grouped folds over the same groups (the comparators' cost bound)"
+        folds_note += (
+            f", merged into {coarse.n_splits} grouped folds over the same groups (the comparators' cost bound)"
+        )
     hashes = table.set_index(table["key"].astype(str))["content_hash"]
     try:
         segments = np.stack([load_segments(hashes[k]) for k in data.keys])
@@ -518,7 +629,9 @@ def compare_all(table: pd.DataFrame, genre_root, load_segments: Callable[[str], 
     with threadpool_limits(limits=1):  # many small sklearn fits: one BLAS thread each (see genre/cv.py)
         rows = reference_rows(data, coarse, config, say)
     results = run_comparison(ComparisonData(data.X, data.y, data.classes, data.groups, segments), coarse, config, say)
-    ranked = ranked_table(rows + comparator_rows(results) + deployed_row(cv_report) + [baseline_row(data.y, coarse, data.classes)])
+    ranked = ranked_table(
+        rows + comparator_rows(results) + deployed_row(cv_report) + [baseline_row(data.y, coarse, data.classes)]
+    )
 
     remarks = []
     scored = ranked.dropna(subset=["grouped_bal_acc"])
@@ -527,24 +640,38 @@ def compare_all(table: pd.DataFrame, genre_root, load_segments: Callable[[str], 
     if len(scored):
         top = scored.iloc[0]
         best = (str(top["model"]), float(top["grouped_bal_acc"]))
-        remarks.append(f"best on these grouped folds: **{top['model']}** (balanced accuracy {top['grouped_bal_acc']:.3f}).")
+        remarks.append(
+            f"best on these grouped folds: **{top['model']}** (balanced accuracy {top['grouped_bal_acc']:.3f})."
+        )
         if not str(top["deployable"]).startswith("yes"):
-            remarks.append(f"it is not deployable ({top['deployable'][4:]}); deployed instead: {cv_report['deployed']}.")
+            remarks.append(
+                f"it is not deployable ({top['deployable'][4:]}); deployed instead: {cv_report['deployed']}."
+            )
     est = cv_report.get("estimate") or {}
     if est.get("balanced_accuracy") is not None:
         ci = est.get("ci95") or [float("nan")] * 2
-        remarks.append(f"deployed: {cv_report['deployed']}; its estimate ({cv_report['estimate_kind']}): balanced accuracy "
-                       f"{est['balanced_accuracy']:.3f} (95 % CI {ci[0]:.3f}–{ci[1]:.3f}).")
+        remarks.append(
+            f"deployed: {cv_report['deployed']}; its estimate ({cv_report['estimate_kind']}): balanced accuracy "
+            f"{est['balanced_accuracy']:.3f} (95 % CI {ci[0]:.3f}–{ci[1]:.3f})."
+        )
     if data.n_with_group == 0:
-        remarks.append("no track has a group (artist/album/source), so every track is its own group: grouped and shuffled "
-                       "CV are the same kind of split and neither measures generalisation to unseen sources.")
+        remarks.append(
+            "no track has a group (artist/album/source), so every track is its own group: grouped and shuffled "
+            "CV are the same kind of split and neither measures generalisation to unseen sources."
+        )
     gaps = ranked["gap"].dropna()
     if len(gaps):
         remarks.append(f"shuffled − grouped balanced accuracy: median {gaps.median():+.3f}, largest {gaps.max():+.3f}.")
     seconds = time.perf_counter() - t0
-    remarks.append(f"the comparison took {seconds:.0f} s ({', '.join(f'{r.name} {r.seconds:.0f} s' for r in results)}).")
+    remarks.append(
+        f"the comparison took {seconds:.0f} s ({', '.join(f'{r.name} {r.seconds:.0f} s' for r in results)})."
+    )
     header = {
-        "labelled tracks": data.n if not data.n_over_budget else f"{data.n} of {data.n + data.n_over_budget} (budget: a seeded subsample, each label's share kept)", "labels": ", ".join(data.classes), "folds": f"{coarse.note} — {folds_note}",
+        "labelled tracks": data.n
+        if not data.n_over_budget
+        else f"{data.n} of {data.n + data.n_over_budget} (budget: a seeded subsample, each label's share kept)",
+        "labels": ", ".join(data.classes),
+        "folds": f"{coarse.note} — {folds_note}",
         "comparators": ", ".join(config.names) or "none",
         "CNN budget": f"{config.cnn_epochs} epochs, ≤ {config.cnn_max_segments} training segments per fold, grouped folds only",
     }

@@ -4,8 +4,8 @@ returns its path. Core: no Dagster."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -20,11 +20,23 @@ def pdi_histogram(scores: pd.DataFrame, model: DifficultyModel, dest: Path) -> P
     fig, ax = plt.subplots(figsize=(7, 4))
     bins = np.linspace(0.0, 1.0, 41) if len(scores) > 40 else 20
     for level in model.levels:
-        ax.hist(scores.loc[scores["level"] == level, "pdi"], bins=bins, color=LEVEL_COLOURS.get(level), label=level, alpha=0.85)
+        ax.hist(
+            scores.loc[scores["level"] == level, "pdi"],
+            bins=bins,
+            color=LEVEL_COLOURS.get(level),
+            label=level,
+            alpha=0.85,
+        )
     for i, t in enumerate(model.thresholds):
         ax.axvline(t, color="black", ls="--", lw=1)
         # staggered so close thresholds stay readable
-        ax.annotate(f"t{i + 1} = {t:.3f}", (t, ax.get_ylim()[1]), xytext=(3, -12 * (i + 1)), textcoords="offset points", fontsize=8)
+        ax.annotate(
+            f"t{i + 1} = {t:.3f}",
+            (t, ax.get_ylim()[1]),
+            xytext=(3, -12 * (i + 1)),
+            textcoords="offset points",
+            fontsize=8,
+        )
     ax.set(xlabel="PDI", ylabel="tracks", title=f"PDI of {len(scores)} tracks ({model.threshold_rule})")
     ax.legend()
     return save_png(fig, dest)
@@ -34,8 +46,20 @@ def subscore_scatter(scores: pd.DataFrame, dest: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 5))
     for level in LEVELS:
         part = scores[scores["level"] == level]
-        ax.scatter(part["structural"], part["intensity"], s=22, color=LEVEL_COLOURS[level], label=f"{level} ({len(part)})", edgecolor="k", lw=0.3)
-    ax.set(xlabel="structural S (notes: the PDI)", ylabel="intensity I (loudness, brightness, tempo)", title="Subscores by level")
+        ax.scatter(
+            part["structural"],
+            part["intensity"],
+            s=22,
+            color=LEVEL_COLOURS[level],
+            label=f"{level} ({len(part)})",
+            edgecolor="k",
+            lw=0.3,
+        )
+    ax.set(
+        xlabel="structural S (notes: the PDI)",
+        ylabel="intensity I (loudness, brightness, tempo)",
+        title="Subscores by level",
+    )
     ax.legend()
     return save_png(fig, dest)
 
@@ -101,7 +125,12 @@ def piano_roll_examples(
         a = float(notes.spans[0, 0]) if len(notes.spans) else 0.0
         keep = (notes.onset >= a) & (notes.onset < a + seconds)
         for on, off, p, c in zip(notes.onset[keep], notes.offset[keep], notes.pitch[keep], notes.confidence[keep]):
-            ax.broken_barh([(on - a, max(off - on, 0.02))], (p - 0.4, 0.8), color=LEVEL_COLOURS[level], alpha=float(0.35 + 0.65 * c))
+            ax.broken_barh(
+                [(on - a, max(off - on, 0.02))],
+                (p - 0.4, 0.8),
+                color=LEVEL_COLOURS[level],
+                alpha=float(0.35 + 0.65 * c),
+            )
         if keep.any():
             lo, hi = int(notes.pitch[keep].min()), int(notes.pitch[keep].max())
             ax.set_ylim(lo - 2, hi + 2)
@@ -160,7 +189,12 @@ def training_curves(histories: Mapping[str, Mapping[str, Sequence[float]]], dest
     colours = plt.get_cmap("tab10")
     for i, (name, h) in enumerate(histories.items()):
         col = colours(i % 10)
-        for key, ax, style in (("loss", ax_l, "-"), ("val_loss", ax_l, "--"), ("accuracy", ax_a, "-"), ("val_accuracy", ax_a, "--")):
+        for key, ax, style in (
+            ("loss", ax_l, "-"),
+            ("val_loss", ax_l, "--"),
+            ("accuracy", ax_a, "-"),
+            ("val_accuracy", ax_a, "--"),
+        ):
             if h.get(key):
                 ax.plot(range(1, len(h[key]) + 1), h[key], style, color=col, label=f"{name} {key}", lw=1.2)
     ax_l.set(xlabel="epoch", ylabel="cross-entropy", title="Loss (solid: train, dashed: validation)")
@@ -169,7 +203,9 @@ def training_curves(histories: Mapping[str, Mapping[str, Sequence[float]]], dest
     return save_png(fig, dest)
 
 
-def confusion_plot(matrix: Sequence[Sequence[int]], dest: Path, labels: Sequence[str] = LEVELS, title: str = "Track-level confusion") -> Path:
+def confusion_plot(
+    matrix: Sequence[Sequence[int]], dest: Path, labels: Sequence[str] = LEVELS, title: str = "Track-level confusion"
+) -> Path:
     m = np.asarray(matrix)
     fig, ax = plt.subplots(figsize=(4.2, 3.8))
     ax.imshow(m, cmap="Blues")

@@ -23,9 +23,9 @@ as the tagger's, not the classifier's reasoning.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -50,7 +50,13 @@ def _mel_hz(band: int) -> float:
 
 
 def _mel_region(hz: float) -> str:
-    for limit, name in ((120, "sub-bass"), (400, "bass"), (2000, "mid-range"), (6000, "presence"), (np.inf, "treble/air")):
+    for limit, name in (
+        (120, "sub-bass"),
+        (400, "bass"),
+        (2000, "mid-range"),
+        (6000, "presence"),
+        (np.inf, "treble/air"),
+    ):
         if hz < limit:
             return name
     return "treble/air"
@@ -70,7 +76,10 @@ def feature_concept(name: str) -> tuple[str, tuple[str, object]]:
             return "timbre movement", ("ΔMFCC", i)
         if i == 1:
             return "loudness", ("MFCC", i)
-        return ("brightness/spectral tilt" if i <= 4 else "timbre colour" if i <= 13 else "fine timbre texture"), ("MFCC", i)
+        return ("brightness/spectral tilt" if i <= 4 else "timbre colour" if i <= 13 else "fine timbre texture"), (
+            "MFCC",
+            i,
+        )
     if m := re.fullmatch(r"chroma_(mean|std)_(\w+)", name):
         pc = m.group(2).replace("s", "#")
         return ("harmony/key" if m.group(1) == "mean" else "harmonic movement"), ("chroma", pc)
@@ -87,7 +96,14 @@ def feature_concept(name: str) -> tuple[str, tuple[str, object]]:
     if name in ("rms_mean", "rms_std"):
         return "loudness", ("", "RMS level" if name == "rms_mean" else "RMS spread")
     if name in ("rms_cv", "rms_dynamic_range_db", "low_energy_ratio"):
-        return "dynamics", ("", {"rms_cv": "level variation", "rms_dynamic_range_db": "dynamic range", "low_energy_ratio": "quiet-frame share"}[name])
+        return "dynamics", (
+            "",
+            {
+                "rms_cv": "level variation",
+                "rms_dynamic_range_db": "dynamic range",
+                "low_energy_ratio": "quiet-frame share",
+            }[name],
+        )
     if m := re.fullmatch(r"tonnetz_(mean|std)_(\w+)", name):
         return "tonal colour", ("tonnetz", m.group(2).replace("_", " "))
     if m := re.fullmatch(r"mel_(mean|p25|p50|p75)_(\d+)", name):
@@ -191,7 +207,9 @@ def tree_shap(model: GenreModel, X: np.ndarray) -> ShapResult:
         base = np.array([-base[0], base[0]])
     pca = model.pipeline.named_steps["pca"]
     text = [describe_component(pca.components_[k], model.view_names) for k in range(pca.n_components_)]
-    return ShapResult(values, base, Z, model.scaled_view(X), model.classes, [f"PC{k + 1}" for k in range(Z.shape[1])], text)
+    return ShapResult(
+        values, base, Z, model.scaled_view(X), model.classes, [f"PC{k + 1}" for k in range(Z.shape[1])], text
+    )
 
 
 def _drivers(model: GenreModel, shap_res: ShapResult, i: int, k: int, n: int = 4) -> str:
@@ -233,8 +251,13 @@ def explain_track(model: GenreModel, shap_res: ShapResult, i: int, proba: np.nda
         "label": label,
         "text": " ".join(parts),
         "components": [
-            {"component": shap_res.component_names[k], "shap": float(phi[k]), "value": float(shap_res.data[i, k]),
-             "meaning": shap_res.component_text[k], "this_track": drive(k)}
+            {
+                "component": shap_res.component_names[k],
+                "shap": float(phi[k]),
+                "value": float(shap_res.data[i, k]),
+                "meaning": shap_res.component_text[k],
+                "this_track": drive(k),
+            }
             for k in comps
         ],
     }
@@ -269,7 +292,11 @@ def linear_shap(model: GenreModel, X) -> ShapResult:
     for g, name in enumerate(groups):
         cols = np.flatnonzero(gidx == g)
         tokens = [feature_concept(model.view_names[j])[1] for j in cols[:64]]
-        text.append(f"{len(cols)} pooled activations of the pretrained tagger" if name == LEARNED_CONCEPT else _render_tokens(tokens))
+        text.append(
+            f"{len(cols)} pooled activations of the pretrained tagger"
+            if name == LEARNED_CONCEPT
+            else _render_tokens(tokens)
+        )
 
     def drivers(i: int, k: int, c: int, n: int = 3) -> str:
         cols = np.flatnonzero(gidx == k)
@@ -284,7 +311,17 @@ def linear_shap(model: GenreModel, X) -> ShapResult:
             by.setdefault(f"{concept} {'high' if Z[i, j] > 0 else 'low'}", []).append(token)
         return ", ".join(f"{name} ({_render_tokens(v)})" for name, v in by.items())
 
-    return ShapResult(values, base, data, model.scaled_view(X), model.classes, groups, text, drivers, "linear SHAP (coefficient × standardised value)")
+    return ShapResult(
+        values,
+        base,
+        data,
+        model.scaled_view(X),
+        model.classes,
+        groups,
+        text,
+        drivers,
+        "linear SHAP (coefficient × standardised value)",
+    )
 
 
 def linear_margin(model: GenreModel, X) -> np.ndarray:
@@ -320,13 +357,35 @@ def nearest_training_tracks(model: GenreModel, X, i: int = 0, n: int = 5) -> lis
         rows, scores = est.svc_.support_[top], k[top]
     else:
         return []
-    return [{"track": relpaths[r] if r < len(relpaths) else f"training row {r}", "label": labels[r] if r < len(labels) else None,
-             "similarity": float(s)} for r, s in zip(rows, scores)]
+    return [
+        {
+            "track": relpaths[r] if r < len(relpaths) else f"training row {r}",
+            "label": labels[r] if r < len(labels) else None,
+            "similarity": float(s),
+        }
+        for r, s in zip(rows, scores)
+    ]
 
 
 # Tags that describe sound (decades and marketing words of the MSD vocabulary left out)
-_NOT_SOUND = {"00s", "60s", "70s", "80s", "90s", "sexy", "catchy", "party", "beautiful", "happy", "sad", "oldies", "easy listening",
-              "female vocalists", "male vocalists", "female vocalist"}
+_NOT_SOUND = {
+    "00s",
+    "60s",
+    "70s",
+    "80s",
+    "90s",
+    "sexy",
+    "catchy",
+    "party",
+    "beautiful",
+    "happy",
+    "sad",
+    "oldies",
+    "easy listening",
+    "female vocalists",
+    "male vocalists",
+    "female vocalist",
+}
 DISPLAY_TAGS = [c for c in TAG_NAMES if TAG_TEXT[c] not in _NOT_SOUND]
 
 
@@ -352,7 +411,9 @@ def tag_profiles(tags: np.ndarray, labels: Sequence[str]) -> dict[str, dict[str,
     return out
 
 
-def tag_summary(tags_row: np.ndarray, label: str, profiles: Mapping[str, Mapping[str, float]] | None, top: int = 3) -> str:
+def tag_summary(
+    tags_row: np.ndarray, label: str, profiles: Mapping[str, Mapping[str, float]] | None, top: int = 3
+) -> str:
     """'The tagger hears strings (0.81), classical (0.74), slow (0.60); typical of orchestral here: strings, classical.'"""
     heard = track_tags(tags_row, top)
     text = "The pretrained tagger hears " + ", ".join(f"{t} ({v:.2f})" for t, v in heard.items())
@@ -364,23 +425,52 @@ def tag_summary(tags_row: np.ndarray, label: str, profiles: Mapping[str, Mapping
     return text + "."
 
 
-def explain_prediction(model: GenreModel, X, i: int, proba: np.ndarray, shap_res: ShapResult | None = None,
-                       tags_row: np.ndarray | None = None, profiles=None) -> dict:
+def explain_prediction(
+    model: GenreModel,
+    X,
+    i: int,
+    proba: np.ndarray,
+    shap_res: ShapResult | None = None,
+    tags_row: np.ndarray | None = None,
+    profiles=None,
+) -> dict:
     """Why the deployed model predicts what it does for row ``i`` (see the module docstring)."""
     label = model.classes[int(np.argmax(proba))]
     if shap_res is None:
         shap_res = attribution(model, X)
     if shap_res is not None:
         e = explain_track(model, shap_res, i, proba)
-        out = {"model": model.candidate.name, "method": shap_res.kind, "label": label, "text": e["text"], "components": e["components"]}
+        out = {
+            "model": model.candidate.name,
+            "method": shap_res.kind,
+            "label": label,
+            "text": e["text"],
+            "components": e["components"],
+        }
     else:
         order = np.argsort(-proba)
-        head = f"Predicted {label} (p={proba[order[0]]:.2f}; next {model.classes[order[1]]} {proba[order[1]]:.2f})." if len(order) > 1 else f"Predicted {label}."
+        head = (
+            f"Predicted {label} (p={proba[order[0]]:.2f}; next {model.classes[order[1]]} {proba[order[1]]:.2f})."
+            if len(order) > 1
+            else f"Predicted {label}."
+        )
         near = nearest_training_tracks(model, X, i)
-        what = "its nearest neighbours (whose votes make the prediction)" if model.candidate.family == "knn" else \
-            "the support vectors most similar to this track (an RBF SVM has no exact per-feature attribution)"
-        text = f"{head} {model.candidate.name}: {what}: " + "; ".join(f"{n['track']} [{n['label']}]" for n in near) + "."
-        out = {"model": model.candidate.name, "method": "nearest training tracks", "label": label, "text": text, "components": [], "neighbours": near}
+        what = (
+            "its nearest neighbours (whose votes make the prediction)"
+            if model.candidate.family == "knn"
+            else "the support vectors most similar to this track (an RBF SVM has no exact per-feature attribution)"
+        )
+        text = (
+            f"{head} {model.candidate.name}: {what}: " + "; ".join(f"{n['track']} [{n['label']}]" for n in near) + "."
+        )
+        out = {
+            "model": model.candidate.name,
+            "method": "nearest training tracks",
+            "label": label,
+            "text": text,
+            "components": [],
+            "neighbours": near,
+        }
     if tags_row is not None and np.all(np.isfinite(tags_row)):
         out["tags_text"] = tag_summary(tags_row, label, profiles)
         out["text"] += " " + out["tags_text"]
@@ -395,14 +485,16 @@ def boundary_songs(proba: np.ndarray, classes: Sequence[str], margin_: float = 0
     p1 = proba[np.arange(len(proba)), order[:, 0]]
     p2 = proba[np.arange(len(proba)), order[:, 1]]
     rows = np.flatnonzero(p1 - p2 <= margin_)
-    return pd.DataFrame({
-        "row": rows,
-        "first": [classes[order[i, 0]] for i in rows],
-        "p_first": p1[rows],
-        "second": [classes[order[i, 1]] for i in rows],
-        "p_second": p2[rows],
-        "gap": (p1 - p2)[rows],
-    }).sort_values("gap", kind="stable")
+    return pd.DataFrame(
+        {
+            "row": rows,
+            "first": [classes[order[i, 0]] for i in rows],
+            "p_first": p1[rows],
+            "second": [classes[order[i, 1]] for i in rows],
+            "p_second": p2[rows],
+            "gap": (p1 - p2)[rows],
+        }
+    ).sort_values("gap", kind="stable")
 
 
 # ---------------------------------------------------------------- plots (each writes one PNG)
@@ -460,7 +552,9 @@ def plot_waterfall(res: ShapResult, i: int, dest: Path, class_index: int | None 
     import shap
 
     c = int(class_index if class_index is not None else (res.base + res.values[i].sum(axis=0)).argmax())
-    exp = shap.Explanation(values=res.values[i, :, c], base_values=res.base[c], data=res.data[i], feature_names=res.labels(40))
+    exp = shap.Explanation(
+        values=res.values[i, :, c], base_values=res.base[c], data=res.data[i], feature_names=res.labels(40)
+    )
     shap.plots.waterfall(exp, max_display=10, show=False)
     fig = plt.gcf()
     fig.suptitle(title or f"Why toward {res.classes[c]} (log-odds)", fontsize=9)

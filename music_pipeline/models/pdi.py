@@ -43,9 +43,9 @@ precision.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -119,7 +119,7 @@ class QuantileScale:
     quantiles: np.ndarray  # (QUANTILE_POINTS, descriptors)
 
     @classmethod
-    def fit(cls, X: np.ndarray, names: Sequence[str], points: int = QUANTILE_POINTS) -> "QuantileScale":
+    def fit(cls, X: np.ndarray, names: Sequence[str], points: int = QUANTILE_POINTS) -> QuantileScale:
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] != len(names):
             raise ValueError(f"need a (tracks, {len(names)}) matrix with at least one track, got {X.shape}")
@@ -148,7 +148,7 @@ class QuantileScale:
         return {"names": list(self.names), "quantiles": self.quantiles.tolist()}
 
     @classmethod
-    def from_dict(cls, d: Mapping) -> "QuantileScale":
+    def from_dict(cls, d: Mapping) -> QuantileScale:
         return cls(tuple(d["names"]), np.asarray(d["quantiles"], dtype=np.float64).reshape(-1, len(d["names"])))
 
 
@@ -213,7 +213,9 @@ class DifficultyModel:
         for fam in NOTE_FAMILIES:
             members = np.array([DESCRIPTOR_FAMILY[n] == fam for n in self.names])
             fw = w * members
-            out[family_column(fam)] = _weighted_mean(norm, fw) if fw.sum() > 0 else _weighted_mean(norm, members.astype(float))
+            out[family_column(fam)] = (
+                _weighted_mean(norm, fw) if fw.sum() > 0 else _weighted_mean(norm, members.astype(float))
+            )
         out[STRUCTURAL] = _weighted_mean(norm, w)
         out[INTENSITY] = _weighted_mean(norm, np.array([DESCRIPTOR_FAMILY[n] == INTENSITY for n in self.names], float))
         out["pdi"] = (out[STRUCTURAL] + self.intensity_weight * out[INTENSITY]) / (1.0 + self.intensity_weight)
@@ -293,9 +295,11 @@ class DifficultyModel:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping) -> "DifficultyModel":
+    def from_dict(cls, d: Mapping) -> DifficultyModel:
         if d.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"difficulty model format {d.get('format_version')} is not {FORMAT_VERSION}; rebuild the library")
+            raise ValueError(
+                f"difficulty model format {d.get('format_version')} is not {FORMAT_VERSION}; rebuild the library"
+            )
         return cls(
             scale=QuantileScale.from_dict(d["scale"]),
             weights={k: float(v) for k, v in d["weights"].items()},
@@ -312,7 +316,7 @@ class DifficultyModel:
         return write_json(artifact_path(directory) / MODEL_FILE, self.to_dict())
 
     @classmethod
-    def load(cls, directory: str | Path) -> "DifficultyModel":
+    def load(cls, directory: str | Path) -> DifficultyModel:
         path = artifact_path(directory) / MODEL_FILE
         if not path.is_file():
             raise LibraryNotScored(f"no difficulty model at {path}: build the library first (music-pipeline build)")
@@ -337,7 +341,9 @@ def fit_model(
     weights = dict(DEFAULT_WEIGHTS if weights is None else weights)
     unknown = set(weights) - set(NOTE_DESCRIPTOR_NAMES)
     if unknown or min(weights.values(), default=0.0) < 0 or sum(weights.values()) <= 0 or intensity_weight < 0:
-        raise ValueError(f"weights need note descriptors ({NOTE_DESCRIPTOR_NAMES}) with non-negative values and a positive sum, and w_I ≥ 0; got {weights}, {intensity_weight}")
+        raise ValueError(
+            f"weights need note descriptors ({NOTE_DESCRIPTOR_NAMES}) with non-negative values and a positive sum, and w_I ≥ 0; got {weights}, {intensity_weight}"
+        )
     missing = [n for n in MODEL_DESCRIPTORS if n not in descriptors.columns]
     if missing:
         raise ValueError(f"descriptor columns missing: {missing}")
@@ -406,6 +412,7 @@ def explain(values: Mapping[str, float], level: str, normalised: Mapping[str, fl
     irregular rhythm only when they stand out — in the library's top quarter when ``normalised``
     (the scored n_d) is given, else above fixed marks (20 % fast intervals, 7 semitones, 2.5 bits).
     """
+
     def stands_out(name: str, mark: float) -> bool:
         if normalised is not None and name in normalised:
             return normalised[name] >= 0.75

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from music_pipeline.storage import DataLayout, read_json, read_parquet, write_json
 
@@ -88,14 +88,31 @@ class Verdict:
         return {"stale": self.stale, "why": self.why, "tracks_changed": self.changed, "trained_on": self.trained_on}
 
 
-def record_training(layout: DataLayout, model: str, code_version: str, tracks: dict[str, str] | None = None, now: datetime | None = None) -> None:
+def record_training(
+    layout: DataLayout, model: str, code_version: str, tracks: dict[str, str] | None = None, now: datetime | None = None
+) -> None:
     """Save what ``model`` was just trained on (``tracks`` defaults to its training set now)."""
-    when = (now or datetime.now(timezone.utc)).isoformat(timespec="seconds")
+    when = (now or datetime.now(UTC)).isoformat(timespec="seconds")
     tracks = training_set(model, layout) if tracks is None else dict(tracks)
-    write_json(state_path(layout, model), {"format": STATE_FORMAT, "model": model, "code_version": str(code_version), "trained_at": when, "tracks": tracks})
+    write_json(
+        state_path(layout, model),
+        {
+            "format": STATE_FORMAT,
+            "model": model,
+            "code_version": str(code_version),
+            "trained_at": when,
+            "tracks": tracks,
+        },
+    )
 
 
-def verdict(layout: DataLayout, model: str, code_version: str, max_share: float | None = None, current: dict[str, str] | None = None) -> Verdict:
+def verdict(
+    layout: DataLayout,
+    model: str,
+    code_version: str,
+    max_share: float | None = None,
+    current: dict[str, str] | None = None,
+) -> Verdict:
     """Is ``model`` stale against the library as it is now? (see the module docstring)"""
     share_limit = max_share_from_env() if max_share is None else max_share
     path = state_path(layout, model)
@@ -115,5 +132,15 @@ def verdict(layout: DataLayout, model: str, code_version: str, max_share: float 
     if not now:
         return Verdict(False, "nothing to train on now; the last model stays", changed, len(before))
     if share > share_limit:
-        return Verdict(True, f"{changed} of its {len(before)} training tracks changed ({share:.0%} > {share_limit:.0%})", changed, len(before))
-    return Verdict(False, f"{changed} of its {len(before)} training tracks changed ({share:.1%} ≤ {share_limit:.0%}): the deployed model serves new tracks", changed, len(before))
+        return Verdict(
+            True,
+            f"{changed} of its {len(before)} training tracks changed ({share:.0%} > {share_limit:.0%})",
+            changed,
+            len(before),
+        )
+    return Verdict(
+        False,
+        f"{changed} of its {len(before)} training tracks changed ({share:.1%} ≤ {share_limit:.0%}): the deployed model serves new tracks",
+        changed,
+        len(before),
+    )

@@ -36,15 +36,39 @@ class NoteDescriptor:
 NOTE_DESCRIPTORS: list[NoteDescriptor] = [
     NoteDescriptor("notes_per_s", DENSITY, "notes/s", "notes / seconds covered"),
     NoteDescriptor("onset_rate", DENSITY, "onsets/s", "onsets (notes starting within 50 ms merged) / seconds covered"),
-    NoteDescriptor("fast_run_share", DENSITY, "0–1", "share of inter-onset intervals ≤ 150 ms that belong to a run of ≥ 3 such intervals"),
-    NoteDescriptor("mean_polyphony", POLYPHONY, "notes", "mean number of sounding notes over the sounding instants (10 ms grid)"),
-    NoteDescriptor("peak_polyphony", POLYPHONY, "notes", "95th percentile of the number of sounding notes over the sounding instants"),
+    NoteDescriptor(
+        "fast_run_share",
+        DENSITY,
+        "0–1",
+        "share of inter-onset intervals ≤ 150 ms that belong to a run of ≥ 3 such intervals",
+    ),
+    NoteDescriptor(
+        "mean_polyphony", POLYPHONY, "notes", "mean number of sounding notes over the sounding instants (10 ms grid)"
+    ),
+    NoteDescriptor(
+        "peak_polyphony",
+        POLYPHONY,
+        "notes",
+        "95th percentile of the number of sounding notes over the sounding instants",
+    ),
     NoteDescriptor("chord_size", POLYPHONY, "notes", "mean number of notes per onset"),
-    NoteDescriptor("chord_span", POLYPHONY, "semitones", "mean highest − lowest pitch of the onsets with ≥ 2 notes (0 without chords)"),
+    NoteDescriptor(
+        "chord_span",
+        POLYPHONY,
+        "semitones",
+        "mean highest − lowest pitch of the onsets with ≥ 2 notes (0 without chords)",
+    ),
     NoteDescriptor("pitch_range", PITCH, "semitones", "98th − 2nd percentile of the notes' MIDI pitches"),
     NoteDescriptor("melodic_leap", PITCH, "semitones", "mean |Δ| of the highest pitch between consecutive onsets"),
-    NoteDescriptor("note_pitch_class_entropy", PITCH, "bits", "Shannon entropy of the notes' pitch-class histogram (max log2 12 = 3.58)"),
-    NoteDescriptor("ioi_entropy", RHYTHM, "bits", "Shannon entropy of the inter-onset intervals (50 ms–2 s) in 1/3-octave bins"),
+    NoteDescriptor(
+        "note_pitch_class_entropy",
+        PITCH,
+        "bits",
+        "Shannon entropy of the notes' pitch-class histogram (max log2 12 = 3.58)",
+    ),
+    NoteDescriptor(
+        "ioi_entropy", RHYTHM, "bits", "Shannon entropy of the inter-onset intervals (50 ms–2 s) in 1/3-octave bins"
+    ),
     NoteDescriptor("ioi_cv", RHYTHM, "ratio", "standard deviation / mean of the inter-onset intervals (50 ms–2 s)"),
 ]
 NOTE_DESCRIPTOR_NAMES = [d.name for d in NOTE_DESCRIPTORS]
@@ -90,7 +114,13 @@ def group_onsets(notes: NoteEvents, chord_s: float = CHORD_S) -> Onsets:
             top.append(p[a:b].max())
             bottom.append(p[a:b].min())
             span.append(k)
-    return Onsets(np.array(time, np.float64), np.array(size, np.int64), np.array(top, np.int64), np.array(bottom, np.int64), np.array(span, np.int64))
+    return Onsets(
+        np.array(time, np.float64),
+        np.array(size, np.int64),
+        np.array(top, np.int64),
+        np.array(bottom, np.int64),
+        np.array(span, np.int64),
+    )
 
 
 def sounding_counts(notes: NoteEvents, grid_s: float = GRID_S) -> np.ndarray:
@@ -159,7 +189,9 @@ def note_descriptors(notes: NoteEvents) -> dict[str, float]:
         "chord_span": float((on.top - on.bottom)[chords].mean()) if chords.any() else 0.0,
         "pitch_range": float(np.percentile(pitches, 98) - np.percentile(pitches, 2)) if len(pitches) else 0.0,
         "melodic_leap": float(leaps.mean()) if len(leaps) else 0.0,
-        "note_pitch_class_entropy": _entropy_bits(np.bincount(notes.pitch.astype(np.int64) % 12, minlength=12)) if len(notes) else 0.0,
+        "note_pitch_class_entropy": _entropy_bits(np.bincount(notes.pitch.astype(np.int64) % 12, minlength=12))
+        if len(notes)
+        else 0.0,
         "ioi_entropy": ioi_entropy(ioi),
         "ioi_cv": float(ioi_kept.std() / ioi_kept.mean()) if len(ioi_kept) > 1 else 0.0,
     }

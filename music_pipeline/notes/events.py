@@ -34,7 +34,9 @@ class NoteEvents:
         if not (len(self.offset) == len(self.pitch) == len(self.confidence) == n):
             raise ValueError("onset, offset, pitch and confidence need the same length")
         order = np.lexsort((self.pitch, self.onset))  # by time, then pitch: deterministic
-        self.onset, self.offset, self.pitch, self.confidence = (a[order] for a in (self.onset, self.offset, self.pitch, self.confidence))
+        self.onset, self.offset, self.pitch, self.confidence = (
+            a[order] for a in (self.onset, self.offset, self.pitch, self.confidence)
+        )
 
     def __len__(self) -> int:
         return len(self.onset)
@@ -58,12 +60,24 @@ class NoteEvents:
         }
 
     @classmethod
-    def from_arrays(cls, z, prefix: str = "") -> "NoteEvents":
-        return cls(z[f"{prefix}onset"], z[f"{prefix}offset"], z[f"{prefix}pitch"], z[f"{prefix}confidence"], z[f"{prefix}spans"])
+    def from_arrays(cls, z, prefix: str = "") -> NoteEvents:
+        return cls(
+            z[f"{prefix}onset"],
+            z[f"{prefix}offset"],
+            z[f"{prefix}pitch"],
+            z[f"{prefix}confidence"],
+            z[f"{prefix}spans"],
+        )
 
     @classmethod
-    def empty(cls, spans=()) -> "NoteEvents":
-        return cls(np.zeros(0), np.zeros(0), np.zeros(0, np.int16), np.zeros(0, np.float32), np.asarray(spans, np.float64).reshape(-1, 2))
+    def empty(cls, spans=()) -> NoteEvents:
+        return cls(
+            np.zeros(0),
+            np.zeros(0),
+            np.zeros(0, np.int16),
+            np.zeros(0, np.float32),
+            np.asarray(spans, np.float64).reshape(-1, 2),
+        )
 
 
 def read_midi(path: str | Path, drop_drums: bool = True) -> NoteEvents:
@@ -76,7 +90,9 @@ def read_midi(path: str | Path, drop_drums: bool = True) -> NoteEvents:
     onset = np.array([n.start for n in notes])
     offset = np.array([n.end for n in notes])
     end = float(offset.max()) if len(notes) else 0.0
-    return NoteEvents(onset, offset, np.array([n.pitch for n in notes]), np.ones(len(notes)), [[0.0, end]] if len(notes) else [])
+    return NoteEvents(
+        onset, offset, np.array([n.pitch for n in notes]), np.ones(len(notes)), [[0.0, end]] if len(notes) else []
+    )
 
 
 def write_midi(notes: NoteEvents, dest: str | Path, program: int = 0, tempo_bpm: float = 120.0) -> Path:

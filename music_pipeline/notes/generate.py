@@ -62,11 +62,22 @@ def generate_piece(spec: PieceSpec) -> NoteEvents:
     return NoteEvents(np.array(onset), np.array(offset), np.array(pitch), np.ones(len(onset)), [[0.0, spec.seconds]])
 
 
-def render(notes: NoteEvents, seconds: float | None = None, sr: int = SR, brightness: float = 0.5, gain_db: float = 0.0, seed: int = 0) -> np.ndarray:
+def render(
+    notes: NoteEvents,
+    seconds: float | None = None,
+    sr: int = SR,
+    brightness: float = 0.5,
+    gain_db: float = 0.0,
+    seed: int = 0,
+) -> np.ndarray:
     """Additive synthesis: each note 8 harmonics with amplitude ``brightness**h`` (0.3 dark …
     0.8 bright), a 5 ms attack and an exponential decay; peak at −6 dBFS + ``gain_db``.
     A little noise (−70 dB) keeps the signal from being digitally silent between notes."""
-    seconds = seconds if seconds is not None else (float(notes.spans[:, 1].max()) if len(notes.spans) else float(notes.offset.max(initial=1.0)) + 0.5)
+    seconds = (
+        seconds
+        if seconds is not None
+        else (float(notes.spans[:, 1].max()) if len(notes.spans) else float(notes.offset.max(initial=1.0)) + 0.5)
+    )
     y = np.zeros(int(seconds * sr) + 1, np.float64)
     harmonics = np.arange(1, 9)
     weights = brightness ** (harmonics - 1)

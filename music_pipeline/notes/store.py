@@ -16,10 +16,10 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 
@@ -147,7 +147,9 @@ def run_notes_job(job: NotesJob, retry_failed: bool = False, transcriber=None) -
 
     t0 = time.perf_counter()
     if job.scan_error or not job.content_hash:
-        return NotesOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {job.scan_error or 'no content hash'}")
+        return NotesOutcome(
+            job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {job.scan_error or 'no content hash'}"
+        )
     store = NotesStore(job.data_dir)
     if store.has(job.content_hash):
         return NotesOutcome(job.key, job.relpath, job.content_hash, "cached", seconds=time.perf_counter() - t0)
@@ -159,12 +161,23 @@ def run_notes_job(job: NotesJob, retry_failed: bool = False, transcriber=None) -
         store.save_failure(job.content_hash, job.relpath, exc.reason)
         return NotesOutcome(job.key, job.relpath, job.content_hash, "failed", str(exc), time.perf_counter() - t0)
     except MemoryError:
-        return NotesOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: out of memory", time.perf_counter() - t0)
+        return NotesOutcome(
+            job.key, job.relpath, job.content_hash, "failed", f"{job.path}: out of memory", time.perf_counter() - t0
+        )
     except Exception as exc:  # e.g. the weights cannot be fetched: not the file's fault, not remembered
         log.error("unexpected error on %s\n%s", job.path, traceback.format_exc())
-        return NotesOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: unexpected {type(exc).__name__}: {exc}", time.perf_counter() - t0)
+        return NotesOutcome(
+            job.key,
+            job.relpath,
+            job.content_hash,
+            "failed",
+            f"{job.path}: unexpected {type(exc).__name__}: {exc}",
+            time.perf_counter() - t0,
+        )
     store.save(job.content_hash, result)
-    return NotesOutcome(job.key, job.relpath, job.content_hash, "transcribed", None, time.perf_counter() - t0, result.duration_s)
+    return NotesOutcome(
+        job.key, job.relpath, job.content_hash, "transcribed", None, time.perf_counter() - t0, result.duration_s
+    )
 
 
 def _warm(data_dir: str) -> None:
@@ -194,7 +207,12 @@ def transcribe_many(
     pending = []
     for i, job in enumerate(jobs):
         store = NotesStore(job.data_dir)
-        quick = job.scan_error or not job.content_hash or store.has(job.content_hash) or (not retry_failed and store.failure(job.content_hash))
+        quick = (
+            job.scan_error
+            or not job.content_hash
+            or store.has(job.content_hash)
+            or (not retry_failed and store.failure(job.content_hash))
+        )
         if quick:
             done(i, run_notes_job(job, retry_failed))
         else:
@@ -208,7 +226,15 @@ def transcribe_many(
 
     if pending:
         model_path(jobs[pending[0]].data_dir, log_fn)  # fetched and verified once, before any worker
-        run_pending(jobs, pending, partial(run_notes_job, retry_failed=retry_failed), done, crashed, workers, warm=partial(_warm, jobs[pending[0]].data_dir))
+        run_pending(
+            jobs,
+            pending,
+            partial(run_notes_job, retry_failed=retry_failed),
+            done,
+            crashed,
+            workers,
+            warm=partial(_warm, jobs[pending[0]].data_dir),
+        )
     return [results[i] for i in range(len(jobs))]
 
 
@@ -242,7 +268,19 @@ def note_table(tracks, store: NotesStore, previous=None):
             log.warning("stored notes of %s unreadable (%s)", t.relpath, exc)
             missing.append(t)
             continue
-        rows.append({"key": t.key, "relpath": t.relpath, "content_hash": h, "duration_s": r.duration_s, "n_notes": len(r.notes), "gain_db": r.gain_db, **r.descriptors})
+        rows.append(
+            {
+                "key": t.key,
+                "relpath": t.relpath,
+                "content_hash": h,
+                "duration_s": r.duration_s,
+                "n_notes": len(r.notes),
+                "gain_db": r.gain_db,
+                **r.descriptors,
+            }
+        )
     cols = NOTE_TABLE_ID_COLUMNS + NOTE_DESCRIPTOR_NAMES
-    table = pd.DataFrame(rows, columns=cols).astype({c: "float64" for c in NOTE_DESCRIPTOR_NAMES + ["duration_s", "gain_db"]})
+    table = pd.DataFrame(rows, columns=cols).astype(
+        {c: "float64" for c in NOTE_DESCRIPTOR_NAMES + ["duration_s", "gain_db"]}
+    )
     return table, pd.DataFrame(missing, columns=list(tracks.columns))

@@ -57,7 +57,9 @@ class Budget:
 
     def __post_init__(self):
         if self.max_seconds < 2 * self.excerpts * bp.WINDOW_HOP / SR or self.excerpts < 1:
-            raise ValueError(f"need at least two model windows (3.3 s) per excerpt, got {self.max_seconds} s for {self.excerpts} excerpts")
+            raise ValueError(
+                f"need at least two model windows (3.3 s) per excerpt, got {self.max_seconds} s for {self.excerpts} excerpts"
+            )
 
     @property
     def tag(self) -> str:
@@ -109,7 +111,9 @@ def drop_overtones(notes: NoteEvents) -> NoteEvents:
         return notes
     keep = np.ones(n, bool)
     order = np.argsort(notes.onset, kind="stable")
-    on, off, pitch, conf = (a[order] for a in (notes.onset, notes.offset, notes.pitch.astype(np.int64), notes.confidence))
+    on, off, pitch, conf = (
+        a[order] for a in (notes.onset, notes.offset, notes.pitch.astype(np.int64), notes.confidence)
+    )
     starts = np.searchsorted(on, on - OVERTONE_LOOKBACK_S, side="left")
     ends = np.searchsorted(on, on + OVERTONE_ONSET_S, side="right")
     for i in range(n):
@@ -127,7 +131,13 @@ def drop_overtones(notes: NoteEvents) -> NoteEvents:
 class Transcriber:
     """One onnxruntime session (created on first use; ``threads`` intra-op threads, 1 = per core)."""
 
-    def __init__(self, model_file: str | os.PathLike | None = None, threads: int = 1, budget: Budget = DEFAULT_BUDGET, data_dir=None):
+    def __init__(
+        self,
+        model_file: str | os.PathLike | None = None,
+        threads: int = 1,
+        budget: Budget = DEFAULT_BUDGET,
+        data_dir=None,
+    ):
         self.model_file = Path(model_file) if model_file else None
         self.threads = threads
         self.budget = budget
@@ -152,7 +162,9 @@ class Transcriber:
         """(frame, onset) activations of model windows, unwrapped to (windows × 142, 88)."""
         frames, onsets = [], []
         for i in range(0, len(windows), BATCH_WINDOWS):
-            note, onset = self.session.run([bp.NOTE_OUTPUT, bp.ONSET_OUTPUT], {bp.INPUT_NAME: windows[i : i + BATCH_WINDOWS]})
+            note, onset = self.session.run(
+                [bp.NOTE_OUTPUT, bp.ONSET_OUTPUT], {bp.INPUT_NAME: windows[i : i + BATCH_WINDOWS]}
+            )
             frames.append(bp.unwrap(note))
             onsets.append(bp.unwrap(onset))
         return np.concatenate(frames), np.concatenate(onsets)

@@ -30,7 +30,9 @@ def code_candidates(d: int, max_bytes: int) -> list[tuple[str, int]]:
     """(kind, dims) pairs within ``max_bytes`` a vector, cheapest first (float16 first at equal
     cost); the single cheapest when none fits."""
     dims = sorted({r for r in DIM_GRID if r < d} | {d})
-    every = sorted(((k, r) for r in dims for k in CODE_KINDS), key=lambda c: (CODE_BYTES[c[0]] * c[1], CODE_KINDS.index(c[0])))
+    every = sorted(
+        ((k, r) for r in dims for k in CODE_KINDS), key=lambda c: (CODE_BYTES[c[0]] * c[1], CODE_KINDS.index(c[0]))
+    )
     fitting = [c for c in every if CODE_BYTES[c[0]] * c[1] <= max_bytes]
     return fitting or every[:1]
 
@@ -43,7 +45,7 @@ class Codes:
     step: np.ndarray | None = None  # (dims,) float32, sq8: value of one code step
 
     @classmethod
-    def fit(cls, kind: str, sample: np.ndarray) -> "Codes":
+    def fit(cls, kind: str, sample: np.ndarray) -> Codes:
         """Empty codes of ``sample``'s width; 8-bit codes take each dimension's range from it."""
         if kind not in CODE_KINDS:
             raise ValueError(f"unknown code kind {kind!r} (choose from {CODE_KINDS})")
@@ -52,13 +54,17 @@ class Codes:
             return cls(kind, np.empty((0, dims), dtype=np.float16))
         low = sample.min(axis=0).astype(np.float32)
         span = sample.max(axis=0).astype(np.float32) - low
-        return cls(kind, np.empty((0, dims), dtype=np.uint8), low, np.where(span > 0, span / 255, 1.0).astype(np.float32))
+        return cls(
+            kind, np.empty((0, dims), dtype=np.uint8), low, np.where(span > 0, span / 255, 1.0).astype(np.float32)
+        )
 
     @classmethod
-    def from_arrays(cls, kind: str, data: np.ndarray, arrays: dict[str, np.ndarray]) -> "Codes":
+    def from_arrays(cls, kind: str, data: np.ndarray, arrays: dict[str, np.ndarray]) -> Codes:
         expected = np.float16 if kind == "fp16" else np.uint8
         if data.dtype != expected or data.ndim != 2:
-            raise ValueError(f"{kind} codes must be a 2-D {np.dtype(expected).name} array, not {data.ndim}-D {data.dtype}")
+            raise ValueError(
+                f"{kind} codes must be a 2-D {np.dtype(expected).name} array, not {data.ndim}-D {data.dtype}"
+            )
         return cls(kind, np.asarray(data), arrays.get("low"), arrays.get("step"))
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -104,8 +110,15 @@ class Codes:
         return self.data[rows].astype(np.float32) @ (q * self.step) + np.float32(self.low @ q)
 
 
-def choose_codes(candidates: list[tuple[str, int]], rotation: np.ndarray, fit_rows: np.ndarray, vectors: np.ndarray, queries: np.ndarray,
-                 pool: np.ndarray, target: float) -> tuple[int, dict[str, float]]:
+def choose_codes(
+    candidates: list[tuple[str, int]],
+    rotation: np.ndarray,
+    fit_rows: np.ndarray,
+    vectors: np.ndarray,
+    queries: np.ndarray,
+    pool: np.ndarray,
+    target: float,
+) -> tuple[int, dict[str, float]]:
     """Index of the first candidate whose recall@10 re-ranking ``pool`` reaches ``target`` (the
     last, most precise one when none does), and every measured recall ("fp16:64" -> recall).
 

@@ -64,13 +64,19 @@ class Comparison:
     @property
     def furthest(self) -> list[str]:
         """Groups that differ, else the (up to two) groups that pull the pair apart most."""
-        return self.differ or [g.group for g in self._ranked(False)[:2] if g.cosine < 0 or (g.percentile is not None and g.percentile < 50)]
+        return self.differ or [
+            g.group for g in self._ranked(False)[:2] if g.cosine < 0 or (g.percentile is not None and g.percentile < 50)
+        ]
 
     @property
     def summary(self) -> str:
         """One sentence whose verdict follows the numbers printed beside it."""
+
         def listing(groups: list[GroupAgreement]) -> str:
-            return ", ".join(f"{g.group} (p{g.percentile:.0f})" if g.percentile is not None else f"{g.group} ({g.cosine:+.2f})" for g in groups)
+            return ", ".join(
+                f"{g.group} (p{g.percentile:.0f})" if g.percentile is not None else f"{g.group} ({g.cosine:+.2f})"
+                for g in groups
+            )
 
         by_name = {g.group: g for g in self.groups}
         agree = [by_name[n] for n in self.agree]
@@ -94,11 +100,21 @@ class Comparison:
             parts.append(f"they agree in {listing(agree)}")
         if differ:
             parts.append(f"differ in {listing(differ)}")
-        detail = " and ".join(parts) if parts else "no feature group stands out (all between the 25th and 75th percentile of random pairs)"
+        detail = (
+            " and ".join(parts)
+            if parts
+            else "no feature group stands out (all between the 25th and 75th percentile of random pairs)"
+        )
         return f"A typical pair of this library: {detail}"
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "verdict": self.verdict, "agree": self.agree, "differ": self.differ, "summary": self.summary}
+        return {
+            **asdict(self),
+            "verdict": self.verdict,
+            "agree": self.agree,
+            "differ": self.differ,
+            "summary": self.summary,
+        }
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> float:
@@ -120,7 +136,9 @@ def _verdict(cos: float, pct: float | None) -> str:
     return "agree" if pct >= AGREE_PERCENTILE else "differ" if pct <= DIFFER_PERCENTILE else "neutral"
 
 
-def compare_standardised(z_a: np.ndarray, z_b: np.ndarray, cosine: float, quantiles: np.ndarray | None = None, top: int = 5) -> Comparison:
+def compare_standardised(
+    z_a: np.ndarray, z_b: np.ndarray, cosine: float, quantiles: np.ndarray | None = None, top: int = 5
+) -> Comparison:
     """``z_a``/``z_b``: standardised 641-D features; ``cosine``: the pair's index-space cosine;
     ``quantiles``: (1 + groups, 101) percentiles of random library pairs (overall first)."""
     groups = []
@@ -131,7 +149,12 @@ def compare_standardised(z_a: np.ndarray, z_b: np.ndarray, cosine: float, quanti
         groups.append(GroupAgreement(g, int(cols.sum()), c, pct, _verdict(c, pct)))
     gap = np.abs(z_a - z_b)
     diffs = [
-        {"feature": FEATURE_NAMES[j], "group": FEATURE_GROUPS[FEATURE_NAMES[j]], "z_a": float(z_a[j]), "z_b": float(z_b[j])}
+        {
+            "feature": FEATURE_NAMES[j],
+            "group": FEATURE_GROUPS[FEATURE_NAMES[j]],
+            "z_a": float(z_a[j]),
+            "z_b": float(z_b[j]),
+        }
         for j in np.argsort(-gap, kind="stable")[:top]
     ]
     return Comparison(float(cosine), _percentile(cosine, None if quantiles is None else quantiles[0]), groups, diffs)

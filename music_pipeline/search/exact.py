@@ -69,7 +69,9 @@ def exact_topk(
                 s[hit, ex[hit] - r0] = -np.inf
             pos = np.broadcast_to(np.arange(r0, r0 + s.shape[1], dtype=np.int64), s.shape)
             bi, bs = _sorted_topk(s, pos, min(k, s.shape[1]))
-            best_i, best_s = _sorted_topk(np.hstack([best_s, bs]), np.hstack([best_i, bi]), min(k, best_s.shape[1] + bs.shape[1]))
+            best_i, best_s = _sorted_topk(
+                np.hstack([best_s, bs]), np.hstack([best_i, bi]), min(k, best_s.shape[1] + bs.shape[1])
+            )
         kk = best_i.shape[1]
         valid = np.isfinite(best_s)
         out_i[q0 : q0 + len(q), :kk] = np.where(valid, best_i, -1)
@@ -97,7 +99,9 @@ class PrunedExact:
         """Positions, scores (k,) and how many rows were scored in full."""
         n = len(self.db)
         q = np.asarray(q, dtype=np.float32)
-        bound = self.head @ q[: self.h] + self.tail_norm * np.float32(np.linalg.norm(q[self.h :])) + np.float32(self.margin)
+        bound = (
+            self.head @ q[: self.h] + self.tail_norm * np.float32(np.linalg.norm(q[self.h :])) + np.float32(self.margin)
+        )
         if 0 <= exclude < n:
             bound[exclude] = -np.inf
         c = min(n, max(4 * k, 32))
@@ -122,10 +126,15 @@ class PrunedExact:
     def search(self, queries: np.ndarray, k: int, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         queries = np.atleast_2d(queries)
         out = [self.search_one(q, k, -1 if exclude is None else int(exclude[i])) for i, q in enumerate(queries)]
-        return np.array([o[0] for o in out]).reshape(len(queries), k), np.array([o[1] for o in out]).reshape(len(queries), k)
+        return np.array([o[0] for o in out]).reshape(len(queries), k), np.array([o[1] for o in out]).reshape(
+            len(queries), k
+        )
 
 
 def recall_at_k(approx: np.ndarray, exact: np.ndarray) -> float:
     """Mean fraction of each query's exact top-k positions that the approximate top-k also found."""
-    hits = [len(set(a[a >= 0].tolist()) & set(e[e >= 0].tolist())) / max(1, int((e >= 0).sum())) for a, e in zip(approx, exact)]
+    hits = [
+        len(set(a[a >= 0].tolist()) & set(e[e >= 0].tolist())) / max(1, int((e >= 0).sum()))
+        for a, e in zip(approx, exact)
+    ]
     return float(np.mean(hits)) if hits else 1.0

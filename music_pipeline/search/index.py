@@ -49,7 +49,14 @@ from music_pipeline.features.embedding import FEATURE_GROUPS, FEATURE_NAMES
 from music_pipeline.search.ann import CODE_KINDS, Codes, choose_codes, code_candidates
 from music_pipeline.search.exact import DEFAULT_BLOCK_ELEMENTS, PrunedExact, exact_topk, normalise, recall_at_k
 from music_pipeline.search.rows import NpyRows
-from music_pipeline.search.space import GROUPS, PCA_FIT_ROWS, Transform, choose_transform, energy_rotation, retrieval_bases
+from music_pipeline.search.space import (
+    GROUPS,
+    PCA_FIT_ROWS,
+    Transform,
+    choose_transform,
+    energy_rotation,
+    retrieval_bases,
+)
 from music_pipeline.storage import (
     ArtifactPath,
     artifact_path,
@@ -95,7 +102,7 @@ class IndexParams:
     seed: int = 0
 
     @classmethod
-    def from_dict(cls, values: dict) -> "IndexParams":
+    def from_dict(cls, values: dict) -> IndexParams:
         """From a stored ``asdict``: keys of older versions that no longer exist are ignored."""
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
@@ -118,8 +125,15 @@ class AnnState:
 
 
 class VectorIndex:
-    def __init__(self, vectors: np.ndarray, params: IndexParams | None = None, ann=None, ann_state: AnnState | None = None,
-                 projection: np.ndarray | None = None, codes: Codes | None = None):
+    def __init__(
+        self,
+        vectors: np.ndarray,
+        params: IndexParams | None = None,
+        ann=None,
+        ann_state: AnnState | None = None,
+        projection: np.ndarray | None = None,
+        codes: Codes | None = None,
+    ):
         self.vectors = vectors
         self.params = params or IndexParams()
         self.ann = ann
@@ -129,7 +143,7 @@ class VectorIndex:
         self._pruned: PrunedExact | None = None
 
     @classmethod
-    def build(cls, vectors: np.ndarray, params: IndexParams | None = None, normalised: bool = False) -> "VectorIndex":
+    def build(cls, vectors: np.ndarray, params: IndexParams | None = None, normalised: bool = False) -> VectorIndex:
         """``normalised``: the rows are unit float32 already (no copy is made)."""
         index = cls(vectors if normalised else normalise(vectors), params)
         if len(index) > index.params.approximate_above:
@@ -174,14 +188,18 @@ class VectorIndex:
         return size
 
     # -- search ---------------------------------------------------------------------------------
-    def search(self, queries: np.ndarray, k: int, exclude: np.ndarray | None = None, exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, exclude: np.ndarray | None = None, exact: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Positions and cosine scores (m, k), best first; ``exclude`` = one position per query to skip."""
         queries = normalise(np.atleast_2d(queries))
         if self.ann is None or exact:
             return self.search_exact(queries, k, exclude)
         return self._search_ann(queries, k, exclude, self.ann_state.nprobe)
 
-    def search_exact(self, queries: np.ndarray, k: int, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search_exact(
+        self, queries: np.ndarray, k: int, exclude: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         p = self.params
         if len(queries) <= 16 and len(self) >= p.prune_above and self.dim >= 2 * p.head_dims:
             if self._pruned is None:
@@ -191,10 +209,14 @@ class VectorIndex:
 
     def _candidates(self, projected: np.ndarray, want: int, nprobe: int) -> np.ndarray:
         self.ann.nprobe = nprobe
-        _, cand = self.ann.search(np.ascontiguousarray(projected[:, : self.ann_state.dims]), max(want, self.params.rerank * want))
+        _, cand = self.ann.search(
+            np.ascontiguousarray(projected[:, : self.ann_state.dims]), max(want, self.params.rerank * want)
+        )
         return cand
 
-    def _search_ann(self, queries: np.ndarray, k: int, exclude, nprobe: int, codes: Codes | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def _search_ann(
+        self, queries: np.ndarray, k: int, exclude, nprobe: int, codes: Codes | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         codes = codes if codes is not None else self.codes
         want = k + (exclude is not None)
         projected = queries @ self.projection
@@ -233,22 +255,36 @@ class VectorIndex:
         rotation = energy_rotation(train, PCA_FIT_ROWS, p.seed)  # (d, d), largest energy first
         dims = min(d, p.ann_dims)
         coarse_train = train @ rotation[:, :dims]  # k-means rows
-        fit_rows = train[np.sort(rng.choice(len(train), min(len(train), PCA_FIT_ROWS), replace=False))] @ rotation  # 8-bit ranges
+        fit_rows = (
+            train[np.sort(rng.choice(len(train), min(len(train), PCA_FIT_ROWS), replace=False))] @ rotation
+        )  # 8-bit ranges
         del train
 
         # the sample the codes and nprobe are measured on, with its exact neighbours (own row excluded)
         sample = np.sort(np.random.default_rng(p.seed + 1).choice(n, min(n, p.recall_sample), replace=False))
         queries = np.asarray(self.vectors[sample], dtype=np.float32)
-        pool, _ = exact_topk(self.vectors, queries, min(n - 1, max(10, p.rerank * 10)), p.block_elements, exclude=sample)
+        pool, _ = exact_topk(
+            self.vectors, queries, min(n - 1, max(10, p.rerank * 10)), p.block_elements, exclude=sample
+        )
         candidates, tried = [], {}
         if p.rerank_codes == "auto":
             candidates = code_candidates(d, p.rerank_max_bytes)
-            first, tried = choose_codes(candidates, rotation, fit_rows, self.vectors, queries, pool, p.target_recall + (1.0 - p.target_recall) / 2)
+            first, tried = choose_codes(
+                candidates,
+                rotation,
+                fit_rows,
+                self.vectors,
+                queries,
+                pool,
+                p.target_recall + (1.0 - p.target_recall) / 2,
+            )
             candidates = candidates[first:]
         self.projection = np.ascontiguousarray(rotation[:, : max([dims] + [r for _, r in candidates])])
 
         quantizer = faiss.IndexFlatIP(dims)
-        ann = faiss.IndexIVFScalarQuantizer(quantizer, dims, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
+        ann = faiss.IndexIVFScalarQuantizer(
+            quantizer, dims, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+        )
         ann.cp.seed = p.seed
         ann.train(np.ascontiguousarray(coarse_train))
         del coarse_train
@@ -256,7 +292,9 @@ class VectorIndex:
             y = np.asarray(self.vectors[s : s + CHUNK_ROWS], dtype=np.float32) @ self.projection[:, :dims]
             ann.add_with_ids(np.ascontiguousarray(y), np.arange(s, s + len(y), dtype=np.int64))
         self.ann = ann
-        self.ann_state = AnnState(nlist=nlist, nprobe=1, recall_at_10=0.0, recall_sample=0, dims=dims, codes_tried=tried)
+        self.ann_state = AnnState(
+            nlist=nlist, nprobe=1, recall_at_10=0.0, recall_sample=0, dims=dims, codes_tried=tried
+        )
         truth = pool[:, :10]
         self.codes = None
         if not candidates:  # float32 re-rank
@@ -273,7 +311,9 @@ class VectorIndex:
         self.ann_state.target_met = self.ann_state.recall_at_10 >= p.target_recall
         self.ann_state.build_seconds = time.perf_counter() - t0
 
-    def tune_nprobe(self, sample: np.ndarray | None = None, queries: np.ndarray | None = None, truth: np.ndarray | None = None) -> float:
+    def tune_nprobe(
+        self, sample: np.ndarray | None = None, queries: np.ndarray | None = None, truth: np.ndarray | None = None
+    ) -> float:
         """Smallest nprobe (1, 2, 3, 4, 6, 8, 12, …) whose recall@10 on a sample reaches the target."""
         p, st = self.params, self.ann_state
         if sample is None:
@@ -330,7 +370,11 @@ class VectorIndex:
 
             with atomic_path(ann_path) as tmp:
                 faiss.write_index(self.ann, str(tmp))
-            write_npz(directory / "ann.npz", {"projection": self.projection, **(self.codes.arrays() if self.codes is not None else {})}, compress=False)
+            write_npz(
+                directory / "ann.npz",
+                {"projection": self.projection, **(self.codes.arrays() if self.codes is not None else {})},
+                compress=False,
+            )
             if self.codes is not None:
                 write_npy(directory / "codes.npy", self.codes.data)
             else:
@@ -341,7 +385,7 @@ class VectorIndex:
         return {"params": asdict(self.params), "ann": asdict(self.ann_state) if self.ann_state else None}
 
     @classmethod
-    def load(cls, directory: ArtifactPath, state: dict, mmap: bool = True) -> "VectorIndex":
+    def load(cls, directory: ArtifactPath, state: dict, mmap: bool = True) -> VectorIndex:
         """The search structures (faiss index, codes, projection) are read into memory. The
         float32 vectors too unless ``mmap``: then a compressed index reads rows on demand
         (``rows.NpyRows``: its search reads k rows a query), any other is memory-mapped (its
@@ -367,7 +411,9 @@ class VectorIndex:
             if ann_state.codes in CODE_KINDS:
                 codes = Codes.from_arrays(ann_state.codes, read_npy(directory / "codes.npy"), arrays)
             if ann.ntotal != len(vectors) or (codes is not None and len(codes) != len(vectors)):
-                raise ValueError(f"{directory}: faiss index has {ann.ntotal} vectors, codes {len(codes) if codes is not None else '-'}, vectors.npy {len(vectors)}")
+                raise ValueError(
+                    f"{directory}: faiss index has {ann.ntotal} vectors, codes {len(codes) if codes is not None else '-'}, vectors.npy {len(vectors)}"
+                )
         return cls(vectors, params, ann, ann_state, projection, codes)
 
 
@@ -401,7 +447,14 @@ def features_fingerprint() -> str:
 class TrackIndex:
     """Transform + vectors + the indexed tracks, in one directory."""
 
-    def __init__(self, transform: Transform, vectors: VectorIndex, tracks: pd.DataFrame, info: dict | None = None, pair_quantiles: np.ndarray | None = None):
+    def __init__(
+        self,
+        transform: Transform,
+        vectors: VectorIndex,
+        tracks: pd.DataFrame,
+        info: dict | None = None,
+        pair_quantiles: np.ndarray | None = None,
+    ):
         self.transform = transform
         self.index = vectors
         self.tracks = tracks.reset_index(drop=True)
@@ -416,7 +469,13 @@ class TrackIndex:
         return self._pos.get(key)
 
     @classmethod
-    def build(cls, embeddings: pd.DataFrame, params: IndexParams | None = None, library_root: str | None = None, transform: str | None = None) -> "TrackIndex":
+    def build(
+        cls,
+        embeddings: pd.DataFrame,
+        params: IndexParams | None = None,
+        library_root: str | None = None,
+        transform: str | None = None,
+    ) -> TrackIndex:
         """Fit the space on this table (choosing the transform unless one is named) and index it.
         ``embeddings`` may carry the learned columns (``learned.table.with_learned``): then the
         learned and fusion spaces are candidates too."""
@@ -428,12 +487,17 @@ class TrackIndex:
         if transform:
             from music_pipeline.search.space import fit_transform
 
-            t, choice = fit_transform(transform, raw, params.seed, learned), {"chosen": transform, "reason": "named by the caller", "scores": {}}
+            t, choice = (
+                fit_transform(transform, raw, params.seed, learned),
+                {"chosen": transform, "reason": "named by the caller", "scores": {}},
+            )
         else:
             t, choice = choose_transform(raw, bases, seed=params.seed, learned=learned)
         if t.dim >= 2 * params.head_dims:  # exact single queries can then skip most rows
             rows = _sample_rows(len(raw), PCA_FIT_ROWS, params.seed)  # the rotation is fitted on these anyway
-            t.rotation = energy_rotation(t.project(raw[rows], None if learned is None else learned[rows]), seed=params.seed)
+            t.rotation = energy_rotation(
+                t.project(raw[rows], None if learned is None else learned[rows]), seed=params.seed
+            )
         t0 = time.perf_counter()
         vectors = VectorIndex.build(project_rows(t, raw, learned), params, normalised=True)
         info = {
@@ -474,27 +538,41 @@ class TrackIndex:
         state = self.index.save(directory)
         write_npz(directory / "transform.npz", self.transform.arrays())
         if self.pair_quantiles is not None:
-            write_npz(directory / "pair_quantiles.npz", {"quantiles": self.pair_quantiles, "rows": np.array(["overall", *GROUPS])})
+            write_npz(
+                directory / "pair_quantiles.npz",
+                {"quantiles": self.pair_quantiles, "rows": np.array(["overall", *GROUPS])},
+            )
         write_parquet(directory / "tracks.parquet", self.tracks)
         # written last: a reader that finds index.json finds a complete set of files
-        write_json(directory / "index.json", {**self.info, **state, "format": INDEX_FORMAT, "size": len(self), "dim": self.index.dim})
+        write_json(
+            directory / "index.json",
+            {**self.info, **state, "format": INDEX_FORMAT, "size": len(self), "dim": self.index.dim},
+        )
         return directory
 
     @classmethod
-    def load(cls, directory: ArtifactPath, mmap: bool = True) -> "TrackIndex":
+    def load(cls, directory: ArtifactPath, mmap: bool = True) -> TrackIndex:
         directory = artifact_path(directory)
         if not (directory / "index.json").is_file():
-            raise IndexNotBuilt(f"no similarity index in {directory}: build it first (`music-pipeline build`, or materialize the similarity_index asset)")
+            raise IndexNotBuilt(
+                f"no similarity index in {directory}: build it first (`music-pipeline build`, or materialize the similarity_index asset)"
+            )
         state = read_json(directory / "index.json")
         fmt = state.get("format")
         readable = fmt == INDEX_FORMAT or (fmt in EXACT_COMPATIBLE_FORMATS and not state.get("ann"))
         if not readable or state.get("features") != features_fingerprint():
-            raise IndexNotBuilt(f"the similarity index in {directory} was built by another version (format {fmt}, this version reads {INDEX_FORMAT}): rebuild it "
-                                "(`music-pipeline build`, or materialize the similarity_index asset)")
+            raise IndexNotBuilt(
+                f"the similarity index in {directory} was built by another version (format {fmt}, this version reads {INDEX_FORMAT}): rebuild it "
+                "(`music-pipeline build`, or materialize the similarity_index asset)"
+            )
         if state.get("learned_version") not in (None, _learned_version()):
-            raise IndexNotBuilt(f"the similarity index in {directory} uses another version of the learned embedding: rebuild it")
+            raise IndexNotBuilt(
+                f"the similarity index in {directory} uses another version of the learned embedding: rebuild it"
+            )
         vectors = VectorIndex.load(directory, state, mmap)
-        transform = Transform.from_arrays(state["transform"], read_npz(directory / "transform.npz"), state.get("transform_info"))
+        transform = Transform.from_arrays(
+            state["transform"], read_npz(directory / "transform.npz"), state.get("transform_info")
+        )
         tracks = read_parquet(directory / "tracks.parquet")
         for c in ("label", "group"):
             tracks[c] = tracks[c].astype(object).where(tracks[c].notna(), None)
@@ -511,7 +589,9 @@ def _sample_rows(n: int, limit: int, seed: int) -> np.ndarray:
     return np.arange(n) if n <= limit else np.sort(np.random.default_rng(seed).choice(n, limit, replace=False))
 
 
-def project_rows(t: Transform, raw: np.ndarray, learned: np.ndarray | None = None, chunk: int = CHUNK_ROWS) -> np.ndarray:
+def project_rows(
+    t: Transform, raw: np.ndarray, learned: np.ndarray | None = None, chunk: int = CHUNK_ROWS
+) -> np.ndarray:
     """``t.project`` a chunk at a time into one float32 array: the float64 intermediates of a
     projection stay chunk-sized instead of library-sized."""
     out = np.empty((len(raw), t.dim), dtype=np.float32)
@@ -520,7 +600,9 @@ def project_rows(t: Transform, raw: np.ndarray, learned: np.ndarray | None = Non
     return out
 
 
-def pair_quantiles(t: Transform, raw: np.ndarray, vectors: np.ndarray, seed: int = 0, max_pairs: int = 5_000) -> np.ndarray:
+def pair_quantiles(
+    t: Transform, raw: np.ndarray, vectors: np.ndarray, seed: int = 0, max_pairs: int = 5_000
+) -> np.ndarray:
     """Percentiles 0..100 of the cosine between random library pairs: overall (index space) and per
     feature group (standardised features). ``compare`` places a pair of tracks on these scales."""
     n = len(raw)
@@ -540,7 +622,13 @@ def pair_quantiles(t: Transform, raw: np.ndarray, vectors: np.ndarray, seed: int
     return np.array([np.percentile(r, np.arange(101)) for r in rows])
 
 
-def sync_track_index(existing: TrackIndex | None, embeddings: pd.DataFrame, params: IndexParams | None = None, library_root: str | None = None, refit_fraction: float = 0.25) -> tuple[TrackIndex, str]:
+def sync_track_index(
+    existing: TrackIndex | None,
+    embeddings: pd.DataFrame,
+    params: IndexParams | None = None,
+    library_root: str | None = None,
+    refit_fraction: float = 0.25,
+) -> tuple[TrackIndex, str]:
     """Bring the index up to date with the embeddings table: ``("incremental", …)`` when tracks were
     only added (and the additions since the last fit stay under ``refit_fraction``), else rebuild.
     Label/path changes of indexed tracks are applied in place. Returns (index, mode)."""
@@ -557,7 +645,9 @@ def sync_track_index(existing: TrackIndex | None, embeddings: pd.DataFrame, para
         same_inputs = (learned_block(table) is not None) == bool(existing.info.get("learned_available", False))
         if same_tracks and same_params and same_inputs and added <= refit_fraction * max(1, fitted):
             for col in ("relpath", "label", "group"):
-                existing.tracks[col] = kept.loc[existing.tracks["key"], col].astype(object).where(lambda s: s.notna(), None).to_numpy()
+                existing.tracks[col] = (
+                    kept.loc[existing.tracks["key"], col].astype(object).where(lambda s: s.notna(), None).to_numpy()
+                )
             if library_root:
                 existing.info["library_root"] = library_root
             if not new_keys:

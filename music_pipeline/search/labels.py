@@ -45,7 +45,12 @@ def summary(table: pd.DataFrame) -> dict:
     between = table.loc[table["kind"] == "between", "mean_cosine"]
     w = float(within.mean()) if len(within) else None
     b = float(between.mean()) if len(between) else None
-    return {"labels": int(table["label_a"].nunique()), "mean_within": w, "mean_between": b, "separation": (w - b) if w is not None and b is not None else None}
+    return {
+        "labels": int(table["label_a"].nunique()),
+        "mean_within": w,
+        "mean_between": b,
+        "separation": (w - b) if w is not None and b is not None else None,
+    }
 
 
 def heatmap_png(table: pd.DataFrame, dest) -> None:
@@ -62,7 +67,15 @@ def heatmap_png(table: pd.DataFrame, dest) -> None:
             for j in range(n):
                 val = m.iat[i, j]
                 if np.isfinite(val):
-                    ax.text(j, i, f"{val:.2f}", ha="center", va="center", color="w" if val < np.nanmean(m.to_numpy()) else "k", fontsize=8)
+                    ax.text(
+                        j,
+                        i,
+                        f"{val:.2f}",
+                        ha="center",
+                        va="center",
+                        color="w" if val < np.nanmean(m.to_numpy()) else "k",
+                        fontsize=8,
+                    )
     fig.colorbar(im, ax=ax, label="mean cosine")
     ax.set_title("Mean cosine similarity within (diagonal) and between labels")
     save_png(fig, dest)

@@ -16,9 +16,9 @@ import numpy as np
 
 from music_pipeline.features.embedding import FEATURE_NAMES
 from music_pipeline.search.compare import Comparison, compare_standardised
+from music_pipeline.search.index import TrackIndex
 from music_pipeline.search.mmr import mmr
 from music_pipeline.search.radio import radio_walk, window_mask
-from music_pipeline.search.index import TrackIndex
 from music_pipeline.storage import ArtifactPath, DataLayout, artifact_path, read_table
 
 MMR_POOL_FACTOR = 5  # MMR re-ranks this many times n nearest candidates (at least MMR_POOL_MIN)
@@ -70,7 +70,14 @@ class ResolvedTrack:
         return self.position is None
 
     def as_dict(self) -> dict:
-        return {"input": self.text, "track": self.key, "path": self.path, "relpath": self.relpath, "label": self.label, "external": self.external}
+        return {
+            "input": self.text,
+            "track": self.key,
+            "path": self.path,
+            "relpath": self.relpath,
+            "label": self.label,
+            "external": self.external,
+        }
 
 
 @dataclass
@@ -83,7 +90,14 @@ class Hit:
     extra: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
-        return {"track": self.track, "path": self.path, "relpath": self.relpath, "label": self.label, "score": self.score, **self.extra}
+        return {
+            "track": self.track,
+            "path": self.path,
+            "relpath": self.relpath,
+            "label": self.label,
+            "score": self.score,
+            **self.extra,
+        }
 
 
 class Discovery:
@@ -96,14 +110,16 @@ class Discovery:
         self._by_hash = {h: i for i, h in enumerate(index.tracks["content_hash"]) if isinstance(h, str)}
 
     @classmethod
-    def open(cls, data_dir: str | Path, library_root: str | Path | None = None) -> "Discovery":
+    def open(cls, data_dir: str | Path, library_root: str | Path | None = None) -> Discovery:
         """Load the saved index of this data directory (raises ``IndexNotBuilt`` when missing)."""
         return cls(TrackIndex.load(index_dir(data_dir)), data_dir, library_root)
 
     # -- resolving queries ----------------------------------------------------------------------
     def _track(self, text: str, pos: int) -> ResolvedTrack:
         row = self.index.tracks.iloc[pos]
-        return ResolvedTrack(text, self.index.vector(pos), self.path_of(row["relpath"]), row["key"], row["relpath"], row["label"], pos)
+        return ResolvedTrack(
+            text, self.index.vector(pos), self.path_of(row["relpath"]), row["key"], row["relpath"], row["label"], pos
+        )
 
     def path_of(self, relpath: str) -> str:
         return str(self.library_root / relpath) if self.library_root else relpath
@@ -125,7 +141,9 @@ class Discovery:
         try:
             return self._resolve_title(text)
         except TrackNotFound:
-            if p is not None and looks_like_a_path(text):  # a file was meant: say that it is missing, not that no title matches
+            if p is not None and looks_like_a_path(
+                text
+            ):  # a file was meant: say that it is missing, not that no title matches
                 what = "is a folder, not an audio file" if p.is_dir() else "file does not exist"
                 raise TrackNotFound(f"{text}: {what} (and no track of the library has that path)") from None
             raise
@@ -155,7 +173,9 @@ class Discovery:
                 learned = compute_learned(p).embedding()[None, :]
         except AudioError as exc:
             raise QueryError(str(exc)) from exc
-        return ResolvedTrack(text, self.index.transform.project(np.atleast_2d(raw), learned)[0], str(p.resolve()), raw=raw)
+        return ResolvedTrack(
+            text, self.index.transform.project(np.atleast_2d(raw), learned)[0], str(p.resolve()), raw=raw
+        )
 
     def _resolve_title(self, text: str) -> ResolvedTrack:
         needle = text.lower()
@@ -169,7 +189,9 @@ class Discovery:
         if len(matches) == 1:
             return self._track(text, matches[0])
         if not matches:
-            raise TrackNotFound(f"no track matches {text!r} (not a track key, a library path, an audio file or part of a title)")
+            raise TrackNotFound(
+                f"no track matches {text!r} (not a track key, a library path, an audio file or part of a title)"
+            )
         shown = "\n  ".join(relpaths[i] for i in matches[:10])
         more = f"\n  … and {len(matches) - 10} more" if len(matches) > 10 else ""
         raise AmbiguousTrack(f"{text!r} matches {len(matches)} tracks; be more specific:\n  {shown}{more}")
@@ -192,7 +214,9 @@ class Discovery:
         row = self.index.tracks.iloc[int(pos)]
         return Hit(row["key"], self.path_of(row["relpath"]), row["relpath"], row["label"], float(score), extra)
 
-    def similar(self, query: str | ResolvedTrack, n: int = 10, diverse: float | None = None) -> tuple[ResolvedTrack, list[Hit]]:
+    def similar(
+        self, query: str | ResolvedTrack, n: int = 10, diverse: float | None = None
+    ) -> tuple[ResolvedTrack, list[Hit]]:
         """Top-n by cosine, or with ``diverse=λ`` MMR over the nearest candidates."""
         q = query if isinstance(query, ResolvedTrack) else self.resolve(query)
         if n <= 0:
@@ -207,7 +231,9 @@ class Discovery:
         order, mmr_scores = mmr(scores, np.asarray(self.index.index.vectors[idx]), n, diverse)
         return q, [self._hit(idx[o], scores[o], mmr_score=float(m)) for o, m in zip(order, mmr_scores)]
 
-    def compare(self, a: str | ResolvedTrack, b: str | ResolvedTrack) -> tuple[ResolvedTrack, ResolvedTrack, Comparison]:
+    def compare(
+        self, a: str | ResolvedTrack, b: str | ResolvedTrack
+    ) -> tuple[ResolvedTrack, ResolvedTrack, Comparison]:
         qa = a if isinstance(a, ResolvedTrack) else self.resolve(a)
         qb = b if isinstance(b, ResolvedTrack) else self.resolve(b)
         t = self.index.transform
@@ -254,7 +280,9 @@ class Discovery:
             hits.append(self._hit(p, s, **extra))
         return q, hits
 
-    def path(self, a: str | ResolvedTrack, b: str | ResolvedTrack, length: int = 10, smooth: float | None = None) -> tuple[ResolvedTrack, ResolvedTrack, list[Hit]]:
+    def path(
+        self, a: str | ResolvedTrack, b: str | ResolvedTrack, length: int = 10, smooth: float | None = None
+    ) -> tuple[ResolvedTrack, ResolvedTrack, list[Hit]]:
         """``length`` tracks leading smoothly from A to B (``search.path``): A and B not included."""
         from music_pipeline.search.path import DEFAULT_SMOOTH, path_walk, progress
 
@@ -265,12 +293,29 @@ class Discovery:
             return self.index.index.search(vec, k)[0][0]
 
         exclude = [q.position for q in (qa, qb) if q.position is not None]
-        pos, scores, ts = path_walk(self.index.index.vectors, qa.vector, qb.vector, length, exclude, neighbours, DEFAULT_SMOOTH if smooth is None else smooth)
+        pos, scores, ts = path_walk(
+            self.index.index.vectors,
+            qa.vector,
+            qb.vector,
+            length,
+            exclude,
+            neighbours,
+            DEFAULT_SMOOTH if smooth is None else smooth,
+        )
         hits = []
         for p, s, t in zip(pos, scores, ts):
             v = self.index.vector(p)
             along = float(progress(v, qa.vector, qb.vector)[0])
-            hits.append(self._hit(p, s, t=float(t), progress=along, from_similarity=float(v @ qa.vector), to_similarity=float(v @ qb.vector)))
+            hits.append(
+                self._hit(
+                    p,
+                    s,
+                    t=float(t),
+                    progress=along,
+                    from_similarity=float(v @ qa.vector),
+                    to_similarity=float(v @ qb.vector),
+                )
+            )
         return qa, qb, hits
 
     def find(self, text: str, limit: int = 20) -> list[int]:
@@ -282,7 +327,10 @@ class Discovery:
             return []
         if getattr(self, "_find_rows", None) is None:  # built on first use: lower-cased fields in title order
             t = self.index.tracks
-            rows = [(title_of(r).lower(), str(k).lower(), (lab or "").lower(), str(r).lower()) for k, r, lab in zip(t["key"], t["relpath"], t["label"])]
+            rows = [
+                (title_of(r).lower(), str(k).lower(), (lab or "").lower(), str(r).lower())
+                for k, r, lab in zip(t["key"], t["relpath"], t["label"])
+            ]
             order = sorted(range(len(rows)), key=lambda i: (rows[i][0], i))
             self._find_rows = [(i, *rows[i], "\0".join(rows[i])) for i in order]
         found = []

@@ -26,7 +26,13 @@ def umap_projection(vectors: np.ndarray, n_components: int, seed: int = 0, n_nei
     import umap
 
     n = len(vectors)
-    reducer = umap.UMAP(n_components=n_components, n_neighbors=max(2, min(n_neighbors, n - 1)), min_dist=0.1, random_state=seed, init="random" if n < 50 else "spectral")
+    reducer = umap.UMAP(
+        n_components=n_components,
+        n_neighbors=max(2, min(n_neighbors, n - 1)),
+        min_dist=0.1,
+        random_state=seed,
+        init="random" if n < 50 else "spectral",
+    )
     with warnings.catch_warnings():  # a fixed seed makes UMAP single-threaded, and it says so every time
         warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
         return reducer.fit_transform(np.asarray(vectors, dtype=np.float32))
@@ -34,7 +40,13 @@ def umap_projection(vectors: np.ndarray, n_components: int, seed: int = 0, n_nei
 
 def map_frame(tracks: pd.DataFrame, difficulty: pd.DataFrame | None) -> pd.DataFrame:
     """Per indexed track: key, title, label, level, pdi (hover and colour data)."""
-    out = pd.DataFrame({"key": tracks["key"].to_numpy(), "title": [Path(r).stem for r in tracks["relpath"]], "relpath": tracks["relpath"].to_numpy()})
+    out = pd.DataFrame(
+        {
+            "key": tracks["key"].to_numpy(),
+            "title": [Path(r).stem for r in tracks["relpath"]],
+            "relpath": tracks["relpath"].to_numpy(),
+        }
+    )
     out["label"] = [x if isinstance(x, str) and x else UNLABELLED for x in tracks["label"]]
     if difficulty is not None and {"key", "level"} <= set(difficulty.columns):
         cols = ["key", "level"] + (["pdi"] if "pdi" in difficulty.columns else [])
@@ -43,13 +55,17 @@ def map_frame(tracks: pd.DataFrame, difficulty: pd.DataFrame | None) -> pd.DataF
         out["level"] = None
     if "pdi" not in out:
         out["pdi"] = np.nan
-    out["level"] = [str(x) if x is not None and not (isinstance(x, float) and np.isnan(x)) else NO_LEVEL for x in out["level"]]
+    out["level"] = [
+        str(x) if x is not None and not (isinstance(x, float) and np.isnan(x)) else NO_LEVEL for x in out["level"]
+    ]
     return out
 
 
 def _hover(frame: pd.DataFrame) -> list[str]:
     return [
-        f"<b>{r.title}</b><br>label: {r.label}<br>PDI level: {r.level}" + (f" (PDI {r.pdi:.2f})" if np.isfinite(r.pdi) else "") + f"<br>{r.relpath}"
+        f"<b>{r.title}</b><br>label: {r.label}<br>PDI level: {r.level}"
+        + (f" (PDI {r.pdi:.2f})" if np.isfinite(r.pdi) else "")
+        + f"<br>{r.relpath}"
         for r in frame.itertuples()
     ]
 
@@ -68,14 +84,19 @@ def map_figure(coords: np.ndarray, frame: pd.DataFrame, title: str):
     for ci, (col, _) in enumerate(colourings):
         for value in sorted(frame[col].unique()):
             m = (frame[col] == value).to_numpy()
-            kw = dict(name=str(value), legendgroup=col, text=hover[m], hoverinfo="text", mode="markers", visible=ci == 0)
+            kw = dict(
+                name=str(value), legendgroup=col, text=hover[m], hoverinfo="text", mode="markers", visible=ci == 0
+            )
             if three_d:
                 fig.add_trace(go.Scatter3d(x=coords[m, 0], y=coords[m, 1], z=coords[m, 2], marker=dict(size=4), **kw))
             else:
                 fig.add_trace(go.Scatter(x=coords[m, 0], y=coords[m, 1], marker=dict(size=8), **kw))
             visibility.append(ci)
     if len(colourings) > 1:
-        buttons = [dict(label=f"colour: {name}", method="update", args=[{"visible": [v == ci for v in visibility]}]) for ci, (_, name) in enumerate(colourings)]
+        buttons = [
+            dict(label=f"colour: {name}", method="update", args=[{"visible": [v == ci for v in visibility]}])
+            for ci, (_, name) in enumerate(colourings)
+        ]
         fig.update_layout(updatemenus=[dict(buttons=buttons, direction="down", x=0.0, y=1.12, xanchor="left")])
     fig.update_layout(title=title, template="plotly_white", legend_title_text="colour", height=700)
     return fig
@@ -125,7 +146,12 @@ def journey_png(audio_path: str | Path, raw: np.ndarray, z: np.ndarray, title: s
     t = np.arange(len(y)) / sr
     step = max(1, len(y) // 20_000)
     axes[0].plot(t[::step], y[::step], lw=0.5, color="0.2")
-    axes[0].set(title=f"1. Waveform — {title} ({len(y) / sr:.1f} s)", xlabel="time (s)", ylabel="amplitude", xlim=(0, t[-1] if len(t) else 1))
+    axes[0].set(
+        title=f"1. Waveform — {title} ({len(y) / sr:.1f} s)",
+        xlabel="time (s)",
+        ylabel="amplitude",
+        xlim=(0, t[-1] if len(t) else 1),
+    )
     mel = librosa.power_to_db(librosa.feature.melspectrogram(y=y, sr=sr, n_mels=128), ref=np.max)
     librosa.display.specshow(mel, sr=sr, x_axis="time", y_axis="mel", ax=axes[1], cmap="magma")
     axes[1].set_title("2. Log-mel spectrogram (dB)")
@@ -134,15 +160,29 @@ def journey_png(audio_path: str | Path, raw: np.ndarray, z: np.ndarray, title: s
     rms_z = [float(np.sqrt(np.mean(z[group_of == g] ** 2))) for g in GROUPS]
     bars = axes[2].barh(GROUPS, rms_z, color=[colours[g] for g in GROUPS])
     for g, b in zip(GROUPS, bars):
-        axes[2].text(b.get_width(), b.get_y() + b.get_height() / 2, f"  {int((group_of == g).sum())} features", va="center", fontsize=8)
+        axes[2].text(
+            b.get_width(),
+            b.get_y() + b.get_height() / 2,
+            f"  {int((group_of == g).sum())} features",
+            va="center",
+            fontsize=8,
+        )
     tempo = raw[FEATURE_NAMES.index("tempo_bpm")]
-    axes[2].set(title=f"3. Feature groups: how far from the library average (RMS z-score); tempo {tempo:.0f} BPM", xlabel="RMS of standardised features")
+    axes[2].set(
+        title=f"3. Feature groups: how far from the library average (RMS z-score); tempo {tempo:.0f} BPM",
+        xlabel="RMS of standardised features",
+    )
     zc = np.clip(z, -4, 4)
     for g in GROUPS:
         m = group_of == g
         axes[3].vlines(np.flatnonzero(m), 0, zc[m], color=colours[g], lw=0.8, label=g)
     axes[3].axhline(0, color="0.5", lw=0.5)
-    axes[3].set(title="4. The 641-D vector (standardised on the library, clipped to ±4)", xlabel="dimension", ylabel="z-score", xlim=(-1, len(z)))
+    axes[3].set(
+        title="4. The 641-D vector (standardised on the library, clipped to ±4)",
+        xlabel="dimension",
+        ylabel="z-score",
+        xlim=(-1, len(z)),
+    )
     axes[3].legend(ncol=5, fontsize=8, loc="upper right")
     fig.tight_layout()
     return save_png(fig, dest)

@@ -9,7 +9,7 @@ of the seed; when none of them is allowed the pool grows (×4) up to the whole l
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

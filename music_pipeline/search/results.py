@@ -25,4 +25,10 @@ def radio_json(q: ResolvedTrack, hits: list[Hit], filters: dict) -> dict:
 def path_json(qa: ResolvedTrack, qb: ResolvedTrack, hits: list[Hit], length: int) -> dict:
     """``{"from": {...}, "to": {...}, "length": n, "cosine": cos(A, B), "results": [{..., t, from_similarity, to_similarity}]}``
     (the tracks between A and B; A and B themselves are not in ``results``)."""
-    return {"from": qa.as_dict(), "to": qb.as_dict(), "length": length, "cosine": float(qa.vector @ qb.vector), "results": [h.as_dict() for h in hits]}
+    return {
+        "from": qa.as_dict(),
+        "to": qb.as_dict(),
+        "length": length,
+        "cosine": float(qa.vector @ qb.vector),
+        "results": [h.as_dict() for h in hits],
+    }

@@ -33,7 +33,9 @@ class NpyRows:
                 shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
             offset = fh.tell()
         if len(shape) != 2 or fortran or dtype.hasobject:
-            raise ValueError(f"{path}: expected a 2-D C-ordered numeric array, found shape {shape}, dtype {dtype}, fortran order {fortran}")
+            raise ValueError(
+                f"{path}: expected a 2-D C-ordered numeric array, found shape {shape}, dtype {dtype}, fortran order {fortran}"
+            )
         self.path = str(path)
         self.shape = tuple(int(s) for s in shape)
         self.dtype = np.dtype(dtype)
@@ -42,7 +44,7 @@ class NpyRows:
         self._fd = os.open(path, os.O_RDONLY)
 
     @classmethod
-    def open(cls, path) -> "NpyRows":
+    def open(cls, path) -> NpyRows:
         """A local file directly; a remote one (object store) is first copied to a temporary file
         that is unlinked at once (the open descriptor keeps it until the process lets go)."""
         path = artifact_path(path)

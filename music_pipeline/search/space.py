@@ -75,7 +75,9 @@ class Transform:
         if self.needs_learned:
             if learned is None:
                 raise ValueError(f"the {self.kind!r} search space needs the learned embedding of the track")
-            zl = normalise((np.atleast_2d(np.asarray(learned, dtype=np.float64)) - self.learned_mean) / self.learned_std)
+            zl = normalise(
+                (np.atleast_2d(np.asarray(learned, dtype=np.float64)) - self.learned_mean) / self.learned_std
+            )
             if self.kind == "learned":
                 v = zl
             else:
@@ -102,7 +104,7 @@ class Transform:
         return out
 
     @classmethod
-    def from_arrays(cls, kind: str, arrays: dict[str, np.ndarray], info: dict | None = None) -> "Transform":
+    def from_arrays(cls, kind: str, arrays: dict[str, np.ndarray], info: dict | None = None) -> Transform:
         return cls(kind, arrays["mean"], arrays["std"], **{n: arrays.get(n) for n in _OPTIONAL}, info=info or {})
 
 
@@ -193,8 +195,15 @@ def _usable(classes: np.ndarray) -> bool:
     return len(vals) >= 2 and int((counts >= 2).sum()) >= 2
 
 
-def precision_at_k(vectors: np.ndarray, classes: np.ndarray, k: int = 5, max_queries: int = EVAL_QUERIES, seed: int = 0, block_elements: int = DEFAULT_BLOCK_ELEMENTS,
-                   per_query: bool = False) -> dict:
+def precision_at_k(
+    vectors: np.ndarray,
+    classes: np.ndarray,
+    k: int = 5,
+    max_queries: int = EVAL_QUERIES,
+    seed: int = 0,
+    block_elements: int = DEFAULT_BLOCK_ELEMENTS,
+    per_query: bool = False,
+) -> dict:
     """Leave-one-out precision@k of same-class neighbours, with the random baseline beside it.
 
     Queries are the tracks whose class has at least one other member (others cannot score);
@@ -218,7 +227,7 @@ def precision_at_k(vectors: np.ndarray, classes: np.ndarray, k: int = 5, max_que
     out = {
         "precision": float(same.mean()),
         "baseline": float(np.mean((size[queries] - 1) / (n - 1))),
-        "queries": int(len(queries)),
+        "queries": len(queries),
         "k": kk,
     }
     if per_query:
@@ -236,12 +245,22 @@ def precision_ci(result: dict, clusters: np.ndarray, resamples: int = 1000, seed
     members = [np.flatnonzero(inv == g) for g in range(len(names))]
     rng = np.random.default_rng(seed)
     prec = result["query_precision"]
-    stats = [float(prec[np.concatenate([members[g] for g in rng.integers(0, len(names), len(names))])].mean()) for _ in range(resamples)]
+    stats = [
+        float(prec[np.concatenate([members[g] for g in rng.integers(0, len(names), len(names))])].mean())
+        for _ in range(resamples)
+    ]
     return [float(np.quantile(stats, 0.025)), float(np.quantile(stats, 0.975))]
 
 
-def choose_transform(raw: np.ndarray, bases: dict[str, np.ndarray] | np.ndarray | None, k: int = 5, min_gain: float = 0.01, seed: int = 0,
-                     candidates=None, learned: np.ndarray | None = None) -> tuple[Transform, dict]:
+def choose_transform(
+    raw: np.ndarray,
+    bases: dict[str, np.ndarray] | np.ndarray | None,
+    k: int = 5,
+    min_gain: float = 0.01,
+    seed: int = 0,
+    candidates=None,
+    learned: np.ndarray | None = None,
+) -> tuple[Transform, dict]:
     """Fit every candidate, score it by precision@k (mean over the bases), keep the best (see the
     module docstring). ``bases``: {"label": classes, "group": classes} (or one classes array)."""
     raw = np.asarray(raw, dtype=np.float64)
@@ -265,7 +284,7 @@ def choose_transform(raw: np.ndarray, bases: dict[str, np.ndarray] | np.ndarray 
     report = {
         "chosen": chosen,
         "reason": f"highest leave-one-out precision@{k} on the library, mean over same-{' and same-'.join(bases)} neighbours "
-                  f"(another space must beat 'standardised' by {min_gain})",
+        f"(another space must beat 'standardised' by {min_gain})",
         "measured_on": list(bases),
         "scores": scores,
         "scores_by_basis": {c: {b: r["precision"] for b, r in per_basis[c].items()} for c in candidates},

@@ -35,7 +35,10 @@ MAX_LENGTH = 200
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
-    (b"content-security-policy", b"default-src 'self'; img-src 'self' data:; media-src 'self'; style-src 'self'; script-src 'self'; frame-ancestors 'none'"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; img-src 'self' data:; media-src 'self'; style-src 'self'; script-src 'self'; frame-ancestors 'none'",
+    ),
 ]
 
 
@@ -69,7 +72,9 @@ def _number(request: Request, name: str, kind, default, lo, hi, optional: bool =
     try:
         value = kind(raw)
     except ValueError:
-        raise BadParameter(f"{name} must be {'an integer' if kind is int else 'a number'} between {lo} and {hi}, got {raw!r}") from None
+        raise BadParameter(
+            f"{name} must be {'an integer' if kind is int else 'a number'} between {lo} and {hi}, got {raw!r}"
+        ) from None
     if not (lo <= value <= hi) or (isinstance(value, float) and not math.isfinite(value)):
         raise BadParameter(f"{name} must be between {lo} and {hi}, got {raw!r}")
     return value
@@ -95,7 +100,11 @@ def _radio_args(request: Request) -> dict:
 
 
 def _path_args(request: Request) -> dict:
-    return {"a": _required(request, "from"), "b": _required(request, "to"), "length": _number(request, "length", int, 10, 1, MAX_LENGTH)}
+    return {
+        "a": _required(request, "from"),
+        "b": _required(request, "to"),
+        "length": _number(request, "length", int, 10, 1, MAX_LENGTH),
+    }
 
 
 def _similar_args(request: Request) -> dict:
@@ -106,7 +115,14 @@ def _similar_args(request: Request) -> dict:
     }
 
 
-def create_app(explorer: Explorer | LiveExplorer, loopback_only: bool = True, public_url: str | None = None, on_start=None, on_stop=None, bind_host: str | None = None) -> Starlette:
+def create_app(
+    explorer: Explorer | LiveExplorer,
+    loopback_only: bool = True,
+    public_url: str | None = None,
+    on_start=None,
+    on_stop=None,
+    bind_host: str | None = None,
+) -> Starlette:
     """``loopback_only``: answer only requests addressed to a loopback name (plus ``bind_host``,
     e.g. 127.0.0.2). ``on_start``/``on_stop``: called when the server starts and stops serving
     (uvicorn runs the lifespan's end before it re-raises a SIGTERM, so ``on_stop`` also runs on
@@ -122,7 +138,6 @@ def create_app(explorer: Explorer | LiveExplorer, loopback_only: bool = True, pu
         finally:
             if on_stop:
                 on_stop()
-
 
     def api(handler):
         async def endpoint(request: Request):
@@ -166,7 +181,11 @@ def create_app(explorer: Explorer | LiveExplorer, loopback_only: bool = True, pu
             body = json.dumps(_finite({k: v for k, v in m.items() if k != "by_key"}), separators=(",", ":")).encode()
             cache["gzip"], cache["body"] = gzip.compress(body, 5), body
         if "gzip" in request.headers.get("accept-encoding", ""):
-            return Response(cache["gzip"], media_type="application/json", headers={"Content-Encoding": "gzip", "Vary": "Accept-Encoding"})
+            return Response(
+                cache["gzip"],
+                media_type="application/json",
+                headers={"Content-Encoding": "gzip", "Vary": "Accept-Encoding"},
+            )
         return Response(cache["body"], media_type="application/json", headers={"Vary": "Accept-Encoding"})
 
     def playlist(kind: str, fmt: str):
@@ -179,16 +198,24 @@ def create_app(explorer: Explorer | LiveExplorer, loopback_only: bool = True, pu
             elif kind == "path":
                 answer = ex.path(**_path_args(request))
                 head, tail = [answer["from"]["track"]], [answer["to"]["track"]]
-                title = f"From {ex.summary(ex.position(head[0]))['title']} to {ex.summary(ex.position(tail[0]))['title']}"
+                title = (
+                    f"From {ex.summary(ex.position(head[0]))['title']} to {ex.summary(ex.position(tail[0]))['title']}"
+                )
             else:
                 answer = ex.similar(**_similar_args(request))
                 head, tail = [answer["query"]["track"]], []
                 title = f"Like {ex.summary(ex.position(head[0]))['title']}"
             keys = head + [r["track"] for r in answer["results"]] + tail
             entries = ex.entries(keys)
-            render, media = (playlists.m3u8, playlists.M3U8_TYPE) if fmt == "m3u8" else (playlists.xspf, playlists.XSPF_TYPE)
+            render, media = (
+                (playlists.m3u8, playlists.M3U8_TYPE) if fmt == "m3u8" else (playlists.xspf, playlists.XSPF_TYPE)
+            )
             name = playlists.filename(title, fmt)
-            return Response(render(title, entries), media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"'})
+            return Response(
+                render(title, entries),
+                media_type=media,
+                headers={"Content-Disposition": f'attachment; filename="{name}"'},
+            )
 
         return handler
 
@@ -222,14 +249,22 @@ def create_app(explorer: Explorer | LiveExplorer, loopback_only: bool = True, pu
         Route("/api/path", api(path)),
         Route("/api/track/{key}", api(track)),
         Route("/api/map", api(map_)),
-        *[Route(f"/api/{kind}.{fmt}", api(playlist(kind, fmt))) for kind in ("radio", "path", "similar") for fmt in ("m3u8", "xspf")],
+        *[
+            Route(f"/api/{kind}.{fmt}", api(playlist(kind, fmt)))
+            for kind in ("radio", "path", "similar")
+            for fmt in ("m3u8", "xspf")
+        ],
         Route("/audio/{key}", api(audio)),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     middleware = [Middleware(SecurityHeaders)]
     if loopback_only:
-        middleware.insert(0, Middleware(TrustedHostMiddleware, allowed_hosts=LOOPBACK_HOSTS + ([bind_host] if bind_host else [])))
-    return Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: not_found}, lifespan=lifespan)
+        middleware.insert(
+            0, Middleware(TrustedHostMiddleware, allowed_hosts=LOOPBACK_HOSTS + ([bind_host] if bind_host else []))
+        )
+    return Starlette(
+        routes=routes, middleware=middleware, exception_handlers={HTTPException: not_found}, lifespan=lifespan
+    )
 
 
 class SecurityHeaders:

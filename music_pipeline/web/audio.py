@@ -86,9 +86,15 @@ def delivery_for(path: Path) -> Delivery:
 
 def wav_header(frames: int, channels: int, samplerate: int) -> bytes:
     data = frames * channels * 2
-    return b"RIFF" + struct.pack("<I", min(0xFFFFFFFF, 36 + data)) + b"WAVE" + b"fmt " + struct.pack(
-        "<IHHIIHH", 16, 1, channels, samplerate, samplerate * channels * 2, channels * 2, 16
-    ) + b"data" + struct.pack("<I", min(0xFFFFFFFF, data))
+    return (
+        b"RIFF"
+        + struct.pack("<I", min(0xFFFFFFFF, 36 + data))
+        + b"WAVE"
+        + b"fmt "
+        + struct.pack("<IHHIIHH", 16, 1, channels, samplerate, samplerate * channels * 2, channels * 2, 16)
+        + b"data"
+        + struct.pack("<I", min(0xFFFFFFFF, data))
+    )
 
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -116,7 +122,7 @@ def _wav_bytes(path: Path, d: Delivery, start: int, end: int):
     """Bytes [start, end) of the WAV rendering of ``path``, streamed in chunks."""
     header = wav_header(d.frames, d.channels, d.samplerate)
     if start < WAV_HEADER_BYTES:
-        yield header[start:min(end, WAV_HEADER_BYTES)]
+        yield header[start : min(end, WAV_HEADER_BYTES)]
         start = WAV_HEADER_BYTES
     if start >= end:
         return
@@ -139,7 +145,11 @@ def _wav_bytes(path: Path, d: Delivery, start: int, end: int):
 
 
 def _ffmpeg_stream(path: Path, ffmpeg: str):
-    proc = subprocess.Popen([ffmpeg, "-nostdin", "-v", "error", "-i", str(path), "-f", "wav", "-acodec", "pcm_s16le", "-"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [ffmpeg, "-nostdin", "-v", "error", "-i", str(path), "-f", "wav", "-acodec", "pcm_s16le", "-"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         while chunk := proc.stdout.read(1 << 16):
             yield chunk
@@ -155,11 +165,17 @@ def audio_response(path: Path, delivery: Delivery, range_header: str | None, met
         ffmpeg = shutil.which("ffmpeg")
         if ffmpeg is None:
             raise AudioUnavailable(415, f"{path.suffix} needs transcoding with ffmpeg, which is not installed")
-        return StreamingResponse(_ffmpeg_stream(path, ffmpeg), media_type=delivery.content_type, headers={"Accept-Ranges": "none"})
+        return StreamingResponse(
+            _ffmpeg_stream(path, ffmpeg), media_type=delivery.content_type, headers={"Accept-Ranges": "none"}
+        )
     size = delivery.wav_size
     rng = parse_range(range_header, size)
     start, end = rng or (0, size)
-    headers = {"Accept-Ranges": "bytes", "Content-Length": str(end - start), "X-Transcoded-From": path.suffix.lower().lstrip(".")}
+    headers = {
+        "Accept-Ranges": "bytes",
+        "Content-Length": str(end - start),
+        "X-Transcoded-From": path.suffix.lower().lstrip("."),
+    }
     status = 200
     if rng is not None:
         status = 206

@@ -114,7 +114,9 @@ class Explorer:
             "library_root": str(self.disc.library_root) if self.disc.library_root else None,
             "search": "approximate (faiss IVF)" if st is not None else "exact",
             "transform": self.index.transform.kind,
-            "bpm_range": [float(np.nanmin(self.tracks["tempo_bpm"])), float(np.nanmax(self.tracks["tempo_bpm"]))] if len(self.tracks) else None,
+            "bpm_range": [float(np.nanmin(self.tracks["tempo_bpm"])), float(np.nanmax(self.tracks["tempo_bpm"]))]
+            if len(self.tracks)
+            else None,
         }
 
     def search(self, q: str, limit: int) -> dict:
@@ -130,8 +132,19 @@ class Explorer:
         except QueryError as exc:  # e.g. the embeddings table is gone
             raise BadParameter(one_line(exc)) from exc
 
-    def radio(self, seed: str, length: int, bpm: float | None, bpm_tolerance: float, energy: float | None, energy_tolerance: float, pull: float) -> dict:
-        q, hits = self.disc.radio(self.resolve(seed, "seed"), length, bpm, bpm_tolerance, energy, energy_tolerance, pull)
+    def radio(
+        self,
+        seed: str,
+        length: int,
+        bpm: float | None,
+        bpm_tolerance: float,
+        energy: float | None,
+        energy_tolerance: float,
+        pull: float,
+    ) -> dict:
+        q, hits = self.disc.radio(
+            self.resolve(seed, "seed"), length, bpm, bpm_tolerance, energy, energy_tolerance, pull
+        )
         filters = {"bpm": bpm, "bpm_tolerance": bpm_tolerance, "energy": energy, "energy_tolerance": energy_tolerance}
         return radio_json(q, hits, filters)
 
@@ -147,7 +160,9 @@ class Explorer:
         q = self.disc.resolve(key, files=False)
         out = {"track": self.summary(pos)}
         out["similar"] = similar_json(*self.disc.similar(q, TRACK_PAGE_NEIGHBOURS), None)
-        out["diverse"] = similar_json(*self.disc.similar(q, TRACK_PAGE_NEIGHBOURS, TRACK_PAGE_DIVERSITY), TRACK_PAGE_DIVERSITY)
+        out["diverse"] = similar_json(
+            *self.disc.similar(q, TRACK_PAGE_NEIGHBOURS, TRACK_PAGE_DIVERSITY), TRACK_PAGE_DIVERSITY
+        )
         for hit_list in (out["similar"]["results"], out["diverse"]["results"]):
             for h in hit_list:
                 h["title"] = title_of(h["relpath"])
@@ -189,11 +204,14 @@ class Explorer:
             v = np.asarray(self.index.index.vectors[rows], dtype=np.float64)
             if len(v) >= 2:
                 v = v - v.mean(axis=0)
-                _, _, vt = np.linalg.svd(v[: 20_000], full_matrices=False)
+                _, _, vt = np.linalg.svd(v[:20_000], full_matrices=False)
                 coords = v @ vt[:2].T
             else:
                 coords = np.zeros((len(v), 2))
-            source, note = "pca", "the UMAP map is not built for this library yet (embedding_map asset): first two principal components of the index vectors"
+            source, note = (
+                "pca",
+                "the UMAP map is not built for this library yet (embedding_map asset): first two principal components of the index vectors",
+            )
         levels = self.facts.levels()
         sub = self.tracks.iloc[rows]
         points = {
@@ -215,7 +233,14 @@ class Explorer:
         for k in keys:
             pos = self.position(k)
             rel = self.tracks["relpath"].iloc[pos]
-            out.append({"path": str(self.disc.library_root / PurePosixPath(rel)), "title": title_of(rel), "label": self.tracks["label"].iloc[pos], "duration_s": self.durations.get(k)})
+            out.append(
+                {
+                    "path": str(self.disc.library_root / PurePosixPath(rel)),
+                    "title": title_of(rel),
+                    "label": self.tracks["label"].iloc[pos],
+                    "duration_s": self.durations.get(k),
+                }
+            )
         return out
 
     # -- audio ----------------------------------------------------------------------------------
@@ -266,7 +291,11 @@ class LiveExplorer:
 
         layout = DataLayout(self.data_dir)
         stamp = []
-        for p in (index_dir(self.data_dir) / "index.json", layout.models_dir / "genre" / "CURRENT.json", model_dir(layout) / MODEL_FILE):
+        for p in (
+            index_dir(self.data_dir) / "index.json",
+            layout.models_dir / "genre" / "CURRENT.json",
+            model_dir(layout) / MODEL_FILE,
+        ):
             try:
                 stamp.append(hashlib.sha1(read_bytes(p)).hexdigest())
             except OSError:
@@ -283,7 +312,11 @@ class LiveExplorer:
             if stamp != self._stamp:
                 try:
                     self.current, self._stamp = Explorer(self.data_dir, self.library_root), stamp
-                    log.warning("a new build of %s: the explorer reloaded it (%d tracks)", self.data_dir, len(self.current.index))
+                    log.warning(
+                        "a new build of %s: the explorer reloaded it (%d tracks)",
+                        self.data_dir,
+                        len(self.current.index),
+                    )
                 except Exception as exc:  # broken: keep serving what we have (until the files change again)
                     self._stamp = stamp
                     log.warning("the explorer could not load the new build (%s); still serving the previous one", exc)

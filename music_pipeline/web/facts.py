@@ -16,7 +16,6 @@ from functools import lru_cache
 
 import numpy as np
 
-from music_pipeline.models.pdi import LEVELS as LEVEL_ORDER
 from music_pipeline.storage import DataLayout, read_json, read_parquet
 
 log = logging.getLogger(__name__)
@@ -44,18 +43,31 @@ class Facts:
     def _load_difficulty(self):
         with self._lock:
             if self._difficulty is None and self._difficulty_error is None:
-                from music_pipeline.models.pdi import DifficultyModel, descriptors_table_path, merge_descriptors, model_dir, note_descriptors_table_path
+                from music_pipeline.models.pdi import (
+                    DifficultyModel,
+                    descriptors_table_path,
+                    merge_descriptors,
+                    model_dir,
+                    note_descriptors_table_path,
+                )
 
                 try:
                     model = DifficultyModel.load(model_dir(self.layout))
                     # the PDI reads the note descriptors beside the audio ones, as the difficulty asset does
-                    table = merge_descriptors(read_parquet(descriptors_table_path(self.layout)), read_parquet(note_descriptors_table_path(self.layout)))
+                    table = merge_descriptors(
+                        read_parquet(descriptors_table_path(self.layout)),
+                        read_parquet(note_descriptors_table_path(self.layout)),
+                    )
                     frame = model.score_frame(table)
                     rows = {str(k): r for k, r in zip(table["key"], table[list(model.names)].to_dict("records"))}
-                    levels = {str(k): (str(lv), float(p)) for k, lv, p in zip(frame["key"], frame["level"], frame["pdi"])}
+                    levels = {
+                        str(k): (str(lv), float(p)) for k, lv, p in zip(frame["key"], frame["level"], frame["pdi"])
+                    }
                     self._difficulty = (model, rows, levels)
                 except (OSError, ValueError, KeyError) as exc:  # not built, or built by another version
-                    self._difficulty_error = f"no PDI for this library yet ({exc}); build it with `music-pipeline build`"
+                    self._difficulty_error = (
+                        f"no PDI for this library yet ({exc}); build it with `music-pipeline build`"
+                    )
         return self._difficulty
 
     def levels(self) -> dict[str, tuple[str, float]]:
@@ -136,7 +148,9 @@ class Facts:
         if key in learned_rows:
             blocks[LEARNED], blocks[TAGS] = learned_rows[key]
         elif service.needs_learned:
-            return _unavailable(f"the genre model ({service.model.candidate.name}) reads the learned embedding, which this track does not have yet")
+            return _unavailable(
+                f"the genre model ({service.model.candidate.name}) reads the learned embedding, which this track does not have yet"
+            )
         try:
             # the deployed model's probabilities and its own explanation, as `classify --explain` prints them
             answer = service.classify_inputs(blocks, explain=True, name=key)
@@ -146,7 +160,9 @@ class Facts:
         out = {"available": True, "version": version, **{k: v for k, v in answer.items() if k != "file"}}
         notes = [note] if note else []
         if labelled:
-            notes.append("this track's label was in the training data, so these probabilities are in-sample; the cross-validated ones are below")
+            notes.append(
+                "this track's label was in the training data, so these probabilities are in-sample; the cross-validated ones are below"
+            )
             cv = self._cross_validated().get(key)
             if cv:
                 out["cross_validated"] = {k: (float(v) if k.startswith("p_") else v) for k, v in cv.items()}
@@ -161,5 +177,7 @@ def difficulty_reasons(level: str, pushing: list[dict]) -> list[str]:
         name = p["descriptor"].replace("_", " ")
         direction = "harder" if p["vs_median"] > 0 else "easier"
         where = "higher" if p["vs_median"] > 0 else "lower"
-        out.append(f"{name} is {where} than in most of the library ({p['normalised']:.2f} on the library's 0–1 scale, {p['vs_median']:+.2f} vs the median): reads as {direction}")
+        out.append(
+            f"{name} is {where} than in most of the library ({p['normalised']:.2f} on the library's 0–1 scale, {p['vs_median']:+.2f} vs the median): reads as {direction}"
+        )
     return out

@@ -24,7 +24,9 @@ def status_path(data_dir):
 
 
 def write_status(data_dir, url: str) -> None:
-    write_json(status_path(data_dir), {"url": url, "pid": os.getpid(), "host": socket.gethostname(), "started_at": time.time()})
+    write_json(
+        status_path(data_dir), {"url": url, "pid": os.getpid(), "host": socket.gethostname(), "started_at": time.time()}
+    )
 
 
 def clear_status(data_dir) -> None:

@@ -1,6 +1,5 @@
 """group difficulty: the Perceptual Difficulty Index of every track (from its notes), and the segment CNN."""
 
-
 import math
 
 import dagster as dg
@@ -13,25 +12,43 @@ from music_pipeline.defs.metadata import png_md, table_md
 from music_pipeline.defs.resources import MusicPipelineResource
 from music_pipeline.defs.retraining import record_trained, retraining_metadata
 from music_pipeline.models import pdi
-from music_pipeline.notes.store import NOTES_VERSION_KEY, NotesJob, NotesStore, note_table, notes_version, transcribe_many
+from music_pipeline.notes.store import (
+    NOTES_VERSION_KEY,
+    NotesJob,
+    NotesStore,
+    note_table,
+    notes_version,
+    transcribe_many,
+)
 from music_pipeline.storage import read_json, read_parquet, read_parquet_metadata, write_json, write_parquet
 
 
 class DifficultyConfig(dg.Config):
-    intensity_weight: float = Field(0.0, description="w_I: share of the intensity subscore (loudness, brightness, tempo…) in the PDI; 0 = the PDI describes the notes only")
-    threshold_quantiles: list[float] = Field([1 / 3, 2 / 3], description="library PDI quantiles cutting Easy|Medium|Hard (tertiles)")
+    intensity_weight: float = Field(
+        0.0,
+        description="w_I: share of the intensity subscore (loudness, brightness, tempo…) in the PDI; 0 = the PDI describes the notes only",
+    )
+    threshold_quantiles: list[float] = Field(
+        [1 / 3, 2 / 3], description="library PDI quantiles cutting Easy|Medium|Hard (tertiles)"
+    )
     fixed_thresholds: list[float] = Field([], description="two PDI values; when given they replace the quantiles")
     gallery_per_level: int = Field(3, description="example spectrograms per level in the gallery")
 
 
 class DifficultyCnnConfig(dg.Config):
-    architecture: str = Field("compact", description="compact (CPU default, ~15k params on 64×64 pooled input) | efficientnet (EfficientNet-B0, weights=None)")
+    architecture: str = Field(
+        "compact",
+        description="compact (CPU default, ~15k params on 64×64 pooled input) | efficientnet (EfficientNet-B0, weights=None)",
+    )
     epochs: int = Field(8, description="maximum epochs per fit (early stopping on held-out training tracks)")
     batch_size: int = Field(32)
     folds: int = Field(3, description="grouped cross-validation folds over tracks")
     patience: int = Field(3, description="early-stopping patience in epochs")
     learning_rate: float = Field(3e-3)
-    max_tracks: int = Field(2000, description="tracks used at most (a seeded, level-stratified subsample above this): bounds time and memory on large libraries")
+    max_tracks: int = Field(
+        2000,
+        description="tracks used at most (a seeded, level-stratified subsample above this): bounds time and memory on large libraries",
+    )
     seed: int = Field(0)
 
 
@@ -54,11 +71,17 @@ def _note_table(context, pipeline: MusicPipelineResource, audio: pd.DataFrame) -
     if len(todo):
         context.log.info(f"{len(todo)} tracks have no notes yet: transcribing them now")
         by_key = pipeline.scan().by_key()
-        jobs = [NotesJob(k, by_key[k].path, by_key[k].relpath, h, str(pipeline.settings.data_dir)) for k, h in zip(todo["key"], todo["content_hash"]) if k in by_key]
+        jobs = [
+            NotesJob(k, by_key[k].path, by_key[k].relpath, h, str(pipeline.settings.data_dir))
+            for k, h in zip(todo["key"], todo["content_hash"])
+            if k in by_key
+        ]
         transcribe_many(jobs, workers=pipeline.settings.workers, log_fn=context.log.info)
         table, missing = note_table(tracks, store, table)
     for r in missing.itertuples():
-        context.log.warning(f"{r.relpath}: no notes, left out of the PDI ({store.failure(r.content_hash) or 'not transcribed'})")
+        context.log.warning(
+            f"{r.relpath}: no notes, left out of the PDI ({store.failure(r.content_hash) or 'not transcribed'})"
+        )
     write_parquet(path, table, {NOTES_VERSION_KEY: store.version})
     return table
 
@@ -82,7 +105,9 @@ def _note_table(context, pipeline: MusicPipelineResource, audio: pd.DataFrame) -
         "`<data>/plots/difficulty/`."
     ),
 )
-def difficulty(context: dg.AssetExecutionContext, config: DifficultyConfig, pipeline: MusicPipelineResource) -> dg.MaterializeResult:
+def difficulty(
+    context: dg.AssetExecutionContext, config: DifficultyConfig, pipeline: MusicPipelineResource
+) -> dg.MaterializeResult:
     from music_pipeline.models import difficulty_plots as plots
 
     layout = pipeline.layout
@@ -110,7 +135,9 @@ def difficulty(context: dg.AssetExecutionContext, config: DifficultyConfig, pipe
         previous = None
     moved = _moves_since(previous, scores)
     if moved["tracks_changing_level"]:
-        context.log.warning(f"{moved['tracks_changing_level']} tracks changed level after refitting on the current library")
+        context.log.warning(
+            f"{moved['tracks_changing_level']} tracks changed level after refitting on the current library"
+        )
     table_path = write_parquet(previous_path, scores)
     model_path = model.save(pdi.model_dir(layout))
 
@@ -119,11 +146,20 @@ def difficulty(context: dg.AssetExecutionContext, config: DifficultyConfig, pipe
     hist = plots.pdi_histogram(scores, model, pdir / "pdi_histogram.png")
     scatter = plots.subscore_scatter(scores, pdir / "subscores.png")
     pca = plots.descriptor_pca(scores, pdir / "descriptor_pca.png")
-    examples = plots.piano_roll_examples(scores, descriptors, lambda h: note_store.load(h).notes, pdir / "piano_rolls.png")
-    gallery = plots.spectrogram_gallery(scores, lambda h: store.load(h).segments, pdir / "gallery.png", config.gallery_per_level)
+    examples = plots.piano_roll_examples(
+        scores, descriptors, lambda h: note_store.load(h).notes, pdir / "piano_rolls.png"
+    )
+    gallery = plots.spectrogram_gallery(
+        scores, lambda h: store.load(h).segments, pdir / "gallery.png", config.gallery_per_level
+    )
     counts = pdi.level_counts(scores)
     context.log.info(f"PDI levels {counts}, thresholds {model.thresholds}")
-    by_label = scores.assign(label=scores["label"].fillna("(unlabelled)")).groupby("label")[["pdi", "structural", "intensity"]].mean().reset_index()
+    by_label = (
+        scores.assign(label=scores["label"].fillna("(unlabelled)"))
+        .groupby("label")[["pdi", "structural", "intensity"]]
+        .mean()
+        .reset_index()
+    )
     left_out = sorted(set(audio["relpath"]) - set(descriptors["relpath"]))
     return dg.MaterializeResult(
         metadata={
@@ -134,7 +170,9 @@ def difficulty(context: dg.AssetExecutionContext, config: DifficultyConfig, pipe
             "thresholds": dg.MetadataValue.json({"values": list(model.thresholds), "rule": model.threshold_rule}),
             "weights": dg.MetadataValue.json({**model.weights, "intensity (w_I)": model.intensity_weight}),
             "pdi_mean": float(scores["pdi"].mean()),
-            "structural_intensity_correlation": float(np.corrcoef(scores["structural"], scores["intensity"])[0, 1]) if len(scores) > 2 else 0.0,
+            "structural_intensity_correlation": float(np.corrcoef(scores["structural"], scores["intensity"])[0, 1])
+            if len(scores) > 2
+            else 0.0,
             "piano_rolls": png_md(examples, "piano roll of one example track per level"),
             "piano_roll_path": dg.MetadataValue.path(str(examples)),
             "pdi_histogram": png_md(hist, "PDI histogram"),
@@ -161,7 +199,11 @@ def _moves_since(previous: pd.DataFrame | None, scores: pd.DataFrame) -> dict:
     }
 
 
-@dg.asset_check(asset=difficulty, blocking=True, description="Every level (Easy, Medium, Hard) has at least one track (a warning only when the library has fewer distinct PDI values than levels).")
+@dg.asset_check(
+    asset=difficulty,
+    blocking=True,
+    description="Every level (Easy, Medium, Hard) has at least one track (a warning only when the library has fewer distinct PDI values than levels).",
+)
 def difficulty_levels_nonempty(pipeline: MusicPipelineResource) -> dg.AssetCheckResult:
     scores = read_parquet(pdi.scores_table_path(pipeline.layout), columns=["level", "pdi"])
     counts = pdi.level_counts(scores)
@@ -184,10 +226,15 @@ def difficulty_levels_nonempty(pipeline: MusicPipelineResource) -> dg.AssetCheck
 def difficulty_model_reproduces_scores(pipeline: MusicPipelineResource) -> dg.AssetCheckResult:
     layout = pipeline.layout
     stored = read_parquet(pdi.scores_table_path(layout))
-    descriptors = pdi.merge_descriptors(read_parquet(pdi.descriptors_table_path(layout)), read_parquet(pdi.note_descriptors_table_path(layout)))
+    descriptors = pdi.merge_descriptors(
+        read_parquet(pdi.descriptors_table_path(layout)), read_parquet(pdi.note_descriptors_table_path(layout))
+    )
     gone = sorted(set(stored["key"]) - set(descriptors["key"]))
     if gone:  # the descriptor table moved on since the scores were written: they are stale
-        return dg.AssetCheckResult(passed=False, metadata={"stale": f"{len(gone)} scored tracks no longer in the descriptor table (first: {gone[0]})"})
+        return dg.AssetCheckResult(
+            passed=False,
+            metadata={"stale": f"{len(gone)} scored tracks no longer in the descriptor table (first: {gone[0]})"},
+        )
     descriptors = descriptors.set_index("key").loc[stored["key"]].reset_index()
     again = pdi.DifficultyModel.load(pdi.model_dir(layout)).score_frame(descriptors)
     diff = np.abs(again["pdi"].to_numpy() - stored["pdi"].to_numpy())
@@ -215,7 +262,9 @@ def difficulty_model_reproduces_scores(pipeline: MusicPipelineResource) -> dg.As
         "`<data>/plots/difficulty/`."
     ),
 )
-def difficulty_cnn(context: dg.AssetExecutionContext, config: DifficultyCnnConfig, pipeline: MusicPipelineResource) -> dg.MaterializeResult:
+def difficulty_cnn(
+    context: dg.AssetExecutionContext, config: DifficultyCnnConfig, pipeline: MusicPipelineResource
+) -> dg.MaterializeResult:
     from music_pipeline.models import cnn
     from music_pipeline.models import difficulty_plots as plots
 
@@ -228,14 +277,20 @@ def difficulty_cnn(context: dg.AssetExecutionContext, config: DifficultyCnnConfi
     store = pipeline.store
     data = cnn.load_segment_dataset(scores, lambda h: store.load(h).segments, max_tracks=cfg.max_tracks, seed=cfg.seed)
     if len(scores) > cfg.max_tracks:
-        context.log.info(f"{len(scores)} tracks: training on a level-stratified subsample of {cfg.max_tracks} (max_tracks)")
+        context.log.info(
+            f"{len(scores)} tracks: training on a level-stratified subsample of {cfg.max_tracks} (max_tracks)"
+        )
     for key in data.missing:
         context.log.warning(f"track {key}: no segments stored, left out of the CNN")
     if len(data.tracks) < 2 * cfg.folds:
         # a small library is not an error: say why no model exists instead of failing the build
-        reason = f"{len(data.tracks)} tracks with segments: too few for {cfg.folds} grouped folds (need {2 * cfg.folds})"
+        reason = (
+            f"{len(data.tracks)} tracks with segments: too few for {cfg.folds} grouped folds (need {2 * cfg.folds})"
+        )
         context.log.warning(f"difficulty CNN not trained: {reason}")
-        write_json(pdi.model_dir(layout) / cnn.REPORT_FILE, {"trained": False, "reason": reason, "n_tracks": len(data.tracks)})
+        write_json(
+            pdi.model_dir(layout) / cnn.REPORT_FILE, {"trained": False, "reason": reason, "n_tracks": len(data.tracks)}
+        )
         (pdi.model_dir(layout) / cnn.MODEL_FILE).unlink(missing_ok=True)
         return dg.MaterializeResult(metadata={"trained": False, "reason": reason, "tracks": len(data.tracks)})
     why = retraining_metadata(context, layout)
@@ -243,7 +298,9 @@ def difficulty_cnn(context: dg.AssetExecutionContext, config: DifficultyCnnConfi
     record_trained(context, layout)
     pdir = pdi.plots_dir(layout)
     curves = plots.training_curves(report["histories"], pdir / "cnn_training_curves.png")
-    confusion = plots.confusion_plot(report["metrics"]["confusion_matrix"], pdir / "cnn_confusion.png", title="CNN, out-of-fold tracks")
+    confusion = plots.confusion_plot(
+        report["metrics"]["confusion_matrix"], pdir / "cnn_confusion.png", title="CNN, out-of-fold tracks"
+    )
     m, base = report["metrics"], report["baselines"]
     return dg.MaterializeResult(
         metadata={
@@ -265,7 +322,16 @@ def difficulty_cnn(context: dg.AssetExecutionContext, config: DifficultyCnnConfi
             "training_curves": png_md(curves, "training curves"),
             "confusion_matrix": png_md(confusion, "confusion matrix"),
             "seconds": float(report["seconds"]),
-            "budget": dg.MetadataValue.json({"folds": report["folds"], "max_epochs": cfg.epochs, "segments": report["n_segments"], "tracks_used": report["n_tracks"], "library_tracks": len(scores), "max_tracks": cfg.max_tracks}),
+            "budget": dg.MetadataValue.json(
+                {
+                    "folds": report["folds"],
+                    "max_epochs": cfg.epochs,
+                    "segments": report["n_segments"],
+                    "tracks_used": report["n_tracks"],
+                    "library_tracks": len(scores),
+                    "max_tracks": cfg.max_tracks,
+                }
+            ),
         }
     )
 
@@ -276,11 +342,16 @@ def _cnn_report(pipeline: MusicPipelineResource) -> dict:
     return read_json(pdi.model_dir(pipeline.layout) / REPORT_FILE)
 
 
-@dg.asset_check(asset=difficulty_cnn, description="The CNN report has both baselines and a finite track accuracy for model and baselines.")
+@dg.asset_check(
+    asset=difficulty_cnn,
+    description="The CNN report has both baselines and a finite track accuracy for model and baselines.",
+)
 def difficulty_cnn_report_complete(pipeline: MusicPipelineResource) -> dg.AssetCheckResult:
     report = _cnn_report(pipeline)
     if report.get("trained") is False:
-        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN, metadata={"not_trained": report.get("reason", "")})
+        return dg.AssetCheckResult(
+            passed=False, severity=dg.AssetCheckSeverity.WARN, metadata={"not_trained": report.get("reason", "")}
+        )
     problems = []
     acc = report.get("metrics", {}).get("track_accuracy")
     if not isinstance(acc, (int, float)) or not math.isfinite(acc):
@@ -300,7 +371,9 @@ def difficulty_cnn_report_complete(pipeline: MusicPipelineResource) -> dg.AssetC
 def difficulty_cnn_beats_baselines(pipeline: MusicPipelineResource) -> dg.AssetCheckResult:
     report = _cnn_report(pipeline)
     if report.get("trained") is False:
-        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN, metadata={"not_trained": report.get("reason", "")})
+        return dg.AssetCheckResult(
+            passed=False, severity=dg.AssetCheckSeverity.WARN, metadata={"not_trained": report.get("reason", "")}
+        )
     acc = float(report["metrics"]["track_accuracy"])
     best_baseline = max(float(report["baselines"][b]["track_accuracy"]) for b in ("majority", "uniform_random"))
     return dg.AssetCheckResult(
@@ -312,9 +385,9 @@ def difficulty_cnn_beats_baselines(pipeline: MusicPipelineResource) -> dg.AssetC
 
 __all__ = [
     "difficulty",
+    "difficulty_cnn",
+    "difficulty_cnn_beats_baselines",
+    "difficulty_cnn_report_complete",
     "difficulty_levels_nonempty",
     "difficulty_model_reproduces_scores",
-    "difficulty_cnn",
-    "difficulty_cnn_report_complete",
-    "difficulty_cnn_beats_baselines",
 ]

@@ -54,7 +54,11 @@ def _retrieval_metrics(index: TrackIndex) -> dict:
 def _card(index: TrackIndex, metrics: dict) -> dict:
     """The similarity index's model card (``models`` command): same-group precision@5 when the
     library has groups, else same-label."""
-    basis = "group" if metrics["group"]["queries"] and any(isinstance(g, str) and g for g in index.tracks["group"]) else "label"
+    basis = (
+        "group"
+        if metrics["group"]["queries"] and any(isinstance(g, str) and g for g in index.tracks["group"])
+        else "label"
+    )
     m = metrics[basis]
     sel = index.info.get("selection", {})
     built = index.info.get("built_at") or time.time()
@@ -66,9 +70,10 @@ def _card(index: TrackIndex, metrics: dict) -> dict:
         "feature_view": index.transform.kind,
         "training_size": int(index.info.get("fitted_rows", len(index))),
         "estimate": {
-            f"same_{basis}_precision_at_5": m["precision"], "ci95": m.get("ci95"),
+            f"same_{basis}_precision_at_5": m["precision"],
+            "ci95": m.get("ci95"),
             "method": f"leave-one-out precision@5 over {m['queries']} queries, CI: bootstrap over groups; the space was chosen among "
-                      f"{len(sel.get('scores', {})) or 1} on the same library by {', '.join(sel.get('measured_on', [])) or 'no'} neighbours (slightly optimistic)",
+            f"{len(sel.get('scores', {})) or 1} on the same library by {', '.join(sel.get('measured_on', [])) or 'no'} neighbours (slightly optimistic)",
         },
         "baseline": {f"same_{basis}_precision_at_5": m["baseline"], "method": "5 random other tracks"},
         "other": {f"same_{b}_precision_at_5": metrics[b]["precision"] for b in metrics},
@@ -101,7 +106,11 @@ def _explorer_link(data_dir):
     from music_pipeline.web.status import running_explorer
 
     url = running_explorer(data_dir)
-    return dg.MetadataValue.url(url) if url else f"not running: `music-pipeline serve --data {data_dir}` to search and play the library"
+    return (
+        dg.MetadataValue.url(url)
+        if url
+        else f"not running: `music-pipeline serve --data {data_dir}` to search and play the library"
+    )
 
 
 def _search_kind(index: TrackIndex) -> str:
@@ -135,14 +144,20 @@ def _fmt(x):
     ),
     **_COMMON,
 )
-def similarity_index(context: dg.AssetExecutionContext, config: SimilarityIndexConfig, pipeline: MusicPipelineResource) -> dg.MaterializeResult:
+def similarity_index(
+    context: dg.AssetExecutionContext, config: SimilarityIndexConfig, pipeline: MusicPipelineResource
+) -> dg.MaterializeResult:
     from music_pipeline.learned.table import read_learned_table, with_learned
 
     layout = pipeline.layout
     df = with_learned(read_parquet(layout.embeddings_path), read_learned_table(pipeline.settings.data_dir))
     if df.empty:
         raise dg.Failure("the embedding table is empty: nothing to index")
-    params = IndexParams(approximate_above=config.approximate_above, target_recall=config.target_recall, block_elements=config.block_elements)
+    params = IndexParams(
+        approximate_above=config.approximate_above,
+        target_recall=config.target_recall,
+        block_elements=config.block_elements,
+    )
     directory = index_dir(layout.root)
     index, mode = sync_track_index(_load_existing(directory), df, params, str(pipeline.settings.require_library()))
     metrics = _retrieval_metrics(index)
@@ -175,11 +190,22 @@ def similarity_index(context: dg.AssetExecutionContext, config: SimilarityIndexC
     }
     md["explorer"] = _explorer_link(layout.root)
     if st is not None:
-        md.update({"recall_at_10": st.recall_at_10, "recall_sample": st.recall_sample, "nprobe": st.nprobe, "nlist": st.nlist, "recall_by_nprobe": dg.MetadataValue.json({str(k): v for k, v in st.recall_by_nprobe.items()}),
-                   "rerank_codes": f"{st.codes} × {st.code_dims}" if st.code_dims else st.codes, "codes_tried": dg.MetadataValue.json(st.codes_tried)})
+        md.update(
+            {
+                "recall_at_10": st.recall_at_10,
+                "recall_sample": st.recall_sample,
+                "nprobe": st.nprobe,
+                "nlist": st.nlist,
+                "recall_by_nprobe": dg.MetadataValue.json({str(k): v for k, v in st.recall_by_nprobe.items()}),
+                "rerank_codes": f"{st.codes} × {st.code_dims}" if st.code_dims else st.codes,
+                "codes_tried": dg.MetadataValue.json(st.codes_tried),
+            }
+        )
         if not st.target_met:
-            context.log.warning(f"similarity index: recall@10 {st.recall_at_10:.3f} on the sample is below the target {params.target_recall} "
-                                f"within rerank_max_bytes={params.rerank_max_bytes}")
+            context.log.warning(
+                f"similarity index: recall@10 {st.recall_at_10:.3f} on the sample is below the target {params.target_recall} "
+                f"within rerank_max_bytes={params.rerank_max_bytes}"
+            )
     return dg.MaterializeResult(metadata=md)
 
 
@@ -206,18 +232,31 @@ def measure_index_recall(index: TrackIndex, sample: int = 500, seed: int = RECAL
     description=f"The saved index, loaded as a query would load it, reaches recall@10 ≥ {RECALL_THRESHOLD} against exact search, measured here on a seeded sample of its tracks (not the number stored at build time); exact search passes by construction.",
 )
 def similarity_index_recall(pipeline: MusicPipelineResource) -> dg.AssetCheckResult:
-    index = TrackIndex.load(index_dir(pipeline.layout.root))  # as a query process loads it; exact search streams the vectors
+    index = TrackIndex.load(
+        index_dir(pipeline.layout.root)
+    )  # as a query process loads it; exact search streams the vectors
     ann = index.index.ann_state
     if index.index.ann is None or ann is None:
         return dg.AssetCheckResult(passed=True, metadata={"search": "exact", "recall_at_10": 1.0})
     recall, queries = measure_index_recall(index)
     return dg.AssetCheckResult(
         passed=recall >= RECALL_THRESHOLD,
-        metadata={"search": "approximate", "recall_at_10": recall, "threshold": RECALL_THRESHOLD, "queries": queries, "nprobe": ann.nprobe, "recall_at_10_at_build": ann.recall_at_10},
+        metadata={
+            "search": "approximate",
+            "recall_at_10": recall,
+            "threshold": RECALL_THRESHOLD,
+            "queries": queries,
+            "nprobe": ann.nprobe,
+            "recall_at_10_at_build": ann.recall_at_10,
+        },
     )
 
 
-@dg.asset_check(asset=similarity_index, blocking=True, description="The index holds exactly the tracks of the embedding table (same count, same keys).")
+@dg.asset_check(
+    asset=similarity_index,
+    blocking=True,
+    description="The index holds exactly the tracks of the embedding table (same count, same keys).",
+)
 def similarity_index_size(pipeline: MusicPipelineResource) -> dg.AssetCheckResult:
     layout = pipeline.layout
     keys = read_parquet(layout.embeddings_path, columns=["key"])["key"]
@@ -226,7 +265,12 @@ def similarity_index_size(pipeline: MusicPipelineResource) -> dg.AssetCheckResul
     missing, extra = set(keys) - set(indexed), set(indexed) - set(keys)
     return dg.AssetCheckResult(
         passed=len(indexed) == len(keys) == state["size"] and not missing and not extra,
-        metadata={"embedding_rows": len(keys), "index_size": int(state["size"]), "missing": len(missing), "extra": len(extra)},
+        metadata={
+            "embedding_rows": len(keys),
+            "index_size": int(state["size"]),
+            "missing": len(missing),
+            "extra": len(extra),
+        },
     )
 
 
@@ -242,13 +286,17 @@ def similarity_index_size(pipeline: MusicPipelineResource) -> dg.AssetCheckResul
     **_COMMON,
 )
 def label_similarity(context: dg.AssetExecutionContext, pipeline: MusicPipelineResource) -> dg.MaterializeResult:
-    from music_pipeline.search.labels import heatmap_png, label_similarity as compute, similarity_matrix, summary
+    from music_pipeline.search.labels import heatmap_png, similarity_matrix, summary
+    from music_pipeline.search.labels import label_similarity as compute
 
     layout = pipeline.layout
     index = TrackIndex.load(index_dir(layout.root))
     table = compute(index.index.vectors, index.tracks["label"])
     path = write_parquet(layout.tables_dir / "label_similarity.parquet", table)
-    md = {"path": dg.MetadataValue.path(str(path)), **{k: _fmt(v) if k != "labels" else v for k, v in summary(table).items()}}
+    md = {
+        "path": dg.MetadataValue.path(str(path)),
+        **{k: _fmt(v) if k != "labels" else v for k, v in summary(table).items()},
+    }
     md["unlabelled_tracks"] = int(index.tracks["label"].isna().sum())
     if len(table):
         png = layout.plots_dir / "label_similarity.png"
@@ -279,10 +327,19 @@ class EmbeddingMapConfig(dg.Config):
     ),
     **_COMMON,
 )
-def embedding_map(context: dg.AssetExecutionContext, config: EmbeddingMapConfig, pipeline: MusicPipelineResource) -> dg.MaterializeResult:
+def embedding_map(
+    context: dg.AssetExecutionContext, config: EmbeddingMapConfig, pipeline: MusicPipelineResource
+) -> dg.MaterializeResult:
     import pandas as pd
 
-    from music_pipeline.search.maps import journey_png, map_figure, map_frame, map_preview_png, umap_projection, write_map_html
+    from music_pipeline.search.maps import (
+        journey_png,
+        map_figure,
+        map_frame,
+        map_preview_png,
+        umap_projection,
+        write_map_html,
+    )
 
     layout = pipeline.layout
     disc = Discovery.open(layout.root)
@@ -303,10 +360,19 @@ def embedding_map(context: dg.AssetExecutionContext, config: EmbeddingMapConfig,
     c2 = umap_projection(vectors, 2, config.seed)
     c3 = umap_projection(vectors, 3, config.seed)
     context.log.info(f"UMAP of {len(rows)} tracks in {time.perf_counter() - t0:.1f} s")
-    coords = pd.concat([frame[["key", "label", "level"]], pd.DataFrame(np.hstack([c2, c3]), columns=["x2", "y2", "x3", "y3", "z3"])], axis=1)
+    coords = pd.concat(
+        [frame[["key", "label", "level"]], pd.DataFrame(np.hstack([c2, c3]), columns=["x2", "y2", "x3", "y3", "z3"])],
+        axis=1,
+    )
     write_parquet(layout.tables_dir / "embedding_map.parquet", coords)
-    html2 = write_map_html(map_figure(c2, frame, f"Library map, UMAP 2-D ({len(rows)} tracks)"), layout.reports_dir / "embedding_map_2d.html")
-    html3 = write_map_html(map_figure(c3, frame, f"Library map, UMAP 3-D ({len(rows)} tracks)"), layout.reports_dir / "embedding_map_3d.html")
+    html2 = write_map_html(
+        map_figure(c2, frame, f"Library map, UMAP 2-D ({len(rows)} tracks)"),
+        layout.reports_dir / "embedding_map_2d.html",
+    )
+    html3 = write_map_html(
+        map_figure(c3, frame, f"Library map, UMAP 3-D ({len(rows)} tracks)"),
+        layout.reports_dir / "embedding_map_3d.html",
+    )
     preview = map_preview_png(c2, frame, layout.plots_dir / "embedding_map_2d.png")
     record_trained(context, layout)
     md = {
@@ -324,12 +390,24 @@ def embedding_map(context: dg.AssetExecutionContext, config: EmbeddingMapConfig,
         else:  # the track nearest the library's mean direction
             q = disc.resolve(index.tracks["key"].iloc[_most_typical(index.index.vectors)])
         raw = disc.raw_features(q)
-        journey = journey_png(q.path, raw, index.transform.standardise(raw), q.relpath or q.path, layout.plots_dir / "embedding_journey.png")
-        md.update({"journey_track": q.relpath or q.path, "journey": png_md(journey, "embedding journey"), "journey_path": dg.MetadataValue.path(str(journey))})
+        journey = journey_png(
+            q.path,
+            raw,
+            index.transform.standardise(raw),
+            q.relpath or q.path,
+            layout.plots_dir / "embedding_journey.png",
+        )
+        md.update(
+            {
+                "journey_track": q.relpath or q.path,
+                "journey": png_md(journey, "embedding journey"),
+                "journey_path": dg.MetadataValue.path(str(journey)),
+            }
+        )
     except Exception as exc:  # unreadable audio, unknown track: the maps stand without the journey figure
         context.log.warning(f"embedding journey skipped: {type(exc).__name__}: {exc}")
         md["journey_track"] = f"skipped: {exc}"
     return dg.MaterializeResult(metadata=md)
 
 
-__all__ = ["similarity_index", "similarity_index_recall", "similarity_index_size", "label_similarity", "embedding_map"]
+__all__ = ["embedding_map", "label_similarity", "similarity_index", "similarity_index_recall", "similarity_index_size"]

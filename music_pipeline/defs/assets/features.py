@@ -1,18 +1,16 @@
 """group features: the per-track pass (partitioned by track or by bucket of tracks, see
 defs/partitions.py) and the library embedding table."""
 
-
 import dagster as dg
 
 from music_pipeline import progress
-
-from music_pipeline.features.embedding import EMBEDDING_DIM
-from music_pipeline.features.segments import SEGMENT_FRAMES
-from music_pipeline.features.spectra import N_MELS
-from music_pipeline.features.extract import ExtractJob, extract_many, feature_version
-from music_pipeline.features.tables import InvalidTable, refresh_tables, validate_embedding_table
 from music_pipeline.defs.partitions import TRACK_BATCH, tracks_for_run, tracks_partitions
 from music_pipeline.defs.resources import MusicPipelineResource
+from music_pipeline.features.embedding import EMBEDDING_DIM
+from music_pipeline.features.extract import ExtractJob, extract_many, feature_version
+from music_pipeline.features.segments import SEGMENT_FRAMES
+from music_pipeline.features.spectra import N_MELS
+from music_pipeline.features.tables import InvalidTable, refresh_tables, validate_embedding_table
 from music_pipeline.storage import read_parquet
 
 TRACK_EMBEDDING = dg.AssetKey("track_embedding")
@@ -45,8 +43,13 @@ def _track_spec(key: dg.AssetKey, description: str) -> dg.AssetSpec:
 @dg.multi_asset(
     name="track_features",
     specs=[
-        _track_spec(TRACK_EMBEDDING, f"The {EMBEDDING_DIM} named hand-crafted features of one track (see FEATURE_NAMES)."),
-        _track_spec(TRACK_DIFFICULTY, "Difficulty descriptors of one track (structural complexity and performance intensity families)."),
+        _track_spec(
+            TRACK_EMBEDDING, f"The {EMBEDDING_DIM} named hand-crafted features of one track (see FEATURE_NAMES)."
+        ),
+        _track_spec(
+            TRACK_DIFFICULTY,
+            "Difficulty descriptors of one track (structural complexity and performance intensity families).",
+        ),
         _track_spec(MEL_SEGMENTS, "Beginning/middle/end 128×128 log-mel segments of one track (float16)."),
     ],
     partitions_def=tracks_partitions,
@@ -75,7 +78,10 @@ def _track_spec(key: dg.AssetKey, description: str) -> dg.AssetSpec:
 def track_features(context: dg.AssetExecutionContext, pipeline: MusicPipelineResource):
     run = tracks_for_run(context, pipeline.scan())
     settings = pipeline.settings
-    jobs = [ExtractJob(t.key, t.path, t.relpath, t.content_hash, str(settings.data_dir), pipeline.n_segments, t.scan_error) for t in run.tracks]
+    jobs = [
+        ExtractJob(t.key, t.path, t.relpath, t.content_hash, str(settings.data_dir), pipeline.n_segments, t.scan_error)
+        for t in run.tracks
+    ]
     run.log_missing(context.log)
 
     report = progress.dagster_reporter(context.log.info)
@@ -135,7 +141,12 @@ def _segments_check(store, analysed, n_segments: int) -> dg.AssetCheckResult:
         asset_key=MEL_SEGMENTS,
         check_name=SEGMENTS_CHECK,
         passed=not wrong and found == expected,
-        metadata={"tracks": len(analysed), "segments": found, "expected": expected, "problems": dg.MetadataValue.md("\n".join(f"- {w}" for w in wrong) or "none")},
+        metadata={
+            "tracks": len(analysed),
+            "segments": found,
+            "expected": expected,
+            "problems": dg.MetadataValue.md("\n".join(f"- {w}" for w in wrong) or "none"),
+        },
     )
 
 
@@ -164,14 +175,18 @@ def embeddings(context: dg.AssetExecutionContext, pipeline: MusicPipelineResourc
         context.log.info(f"features of other runs appeared while writing: table rewritten ({rounds} rounds)")
     for r in tables.skipped.itertuples():
         context.log.warning(f"skipped {r.relpath}: {r.reason}")
-    preview = tables.embeddings[["key", "label", "duration_s", "tempo_bpm", "spectral_centroid_mean", "rms_mean"]].head(10)
+    preview = tables.embeddings[["key", "label", "duration_s", "tempo_bpm", "spectral_centroid_mean", "rms_mean"]].head(
+        10
+    )
     return dg.MaterializeResult(
         metadata={
             "path": dg.MetadataValue.path(str(layout.embeddings_path)),
             "dagster/row_count": len(tables.embeddings),
             "width": EMBEDDING_DIM,
             "skipped": len(tables.skipped),
-            "skipped_tracks": dg.MetadataValue.md(tables.skipped[["relpath", "reason"]].to_markdown(index=False) if len(tables.skipped) else "none"),
+            "skipped_tracks": dg.MetadataValue.md(
+                tables.skipped[["relpath", "reason"]].to_markdown(index=False) if len(tables.skipped) else "none"
+            ),
             "labels": dg.MetadataValue.json(tables.embeddings["label"].fillna("(unlabelled)").value_counts().to_dict()),
             "total_hours": float(tables.embeddings["duration_s"].sum() / 3600),
             "feature_files_read": tables.files_read,  # the other rows came from the previous table
@@ -185,7 +200,9 @@ def embeddings(context: dg.AssetExecutionContext, pipeline: MusicPipelineResourc
 def embeddings_valid(pipeline: MusicPipelineResource) -> dg.AssetCheckResult:
     df = read_parquet(pipeline.layout.embeddings_path)
     problems = validate_embedding_table(df)
-    return dg.AssetCheckResult(passed=not problems, metadata={"problems": "; ".join(problems) or "none", "rows": len(df)})
+    return dg.AssetCheckResult(
+        passed=not problems, metadata={"problems": "; ".join(problems) or "none", "rows": len(df)}
+    )
 
 
 @dg.asset_check(asset=embeddings, description="Warns when tracks of the library could not be analysed; lists them.")
@@ -194,8 +211,13 @@ def no_skipped_tracks(pipeline: MusicPipelineResource) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         passed=len(skipped) == 0,
         severity=dg.AssetCheckSeverity.WARN,
-        metadata={"skipped": len(skipped), "tracks": dg.MetadataValue.md(skipped[["relpath", "reason"]].to_markdown(index=False) if len(skipped) else "none")},
+        metadata={
+            "skipped": len(skipped),
+            "tracks": dg.MetadataValue.md(
+                skipped[["relpath", "reason"]].to_markdown(index=False) if len(skipped) else "none"
+            ),
+        },
     )
 
 
-__all__ = ["track_features", "embeddings", "embeddings_valid", "no_skipped_tracks"]
+__all__ = ["embeddings", "embeddings_valid", "no_skipped_tracks", "track_features"]

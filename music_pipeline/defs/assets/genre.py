@@ -53,15 +53,22 @@ class GenreClassifierConfig(dg.Config):
     learning_rate: float = _XGB.learning_rate
     boundary_margin: float = BOUNDARY_MARGIN
     waterfall_track: str = ""  # key or part of a relpath; default: the closest boundary song
-    max_tracks: int = _SEARCH.max_tracks  # labelled tracks used at most (a seeded, label-stratified subsample above); 0: no budget
+    max_tracks: int = (
+        _SEARCH.max_tracks
+    )  # labelled tracks used at most (a seeded, label-stratified subsample above); 0: no budget
     seed: int = _SEARCH.seed
 
     def search(self) -> SearchConfig:
         return SearchConfig(
             candidates=tuple(Candidate.parse(n) for n in self.candidates),
             xgb=XgbSettings(n_estimators=self.n_estimators, learning_rate=self.learning_rate),
-            nested=self.nested, max_splits=self.max_splits, logo_max_groups=self.logo_max_groups, shuffled=self.shuffled,
-            bootstrap=self.bootstrap, max_tracks=self.max_tracks, seed=self.seed,
+            nested=self.nested,
+            max_splits=self.max_splits,
+            logo_max_groups=self.logo_max_groups,
+            shuffled=self.shuffled,
+            bootstrap=self.bootstrap,
+            max_tracks=self.max_tracks,
+            seed=self.seed,
         )
 
 
@@ -83,11 +90,19 @@ def _write_track_genres(pipeline: MusicPipelineResource) -> tuple[pd.DataFrame, 
     return genres, service.version_dir.name
 
 
-def _no_classifier(layout: DataLayout, data_n: int, n_unlabelled: int, labels: dict, reason: str) -> dg.MaterializeResult:
+def _no_classifier(
+    layout: DataLayout, data_n: int, n_unlabelled: int, labels: dict, reason: str
+) -> dg.MaterializeResult:
     write_json(status_path(layout), {"trained": False, "reason": reason, "labelled_tracks": data_n})
-    return dg.MaterializeResult(metadata={
-        "trained": False, "reason": reason, "labelled_tracks": data_n, "unlabelled_tracks": n_unlabelled, "labels": dg.MetadataValue.json(labels),
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "trained": False,
+            "reason": reason,
+            "labelled_tracks": data_n,
+            "unlabelled_tracks": n_unlabelled,
+            "labels": dg.MetadataValue.json(labels),
+        }
+    )
 
 
 @dg.asset(
@@ -108,7 +123,9 @@ def _no_classifier(layout: DataLayout, data_n: int, n_unlabelled: int, labels: d
         "predicted, never trained on."
     ),
 )
-def genre_classifier(context: dg.AssetExecutionContext, config: GenreClassifierConfig, pipeline: MusicPipelineResource) -> dg.MaterializeResult:
+def genre_classifier(
+    context: dg.AssetExecutionContext, config: GenreClassifierConfig, pipeline: MusicPipelineResource
+) -> dg.MaterializeResult:
     from music_pipeline.models.genre.cv import fold_assignment, headline
     from music_pipeline.models.genre.publishing import model_card, publish_version, report_markdown, write_plots
     from music_pipeline.models.genre.training import NotTrainable, train_genre_classifier
@@ -121,7 +138,9 @@ def genre_classifier(context: dg.AssetExecutionContext, config: GenreClassifierC
     except NotTrainable as exc:
         context.log.warning(str(exc))
         labels = table["label"].dropna().astype(str)
-        return _no_classifier(layout, len(labels), int(table["label"].isna().sum()), labels.value_counts().to_dict(), str(exc))
+        return _no_classifier(
+            layout, len(labels), int(table["label"].isna().sum()), labels.value_counts().to_dict(), str(exc)
+        )
     data, ev, deployed, report = result.data, result.ev, result.deployed, result.report
     trained_at = time.time()
 
@@ -139,17 +158,28 @@ def genre_classifier(context: dg.AssetExecutionContext, config: GenreClassifierC
     plots = write_plots(result, layout.plots_dir / "genre", config.waterfall_track)
     boundary = _boundary_df(result.predictions, result.boundary)
     examples = [(r.relpath, r.explanation) for r in result.predictions.itertuples()]
-    report_path = write_text(layout.reports_dir / "genre_classifier.md", report_markdown(report, ev.table(), boundary, examples))
+    report_path = write_text(
+        layout.reports_dir / "genre_classifier.md", report_markdown(report, ev.table(), boundary, examples)
+    )
     est = ev.estimate
     # the baseline to beat: the majority label per training fold, or chance when that scores lower
     # (under grouped folds the training majority can be anti-correlated with the held-out label)
     baseline = max(ev.baseline_grouped["balanced_accuracy"], 1 / len(data.classes)) if ev.baseline_grouped else None
     beats = bool(est.balanced_accuracy is not None and baseline is not None and est.balanced_accuracy > baseline)
-    write_json(status_path(layout), {
-        "trained": True, "version": vdir.name, "deployed": deployed.candidate.name, "cv_possible": ev.plan.possible,
-        "estimate_kind": est.method, "estimate": report["estimate"], "baseline": {**headline(ev.baseline_grouped), "balanced_accuracy": baseline},
-        "beats_baseline": beats, "note": ev.note,
-    })
+    write_json(
+        status_path(layout),
+        {
+            "trained": True,
+            "version": vdir.name,
+            "deployed": deployed.candidate.name,
+            "cv_possible": ev.plan.possible,
+            "estimate_kind": est.method,
+            "estimate": report["estimate"],
+            "baseline": {**headline(ev.baseline_grouped), "balanced_accuracy": baseline},
+            "beats_baseline": beats,
+            "note": ev.note,
+        },
+    )
     context.log.info(f"deployed {deployed.candidate.name}; estimate {card['estimate']}")
 
     record_trained(context, layout)
@@ -179,19 +209,25 @@ def genre_classifier(context: dg.AssetExecutionContext, config: GenreClassifierC
         if ev.result(ev.selected).shuffled:
             md.update({f"shuffled_{k}": float(v) for k, v in headline(ev.result(ev.selected).shuffled).items()})
         md["per_class"] = table_md(_per_class_df(ev.nested["per_class"], data.classes))
-    md.update({
-        "candidates": table_md(ev.table().drop(columns=["kind", "family"], errors="ignore")),
-        "nested_choices": ", ".join(ev.nested_choices) or "not run",
-        "boundary_songs": table_md(boundary, floatfmt=".2f"),
-        "explanations": dg.MetadataValue.md("\n".join(f"- `{p}`: {t}" for p, t in examples[:10])),
-        "predictions_path": dg.MetadataValue.path(str(preds_path)),
-        "report_path": dg.MetadataValue.path(str(report_path)),
-    })
+    md.update(
+        {
+            "candidates": table_md(ev.table().drop(columns=["kind", "family"], errors="ignore")),
+            "nested_choices": ", ".join(ev.nested_choices) or "not run",
+            "boundary_songs": table_md(boundary, floatfmt=".2f"),
+            "explanations": dg.MetadataValue.md("\n".join(f"- `{p}`: {t}" for p, t in examples[:10])),
+            "predictions_path": dg.MetadataValue.path(str(preds_path)),
+            "report_path": dg.MetadataValue.path(str(report_path)),
+        }
+    )
     if result.shap is not None:
         md["explanation_method"] = result.shap.kind
-        md["components"] = dg.MetadataValue.md("\n".join(f"- {n}: {t}" for n, t in zip(result.shap.component_names, result.shap.component_text)))
+        md["components"] = dg.MetadataValue.md(
+            "\n".join(f"- {n}: {t}" for n, t in zip(result.shap.component_names, result.shap.component_text))
+        )
     else:
-        md["explanation_method"] = f"nearest training tracks ({deployed.candidate.family} has no exact per-feature attribution)"
+        md["explanation_method"] = (
+            f"nearest training tracks ({deployed.candidate.family} has no exact per-feature attribution)"
+        )
     for name, path in plots.items():
         md[name] = png_md(path, name.replace("_", " ")) if not isinstance(path, str) else path
     return dg.MaterializeResult(metadata=md)
@@ -214,41 +250,65 @@ def genre_classifier(context: dg.AssetExecutionContext, config: GenreClassifierC
 def track_genres(context: dg.AssetExecutionContext, pipeline: MusicPipelineResource) -> dg.MaterializeResult:
     written = _write_track_genres(pipeline)
     if written is None:
-        return dg.MaterializeResult(metadata={"classified": 0, "reason": "no genre model deployed yet (genre_classifier trains one)"})
+        return dg.MaterializeResult(
+            metadata={"classified": 0, "reason": "no genre model deployed yet (genre_classifier trains one)"}
+        )
     genres, version = written
     n_tracks = len(read_parquet(pipeline.layout.embeddings_path, columns=["key"]))
-    return dg.MaterializeResult(metadata={
-        "path": dg.MetadataValue.path(str(track_genres_path(pipeline.layout))),
-        "dagster/row_count": len(genres),
-        "classified": len(genres),
-        "without_inputs": n_tracks - len(genres),
-        "model_version": version,
-        "genres": dg.MetadataValue.json(genres["genre"].value_counts().to_dict()),
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(track_genres_path(pipeline.layout))),
+            "dagster/row_count": len(genres),
+            "classified": len(genres),
+            "without_inputs": n_tracks - len(genres),
+            "model_version": version,
+            "genres": dg.MetadataValue.json(genres["genre"].value_counts().to_dict()),
+        }
+    )
 
 
 def _per_class_df(per_class: dict, classes: list[str]) -> pd.DataFrame:
-    return pd.DataFrame([{"label": c, **{k: per_class[c][k] for k in ("precision", "recall", "f1-score", "support")}} for c in classes])
+    return pd.DataFrame(
+        [{"label": c, **{k: per_class[c][k] for k in ("precision", "recall", "f1-score", "support")}} for c in classes]
+    )
 
 
 def _boundary_df(preds: pd.DataFrame, bnd: pd.DataFrame) -> pd.DataFrame:
     if bnd.empty:
         return pd.DataFrame()
     p = preds.iloc[bnd["row"].to_numpy()]
-    return pd.DataFrame({"track": p["relpath"], "label": p["label"], "first": bnd["first"].to_numpy(), "p_first": bnd["p_first"].to_numpy(),
-                         "second": bnd["second"].to_numpy(), "p_second": bnd["p_second"].to_numpy(), "source": p["probability_source"]})
+    return pd.DataFrame(
+        {
+            "track": p["relpath"],
+            "label": p["label"],
+            "first": bnd["first"].to_numpy(),
+            "p_first": bnd["p_first"].to_numpy(),
+            "second": bnd["second"].to_numpy(),
+            "p_second": bnd["p_second"].to_numpy(),
+            "source": p["probability_source"],
+        }
+    )
 
 
-@dg.asset_check(asset=genre_classifier, description="The deployed procedure's estimate beats the majority-class baseline (or chance, whichever is higher) in balanced accuracy.")
+@dg.asset_check(
+    asset=genre_classifier,
+    description="The deployed procedure's estimate beats the majority-class baseline (or chance, whichever is higher) in balanced accuracy.",
+)
 def genre_classifier_beats_baseline(pipeline: MusicPipelineResource) -> dg.AssetCheckResult:
     path = status_path(pipeline.layout)
     if not path.is_file():
         return dg.AssetCheckResult(passed=False, metadata={"reason": "no status.json: the classifier never ran"})
     st = read_json(path)
     if not st.get("trained"):
-        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN, metadata={"reason": st.get("reason", "not trained")})
+        return dg.AssetCheckResult(
+            passed=False, severity=dg.AssetCheckSeverity.WARN, metadata={"reason": st.get("reason", "not trained")}
+        )
     if not st.get("cv_possible"):
-        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN, metadata={"reason": st.get("note", "no grouped CV possible")})
+        return dg.AssetCheckResult(
+            passed=False,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"reason": st.get("note", "no grouped CV possible")},
+        )
     est, base = st["estimate"], st["baseline"]
     return dg.AssetCheckResult(
         passed=bool(st["beats_baseline"]),
@@ -276,9 +336,16 @@ class GenreComparisonConfig(dg.Config):
     seed: int = _CMP.seed
 
     def comparison(self) -> ComparisonConfig:
-        return ComparisonConfig(names=tuple(self.comparators), max_folds=self.max_folds, cnn_epochs=self.cnn_epochs,
-                                cnn_max_segments=self.cnn_max_segments, shuffled=self.shuffled, seed=self.seed, max_tracks=self.max_tracks,
-                                reference_candidates=tuple(Candidate.parse(n) for n in self.reference_candidates))
+        return ComparisonConfig(
+            names=tuple(self.comparators),
+            max_folds=self.max_folds,
+            cnn_epochs=self.cnn_epochs,
+            cnn_max_segments=self.cnn_max_segments,
+            shuffled=self.shuffled,
+            seed=self.seed,
+            max_tracks=self.max_tracks,
+            reference_candidates=tuple(Candidate.parse(n) for n in self.reference_candidates),
+        )
 
 
 @dg.asset(
@@ -297,16 +364,24 @@ class GenreComparisonConfig(dg.Config):
         "`<data>/reports/genre_models.md` and `<data>/reports/genre_models.json`."
     ),
 )
-def genre_comparison(context: dg.AssetExecutionContext, config: GenreComparisonConfig, pipeline: MusicPipelineResource) -> dg.MaterializeResult:
+def genre_comparison(
+    context: dg.AssetExecutionContext, config: GenreComparisonConfig, pipeline: MusicPipelineResource
+) -> dg.MaterializeResult:
     from music_pipeline.models.comparators import compare_all
 
     layout = pipeline.layout
     out_md, out_json = layout.reports_dir / "genre_models.md", layout.reports_dir / "genre_models.json"
-    st = read_json(status_path(layout)) if status_path(layout).is_file() else {"trained": False, "reason": "genre_classifier has not run"}
+    st = (
+        read_json(status_path(layout))
+        if status_path(layout).is_file()
+        else {"trained": False, "reason": "genre_classifier has not run"}
+    )
     if not st.get("trained"):
         reason = f"no comparison: {st.get('reason')}"
         write_text(out_md, f"# Genre models\n\n{reason}\n")
-        return dg.MaterializeResult(metadata={"compared": False, "reason": reason, "report_path": dg.MetadataValue.path(str(out_md))})
+        return dg.MaterializeResult(
+            metadata={"compared": False, "reason": reason, "report_path": dg.MetadataValue.path(str(out_md))}
+        )
 
     store = pipeline.store
 
@@ -314,7 +389,9 @@ def genre_comparison(context: dg.AssetExecutionContext, config: GenreComparisonC
         return store.load(content_hash).segments
 
     why = retraining_metadata(context, layout)
-    outcome = compare_all(genre_table(pipeline), genre_root(layout), load_segments, config.comparison(), on_progress=context.log.info)
+    outcome = compare_all(
+        genre_table(pipeline), genre_root(layout), load_segments, config.comparison(), on_progress=context.log.info
+    )
     write_text(out_md, outcome.markdown)
     write_json(out_json, outcome.json)
     record_trained(context, layout)
@@ -334,4 +411,4 @@ def genre_comparison(context: dg.AssetExecutionContext, config: GenreComparisonC
     return dg.MaterializeResult(metadata=md)
 
 
-__all__ = ["genre_classifier", "genre_classifier_beats_baseline", "track_genres", "genre_comparison"]
+__all__ = ["genre_classifier", "genre_classifier_beats_baseline", "genre_comparison", "track_genres"]

@@ -42,27 +42,31 @@ def _run(context, pipeline: MusicPipelineResource, jobs) -> dict:
         "seconds": time.perf_counter() - t0,
         # analysed audio per second of wall time in this process (decode + front end + both networks)
         "x_realtime_analysed": float(sum(o.audio_seconds for o in computed) / cpu) if cpu else 0.0,
-        "failures": dg.MetadataValue.md("\n".join(f"- `{o.relpath}`: {o.reason}" for o in outcomes if not o.ok) or "none"),
+        "failures": dg.MetadataValue.md(
+            "\n".join(f"- `{o.relpath}`: {o.reason}" for o in outcomes if not o.ok) or "none"
+        ),
     }
 
 
 @dg.multi_asset(
     name="track_learned_embedding",
-    specs=[dg.AssetSpec(
-        TRACK_LEARNED,
-        group_name="features",
-        kinds={"python", "tensorflow"},
-        owners=["team:music-pipeline"],
-        partitions_def=tracks_partitions,
-        code_version=learned_version(),
-        description=(
-            "The pretrained musicnn taggers (weights from the pinned musicnn 0.1.0 wheel, rebuilt in Keras 3) "
-            "on at most 20 three-second patches spread over the track: per patch the 200-unit penultimate "
-            "layer and 50 tag scores of the MSD and of the MTT model. Cached per content hash in "
-            f"`<data>/learned/{learned_version()}/<hash>.npz`; a file that cannot be decoded is recorded with "
-            "its reason and does not fail the run."
-        ),
-    )],
+    specs=[
+        dg.AssetSpec(
+            TRACK_LEARNED,
+            group_name="features",
+            kinds={"python", "tensorflow"},
+            owners=["team:music-pipeline"],
+            partitions_def=tracks_partitions,
+            code_version=learned_version(),
+            description=(
+                "The pretrained musicnn taggers (weights from the pinned musicnn 0.1.0 wheel, rebuilt in Keras 3) "
+                "on at most 20 three-second patches spread over the track: per patch the 200-unit penultimate "
+                "layer and 50 tag scores of the MSD and of the MTT model. Cached per content hash in "
+                f"`<data>/learned/{learned_version()}/<hash>.npz`; a file that cannot be decoded is recorded with "
+                "its reason and does not fail the run."
+            ),
+        )
+    ],
     partitions_def=tracks_partitions,
     backfill_policy=TRACK_BACKFILL_POLICY,  # many tracks per run, as the hand-crafted features
     retry_policy=dg.RetryPolicy(max_retries=1, delay=5),
@@ -102,7 +106,9 @@ def learned_embeddings(context: dg.AssetExecutionContext, pipeline: MusicPipelin
     if lacking:
         wanted = set(emb.loc[emb["content_hash"].isin(lacking), "key"])
         context.log.info(f"{len(wanted)} tracks have no learned embedding yet: computing them now")
-        md["caught_up"] = _run(context, pipeline, _jobs(t for t in pipeline.scan().tracks if t.key in wanted))["computed"]
+        md["caught_up"] = _run(context, pipeline, _jobs(t for t in pipeline.scan().tracks if t.key in wanted))[
+            "computed"
+        ]
     path = layout.tables_dir / "learned_embeddings.parquet"
     previous = None
     if path.is_file() and read_parquet_metadata(path).get("music_pipeline.learned_version") == store.version:
@@ -111,15 +117,17 @@ def learned_embeddings(context: dg.AssetExecutionContext, pipeline: MusicPipelin
     path = write_parquet(path, table, {"music_pipeline.learned_version": store.version})
     for r in skipped:
         context.log.warning(f"no learned embedding for {r[0]}: {r[1]}")
-    return dg.MaterializeResult(metadata={
-        **md,
-        "path": dg.MetadataValue.path(str(path)),
-        "dagster/row_count": len(table),
-        "width": LEARNED_DIM,
-        "tags": len(TAG_NAMES),
-        "without_learned_embedding": dg.MetadataValue.md("\n".join(f"- `{a}`: {b}" for a, b in skipped) or "none"),
-        "version": store.version,
-    })
+    return dg.MaterializeResult(
+        metadata={
+            **md,
+            "path": dg.MetadataValue.path(str(path)),
+            "dagster/row_count": len(table),
+            "width": LEARNED_DIM,
+            "tags": len(TAG_NAMES),
+            "without_learned_embedding": dg.MetadataValue.md("\n".join(f"- `{a}`: {b}" for a, b in skipped) or "none"),
+            "version": store.version,
+        }
+    )
 
 
-__all__ = ["track_learned_embedding", "learned_embeddings"]
+__all__ = ["learned_embeddings", "track_learned_embedding"]

@@ -1,6 +1,5 @@
 """group library: the scan of the music folder."""
 
-
 import dagster as dg
 
 from music_pipeline.defs.resources import MusicPipelineResource

@@ -1,6 +1,5 @@
 """The notes of every track (partitioned by track or bucket): transcription with basic-pitch's ONNX model."""
 
-
 import dagster as dg
 
 from music_pipeline import progress
@@ -53,12 +52,21 @@ def track_notes(context: dg.AssetExecutionContext, pipeline: MusicPipelineResour
         **counts,
         "notes_version": notes_version(),
         "x_realtime_per_worker": float(audio_s / cpu_s) if cpu_s else 0.0,
-        "failures": dg.MetadataValue.md("\n".join(f"- `{o.relpath}`: {o.reason}" for o in outcomes if not o.ok) or "none"),
+        "failures": dg.MetadataValue.md(
+            "\n".join(f"- `{o.relpath}`: {o.reason}" for o in outcomes if not o.ok) or "none"
+        ),
     }
     if len(outcomes) == 1 and outcomes[0].ok and outcomes[0].content_hash:
         o = outcomes[0]
         stored = NotesStore(data_dir).load(o.content_hash)
-        metadata.update({"status": o.status, "relpath": o.relpath, "notes": len(stored.notes), **{k: float(v) for k, v in stored.descriptors.items()}})
+        metadata.update(
+            {
+                "status": o.status,
+                "relpath": o.relpath,
+                "notes": len(stored.notes),
+                **{k: float(v) for k, v in stored.descriptors.items()},
+            }
+        )
     return dg.MaterializeResult(metadata=metadata)
 
 

@@ -17,16 +17,60 @@ Everything a caller needs is importable from ``music_pipeline.models.genre``.
 
 from music_pipeline.models.genre.candidates import FAMILIES, Candidate, GenreModel, XgbSettings
 from music_pipeline.models.genre.cv import (
-    DEFAULT_CANDIDATES, Estimate, Evaluation, FoldPlan, SearchConfig, coarser_plan, evaluate, fit_deployed, fold_assignment,
-    headline, majority_baseline, make_folds, metrics, plan_from_assignment, to_jsonable,
+    DEFAULT_CANDIDATES,
+    Estimate,
+    Evaluation,
+    FoldPlan,
+    SearchConfig,
+    coarser_plan,
+    evaluate,
+    fit_deployed,
+    fold_assignment,
+    headline,
+    majority_baseline,
+    make_folds,
+    metrics,
+    plan_from_assignment,
+    to_jsonable,
 )
-from music_pipeline.models.genre.data import FEATURE_SETS, LabelledData, MissingInputs, feature_view, inputs_of, labelled_data
+from music_pipeline.models.genre.data import (
+    FEATURE_SETS,
+    LabelledData,
+    MissingInputs,
+    feature_view,
+    inputs_of,
+    labelled_data,
+)
 from music_pipeline.models.genre.persistence import ModelFileError
 from music_pipeline.models.genre.publishing import current_version, publish_version
 
 __all__ = [
-    "DEFAULT_CANDIDATES", "FAMILIES", "FEATURE_SETS", "Candidate", "Estimate", "Evaluation", "FoldPlan", "GenreModel", "LabelledData",
-    "MissingInputs", "ModelFileError", "SearchConfig", "XgbSettings", "coarser_plan", "current_version", "evaluate", "feature_view",
-    "fit_deployed", "fold_assignment", "headline", "inputs_of", "labelled_data", "majority_baseline", "make_folds", "metrics",
-    "plan_from_assignment", "publish_version", "to_jsonable",
+    "DEFAULT_CANDIDATES",
+    "FAMILIES",
+    "FEATURE_SETS",
+    "Candidate",
+    "Estimate",
+    "Evaluation",
+    "FoldPlan",
+    "GenreModel",
+    "LabelledData",
+    "MissingInputs",
+    "ModelFileError",
+    "SearchConfig",
+    "XgbSettings",
+    "coarser_plan",
+    "current_version",
+    "evaluate",
+    "feature_view",
+    "fit_deployed",
+    "fold_assignment",
+    "headline",
+    "inputs_of",
+    "labelled_data",
+    "majority_baseline",
+    "make_folds",
+    "metrics",
+    "plan_from_assignment",
+    "publish_version",
+    "to_jsonable",
 ]

@@ -12,8 +12,8 @@ Families (every one saves without pickle, see ``persistence.py``):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
@@ -56,13 +56,15 @@ class Candidate:
         return f"knn[{self.features}, k={self.k}]"
 
     @classmethod
-    def parse(cls, name: str) -> "Candidate":
+    def parse(cls, name: str) -> Candidate:
         """The inverse of ``name``: 'logreg[learned, C=0.05]' → Candidate('logreg', 'learned', C=0.05)."""
         import re
 
         m = re.fullmatch(r"\s*(\w+)\[\s*(\w+)\s*((?:,\s*\w+=[\w.+-]+\s*)*)\]\s*", name)
         if not m or m.group(1) not in FAMILIES:
-            raise ValueError(f"not a candidate name: {name!r} (e.g. 'logreg[learned, C=0.05]', 'svm[fusion, C=1]', 'knn[learned, k=7]', 'xgb[full, pca=15, depth=2]')")
+            raise ValueError(
+                f"not a candidate name: {name!r} (e.g. 'logreg[learned, C=0.05]', 'svm[fusion, C=1]', 'knn[learned, k=7]', 'xgb[full, pca=15, depth=2]')"
+            )
         kwargs: dict = {"family": m.group(1), "features": m.group(2)}
         for part in filter(None, (p.strip() for p in m.group(3).split(","))):
             key, value = part.split("=")
@@ -187,7 +189,9 @@ def build_pipeline(c: Candidate, n_train: int, n_features: int, n_classes: int, 
 class GenreModel:
     """A fitted view → scaler → [weights] → [PCA] → estimator, with its class names."""
 
-    def __init__(self, candidate: Candidate, classes: list[str], pipeline, view_names: list[str], info: dict | None = None):
+    def __init__(
+        self, candidate: Candidate, classes: list[str], pipeline, view_names: list[str], info: dict | None = None
+    ):
         self.candidate = candidate
         self.classes = list(classes)
         self.pipeline = pipeline
@@ -195,7 +199,9 @@ class GenreModel:
         self.info = dict(info or {})
 
     @classmethod
-    def fit(cls, candidate: Candidate, X, labels: Sequence[str], seed: int = 0, xgb_settings: XgbSettings | None = None) -> "GenreModel":
+    def fit(
+        cls, candidate: Candidate, X, labels: Sequence[str], seed: int = 0, xgb_settings: XgbSettings | None = None
+    ) -> GenreModel:
         """``X``: blocks (``data.Inputs``) or a bare (n, 641) array for the hand-crafted views."""
         from sklearn.utils.class_weight import compute_sample_weight
 
@@ -210,7 +216,7 @@ class GenreModel:
         if candidate.family == "xgb":  # balanced accuracy is the target: weight classes equally
             fit_params["model__sample_weight"] = compute_sample_weight("balanced", y)
         pipe.fit(Xv, y, **fit_params)
-        info = {"n_train": int(len(y)), "seed": seed, "xgb_settings": asdict(xgb_settings or XgbSettings())}
+        info = {"n_train": len(y), "seed": seed, "xgb_settings": asdict(xgb_settings or XgbSettings())}
         return cls(candidate, classes, pipe, names, info)
 
     def view(self, X) -> np.ndarray:
@@ -248,7 +254,7 @@ class GenreModel:
         return save_model(self, directory)
 
     @classmethod
-    def load(cls, directory) -> "GenreModel":
+    def load(cls, directory) -> GenreModel:
         from music_pipeline.models.genre.persistence import load_model
 
         return load_model(directory)

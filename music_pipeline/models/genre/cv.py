@@ -26,8 +26,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -71,33 +71,57 @@ def _quiet_split(cv, y, groups=None) -> Folds:
         return [(np.sort(tr), np.sort(te)) for tr, te in cv.split(np.zeros(len(y)), y, groups)]
 
 
-def make_folds(y: np.ndarray, groups: np.ndarray, max_splits: int = MAX_SPLITS, seed: int = 0, classes: Sequence[str] | None = None,
-               logo_max_groups: int = LOGO_MAX_GROUPS) -> FoldPlan:
+def make_folds(
+    y: np.ndarray,
+    groups: np.ndarray,
+    max_splits: int = MAX_SPLITS,
+    seed: int = 0,
+    classes: Sequence[str] | None = None,
+    logo_max_groups: int = LOGO_MAX_GROUPS,
+) -> FoldPlan:
     """Grouped folds (leave-one-group-out up to ``logo_max_groups`` groups, else StratifiedGroupKFold)
     and shuffled StratifiedKFold folds beside them."""
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
     y, groups = np.asarray(y), np.asarray(groups)
     codes = np.unique(y)
-    per_class = {(str(classes[int(c)]) if classes is not None else str(c)): int(len(np.unique(groups[y == c]))) for c in codes}
+    per_class = {
+        (str(classes[int(c)]) if classes is not None else str(c)): len(np.unique(groups[y == c])) for c in codes
+    }
     if len(codes) < 2:
         return FoldPlan([], [], 0, "cross-validation needs at least 2 labels", per_class)
     fewest = min(per_class.values())
     if fewest < 2:
         small = [c for c, g in per_class.items() if g < 2]
-        return FoldPlan([], [], 1, f"no grouped cross-validation possible: {', '.join(small)} {'has' if len(small) == 1 else 'have'} fewer than 2 groups (sources); "
-                        "add tracks from another artist/album/source for every label", per_class)
+        return FoldPlan(
+            [],
+            [],
+            1,
+            f"no grouped cross-validation possible: {', '.join(small)} {'has' if len(small) == 1 else 'have'} fewer than 2 groups (sources); "
+            "add tracks from another artist/album/source for every label",
+            per_class,
+        )
     unique = np.unique(groups)
     singletons = len(unique) == len(groups)
     if len(unique) <= logo_max_groups:
         grouped = [(np.flatnonzero(groups != g), np.flatnonzero(groups == g)) for g in unique]
-        method, note = "leave-one-group-out", f"leave one group out: {len(unique)} folds, one per group (fewest groups in a label: {fewest})"
+        method, note = (
+            "leave-one-group-out",
+            f"leave one group out: {len(unique)} folds, one per group (fewest groups in a label: {fewest})",
+        )
     else:
         k = min(max_splits, len(unique))
         grouped = _quiet_split(StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed), y, groups)
-        method, note = "StratifiedGroupKFold", f"{k}-fold StratifiedGroupKFold over {len(unique)} groups (fewest groups in a label: {fewest})"
+        method, note = (
+            "StratifiedGroupKFold",
+            f"{k}-fold StratifiedGroupKFold over {len(unique)} groups (fewest groups in a label: {fewest})",
+        )
     k_shuffled = int(min(len(grouped), max_splits, np.bincount(np.searchsorted(codes, y)).min()))
-    shuffled = _quiet_split(StratifiedKFold(n_splits=max(2, k_shuffled), shuffle=True, random_state=seed), y) if k_shuffled >= 2 else []
+    shuffled = (
+        _quiet_split(StratifiedKFold(n_splits=max(2, k_shuffled), shuffle=True, random_state=seed), y)
+        if k_shuffled >= 2
+        else []
+    )
     if singletons:
         note += "; no track shares a group, so these folds hold out tracks, not sources (tracks of one source may sit on both sides)"
     return FoldPlan(grouped, shuffled, len(grouped), note, per_class, method)
@@ -107,7 +131,13 @@ def make_folds(y: np.ndarray, groups: np.ndarray, max_splits: int = MAX_SPLITS, 
 
 
 def metrics(y: np.ndarray, pred: np.ndarray, classes: Sequence[str]) -> dict:
-    from sklearn.metrics import accuracy_score, balanced_accuracy_score, classification_report, confusion_matrix, f1_score
+    from sklearn.metrics import (
+        accuracy_score,
+        balanced_accuracy_score,
+        classification_report,
+        confusion_matrix,
+        f1_score,
+    )
 
     labels = np.arange(len(classes))
     # balanced accuracy over the labels present in y (sklearn's definition), so a fold or a
@@ -116,7 +146,9 @@ def metrics(y: np.ndarray, pred: np.ndarray, classes: Sequence[str]) -> dict:
         "accuracy": float(accuracy_score(y, pred)),
         "balanced_accuracy": float(balanced_accuracy_score(y, pred)),
         "macro_f1": float(f1_score(y, pred, labels=labels, average="macro", zero_division=0)),
-        "per_class": classification_report(y, pred, labels=labels, target_names=list(classes), output_dict=True, zero_division=0),
+        "per_class": classification_report(
+            y, pred, labels=labels, target_names=list(classes), output_dict=True, zero_division=0
+        ),
         "confusion": confusion_matrix(y, pred, labels=labels).tolist(),
     }
 
@@ -163,7 +195,9 @@ class SearchConfig:
     nested: bool = True
     max_splits: int = MAX_SPLITS
     logo_max_groups: int = LOGO_MAX_GROUPS
-    shuffled: bool = False  # also score every candidate on shuffled folds (genre_comparison shows the leak's size anyway)
+    shuffled: bool = (
+        False  # also score every candidate on shuffled folds (genre_comparison shows the leak's size anyway)
+    )
     bootstrap: int = BOOTSTRAP_RESAMPLES
     # labelled tracks used at most (``data.within_budget``): keeps rebuild_models at 10k tracks
     # inside its time budget on 2 cores; the effect on accuracy is measured in benchmarks/bench_budget.py
@@ -177,7 +211,9 @@ class SearchConfig:
         return ok, [c for c in self.candidates if c.features not in views]
 
 
-def oof_proba(c: Candidate, data: LabelledData, folds: Folds, config: SearchConfig, rows: np.ndarray | None = None) -> np.ndarray:
+def oof_proba(
+    c: Candidate, data: LabelledData, folds: Folds, config: SearchConfig, rows: np.ndarray | None = None
+) -> np.ndarray:
     """Out-of-fold probabilities (n, classes) of ``c`` over ``folds`` (indices into ``rows``, or
     into all of ``data``); a class absent from a training fold gets 0."""
     rows = np.arange(data.n) if rows is None else rows
@@ -225,9 +261,14 @@ class Estimate:
     uncorrected: float | None = None  # the nested balanced accuracy before the learning-curve step
 
     def as_dict(self) -> dict:
-        return {"balanced_accuracy": self.balanced_accuracy, "ci95": list(self.ci95) if self.ci95 else None, "method": self.method,
-                "n_folds": self.n_folds, "uncorrected": self.uncorrected,
-                **({k: self.metrics[k] for k in ("accuracy", "macro_f1")} if self.metrics else {})}
+        return {
+            "balanced_accuracy": self.balanced_accuracy,
+            "ci95": list(self.ci95) if self.ci95 else None,
+            "method": self.method,
+            "n_folds": self.n_folds,
+            "uncorrected": self.uncorrected,
+            **({k: self.metrics[k] for k in ("accuracy", "macro_f1")} if self.metrics else {}),
+        }
 
 
 @dataclass
@@ -255,9 +296,16 @@ class Evaluation:
     def table(self) -> pd.DataFrame:
         rows = []
         for r in self.results:
-            rows.append({"model": r.candidate.name, "kind": r.candidate.kind, "family": r.candidate.family, "view": r.candidate.features,
-                         **{f"grouped_{k}": v for k, v in headline(r.grouped).items()},
-                         **{f"shuffled_{k}": v for k, v in headline(r.shuffled).items()}})
+            rows.append(
+                {
+                    "model": r.candidate.name,
+                    "kind": r.candidate.kind,
+                    "family": r.candidate.family,
+                    "view": r.candidate.features,
+                    **{f"grouped_{k}": v for k, v in headline(r.grouped).items()},
+                    **{f"shuffled_{k}": v for k, v in headline(r.shuffled).items()},
+                }
+            )
         df = pd.DataFrame(rows)
         return df.sort_values("grouped_balanced_accuracy", ascending=False, kind="stable") if len(df) else df
 
@@ -283,16 +331,35 @@ def _evaluate(data: LabelledData, config: SearchConfig, on_progress: Callable[[s
         raise ValueError(f"no candidate can be trained on the available inputs {data.available_views}: {skipped}")
     if not plan.possible:
         est = Estimate(None, None, "none: " + plan.note, None, {}, 0)
-        return Evaluation(plan, data.classes, [], cands[0] if K >= 2 else None, None, None, [], None, None, est,
-                          plan.note + "; deployed with the first candidate's settings, unvalidated", skipped)
+        return Evaluation(
+            plan,
+            data.classes,
+            [],
+            cands[0] if K >= 2 else None,
+            None,
+            None,
+            [],
+            None,
+            None,
+            est,
+            plan.note + "; deployed with the first candidate's settings, unvalidated",
+            skipped,
+        )
     results = []
     for i, c in enumerate(cands):
         t0 = time.perf_counter()
         say(f"candidate {i + 1}/{len(cands)} {c.name} · {plan.n_splits} grouped folds")
         pg = oof_proba(c, data, plan.grouped, config)
         ps = oof_proba(c, data, plan.shuffled, config) if config.shuffled and plan.shuffled else None
-        results.append(CandidateResult(c, metrics(data.y, pg.argmax(1), data.classes),
-                                       metrics(data.y, ps.argmax(1), data.classes) if ps is not None else None, pg, time.perf_counter() - t0))
+        results.append(
+            CandidateResult(
+                c,
+                metrics(data.y, pg.argmax(1), data.classes),
+                metrics(data.y, ps.argmax(1), data.classes) if ps is not None else None,
+                pg,
+                time.perf_counter() - t0,
+            )
+        )
     by_c = {r.candidate: r.grouped for r in results}
     selected = select(by_c, cands)
     chosen: list[Candidate] = []
@@ -302,10 +369,16 @@ def _evaluate(data: LabelledData, config: SearchConfig, on_progress: Callable[[s
         for k, (tr, te) in enumerate(plan.grouped):
             say(f"nested selection · outer fold {k + 1}/{plan.n_splits}")
             chosen.append(_inner_select(data, tr, cands, config))
-            nested_pred[te] = oof[chosen[-1]][te].argmax(1)  # the flat OOF of this fold is exactly "fit on tr, predict te"
+            nested_pred[te] = oof[chosen[-1]][te].argmax(
+                1
+            )  # the flat OOF of this fold is exactly "fit on tr, predict te"
         method = f"nested {plan.method} (choice among {len(cands)} candidates made inside each training fold)"
     else:  # nothing is selected, so the flat score is already honest
-        nested_pred = results[0].grouped_proba.argmax(1) if len(cands) == 1 else results[cands.index(selected)].grouped_proba.argmax(1)
+        nested_pred = (
+            results[0].grouped_proba.argmax(1)
+            if len(cands) == 1
+            else results[cands.index(selected)].grouped_proba.argmax(1)
+        )
         chosen = [selected] * plan.n_splits
         method = plan.method + (" (one candidate)" if len(cands) == 1 else " (flat: selection not nested, optimistic)")
     choices = [c.name for c in chosen]
@@ -315,16 +388,29 @@ def _evaluate(data: LabelledData, config: SearchConfig, on_progress: Callable[[s
     if step:
         # LOGO scores a model that lacks one source of the held-out label; the deployed model has it.
         # Add what the last source added, measured one source earlier on the learning curve.
-        held = {g: (float(np.clip(2 * a - step[g], 0, 1)) if g in step else a, n, lab) for g, (a, n, lab) in held.items()}
-        method += (f"; + a learning-curve step for the held-out label's missing source (refit without one more source of that label "
-                   f"for {len(step)} of {len(held)} groups)")
+        held = {
+            g: (float(np.clip(2 * a - step[g], 0, 1)) if g in step else a, n, lab) for g, (a, n, lab) in held.items()
+        }
+        method += (
+            f"; + a learning-curve step for the held-out label's missing source (refit without one more source of that label "
+            f"for {len(step)} of {len(held)} groups)"
+        )
     value = _balanced_from_groups(held)
     ci = _group_ci(held, config.bootstrap, config.seed)
-    est = Estimate(value, ci, method, nested, {g: a for g, (a, _, _) in held.items()}, plan.n_splits,
-                   uncorrected=nested["balanced_accuracy"])
+    est = Estimate(
+        value,
+        ci,
+        method,
+        nested,
+        {g: a for g, (a, _, _) in held.items()},
+        plan.n_splits,
+        uncorrected=nested["balanced_accuracy"],
+    )
     base_g = metrics(data.y, majority_baseline(data.y, plan.grouped), data.classes)
     base_s = metrics(data.y, majority_baseline(data.y, plan.shuffled), data.classes) if plan.shuffled else None
-    return Evaluation(plan, data.classes, results, selected, nested, nested_pred, choices, base_g, base_s, est, plan.note, skipped)
+    return Evaluation(
+        plan, data.classes, results, selected, nested, nested_pred, choices, base_g, base_s, est, plan.note, skipped
+    )
 
 
 def _held_out_groups(data: LabelledData, pred: np.ndarray) -> dict[str, tuple[float, int, int]]:
@@ -362,7 +448,9 @@ def _group_ci(held: dict, resamples: int, seed: int, level: float = 0.95) -> tup
     return float(np.quantile(stats, a)), float(np.quantile(stats, 1 - a))
 
 
-def _source_step(data: LabelledData, plan: FoldPlan, chosen: list[Candidate], config: SearchConfig, say) -> dict[str, float]:
+def _source_step(
+    data: LabelledData, plan: FoldPlan, chosen: list[Candidate], config: SearchConfig, say
+) -> dict[str, float]:
     """Leave one group out, one source earlier: per held-out group whose label has at least two
     other sources in training, the accuracy of the same candidate refitted without one more
     (seeded, randomly chosen) source of that label. Only for leave-one-group-out folds."""
@@ -384,7 +472,9 @@ def _source_step(data: LabelledData, plan: FoldPlan, chosen: list[Candidate], co
     return out
 
 
-def _inner_select(data: LabelledData, outer_train: np.ndarray, cands: list[Candidate], config: SearchConfig) -> Candidate:
+def _inner_select(
+    data: LabelledData, outer_train: np.ndarray, cands: list[Candidate], config: SearchConfig
+) -> Candidate:
     """Choose a candidate using only the outer training part (grouped inner folds)."""
     from sklearn.model_selection import StratifiedGroupKFold
 
@@ -430,7 +520,13 @@ def plan_from_assignment(assign: dict, keys: Sequence[str]) -> FoldPlan | None:
             return []
         return [(np.flatnonzero(ids != k), np.flatnonzero(ids == k)) for k in range(int(ids.max()) + 1)]
 
-    return FoldPlan(folds(assign["grouped"]), folds(assign["shuffled"]), int(assign["n_splits"]), str(assign["note"]), method=str(assign.get("method", "")))
+    return FoldPlan(
+        folds(assign["grouped"]),
+        folds(assign["shuffled"]),
+        int(assign["n_splits"]),
+        str(assign["note"]),
+        method=str(assign.get("method", "")),
+    )
 
 
 def coarser_plan(plan: FoldPlan, y: np.ndarray, groups: np.ndarray, max_splits: int, seed: int = 0) -> FoldPlan:
@@ -443,9 +539,22 @@ def coarser_plan(plan: FoldPlan, y: np.ndarray, groups: np.ndarray, max_splits: 
     grouped = _quiet_split(StratifiedGroupKFold(n_splits=max_splits, shuffle=True, random_state=seed), y, groups)
     k = min(max_splits, len(plan.shuffled))
     shuffled = _quiet_split(StratifiedKFold(n_splits=k, shuffle=True, random_state=seed), y) if k >= 2 else []
-    return FoldPlan(grouped, shuffled, max_splits, f"{max_splits}-fold StratifiedGroupKFold over the same {len(np.unique(groups))} groups",
-                    plan.groups_per_class, "StratifiedGroupKFold")
+    return FoldPlan(
+        grouped,
+        shuffled,
+        max_splits,
+        f"{max_splits}-fold StratifiedGroupKFold over the same {len(np.unique(groups))} groups",
+        plan.groups_per_class,
+        "StratifiedGroupKFold",
+    )
 
 
 def to_jsonable(obj):
-    return json.loads(json.dumps(obj, default=lambda o: o.tolist() if isinstance(o, np.ndarray) else (o.item() if isinstance(o, np.generic) else str(o))))
+    return json.loads(
+        json.dumps(
+            obj,
+            default=lambda o: (
+                o.tolist() if isinstance(o, np.ndarray) else (o.item() if isinstance(o, np.generic) else str(o))
+            ),
+        )
+    )

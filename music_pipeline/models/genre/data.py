@@ -21,8 +21,8 @@ fitted model applies after its scaler.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 import pandas as pd
@@ -84,7 +84,9 @@ def feature_view(X, name: str) -> tuple[np.ndarray, list[str]]:
     blocks = as_inputs(X)
     for b in VIEW_BLOCKS[name]:
         if b not in blocks:
-            raise MissingInputs(f"the {name!r} view needs the {b} block ({'run the learned embedding' if b != HANDCRAFTED else 'the 641 features'})")
+            raise MissingInputs(
+                f"the {name!r} view needs the {b} block ({'run the learned embedding' if b != HANDCRAFTED else 'the 641 features'})"
+            )
         width = len(BLOCK_COLUMNS[b])
         if blocks[b].shape[1] != width:
             raise ValueError(f"expected (n, {width}) {b} rows, got {blocks[b].shape}")
@@ -149,8 +151,12 @@ class LabelledData:
 def track_groups(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """(groups, has_group): the group column where set, else the track itself."""
     raw = df["group"].tolist() if "group" in df else [None] * len(df)
-    has = np.array([g is not None and not (isinstance(g, float) and np.isnan(g)) and str(g).strip() != "" for g in raw], dtype=bool)
-    groups = np.array([f"group:{g}" if ok else f"track:{k}" for g, ok, k in zip(raw, has, df["key"].astype(str))], dtype=object)
+    has = np.array(
+        [g is not None and not (isinstance(g, float) and np.isnan(g)) and str(g).strip() != "" for g in raw], dtype=bool
+    )
+    groups = np.array(
+        [f"group:{g}" if ok else f"track:{k}" for g, ok, k in zip(raw, has, df["key"].astype(str))], dtype=object
+    )
     return groups, has
 
 
@@ -204,7 +210,14 @@ def within_budget(data: LabelledData, max_tracks: int, seed: int = 0) -> Labelle
     rows = np.sort(np.array(keep[:max_tracks] if len(keep) > max_tracks else keep))
     labels = data.labels[rows]
     return LabelledData(
-        blocks={k: v[rows] for k, v in data.blocks.items()}, labels=labels, classes=data.classes, y=data.y[rows],
-        groups=data.groups[rows], keys=data.keys[rows], relpaths=data.relpaths[rows], n_unlabelled=data.n_unlabelled,
-        n_with_group=int(sum(not str(g).startswith("track:") for g in data.groups[rows])), n_over_budget=data.n - len(rows),
+        blocks={k: v[rows] for k, v in data.blocks.items()},
+        labels=labels,
+        classes=data.classes,
+        y=data.y[rows],
+        groups=data.groups[rows],
+        keys=data.keys[rows],
+        relpaths=data.relpaths[rows],
+        n_unlabelled=data.n_unlabelled,
+        n_with_group=int(sum(not str(g).startswith("track:") for g in data.groups[rows])),
+        n_over_budget=data.n - len(rows),
     )

@@ -25,7 +25,17 @@ import numpy as np
 from music_pipeline.learned.store import LEARNED_CODE_VERSION
 from music_pipeline.models.genre.candidates import Candidate, ColumnWeights, GenreModel, TemperatureSvm
 from music_pipeline.models.genre.data import BLOCK_COLUMNS, LEARNED, TAGS
-from music_pipeline.storage import ArtifactPath, artifact_path, atomic_path, ensure_dir, read_bytes, read_json, read_npz, write_json, write_npz
+from music_pipeline.storage import (
+    ArtifactPath,
+    artifact_path,
+    atomic_path,
+    ensure_dir,
+    read_bytes,
+    read_json,
+    read_npz,
+    write_json,
+    write_npz,
+)
 
 FORMAT = "music_pipeline.genre_model/2"
 
@@ -44,7 +54,10 @@ def _sha256_text(s: str) -> str:
 
 def input_signature(blocks) -> dict:
     """What the model's inputs must be: per block its width and a hash of its column names."""
-    sig = {b: {"n_features": len(BLOCK_COLUMNS[b]), "names_sha256": _sha256_text("\n".join(BLOCK_COLUMNS[b]))} for b in blocks}
+    sig = {
+        b: {"n_features": len(BLOCK_COLUMNS[b]), "names_sha256": _sha256_text("\n".join(BLOCK_COLUMNS[b]))}
+        for b in blocks
+    }
     if LEARNED in blocks or TAGS in blocks:
         sig["learned_code_version"] = LEARNED_CODE_VERSION
     return sig
@@ -57,9 +70,18 @@ def _estimator_arrays(model: GenreModel) -> dict[str, np.ndarray]:
         return {"coef": est.coef_, "intercept": est.intercept_}
     if fam == "svm":
         s = est.svc_
-        return {"support_vectors": s.support_vectors_, "support": s.support_, "dual_coef": s._dual_coef_, "intercept": s._intercept_,
-                "n_support": s._n_support, "gamma": np.float64(s._gamma), "class_weight": s.class_weight_,
-                "classes": s.classes_, "beta": np.float64(est.beta_), "n_features": np.int64(s.n_features_in_)}
+        return {
+            "support_vectors": s.support_vectors_,
+            "support": s.support_,
+            "dual_coef": s._dual_coef_,
+            "intercept": s._intercept_,
+            "n_support": s._n_support,
+            "gamma": np.float64(s._gamma),
+            "class_weight": s.class_weight_,
+            "classes": s.classes_,
+            "beta": np.float64(est.beta_),
+            "n_features": np.int64(s.n_features_in_),
+        }
     if fam == "knn":
         return {"fit_X": est._fit_X, "fit_y": est._y, "n_neighbors": np.int64(est.n_neighbors)}
     raise ValueError(f"no array format for {fam}")
@@ -70,15 +92,29 @@ def save_model(model: GenreModel, directory: ArtifactPath) -> ArtifactPath:
     directory = ensure_dir(directory)
     steps = model.pipeline.named_steps
     scale = steps["scale"]
-    pre = {"scale_mean": scale.mean_, "scale_scale": scale.scale_, "scale_var": scale.var_, "n_samples_seen": np.int64(scale.n_samples_seen_)}
+    pre = {
+        "scale_mean": scale.mean_,
+        "scale_scale": scale.scale_,
+        "scale_var": scale.var_,
+        "n_samples_seen": np.int64(scale.n_samples_seen_),
+    }
     if "weights" in steps:
         pre["block_weights"] = np.asarray(steps["weights"].weights)
     if "pca" in steps:
         pca = steps["pca"]
-        pre.update(pca_components=pca.components_, pca_mean=pca.mean_, pca_explained_variance=pca.explained_variance_,
-                   pca_explained_variance_ratio=pca.explained_variance_ratio_, pca_singular_values=pca.singular_values_,
-                   pca_noise_variance=np.float64(pca.noise_variance_), pca_n_samples=np.int64(pca.n_samples_))
-    files = {"preprocess.npz": write_npz(directory / "preprocess.npz", pre), "classes.json": write_json(directory / "classes.json", model.classes)}
+        pre.update(
+            pca_components=pca.components_,
+            pca_mean=pca.mean_,
+            pca_explained_variance=pca.explained_variance_,
+            pca_explained_variance_ratio=pca.explained_variance_ratio_,
+            pca_singular_values=pca.singular_values_,
+            pca_noise_variance=np.float64(pca.noise_variance_),
+            pca_n_samples=np.int64(pca.n_samples_),
+        )
+    files = {
+        "preprocess.npz": write_npz(directory / "preprocess.npz", pre),
+        "classes.json": write_json(directory / "classes.json", model.classes),
+    }
     if model.is_xgb:
         est_file = directory / "xgb_model.ubj"
         with atomic_path(est_file, suffix=".ubj") as tmp:  # xgboost picks the format from the suffix
@@ -107,7 +143,12 @@ def _svm_from_arrays(a: dict, C: float) -> TemperatureSvm:
     svc.support_vectors_, svc.support_ = a["support_vectors"], a["support"]
     svc._dual_coef_, svc.dual_coef_ = a["dual_coef"], a["dual_coef"]
     svc._intercept_, svc.intercept_ = a["intercept"], -a["intercept"]
-    svc._n_support, svc._gamma, svc.class_weight_, svc.classes_ = a["n_support"], float(a["gamma"]), a["class_weight"], a["classes"]
+    svc._n_support, svc._gamma, svc.class_weight_, svc.classes_ = (
+        a["n_support"],
+        float(a["gamma"]),
+        a["class_weight"],
+        a["classes"],
+    )
     svc._probA = svc._probB = np.empty(0)
     svc._sparse, svc.fit_status_, svc.n_features_in_ = False, 0, int(a["n_features"])
     svc.shape_fit_ = (int(a["support"].max(initial=0)) + 1, int(a["n_features"]))
@@ -131,10 +172,14 @@ def load_model(directory: ArtifactPath) -> GenreModel:
         raise ModelFileError(f"no genre model in {directory} (model.json missing)")
     manifest = read_json(manifest_path)
     if manifest.get("format") != FORMAT:
-        raise ModelFileError(f"{manifest_path}: unsupported format {manifest.get('format')!r} (expected {FORMAT}); rebuild the genre classifier")
+        raise ModelFileError(
+            f"{manifest_path}: unsupported format {manifest.get('format')!r} (expected {FORMAT}); rebuild the genre classifier"
+        )
     candidate = Candidate(**manifest["candidate"])
     if manifest["input"] != input_signature(candidate.blocks):
-        raise ModelFileError(f"{directory}: model was trained on other inputs (embedding layout or learned-embedding version); retrain it")
+        raise ModelFileError(
+            f"{directory}: model was trained on other inputs (embedding layout or learned-embedding version); retrain it"
+        )
     for name, digest in manifest["files"].items():
         p = directory / name
         if not p.is_file() or _sha256_file(p) != digest:
@@ -151,9 +196,16 @@ def load_model(directory: ArtifactPath) -> GenreModel:
         comps = pre["pca_components"]
         pca = PCA(n_components=comps.shape[0], svd_solver="full")
         pca.components_, pca.mean_ = comps, pre["pca_mean"]
-        pca.explained_variance_, pca.explained_variance_ratio_ = pre["pca_explained_variance"], pre["pca_explained_variance_ratio"]
+        pca.explained_variance_, pca.explained_variance_ratio_ = (
+            pre["pca_explained_variance"],
+            pre["pca_explained_variance_ratio"],
+        )
         pca.singular_values_, pca.noise_variance_ = pre["pca_singular_values"], float(pre["pca_noise_variance"])
-        pca.n_components_, pca.n_features_in_, pca.n_samples_ = comps.shape[0], comps.shape[1], int(pre["pca_n_samples"])
+        pca.n_components_, pca.n_features_in_, pca.n_samples_ = (
+            comps.shape[0],
+            comps.shape[1],
+            int(pre["pca_n_samples"]),
+        )
         steps.append(("pca", pca))
     fam = candidate.family
     if fam == "xgb":
@@ -170,7 +222,9 @@ def load_model(directory: ArtifactPath) -> GenreModel:
         est = _svm_from_arrays(read_npz(directory / "svm.npz"), candidate.C)
     elif fam == "knn":
         arrs = read_npz(directory / "knn.npz")
-        est = KNeighborsClassifier(n_neighbors=int(arrs["n_neighbors"]), weights="distance").fit(arrs["fit_X"], arrs["fit_y"])
+        est = KNeighborsClassifier(n_neighbors=int(arrs["n_neighbors"]), weights="distance").fit(
+            arrs["fit_X"], arrs["fit_y"]
+        )
     else:
         raise ModelFileError(f"{directory}: unknown model family {fam!r}")
     steps.append(("model", est))

@@ -36,7 +36,7 @@ class GenreService:
     card: dict
 
     @classmethod
-    def open(cls, data_dir) -> "GenreService":
+    def open(cls, data_dir) -> GenreService:
         root = genre_root(data_dir)
         vdir = current_version(root)
         if vdir is None or not vdir.is_dir():
@@ -76,8 +76,13 @@ class GenreService:
 
         proba = self.model.predict_proba(blocks)[0]
         probs = {c: float(p) for c, p in sorted(zip(self.model.classes, proba), key=lambda t: -t[1])}
-        out = {"file": name, "label": next(iter(probs)), "probabilities": probs, "model": self.model.candidate.name,
-               "feature_view": self.model.candidate.features}
+        out = {
+            "file": name,
+            "label": next(iter(probs)),
+            "probabilities": probs,
+            "model": self.model.candidate.name,
+            "feature_view": self.model.candidate.features,
+        }
         tags_row = blocks[TAGS][0] if TAGS in blocks else None
         if tags_row is not None:
             out["tags"] = ex.track_tags(tags_row)
@@ -96,7 +101,7 @@ class GenreService:
         return out
 
 
-def classify_library(service: GenreService, table) -> "pd.DataFrame":
+def classify_library(service: GenreService, table) -> pd.DataFrame:
     """The deployed model's answer for every track of the library table (the embeddings table with
     the learned columns joined): key, relpath, label (given, may be empty), genre, probability,
     runner_up, p_runner_up, model, version. Tracks lacking an input the model reads (a learned
@@ -105,7 +110,11 @@ def classify_library(service: GenreService, table) -> "pd.DataFrame":
 
     from music_pipeline.models.genre.data import BLOCK_COLUMNS
 
-    blocks = {b: table[cols].to_numpy(dtype=np.float64) for b, cols in BLOCK_COLUMNS.items() if b in service.model.needs and all(c in table for c in cols)}
+    blocks = {
+        b: table[cols].to_numpy(dtype=np.float64)
+        for b, cols in BLOCK_COLUMNS.items()
+        if b in service.model.needs and all(c in table for c in cols)
+    }
     ok = np.ones(len(table), dtype=bool)
     for b in service.model.needs:
         ok &= np.isfinite(blocks[b]).all(axis=1) if b in blocks else False
@@ -118,9 +127,16 @@ def classify_library(service: GenreService, table) -> "pd.DataFrame":
     classes = np.asarray(service.model.classes)
     second = order[:, 1] if proba.shape[1] > 1 else order[:, 0]
     sub = table.iloc[rows]
-    return pd.DataFrame({
-        "key": sub["key"].to_numpy(), "relpath": sub["relpath"].to_numpy(), "label": sub["label"].to_numpy(),
-        "genre": classes[order[:, 0]], "probability": proba[np.arange(len(rows)), order[:, 0]],
-        "runner_up": classes[second], "p_runner_up": proba[np.arange(len(rows)), second],
-        "model": service.model.candidate.name, "version": service.version_dir.name,
-    })[cols]
+    return pd.DataFrame(
+        {
+            "key": sub["key"].to_numpy(),
+            "relpath": sub["relpath"].to_numpy(),
+            "label": sub["label"].to_numpy(),
+            "genre": classes[order[:, 0]],
+            "probability": proba[np.arange(len(rows)), order[:, 0]],
+            "runner_up": classes[second],
+            "p_runner_up": proba[np.arange(len(rows)), second],
+            "model": service.model.candidate.name,
+            "version": service.version_dir.name,
+        }
+    )[cols]

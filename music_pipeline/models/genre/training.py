@@ -10,17 +10,23 @@ out-of-fold probabilities, and the tagger's label profiles for the plain-languag
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 
 from music_pipeline.models.genre.candidates import GenreModel
 from music_pipeline.models.genre.cv import Evaluation, SearchConfig, evaluate, fit_deployed
-from music_pipeline.models.genre.data import BLOCK_COLUMNS, TAGS, LabelledData, labelled_data, view_blocks, within_budget
+from music_pipeline.models.genre.data import (
+    BLOCK_COLUMNS,
+    TAGS,
+    LabelledData,
+    labelled_data,
+    view_blocks,
+    within_budget,
+)
 from music_pipeline.models.genre.publishing import build_report
-
 
 BOUNDARY_MARGIN = 0.15  # top two probabilities closer than this make a "boundary song"
 
@@ -53,11 +59,19 @@ def _rows_with(inputs: dict, blocks) -> np.ndarray:
 
 def _all_inputs(table: pd.DataFrame) -> dict[str, np.ndarray]:
     """Every block present in the table, NaN rows kept (a track without a learned embedding)."""
-    return {block: table[cols].to_numpy(dtype=np.float64) for block, cols in BLOCK_COLUMNS.items() if all(c in table for c in cols)}
+    return {
+        block: table[cols].to_numpy(dtype=np.float64)
+        for block, cols in BLOCK_COLUMNS.items()
+        if all(c in table for c in cols)
+    }
 
 
-def train_genre_classifier(table: pd.DataFrame, config: SearchConfig, boundary_margin: float = BOUNDARY_MARGIN,
-                           on_progress: Callable[[str], None] | None = None) -> TrainingResult:
+def train_genre_classifier(
+    table: pd.DataFrame,
+    config: SearchConfig,
+    boundary_margin: float = BOUNDARY_MARGIN,
+    on_progress: Callable[[str], None] | None = None,
+) -> TrainingResult:
     """``table``: the embeddings table joined with the learned table (``learned.table.with_learned``)."""
     from music_pipeline.models import explain as ex
 
@@ -65,10 +79,14 @@ def train_genre_classifier(table: pd.DataFrame, config: SearchConfig, boundary_m
     say = on_progress or (lambda _m: None)
     data = within_budget(labelled_data(table), config.max_tracks, config.seed)
     if data.n_over_budget:
-        say(f"training on {data.n} of {data.n + data.n_over_budget} labelled tracks (budget max_tracks={config.max_tracks}, each label's share kept)")
+        say(
+            f"training on {data.n} of {data.n + data.n_over_budget} labelled tracks (budget max_tracks={config.max_tracks}, each label's share kept)"
+        )
     if len(data.classes) < 2:
         found = f"found {len(data.classes)} ({', '.join(data.classes) or 'none'})"
-        raise NotTrainable(f"no classifier can be trained: at least 2 labels are needed, {found} among {data.n} labelled tracks")
+        raise NotTrainable(
+            f"no classifier can be trained: at least 2 labels are needed, {found} among {data.n} labelled tracks"
+        )
     ev = evaluate(data, config, say)
     say(f"fitting the deployed model {ev.selected.name} on {data.n} tracks")
     deployed = fit_deployed(data, ev.selected, config)
@@ -85,7 +103,11 @@ def train_genre_classifier(table: pd.DataFrame, config: SearchConfig, boundary_m
     source = np.array(["deployed model (unlabelled)"] * n, dtype=object)
     keys = table["key"].astype(str).to_numpy()
     if data.n_over_budget:  # labelled, but not trained on: the deployed model's own probability is honest for them
-        left_out = table["label"].notna().to_numpy() & (table["label"].astype(str).str.strip() != "").to_numpy() & ~np.isin(keys, data.keys)
+        left_out = (
+            table["label"].notna().to_numpy()
+            & (table["label"].astype(str).str.strip() != "").to_numpy()
+            & ~np.isin(keys, data.keys)
+        )
         source[left_out] = "deployed model (labelled, left out by the training budget)"
     labelled_rows = np.flatnonzero(np.isin(keys, data.keys))
     if ev.plan.possible:
@@ -113,15 +135,25 @@ def train_genre_classifier(table: pd.DataFrame, config: SearchConfig, boundary_m
     order = np.argsort(-np.nan_to_num(honest, nan=-1), axis=1)
     top = lambda k: [deployed.classes[o[k]] if ok else None for o, ok in zip(order, predicted)]
     pick = lambda k: np.where(predicted, honest[np.arange(n), order[:, k]], np.nan)
-    preds = pd.DataFrame({
-        "key": keys, "relpath": table["relpath"].astype(str).to_numpy(), "label": table["label"].to_numpy(),
-        "predicted": [deployed.classes[int(i)] if ok else None for i, ok in zip(np.nan_to_num(proba, nan=-1).argmax(1), predicted)],
-        "p_predicted": np.nanmax(np.where(predicted[:, None], proba, -np.inf), axis=1).clip(min=0),
-        "first": top(0), "p_first": pick(0), "second": top(1), "p_second": pick(1),
-        "probability_source": source,
-        "boundary": np.isin(np.arange(n), bnd["row"].to_numpy()),
-        "explanation": texts,
-    })
+    preds = pd.DataFrame(
+        {
+            "key": keys,
+            "relpath": table["relpath"].astype(str).to_numpy(),
+            "label": table["label"].to_numpy(),
+            "predicted": [
+                deployed.classes[int(i)] if ok else None
+                for i, ok in zip(np.nan_to_num(proba, nan=-1).argmax(1), predicted)
+            ],
+            "p_predicted": np.nanmax(np.where(predicted[:, None], proba, -np.inf), axis=1).clip(min=0),
+            "first": top(0),
+            "p_first": pick(0),
+            "second": top(1),
+            "p_second": pick(1),
+            "probability_source": source,
+            "boundary": np.isin(np.arange(n), bnd["row"].to_numpy()),
+            "explanation": texts,
+        }
+    )
     preds.loc[~predicted, "p_predicted"] = np.nan
     for c, name in enumerate(deployed.classes):
         preds[f"p_{name}"] = proba[:, c]
