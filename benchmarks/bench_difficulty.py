@@ -387,11 +387,12 @@ def cnn_cost(source: Path, work: Path, n_tracks: int, workers: int) -> None:
     on growing libraries made of those tracks' segments."""
     import shutil
 
+    from music_pipeline.artifacts import read_parquet
     from music_pipeline.defs.runner import run_build
     from music_pipeline.features.extract import FeatureStore
-    from music_pipeline.models import cnn, pdi
+    from music_pipeline.layout import DataLayout
+    from music_pipeline.models import cnn
     from music_pipeline.settings import Settings
-    from music_pipeline.storage import DataLayout, read_parquet
 
     library = one_minute_library(source, work / f"minutes{n_tracks}", n_tracks)
     data = work / f"build{n_tracks}"
@@ -420,7 +421,7 @@ def cnn_cost(source: Path, work: Path, n_tracks: int, workers: int) -> None:
 
     # growth: the same segments tiled into larger libraries (the default budget, one process)
     layout = DataLayout(data)
-    scores = read_parquet(pdi.scores_table_path(layout))
+    scores = read_parquet(layout.difficulty_table_path)
     store = FeatureStore(data)
     base_data = cnn.load_segment_dataset(scores, lambda h: store.load(h).segments)
     rng = np.random.default_rng(0)

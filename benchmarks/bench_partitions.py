@@ -39,12 +39,13 @@ from pathlib import Path
 import dagster as dg
 from common import ORIGINAL_ENV  # noqa: F401  (sets one BLAS thread, puts the repo on sys.path)
 
+from music_pipeline.artifacts import write_parquet
 from music_pipeline.audio.library import LibraryScan, TrackRef, track_key
 from music_pipeline.audio.sync import bucket_of, plan_buckets, plan_sync
 from music_pipeline.defs.partitions import TRACK_BATCH, Partitioning, register_chunks, tracks_partitions
 from music_pipeline.defs.resources import MusicPipelineResource
 from music_pipeline.defs.sensors import build_library_sensor
-from music_pipeline.storage import DataLayout, write_parquet
+from music_pipeline.layout import DataLayout
 
 TRACK_ASSETS = [
     dg.AssetKey(k)

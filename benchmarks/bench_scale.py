@@ -78,9 +78,9 @@ def prefill(settings, lib: Path, donor_n: int) -> int:
     (whose cost per track is measured at the smaller sizes). Returns the tracks filled."""
     from music_pipeline.audio.library import scan_library
     from music_pipeline.features.extract import FeatureStore
+    from music_pipeline.layout import DataLayout
     from music_pipeline.learned.store import LearnedStore
     from music_pipeline.notes.store import NotesStore
-    from music_pipeline.storage import DataLayout
 
     donor_lib, donor_data = ROOT / f"lib-{donor_n}", ROOT / f"data-{donor_n}"
     if not (donor_data / "tables" / "embeddings.parquet").exists():
@@ -112,13 +112,14 @@ def measure(n: int, seconds: float, workers: int, prefill_from: int | None = Non
     """Everything for one N (run in a child process)."""
     import dagster as dg
 
+    from music_pipeline.artifacts import remove_tree
     from music_pipeline.audio.library import scan_library
     from music_pipeline.defs.resources import MusicPipelineResource
     from music_pipeline.defs.runner import run_build
     from music_pipeline.defs.sensors import library_sensor
+    from music_pipeline.layout import DataLayout
     from music_pipeline.search.library import Discovery
     from music_pipeline.settings import Settings
-    from music_pipeline.storage import DataLayout, remove_tree
     from music_pipeline.synth import SR, styled_track
 
     lib = write_library(ROOT / f"lib-{n}", n, seconds)

@@ -44,9 +44,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_search import DIM, LibraryGenerator
 
 from music_pipeline.features.embedding import FEATURE_NAMES
+from music_pipeline.layout import DataLayout
 from music_pipeline.search.exact import normalise
 from music_pipeline.search.index import INDEX_FORMAT, IndexParams, TrackIndex, VectorIndex, features_fingerprint
-from music_pipeline.search.library import Discovery, index_dir
+from music_pipeline.search.library import Discovery
 from music_pipeline.search.results import similar_json
 from music_pipeline.search.space import Transform, energy_rotation
 
@@ -89,7 +90,7 @@ def synthetic_index(n: int, data: Path, approximate_above: int, seed: int = 0) -
         "build_seconds": time.perf_counter() - t0,
     }
     ti = TrackIndex(transform, index, tracks, info)
-    ti.save(index_dir(data))
+    ti.save(DataLayout(data).similarity_dir)
     return ti
 
 

@@ -1,7 +1,7 @@
 """What an object-store data directory costs per track, against a local one, in the same run.
 
 Writes and reads N per-track feature files (the real npz layout: 641 floats, descriptors and
-3×128×128 float16 segments), then the embeddings table, through ``music_pipeline.storage``:
+3×128×128 float16 segments), then the embeddings table, through ``music_pipeline.artifacts``:
 once on local disk (the baseline), once on an S3 endpoint. By default the endpoint is moto's
 server started on 127.0.0.1 (an S3 API with no network between: it measures the protocol and
 client cost, not a real network); ``--endpoint URL`` measures an existing one (MinIO, Ceph).
@@ -21,12 +21,12 @@ import common  # noqa: F401  (puts the checkout on sys.path)
 import numpy as np
 import pandas as pd
 
+from music_pipeline.artifacts import read_parquet, write_parquet
 from music_pipeline.audio.library import LibraryScan, TrackRef
 from music_pipeline.features.difficulty import DESCRIPTOR_NAMES
 from music_pipeline.features.embedding import EMBEDDING_DIM, FEATURE_NAMES
 from music_pipeline.features.extract import FeatureStore, TrackFeatures
 from music_pipeline.features.tables import LibraryTables, build_tables
-from music_pipeline.storage import read_parquet, write_parquet
 from music_pipeline_tests.system import S3Server
 
 

@@ -25,12 +25,13 @@ import common  # noqa: F401  (one BLAS thread per process)
 
 
 def analyse(library: str, data: str) -> None:
+    from music_pipeline.artifacts import read_parquet, write_parquet
     from music_pipeline.audio.library import scan_library
     from music_pipeline.features.extract import ExtractJob, FeatureStore, extract_many
     from music_pipeline.features.tables import refresh_tables
+    from music_pipeline.layout import DataLayout
     from music_pipeline.learned.store import LearnedJob, LearnedStore, embed_many
-    from music_pipeline.learned.table import build_learned_table, learned_table_path
-    from music_pipeline.storage import DataLayout, read_parquet, write_parquet
+    from music_pipeline.learned.table import build_learned_table
 
     layout = DataLayout(data)
     scan = scan_library(library, layout.hash_cache_path)
@@ -41,7 +42,7 @@ def analyse(library: str, data: str) -> None:
     table, _ = build_learned_table(
         read_parquet(layout.embeddings_path, columns=["key", "relpath", "content_hash"]), store
     )
-    write_parquet(learned_table_path(data), table)
+    write_parquet(DataLayout(data).learned_table_path, table)
 
 
 def grouped_folds(table, everything, seeds):
@@ -78,7 +79,9 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     import numpy as np
 
+    from music_pipeline.artifacts import read_parquet
     from music_pipeline.features.embedding import FEATURE_NAMES
+    from music_pipeline.layout import DataLayout
     from music_pipeline.learned.table import read_learned_table, with_learned
     from music_pipeline.models.genre import Candidate, SearchConfig, labelled_data
     from music_pipeline.models.genre.cv import balanced_accuracy
@@ -87,7 +90,6 @@ def main() -> None:
     from music_pipeline.models.genre.training import train_genre_classifier
     from music_pipeline.search.index import TrackIndex, learned_block
     from music_pipeline.search.space import fit_transform, precision_at_k, precision_ci
-    from music_pipeline.storage import DataLayout, read_parquet
 
     analyse(args.library, args.data)
     table = with_learned(read_parquet(DataLayout(args.data).embeddings_path), read_learned_table(args.data))

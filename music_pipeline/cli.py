@@ -17,7 +17,7 @@ import logging
 import os
 import sys
 
-from music_pipeline import quiet
+from music_pipeline import quiet, settings
 from music_pipeline.settings import SettingsError
 
 COMMAND_MODULES = ["core", "difficulty", "genre", "discovery", "models", "serve"]
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.verbose:
-        os.environ[quiet.ENV_VERBOSE] = "1"
+        settings.set_verbose()
     quiet.quiet_environment()  # before anything imports TensorFlow
     quiet.quiet_python_logs()
     logging.basicConfig(

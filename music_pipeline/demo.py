@@ -17,7 +17,7 @@ import tarfile
 import tempfile
 from pathlib import Path, PurePosixPath
 
-from music_pipeline.storage import write_text
+from music_pipeline.artifacts import write_text
 
 # package -> folders inside the package that hold its music (not sound effects)
 DEMO_PACKAGES: dict[str, tuple[str, ...]] = {

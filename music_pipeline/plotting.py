@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from music_pipeline.storage import ArtifactPath, write_bytes
+from music_pipeline.artifacts import ArtifactPath, write_bytes
 
 
 def save_png(fig, dest: ArtifactPath, dpi: int = 100) -> ArtifactPath:

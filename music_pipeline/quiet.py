@@ -35,14 +35,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
-ENV_VERBOSE = "MUSIC_PIPELINE_VERBOSE"
+from music_pipeline.settings import verbose
 
 TF_QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "GRPC_VERBOSITY": "ERROR"}
 NOISY_PYTHON_LOGGERS = ("tensorflow", "absl", "h5py", "numba")
-
-
-def verbose() -> bool:
-    return os.environ.get(ENV_VERBOSE, "").strip().lower() in ("1", "true", "yes")
 
 
 def quiet_environment() -> None:

@@ -16,7 +16,8 @@ import html
 import os
 from datetime import UTC, datetime
 
-from music_pipeline.storage import ArtifactPath, DataLayout, list_names, write_text
+from music_pipeline.artifacts import ArtifactPath, list_names, write_text
+from music_pipeline.layout import DataLayout
 
 INDEX = "index.html"
 CSS = """

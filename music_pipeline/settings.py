@@ -23,17 +23,37 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from music_pipeline.storage import ArtifactPath, artifact_path, write_json
+from music_pipeline.artifacts import ArtifactPath, artifact_path, write_json
+from music_pipeline.layout import DataLayout
 
 DEFAULT_DATA_DIR = Path("data")
 DEFAULT_LIBRARY_SUBDIR = "library"
-LIBRARY_RECORD = "library.json"
+# where a remote data directory keeps what must stay on local disk (Dagster instance, weights, logs)
+LOCAL_HOME = Path.home() / ".music-pipeline"
 
+# Every environment variable the program reads (documented in docs/development.md).
 ENV_DATA = "MUSIC_PIPELINE_DATA"
 ENV_LIBRARY = "MUSIC_LIBRARY"
 ENV_WORKERS = "MUSIC_PIPELINE_WORKERS"
 ENV_PARTITIONS = "MUSIC_PIPELINE_PARTITIONS"
 ENV_BUCKETS = "MUSIC_PIPELINE_BUCKETS"
+ENV_WEIGHTS = "MUSIC_PIPELINE_WEIGHTS"
+ENV_VERBOSE = "MUSIC_PIPELINE_VERBOSE"
+ENV_EXECUTOR = "MUSIC_PIPELINE_EXECUTOR"
+ENV_CELERY_BROKER = "MUSIC_PIPELINE_CELERY_BROKER"
+ENV_CELERY_BACKEND = "MUSIC_PIPELINE_CELERY_BACKEND"
+ENV_REBUILD_CRON = "MUSIC_PIPELINE_REBUILD_CRON"
+ENV_RETRAIN_SHARE = "MUSIC_PIPELINE_RETRAIN_SHARE"
+ENV_DAGSTER_HOME = "DAGSTER_HOME"
+ENV_EVENT_BATCH = "DAGSTER_EVENT_BATCH_SIZE"
+
+EXECUTORS = ("multiprocess", "in_process", "celery")
+DEFAULT_CELERY_BROKER = "redis://127.0.0.1:6379/0"
+DEFAULT_REBUILD_CRON = "0 3 * * *"
+# retrain a library model when more than this share of its training tracks changed
+DEFAULT_RETRAIN_SHARE = 0.10
+# events per batch: planned/materialized events of one asset over a 500-track range fit in one
+DEFAULT_EVENT_BATCH = "1000"
 
 # How the per-track assets are partitioned: one partition per track (personal and label libraries),
 # or a fixed set of hash buckets of tracks (catalogues past ~100k tracks; see README).
@@ -98,8 +118,69 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> ArtifactPath:
     return resolved.expanduser().resolve() if isinstance(resolved, Path) else resolved
 
 
-def library_record_path(data_dir: ArtifactPath) -> ArtifactPath:
-    return data_dir / LIBRARY_RECORD
+def verbose() -> bool:
+    """``--verbose`` / MUSIC_PIPELINE_VERBOSE: let native libraries' chatter through."""
+    return os.environ.get(ENV_VERBOSE, "").strip().lower() in ("1", "true", "yes")
+
+
+def set_verbose() -> None:
+    """Verbose for this process and the ones it starts."""
+    os.environ[ENV_VERBOSE] = "1"
+
+
+def weights_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """Where pinned pretrained files are cached (always a local folder): MUSIC_PIPELINE_WEIGHTS >
+    ``<data>/cache/weights`` of a local data directory > ``~/.music-pipeline/weights``."""
+    env = os.environ.get(ENV_WEIGHTS)
+    if env:
+        return Path(env).expanduser().resolve()
+    local = DataLayout(data_dir).weights_dir if data_dir is not None else None
+    return local or (LOCAL_HOME / "weights").resolve()
+
+
+def executor_kind() -> str:
+    """MUSIC_PIPELINE_EXECUTOR: multiprocess (default) | in_process | celery."""
+    kind = os.environ.get(ENV_EXECUTOR, EXECUTORS[0]).strip().lower()
+    if kind not in EXECUTORS:
+        raise SettingsError(f"{ENV_EXECUTOR}={kind!r}: expected {', '.join(EXECUTORS)}")
+    return kind
+
+
+def celery_urls() -> tuple[str, str]:
+    """(broker, result backend) of the Celery executor; the backend defaults to the broker."""
+    broker = os.environ.get(ENV_CELERY_BROKER, DEFAULT_CELERY_BROKER)
+    return broker, os.environ.get(ENV_CELERY_BACKEND, broker)
+
+
+def rebuild_cron() -> str:
+    return os.environ.get(ENV_REBUILD_CRON, DEFAULT_REBUILD_CRON)
+
+
+def retrain_share() -> float:
+    """MUSIC_PIPELINE_RETRAIN_SHARE: the share of changed training tracks that makes a model stale."""
+    raw = os.environ.get(ENV_RETRAIN_SHARE)
+    if not raw:
+        return DEFAULT_RETRAIN_SHARE
+    share = float(raw)
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"{ENV_RETRAIN_SHARE}={raw!r}: expected a share between 0 and 1")
+    return share
+
+
+def enable_event_batching() -> None:
+    """Let Dagster hand asset events to ``store_event_batch`` in batches (read at every event, so
+    setting it in the run's process before the run starts is enough). A user's own setting wins."""
+    os.environ.setdefault(ENV_EVENT_BATCH, DEFAULT_EVENT_BATCH)
+
+
+def dagster_home_from_env() -> Path | None:
+    raw = os.environ.get(ENV_DAGSTER_HOME)
+    return Path(raw).resolve() if raw else None
+
+
+def use_dagster_home(home: Path) -> Path:
+    """DAGSTER_HOME for this process and its children, unless the user set one."""
+    return Path(os.environ.setdefault(ENV_DAGSTER_HOME, str(home))).resolve()
 
 
 def read_library_record(data_dir: str | os.PathLike | ArtifactPath) -> dict | None:
@@ -108,7 +189,7 @@ def read_library_record(data_dir: str | os.PathLike | ArtifactPath) -> dict | No
     if not isinstance(data, Path):
         return None
     try:
-        record = json.loads(library_record_path(data).read_text(encoding="utf-8"))
+        record = json.loads(DataLayout(data).library_record.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return record if isinstance(record, dict) and isinstance(record.get("path"), str) else None
@@ -117,7 +198,7 @@ def read_library_record(data_dir: str | os.PathLike | ArtifactPath) -> dict | No
 def record_library(data_dir: ArtifactPath, library: Path, chosen_by: str, recorded_by: str) -> ArtifactPath:
     """Remember which library this data directory was built from (written atomically)."""
     return write_json(
-        library_record_path(data_dir),
+        DataLayout(data_dir).library_record,
         {
             "format": 1,
             "path": str(Path(library).resolve()),
@@ -198,7 +279,7 @@ class Settings:
             record = read_library_record(self.data_dir) or {}
             when = f" on {record['recorded_at']}" if record.get("recorded_at") else ""
             return (
-                f"it is the library recorded by `{record.get('recorded_by', 'build')}`{when} in {library_record_path(self.data_dir)}; "
+                f"it is the library recorded by `{record.get('recorded_by', 'build')}`{when} in {DataLayout(self.data_dir).library_record}; "
                 f"mount or restore it, or build from its new place: music-pipeline build --library NEW_FOLDER{data}"
             )
         if self.library_source == SOURCE_ENV:
@@ -230,15 +311,12 @@ class Settings:
 
     @property
     def dagster_home(self) -> Path:
-        if os.environ.get("DAGSTER_HOME"):
-            return Path(os.environ["DAGSTER_HOME"]).resolve()
-        if isinstance(self.data_dir, Path):
-            return (self.data_dir / "dagster_home").resolve()
-        return (Path.home() / ".music-pipeline" / "dagster_home").resolve()  # instance storage stays local
+        """DAGSTER_HOME > ``<data>/dagster_home`` > a local folder (instance storage stays local)."""
+        return (
+            dagster_home_from_env() or DataLayout(self.data_dir).dagster_home or (LOCAL_HOME / "dagster_home").resolve()
+        )
 
     @property
     def logs_dir(self) -> Path:
         """Build logs (native-library output, full warnings): always on local disk."""
-        if isinstance(self.data_dir, Path):
-            return self.data_dir / "logs"
-        return self.dagster_home.parent / "logs"
+        return DataLayout(self.data_dir).logs_dir or self.dagster_home.parent / "logs"

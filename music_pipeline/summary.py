@@ -16,7 +16,8 @@ from pathlib import PurePosixPath
 import numpy as np
 import pandas as pd
 
-from music_pipeline.storage import ArtifactPath, DataLayout, read_json, read_npy, read_parquet
+from music_pipeline.artifacts import ArtifactPath, read_json, read_npy, read_parquet
+from music_pipeline.layout import DataLayout
 
 
 @dataclass
@@ -57,8 +58,8 @@ def collect(data_dir) -> LibrarySummary:
     for name in ("embedding_map_2d.html", "embedding_map_3d.html"):
         if (layout.reports_dir / name).exists():
             s.maps.append(layout.reports_dir / name)
-    if (layout.reports_dir / "index.html").exists():
-        s.reports_index = layout.reports_dir / "index.html"
+    if (layout.reports_index).exists():
+        s.reports_index = layout.reports_index
     return s
 
 
@@ -78,7 +79,7 @@ def _skipped(s: LibrarySummary, layout: DataLayout) -> None:
 
 
 def _genre(s: LibrarySummary, layout: DataLayout) -> None:
-    status_path = layout.models_dir / "genre" / "status.json"
+    status_path = layout.genre_status_path
     if status_path.exists():
         st = read_json(status_path)
         s.genre["trained"] = bool(st.get("trained", True))
@@ -88,7 +89,7 @@ def _genre(s: LibrarySummary, layout: DataLayout) -> None:
         for key in ("estimate", "baseline"):
             if isinstance(st.get(key), dict):
                 s.genre[key] = st[key].get("balanced_accuracy")
-    pred_path = layout.tables_dir / "genre_predictions.parquet"
+    pred_path = layout.genre_predictions_path
     if pred_path.exists():
         pred = read_parquet(pred_path)
         if "predicted" in pred and "label" in pred:
@@ -100,7 +101,7 @@ def _genre(s: LibrarySummary, layout: DataLayout) -> None:
 
 
 def _difficulty(s: LibrarySummary, layout: DataLayout) -> None:
-    path = layout.tables_dir / "difficulty.parquet"
+    path = layout.difficulty_table_path
     if not path.exists():
         return
     df = read_parquet(path)
@@ -118,7 +119,7 @@ def _difficulty(s: LibrarySummary, layout: DataLayout) -> None:
 
 
 def _difficulty_cnn(s: LibrarySummary, layout: DataLayout) -> None:
-    path = layout.models_dir / "difficulty" / "difficulty_cnn_report.json"
+    path = layout.difficulty_dir / "difficulty_cnn_report.json"
     if not path.exists():
         return
     report = read_json(path)
@@ -136,7 +137,7 @@ def _difficulty_cnn(s: LibrarySummary, layout: DataLayout) -> None:
 
 
 def _similarity(s: LibrarySummary, layout: DataLayout) -> None:
-    directory = layout.models_dir / "similarity"
+    directory = layout.similarity_dir
     if not (directory / "index.json").exists():
         return
     info = read_json(directory / "index.json")

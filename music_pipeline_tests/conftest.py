@@ -17,10 +17,11 @@ os.environ.setdefault("MUSIC_PIPELINE_WEIGHTS", str(Path.home() / ".cache" / "mu
 def styled_library(tmp_path_factory) -> tuple[Path, Path]:
     """A small labelled library (4 styles × 6 tracks × 12 s, wav/flac/ogg) analysed with the core
     (no Dagster): returns (library_dir, data_dir) with the embedding and descriptor tables written."""
+    from music_pipeline.artifacts import write_parquet
     from music_pipeline.audio.library import scan_library
     from music_pipeline.features.extract import ExtractJob, FeatureStore, extract_many
     from music_pipeline.features.tables import build_tables
-    from music_pipeline.storage import DataLayout, write_parquet
+    from music_pipeline.layout import DataLayout
     from music_pipeline.synth import write_styled_library
 
     root = tmp_path_factory.mktemp("styled")
@@ -33,7 +34,7 @@ def styled_library(tmp_path_factory) -> tuple[Path, Path]:
     assert all(o.ok for o in outcomes), [o.reason for o in outcomes if not o.ok]
     tables = build_tables(scan, FeatureStore(data))
     write_parquet(layout.embeddings_path, tables.embeddings)
-    write_parquet(layout.tables_dir / "difficulty_descriptors.parquet", tables.descriptors)
+    write_parquet(layout.descriptors_table_path, tables.descriptors)
     write_parquet(layout.skipped_path, tables.skipped)
     return library, data
 
@@ -44,10 +45,11 @@ def styled_learned(styled_library, tmp_path_factory) -> tuple[Path, Path]:
     computed by the core (musicnn on the synthesized audio) and its table written."""
     import shutil
 
+    from music_pipeline.artifacts import read_parquet, write_parquet
     from music_pipeline.audio.library import scan_library
+    from music_pipeline.layout import DataLayout
     from music_pipeline.learned.store import LearnedJob, LearnedStore, embed_many
-    from music_pipeline.learned.table import build_learned_table, learned_table_path
-    from music_pipeline.storage import DataLayout, read_parquet, write_parquet
+    from music_pipeline.learned.table import build_learned_table
 
     library, shared = styled_library
     data = tmp_path_factory.mktemp("styled_learned") / "data"
@@ -59,7 +61,7 @@ def styled_learned(styled_library, tmp_path_factory) -> tuple[Path, Path]:
     assert all(o.ok for o in outcomes), [o.reason for o in outcomes if not o.ok]
     table, skipped = build_learned_table(read_parquet(layout.embeddings_path), store)
     assert not skipped
-    write_parquet(learned_table_path(data), table)
+    write_parquet(DataLayout(data).learned_table_path, table)
     return library, data
 
 

@@ -59,8 +59,8 @@ def test_partitioned_materialization(tmp_path):
 
 
 def test_segments_check_reads_the_stored_files_and_can_fail(tmp_path):
+    from music_pipeline.artifacts import read_npz, write_npz
     from music_pipeline.defs.assets.features import track_features
-    from music_pipeline.storage import read_npz, write_npz
 
     lib = make_library(tmp_path / "lib", 2)
     pipeline = MusicPipelineResource(data_dir=str(tmp_path / "data"), library_dir=str(lib), workers=1)
@@ -324,8 +324,9 @@ def test_a_track_is_analysed_only_when_every_per_track_store_answered_it(tmp_pat
 
 
 def test_nightly_rebuild_skips_a_never_built_library_and_runs_once_built(tmp_path):
+    from music_pipeline.artifacts import write_parquet
     from music_pipeline.definitions import build_definitions
-    from music_pipeline.storage import DataLayout, write_parquet
+    from music_pipeline.layout import DataLayout
 
     (tmp_path / "lib").mkdir()
     pipeline = MusicPipelineResource(data_dir=str(tmp_path / "data"), library_dir=str(tmp_path / "lib"))

@@ -10,14 +10,15 @@ import pytest
 import soundfile as sf
 from scipy.stats import spearmanr
 
+from music_pipeline.artifacts import read_parquet
 from music_pipeline.features.extract import features_from_signal
+from music_pipeline.layout import DataLayout
 from music_pipeline.models import pdi
 from music_pipeline.notes.descriptors import NOTE_DESCRIPTOR_NAMES, NOTE_FAMILIES
 from music_pipeline.notes.generate import PieceSpec, generate_piece, render
 from music_pipeline.notes.score import complexity_composite, symbolic_measures
 from music_pipeline.notes.store import notes_of_signal
 from music_pipeline.notes.transcribe import Transcriber
-from music_pipeline.storage import DataLayout, read_parquet
 from music_pipeline.synth import SR
 
 
@@ -272,7 +273,7 @@ def built(styled_library):
 def test_difficulty_asset_writes_tables_model_plots_and_passes_checks(built):
     result, layout = built
     assert result.success
-    scores = read_parquet(pdi.scores_table_path(layout))
+    scores = read_parquet(layout.difficulty_table_path)
     for col in [
         "key",
         "relpath",
@@ -286,11 +287,11 @@ def test_difficulty_asset_writes_tables_model_plots_and_passes_checks(built):
     ]:
         assert col in scores.columns
     assert len(scores) == 24
-    notes = read_parquet(pdi.note_descriptors_table_path(layout))
+    notes = read_parquet(layout.note_descriptors_table_path)
     assert len(notes) == 24 and set(NOTE_DESCRIPTOR_NAMES) <= set(notes.columns)
-    assert (pdi.model_dir(layout) / pdi.MODEL_FILE).is_file()
+    assert (layout.difficulty_dir / pdi.MODEL_FILE).is_file()
     for name in ("pdi_histogram", "subscores", "descriptor_pca", "piano_rolls", "gallery"):
-        assert (pdi.plots_dir(layout) / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (layout.difficulty_plots_dir / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = result.asset_materializations_for_node("difficulty")[0].metadata
     assert md["levels"].value == {"Easy": 8, "Medium": 8, "Hard": 8}
     assert "data:image/png;base64," in md["piano_rolls"].value
@@ -303,10 +304,10 @@ def test_difficulty_asset_writes_tables_model_plots_and_passes_checks(built):
 
 def test_rebuilding_an_unchanged_library_moves_nobody(built, styled_library):
     _, layout = built
-    before = read_parquet(pdi.scores_table_path(layout))
+    before = read_parquet(layout.difficulty_table_path)
     again = _materialize_difficulty(*styled_library)
     assert again.success
-    pd.testing.assert_frame_equal(read_parquet(pdi.scores_table_path(layout)), before, check_exact=True)
+    pd.testing.assert_frame_equal(read_parquet(layout.difficulty_table_path), before, check_exact=True)
     moved = again.asset_materializations_for_node("difficulty")[0].metadata["since_last_build"].value
     assert moved == {"tracks_compared": 24, "tracks_changing_level": 0, "max_abs_pdi_change": 0.0}
 
@@ -323,7 +324,7 @@ def test_cli_scores_outside_files_explains_and_writes_midi(built, tmp_path, caps
     busy, calm = tmp_path / "busy.wav", tmp_path / "calm.wav"
     sf.write(busy, render(generate_piece(SPECS[8])), SR)
     sf.write(calm, render(generate_piece(SPECS[0])), SR)
-    table, model_file = pdi.scores_table_path(layout), pdi.model_dir(layout) / pdi.MODEL_FILE
+    table, model_file = layout.difficulty_table_path, layout.difficulty_dir / pdi.MODEL_FILE
     before = (_digest(table), _digest(model_file))
 
     midi_dir = tmp_path / "midi"

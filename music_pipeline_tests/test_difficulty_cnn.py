@@ -6,9 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from music_pipeline.artifacts import read_parquet
 from music_pipeline.features.extract import FeatureStore
-from music_pipeline.models import cnn, pdi
-from music_pipeline.storage import DataLayout, read_parquet
+from music_pipeline.layout import DataLayout
+from music_pipeline.models import cnn
 
 
 def _levels_from(descriptors: pd.DataFrame) -> pd.DataFrame:
@@ -195,7 +196,7 @@ def test_difficulty_cnn_asset_reports_metrics_beside_baselines(styled_library):
     )
     assert result.success
     layout = DataLayout(data)
-    report = json.loads((pdi.model_dir(layout) / cnn.REPORT_FILE).read_text())
+    report = json.loads((layout.difficulty_dir / cnn.REPORT_FILE).read_text())
     assert report["n_tracks"] == 24 and report["n_segments"] == 72 and report["folds"] == 2
     for name in cnn.METRIC_ROWS:
         assert (
@@ -207,8 +208,8 @@ def test_difficulty_cnn_asset_reports_metrics_beside_baselines(styled_library):
     assert confusion.sum() == 24
     # the reported accuracy is the one its own out-of-fold confusion matrix gives (not just "in [0, 1]")
     assert report["metrics"]["track_accuracy"] == pytest.approx(np.trace(confusion) / confusion.sum())
-    assert (pdi.model_dir(layout) / cnn.MODEL_FILE).is_file()
-    assert (pdi.plots_dir(layout) / "cnn_training_curves.png").is_file()
+    assert (layout.difficulty_dir / cnn.MODEL_FILE).is_file()
+    assert (layout.difficulty_plots_dir / "cnn_training_curves.png").is_file()
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert checks["difficulty_cnn_report_complete"].passed
     beats = checks["difficulty_cnn_beats_baselines"]

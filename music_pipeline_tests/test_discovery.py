@@ -9,17 +9,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from music_pipeline.artifacts import read_json, write_json
 from music_pipeline.cli import main
 from music_pipeline.defs.resources import MusicPipelineResource
 from music_pipeline.features.embedding import FEATURE_NAMES
+from music_pipeline.layout import DataLayout
 from music_pipeline.search.exact import exact_topk, normalise, recall_at_k
 from music_pipeline.search.index import IndexNotBuilt, IndexParams, TrackIndex, VectorIndex, sync_track_index
 from music_pipeline.search.labels import label_similarity
-from music_pipeline.search.library import Discovery, QueryError, index_dir
+from music_pipeline.search.library import Discovery, QueryError
 from music_pipeline.search.mmr import mmr
 from music_pipeline.search.radio import radio_walk
 from music_pipeline.search.space import precision_at_k
-from music_pipeline.storage import DataLayout, read_json, write_json
 
 
 def clustered(n, d=32, clusters=8, spread=0.25, seed=0):
@@ -200,7 +201,7 @@ def test_similarity_index_asset_metadata(discovery_data):
     # four distinct styles: neighbours share the label far more often than chance
     assert md["label_precision_at_5"].value >= 0.8 > 0.3 > md["label_precision_at_5_random"].value
     assert md["index_memory_bytes"].value >= 24 * md["dim"].value * 4
-    state = read_json(index_dir(data) / "index.json")
+    state = read_json(DataLayout(data).similarity_dir / "index.json")
     assert state["selection"]["chosen"] in state["selection"]["scores"]
     table = pd.read_parquet(DataLayout(data).tables_dir / "label_similarity.parquet")
     within = table[table.kind == "within"].mean_cosine.mean()
@@ -252,7 +253,7 @@ def test_external_file_is_embedded_on_the_fly(discovery_data, tmp_path):
 
 def test_track_added_to_the_index_is_found(discovery_data):
     _, data, _, _ = discovery_data
-    index = TrackIndex.load(index_dir(data), mmap=False)
+    index = TrackIndex.load(DataLayout(data).similarity_dir, mmap=False)
     table = pd.read_parquet(DataLayout(data).embeddings_path)
     new = table.iloc[[5]].copy()
     new["key"], new["relpath"], new["content_hash"] = "brand_new-00000000", "new/brand_new.wav", "f" * 32
@@ -268,7 +269,7 @@ def test_track_added_to_the_index_is_found(discovery_data):
 
 def test_track_index_save_load_round_trip(discovery_data, tmp_path):
     _, data, _, _ = discovery_data
-    index = TrackIndex.load(index_dir(data))
+    index = TrackIndex.load(DataLayout(data).similarity_dir)
     index.save(tmp_path / "copy")
     again = TrackIndex.load(tmp_path / "copy")
     np.testing.assert_array_equal(np.asarray(again.index.vectors), np.asarray(index.index.vectors))
@@ -320,22 +321,22 @@ def test_index_checks(discovery_data):
     other = data.parent / "ann"
     shutil.copytree(DataLayout(data).tables_dir, DataLayout(other).tables_dir)
     index = TrackIndex.build(pd.read_parquet(DataLayout(other).embeddings_path), IndexParams(approximate_above=10))
-    index.save(index_dir(other))
+    index.save(DataLayout(other).similarity_dir)
     ann_pipeline = MusicPipelineResource(data_dir=str(other), library_dir=pipeline.library_dir)
     good = similarity_index_recall(pipeline=ann_pipeline)
     assert good.passed and good.metadata["recall_at_10"].value >= 0.95
     # the index degrades (one IVF list probed of many) while its stored number still claims 0.99:
     # the check measures the search itself, so it fails, and its number is the measured one
-    state = read_json(index_dir(other) / "index.json")
+    state = read_json(DataLayout(other).similarity_dir / "index.json")
     assert state["ann"]["nlist"] >= 8
     state["ann"]["nprobe"], state["ann"]["recall_at_10"] = 1, 0.99
-    write_json(index_dir(other) / "index.json", state)
+    write_json(DataLayout(other).similarity_dir / "index.json", state)
     degraded = similarity_index_recall(pipeline=ann_pipeline)
     measured = degraded.metadata["recall_at_10"].value
     assert not degraded.passed and measured < 0.95 and degraded.metadata["recall_at_10_at_build"].value == 0.99
     from music_pipeline.defs.assets.discovery import measure_index_recall
 
-    assert measure_index_recall(TrackIndex.load(index_dir(other))) == (pytest.approx(measured), 24)
+    assert measure_index_recall(TrackIndex.load(DataLayout(other).similarity_dir)) == (pytest.approx(measured), 24)
     pd.read_parquet(DataLayout(data).embeddings_path).iloc[:20].to_parquet(
         DataLayout(other).embeddings_path
     )  # table and index disagree
@@ -352,7 +353,7 @@ def test_embedding_map_asset_writes_html_and_figures(discovery_data):
     levels = pd.DataFrame(
         {"key": keys, "pdi": np.linspace(0, 1, len(keys)), "level": ["easy", "medium", "hard"] * (len(keys) // 3)}
     )
-    levels.to_parquet(layout.tables_dir / "difficulty.parquet")
+    levels.to_parquet(layout.difficulty_table_path)
     result = dg.materialize(
         [embedding_map],
         resources={"pipeline": pipeline},
@@ -371,7 +372,7 @@ def test_embedding_map_asset_writes_html_and_figures(discovery_data):
         md["journey_track"].value == "arpeggio/arpeggio_02.ogg"
         and (layout.plots_dir / "embedding_journey.png").is_file()
     )
-    coords = pd.read_parquet(layout.tables_dir / "embedding_map.parquet")
+    coords = pd.read_parquet(layout.embedding_map_path)
     assert len(coords) == 24 and np.isfinite(coords[["x2", "y2", "x3", "y3", "z3"]].to_numpy()).all()
 
 

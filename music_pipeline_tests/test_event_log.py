@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from music_pipeline import settings
 from music_pipeline.defs import event_log
 from music_pipeline.defs.resources import MusicPipelineResource
 from music_pipeline.defs.sensors import RANGE_END, RANGE_START
@@ -43,7 +44,7 @@ def _range_run(tmp_path, storage: dict):
 
 
 def test_batched_writes_store_the_same_events_as_dagsters_sqlite_storage(tmp_path, monkeypatch):
-    monkeypatch.setenv(event_log.ENV_BATCH, "1000")
+    monkeypatch.setenv(settings.ENV_EVENT_BATCH, "1000")
     batches = []
     original = event_log.BatchingSqliteEventLogStorage.store_event_batch
 

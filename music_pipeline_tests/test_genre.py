@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from music_pipeline.artifacts import read_parquet, write_parquet
+from music_pipeline.layout import DataLayout
 from music_pipeline.learned.store import LEARNED_NAMES, TAG_NAMES
 from music_pipeline.models.genre import (
     Candidate,
@@ -28,7 +30,6 @@ from music_pipeline.models.genre import (
     plan_from_assignment,
     publish_version,
 )
-from music_pipeline.storage import DataLayout, read_parquet, write_parquet
 
 FAST_XGB = XgbSettings(n_estimators=30, learning_rate=0.3)
 HANDCRAFTED = (Candidate("logreg", "full", C=0.2), Candidate("knn", "full", k=5))
@@ -366,7 +367,7 @@ def test_mfcc_cnn_learns_the_styles(styled_library, styled_data):
 
 
 def _save_model(data_dir: Path, model: GenreModel, profiles=None) -> None:
-    from music_pipeline.storage import write_json
+    from music_pipeline.artifacts import write_json
 
     def write(d):
         model.save(d / "deployed")
@@ -410,7 +411,6 @@ def test_classify_cli_gives_probabilities_tags_and_clear_errors(styled_library, 
 
 
 def _isolated_copy(styled_learned, tmp_path: Path, relabel=None) -> Path:
-    from music_pipeline.learned.table import learned_table_path
 
     _, src = styled_learned
     data = tmp_path / "data"
@@ -420,7 +420,7 @@ def _isolated_copy(styled_learned, tmp_path: Path, relabel=None) -> Path:
     if relabel is not None:
         df = relabel(df)
     write_parquet(DataLayout(data).embeddings_path, df)
-    shutil.copyfile(learned_table_path(src), learned_table_path(data))
+    shutil.copyfile(DataLayout(src).learned_table_path, DataLayout(data).learned_table_path)
     return data
 
 
@@ -488,14 +488,14 @@ def test_assets_train_deploy_explain_rank_and_publish_a_card(styled_learned, tmp
     )
     assert checks["genre_classifier_beats_baseline"].passed
     layout = DataLayout(data)
-    vdir = current_version(layout.models_dir / "genre")
+    vdir = current_version(layout.genre_dir)
     deployed = GenreModel.load(vdir / "deployed")
     assert deployed.candidate.name == clf["deployed_model"].value
-    preds = read_parquet(layout.tables_dir / "genre_predictions.parquet")
+    preds = read_parquet(layout.genre_predictions_path)
     assert len(preds) == 24 and preds["explanation"].str.startswith("Predicted").all()
     unl = preds[preds["label"].isna()]
     assert (unl["predicted"] == unl["relpath"].str.split("/").str[0]).all()  # unseen tracks land in their style
-    assert (layout.plots_dir / "genre" / "confusion_grouped_cv.png").stat().st_size > 1000
+    assert (layout.genre_plots_dir / "confusion_grouped_cv.png").stat().st_size > 1000
     # every track, unlabelled ones included, classified by the deployed model right away
     genres = read_parquet(layout.tables_dir / "track_genres.parquet")
     assert len(genres) == 24 and set(genres["version"]) == {vdir.name} and genres["probability"].between(0, 1).all()

@@ -154,9 +154,10 @@ def test_embed_command_does_not_import_tensorflow(tmp_path):
 
 
 def test_learned_table_joins_the_embeddings(styled_learned):
+    from music_pipeline.artifacts import read_parquet
+    from music_pipeline.layout import DataLayout
     from music_pipeline.learned.store import LEARNED_NAMES, TAG_NAMES
     from music_pipeline.learned.table import read_learned_table, with_learned
-    from music_pipeline.storage import DataLayout, read_parquet
 
     _, data = styled_learned
     learned = read_learned_table(data)
@@ -170,9 +171,10 @@ def test_learned_table_joins_the_embeddings(styled_learned):
 
 
 def test_learned_table_reuses_the_previous_rows_and_reads_only_new_content(styled_learned, monkeypatch):
+    from music_pipeline.artifacts import read_parquet
+    from music_pipeline.layout import DataLayout
     from music_pipeline.learned.store import LEARNED_NAMES, LearnedStore
     from music_pipeline.learned.table import build_learned_table, read_learned_table
-    from music_pipeline.storage import DataLayout, read_parquet
 
     _, data = styled_learned
     store = LearnedStore(data)

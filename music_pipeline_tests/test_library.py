@@ -3,8 +3,8 @@ import re
 import pandas as pd
 import pytest
 
+from music_pipeline.artifacts import UnsafePathError, safe_join
 from music_pipeline.audio.library import scan_library, track_key
-from music_pipeline.storage import UnsafePathError, safe_join
 from music_pipeline.synth import tone
 
 from .audio_corpus import write
@@ -92,9 +92,9 @@ def test_every_soundfile_format_decodes_to_analysis_rate(tmp_path, ext):
 
 
 def test_table_refresh_reads_only_new_content_and_keeps_scan_fields_current(styled_library, tmp_path, monkeypatch):
+    from music_pipeline.artifacts import write_parquet
     from music_pipeline.features.extract import FeatureStore
     from music_pipeline.features.tables import LibraryTables, build_tables, read_previous_tables, table_metadata
-    from music_pipeline.storage import write_parquet
 
     lib, data = styled_library
     scan = scan_library(lib)

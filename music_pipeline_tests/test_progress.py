@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from music_pipeline import progress, quiet
+from music_pipeline import progress, quiet, settings
 from music_pipeline.commands.display import BuildDisplay
 from music_pipeline.defs.runner import RunEvent
 from music_pipeline.progress import Progress
@@ -166,7 +166,7 @@ def test_tensorflow_training_prints_nothing_when_quiet(tmp_path):
         print("trained", file=sys.stderr)
         """
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_", quiet.ENV_VERBOSE))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_", settings.ENV_VERBOSE))}
     quiet_run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert quiet_run.returncode == 0, quiet_run.stderr[-2000:]
     assert quiet_run.stderr == "trained\n"
@@ -174,7 +174,7 @@ def test_tensorflow_training_prints_nothing_when_quiet(tmp_path):
         [sys.executable, "-c", code],
         capture_output=True,
         text=True,
-        env={**env, quiet.ENV_VERBOSE: "1", "TF_CPP_MIN_LOG_LEVEL": "0"},
+        env={**env, settings.ENV_VERBOSE: "1", "TF_CPP_MIN_LOG_LEVEL": "0"},
         timeout=300,
     )
     assert "retracing" in loud.stderr  # the test would see the noise if it were there

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from music_pipeline.layout import DataLayout
 from music_pipeline.reports import write_reports
-from music_pipeline.storage import DataLayout
 from music_pipeline.summary import collect, example_tracks, next_commands, query_string, summary_lines
 
 

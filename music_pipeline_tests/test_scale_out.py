@@ -225,7 +225,7 @@ def test_backfill_through_two_celery_workers(servers, s3_server, tmp_path):
         log = (services.root / f"worker_{name}.log").read_text()
         assert "succeeded" in log, f"worker {name} ran no task:\n{log[-2000:]}"
     # the library tables and the similarity index the workers wrote serve a query from elsewhere
-    from music_pipeline.storage import read_parquet
+    from music_pipeline.artifacts import read_parquet
 
     table = read_parquet(data + "/tables/embeddings.parquet", columns=["key", "relpath"])
     assert sorted(table["key"]) == sorted(keys)

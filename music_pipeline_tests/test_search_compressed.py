@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from music_pipeline.artifacts import read_json, write_json
 from music_pipeline.features.embedding import FEATURE_NAMES
 from music_pipeline.search.ann import CODE_BYTES, Codes, code_candidates
 from music_pipeline.search.exact import exact_topk, normalise, recall_at_k
 from music_pipeline.search.index import INDEX_FORMAT, IndexNotBuilt, IndexParams, TrackIndex, VectorIndex
 from music_pipeline.search.rows import NpyRows
-from music_pipeline.storage import read_json, write_json
 
 
 def low_rank_library(n, d=160, latent=16, albums=150, seed=0):

@@ -18,9 +18,7 @@ import pandas as pd
 import pytest
 from upath import UPath
 
-from music_pipeline.settings import LibraryNotGiven, Settings
-from music_pipeline.storage import (
-    DataLayout,
+from music_pipeline.artifacts import (
     UnsafePathError,
     artifact_path,
     atomic_path,
@@ -36,6 +34,8 @@ from music_pipeline.storage import (
     write_npz,
     write_parquet,
 )
+from music_pipeline.layout import DataLayout
+from music_pipeline.settings import LibraryNotGiven, Settings
 
 
 @pytest.fixture
@@ -180,7 +180,7 @@ def test_cli_with_a_remote_data_dir_needs_a_library_and_says_so(s3_server):
 
 def test_listings_see_files_another_host_wrote(bucket, s3_server):
     """A long-lived worker must not answer from a cached listing made before another host wrote."""
-    from music_pipeline.storage import list_dir, write_bytes
+    from music_pipeline.artifacts import list_dir, write_bytes
 
     write_bytes(bucket / "features" / "a.npz", b"a")
     assert [p.name for p in list_dir(bucket / "features")] == ["a.npz"]

@@ -9,7 +9,8 @@ import shutil
 import numpy as np
 import pytest
 
-from music_pipeline.storage import DataLayout, read_parquet
+from music_pipeline.artifacts import read_parquet
+from music_pipeline.layout import DataLayout
 
 
 @pytest.fixture(scope="module")

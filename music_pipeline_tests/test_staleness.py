@@ -4,8 +4,10 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from music_pipeline import settings
+from music_pipeline.artifacts import write_parquet
+from music_pipeline.layout import DataLayout
 from music_pipeline.models import staleness
-from music_pipeline.storage import DataLayout, write_parquet
 
 from .test_dagster import dagster_home  # noqa: F401  (fixture)
 
@@ -44,11 +46,11 @@ def test_verdicts_follow_the_rules(tmp_path):
 
 
 def test_share_comes_from_the_environment_and_is_checked(monkeypatch):
-    monkeypatch.setenv(staleness.ENV_SHARE, "0.25")
-    assert staleness.max_share_from_env() == 0.25
-    monkeypatch.setenv(staleness.ENV_SHARE, "2")
+    monkeypatch.setenv(settings.ENV_RETRAIN_SHARE, "0.25")
+    assert settings.retrain_share() == 0.25
+    monkeypatch.setenv(settings.ENV_RETRAIN_SHARE, "2")
     with pytest.raises(ValueError, match="between 0 and 1"):
-        staleness.max_share_from_env()
+        settings.retrain_share()
 
 
 def test_build_retrains_only_stale_models_and_says_why(tmp_path, dagster_home, monkeypatch):
@@ -88,17 +90,17 @@ def test_build_retrains_only_stale_models_and_says_why(tmp_path, dagster_home, m
         )
 
     monkeypatch.setattr(definitions, "build_definitions", build_definitions)
-    monkeypatch.setenv(staleness.ENV_SHARE, "0.2")
+    monkeypatch.setenv(settings.ENV_RETRAIN_SHARE, "0.2")
     lib = make_library(tmp_path / "lib", 6)
-    settings = Settings(data_dir=tmp_path / "data", library_dir=lib, workers=1)
+    build_settings = Settings(data_dir=tmp_path / "data", library_dir=lib, workers=1)
 
-    first = run_build(settings, log=lambda *_: None)
+    first = run_build(build_settings, log=lambda *_: None)
     assert first.ok, (first.failed_assets, first.failed_checks)
     assert len(reasons) == 1 and reasons[0].startswith("never trained")
 
     write(lib / "style" / "new.wav", tone(660, 4) + noise(4, amp=0.02, seed=9))  # 1 of 6: 17 % ≤ 20 %
     lines = []
-    assert run_build(settings, log=lines.append).ok
+    assert run_build(build_settings, log=lines.append).ok
     assert len(reasons) == 1, "a model was retrained although too little changed"
     assert any("models kept" in line for line in lines)
     instance = dg.DagsterInstance.get()
@@ -106,5 +108,5 @@ def test_build_retrains_only_stale_models_and_says_why(tmp_path, dagster_home, m
     md = obs.asset_observation.metadata
     assert md["retrained"].value is False and "1 of its 6 training tracks changed" in md["why"].value
 
-    assert run_build(settings, log=lambda *_: None, retrain=True).ok
+    assert run_build(build_settings, log=lambda *_: None, retrain=True).ok
     assert len(reasons) == 2 and reasons[1].startswith("forced (build --retrain)")

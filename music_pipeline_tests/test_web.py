@@ -280,7 +280,8 @@ def test_path_walk_follows_the_arc_between_its_ends():
 def test_map_uses_the_umap_table_when_it_covers_the_library(served, built):
     import pandas as pd
 
-    from music_pipeline.storage import DataLayout, write_parquet
+    from music_pipeline.artifacts import write_parquet
+    from music_pipeline.layout import DataLayout
     from music_pipeline.web.explorer import Explorer
 
     m = get_json(served, "/api/map")
@@ -320,8 +321,8 @@ def test_map_uses_the_umap_table_when_it_covers_the_library(served, built):
 def test_live_explorer_reloads_after_a_new_build(built, tmp_path):
     import shutil
 
+    from music_pipeline.layout import DataLayout
     from music_pipeline.search.index import TrackIndex
-    from music_pipeline.search.library import index_dir
     from music_pipeline.web.explorer import LiveExplorer
 
     data = tmp_path / "data"
@@ -329,10 +330,10 @@ def test_live_explorer_reloads_after_a_new_build(built, tmp_path):
     live = LiveExplorer(data, check_every=0.0)
     first = live.get()
     assert live.get() is first  # nothing changed: the same explorer
-    index = TrackIndex.load(index_dir(data))
+    index = TrackIndex.load(DataLayout(data).similarity_dir)
     index.tracks.loc[0, "label"] = "relabelled"
     index.info["built_at"] += 1
-    index.save(index_dir(data))
+    index.save(DataLayout(data).similarity_dir)
     second = live.get()
     assert second is not first and second.tracks.loc[0, "label"] == "relabelled"
 

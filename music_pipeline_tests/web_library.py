@@ -22,18 +22,18 @@ AIFF_RELPATH = "pulse/pulse_aiff_probe.aiff"
 
 def explorer_library(styled_library: tuple[Path, Path], root: Path) -> tuple[Path, Path]:
     """(library, data) under ``root``, built once per root."""
+    from music_pipeline.artifacts import write_parquet
     from music_pipeline.audio.library import scan_library
     from music_pipeline.features.extract import ExtractJob, FeatureStore, extract_many
     from music_pipeline.features.tables import build_tables
+    from music_pipeline.layout import DataLayout
     from music_pipeline.models import pdi
     from music_pipeline.models.genre import Candidate, GenreModel, publish_version
     from music_pipeline.search.index import TrackIndex
-    from music_pipeline.search.library import index_dir
-    from music_pipeline.storage import DataLayout, write_parquet
     from music_pipeline.synth import SR, styled_track
 
     library, data = root / "library", root / "data"
-    if (index_dir(data) / "index.json").is_file():
+    if (DataLayout(data).similarity_dir / "index.json").is_file():
         return library, data
     shutil.copytree(styled_library[0], library)
     shutil.copytree(styled_library[1], data)
@@ -53,9 +53,9 @@ def explorer_library(styled_library: tuple[Path, Path], root: Path) -> tuple[Pat
     assert len(jobs) == 1 and all(o.ok for o in outcomes), [o.reason for o in outcomes]
     tables = build_tables(scan, store)
     write_parquet(layout.embeddings_path, tables.embeddings)
-    write_parquet(pdi.descriptors_table_path(layout), tables.descriptors)
+    write_parquet(layout.descriptors_table_path, tables.descriptors)
 
-    TrackIndex.build(tables.embeddings, library_root=str(library)).save(index_dir(data))
+    TrackIndex.build(tables.embeddings, library_root=str(library)).save(DataLayout(data).similarity_dir)
     # the PDI reads the notes: transcribe the tracks as the difficulty asset would
     from music_pipeline.notes.store import NotesJob, NotesStore, note_table, transcribe_many
 
@@ -63,10 +63,10 @@ def explorer_library(styled_library: tuple[Path, Path], root: Path) -> tuple[Pat
     transcribe_many([NotesJob(t.key, t.path, t.relpath, t.content_hash, str(data)) for t in scan.tracks], workers=1)
     notes, missing = note_table(tables.descriptors[["key", "relpath", "content_hash"]], notes_store)
     assert missing.empty, missing
-    write_parquet(pdi.note_descriptors_table_path(layout), notes)
+    write_parquet(layout.note_descriptors_table_path, notes)
     scores, model = pdi.score_library(pdi.merge_descriptors(tables.descriptors, notes))
-    write_parquet(pdi.scores_table_path(layout), scores)
-    model.save(pdi.model_dir(layout))
+    write_parquet(layout.difficulty_table_path, scores)
+    model.save(layout.difficulty_dir)
 
     from music_pipeline.features.embedding import FEATURE_NAMES
 
@@ -74,7 +74,7 @@ def explorer_library(styled_library: tuple[Path, Path], root: Path) -> tuple[Pat
     genre = GenreModel.fit(
         Candidate("xgb", "full", pca=5), emb[FEATURE_NAMES].to_numpy(dtype="float64"), emb["label"].astype(str).tolist()
     )
-    publish_version(layout.models_dir / "genre", lambda vdir: genre.save(vdir / "deployed"))
+    publish_version(layout.genre_dir, lambda vdir: genre.save(vdir / "deployed"))
     return library, data
 
 

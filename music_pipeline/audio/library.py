@@ -168,7 +168,7 @@ class HashCache:
     """Content hashes remembered by (relpath, size, mtime_ns): an unchanged file is never re-read."""
 
     def __init__(self, path: str | os.PathLike | None):
-        from music_pipeline.storage import artifact_path, read_parquet
+        from music_pipeline.artifacts import artifact_path, read_parquet
 
         self.path = artifact_path(path) if path else None
         self._entries: dict[str, tuple[int, int, str]] = {}
@@ -194,7 +194,7 @@ class HashCache:
             return
         if not self.dirty and set(self._entries) == keep:
             return
-        from music_pipeline.storage import write_parquet
+        from music_pipeline.artifacts import write_parquet
 
         rows = [(r, *v) for r, v in self._entries.items() if r in keep]
         write_parquet(self.path, pd.DataFrame(rows, columns=["relpath", "size", "mtime_ns", "content_hash"]))

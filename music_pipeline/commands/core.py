@@ -19,6 +19,7 @@ from music_pipeline.settings import (
     LibraryNotGiven,
     LibraryUnavailable,
     Settings,
+    dagster_home_from_env,
     read_library_record,
     resolve_data_dir,
 )
@@ -132,7 +133,7 @@ def _print_summary(summary, settings: Settings, log_path: Path | None, strict: b
         print()
         for line in summary_lines(collect(settings.data_dir), _data_arg(settings), show_skipped=0):
             print(line)
-    print(f"\nruns recorded in DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
+    print(f"\nruns recorded in DAGSTER_HOME={dagster_home_from_env()}")
     if log_path is not None and log_path.exists():
         print(f"build log (warnings, native-library messages): {log_path}")
     if not summary.ok:
@@ -163,7 +164,7 @@ def _build(
     except (LibraryUnavailable, LibraryNotGiven, BuildInvalid) as exc:
         _error(str(exc))
         return EXIT_USAGE
-    log_path = None if quiet.verbose() else settings.logs_dir / f"build-{datetime.now():%Y%m%d-%H%M%S}.log"
+    log_path = None if settings.verbose() else settings.logs_dir / f"build-{datetime.now():%Y%m%d-%H%M%S}.log"
     redirect = nullcontext(sys.stderr) if log_path is None else quiet.stderr_to_file(log_path)
     try:
         with redirect as terminal:
@@ -256,7 +257,6 @@ def cmd_embed(args) -> int:
 
 
 def cmd_ui(args) -> int:
-    from music_pipeline import quiet
     from music_pipeline.defs.runner import ensure_dagster_home
 
     settings = Settings.resolve(args.data, args.library)
@@ -299,9 +299,11 @@ def cmd_ui(args) -> int:
     )
     print("Ctrl-C stops it")
     sys.stdout.flush()
-    level = "info" if quiet.verbose() else "warning"
+    level = "info" if settings.verbose() else "warning"
     python = (
-        [sys.executable] if quiet.verbose() else [sys.executable, "-W", "ignore:Function `dev_command` is superseded"]
+        [sys.executable]
+        if settings.verbose()
+        else [sys.executable, "-W", "ignore:Function `dev_command` is superseded"]
     )
     cmd = [
         *python,

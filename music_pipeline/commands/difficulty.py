@@ -45,15 +45,15 @@ def cmd_difficulty(args) -> int:
     from music_pipeline.audio.decode import AudioError, decode
     from music_pipeline.commands.per_file import PerFile
     from music_pipeline.features.extract import features_from_signal
-    from music_pipeline.models.pdi import DifficultyModel, LibraryNotScored, explain, model_dir
+    from music_pipeline.layout import DataLayout
+    from music_pipeline.models.pdi import DifficultyModel, LibraryNotScored, explain
     from music_pipeline.notes.events import write_midi
     from music_pipeline.notes.store import notes_of_signal
     from music_pipeline.notes.transcribe import Transcriber
-    from music_pipeline.storage import DataLayout
 
     settings = Settings.resolve(args.data)
     try:
-        model = DifficultyModel.load(model_dir(DataLayout(settings.data_dir)))
+        model = DifficultyModel.load(DataLayout(settings.data_dir).difficulty_dir)
     except LibraryNotScored as exc:
         print(f"error: {exc} (data directory {settings.data_dir})", file=sys.stderr)
         return 2

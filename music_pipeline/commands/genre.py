@@ -27,9 +27,10 @@ def register(sub, parent) -> None:
 
 
 def _stale_warning(settings: Settings) -> str | None:
-    from music_pipeline.storage import DataLayout, read_json
+    from music_pipeline.artifacts import read_json
+    from music_pipeline.layout import DataLayout
 
-    p = DataLayout(settings.data_dir).models_dir / "genre" / "status.json"
+    p = DataLayout(settings.data_dir).genre_status_path
     try:
         st = read_json(p)
     except Exception:

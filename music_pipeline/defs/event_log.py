@@ -21,15 +21,7 @@ from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventL
 from dagster._core.storage.sqlalchemy_compat import db_result
 from dagster._serdes import ConfigurableClassData
 
-ENV_BATCH = "DAGSTER_EVENT_BATCH_SIZE"
-# Events per batch: planned/materialized events of one asset over a 500-track range fit in one.
-DEFAULT_BATCH_SIZE = "1000"
-
-
-def enable_event_batching() -> None:
-    """Let Dagster hand asset events to ``store_event_batch`` (read at every event, so setting it
-    in the run's process before the run starts is enough). A user's own setting wins."""
-    os.environ.setdefault(ENV_BATCH, DEFAULT_BATCH_SIZE)
+from music_pipeline import settings
 
 
 class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
@@ -37,7 +29,7 @@ class BatchingSqliteEventLogStorage(SqliteEventLogStorage):
 
     def __init__(self, base_dir: str | None = None, inst_data: ConfigurableClassData | None = None):
         if not base_dir:  # the layout Dagster's default SQLite storage uses
-            base_dir = os.path.join(os.environ["DAGSTER_HOME"], "history", "runs")
+            base_dir = os.path.join(settings.dagster_home_from_env(), "history", "runs")
         super().__init__(base_dir, inst_data=inst_data)
         self._has_tags_table: bool | None = None
 

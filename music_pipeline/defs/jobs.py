@@ -8,16 +8,13 @@ job without editing this file:
 - full_rebuild: everything.
 """
 
-import os
-
 import dagster as dg
 
+from music_pipeline import settings
 from music_pipeline.defs.executors import ingest_executor
 from music_pipeline.defs.resources import MusicPipelineResource
 
 LIBRARY_SCAN = dg.AssetKey("library_manifest")
-REBUILD_CRON_ENV = "MUSIC_PIPELINE_REBUILD_CRON"
-DEFAULT_REBUILD_CRON = "0 3 * * *"
 # Transient failures (a worker killed, a locked database) are retried once as a whole run.
 RUN_RETRY_TAGS = {"dagster/max_retries": "1", "dagster/retry_strategy": "FROM_FAILURE"}
 
@@ -63,9 +60,9 @@ def build_jobs(assets):
     @dg.schedule(
         name="nightly_rebuild",
         job=rebuild,
-        cron_schedule=os.environ.get(REBUILD_CRON_ENV, DEFAULT_REBUILD_CRON),
+        cron_schedule=settings.rebuild_cron(),
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description=f"Rebuilds the models on a cron schedule (env {REBUILD_CRON_ENV}, default '{DEFAULT_REBUILD_CRON}'); "
+        description=f"Rebuilds the models on a cron schedule (env {settings.ENV_REBUILD_CRON}, default '{settings.DEFAULT_REBUILD_CRON}'); "
         "skips, saying why, while the library has never been built.",
     )
     def nightly(context: dg.ScheduleEvaluationContext, pipeline: MusicPipelineResource):

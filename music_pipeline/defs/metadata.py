@@ -5,7 +5,7 @@ import base64
 import dagster as dg
 import pandas as pd
 
-from music_pipeline.storage import ArtifactPath, read_bytes
+from music_pipeline.artifacts import ArtifactPath, read_bytes
 
 
 def png_md(png: ArtifactPath | str | bytes, alt: str = "plot") -> dg.MetadataValue:

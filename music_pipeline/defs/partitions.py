@@ -154,7 +154,7 @@ def materialized_buckets(instance: dg.DagsterInstance, track_keys) -> set[str]:
 def known_track_keys(manifest_path) -> set[str] | None:
     """Bucket mode's registry: the track keys of the last library manifest (the scan the tables
     were built from), or None when nothing was built yet. One column of one parquet file."""
-    from music_pipeline.storage import read_parquet
+    from music_pipeline.artifacts import read_parquet
 
     if not manifest_path.exists():
         return None

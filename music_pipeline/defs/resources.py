@@ -16,8 +16,8 @@ from music_pipeline import progress, quiet
 from music_pipeline.audio.library import LibraryScan, scan_library
 from music_pipeline.features.extract import FeatureStore
 from music_pipeline.features.segments import DEFAULT_SEGMENTS
+from music_pipeline.layout import DataLayout
 from music_pipeline.settings import Settings
-from music_pipeline.storage import DataLayout
 
 quiet.quiet_environment()
 quiet.quiet_python_logs()

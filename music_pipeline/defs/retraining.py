@@ -10,8 +10,9 @@
 
 import dagster as dg
 
-from music_pipeline.models.staleness import max_share_from_env, record_training, verdict
-from music_pipeline.storage import DataLayout
+from music_pipeline.layout import DataLayout
+from music_pipeline.models.staleness import record_training, verdict
+from music_pipeline.settings import retrain_share
 
 RETRAIN_TAG = "music_pipeline/retrain"  # "forced" (build --retrain) or "stale" (what build chose)
 
@@ -46,7 +47,7 @@ def stale_models(
 ) -> tuple[list[dg.AssetKey], dict]:
     """(stale keys, {key: Verdict}) for the library models of ``defs``."""
     versions = {spec.key: str(spec.code_version or "") for a in defs.assets for spec in a.specs}
-    share = max_share_from_env()
+    share = retrain_share()
     verdicts = {k: verdict(layout, k.to_user_string(), versions.get(k, ""), share) for k in model_keys}
     return [k for k in model_keys if verdicts[k].stale], verdicts
 

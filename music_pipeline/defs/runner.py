@@ -24,6 +24,7 @@ import pandas as pd
 from filelock import FileLock, Timeout
 
 from music_pipeline import progress as prog
+from music_pipeline.artifacts import ensure_dir, read_parquet
 from music_pipeline.audio.sync import SyncPlan, plan_buckets, plan_sync
 from music_pipeline.defs.assets.features import RETRY_FAILED_TAG
 from music_pipeline.defs.jobs import split_library_assets, track_asset_keys
@@ -37,8 +38,8 @@ from music_pipeline.defs.partitions import (
 from music_pipeline.defs.resources import MusicPipelineResource
 from music_pipeline.defs.retraining import RETRAIN_TAG, record_kept, stale_models
 from music_pipeline.defs.sensors import RANGE_END, RANGE_START
-from music_pipeline.settings import SOURCE_RECORD, Settings, record_library
-from music_pipeline.storage import DataLayout, ensure_dir, read_parquet
+from music_pipeline.layout import DataLayout
+from music_pipeline.settings import SOURCE_RECORD, Settings, record_library, use_dagster_home
 
 DAGSTER_YAML = Path(__file__).with_name("dagster.yaml")
 POLL_S = 0.5
@@ -95,7 +96,7 @@ class RunEvent:
 def ensure_dagster_home(settings: Settings) -> Path:
     """Point DAGSTER_HOME at the data directory's instance (unless the user set one) and give it
     the shipped dagster.yaml on first use."""
-    home = Path(os.environ.setdefault("DAGSTER_HOME", str(settings.dagster_home))).resolve()
+    home = use_dagster_home(settings.dagster_home)
     home.mkdir(parents=True, exist_ok=True)
     cfg = home / "dagster.yaml"
     if not cfg.exists() and DAGSTER_YAML.exists():

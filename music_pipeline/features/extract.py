@@ -27,14 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from music_pipeline.audio.decode import ANALYSIS_SR, AudioError, decode
-from music_pipeline.features.difficulty import DESCRIPTOR_NAMES, compute_descriptors
-from music_pipeline.features.embedding import EMBEDDING_DIM, compute_embedding
-from music_pipeline.features.rhythm import compute_rhythm
-from music_pipeline.features.segments import DEFAULT_SEGMENTS, extract_segments
-from music_pipeline.features.spectra import compute_spectra
-from music_pipeline.storage import (
-    DataLayout,
+from music_pipeline.artifacts import (
     list_names,
     npz_member_shape,
     read_json,
@@ -44,6 +37,13 @@ from music_pipeline.storage import (
     write_json,
     write_npz,
 )
+from music_pipeline.audio.decode import ANALYSIS_SR, AudioError, decode
+from music_pipeline.features.difficulty import DESCRIPTOR_NAMES, compute_descriptors
+from music_pipeline.features.embedding import EMBEDDING_DIM, compute_embedding
+from music_pipeline.features.rhythm import compute_rhythm
+from music_pipeline.features.segments import DEFAULT_SEGMENTS, extract_segments
+from music_pipeline.features.spectra import compute_spectra
+from music_pipeline.layout import DataLayout
 from music_pipeline.workers import refuse_in_bootstrap, run_pending
 
 log = logging.getLogger(__name__)

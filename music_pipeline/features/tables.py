@@ -13,11 +13,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from music_pipeline.artifacts import ArtifactPath, read_parquet, read_parquet_metadata, write_parquet
 from music_pipeline.audio.library import LibraryScan
 from music_pipeline.features.difficulty import DESCRIPTOR_NAMES
 from music_pipeline.features.embedding import EMBEDDING_DIM, FEATURE_NAMES
 from music_pipeline.features.extract import FeatureStore
-from music_pipeline.storage import ArtifactPath, DataLayout, read_parquet, read_parquet_metadata, write_parquet
+from music_pipeline.layout import DataLayout
 
 FEATURE_VERSION_KEY = "music_pipeline.feature_version"
 
@@ -134,7 +135,7 @@ def refresh_tables(
     always writes a table containing every feature file that existed when it checked, and any
     file written after that check belongs to a run whose own refresh comes later.
     """
-    descriptors_path = layout.tables_dir / "difficulty_descriptors.parquet"
+    descriptors_path = layout.descriptors_table_path
     previous = read_previous_tables(layout.embeddings_path, descriptors_path, store)
     scanned = {t.content_hash for t in scan.tracks if t.content_hash and not t.scan_error}
     for rounds in range(1, max_rounds + 1):

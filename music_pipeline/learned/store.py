@@ -28,8 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+from music_pipeline.artifacts import ArtifactPath, read_npz
+from music_pipeline.content_store import ContentStore
 from music_pipeline.learned.musicnn import DEFAULT_MAX_PATCHES, MSD_TAGS, MTT_TAGS, PENULTIMATE_UNITS, SR
-from music_pipeline.storage import ArtifactPath, ContentStore, read_npz
 
 # Bump when a stored value changes (front end, network, patch choice): it is in the cache path.
 LEARNED_CODE_VERSION = "1"

@@ -5,15 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from music_pipeline.artifacts import read_parquet
+from music_pipeline.layout import DataLayout
 from music_pipeline.learned.store import LEARNED_NAMES, TAG_NAMES, LearnedStore
-from music_pipeline.storage import ArtifactPath, DataLayout, read_parquet
 
-TABLE_NAME = "learned_embeddings.parquet"
 ID_COLUMNS = ["key", "content_hash", "n_patches"]
-
-
-def learned_table_path(data_dir) -> ArtifactPath:
-    return DataLayout(data_dir).tables_dir / TABLE_NAME
 
 
 def build_learned_table(
@@ -54,7 +50,7 @@ def build_learned_table(
 
 def read_learned_table(data_dir) -> pd.DataFrame | None:
     """The learned table, or None when it has not been built."""
-    path = learned_table_path(data_dir)
+    path = DataLayout(data_dir).learned_table_path
     return read_parquet(path) if path.is_file() else None
 
 

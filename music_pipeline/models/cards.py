@@ -18,7 +18,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from music_pipeline.storage import ArtifactPath, DataLayout, read_json
+from music_pipeline.artifacts import ArtifactPath, read_json
+from music_pipeline.layout import DataLayout
 
 
 def _iso(t: float) -> str:
@@ -39,7 +40,7 @@ def _missing(name: str, reason: str) -> dict:
 def genre_card(layout: DataLayout) -> dict:
     from music_pipeline.models.genre.publishing import current_version
 
-    root = layout.models_dir / "genre"
+    root = layout.genre_dir
     vdir = current_version(root)
     if vdir is None or not (vdir / "card.json").is_file():
         status = root / "status.json"
@@ -51,7 +52,7 @@ def genre_card(layout: DataLayout) -> dict:
 
 
 def similarity_card(layout: DataLayout) -> dict:
-    path = layout.models_dir / "similarity" / "index.json"
+    path = layout.similarity_dir / "index.json"
     if not path.is_file():
         return _missing("similarity_index", "similarity_index has not run")
     state = read_json(path)
@@ -73,7 +74,7 @@ def _bootstrap_accuracy(true: np.ndarray, pred: np.ndarray, resamples: int = 100
 
 def difficulty_cnn_card(layout: DataLayout) -> dict:
     """From ``difficulty_cnn_report.json`` (written by the difficulty CNN asset)."""
-    path = layout.models_dir / "difficulty" / "difficulty_cnn_report.json"
+    path = layout.difficulty_dir / "difficulty_cnn_report.json"
     if not path.is_file():
         return _missing("difficulty_cnn", "difficulty_cnn has not run")
     r = read_json(path)
@@ -110,7 +111,7 @@ def difficulty_cnn_card(layout: DataLayout) -> dict:
 
 
 def pdi_card(layout: DataLayout) -> dict:
-    path = layout.models_dir / "difficulty" / "difficulty_model.json"
+    path = layout.difficulty_dir / "difficulty_model.json"
     if not path.is_file():
         return _missing("difficulty_pdi", "difficulty has not run")
     d = read_json(path)
@@ -136,13 +137,12 @@ def pdi_card(layout: DataLayout) -> dict:
 def learned_card(layout: DataLayout) -> dict:
     from music_pipeline.learned.musicnn import WEIGHTS
     from music_pipeline.learned.store import LEARNED_DIM, learned_version
-    from music_pipeline.learned.table import learned_table_path
 
-    path = learned_table_path(layout.root)
+    path = layout.learned_table_path
     t = _mtime(path) if path.is_file() else None
     n = None
     if path.is_file():
-        from music_pipeline.storage import read_parquet
+        from music_pipeline.artifacts import read_parquet
 
         n = len(read_parquet(path, columns=["key"]))
     return {

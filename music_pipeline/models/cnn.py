@@ -39,8 +39,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from music_pipeline.artifacts import ArtifactPath, artifact_path, atomic_path, local_copy, write_json
 from music_pipeline.models.pdi import LEVELS
-from music_pipeline.storage import ArtifactPath, artifact_path, atomic_path, local_copy, write_json
 
 log = logging.getLogger(__name__)
 

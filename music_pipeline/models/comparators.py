@@ -599,10 +599,10 @@ def compare_all(
 
     from threadpoolctl import threadpool_limits
 
+    from music_pipeline.artifacts import read_json
     from music_pipeline.models.genre.cv import coarser_plan, make_folds, plan_from_assignment, to_jsonable
     from music_pipeline.models.genre.data import labelled_data, within_budget
     from music_pipeline.models.genre.publishing import current_version
-    from music_pipeline.storage import read_json
 
     t0 = time.perf_counter()
     say = on_progress or (lambda _m: None)

@@ -50,10 +50,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from music_pipeline.artifacts import artifact_path, read_json, write_json
 from music_pipeline.features.difficulty import DESCRIPTORS as AUDIO_DESCRIPTORS
 from music_pipeline.features.difficulty import INTENSITY as AUDIO_INTENSITY
 from music_pipeline.notes.descriptors import NOTE_DESCRIPTOR_FAMILY, NOTE_DESCRIPTOR_NAMES, NOTE_FAMILIES
-from music_pipeline.storage import DataLayout, artifact_path, read_json, write_json
 
 LEVELS = ("Easy", "Medium", "Hard")
 STRUCTURAL = "structural"
@@ -70,29 +70,6 @@ QUANTILE_POINTS = 101
 MODEL_FILE = "difficulty_model.json"
 FORMAT_VERSION = 2
 SCORE_ID_COLUMNS = ["key", "relpath", "label", "group", "content_hash"]
-
-
-def descriptors_table_path(layout: DataLayout) -> Path:
-    """The 13 audio descriptors per track (written with the embedding table)."""
-    return layout.tables_dir / "difficulty_descriptors.parquet"
-
-
-def note_descriptors_table_path(layout: DataLayout) -> Path:
-    """The note descriptors per track (written by the ``difficulty`` asset from the note store)."""
-    return layout.tables_dir / "note_descriptors.parquet"
-
-
-def scores_table_path(layout: DataLayout) -> Path:
-    return layout.tables_dir / "difficulty.parquet"
-
-
-def model_dir(layout: DataLayout) -> Path:
-    """Scale + weights + thresholds JSON and the segment CNN (``.keras`` + report) live here."""
-    return layout.models_dir / "difficulty"
-
-
-def plots_dir(layout: DataLayout) -> Path:
-    return layout.plots_dir / "difficulty"
 
 
 def norm_column(name: str) -> str:

@@ -23,40 +23,25 @@ Nothing here imports Dagster.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from music_pipeline.storage import DataLayout, read_json, read_parquet, write_json
+from music_pipeline import settings
+from music_pipeline.artifacts import read_json, read_parquet, write_json
+from music_pipeline.layout import DataLayout
 
 STATE_FORMAT = 1
-ENV_SHARE = "MUSIC_PIPELINE_RETRAIN_SHARE"
-DEFAULT_MAX_SHARE = 0.10
 
 GENRE_MODELS = ("genre_classifier", "genre_comparison")
 LEVEL_MODELS = ("difficulty_cnn",)
 LIBRARY_MODELS = ("embedding_map",)
 
 
-def max_share_from_env() -> float:
-    raw = os.environ.get(ENV_SHARE)
-    if not raw:
-        return DEFAULT_MAX_SHARE
-    share = float(raw)
-    if not 0.0 <= share <= 1.0:
-        raise ValueError(f"{ENV_SHARE}={raw!r}: expected a share between 0 and 1")
-    return share
-
-
-def state_path(layout: DataLayout, model: str):
-    return layout.models_dir / "state" / f"{model}.json"
-
-
 def training_set(model: str, layout: DataLayout) -> dict[str, str]:
     """What ``model`` learns from, {content hash: what it learns about it}, from the library
     tables as they are now."""
     if model in LEVEL_MODELS:
-        path = layout.tables_dir / "difficulty.parquet"
+        path = layout.difficulty_table_path
         if not path.exists():
             return {}
         t = read_parquet(path, columns=["content_hash", "level"])
@@ -95,7 +80,7 @@ def record_training(
     when = (now or datetime.now(UTC)).isoformat(timespec="seconds")
     tracks = training_set(model, layout) if tracks is None else dict(tracks)
     write_json(
-        state_path(layout, model),
+        layout.training_state_path(model),
         {
             "format": STATE_FORMAT,
             "model": model,
@@ -114,8 +99,8 @@ def verdict(
     current: dict[str, str] | None = None,
 ) -> Verdict:
     """Is ``model`` stale against the library as it is now? (see the module docstring)"""
-    share_limit = max_share_from_env() if max_share is None else max_share
-    path = state_path(layout, model)
+    share_limit = settings.retrain_share() if max_share is None else max_share
+    path = layout.training_state_path(model)
     try:
         state = read_json(path) if path.exists() else None
     except (OSError, ValueError):

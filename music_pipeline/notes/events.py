@@ -99,7 +99,7 @@ def write_midi(notes: NoteEvents, dest: str | Path, program: int = 0, tempo_bpm:
     """A one-instrument MIDI file of ``notes`` (velocity from confidence), written atomically."""
     import pretty_midi
 
-    from music_pipeline.storage import atomic_path
+    from music_pipeline.artifacts import atomic_path
 
     pm = pretty_midi.PrettyMIDI(initial_tempo=tempo_bpm)
     inst = pretty_midi.Instrument(program=program, name="transcription")

@@ -23,9 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from music_pipeline.artifacts import read_npz
+from music_pipeline.content_store import ContentStore
 from music_pipeline.notes.descriptors import NOTE_DESCRIPTOR_NAMES, note_descriptors
 from music_pipeline.notes.events import NoteEvents
-from music_pipeline.storage import ContentStore, read_npz
 from music_pipeline.workers import run_pending
 
 log = logging.getLogger(__name__)

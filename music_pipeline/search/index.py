@@ -45,19 +45,7 @@ from dataclasses import asdict, dataclass, field, fields
 import numpy as np
 import pandas as pd
 
-from music_pipeline.features.embedding import FEATURE_GROUPS, FEATURE_NAMES
-from music_pipeline.search.ann import CODE_KINDS, Codes, choose_codes, code_candidates
-from music_pipeline.search.exact import DEFAULT_BLOCK_ELEMENTS, PrunedExact, exact_topk, normalise, recall_at_k
-from music_pipeline.search.rows import NpyRows
-from music_pipeline.search.space import (
-    GROUPS,
-    PCA_FIT_ROWS,
-    Transform,
-    choose_transform,
-    energy_rotation,
-    retrieval_bases,
-)
-from music_pipeline.storage import (
+from music_pipeline.artifacts import (
     ArtifactPath,
     artifact_path,
     atomic_path,
@@ -72,6 +60,18 @@ from music_pipeline.storage import (
     write_npy,
     write_npz,
     write_parquet,
+)
+from music_pipeline.features.embedding import FEATURE_GROUPS, FEATURE_NAMES
+from music_pipeline.search.ann import CODE_KINDS, Codes, choose_codes, code_candidates
+from music_pipeline.search.exact import DEFAULT_BLOCK_ELEMENTS, PrunedExact, exact_topk, normalise, recall_at_k
+from music_pipeline.search.rows import NpyRows
+from music_pipeline.search.space import (
+    GROUPS,
+    PCA_FIT_ROWS,
+    Transform,
+    choose_transform,
+    energy_rotation,
+    retrieval_bases,
 )
 
 INDEX_FORMAT = 2  # 2: compressed re-rank codes (ann.npz, codes.npy); the IVF over projected dimensions

@@ -14,12 +14,13 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from music_pipeline.artifacts import artifact_path, read_table
 from music_pipeline.features.embedding import FEATURE_NAMES
+from music_pipeline.layout import DataLayout
 from music_pipeline.search.compare import Comparison, compare_standardised
 from music_pipeline.search.index import TrackIndex
 from music_pipeline.search.mmr import mmr
 from music_pipeline.search.radio import radio_walk, window_mask
-from music_pipeline.storage import ArtifactPath, DataLayout, artifact_path, read_table
 
 MMR_POOL_FACTOR = 5  # MMR re-ranks this many times n nearest candidates (at least MMR_POOL_MIN)
 MMR_POOL_MIN = 50
@@ -35,10 +36,6 @@ class TrackNotFound(QueryError):
 
 class AmbiguousTrack(QueryError):
     """The query matches several tracks."""
-
-
-def index_dir(data_dir: str | Path | ArtifactPath) -> ArtifactPath:
-    return DataLayout(data_dir).models_dir / "similarity"
 
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".m4a", ".aac", ".wma", ".mp4")
@@ -112,7 +109,7 @@ class Discovery:
     @classmethod
     def open(cls, data_dir: str | Path, library_root: str | Path | None = None) -> Discovery:
         """Load the saved index of this data directory (raises ``IndexNotBuilt`` when missing)."""
-        return cls(TrackIndex.load(index_dir(data_dir)), data_dir, library_root)
+        return cls(TrackIndex.load(DataLayout(data_dir).similarity_dir), data_dir, library_root)
 
     # -- resolving queries ----------------------------------------------------------------------
     def _track(self, text: str, pos: int) -> ResolvedTrack:

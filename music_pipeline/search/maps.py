@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from music_pipeline.artifacts import artifact_path, read_bytes, write_text
 from music_pipeline.features.embedding import FEATURE_GROUPS, FEATURE_NAMES
 from music_pipeline.search.space import GROUPS
-from music_pipeline.storage import artifact_path, read_bytes, write_text
 
 UNLABELLED = "(unlabelled)"
 NO_LEVEL = "(no PDI level)"

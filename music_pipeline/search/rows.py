@@ -18,7 +18,7 @@ import tempfile
 
 import numpy as np
 
-from music_pipeline.storage import artifact_path
+from music_pipeline.artifacts import artifact_path
 
 
 class NpyRows:

@@ -16,10 +16,12 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from music_pipeline.artifacts import UnsafePathError, read_parquet, safe_join
+from music_pipeline.layout import DataLayout
+from music_pipeline.models.pdi import LEVELS as LEVEL_ORDER
 from music_pipeline.search.library import AmbiguousTrack, Discovery, QueryError, ResolvedTrack, TrackNotFound, title_of
 from music_pipeline.search.results import compare_json, path_json, radio_json, similar_json
-from music_pipeline.storage import DataLayout, UnsafePathError, read_parquet, safe_join
-from music_pipeline.web.facts import LEVEL_ORDER, Facts
+from music_pipeline.web.facts import Facts
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +190,7 @@ class Explorer:
     def _build_map(self) -> dict:
         keys = self.tracks["key"].astype(str).to_numpy()
         source, note = "umap", "UMAP of the similarity space (embedding_map asset)"
-        path = self.layout.tables_dir / "embedding_map.parquet"
+        path = self.layout.embedding_map_path
         coords = None
         if path.is_file():
             t = read_parquet(path, columns=["key", "x2", "y2"])
@@ -285,16 +287,15 @@ class LiveExplorer:
         self._checked = time.monotonic()
 
     def _build_stamp(self) -> tuple:
-        from music_pipeline.models.pdi import MODEL_FILE, model_dir
-        from music_pipeline.search.library import index_dir
-        from music_pipeline.storage import read_bytes
+        from music_pipeline.artifacts import read_bytes
+        from music_pipeline.models.pdi import MODEL_FILE
 
         layout = DataLayout(self.data_dir)
         stamp = []
         for p in (
-            index_dir(self.data_dir) / "index.json",
-            layout.models_dir / "genre" / "CURRENT.json",
-            model_dir(layout) / MODEL_FILE,
+            DataLayout(self.data_dir).similarity_dir / "index.json",
+            layout.genre_dir / "CURRENT.json",
+            layout.difficulty_dir / MODEL_FILE,
         ):
             try:
                 stamp.append(hashlib.sha1(read_bytes(p)).hexdigest())

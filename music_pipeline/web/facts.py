@@ -16,7 +16,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from music_pipeline.storage import DataLayout, read_json, read_parquet
+from music_pipeline.artifacts import read_json, read_parquet
+from music_pipeline.layout import DataLayout
 
 log = logging.getLogger(__name__)
 
@@ -45,18 +46,15 @@ class Facts:
             if self._difficulty is None and self._difficulty_error is None:
                 from music_pipeline.models.pdi import (
                     DifficultyModel,
-                    descriptors_table_path,
                     merge_descriptors,
-                    model_dir,
-                    note_descriptors_table_path,
                 )
 
                 try:
-                    model = DifficultyModel.load(model_dir(self.layout))
+                    model = DifficultyModel.load(self.layout.difficulty_dir)
                     # the PDI reads the note descriptors beside the audio ones, as the difficulty asset does
                     table = merge_descriptors(
-                        read_parquet(descriptors_table_path(self.layout)),
-                        read_parquet(note_descriptors_table_path(self.layout)),
+                        read_parquet(self.layout.descriptors_table_path),
+                        read_parquet(self.layout.note_descriptors_table_path),
                     )
                     frame = model.score_frame(table)
                     rows = {str(k): r for k, r in zip(table["key"], table[list(model.names)].to_dict("records"))}
@@ -102,12 +100,12 @@ class Facts:
             if self._genre is None and self._genre_error is None:
                 from music_pipeline.learned.store import LEARNED_NAMES, TAG_NAMES
                 from music_pipeline.learned.table import read_learned_table
-                from music_pipeline.models.genre.serving import GenreService, genre_root
+                from music_pipeline.models.genre.serving import GenreService
 
                 try:
                     service = GenreService.open(self.layout.root)
                     note = None
-                    status_path = genre_root(self.layout.root) / "status.json"
+                    status_path = self.layout.genre_status_path
                     if status_path.is_file():
                         st = read_json(status_path)
                         if not st.get("trained"):
@@ -125,7 +123,7 @@ class Facts:
 
     def _cross_validated(self) -> dict:
         if self._cv is None:
-            p = self.layout.tables_dir / "genre_predictions.parquet"
+            p = self.layout.genre_predictions_path
             cols = ["key", "first", "p_first", "second", "p_second", "probability_source"]
             try:
                 t = read_parquet(p, columns=cols)

@@ -14,13 +14,12 @@ import socket
 import time
 import urllib.request
 
-from music_pipeline.storage import DataLayout, read_json, remove, write_json
-
-STATUS_FILE = "explorer.json"
+from music_pipeline.artifacts import read_json, remove, write_json
+from music_pipeline.layout import DataLayout
 
 
 def status_path(data_dir):
-    return DataLayout(data_dir).root / STATUS_FILE
+    return DataLayout(data_dir).explorer_status
 
 
 def write_status(data_dir, url: str) -> None:

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
+from music_pipeline.artifacts import read_json, read_parquet, read_parquet_metadata, write_json, write_parquet
 from music_pipeline.defs.assets.notes import TRACK_NOTES
 from music_pipeline.defs.metadata import png_md, table_md
 from music_pipeline.defs.resources import MusicPipelineResource
@@ -20,7 +21,6 @@ from music_pipeline.notes.store import (
     notes_version,
     transcribe_many,
 )
-from music_pipeline.storage import read_json, read_parquet, read_parquet_metadata, write_json, write_parquet
 
 
 class DifficultyConfig(dg.Config):
@@ -56,7 +56,7 @@ def _note_table(context, pipeline: MusicPipelineResource, audio: pd.DataFrame) -
     """Note descriptors of every track of the audio table; tracks never transcribed (a library
     built before track_notes existed) are transcribed here, failures are left out and named."""
     layout = pipeline.layout
-    path = pdi.note_descriptors_table_path(layout)
+    path = layout.note_descriptors_table_path
     store = NotesStore(pipeline.settings.data_dir)
     previous = None
     try:
@@ -111,7 +111,7 @@ def difficulty(
     from music_pipeline.models import difficulty_plots as plots
 
     layout = pipeline.layout
-    audio = read_parquet(pdi.descriptors_table_path(layout))
+    audio = read_parquet(layout.descriptors_table_path)
     if audio.empty:
         raise dg.Failure("no analysed tracks: the descriptor table is empty")
     notes = _note_table(context, pipeline, audio)
@@ -128,7 +128,7 @@ def difficulty(
     except ValueError as exc:
         raise dg.Failure(f"cannot score the library: {exc}") from exc
     # a refit on a changed library may move existing tracks: say so instead of doing it silently
-    previous_path = pdi.scores_table_path(layout)
+    previous_path = layout.difficulty_table_path
     try:
         previous = read_parquet(previous_path, columns=["key", "pdi", "level"]) if previous_path.exists() else None
     except Exception:  # written by an older version with other columns
@@ -139,9 +139,9 @@ def difficulty(
             f"{moved['tracks_changing_level']} tracks changed level after refitting on the current library"
         )
     table_path = write_parquet(previous_path, scores)
-    model_path = model.save(pdi.model_dir(layout))
+    model_path = model.save(layout.difficulty_dir)
 
-    pdir = pdi.plots_dir(layout)
+    pdir = layout.difficulty_plots_dir
     store, note_store = pipeline.store, NotesStore(pipeline.settings.data_dir)
     hist = plots.pdi_histogram(scores, model, pdir / "pdi_histogram.png")
     scatter = plots.subscore_scatter(scores, pdir / "subscores.png")
@@ -205,7 +205,7 @@ def _moves_since(previous: pd.DataFrame | None, scores: pd.DataFrame) -> dict:
     description="Every level (Easy, Medium, Hard) has at least one track (a warning only when the library has fewer distinct PDI values than levels).",
 )
 def difficulty_levels_nonempty(pipeline: MusicPipelineResource) -> dg.AssetCheckResult:
-    scores = read_parquet(pdi.scores_table_path(pipeline.layout), columns=["level", "pdi"])
+    scores = read_parquet(pipeline.layout.difficulty_table_path, columns=["level", "pdi"])
     counts = pdi.level_counts(scores)
     # with fewer tracks (or fewer distinct PDI values: music of identical note statistics) than
     # levels an empty level is arithmetic, not a fault: warn, do not block
@@ -225,9 +225,9 @@ def difficulty_levels_nonempty(pipeline: MusicPipelineResource) -> dg.AssetCheck
 )
 def difficulty_model_reproduces_scores(pipeline: MusicPipelineResource) -> dg.AssetCheckResult:
     layout = pipeline.layout
-    stored = read_parquet(pdi.scores_table_path(layout))
+    stored = read_parquet(layout.difficulty_table_path)
     descriptors = pdi.merge_descriptors(
-        read_parquet(pdi.descriptors_table_path(layout)), read_parquet(pdi.note_descriptors_table_path(layout))
+        read_parquet(layout.descriptors_table_path), read_parquet(layout.note_descriptors_table_path)
     )
     gone = sorted(set(stored["key"]) - set(descriptors["key"]))
     if gone:  # the descriptor table moved on since the scores were written: they are stale
@@ -236,7 +236,7 @@ def difficulty_model_reproduces_scores(pipeline: MusicPipelineResource) -> dg.As
             metadata={"stale": f"{len(gone)} scored tracks no longer in the descriptor table (first: {gone[0]})"},
         )
     descriptors = descriptors.set_index("key").loc[stored["key"]].reset_index()
-    again = pdi.DifficultyModel.load(pdi.model_dir(layout)).score_frame(descriptors)
+    again = pdi.DifficultyModel.load(layout.difficulty_dir).score_frame(descriptors)
     diff = np.abs(again["pdi"].to_numpy() - stored["pdi"].to_numpy())
     same_levels = bool((again["level"].to_numpy() == stored["level"].to_numpy()).all())
     return dg.AssetCheckResult(
@@ -273,7 +273,7 @@ def difficulty_cnn(
         cfg = cnn.CnnConfig(**config.model_dump())
     except ValueError as exc:
         raise dg.Failure(str(exc)) from exc
-    scores = read_parquet(pdi.scores_table_path(layout))
+    scores = read_parquet(layout.difficulty_table_path)
     store = pipeline.store
     data = cnn.load_segment_dataset(scores, lambda h: store.load(h).segments, max_tracks=cfg.max_tracks, seed=cfg.seed)
     if len(scores) > cfg.max_tracks:
@@ -289,14 +289,14 @@ def difficulty_cnn(
         )
         context.log.warning(f"difficulty CNN not trained: {reason}")
         write_json(
-            pdi.model_dir(layout) / cnn.REPORT_FILE, {"trained": False, "reason": reason, "n_tracks": len(data.tracks)}
+            layout.difficulty_dir / cnn.REPORT_FILE, {"trained": False, "reason": reason, "n_tracks": len(data.tracks)}
         )
-        (pdi.model_dir(layout) / cnn.MODEL_FILE).unlink(missing_ok=True)
+        (layout.difficulty_dir / cnn.MODEL_FILE).unlink(missing_ok=True)
         return dg.MaterializeResult(metadata={"trained": False, "reason": reason, "tracks": len(data.tracks)})
     why = retraining_metadata(context, layout)
-    report = cnn.run_difficulty_cnn(data, cfg, pdi.model_dir(layout), context.log.info)
+    report = cnn.run_difficulty_cnn(data, cfg, layout.difficulty_dir, context.log.info)
     record_trained(context, layout)
-    pdir = pdi.plots_dir(layout)
+    pdir = layout.difficulty_plots_dir
     curves = plots.training_curves(report["histories"], pdir / "cnn_training_curves.png")
     confusion = plots.confusion_plot(
         report["metrics"]["confusion_matrix"], pdir / "cnn_confusion.png", title="CNN, out-of-fold tracks"
@@ -306,7 +306,7 @@ def difficulty_cnn(
         metadata={
             **why,
             "model": dg.MetadataValue.path(report["final_model"]["path"]),
-            "report": dg.MetadataValue.path(str(pdi.model_dir(layout) / cnn.REPORT_FILE)),
+            "report": dg.MetadataValue.path(str(layout.difficulty_dir / cnn.REPORT_FILE)),
             "architecture": cfg.architecture,
             "tracks": report["n_tracks"],
             "segments": report["n_segments"],
@@ -339,7 +339,7 @@ def difficulty_cnn(
 def _cnn_report(pipeline: MusicPipelineResource) -> dict:
     from music_pipeline.models.cnn import REPORT_FILE
 
-    return read_json(pdi.model_dir(pipeline.layout) / REPORT_FILE)
+    return read_json(pipeline.layout.difficulty_dir / REPORT_FILE)
 
 
 @dg.asset_check(

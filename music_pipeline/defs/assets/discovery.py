@@ -5,13 +5,13 @@ import time
 import dagster as dg
 import numpy as np
 
+from music_pipeline.artifacts import read_json, read_parquet, write_parquet
 from music_pipeline.defs.metadata import png_md, table_md
 from music_pipeline.defs.resources import MusicPipelineResource
 from music_pipeline.defs.retraining import record_trained, retraining_metadata
 from music_pipeline.search.index import IndexNotBuilt, IndexParams, TrackIndex, sync_track_index
-from music_pipeline.search.library import Discovery, index_dir
+from music_pipeline.search.library import Discovery
 from music_pipeline.search.space import precision_at_k, precision_ci
-from music_pipeline.storage import read_json, read_parquet, write_parquet
 
 EMBEDDINGS = dg.AssetKey("embeddings")
 LEARNED_EMBEDDINGS = dg.AssetKey("learned_embeddings")
@@ -158,7 +158,7 @@ def similarity_index(
         target_recall=config.target_recall,
         block_elements=config.block_elements,
     )
-    directory = index_dir(layout.root)
+    directory = layout.similarity_dir
     index, mode = sync_track_index(_load_existing(directory), df, params, str(pipeline.settings.require_library()))
     metrics = _retrieval_metrics(index)
     index.info["retrieval"] = metrics
@@ -233,7 +233,7 @@ def measure_index_recall(index: TrackIndex, sample: int = 500, seed: int = RECAL
 )
 def similarity_index_recall(pipeline: MusicPipelineResource) -> dg.AssetCheckResult:
     index = TrackIndex.load(
-        index_dir(pipeline.layout.root)
+        pipeline.layout.similarity_dir
     )  # as a query process loads it; exact search streams the vectors
     ann = index.index.ann_state
     if index.index.ann is None or ann is None:
@@ -260,8 +260,8 @@ def similarity_index_recall(pipeline: MusicPipelineResource) -> dg.AssetCheckRes
 def similarity_index_size(pipeline: MusicPipelineResource) -> dg.AssetCheckResult:
     layout = pipeline.layout
     keys = read_parquet(layout.embeddings_path, columns=["key"])["key"]
-    indexed = read_parquet(index_dir(layout.root) / "tracks.parquet", columns=["key"])["key"]
-    state = read_json(index_dir(layout.root) / "index.json")
+    indexed = read_parquet(layout.similarity_dir / "tracks.parquet", columns=["key"])["key"]
+    state = read_json(layout.similarity_dir / "index.json")
     missing, extra = set(keys) - set(indexed), set(indexed) - set(keys)
     return dg.AssetCheckResult(
         passed=len(indexed) == len(keys) == state["size"] and not missing and not extra,
@@ -290,9 +290,9 @@ def label_similarity(context: dg.AssetExecutionContext, pipeline: MusicPipelineR
     from music_pipeline.search.labels import label_similarity as compute
 
     layout = pipeline.layout
-    index = TrackIndex.load(index_dir(layout.root))
+    index = TrackIndex.load(layout.similarity_dir)
     table = compute(index.index.vectors, index.tracks["label"])
-    path = write_parquet(layout.tables_dir / "label_similarity.parquet", table)
+    path = write_parquet(layout.label_similarity_path, table)
     md = {
         "path": dg.MetadataValue.path(str(path)),
         **{k: _fmt(v) if k != "labels" else v for k, v in summary(table).items()},
@@ -353,7 +353,7 @@ def embedding_map(
         rows = np.sort(np.random.default_rng(config.seed).choice(rows, config.max_points, replace=False))
     why = retraining_metadata(context, layout)
     vectors = np.asarray(index.index.vectors[rows])
-    diff_path = layout.tables_dir / "difficulty.parquet"
+    diff_path = layout.difficulty_table_path
     difficulty = read_parquet(diff_path) if diff_path.is_file() else None
     frame = map_frame(index.tracks.iloc[rows].reset_index(drop=True), difficulty)
     t0 = time.perf_counter()
@@ -364,7 +364,7 @@ def embedding_map(
         [frame[["key", "label", "level"]], pd.DataFrame(np.hstack([c2, c3]), columns=["x2", "y2", "x3", "y3", "z3"])],
         axis=1,
     )
-    write_parquet(layout.tables_dir / "embedding_map.parquet", coords)
+    write_parquet(layout.embedding_map_path, coords)
     html2 = write_map_html(
         map_figure(c2, frame, f"Library map, UMAP 2-D ({len(rows)} tracks)"),
         layout.reports_dir / "embedding_map_2d.html",
@@ -380,7 +380,7 @@ def embedding_map(
         "tracks_mapped": len(rows),
         "html_2d": dg.MetadataValue.path(str(html2)),
         "html_3d": dg.MetadataValue.path(str(html3)),
-        "coordinates": dg.MetadataValue.path(str(layout.tables_dir / "embedding_map.parquet")),
+        "coordinates": dg.MetadataValue.path(str(layout.embedding_map_path)),
         "pdi_levels": "from difficulty.parquet" if difficulty is not None else "difficulty.parquet not built yet",
         "preview": png_md(preview, "UMAP 2-D"),
     }

@@ -4,6 +4,7 @@ defs/partitions.py) and the library embedding table."""
 import dagster as dg
 
 from music_pipeline import progress
+from music_pipeline.artifacts import read_parquet
 from music_pipeline.defs.partitions import TRACK_BATCH, tracks_for_run, tracks_partitions
 from music_pipeline.defs.resources import MusicPipelineResource
 from music_pipeline.features.embedding import EMBEDDING_DIM
@@ -11,7 +12,6 @@ from music_pipeline.features.extract import ExtractJob, extract_many, feature_ve
 from music_pipeline.features.segments import SEGMENT_FRAMES
 from music_pipeline.features.spectra import N_MELS
 from music_pipeline.features.tables import InvalidTable, refresh_tables, validate_embedding_table
-from music_pipeline.storage import read_parquet
 
 TRACK_EMBEDDING = dg.AssetKey("track_embedding")
 TRACK_DIFFICULTY = dg.AssetKey("track_difficulty")

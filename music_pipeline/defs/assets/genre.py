@@ -12,25 +12,18 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from music_pipeline.artifacts import read_json, read_parquet, write_json, write_parquet, write_text
 from music_pipeline.defs.metadata import png_md, table_md
 from music_pipeline.defs.resources import MusicPipelineResource
 from music_pipeline.defs.retraining import record_trained, retraining_metadata
+from music_pipeline.layout import DataLayout
 from music_pipeline.models.comparators import ComparisonConfig
 from music_pipeline.models.genre.candidates import Candidate, XgbSettings
 from music_pipeline.models.genre.cv import SearchConfig
 from music_pipeline.models.genre.training import BOUNDARY_MARGIN
-from music_pipeline.storage import DataLayout, read_json, read_parquet, write_json, write_parquet, write_text
 
 GENRE_CLASSIFIER = dg.AssetKey("genre_classifier")
 _SEARCH, _XGB, _CMP = SearchConfig(), XgbSettings(), ComparisonConfig()  # every default lives in the core
-
-
-def genre_root(layout: DataLayout) -> Path:
-    return layout.models_dir / "genre"
-
-
-def status_path(layout: DataLayout) -> Path:
-    return genre_root(layout) / "status.json"
 
 
 def genre_table(pipeline: MusicPipelineResource) -> pd.DataFrame:
@@ -72,10 +65,6 @@ class GenreClassifierConfig(dg.Config):
         )
 
 
-def track_genres_path(layout: DataLayout) -> Path:
-    return layout.tables_dir / "track_genres.parquet"
-
-
 def _write_track_genres(pipeline: MusicPipelineResource) -> tuple[pd.DataFrame, str] | None:
     """Every track classified by the deployed model (None when there is no model yet)."""
     from music_pipeline.models.genre.persistence import ModelFileError
@@ -86,14 +75,14 @@ def _write_track_genres(pipeline: MusicPipelineResource) -> tuple[pd.DataFrame, 
     except ModelFileError:
         return None
     genres = classify_library(service, genre_table(pipeline))
-    write_parquet(track_genres_path(pipeline.layout), genres)
+    write_parquet(pipeline.layout.track_genres_path, genres)
     return genres, service.version_dir.name
 
 
 def _no_classifier(
     layout: DataLayout, data_n: int, n_unlabelled: int, labels: dict, reason: str
 ) -> dg.MaterializeResult:
-    write_json(status_path(layout), {"trained": False, "reason": reason, "labelled_tracks": data_n})
+    write_json(layout.genre_status_path, {"trained": False, "reason": reason, "labelled_tracks": data_n})
     return dg.MaterializeResult(
         metadata={
             "trained": False,
@@ -151,23 +140,21 @@ def genre_classifier(
         write_json(vdir / "tag_profiles.json", result.tag_profiles)
         write_json(vdir / "card.json", model_card(report, vdir.name, trained_at))
 
-    vdir = publish_version(genre_root(layout), write)
+    vdir = publish_version(layout.genre_dir, write)
     card = read_json(vdir / "card.json")
     _write_track_genres(pipeline)  # every track, unlabelled ones too, by the model just deployed
-    preds_path = write_parquet(layout.tables_dir / "genre_predictions.parquet", result.predictions)
-    plots = write_plots(result, layout.plots_dir / "genre", config.waterfall_track)
+    preds_path = write_parquet(layout.genre_predictions_path, result.predictions)
+    plots = write_plots(result, layout.genre_plots_dir, config.waterfall_track)
     boundary = _boundary_df(result.predictions, result.boundary)
     examples = [(r.relpath, r.explanation) for r in result.predictions.itertuples()]
-    report_path = write_text(
-        layout.reports_dir / "genre_classifier.md", report_markdown(report, ev.table(), boundary, examples)
-    )
+    report_path = write_text(layout.genre_report_path, report_markdown(report, ev.table(), boundary, examples))
     est = ev.estimate
     # the baseline to beat: the majority label per training fold, or chance when that scores lower
     # (under grouped folds the training majority can be anti-correlated with the held-out label)
     baseline = max(ev.baseline_grouped["balanced_accuracy"], 1 / len(data.classes)) if ev.baseline_grouped else None
     beats = bool(est.balanced_accuracy is not None and baseline is not None and est.balanced_accuracy > baseline)
     write_json(
-        status_path(layout),
+        layout.genre_status_path,
         {
             "trained": True,
             "version": vdir.name,
@@ -257,7 +244,7 @@ def track_genres(context: dg.AssetExecutionContext, pipeline: MusicPipelineResou
     n_tracks = len(read_parquet(pipeline.layout.embeddings_path, columns=["key"]))
     return dg.MaterializeResult(
         metadata={
-            "path": dg.MetadataValue.path(str(track_genres_path(pipeline.layout))),
+            "path": dg.MetadataValue.path(str(pipeline.layout.track_genres_path)),
             "dagster/row_count": len(genres),
             "classified": len(genres),
             "without_inputs": n_tracks - len(genres),
@@ -295,7 +282,7 @@ def _boundary_df(preds: pd.DataFrame, bnd: pd.DataFrame) -> pd.DataFrame:
     description="The deployed procedure's estimate beats the majority-class baseline (or chance, whichever is higher) in balanced accuracy.",
 )
 def genre_classifier_beats_baseline(pipeline: MusicPipelineResource) -> dg.AssetCheckResult:
-    path = status_path(pipeline.layout)
+    path = pipeline.layout.genre_status_path
     if not path.is_file():
         return dg.AssetCheckResult(passed=False, metadata={"reason": "no status.json: the classifier never ran"})
     st = read_json(path)
@@ -370,10 +357,10 @@ def genre_comparison(
     from music_pipeline.models.comparators import compare_all
 
     layout = pipeline.layout
-    out_md, out_json = layout.reports_dir / "genre_models.md", layout.reports_dir / "genre_models.json"
+    out_md, out_json = layout.genre_comparison_paths
     st = (
-        read_json(status_path(layout))
-        if status_path(layout).is_file()
+        read_json(layout.genre_status_path)
+        if layout.genre_status_path.is_file()
         else {"trained": False, "reason": "genre_classifier has not run"}
     )
     if not st.get("trained"):
@@ -390,7 +377,7 @@ def genre_comparison(
 
     why = retraining_metadata(context, layout)
     outcome = compare_all(
-        genre_table(pipeline), genre_root(layout), load_segments, config.comparison(), on_progress=context.log.info
+        genre_table(pipeline), layout.genre_dir, load_segments, config.comparison(), on_progress=context.log.info
     )
     write_text(out_md, outcome.markdown)
     write_json(out_json, outcome.json)

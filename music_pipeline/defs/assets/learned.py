@@ -94,9 +94,9 @@ def track_learned_embedding(context: dg.AssetExecutionContext, pipeline: MusicPi
     ),
 )
 def learned_embeddings(context: dg.AssetExecutionContext, pipeline: MusicPipelineResource) -> dg.MaterializeResult:
+    from music_pipeline.artifacts import read_parquet, read_parquet_metadata, write_parquet
     from music_pipeline.learned.store import LearnedStore
     from music_pipeline.learned.table import build_learned_table
-    from music_pipeline.storage import read_parquet, read_parquet_metadata, write_parquet
 
     layout = pipeline.layout
     emb = read_parquet(layout.embeddings_path, columns=["key", "relpath", "content_hash"])
@@ -109,7 +109,7 @@ def learned_embeddings(context: dg.AssetExecutionContext, pipeline: MusicPipelin
         md["caught_up"] = _run(context, pipeline, _jobs(t for t in pipeline.scan().tracks if t.key in wanted))[
             "computed"
         ]
-    path = layout.tables_dir / "learned_embeddings.parquet"
+    path = layout.learned_table_path
     previous = None
     if path.is_file() and read_parquet_metadata(path).get("music_pipeline.learned_version") == store.version:
         previous = read_parquet(path)  # rows of unchanged content are reused, not re-read from the store

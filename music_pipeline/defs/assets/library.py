@@ -2,8 +2,8 @@
 
 import dagster as dg
 
+from music_pipeline.artifacts import write_parquet
 from music_pipeline.defs.resources import MusicPipelineResource
-from music_pipeline.storage import write_parquet
 
 
 @dg.asset(

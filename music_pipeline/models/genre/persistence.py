@@ -22,10 +22,7 @@ from dataclasses import asdict
 
 import numpy as np
 
-from music_pipeline.learned.store import LEARNED_CODE_VERSION
-from music_pipeline.models.genre.candidates import Candidate, ColumnWeights, GenreModel, TemperatureSvm
-from music_pipeline.models.genre.data import BLOCK_COLUMNS, LEARNED, TAGS
-from music_pipeline.storage import (
+from music_pipeline.artifacts import (
     ArtifactPath,
     artifact_path,
     atomic_path,
@@ -36,6 +33,9 @@ from music_pipeline.storage import (
     write_json,
     write_npz,
 )
+from music_pipeline.learned.store import LEARNED_CODE_VERSION
+from music_pipeline.models.genre.candidates import Candidate, ColumnWeights, GenreModel, TemperatureSvm
+from music_pipeline.models.genre.data import BLOCK_COLUMNS, LEARNED, TAGS
 
 FORMAT = "music_pipeline.genre_model/2"
 

@@ -13,8 +13,16 @@ from collections.abc import Callable
 
 import pandas as pd
 
+from music_pipeline.artifacts import (
+    ArtifactPath,
+    artifact_path,
+    ensure_dir,
+    list_dir,
+    read_json,
+    remove_tree,
+    write_json,
+)
 from music_pipeline.models.genre.cv import Evaluation, headline
-from music_pipeline.storage import ArtifactPath, artifact_path, ensure_dir, list_dir, read_json, remove_tree, write_json
 
 CURRENT = "CURRENT.json"
 MODEL_NAME = "genre_classifier"

@@ -17,15 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
+from music_pipeline.artifacts import read_json
+from music_pipeline.layout import DataLayout
 from music_pipeline.models.genre.candidates import GenreModel
 from music_pipeline.models.genre.data import HANDCRAFTED, LEARNED, TAGS
 from music_pipeline.models.genre.persistence import ModelFileError
 from music_pipeline.models.genre.publishing import current_version
-from music_pipeline.storage import DataLayout, read_json
-
-
-def genre_root(data_dir):
-    return DataLayout(data_dir).models_dir / "genre"
 
 
 @dataclass
@@ -37,7 +34,7 @@ class GenreService:
 
     @classmethod
     def open(cls, data_dir) -> GenreService:
-        root = genre_root(data_dir)
+        root = DataLayout(data_dir).genre_dir
         vdir = current_version(root)
         if vdir is None or not vdir.is_dir():
             raise ModelFileError(
