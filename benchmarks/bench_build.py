@@ -54,7 +54,7 @@ def main() -> None:
     make_tracks(audio_files([], args.library), args.tracks, args.seconds, lib)
 
     import music_pipeline.definitions  # noqa: F401  (imports are not what is measured)
-    from music_pipeline.audio.library import scan_library
+    from music_pipeline.audio.scan import scan_library
     from music_pipeline.features.extract import ExtractJob, extract_many, warm_up
 
     warm_up()

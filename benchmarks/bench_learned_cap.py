@@ -33,7 +33,7 @@ def main() -> None:
     tf.config.threading.set_inter_op_parallelism_threads(1)
 
     from music_pipeline.audio.decode import decode
-    from music_pipeline.audio.library import scan_library
+    from music_pipeline.audio.scan import scan_library
     from music_pipeline.learned.musicnn import SR, log_mel_patches
     from music_pipeline.learned.store import _network
     from music_pipeline.models.genre.cv import balanced_accuracy, make_folds

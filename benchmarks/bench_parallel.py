@@ -16,7 +16,7 @@ from pathlib import Path
 
 from common import audio_files
 
-from music_pipeline.audio.library import content_hash, track_key
+from music_pipeline.audio.scan import content_hash, track_key
 from music_pipeline.features.extract import ExtractJob, extract_many, run_job, warm_up
 
 

@@ -40,7 +40,7 @@ import dagster as dg
 from common import ORIGINAL_ENV  # noqa: F401  (sets one BLAS thread, puts the repo on sys.path)
 
 from music_pipeline.artifacts import write_parquet
-from music_pipeline.audio.library import LibraryScan, TrackRef, track_key
+from music_pipeline.audio.scan import LibraryScan, TrackRef, track_key
 from music_pipeline.audio.sync import bucket_of, plan_buckets, plan_sync
 from music_pipeline.defs.partitions import TRACK_BATCH, Partitioning, register_chunks, tracks_partitions
 from music_pipeline.defs.resources import MusicPipelineResource
@@ -298,7 +298,7 @@ def part_instance(sizes: list[int], buckets: int, work: Path) -> list[dict]:
 
 def build_files(n: int, root: Path, data: Path) -> None:
     """N empty audio files, a warm hash cache for them, and N empty results in each store."""
-    from music_pipeline.audio.library import HashCache
+    from music_pipeline.audio.scan import HashCache
     from music_pipeline.features.extract import FeatureStore
     from music_pipeline.learned.store import LearnedStore
     from music_pipeline.notes.store import NotesStore
@@ -324,7 +324,7 @@ def build_files(n: int, root: Path, data: Path) -> None:
 
 
 def part_files(sizes: list[int], buckets: int, work: Path) -> list[dict]:
-    from music_pipeline.audio.library import HashCache, scan_library
+    from music_pipeline.audio.scan import HashCache, scan_library
 
     rows = []
     for n in sizes:

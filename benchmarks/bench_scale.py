@@ -76,7 +76,7 @@ def prefill(settings, lib: Path, donor_n: int) -> int:
     is still N distinct files (scanned and hashed for real), but no track is analysed again, so
     the build's table, index and model steps are measured at N without paying N per-track passes
     (whose cost per track is measured at the smaller sizes). Returns the tracks filled."""
-    from music_pipeline.audio.library import scan_library
+    from music_pipeline.audio.scan import scan_library
     from music_pipeline.features.extract import FeatureStore
     from music_pipeline.layout import DataLayout
     from music_pipeline.learned.store import LearnedStore
@@ -113,12 +113,12 @@ def measure(n: int, seconds: float, workers: int, prefill_from: int | None = Non
     import dagster as dg
 
     from music_pipeline.artifacts import remove_tree
-    from music_pipeline.audio.library import scan_library
+    from music_pipeline.audio.scan import scan_library
     from music_pipeline.defs.resources import MusicPipelineResource
     from music_pipeline.defs.runner import run_build
     from music_pipeline.defs.sensors import library_sensor
     from music_pipeline.layout import DataLayout
-    from music_pipeline.search.library import Discovery
+    from music_pipeline.search.discovery import Discovery
     from music_pipeline.settings import Settings
     from music_pipeline.synth import SR, styled_track
 

@@ -45,9 +45,9 @@ from bench_search import DIM, LibraryGenerator
 
 from music_pipeline.features.embedding import FEATURE_NAMES
 from music_pipeline.layout import DataLayout
+from music_pipeline.search.discovery import Discovery
 from music_pipeline.search.exact import normalise
 from music_pipeline.search.index import INDEX_FORMAT, IndexParams, TrackIndex, VectorIndex, features_fingerprint
-from music_pipeline.search.library import Discovery
 from music_pipeline.search.results import similar_json
 from music_pipeline.search.space import Transform, energy_rotation
 

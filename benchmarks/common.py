@@ -15,7 +15,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from music_pipeline.audio.library import AUDIO_EXTENSIONS
+from music_pipeline.audio.scan import AUDIO_EXTENSIONS
 
 DEMO = Path("data/demo_library/debian")
 

@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from music_pipeline.search.library import Discovery
+from music_pipeline.search.discovery import Discovery
 from music_pipeline.search.path import path_walk, progress
 
 

@@ -26,7 +26,7 @@ import common  # noqa: F401  (one BLAS thread per process)
 
 def analyse(library: str, data: str) -> None:
     from music_pipeline.artifacts import read_parquet, write_parquet
-    from music_pipeline.audio.library import scan_library
+    from music_pipeline.audio.scan import scan_library
     from music_pipeline.features.extract import ExtractJob, FeatureStore, extract_many
     from music_pipeline.features.tables import refresh_tables
     from music_pipeline.layout import DataLayout

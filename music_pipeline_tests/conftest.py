@@ -18,7 +18,7 @@ def styled_library(tmp_path_factory) -> tuple[Path, Path]:
     """A small labelled library (4 styles × 6 tracks × 12 s, wav/flac/ogg) analysed with the core
     (no Dagster): returns (library_dir, data_dir) with the embedding and descriptor tables written."""
     from music_pipeline.artifacts import write_parquet
-    from music_pipeline.audio.library import scan_library
+    from music_pipeline.audio.scan import scan_library
     from music_pipeline.features.extract import ExtractJob, FeatureStore, extract_many
     from music_pipeline.features.tables import build_tables
     from music_pipeline.layout import DataLayout
@@ -46,7 +46,7 @@ def styled_learned(styled_library, tmp_path_factory) -> tuple[Path, Path]:
     import shutil
 
     from music_pipeline.artifacts import read_parquet, write_parquet
-    from music_pipeline.audio.library import scan_library
+    from music_pipeline.audio.scan import scan_library
     from music_pipeline.layout import DataLayout
     from music_pipeline.learned.store import LearnedJob, LearnedStore, embed_many
     from music_pipeline.learned.table import build_learned_table

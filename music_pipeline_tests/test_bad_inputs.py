@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from music_pipeline.audio.decode import AudioError, decode
-from music_pipeline.audio.library import scan_library
+from music_pipeline.audio.scan import scan_library
 from music_pipeline.features.extract import ExtractJob, FeatureStore, extract_many
 from music_pipeline.features.tables import build_tables
 
@@ -295,7 +295,7 @@ def test_a_script_whose_workers_cannot_start_blames_no_file(tmp_path):
         write(tmp_path / "lib" / f"t{i}.wav", tone(300 + 40 * i, 3))
     script = tmp_path / "unguarded.py"
     script.write_text(
-        "from music_pipeline.audio.library import scan_library\n"
+        "from music_pipeline.audio.scan import scan_library\n"
         "from music_pipeline.features.extract import ExtractJob, extract_many\n"
         f"scan = scan_library({str(tmp_path / 'lib')!r})\n"
         f"jobs = [ExtractJob(t.key, t.path, t.relpath, t.content_hash, {str(tmp_path / 'data')!r}) for t in scan.tracks]\n"

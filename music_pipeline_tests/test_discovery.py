@@ -14,10 +14,10 @@ from music_pipeline.cli import main
 from music_pipeline.defs.resources import MusicPipelineResource
 from music_pipeline.features.embedding import FEATURE_NAMES
 from music_pipeline.layout import DataLayout
+from music_pipeline.search.discovery import Discovery, QueryError
 from music_pipeline.search.exact import exact_topk, normalise, recall_at_k
 from music_pipeline.search.index import IndexNotBuilt, IndexParams, TrackIndex, VectorIndex, sync_track_index
 from music_pipeline.search.labels import label_similarity
-from music_pipeline.search.library import Discovery, QueryError
 from music_pipeline.search.mmr import mmr
 from music_pipeline.search.radio import radio_walk
 from music_pipeline.search.space import precision_at_k

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from music_pipeline.artifacts import UnsafePathError, safe_join
-from music_pipeline.audio.library import scan_library, track_key
+from music_pipeline.audio.scan import scan_library, track_key
 from music_pipeline.synth import tone
 
 from .audio_corpus import write
@@ -53,12 +53,12 @@ def test_hash_cache_avoids_rereading_unchanged_files(tmp_path, monkeypatch):
     lib, cache = tmp_path / "lib", tmp_path / "cache.parquet"
     write(lib / "a.wav", tone(440, 4))
     first = scan_library(lib, cache).tracks[0].content_hash
-    from music_pipeline.audio import library
+    from music_pipeline.audio import scan
 
     def boom(path, *a, **k):
         raise AssertionError(f"re-hashed unchanged {path}")
 
-    monkeypatch.setattr(library, "content_hash", boom)
+    monkeypatch.setattr(scan, "content_hash", boom)
     assert scan_library(lib, cache).tracks[0].content_hash == first
     monkeypatch.undo()
     write(lib / "a.wav", tone(220, 4))  # changed content -> new hash
@@ -67,12 +67,12 @@ def test_hash_cache_avoids_rereading_unchanged_files(tmp_path, monkeypatch):
 
 def test_unreadable_file_is_reported_not_dropped(tmp_path, monkeypatch):
     write(tmp_path / "a.wav", tone(440, 4))
-    from music_pipeline.audio import library
+    from music_pipeline.audio import scan
 
     def denied(path, *a, **k):
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(library, "content_hash", denied)
+    monkeypatch.setattr(scan, "content_hash", denied)
     (t,) = scan_library(tmp_path).tracks
     assert t.content_hash is None and "Permission denied" in t.scan_error
 

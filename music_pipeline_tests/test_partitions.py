@@ -10,7 +10,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from music_pipeline.audio.library import LibraryScan, TrackRef, track_key
+from music_pipeline.audio.scan import LibraryScan, TrackRef, track_key
 from music_pipeline.audio.sync import bucket_names, bucket_of, plan_buckets
 from music_pipeline.defs.partitions import Partitioning, tracks_partitions
 from music_pipeline.defs.resources import MusicPipelineResource

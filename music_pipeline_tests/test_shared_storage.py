@@ -193,7 +193,7 @@ def test_table_refresh_rewrites_when_another_run_adds_features_meanwhile(styled_
     import shutil
 
     import music_pipeline.features.tables as tables_module
-    from music_pipeline.audio.library import scan_library
+    from music_pipeline.audio.scan import scan_library
     from music_pipeline.features.extract import FeatureStore
     from music_pipeline.features.tables import refresh_tables
 

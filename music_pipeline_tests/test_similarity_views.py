@@ -43,8 +43,8 @@ def test_learned_spaces_are_candidates_and_fusion_averages_the_cosines(table):
 def test_an_outside_file_is_embedded_with_the_learned_network(styled_learned, table, tmp_path):
     import soundfile as sf
 
+    from music_pipeline.search.discovery import Discovery
     from music_pipeline.search.index import IndexNotBuilt, TrackIndex
-    from music_pipeline.search.library import Discovery
 
     library, _ = styled_learned
     index = TrackIndex.build(table, transform="learned", library_root=str(library))

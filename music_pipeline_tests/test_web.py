@@ -381,7 +381,7 @@ def test_serve_command_refuses_without_an_index_or_port(tmp_path, capsys):
 
 
 def test_find_ranks_title_prefixes_first(built):
-    from music_pipeline.search.library import Discovery
+    from music_pipeline.search.discovery import Discovery
 
     disc = Discovery.open(built[1])
     rel = [disc.index.tracks["relpath"].iloc[i] for i in disc.find("arpeggio_0", 3)]

@@ -23,7 +23,7 @@ AIFF_RELPATH = "pulse/pulse_aiff_probe.aiff"
 def explorer_library(styled_library: tuple[Path, Path], root: Path) -> tuple[Path, Path]:
     """(library, data) under ``root``, built once per root."""
     from music_pipeline.artifacts import write_parquet
-    from music_pipeline.audio.library import scan_library
+    from music_pipeline.audio.scan import scan_library
     from music_pipeline.features.extract import ExtractJob, FeatureStore, extract_many
     from music_pipeline.features.tables import build_tables
     from music_pipeline.layout import DataLayout

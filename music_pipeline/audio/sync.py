@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from music_pipeline.audio.library import LibraryScan
+from music_pipeline.audio.scan import LibraryScan
 
 
 @dataclass

@@ -86,8 +86,8 @@ def register(sub, parent) -> None:
 
 
 def _open(args):
+    from music_pipeline.search.discovery import Discovery
     from music_pipeline.search.index import IndexNotBuilt
-    from music_pipeline.search.library import Discovery
 
     settings = Settings.resolve(args.data)
     try:
@@ -122,7 +122,7 @@ def _print_hits(q, hits, heading: str) -> None:
 
 
 def cmd_similar(args) -> int:
-    from music_pipeline.search.library import QueryError
+    from music_pipeline.search.discovery import QueryError
     from music_pipeline.search.results import similar_json
 
     disc = _open(args)
@@ -166,7 +166,7 @@ def _print_comparison(qa, qb, c) -> None:
 
 
 def cmd_compare(args) -> int:
-    from music_pipeline.search.library import QueryError
+    from music_pipeline.search.discovery import QueryError
     from music_pipeline.search.results import compare_json
 
     disc = _open(args)
@@ -184,7 +184,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_radio(args) -> int:
-    from music_pipeline.search.library import QueryError
+    from music_pipeline.search.discovery import QueryError
     from music_pipeline.search.results import radio_json
 
     disc = _open(args)
@@ -286,7 +286,7 @@ class Explorer:
         return True
 
     def pick(self, number: int, text: str) -> None:
-        from music_pipeline.search.library import QueryError
+        from music_pipeline.search.discovery import QueryError
 
         if 0 < number <= len(self.last):
             self.search(self.last[number - 1].track)
@@ -308,7 +308,7 @@ class Explorer:
 
 
 def cmd_explore(args) -> int:
-    from music_pipeline.search.library import QueryError
+    from music_pipeline.search.discovery import QueryError
 
     disc = _open(args)
     if disc is None:

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from music_pipeline.audio.library import LibraryScan, TrackRef
+from music_pipeline.audio.scan import LibraryScan, TrackRef
 from music_pipeline.audio.sync import bucket_index, bucket_name, bucket_names
 from music_pipeline.settings import resolve_partitioning
 
-# One partition per track; keys come from music_pipeline.audio.library.track_key.
+# One partition per track; keys come from music_pipeline.audio.scan.track_key.
 tracks_partitions = dg.DynamicPartitionsDefinition(name="tracks")
 
 # Tracks analysed per run at most, when the sensor or `build` batches new/changed tracks.

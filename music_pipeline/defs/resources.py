@@ -13,7 +13,7 @@ from pathlib import Path
 import dagster as dg
 
 from music_pipeline import progress, quiet
-from music_pipeline.audio.library import LibraryScan, scan_library
+from music_pipeline.audio.scan import LibraryScan, scan_library
 from music_pipeline.features.extract import FeatureStore
 from music_pipeline.features.segments import DEFAULT_SEGMENTS
 from music_pipeline.layout import DataLayout

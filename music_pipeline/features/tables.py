@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from music_pipeline.artifacts import ArtifactPath, read_parquet, read_parquet_metadata, write_parquet
-from music_pipeline.audio.library import LibraryScan
+from music_pipeline.audio.scan import LibraryScan
 from music_pipeline.features.difficulty import DESCRIPTOR_NAMES
 from music_pipeline.features.embedding import EMBEDDING_DIM, FEATURE_NAMES
 from music_pipeline.features.extract import FeatureStore

@@ -4,7 +4,7 @@ web explorer's API, so both always carry the same fields."""
 from __future__ import annotations
 
 from music_pipeline.search.compare import Comparison
-from music_pipeline.search.library import Hit, ResolvedTrack
+from music_pipeline.search.discovery import Hit, ResolvedTrack
 
 
 def similar_json(q: ResolvedTrack, hits: list[Hit], diverse: float | None) -> dict:

@@ -1,6 +1,6 @@
 """The explorer (``music-pipeline serve``): a read-only web app to search, play and wander the library.
 
-``explorer.Explorer`` answers every question without HTTP (over ``search.library.Discovery`` and
+``explorer.Explorer`` answers every question without HTTP (over ``search.discovery.Discovery`` and
 ``search.results``, the CLI's own core); ``app`` is the Starlette app on top; ``audio`` serves the
 library files (Range, transcoding); ``playlists`` writes M3U8/XSPF; ``facts`` is the one adapter to
 the genre and difficulty models; ``status`` records where a running explorer listens. The pages are

@@ -26,7 +26,7 @@ from pathlib import Path
 import soundfile as sf
 from starlette.responses import FileResponse, Response, StreamingResponse
 
-from music_pipeline.audio.library import FFMPEG_EXTENSIONS
+from music_pipeline.audio.scan import FFMPEG_EXTENSIONS
 
 # extension → content type of formats browsers play natively
 NATIVE_TYPES = {

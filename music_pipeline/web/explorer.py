@@ -1,5 +1,5 @@
 """The explorer's answers, without HTTP: everything the web API returns, built on the same core as
-the CLI (``search.library.Discovery`` for queries, ``search.results`` for their JSON objects,
+the CLI (``search.discovery.Discovery`` for queries, ``search.results`` for their JSON objects,
 ``web.facts`` for genre and difficulty). The index is loaded once, when the Explorer is made.
 
 Queries from the network resolve to library tracks only (key, library path or title; never an
@@ -19,7 +19,14 @@ import numpy as np
 from music_pipeline.artifacts import UnsafePathError, read_parquet, safe_join
 from music_pipeline.layout import DataLayout
 from music_pipeline.models.pdi import LEVELS as LEVEL_ORDER
-from music_pipeline.search.library import AmbiguousTrack, Discovery, QueryError, ResolvedTrack, TrackNotFound, title_of
+from music_pipeline.search.discovery import (
+    AmbiguousTrack,
+    Discovery,
+    QueryError,
+    ResolvedTrack,
+    TrackNotFound,
+    title_of,
+)
 from music_pipeline.search.results import compare_json, path_json, radio_json, similar_json
 from music_pipeline.web.facts import Facts
 

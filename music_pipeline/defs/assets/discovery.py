@@ -9,8 +9,8 @@ from music_pipeline.artifacts import read_json, read_parquet, write_parquet
 from music_pipeline.defs.metadata import png_md, table_md
 from music_pipeline.defs.resources import MusicPipelineResource
 from music_pipeline.defs.retraining import record_trained, retraining_metadata
+from music_pipeline.search.discovery import Discovery
 from music_pipeline.search.index import IndexNotBuilt, IndexParams, TrackIndex, sync_track_index
-from music_pipeline.search.library import Discovery
 from music_pipeline.search.space import precision_at_k, precision_ci
 
 EMBEDDINGS = dg.AssetKey("embeddings")

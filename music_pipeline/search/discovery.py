@@ -153,7 +153,7 @@ class Discovery:
                 rel = None
             if rel in self._by_relpath:
                 return self._track(text, self._by_relpath[rel])
-        from music_pipeline.audio.library import content_hash
+        from music_pipeline.audio.scan import content_hash
 
         h = content_hash(p)
         if h in self._by_hash:  # the same audio as a library track: it is that track
