@@ -69,10 +69,10 @@ def main() -> None:
 
     import dagster as dg
 
+    from music_pipeline.build.runner import run_build
     from music_pipeline.definitions import build_definitions
     from music_pipeline.defs.assets.features import TRACK_ASSETS
     from music_pipeline.defs.resources import MusicPipelineResource
-    from music_pipeline.defs.runner import run_build
     from music_pipeline.defs.sensors import RANGE_END, RANGE_START
     from music_pipeline.settings import Settings
 

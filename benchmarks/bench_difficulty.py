@@ -388,7 +388,7 @@ def cnn_cost(source: Path, work: Path, n_tracks: int, workers: int) -> None:
     import shutil
 
     from music_pipeline.artifacts import read_parquet
-    from music_pipeline.defs.runner import run_build
+    from music_pipeline.build.runner import run_build
     from music_pipeline.features.extract import FeatureStore
     from music_pipeline.layout import DataLayout
     from music_pipeline.models import cnn

@@ -114,8 +114,8 @@ def measure(n: int, seconds: float, workers: int, prefill_from: int | None = Non
 
     from music_pipeline.artifacts import remove_tree
     from music_pipeline.audio.scan import scan_library
+    from music_pipeline.build.runner import run_build
     from music_pipeline.defs.resources import MusicPipelineResource
-    from music_pipeline.defs.runner import run_build
     from music_pipeline.defs.sensors import library_sensor
     from music_pipeline.layout import DataLayout
     from music_pipeline.search.discovery import Discovery

@@ -6,8 +6,8 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from music_pipeline.build.runner import run_build
 from music_pipeline.defs.resources import MusicPipelineResource
-from music_pipeline.defs.runner import run_build
 from music_pipeline.defs.sensors import RANGE_END, RANGE_START, library_sensor
 from music_pipeline.features.extract import FeatureStore
 from music_pipeline.settings import Settings
@@ -215,7 +215,7 @@ def test_bad_file_fails_only_itself(tmp_path, dagster_home):
 
 
 def test_second_build_on_same_data_dir_refuses(tmp_path, dagster_home):
-    from music_pipeline.defs.runner import BuildLocked, data_dir_lock
+    from music_pipeline.build.runner import BuildLocked, data_dir_lock
 
     lib = make_library(tmp_path / "lib", 1)
     settings = Settings(data_dir=tmp_path / "data", library_dir=lib, workers=1)

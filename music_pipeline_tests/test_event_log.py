@@ -79,7 +79,7 @@ def test_batched_writes_store_the_same_events_as_dagsters_sqlite_storage(tmp_pat
 
 
 def test_shipped_instance_config_uses_the_batching_storage(tmp_path, monkeypatch):
-    from music_pipeline.defs.runner import ensure_dagster_home
+    from music_pipeline.build.runner import ensure_dagster_home
     from music_pipeline.settings import Settings
 
     monkeypatch.delenv("DAGSTER_HOME", raising=False)

@@ -12,9 +12,9 @@ import pytest
 
 from music_pipeline.audio.scan import LibraryScan, TrackRef, track_key
 from music_pipeline.audio.sync import bucket_names, bucket_of, plan_buckets
+from music_pipeline.build.runner import run_build
 from music_pipeline.defs.partitions import Partitioning, tracks_partitions
 from music_pipeline.defs.resources import MusicPipelineResource
-from music_pipeline.defs.runner import run_build
 from music_pipeline.defs.sensors import LIBRARY_ASSETS, RANGE_END, RANGE_START
 from music_pipeline.settings import ENV_BUCKETS, ENV_PARTITIONS, Settings, SettingsError, resolve_partitioning
 from music_pipeline.synth import noise, tone

@@ -9,8 +9,8 @@ import textwrap
 import pytest
 
 from music_pipeline import progress, quiet, settings
+from music_pipeline.build.runner import RunEvent
 from music_pipeline.commands.display import BuildDisplay
-from music_pipeline.defs.runner import RunEvent
 from music_pipeline.progress import Progress
 
 

@@ -58,10 +58,10 @@ def test_build_retrains_only_stale_models_and_says_why(tmp_path, dagster_home, m
     would make the test slow): trained once, kept when little changed (an observation says why),
     retrained with --retrain."""
     from music_pipeline import definitions
+    from music_pipeline.build.runner import run_build
     from music_pipeline.defs.jobs import build_jobs
     from music_pipeline.defs.resources import MusicPipelineResource
     from music_pipeline.defs.retraining import record_trained, retraining_metadata
-    from music_pipeline.defs.runner import run_build
     from music_pipeline.settings import Settings
     from music_pipeline.synth import noise, tone
 

@@ -24,7 +24,7 @@ ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 @pytest.fixture(scope="module")
 def dagster_dev(tmp_path_factory):
     """A built small library and `dagster dev` serving it on 127.0.0.1 (webserver + daemon)."""
-    from music_pipeline.defs.runner import run_build
+    from music_pipeline.build.runner import run_build
     from music_pipeline.settings import Settings
 
     root = tmp_path_factory.mktemp("ui")

@@ -155,8 +155,8 @@ def _build(
     retrain: bool = False,
 ) -> int:
     from music_pipeline import quiet
+    from music_pipeline.build.runner import BuildInvalid, BuildLocked, run_build, validate
     from music_pipeline.commands.display import BuildDisplay
-    from music_pipeline.defs.runner import BuildInvalid, BuildLocked, run_build, validate
     from music_pipeline.workers import WorkersCannotStart
 
     try:
@@ -226,7 +226,7 @@ def cmd_build(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from music_pipeline.defs.runner import BuildInvalid
+    from music_pipeline.build.runner import BuildInvalid
     from music_pipeline.demo import prepare_demo_library
 
     settings = Settings.resolve(args.data, None, args.workers)
@@ -257,7 +257,7 @@ def cmd_embed(args) -> int:
 
 
 def cmd_ui(args) -> int:
-    from music_pipeline.defs.runner import ensure_dagster_home
+    from music_pipeline.build.runner import ensure_dagster_home
 
     settings = Settings.resolve(args.data, args.library)
     data = settings.data_dir

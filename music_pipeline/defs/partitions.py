@@ -24,8 +24,9 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from music_pipeline.artifacts import read_parquet
 from music_pipeline.audio.scan import LibraryScan, TrackRef
-from music_pipeline.audio.sync import bucket_index, bucket_name, bucket_names
+from music_pipeline.audio.sync import SyncPlan, bucket_index, bucket_name, bucket_names, plan_buckets, plan_sync
 from music_pipeline.settings import resolve_partitioning
 
 # One partition per track; keys come from music_pipeline.audio.scan.track_key.
@@ -154,8 +155,65 @@ def materialized_buckets(instance: dg.DagsterInstance, track_keys) -> set[str]:
 def known_track_keys(manifest_path) -> set[str] | None:
     """Bucket mode's registry: the track keys of the last library manifest (the scan the tables
     were built from), or None when nothing was built yet. One column of one parquet file."""
-    from music_pipeline.artifacts import read_parquet
-
     if not manifest_path.exists():
         return None
     return set(read_parquet(manifest_path, columns=["key"])["key"])
+
+
+@dataclass
+class PartitionPlan:
+    """What to run for a library scan, and the partition changes that go with it."""
+
+    sync: SyncPlan
+    per_track: bool
+    materialized: set[str]  # bucket mode: buckets every per-track asset has materialized
+
+    def dynamic_requests(self) -> list:
+        """Per track: the sensor's requests to register new partitions and drop removed ones."""
+        if not self.per_track:
+            return []
+        requests = [tracks_partitions.build_add_request(chunk) for chunk in register_chunks(self.sync.to_add)]
+        if self.sync.to_remove:
+            requests.append(tracks_partitions.build_delete_request(self.sync.to_remove))
+        return requests
+
+    def apply(self, instance: dg.DagsterInstance) -> None:
+        """Per track: register and drop the partitions on ``instance`` directly (``build``)."""
+        if not self.per_track:
+            return
+        for key in self.sync.to_remove:
+            instance.delete_dynamic_partition(tracks_partitions.name, key)
+        for chunk in register_chunks(self.sync.to_add):
+            instance.add_dynamic_partitions(tracks_partitions.name, chunk)
+
+
+def plan_partitions(
+    instance: dg.DagsterInstance,
+    partitioning: Partitioning,
+    scan: LibraryScan,
+    needs_run,
+    track_keys,
+    known: set[str] | None = None,
+    skip_buckets: set[str] = frozenset(),
+) -> PartitionPlan:
+    """The one planner of the build and the sensor. Per track: the registered partitions against
+    the scan. Per bucket: nothing is registered; ``known`` (the last manifest's keys) are the known
+    tracks, and buckets with tracks that were never materialized (first build, a switch of mode)
+    run too, except ``skip_buckets`` (already requested)."""
+    if not partitioning.buckets:
+        registered = list(instance.get_dynamic_partitions(tracks_partitions.name))
+        return PartitionPlan(plan_sync(scan, registered, needs_run, TRACK_BATCH), True, set())
+    done = materialized_buckets(instance, track_keys)
+    waiting = set()
+    if len(done) < partitioning.buckets:  # some bucket was never materialized: is it one with tracks?
+        waiting = {partitioning.bucket_of(t.key) for t in scan.tracks} - done
+    sync = plan_buckets(
+        scan,
+        known,
+        needs_run,
+        partitioning.buckets,
+        TRACK_BATCH,
+        partitioning.buckets_per_run,
+        also=waiting - set(skip_buckets),
+    )
+    return PartitionPlan(sync, False, done)

@@ -5,22 +5,14 @@ import json
 
 import dagster as dg
 
-from music_pipeline.audio.sync import SyncPlan, plan_buckets, plan_sync
-from music_pipeline.defs.partitions import (
-    TRACK_BATCH,
-    Partitioning,
-    known_track_keys,
-    materialized_buckets,
-    register_chunks,
-    tracks_partitions,
-)
+from music_pipeline.audio.sync import SyncPlan
+from music_pipeline.defs.partitions import TRACK_BATCH, Partitioning, known_track_keys, plan_partitions
 from music_pipeline.defs.resources import MusicPipelineResource
 from music_pipeline.settings import LibraryNotGiven, LibraryUnavailable
 
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 LIBRARY_ASSETS = [dg.AssetKey("library_manifest"), dg.AssetKey("embeddings")]
-BATCH_SIZE = TRACK_BATCH
 
 
 def _ident(value) -> str:
@@ -75,8 +67,8 @@ def _track_tick(context: dg.SensorEvaluationContext, scan, hashes: dict, analyse
             return False
         return requested.get(t.key) != t.content_hash
 
-    registered = list(context.instance.get_dynamic_partitions(tracks_partitions.name))
-    plan = plan_sync(scan, registered, needs_run, BATCH_SIZE)
+    planned = plan_partitions(context.instance, Partitioning(), scan, needs_run, [])
+    plan = planned.sync
     pending = {k: h for k, h in requested.items() if hashes.get(k) == h and h not in analysed}
     pending.update({k: hashes[k] or "" for k in plan.to_run})
     context.update_cursor(json.dumps(pending, sort_keys=True))
@@ -85,13 +77,9 @@ def _track_tick(context: dg.SensorEvaluationContext, scan, hashes: dict, analyse
     context.log.info(
         f"library: +{len(plan.to_add)} new, -{len(plan.to_remove)} removed, {len(plan.to_run)} to extract in {len(plan.ranges)} run(s)"
     )
-    dynamic = []
-    for chunk in register_chunks(plan.to_add):
-        dynamic.append(tracks_partitions.build_add_request(chunk))
-    if plan.to_remove:
-        dynamic.append(tracks_partitions.build_delete_request(plan.to_remove))
     return dg.SensorResult(
-        run_requests=run_requests_for(plan, hashes, "library_sensor"), dynamic_partitions_requests=dynamic
+        run_requests=run_requests_for(plan, hashes, "library_sensor"),
+        dynamic_partitions_requests=planned.dynamic_requests(),
     )
 
 
@@ -121,20 +109,17 @@ def _bucket_tick(
     def needs_run(t) -> bool:
         return bool(t.content_hash) and t.content_hash not in analysed and pending.get(t.key) != t.content_hash
 
-    done = materialized_buckets(context.instance, track_keys)
     requested_buckets = set(state.get("buckets", []))
-    waiting = set()
-    if len(done) < partitioning.buckets:  # some bucket was never materialized: is it one with tracks?
-        waiting = {partitioning.bucket_of(t.key) for t in scan.tracks} - done
-    plan = plan_buckets(
+    planned = plan_partitions(
+        context.instance,
+        partitioning,
         scan,
-        (known or set()) | set(pending),
         needs_run,
-        partitioning.buckets,
-        BATCH_SIZE,
-        partitioning.buckets_per_run,
-        also=waiting - requested_buckets,
+        track_keys,
+        known=(known or set()) | set(pending),
+        skip_buckets=requested_buckets,
     )
+    plan, done = planned.sync, planned.materialized
     pending.update({k: hashes[k] for k in plan.to_run})
     removed = _ident(sorted(plan.to_remove)) if plan.to_remove else None
     send_removal = removed is not None and removed != state.get("removed")
@@ -169,7 +154,7 @@ def build_library_sensor(partitioning: Partitioning, track_keys) -> dg.SensorDef
         what = (
             f"Scans the library and launches `ingest_tracks` over ranges of the {partitioning.buckets} hash-bucket "
             "partitions that hold new tracks or tracks whose content changed (several buckets per run, at most "
-            f"{partitioning.buckets_per_run} buckets and {BATCH_SIZE} tracks to analyse); a run re-uses every cached track "
+            f"{partitioning.buckets_per_run} buckets and {TRACK_BATCH} tracks to analyse); a run re-uses every cached track "
             "of its buckets. Removed files leave the tables in a tables-only run. Nothing is registered per track."
         )
     else:

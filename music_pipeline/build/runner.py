@@ -25,23 +25,16 @@ from filelock import FileLock, Timeout
 
 from music_pipeline import progress as prog
 from music_pipeline.artifacts import ensure_dir, read_parquet
-from music_pipeline.audio.sync import SyncPlan, plan_buckets, plan_sync
 from music_pipeline.defs.assets.features import RETRY_FAILED_TAG
 from music_pipeline.defs.jobs import split_library_assets, track_asset_keys
-from music_pipeline.defs.partitions import (
-    TRACK_BATCH,
-    known_track_keys,
-    materialized_buckets,
-    register_chunks,
-    tracks_partitions,
-)
+from music_pipeline.defs.partitions import known_track_keys, plan_partitions
 from music_pipeline.defs.resources import MusicPipelineResource
 from music_pipeline.defs.retraining import RETRAIN_TAG, record_kept, stale_models
 from music_pipeline.defs.sensors import RANGE_END, RANGE_START
 from music_pipeline.layout import DataLayout
 from music_pipeline.settings import SOURCE_RECORD, Settings, record_library, use_dagster_home
 
-DAGSTER_YAML = Path(__file__).with_name("dagster.yaml")
+DAGSTER_YAML = Path(__file__).parent.parent / "defs" / "dagster.yaml"  # the instance settings it ships
 POLL_S = 0.5
 
 
@@ -277,33 +270,6 @@ def _asset_steps(defs, keys) -> set[str]:
     return {a.node_def.name for a in defs.assets if hasattr(a, "keys") and set(a.keys) & wanted}
 
 
-def _plan_partitions(instance, pipeline: MusicPipelineResource, scan, needs_run, track_keys) -> SyncPlan:
-    """What to run for this library. Per track: register new partitions and drop removed ones.
-    Per bucket: nothing to register; known tracks are those of the last library manifest, and
-    buckets with tracks that were never materialized (first build, a switch of mode) run too."""
-    partitioning = pipeline.partitioning
-    if partitioning.buckets:
-        done = materialized_buckets(instance, track_keys)
-        waiting = (
-            {partitioning.bucket_of(t.key) for t in scan.tracks} - done if len(done) < partitioning.buckets else set()
-        )
-        return plan_buckets(
-            scan,
-            known_track_keys(pipeline.layout.manifest_path),
-            needs_run,
-            partitioning.buckets,
-            TRACK_BATCH,
-            partitioning.buckets_per_run,
-            also=waiting,
-        )
-    plan = plan_sync(scan, list(instance.get_dynamic_partitions(tracks_partitions.name)), needs_run, TRACK_BATCH)
-    for key in plan.to_remove:
-        instance.delete_dynamic_partition(tracks_partitions.name, key)
-    for chunk in register_chunks(plan.to_add):
-        instance.add_dynamic_partitions(tracks_partitions.name, chunk)
-    return plan
-
-
 def _run_build_locked(
     settings: Settings, build_definitions, log, models: bool, retry_failed: bool, on_event, retrain: bool = False
 ) -> BuildSummary:
@@ -321,9 +287,16 @@ def _run_build_locked(
     retried = (
         len({t.content_hash for t in scan.tracks if t.content_hash} & store.failed_hashes()) if retry_failed else 0
     )
-    plan = _plan_partitions(
-        instance, pipeline, scan, lambda t: bool(t.content_hash) and t.content_hash not in analysed, track_keys
+    planned = plan_partitions(
+        instance,
+        pipeline.partitioning,
+        scan,
+        lambda t: bool(t.content_hash) and t.content_hash not in analysed,
+        track_keys,
+        known=known_track_keys(pipeline.layout.manifest_path),
     )
+    planned.apply(instance)
+    plan = planned.sync
     again = f", {retried} recorded failures retried" if retry_failed else ""
     buckets = (
         f", in {len(plan.buckets)} of {pipeline.partitioning.buckets} buckets" if pipeline.partitioning.buckets else ""
