@@ -334,7 +334,7 @@ def test_index_checks(discovery_data):
     degraded = similarity_index_recall(pipeline=ann_pipeline)
     measured = degraded.metadata["recall_at_10"].value
     assert not degraded.passed and measured < 0.95 and degraded.metadata["recall_at_10_at_build"].value == 0.99
-    from music_pipeline.defs.assets.discovery import measure_index_recall
+    from music_pipeline.search.evaluation import measure_index_recall
 
     assert measure_index_recall(TrackIndex.load(DataLayout(other).similarity_dir)) == (pytest.approx(measured), 24)
     pd.read_parquet(DataLayout(data).embeddings_path).iloc[:20].to_parquet(
