@@ -12,15 +12,16 @@ MUSIC_PIPELINE_VERBOSE=1 for child processes).
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import sys
 
 from music_pipeline import quiet, settings
+from music_pipeline.commands import core, difficulty, discovery, genre, models, serve
 from music_pipeline.settings import SettingsError
 
-COMMAND_MODULES = ["core", "difficulty", "genre", "discovery", "models", "serve"]
+# each registers its subcommands; the modules are light, their handlers import what they need
+COMMAND_MODULES = [core, difficulty, genre, discovery, models, serve]
 
 
 def common_parent() -> argparse.ArgumentParser:
@@ -54,13 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     parent = common_parent()
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"music_pipeline.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"music_pipeline.commands.{name}":
-                continue  # that command group is not part of this build
-            raise
+    for module in COMMAND_MODULES:
         module.register(sub, parent)
     return parser
 

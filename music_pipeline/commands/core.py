@@ -12,6 +12,8 @@ from datetime import datetime
 from pathlib import Path
 
 from music_pipeline.commands.args import non_negative_float, port, positive_int
+from music_pipeline.commands.display import BuildDisplay
+from music_pipeline.commands.per_file import PerFile
 from music_pipeline.settings import (
     ENV_DATA,
     ENV_LIBRARY,
@@ -23,6 +25,7 @@ from music_pipeline.settings import (
     read_library_record,
     resolve_data_dir,
 )
+from music_pipeline.workers import WorkersCannotStart
 
 EXIT_FAILED = 1  # a run or an ERROR-severity check failed
 EXIT_USAGE = 2  # bad arguments, no library: nothing was written
@@ -156,8 +159,6 @@ def _build(
 ) -> int:
     from music_pipeline import quiet
     from music_pipeline.build.runner import BuildInvalid, BuildLocked, run_build, validate
-    from music_pipeline.commands.display import BuildDisplay
-    from music_pipeline.workers import WorkersCannotStart
 
     try:
         validate(settings)  # before anything is written
@@ -241,7 +242,6 @@ def cmd_demo(args) -> int:
 
 
 def cmd_embed(args) -> int:
-    from music_pipeline.commands.per_file import PerFile
     from music_pipeline.features.embedding import FEATURE_NAMES
 
     loop = PerFile(args.json)

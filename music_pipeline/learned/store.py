@@ -31,6 +31,7 @@ import numpy as np
 from music_pipeline.artifacts import ArtifactPath, read_npz
 from music_pipeline.content_store import ContentStore
 from music_pipeline.learned.musicnn import DEFAULT_MAX_PATCHES, MSD_TAGS, MTT_TAGS, PENULTIMATE_UNITS, SR
+from music_pipeline.workers import run_pending
 
 # Bump when a stored value changes (front end, network, patch choice): it is in the cache path.
 LEARNED_CODE_VERSION = "1"
@@ -249,7 +250,6 @@ def embed_many(
     """Compute what the store lacks (in up to ``workers`` processes, see ``music_pipeline.workers``;
     a file's error is recorded against that file and never stops the others); results in input order."""
     from music_pipeline.learned.musicnn import weights_folder
-    from music_pipeline.workers import run_pending
 
     jobs = list(jobs)
     data_dir = str(store.layout.root)

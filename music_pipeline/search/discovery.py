@@ -20,6 +20,7 @@ from music_pipeline.layout import DataLayout
 from music_pipeline.search.compare import Comparison, compare_standardised
 from music_pipeline.search.index import TrackIndex
 from music_pipeline.search.mmr import mmr
+from music_pipeline.search.path import DEFAULT_SMOOTH, path_walk, progress
 from music_pipeline.search.radio import radio_walk, window_mask
 
 MMR_POOL_FACTOR = 5  # MMR re-ranks this many times n nearest candidates (at least MMR_POOL_MIN)
@@ -281,7 +282,6 @@ class Discovery:
         self, a: str | ResolvedTrack, b: str | ResolvedTrack, length: int = 10, smooth: float | None = None
     ) -> tuple[ResolvedTrack, ResolvedTrack, list[Hit]]:
         """``length`` tracks leading smoothly from A to B (``search.path``): A and B not included."""
-        from music_pipeline.search.path import DEFAULT_SMOOTH, path_walk, progress
 
         qa = a if isinstance(a, ResolvedTrack) else self.resolve(a)
         qb = b if isinstance(b, ResolvedTrack) else self.resolve(b)
