@@ -442,7 +442,9 @@ def cnn_cost(source: Path, work: Path, n_tracks: int, workers: int) -> None:
         t0 = time.perf_counter()
         d = cnn.load_segment_dataset(
             tracks.assign(content_hash=tracks["key"]),
-            lambda h: (seg_of[h].astype(np.float32) + rng.normal(0, 0.5, seg_of[h].shape)).astype(np.float16),
+            lambda h, seg_of=seg_of: (seg_of[h].astype(np.float32) + rng.normal(0, 0.5, seg_of[h].shape)).astype(
+                np.float16
+            ),
             max_tracks=cfg.max_tracks,
             seed=0,
         )

@@ -157,7 +157,7 @@ def part_planner(sizes: list[int], buckets: int, work: Path) -> list[dict]:
         keys = [t.key for t in scan.tracks]
         grown = LibraryScan(scan.root, scan.tracks + [new_track], [])
         print(f"\n== N = {n:,}: synthetic listing built in {t_make:.1f} s, {listing_mb:.0f} MB resident", flush=True)
-        done = lambda t: t.content_hash not in analysed
+        done = lambda t, analysed=analysed: t.content_hash not in analysed  # bound now: `del analysed` ends the loop
 
         # the pure planners
         _, p_track_noop = timed(plan_sync, scan, keys, done, TRACK_BATCH)
@@ -167,7 +167,8 @@ def part_planner(sizes: list[int], buckets: int, work: Path) -> list[dict]:
         _, p_bucket_noop = timed(plan_buckets, scan, known, done, buckets, TRACK_BATCH, part.buckets_per_run)
         plan, p_bucket_new = timed(plan_buckets, grown, known, done, buckets, TRACK_BATCH, part.buckets_per_run)
         assert plan.buckets == [bucket_of(new_track.key, buckets)]
-        _, t_bucket_all = timed(lambda: {part.bucket_of(k) for k in keys})  # when some bucket was never materialized
+        # when some bucket was never materialized
+        _, t_bucket_all = timed(lambda part=part, keys=keys: {part.bucket_of(k) for k in keys})
 
         # per track: the sensor on a real instance
         instance = fresh_instance(work / f"home_tracks_{n}")
@@ -259,7 +260,7 @@ def part_instance(sizes: list[int], buckets: int, work: Path) -> list[dict]:
             def noop():
                 return dg.MaterializeResult()
 
-            def run(start, end):
+            def run(start, end, instance=instance):
                 result, seconds = timed(
                     dg.materialize,
                     [noop],

@@ -205,7 +205,7 @@ ROWS = [
     ("scan + hash, cold", lambda r: r["scan_hash_cold_s"]),
     ("scan + hash, warm", lambda r: r["scan_hash_warm_s"]),
     ("full build", lambda r: r["full_build_s"]),
-    *((f"  {label}", (lambda key: lambda r: r["steps"].get(key))(key)) for key, label in STEPS),
+    *((f"  {label}", lambda r, key=key: r["steps"].get(key)) for key, label in STEPS),
     ("  all model steps", lambda r: sum(r["steps"].get(k, 0.0) for k in MODEL_STEPS)),
     ("no-op build", lambda r: r["noop_build_s"]),
     ("sensor tick, nothing new", lambda r: r["sensor_tick_nothing_new_s"]),

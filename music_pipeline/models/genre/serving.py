@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,6 +23,9 @@ from music_pipeline.models.genre.data import HANDCRAFTED, LEARNED, TAGS
 from music_pipeline.models.genre.persistence import ModelFileError
 from music_pipeline.models.genre.publishing import current_version
 from music_pipeline.storage import DataLayout, read_json
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def genre_root(data_dir):
