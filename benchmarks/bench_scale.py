@@ -219,7 +219,7 @@ def growth(sizes, values) -> float | None:
     """Slope of log(value) over log(N): 1 = linear, 0 = constant."""
     import numpy as np
 
-    pts = [(s, v) for s, v in zip(sizes, values) if v is not None and v > 0]
+    pts = [(s, v) for s, v in zip(sizes, values, strict=True) if v is not None and v > 0]
     if len(pts) < 2:
         return None
     x, y = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
@@ -235,7 +235,10 @@ def report(results: list[dict]) -> None:
         vals = [get(r) for r in results]
         cells = "".join(f"{v:>11.2f}" if v is not None else f"{'–':>11s}" for v in vals)
         # a per-track pass at a prefilled size only replays cached results: not part of its growth
-        real = [None if r.get("prefilled_from") and name.strip() in PER_TRACK else v for r, v in zip(results, vals)]
+        real = [
+            None if r.get("prefilled_from") and name.strip() in PER_TRACK else v
+            for r, v in zip(results, vals, strict=True)
+        ]
         g = growth(sizes, real)
         print(f"{name:32s}{cells}   {'N^%.2f' % g if g is not None else ''}")
     pre = [f"N = {r['n']:,} from lib-{r['prefilled_from']:,}" for r in results if r.get("prefilled_from")]
@@ -274,10 +277,12 @@ def plot(results: list[dict]) -> None:
         if name.startswith("peak") or name.startswith("  all"):
             continue
         panels[1 if name in DAY_TO_DAY else 0].append((name.strip(), get))
-    for ax, (panel, rows) in zip(axes, panels.items()):
+    for ax, (panel, rows) in zip(axes, panels.items(), strict=True):
         for i, (name, get) in enumerate(rows):
             pts = [
-                (n, get(r), pre) for n, r, pre in zip(sizes, results, prefilled) if get(r) is not None and get(r) > 0
+                (n, get(r), pre)
+                for n, r, pre in zip(sizes, results, prefilled, strict=True)
+                if get(r) is not None and get(r) > 0
             ]
             if len(pts) < 2:
                 continue

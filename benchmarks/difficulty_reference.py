@@ -232,7 +232,7 @@ def generated_pieces(dest: Path, n: int = 40, seed: int = 7) -> list[Path]:
         ev = generate_piece(spec)
         pm = pretty_midi.PrettyMIDI(initial_tempo=120.0)
         inst = pretty_midi.Instrument(program=0)
-        for on, off, p in zip(ev.onset, ev.offset, ev.pitch):
+        for on, off, p in zip(ev.onset, ev.offset, ev.pitch, strict=True):
             inst.notes.append(
                 pretty_midi.Note(velocity=int(rng.integers(70, 110)), pitch=int(p), start=float(on), end=float(off))
             )

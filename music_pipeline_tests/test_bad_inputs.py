@@ -46,7 +46,7 @@ def test_good_files_present_and_finite(bad_library):
 
 def test_bad_files_named_with_reason(bad_library):
     _, outcomes, tables, expect = bad_library
-    skipped = dict(zip(tables.skipped["relpath"], tables.skipped["reason"]))
+    skipped = dict(zip(tables.skipped["relpath"], tables.skipped["reason"], strict=True))
     for relpath, keyword in expect.items():
         if keyword is None:
             continue
@@ -67,7 +67,7 @@ def test_truncated_files_get_their_exact_outcome(bad_library):
     for rel in ("truncated.ogg", "truncated.flac", "truncated.mp3", "half.ogg", "half.flac"):
         assert by_rel[rel].status == "failed" and rel not in set(tables.embeddings["relpath"]), rel
         assert expect[rel] in by_rel[rel].reason, (rel, by_rel[rel].reason)
-    durations = dict(zip(tables.embeddings["relpath"], tables.embeddings["duration_s"]))
+    durations = dict(zip(tables.embeddings["relpath"], tables.embeddings["duration_s"], strict=True))
     assert 3.5 <= durations["half.mp3"] <= 4.1 and durations["half.wav"] == pytest.approx(4.0, abs=0.01)
 
 

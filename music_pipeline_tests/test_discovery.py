@@ -110,7 +110,7 @@ def test_approximate_index_recall_is_measured_against_exact():
     # recompute the recall for fresh queries by brute force and compare with the index's own measure
     queries, _ = clustered(50, seed=4)
     approx, _ = index.search(queries, 10)
-    manual = np.mean([len(set(a) & set(brute_topk(db, q, 10))) / 10 for a, q in zip(approx, queries)])
+    manual = np.mean([len(set(a) & set(brute_topk(db, q, 10))) / 10 for a, q in zip(approx, queries, strict=True)])
     assert index.measure_recall(queries) == pytest.approx(manual)
     # scores returned by the approximate path are exact cosines of what it found
     np.testing.assert_allclose(index.search(queries[:1], 5)[1][0], db[approx[0][:5]] @ queries[0], rtol=1e-5)
@@ -485,7 +485,7 @@ def _comparison(overall_pct, group_pcts, cosine=-0.33):
         GroupAgreement(
             g, 10, (p - 50) / 60 if p is not None else c, p, _verdict((p - 50) / 60 if p is not None else c, p)
         )
-        for g, p, c in zip(GROUPS, group_pcts, [cosine] * len(GROUPS))
+        for g, p, c in zip(GROUPS, group_pcts, [cosine] * len(GROUPS), strict=True)
     ]
     return Comparison(cosine, overall_pct, groups)
 

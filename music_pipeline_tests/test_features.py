@@ -14,7 +14,7 @@ from music_pipeline.synth import SR, clicks, noise, tone
 
 
 def by_name(vec):
-    return dict(zip(FEATURE_NAMES, vec))
+    return dict(zip(FEATURE_NAMES, vec, strict=True))
 
 
 def test_names_are_641_unique_and_grouped():

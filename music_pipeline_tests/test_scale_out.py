@@ -208,7 +208,7 @@ def test_backfill_through_two_celery_workers(servers, s3_server, tmp_path):
             )
         )
     outputs = [r.communicate(timeout=900)[0] for r in runs]
-    for r, out in zip(runs, outputs):
+    for r, out in zip(runs, outputs, strict=True):
         assert r.returncode == 0, out[-3000:]
 
     # every track's features exist exactly once, in the bucket, and every partition was

@@ -245,7 +245,7 @@ def cmd_embed(args) -> int:
 
     loop = PerFile(args.json)
     for f, feats in loop.features(args.files):
-        values = dict(zip(FEATURE_NAMES, map(float, feats.embedding)))
+        values = dict(zip(FEATURE_NAMES, map(float, feats.embedding), strict=True))
         if args.json:
             print(json.dumps({"file": f, "duration_s": feats.duration_s, "features": values}))
         else:

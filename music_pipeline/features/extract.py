@@ -148,7 +148,7 @@ class FeatureStore:
             raise ValueError(f"stored features for {content_hash} have the wrong width {z['embedding'].shape}")
         return TrackFeatures(
             embedding=z["embedding"],
-            descriptors=dict(zip(z["descriptor_names"].tolist(), z["descriptors"].tolist())),
+            descriptors=dict(zip(z["descriptor_names"].tolist(), z["descriptors"].tolist(), strict=True)),
             segments=z["segments"],
             duration_s=float(z["duration_s"]),
             source_sr=int(z["source_sr"]),

@@ -8,6 +8,7 @@ STFT gives), the CQT blocks are computed with a margin of context on each side a
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import librosa
@@ -182,7 +183,7 @@ def _contrast_bands(
         octa = np.zeros(n_bands + 2)
         octa[1:] = fmin * (2.0 ** np.arange(0, n_bands + 1))
         bands = []
-        for k, (f_low, f_high) in enumerate(zip(octa[:-1], octa[1:])):
+        for k, (f_low, f_high) in enumerate(itertools.pairwise(octa)):
             idx = np.flatnonzero((freq >= f_low) & (freq <= f_high))
             lo = idx[0] - 1 if k > 0 else idx[0]
             hi = n_bins if k == n_bands else idx[-1] + 1

@@ -93,7 +93,7 @@ def _values_by_hash(previous: LibraryTables) -> dict[str, tuple]:
     desc = d[DESCRIPTOR_NAMES].to_numpy(dtype=np.float64)
     return {
         h: (float(dur), int(sr), emb[i], desc[i].tolist())
-        for i, (h, dur, sr) in enumerate(zip(e["content_hash"], e["duration_s"], e["source_sr"]))
+        for i, (h, dur, sr) in enumerate(zip(e["content_hash"], e["duration_s"], e["source_sr"], strict=True))
     }
 
 
@@ -156,7 +156,7 @@ def _settled_skips(tables: LibraryTables) -> set[str]:
     """Hashes skipped for reasons a rebuild would not change (duplicates, unreadable files)."""
     return {
         h
-        for h, r in zip(tables.skipped["content_hash"], tables.skipped["reason"])
+        for h, r in zip(tables.skipped["content_hash"], tables.skipped["reason"], strict=True)
         if isinstance(h, str) and r != NOT_EXTRACTED
     }
 

@@ -32,7 +32,7 @@ def build_learned_table(
         prev_patches = previous["n_patches"].to_numpy()
         reuse = {h: i for i, h in enumerate(previous["content_hash"])}
     rows, ids, skipped = [], [], []
-    for key, relpath, h in zip(embeddings["key"], embeddings["relpath"], embeddings["content_hash"]):
+    for key, relpath, h in zip(embeddings["key"], embeddings["relpath"], embeddings["content_hash"], strict=True):
         if h not in available:  # also for reused rows: a pruned store file means the row is gone
             skipped.append((relpath, store.failure(h) or "not computed"))
             continue

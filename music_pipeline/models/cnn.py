@@ -135,7 +135,9 @@ def load_segment_dataset(
 def track_groups(tracks: pd.DataFrame) -> np.ndarray:
     """The library group of each track; a track without one is its own group."""
     group = tracks["group"] if "group" in tracks else pd.Series([None] * len(tracks))
-    return np.array([f"group:{g}" if isinstance(g, str) and g else f"track:{k}" for g, k in zip(group, tracks["key"])])
+    return np.array(
+        [f"group:{g}" if isinstance(g, str) and g else f"track:{k}" for g, k in zip(group, tracks["key"], strict=True)]
+    )
 
 
 def grouped_track_folds(
@@ -542,7 +544,7 @@ def run_difficulty_cnn(
         "n_tracks": len(data.tracks),
         "n_segments": len(data.y),
         "missing_tracks": data.missing,
-        "class_counts": {lv: int(c) for lv, c in zip(LEVELS, counts)},
+        "class_counts": {lv: int(c) for lv, c in zip(LEVELS, counts, strict=True)},
         "grouping": "library group" if any(g.startswith("group:") for g in data.groups) else "track",
         "folds": len(cv.track_folds),
         "metrics": metrics,

@@ -78,7 +78,7 @@ class NotesStore(ContentStore):
             raise ValueError(f"stored notes of {content_hash} have other descriptors than this version computes")
         return TrackNotes(
             NoteEvents.from_arrays(z),
-            dict(zip(names, z["descriptors"].tolist())),
+            dict(zip(names, z["descriptors"].tolist(), strict=True)),
             float(z["duration_s"]),
             float(z["gain_db"]),
             float(z["compute_seconds"]),
@@ -251,7 +251,7 @@ def note_table(tracks, store: NotesStore, previous=None):
 
     reuse = {}
     if previous is not None and len(previous):
-        reuse = {h: r for h, r in zip(previous["content_hash"], previous.to_dict("records"))}
+        reuse = {h: r for h, r in zip(previous["content_hash"], previous.to_dict("records"), strict=True)}
     available = store.hashes()
     rows, missing = [], []
     for t in tracks.itertuples(index=False):

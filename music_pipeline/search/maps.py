@@ -155,11 +155,11 @@ def journey_png(audio_path: str | Path, raw: np.ndarray, z: np.ndarray, title: s
     mel = librosa.power_to_db(librosa.feature.melspectrogram(y=y, sr=sr, n_mels=128), ref=np.max)
     librosa.display.specshow(mel, sr=sr, x_axis="time", y_axis="mel", ax=axes[1], cmap="magma")
     axes[1].set_title("2. Log-mel spectrogram (dB)")
-    colours = dict(zip(GROUPS, plt.get_cmap("tab10").colors))
+    colours = dict(zip(GROUPS, plt.get_cmap("tab10").colors, strict=False))
     group_of = np.array([FEATURE_GROUPS[n] for n in FEATURE_NAMES])
     rms_z = [float(np.sqrt(np.mean(z[group_of == g] ** 2))) for g in GROUPS]
     bars = axes[2].barh(GROUPS, rms_z, color=[colours[g] for g in GROUPS])
-    for g, b in zip(GROUPS, bars):
+    for g, b in zip(GROUPS, bars, strict=True):
         axes[2].text(
             b.get_width(),
             b.get_y() + b.get_height() / 2,

@@ -65,7 +65,7 @@ class Explorer:
     def _durations(self) -> dict[str, float]:
         try:
             t = read_parquet(self.layout.embeddings_path, columns=["key", "duration_s"])
-            return {str(k): float(d) for k, d in zip(t["key"], t["duration_s"])}
+            return {str(k): float(d) for k, d in zip(t["key"], t["duration_s"], strict=True)}
         except Exception:  # an older table without durations: playlists say -1 (unknown)
             return {}
 
@@ -192,7 +192,9 @@ class Explorer:
         coords = None
         if path.is_file():
             t = read_parquet(path, columns=["key", "x2", "y2"])
-            found = dict(zip(t["key"].astype(str), zip(t["x2"].astype(float), t["y2"].astype(float))))
+            found = dict(
+                zip(t["key"].astype(str), zip(t["x2"].astype(float), t["y2"].astype(float), strict=True), strict=True)
+            )
             rows = [i for i, k in enumerate(keys) if k in found]
             if len(rows) >= min(len(keys), MAP_MAX_POINTS) * 0.9:  # a map of (nearly) this library
                 coords = np.array([found[keys[i]] for i in rows], dtype=np.float64).reshape(-1, 2)
@@ -222,7 +224,7 @@ class Explorer:
             "x": np.round(coords[:, 0], 4).tolist(),
             "y": np.round(coords[:, 1], 4).tolist(),
         }
-        by_key = {k: {"x": x, "y": y} for k, x, y in zip(points["track"], points["x"], points["y"])}
+        by_key = {k: {"x": x, "y": y} for k, x, y in zip(points["track"], points["x"], points["y"], strict=True)}
         return {"source": source, "note": note, "count": len(rows), "points": points, "by_key": by_key}
 
     # -- playlists ------------------------------------------------------------------------------

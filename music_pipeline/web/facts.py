@@ -59,9 +59,13 @@ class Facts:
                         read_parquet(note_descriptors_table_path(self.layout)),
                     )
                     frame = model.score_frame(table)
-                    rows = {str(k): r for k, r in zip(table["key"], table[list(model.names)].to_dict("records"))}
+                    rows = {
+                        str(k): r
+                        for k, r in zip(table["key"], table[list(model.names)].to_dict("records"), strict=True)
+                    }
                     levels = {
-                        str(k): (str(lv), float(p)) for k, lv, p in zip(frame["key"], frame["level"], frame["pdi"])
+                        str(k): (str(lv), float(p))
+                        for k, lv, p in zip(frame["key"], frame["level"], frame["pdi"], strict=True)
                     }
                     self._difficulty = (model, rows, levels)
                 except (OSError, ValueError, KeyError) as exc:  # not built, or built by another version

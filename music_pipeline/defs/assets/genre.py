@@ -222,7 +222,9 @@ def genre_classifier(
     if result.shap is not None:
         md["explanation_method"] = result.shap.kind
         md["components"] = dg.MetadataValue.md(
-            "\n".join(f"- {n}: {t}" for n, t in zip(result.shap.component_names, result.shap.component_text))
+            "\n".join(
+                f"- {n}: {t}" for n, t in zip(result.shap.component_names, result.shap.component_text, strict=True)
+            )
         )
     else:
         md["explanation_method"] = (

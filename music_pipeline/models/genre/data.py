@@ -155,7 +155,8 @@ def track_groups(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         [g is not None and not (isinstance(g, float) and np.isnan(g)) and str(g).strip() != "" for g in raw], dtype=bool
     )
     groups = np.array(
-        [f"group:{g}" if ok else f"track:{k}" for g, ok, k in zip(raw, has, df["key"].astype(str))], dtype=object
+        [f"group:{g}" if ok else f"track:{k}" for g, ok, k in zip(raw, has, df["key"].astype(str), strict=True)],
+        dtype=object,
     )
     return groups, has
 

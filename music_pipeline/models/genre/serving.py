@@ -79,7 +79,7 @@ class GenreService:
         from music_pipeline.models import explain as ex
 
         proba = self.model.predict_proba(blocks)[0]
-        probs = {c: float(p) for c, p in sorted(zip(self.model.classes, proba), key=lambda t: -t[1])}
+        probs = {c: float(p) for c, p in sorted(zip(self.model.classes, proba, strict=True), key=lambda t: -t[1])}
         out = {
             "file": name,
             "label": next(iter(probs)),
