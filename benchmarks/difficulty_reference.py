@@ -169,7 +169,7 @@ def normalise_score(src: Path, dest: Path, program: int) -> bool:
 
     try:
         pm = pretty_midi.PrettyMIDI(str(src))
-    except Exception:
+    except Exception:  # noqa: BLE001 - pretty_midi raises many kinds on a malformed score: that score is skipped
         return False
     out = pretty_midi.PrettyMIDI(resolution=pm.resolution, initial_tempo=120.0)
     notes = [

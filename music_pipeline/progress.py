@@ -218,7 +218,7 @@ def publish(item: Progress | str) -> None:
     for cb in targets:
         try:
             cb(item)
-        except Exception:  # a broken display never stops the work it displays
+        except Exception:  # noqa: BLE001, S110 - a broken display never stops the work it displays
             pass
 
 

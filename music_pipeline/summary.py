@@ -40,7 +40,7 @@ def _try(notes: list[str], what: str, fn):
         return fn()
     except FileNotFoundError:
         return None
-    except Exception as exc:  # an artifact of another shape: say so, keep the rest
+    except Exception as exc:  # noqa: BLE001 - an artifact of another shape: say so, keep the rest
         notes.append(f"{what}: not read ({type(exc).__name__}: {exc})")
         return None
 

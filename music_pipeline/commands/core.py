@@ -187,7 +187,7 @@ def _build(
                 display.close()
                 terminal.write(f"error: {exc}\n")
                 return EXIT_USAGE if not isinstance(exc, WorkersCannotStart) else EXIT_FAILED
-            except Exception as exc:  # a bug: the traceback goes to the build log, one line to the user
+            except Exception as exc:  # noqa: BLE001 - a bug: the traceback goes to the build log, one line to the user
                 display.close()
                 traceback.print_exc()
                 where = f"; details in {log_path}" if log_path else ""

@@ -32,7 +32,7 @@ def _stale_warning(settings: Settings) -> str | None:
     p = DataLayout(settings.data_dir).models_dir / "genre" / "status.json"
     try:
         st = read_json(p)
-    except Exception:
+    except Exception:  # noqa: BLE001 - a missing or unreadable status file only means no warning
         return None
     return (
         None

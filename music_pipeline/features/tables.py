@@ -61,7 +61,7 @@ def build_tables(scan: LibraryScan, store: FeatureStore, previous: LibraryTables
         else:
             try:
                 f = store.load(t.content_hash)
-            except Exception as exc:  # a damaged cache file costs this track a re-extraction, not the table
+            except Exception as exc:  # noqa: BLE001 - a damaged cache file costs this track a re-extraction, not the table
                 skipped.append(
                     (t.key, t.relpath, t.content_hash, f"stored features unreadable ({exc}); rebuild to re-extract")
                 )

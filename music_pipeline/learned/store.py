@@ -212,7 +212,7 @@ def run_learned_job(
     except AudioError as exc:
         store.save_failure(job.content_hash, job.relpath, exc.reason)
         return LearnedOutcome(job.key, job.relpath, job.content_hash, "failed", str(exc), time.perf_counter() - t0)
-    except Exception as exc:  # not the file's fault: not remembered
+    except Exception as exc:  # noqa: BLE001 - not the file's fault: not remembered
         return LearnedOutcome(
             job.key,
             job.relpath,

@@ -42,7 +42,7 @@ def build_learned_table(
             continue
         try:
             f = store.load(h)
-        except Exception as exc:  # a damaged cache file costs this track, not the table
+        except Exception as exc:  # noqa: BLE001 - a damaged cache file costs this track, not the table
             skipped.append((relpath, f"stored learned features unreadable ({exc})"))
             continue
         rows.append(f.row())

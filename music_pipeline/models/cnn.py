@@ -114,7 +114,7 @@ def load_segment_dataset(
     for r in scores.itertuples(index=False):
         try:
             segs = np.asarray(load_segments(r.content_hash))
-        except Exception as exc:  # a missing or damaged feature file costs this track only
+        except Exception as exc:  # noqa: BLE001 - a missing or damaged feature file costs this track only
             log.warning("no segments for %s: %s", r.key, exc)
             missing.append(r.key)
             continue
@@ -236,7 +236,7 @@ def _seed_everything(seed: int) -> None:
     keras.utils.set_random_seed(seed)
     try:
         tf.config.experimental.enable_op_determinism()
-    except Exception:  # already enabled / not available: seeds still apply
+    except Exception:  # noqa: BLE001, S110 - already enabled / not available: seeds still apply
         pass
 
 

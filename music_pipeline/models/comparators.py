@@ -623,7 +623,7 @@ def compare_all(
     hashes = table.set_index(table["key"].astype(str))["content_hash"]
     try:
         segments = np.stack([load_segments(hashes[k]) for k in data.keys])
-    except Exception as exc:  # features not on disk (different n_segments, pruned cache): skip the segment models
+    except Exception as exc:  # noqa: BLE001 - features not on disk (different n_segments, pruned cache): skip the segment models
         say(f"mel segments unavailable, segment comparators skipped: {exc}")
         segments = None
     with threadpool_limits(limits=1):  # many small sklearn fits: one BLAS thread each (see genre/cv.py)

@@ -164,7 +164,7 @@ def run_notes_job(job: NotesJob, retry_failed: bool = False, transcriber=None) -
         return NotesOutcome(
             job.key, job.relpath, job.content_hash, "failed", f"{job.path}: out of memory", time.perf_counter() - t0
         )
-    except Exception as exc:  # e.g. the weights cannot be fetched: not the file's fault, not remembered
+    except Exception as exc:  # noqa: BLE001 - e.g. the weights cannot be fetched: not the file's fault, not remembered
         log.error("unexpected error on %s\n%s", job.path, traceback.format_exc())
         return NotesOutcome(
             job.key,
@@ -264,7 +264,7 @@ def note_table(tracks, store: NotesStore, previous=None):
             continue
         try:
             r = store.load(h)
-        except Exception as exc:  # a damaged file: transcribe again rather than lose the track
+        except Exception as exc:  # noqa: BLE001 - a damaged file: transcribe again rather than lose the track
             log.warning("stored notes of %s unreadable (%s)", t.relpath, exc)
             missing.append(t)
             continue

@@ -66,7 +66,7 @@ class Explorer:
         try:
             t = read_parquet(self.layout.embeddings_path, columns=["key", "duration_s"])
             return {str(k): float(d) for k, d in zip(t["key"], t["duration_s"], strict=True)}
-        except Exception:  # an older table without durations: playlists say -1 (unknown)
+        except Exception:  # noqa: BLE001 - an older table without durations: playlists say -1 (unknown)
             return {}
 
     # -- resolving ------------------------------------------------------------------------------
@@ -319,7 +319,7 @@ class LiveExplorer:
                         self.data_dir,
                         len(self.current.index),
                     )
-                except Exception as exc:  # broken: keep serving what we have (until the files change again)
+                except Exception as exc:  # noqa: BLE001 - broken: keep serving what we have (until the files change again)
                     self._stamp = stamp
                     log.warning("the explorer could not load the new build (%s); still serving the previous one", exc)
         finally:

@@ -131,7 +131,7 @@ def difficulty(
     previous_path = pdi.scores_table_path(layout)
     try:
         previous = read_parquet(previous_path, columns=["key", "pdi", "level"]) if previous_path.exists() else None
-    except Exception:  # written by an older version with other columns
+    except Exception:  # noqa: BLE001 - written by an older version with other columns
         previous = None
     moved = _moves_since(previous, scores)
     if moved["tracks_changing_level"]:

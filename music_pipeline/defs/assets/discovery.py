@@ -406,7 +406,7 @@ def embedding_map(
                 "journey_path": dg.MetadataValue.path(str(journey)),
             }
         )
-    except Exception as exc:  # unreadable audio, unknown track: the maps stand without the journey figure
+    except Exception as exc:  # noqa: BLE001 - unreadable audio, unknown track: the maps stand without the journey figure
         context.log.warning(f"embedding journey skipped: {type(exc).__name__}: {exc}")
         md["journey_track"] = f"skipped: {exc}"
     return dg.MaterializeResult(metadata=md)
