@@ -348,6 +348,7 @@ def main() -> None:
             + ["--prefill-from", str(args.prefill_from)],
             capture_output=True,
             text=True,
+            check=False,
         )
         if proc.returncode != 0:
             sys.exit(f"N={n} failed:\n{proc.stderr[-3000:]}")

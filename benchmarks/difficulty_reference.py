@@ -157,7 +157,7 @@ def raw_midis(roots: dict[str, Path], scratch: Path) -> dict[str, list[tuple[str
         d = scratch / "abc" / f.stem
         d.mkdir(parents=True, exist_ok=True)
         shutil.copy(f, d / f.name)
-        subprocess.run(["abc2midi", f.name], cwd=d, capture_output=True, text=True)
+        subprocess.run(["abc2midi", f.name], cwd=d, capture_output=True, text=True, check=False)
         abc += [(f"{f.stem}_{p.stem}", p) for p in sorted(d.glob("*.mid"))]
     out["abc_tunes"] = abc
     return out

@@ -113,7 +113,7 @@ def test_shell_metacharacters_are_just_names(tmp_path, monkeypatch):
 
     control = tmp_path / "control"
     control.mkdir()
-    subprocess.run(f"echo {SHELL_NAME}", shell=True, cwd=control, capture_output=True)
+    subprocess.run(f"echo {SHELL_NAME}", shell=True, cwd=control, capture_output=True, check=False)
     assert (control / "pwned1").exists() and (control / "pwned3").exists()  # the payload is live
 
     work = tmp_path / "work"
@@ -304,7 +304,7 @@ def test_a_script_whose_workers_cannot_start_blames_no_file(tmp_path):
     repo = str(Path(__file__).resolve().parents[1])  # this checkout's package, whatever is installed
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env, check=False
     )
     assert proc.returncode != 0
     assert "WorkersCannotStart" in proc.stderr and '__name__ == "__main__"' in proc.stderr

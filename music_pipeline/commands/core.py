@@ -335,7 +335,7 @@ def _run_until_stopped(cmd: list[str], env: dict, cwd: Path | None = None) -> in
     shuts down its webserver, daemon and code servers)."""
     import signal
 
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, preexec_fn=_default_signals)
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, preexec_fn=_default_signals)  # noqa: PLW1509 - it only resets two signal handlers (async-signal-safe): nothing else can undo an inherited SIG_IGN
 
     def stop(_signum, _frame):
         proc.send_signal(signal.SIGINT)
