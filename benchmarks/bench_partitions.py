@@ -177,7 +177,7 @@ def part_planner(sizes: list[int], buckets: int, work: Path) -> list[dict]:
         pipeline = SimulatedListing(data_dir=str(data), library_dir=str(work))
         LISTING.update(scan=scan, analysed=set())  # first tick: nothing analysed, nothing registered
         sensor = build_library_sensor(Partitioning(), TRACK_ASSETS)
-        first, cursor, s_track_first = tick(sensor, instance, pipeline, None)
+        first, _cursor, s_track_first = tick(sensor, instance, pipeline, None)
         adds = [r for r in first.dynamic_partitions_requests if isinstance(r, dg.AddDynamicPartitionsRequest)]
         t_register = sum(
             timed(instance.add_dynamic_partitions, tracks_partitions.name, list(a.partition_keys))[1] for a in adds

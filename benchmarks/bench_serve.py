@@ -164,7 +164,7 @@ def run(kind: str, n: int, requests: int, cli_runs: int, root: Path, seed: int) 
 
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    log = open(root / f"serve-{kind}.log", "w")
+    log = open(root / f"serve-{kind}.log", "w")  # noqa: SIM115 - the server's log: the child writes it all its life, and the handle closes when this process ends
     proc = subprocess.Popen(
         [sys.executable, "-m", "music_pipeline.cli", "serve", "--data", str(data), "--port", str(port)],
         env=env,

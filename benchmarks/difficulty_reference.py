@@ -317,7 +317,7 @@ def render(score: Path, dest_for: dict[str, Path]) -> None:
             ["fluidsynth", "-ni", "-g", "0.5", "-r", str(SR), "-F", str(wav), "-T", "wav", str(SOUNDFONT), str(score)],
             timeout=600,
         )
-        y, sr = sf.read(wav, dtype="float32", always_2d=True, frames=int((MAX_SECONDS + 5) * SR))
+        y, _sr = sf.read(wav, dtype="float32", always_2d=True, frames=int((MAX_SECONDS + 5) * SR))
     y = y.mean(axis=1).astype(np.float64)
     for variant, dest in dest_for.items():
         gain, kind = VARIANTS[variant]

@@ -28,7 +28,7 @@ def bad_library(tmp_path_factory):
 
 
 def test_every_file_accounted_for(bad_library):
-    scan, outcomes, tables, expect = bad_library
+    scan, _outcomes, tables, expect = bad_library
     assert sorted(t.relpath for t in scan.tracks) == sorted(expect)
     present = set(tables.embeddings["relpath"]) | set(tables.skipped["relpath"])
     assert present == set(expect)

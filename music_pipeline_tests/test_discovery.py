@@ -81,7 +81,7 @@ def test_pruned_exact_search_equals_brute_force():
     np.testing.assert_allclose(rotated[:50] @ rotated[50], db[:50] @ db[50], atol=1e-5)  # no cosine changes
     pruned = PrunedExact(rotated, head_dims=32)
     for r in range(20):
-        idx, scores, scored = pruned.search_one(rotated[r], 10, exclude=r)
+        idx, _scores, scored = pruned.search_one(rotated[r], 10, exclude=r)
         assert idx.tolist() == brute_topk(rotated, rotated[r], 10, exclude=r).tolist()
         assert scored < 3000 // 4  # most rows skipped on their bound alone
     # unrotated noise has no energy-ordered head: it falls back to a full pass, still exact
@@ -145,7 +145,7 @@ def test_radio_walk_never_repeats_and_respects_the_mask():
     allowed = np.zeros(300, dtype=bool)
     allowed[::3] = True  # 100 allowed tracks
     neighbours = lambda v, k: exact_topk(db, v, k)[0][0]
-    pos, scores = radio_walk(db, db[0], 30, allowed, exclude=[0], neighbours=neighbours, pool=5)
+    pos, _scores = radio_walk(db, db[0], 30, allowed, exclude=[0], neighbours=neighbours, pool=5)
     assert len(pos) == 30 and len(set(pos.tolist())) == 30 and 0 not in pos
     assert allowed[pos].all()
     # more wanted than allowed: the walk ends when the allowed tracks run out, still no repeats
@@ -212,7 +212,7 @@ def test_similar_never_returns_the_query(discovery_data):
     disc = Discovery.open(data)
     for key in disc.index.tracks["key"]:
         for diverse in (None, 0.5):
-            q, hits = disc.similar(key, 23, diverse)
+            _q, hits = disc.similar(key, 23, diverse)
             found = [h.track for h in hits]
             assert key not in found and len(found) == len(set(found)) == 23
 
@@ -259,7 +259,7 @@ def test_track_added_to_the_index_is_found(discovery_data):
     new[FEATURE_NAMES] = new[FEATURE_NAMES].to_numpy() * 1.01
     grown, mode = sync_track_index(index, pd.concat([table, new], ignore_index=True))
     assert mode == "incremental" and len(grown) == 25 and grown.info["added_since_fit"] == 1
-    q, hits = Discovery(grown).similar(table.iloc[5]["key"], 3)
+    _q, hits = Discovery(grown).similar(table.iloc[5]["key"], 3)
     assert hits[0].track == "brand_new-00000000"
     # a removed track cannot be patched in: the index is rebuilt from the table
     rebuilt, mode = sync_track_index(grown, table.iloc[1:])
@@ -287,7 +287,7 @@ def test_radio_respects_bpm_window(discovery_data):
     target = float(np.median(tempo))
     window = np.abs(tempo - target) <= 15
     seed = disc.index.tracks["key"].iloc[0]
-    q, hits = disc.radio(seed, length=30, bpm=target, bpm_tolerance=15)
+    _q, hits = disc.radio(seed, length=30, bpm=target, bpm_tolerance=15)
     keys = [h.track for h in hits]
     assert len(keys) == len(set(keys)) and seed not in keys
     assert all(abs(h.extra["tempo_bpm"] - target) <= 15 for h in hits)

@@ -43,7 +43,7 @@ class Services:
         self.procs: list[subprocess.Popen] = []
 
     def start(self, cmd, log_name, env=None, **kw) -> subprocess.Popen:
-        log = open(self.root / log_name, "w")
+        log = open(self.root / log_name, "w")  # noqa: SIM115 - the server's log: the child writes it all its life, and the handle closes when this process ends
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, **kw)
         self.procs.append(proc)
         return proc

@@ -46,7 +46,7 @@ def dagster_dev(tmp_path_factory):
         os.environ.update(old)
     assert summary.embedded == 12
     port = free_port()
-    log = open(root / "dagster_dev.log", "w")
+    log = open(root / "dagster_dev.log", "w")  # noqa: SIM115 - the server's log: the child writes it all its life, and the handle closes when this process ends
     proc = subprocess.Popen(
         [
             sys.executable,

@@ -137,7 +137,7 @@ def refresh_tables(
     descriptors_path = layout.tables_dir / "difficulty_descriptors.parquet"
     previous = read_previous_tables(layout.embeddings_path, descriptors_path, store)
     scanned = {t.content_hash for t in scan.tracks if t.content_hash and not t.scan_error}
-    for rounds in range(1, max_rounds + 1):
+    for rounds in range(1, max_rounds + 1):  # noqa: B007 - returned after the loop: how many rounds it took
         tables = build_tables(scan, store, previous)
         problems = validate_embedding_table(tables.embeddings)
         if problems:  # never store an invalid table: downstream models would train on it

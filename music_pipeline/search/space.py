@@ -212,7 +212,7 @@ def precision_at_k(
     """
     classes = np.asarray(classes, dtype=object)
     known = np.array([c is not None for c in classes])
-    names, inverse, counts = np.unique(classes[known].astype(str), return_inverse=True, return_counts=True)
+    _names, inverse, counts = np.unique(classes[known].astype(str), return_inverse=True, return_counts=True)
     size = np.zeros(len(classes), dtype=np.int64)
     size[known] = counts[inverse]
     queries = np.flatnonzero(size >= 2)
