@@ -210,27 +210,27 @@ def part_planner(sizes: list[int], buckets: int, work: Path) -> list[dict]:
         _, t_manifest = timed(known_track_keys, DataLayout(data).manifest_path)
         instance.dispose()
         shutil.rmtree(data, ignore_errors=True)
-        row = dict(
-            n=n,
-            listing_mb=listing_mb,
-            plan_track_noop=p_track_noop,
-            plan_track_new=p_track_new,
-            plan_bucket_noop=p_bucket_noop,
-            plan_bucket_new=p_bucket_new,
-            bucket_of_all=t_bucket_all,
-            tick_track_first=s_track_first,
-            register=t_register,
-            runs_first=runs_first,
-            tick_track_noop=s_track_noop,
-            tick_track_new=s_track_new,
-            get_partitions=t_get_partitions,
-            tick_bucket_first=s_bucket_first,
-            runs_first_b=runs_first_b,
-            tick_bucket_noop=s_bucket_noop,
-            tick_bucket_new=s_bucket_new,
-            manifest_keys=t_manifest,
-            materialize_buckets=t_all_buckets,
-        )
+        row = {
+            "n": n,
+            "listing_mb": listing_mb,
+            "plan_track_noop": p_track_noop,
+            "plan_track_new": p_track_new,
+            "plan_bucket_noop": p_bucket_noop,
+            "plan_bucket_new": p_bucket_new,
+            "bucket_of_all": t_bucket_all,
+            "tick_track_first": s_track_first,
+            "register": t_register,
+            "runs_first": runs_first,
+            "tick_track_noop": s_track_noop,
+            "tick_track_new": s_track_new,
+            "get_partitions": t_get_partitions,
+            "tick_bucket_first": s_bucket_first,
+            "runs_first_b": runs_first_b,
+            "tick_bucket_noop": s_bucket_noop,
+            "tick_bucket_new": s_bucket_new,
+            "manifest_keys": t_manifest,
+            "materialize_buckets": t_all_buckets,
+        }
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
         rows.append(row)
         del scan, grown, analysed, keys, known
@@ -331,7 +331,7 @@ def part_files(sizes: list[int], buckets: int, work: Path) -> list[dict]:
         root, data = work / f"files_{n}", work / f"files_data_{n}"
         t_build = timed(build_files, n, root, data)[1]
         print(f"\n== {n:,} real empty files (+3 × {n:,} store files) made in {t_build:.0f} s", flush=True)
-        pipeline_kwargs = dict(data_dir=str(data), library_dir=str(root), workers=1)
+        pipeline_kwargs = {"data_dir": str(data), "library_dir": str(root), "workers": 1}
         out = {"n": n}
         _, out["hash_cache_load"] = timed(HashCache, DataLayout(data).hash_cache_path)
         scan, out["scan"] = timed(scan_library, root, DataLayout(data).hash_cache_path)

@@ -240,7 +240,7 @@ def report(results: list[dict]) -> None:
             for r, v in zip(results, vals, strict=True)
         ]
         g = growth(sizes, real)
-        print(f"{name:32s}{cells}   {'N^%.2f' % g if g is not None else ''}")
+        print(f"{name:32s}{cells}   {'N^' + format(g, '.2f') if g is not None else ''}")
     pre = [f"N = {r['n']:,} from lib-{r['prefilled_from']:,}" for r in results if r.get("prefilled_from")]
     if pre:
         print("\nper-track results reused (--prefill-from; no per-track pass in the full build): " + ", ".join(pre))
@@ -274,7 +274,7 @@ def plot(results: list[dict]) -> None:
     colours = plt.get_cmap("tab20").colors
     panels = {0: [], 1: []}
     for name, get in ROWS:
-        if name.startswith("peak") or name.startswith("  all"):
+        if name.startswith(("peak", "  all")):
             continue
         panels[1 if name in DAY_TO_DAY else 0].append((name.strip(), get))
     for ax, (panel, rows) in zip(axes, panels.items(), strict=True):
@@ -286,7 +286,7 @@ def plot(results: list[dict]) -> None:
             ]
             if len(pts) < 2:
                 continue
-            style = dict(color=colours[i % len(colours)], linestyle="-" if i < 10 else "--")
+            style = {"color": colours[i % len(colours)], "linestyle": "-" if i < 10 else "--"}
             ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name, **style)
             for n, v, pre in pts:
                 hollow = pre and name in PER_TRACK

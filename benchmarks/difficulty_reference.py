@@ -35,35 +35,33 @@ import numpy as np
 import pandas as pd
 
 PACKAGES = ["freedoom", "openttd-openmsx", "planetblupi-music-midi", "abcmidi", "abcm2ps", "pianobooster"]
-RESERVED = set(
-    [
-        "ceferino-data",
-        "colobot-common-sounds",
-        "cuyo-data",
-        "blobwars-data",
-        "drascula-music",
-        "fb-music-high",
-        "freedroidrpg-data",
-        "fretsonfire-songs-muldjord",
-        "fretsonfire-songs-sectoid",
-        "hedgewars-data",
-        "marsshooter-data",
-        "naev-data",
-        "nexuiz-music",
-        "pekka-kana-2-data",
-        "pingus-data",
-        "ri-li-data",
-        "starfighter-data",
-        "supertux-data",
-        "tecnoballz-data",
-        "tomatoes-data",
-        "ufoai-music",
-        "unknown-horizons",
-        "warzone2100-music",
-        "wesnoth-1.16-music",
-        "widelands-data",
-    ]
-)
+RESERVED = {
+    "ceferino-data",
+    "colobot-common-sounds",
+    "cuyo-data",
+    "blobwars-data",
+    "drascula-music",
+    "fb-music-high",
+    "freedroidrpg-data",
+    "fretsonfire-songs-muldjord",
+    "fretsonfire-songs-sectoid",
+    "hedgewars-data",
+    "marsshooter-data",
+    "naev-data",
+    "nexuiz-music",
+    "pekka-kana-2-data",
+    "pingus-data",
+    "ri-li-data",
+    "starfighter-data",
+    "supertux-data",
+    "tecnoballz-data",
+    "tomatoes-data",
+    "ufoai-music",
+    "unknown-horizons",
+    "warzone2100-music",
+    "wesnoth-1.16-music",
+    "widelands-data",
+}
 SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 MAX_SECONDS = 120.0
 MIN_NOTES, MIN_SECONDS = 24, 10.0

@@ -245,7 +245,7 @@ def test_backfill_through_two_celery_workers(servers, s3_server, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     answer = json.loads(proc.stdout.strip().splitlines()[-1])
     assert answer["query"]["relpath"] == query and len(answer["results"]) == 3, answer
-    assert set(r["track"] for r in answer["results"]) <= set(keys) - {answer["query"]["track"]}
+    assert {r["track"] for r in answer["results"]} <= set(keys) - {answer["query"]["track"]}
 
 
 def _register_partitions(env) -> list[str]:

@@ -137,7 +137,7 @@ def cmd_similar(args) -> int:
         print(json.dumps(similar_json(q, hits, args.diverse)))
     else:
         _print_hits(
-            q, hits, "Diverse picks (MMR λ=%g) like" % args.diverse if args.diverse is not None else "Most similar to"
+            q, hits, f"Diverse picks (MMR λ={args.diverse:g}) like" if args.diverse is not None else "Most similar to"
         )
     return 0
 

@@ -98,7 +98,7 @@ def subsample_tracks(scores: pd.DataFrame, max_tracks: int, seed: int = 0) -> pd
     rng = np.random.default_rng(seed)
     keep = []
     for _, part in scores.groupby("level_index", sort=True):
-        n = max(1, int(round(max_tracks * len(part) / len(scores))))
+        n = max(1, round(max_tracks * len(part) / len(scores)))
         keep.extend(rng.choice(part.index.to_numpy(), min(n, len(part)), replace=False).tolist())
     return scores.loc[sorted(keep)[:max_tracks] if len(keep) > max_tracks else sorted(keep)]
 
@@ -256,7 +256,7 @@ def _validation_split(
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Split the training tracks (by group) into fit and early-stopping tracks; None when too few."""
     groups = data.groups[train_tracks]
-    k = int(round(1 / fraction)) if fraction > 0 else 0
+    k = round(1 / fraction) if fraction > 0 else 0
     if k < 2 or len(np.unique(groups)) < max(k, 4):
         return None
     fit_idx, val_idx = grouped_track_folds(data.track_level[train_tracks], groups, k, seed)[0]

@@ -547,9 +547,11 @@ def report_markdown(table: pd.DataFrame, header: dict, remarks: Sequence[str]) -
     lines += [f"- **{k}**: {v}" for k, v in header.items()]
     lines += ["", table.to_markdown(index=False, floatfmt=".3f") if len(table) else "_no models were scored_", ""]
     lines += [
-        "Columns: `grouped_*` = grouped folds (no group on both sides); `shuffled_*` = StratifiedKFold on "
-        "tracks (a source can sit on both sides); `gap` = shuffled − grouped balanced accuracy. "
-        "The majority baseline's balanced accuracy is at most 1/number of labels.",
+        (
+            "Columns: `grouped_*` = grouped folds (no group on both sides); `shuffled_*` = StratifiedKFold on "
+            "tracks (a source can sit on both sides); `gap` = shuffled − grouped balanced accuracy. "
+            "The majority baseline's balanced accuracy is at most 1/number of labels."
+        ),
         "",
     ]
     lines += [f"- {r}" for r in remarks]

@@ -420,7 +420,7 @@ def explain(values: Mapping[str, float], level: str, normalised: Mapping[str, fl
         return values.get(name, 0.0) >= mark
 
     parts = [f"{values['notes_per_s']:.1f} notes/s"]
-    at_once = int(round(values["peak_polyphony"]))
+    at_once = round(values["peak_polyphony"])
     parts.append(f"chords of {at_once}" if at_once >= 2 else "one note at a time")
     parts.append(f"a {_octaves(values['pitch_range'])} range")
     if stands_out("fast_run_share", 0.2):

@@ -17,7 +17,7 @@ EMBEDDINGS = dg.AssetKey("embeddings")
 LEARNED_EMBEDDINGS = dg.AssetKey("learned_embeddings")
 SIMILARITY_INDEX = dg.AssetKey("similarity_index")
 RECALL_THRESHOLD = 0.95
-_COMMON = dict(group_name="discovery", owners=["team:music-pipeline"], code_version="1")
+_COMMON = {"group_name": "discovery", "owners": ["team:music-pipeline"], "code_version": "1"}
 
 
 _INDEX_DEFAULTS = IndexParams()  # every default lives in the core
