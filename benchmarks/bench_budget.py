@@ -54,7 +54,7 @@ def main() -> None:
         y_test = test["label"].astype(str).to_numpy()
         line = []
         for share in shares:
-            budget = max(8, int(round(share * len(train)))) if share < 1 else 0
+            budget = max(8, round(share * len(train))) if share < 1 else 0
             t0 = time.perf_counter()
             r = train_genre_classifier(train, SearchConfig(max_tracks=budget, seed=seed))
             seconds[share].append(time.perf_counter() - t0)

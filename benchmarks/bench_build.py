@@ -34,7 +34,7 @@ def make_tracks(sources: list[Path], n: int, seconds: float, dest: Path, chunk_s
         y = decode(src).y
         step = int(chunk_s * 22050)
         chunks += [(src, y[i : i + step]) for i in range(0, len(y) - step + 1, step)]
-    per_track = max(1, int(round(seconds / chunk_s)))
+    per_track = max(1, round(seconds / chunk_s))
     for i in range(n):
         parts = [chunks[(i + j) % len(chunks)] for j in range(per_track)]
         out = dest / parts[0][0].parent.name / f"{parts[0][0].stem}_{i:03d}.flac"

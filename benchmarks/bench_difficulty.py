@@ -94,7 +94,7 @@ def _migrate(done: pd.DataFrame, work: Path, variant: str, workers: int) -> pd.D
     if not len(done) or "note_pitch_class_entropy" in done.columns:
         return done
     done = done.rename(columns={"pitch_class_entropy": "note_pitch_class_entropy"})
-    paths = [str(ref.audio_path(work, variant, c, p)) for c, p in zip(done["collection"], done["piece"])]
+    paths = [str(ref.audio_path(work, variant, c, p)) for c, p in zip(done["collection"], done["piece"], strict=True)]
     with ProcessPoolExecutor(workers) as pool:
         audio = pd.DataFrame(list(pool.map(_audio_descriptors, paths, chunksize=4)))
     for c in audio.columns:
@@ -106,13 +106,15 @@ def _migrate(done: pd.DataFrame, work: Path, variant: str, workers: int) -> pd.D
 def analyse_variant(work: Path, reference: pd.DataFrame, variant: str, workers: int) -> pd.DataFrame:
     out = work / f"analysis_{variant}.parquet"
     done = _migrate(pd.read_parquet(out) if out.exists() else pd.DataFrame(), work, variant, workers)
-    have = set(zip(done["collection"], done["piece"])) if len(done) else set()
+    have = set(zip(done["collection"], done["piece"], strict=True)) if len(done) else set()
     todo = [r for r in reference.itertuples() if (r.collection, r.piece) not in have]
     if todo:
         paths = [str(ref.audio_path(work, variant, r.collection, r.piece)) for r in todo]
         with ProcessPoolExecutor(workers) as pool:
             rows = list(pool.map(_analyse, paths, chunksize=2))
-        new = pd.DataFrame([{"collection": r.collection, "piece": r.piece, **row} for r, row in zip(todo, rows)])
+        new = pd.DataFrame(
+            [{"collection": r.collection, "piece": r.piece, **row} for r, row in zip(todo, rows, strict=True)]
+        )
         done = pd.concat([done, new], ignore_index=True)
         done.to_parquet(out)
     return reference[["collection", "piece"]].merge(done, on=["collection", "piece"], how="left")
@@ -127,7 +129,7 @@ def prepare(work: Path, workers: int, variants: list[str]) -> tuple[pd.DataFrame
     ]
     t0 = time.perf_counter()
     with ProcessPoolExecutor(workers) as pool:
-        list(pool.map(ref.render, *zip(*jobs)))
+        list(pool.map(ref.render, *zip(*jobs, strict=True)))
     print(f"rendered {len(jobs)} pieces × {len(variants)} variants ({time.perf_counter() - t0:.0f} s)")
     analyses = {}
     for v in variants:
@@ -285,15 +287,15 @@ def evaluate(reference: pd.DataFrame, analyses: dict[str, pd.DataFrame], fit_all
     )
     print("\nNNLS weights fitted without each collection:")
     for c, w in weights.items():
-        print(f"  -{c:<13}" + " ".join(f"{n}={v:.2f}" for n, v in zip(names, w) if v > 0.005))
+        print(f"  -{c:<13}" + " ".join(f"{n}={v:.2f}" for n, v in zip(names, w, strict=True) if v > 0.005))
 
     full = fit_weights(norm, target)
     print("\nNNLS weights fitted on all collections (not shipped: held out they rank worse than equal weights):")
-    print("  " + ", ".join(f'"{n}": {v:.3f}' for n, v in zip(names, full) if v > 0))
+    print("  " + ", ".join(f'"{n}": {v:.3f}' for n, v in zip(names, full, strict=True) if v > 0))
 
     # invariance: the shipped model on the base library, variants scored on its saved scale
     table_base = base.assign(key=reference["piece"], content_hash=reference["piece"])
-    model = fit_model(table_base, weights=dict(zip(names, full)) if fit_all else None)
+    model = fit_model(table_base, weights=dict(zip(names, full, strict=True)) if fit_all else None)
     ref_scores = model.score_frame(table_base)
     print(f"\ninvariance (scale and thresholds fitted on the base renders, {model.threshold_rule}):")
     for v, a in analyses.items():
@@ -443,7 +445,9 @@ def cnn_cost(source: Path, work: Path, n_tracks: int, workers: int) -> None:
         t0 = time.perf_counter()
         d = cnn.load_segment_dataset(
             tracks.assign(content_hash=tracks["key"]),
-            lambda h: (seg_of[h].astype(np.float32) + rng.normal(0, 0.5, seg_of[h].shape)).astype(np.float16),
+            lambda h, seg_of=seg_of: (seg_of[h].astype(np.float32) + rng.normal(0, 0.5, seg_of[h].shape)).astype(
+                np.float16
+            ),
             max_tracks=cfg.max_tracks,
             seed=0,
         )

@@ -48,7 +48,10 @@ def main() -> None:
     print(f"{args.minutes:g} min stereo 44.1 kHz FLAC: {path.stat().st_size / 2**20:.0f} MiB on disk")
     t0 = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "music_pipeline.cli", "embed", str(path), "--json"], capture_output=True, text=True
+        [sys.executable, "-m", "music_pipeline.cli", "embed", str(path), "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     wall = time.perf_counter() - t0
     peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024

@@ -158,7 +158,7 @@ def part_planner(sizes: list[int], buckets: int, work: Path) -> list[dict]:
         keys = [t.key for t in scan.tracks]
         grown = LibraryScan(scan.root, scan.tracks + [new_track], [])
         print(f"\n== N = {n:,}: synthetic listing built in {t_make:.1f} s, {listing_mb:.0f} MB resident", flush=True)
-        done = lambda t: t.content_hash not in analysed
+        done = lambda t, analysed=analysed: t.content_hash not in analysed  # bound now: `del analysed` ends the loop
 
         # the pure planners
         _, p_track_noop = timed(plan_sync, scan, keys, done, TRACK_BATCH)
@@ -168,7 +168,8 @@ def part_planner(sizes: list[int], buckets: int, work: Path) -> list[dict]:
         _, p_bucket_noop = timed(plan_buckets, scan, known, done, buckets, TRACK_BATCH, part.buckets_per_run)
         plan, p_bucket_new = timed(plan_buckets, grown, known, done, buckets, TRACK_BATCH, part.buckets_per_run)
         assert plan.buckets == [bucket_of(new_track.key, buckets)]
-        _, t_bucket_all = timed(lambda: {part.bucket_of(k) for k in keys})  # when some bucket was never materialized
+        # when some bucket was never materialized
+        _, t_bucket_all = timed(lambda part=part, keys=keys: {part.bucket_of(k) for k in keys})
 
         # per track: the sensor on a real instance
         instance = fresh_instance(work / f"home_tracks_{n}")
@@ -177,7 +178,7 @@ def part_planner(sizes: list[int], buckets: int, work: Path) -> list[dict]:
         pipeline = SimulatedListing(data_dir=str(data), library_dir=str(work))
         LISTING.update(scan=scan, analysed=set())  # first tick: nothing analysed, nothing registered
         sensor = build_library_sensor(Partitioning(), TRACK_ASSETS)
-        first, cursor, s_track_first = tick(sensor, instance, pipeline, None)
+        first, _cursor, s_track_first = tick(sensor, instance, pipeline, None)
         adds = [r for r in first.dynamic_partitions_requests if isinstance(r, dg.AddDynamicPartitionsRequest)]
         t_register = sum(
             timed(instance.add_dynamic_partitions, tracks_partitions.name, list(a.partition_keys))[1] for a in adds
@@ -210,27 +211,27 @@ def part_planner(sizes: list[int], buckets: int, work: Path) -> list[dict]:
         _, t_manifest = timed(known_track_keys, DataLayout(data).manifest_path)
         instance.dispose()
         shutil.rmtree(data, ignore_errors=True)
-        row = dict(
-            n=n,
-            listing_mb=listing_mb,
-            plan_track_noop=p_track_noop,
-            plan_track_new=p_track_new,
-            plan_bucket_noop=p_bucket_noop,
-            plan_bucket_new=p_bucket_new,
-            bucket_of_all=t_bucket_all,
-            tick_track_first=s_track_first,
-            register=t_register,
-            runs_first=runs_first,
-            tick_track_noop=s_track_noop,
-            tick_track_new=s_track_new,
-            get_partitions=t_get_partitions,
-            tick_bucket_first=s_bucket_first,
-            runs_first_b=runs_first_b,
-            tick_bucket_noop=s_bucket_noop,
-            tick_bucket_new=s_bucket_new,
-            manifest_keys=t_manifest,
-            materialize_buckets=t_all_buckets,
-        )
+        row = {
+            "n": n,
+            "listing_mb": listing_mb,
+            "plan_track_noop": p_track_noop,
+            "plan_track_new": p_track_new,
+            "plan_bucket_noop": p_bucket_noop,
+            "plan_bucket_new": p_bucket_new,
+            "bucket_of_all": t_bucket_all,
+            "tick_track_first": s_track_first,
+            "register": t_register,
+            "runs_first": runs_first,
+            "tick_track_noop": s_track_noop,
+            "tick_track_new": s_track_new,
+            "get_partitions": t_get_partitions,
+            "tick_bucket_first": s_bucket_first,
+            "runs_first_b": runs_first_b,
+            "tick_bucket_noop": s_bucket_noop,
+            "tick_bucket_new": s_bucket_new,
+            "manifest_keys": t_manifest,
+            "materialize_buckets": t_all_buckets,
+        }
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
         rows.append(row)
         del scan, grown, analysed, keys, known
@@ -260,7 +261,7 @@ def part_instance(sizes: list[int], buckets: int, work: Path) -> list[dict]:
             def noop():
                 return dg.MaterializeResult()
 
-            def run(start, end):
+            def run(start, end, instance=instance):
                 result, seconds = timed(
                     dg.materialize,
                     [noop],
@@ -331,7 +332,7 @@ def part_files(sizes: list[int], buckets: int, work: Path) -> list[dict]:
         root, data = work / f"files_{n}", work / f"files_data_{n}"
         t_build = timed(build_files, n, root, data)[1]
         print(f"\n== {n:,} real empty files (+3 × {n:,} store files) made in {t_build:.0f} s", flush=True)
-        pipeline_kwargs = dict(data_dir=str(data), library_dir=str(root), workers=1)
+        pipeline_kwargs = {"data_dir": str(data), "library_dir": str(root), "workers": 1}
         out = {"n": n}
         _, out["hash_cache_load"] = timed(HashCache, DataLayout(data).hash_cache_path)
         scan, out["scan"] = timed(scan_library, root, DataLayout(data).hash_cache_path)

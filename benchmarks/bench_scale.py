@@ -206,7 +206,7 @@ ROWS = [
     ("scan + hash, cold", lambda r: r["scan_hash_cold_s"]),
     ("scan + hash, warm", lambda r: r["scan_hash_warm_s"]),
     ("full build", lambda r: r["full_build_s"]),
-    *((f"  {label}", (lambda key: lambda r: r["steps"].get(key))(key)) for key, label in STEPS),
+    *((f"  {label}", lambda r, key=key: r["steps"].get(key)) for key, label in STEPS),
     ("  all model steps", lambda r: sum(r["steps"].get(k, 0.0) for k in MODEL_STEPS)),
     ("no-op build", lambda r: r["noop_build_s"]),
     ("sensor tick, nothing new", lambda r: r["sensor_tick_nothing_new_s"]),
@@ -220,7 +220,7 @@ def growth(sizes, values) -> float | None:
     """Slope of log(value) over log(N): 1 = linear, 0 = constant."""
     import numpy as np
 
-    pts = [(s, v) for s, v in zip(sizes, values) if v is not None and v > 0]
+    pts = [(s, v) for s, v in zip(sizes, values, strict=True) if v is not None and v > 0]
     if len(pts) < 2:
         return None
     x, y = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
@@ -236,9 +236,12 @@ def report(results: list[dict]) -> None:
         vals = [get(r) for r in results]
         cells = "".join(f"{v:>11.2f}" if v is not None else f"{'–':>11s}" for v in vals)
         # a per-track pass at a prefilled size only replays cached results: not part of its growth
-        real = [None if r.get("prefilled_from") and name.strip() in PER_TRACK else v for r, v in zip(results, vals)]
+        real = [
+            None if r.get("prefilled_from") and name.strip() in PER_TRACK else v
+            for r, v in zip(results, vals, strict=True)
+        ]
         g = growth(sizes, real)
-        print(f"{name:32s}{cells}   {'N^%.2f' % g if g is not None else ''}")
+        print(f"{name:32s}{cells}   {'N^' + format(g, '.2f') if g is not None else ''}")
     pre = [f"N = {r['n']:,} from lib-{r['prefilled_from']:,}" for r in results if r.get("prefilled_from")]
     if pre:
         print("\nper-track results reused (--prefill-from; no per-track pass in the full build): " + ", ".join(pre))
@@ -272,17 +275,19 @@ def plot(results: list[dict]) -> None:
     colours = plt.get_cmap("tab20").colors
     panels = {0: [], 1: []}
     for name, get in ROWS:
-        if name.startswith("peak") or name.startswith("  all"):
+        if name.startswith(("peak", "  all")):
             continue
         panels[1 if name in DAY_TO_DAY else 0].append((name.strip(), get))
-    for ax, (panel, rows) in zip(axes, panels.items()):
+    for ax, (panel, rows) in zip(axes, panels.items(), strict=True):
         for i, (name, get) in enumerate(rows):
             pts = [
-                (n, get(r), pre) for n, r, pre in zip(sizes, results, prefilled) if get(r) is not None and get(r) > 0
+                (n, get(r), pre)
+                for n, r, pre in zip(sizes, results, prefilled, strict=True)
+                if get(r) is not None and get(r) > 0
             ]
             if len(pts) < 2:
                 continue
-            style = dict(color=colours[i % len(colours)], linestyle="-" if i < 10 else "--")
+            style = {"color": colours[i % len(colours)], "linestyle": "-" if i < 10 else "--"}
             ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name, **style)
             for n, v, pre in pts:
                 hollow = pre and name in PER_TRACK
@@ -344,6 +349,7 @@ def main() -> None:
             + ["--prefill-from", str(args.prefill_from)],
             capture_output=True,
             text=True,
+            check=False,
         )
         if proc.returncode != 0:
             sys.exit(f"N={n} failed:\n{proc.stderr[-3000:]}")

@@ -94,7 +94,7 @@ def recall_ci(found: np.ndarray, truth: np.ndarray) -> tuple[float, float, float
     per = np.array(
         [
             len(set(f[f >= 0].tolist()) & set(t[t >= 0].tolist())) / max(1, int((t >= 0).sum()))
-            for f, t in zip(found, truth)
+            for f, t in zip(found, truth, strict=True)
         ]
     )
     half = 1.96 * per.std(ddof=1) / np.sqrt(len(per)) if len(per) > 1 else 0.0

@@ -63,10 +63,13 @@ def synthetic_index(n: int, data: Path, approximate_above: int, seed: int = 0) -
     rng = np.random.default_rng(seed)
     album = rng.integers(0, gen.n_albums, n)
     genre = gen.album_genre[album]
-    relpath = [f"genre{g:02d}/album{a:05d}/track{i:06d}.ogg" for i, (g, a) in enumerate(zip(genre, album))]
+    relpath = [f"genre{g:02d}/album{a:05d}/track{i:06d}.ogg" for i, (g, a) in enumerate(zip(genre, album, strict=True))]
     tracks = pd.DataFrame(
         {
-            "key": [f"genre{g:02d}_album{a:05d}_track{i:06d}-{i:08x}" for i, (g, a) in enumerate(zip(genre, album))],
+            "key": [
+                f"genre{g:02d}_album{a:05d}_track{i:06d}-{i:08x}"
+                for i, (g, a) in enumerate(zip(genre, album, strict=True))
+            ],
             "relpath": relpath,
             "label": [f"genre{g:02d}" for g in genre],
             "group": [f"album{a:05d}" for a in album],
@@ -162,7 +165,7 @@ def run(kind: str, n: int, requests: int, cli_runs: int, root: Path, seed: int) 
 
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    log = open(root / f"serve-{kind}.log", "w")
+    log = open(root / f"serve-{kind}.log", "w")  # noqa: SIM115 - the server's log: the child writes it all its life, and the handle closes when this process ends
     proc = subprocess.Popen(
         [sys.executable, "-m", "music_pipeline.cli", "serve", "--data", str(data), "--port", str(port)],
         env=env,

@@ -35,35 +35,33 @@ import numpy as np
 import pandas as pd
 
 PACKAGES = ["freedoom", "openttd-openmsx", "planetblupi-music-midi", "abcmidi", "abcm2ps", "pianobooster"]
-RESERVED = set(
-    [
-        "ceferino-data",
-        "colobot-common-sounds",
-        "cuyo-data",
-        "blobwars-data",
-        "drascula-music",
-        "fb-music-high",
-        "freedroidrpg-data",
-        "fretsonfire-songs-muldjord",
-        "fretsonfire-songs-sectoid",
-        "hedgewars-data",
-        "marsshooter-data",
-        "naev-data",
-        "nexuiz-music",
-        "pekka-kana-2-data",
-        "pingus-data",
-        "ri-li-data",
-        "starfighter-data",
-        "supertux-data",
-        "tecnoballz-data",
-        "tomatoes-data",
-        "ufoai-music",
-        "unknown-horizons",
-        "warzone2100-music",
-        "wesnoth-1.16-music",
-        "widelands-data",
-    ]
-)
+RESERVED = {
+    "ceferino-data",
+    "colobot-common-sounds",
+    "cuyo-data",
+    "blobwars-data",
+    "drascula-music",
+    "fb-music-high",
+    "freedroidrpg-data",
+    "fretsonfire-songs-muldjord",
+    "fretsonfire-songs-sectoid",
+    "hedgewars-data",
+    "marsshooter-data",
+    "naev-data",
+    "nexuiz-music",
+    "pekka-kana-2-data",
+    "pingus-data",
+    "ri-li-data",
+    "starfighter-data",
+    "supertux-data",
+    "tecnoballz-data",
+    "tomatoes-data",
+    "ufoai-music",
+    "unknown-horizons",
+    "warzone2100-music",
+    "wesnoth-1.16-music",
+    "widelands-data",
+}
 SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 MAX_SECONDS = 120.0
 MIN_NOTES, MIN_SECONDS = 24, 10.0
@@ -157,7 +155,7 @@ def raw_midis(roots: dict[str, Path], scratch: Path) -> dict[str, list[tuple[str
         d = scratch / "abc" / f.stem
         d.mkdir(parents=True, exist_ok=True)
         shutil.copy(f, d / f.name)
-        subprocess.run(["abc2midi", f.name], cwd=d, capture_output=True, text=True)
+        subprocess.run(["abc2midi", f.name], cwd=d, capture_output=True, text=True, check=False)
         abc += [(f"{f.stem}_{p.stem}", p) for p in sorted(d.glob("*.mid"))]
     out["abc_tunes"] = abc
     return out
@@ -169,7 +167,7 @@ def normalise_score(src: Path, dest: Path, program: int) -> bool:
 
     try:
         pm = pretty_midi.PrettyMIDI(str(src))
-    except Exception:
+    except Exception:  # noqa: BLE001 - pretty_midi raises many kinds on a malformed score: that score is skipped
         return False
     out = pretty_midi.PrettyMIDI(resolution=pm.resolution, initial_tempo=120.0)
     notes = [
@@ -232,7 +230,7 @@ def generated_pieces(dest: Path, n: int = 40, seed: int = 7) -> list[Path]:
         ev = generate_piece(spec)
         pm = pretty_midi.PrettyMIDI(initial_tempo=120.0)
         inst = pretty_midi.Instrument(program=0)
-        for on, off, p in zip(ev.onset, ev.offset, ev.pitch):
+        for on, off, p in zip(ev.onset, ev.offset, ev.pitch, strict=True):
             inst.notes.append(
                 pretty_midi.Note(velocity=int(rng.integers(70, 110)), pitch=int(p), start=float(on), end=float(off))
             )
@@ -317,7 +315,7 @@ def render(score: Path, dest_for: dict[str, Path]) -> None:
             ["fluidsynth", "-ni", "-g", "0.5", "-r", str(SR), "-F", str(wav), "-T", "wav", str(SOUNDFONT), str(score)],
             timeout=600,
         )
-        y, sr = sf.read(wav, dtype="float32", always_2d=True, frames=int((MAX_SECONDS + 5) * SR))
+        y, _sr = sf.read(wav, dtype="float32", always_2d=True, frames=int((MAX_SECONDS + 5) * SR))
     y = y.mean(axis=1).astype(np.float64)
     for variant, dest in dest_for.items():
         gain, kind = VARIANTS[variant]

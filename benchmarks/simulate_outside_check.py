@@ -145,7 +145,7 @@ def main() -> None:
     index = TrackIndex.build(table)
     raw, learned = table[FEATURE_NAMES].to_numpy(float), learned_block(table)
     groups = np.array(
-        [g if isinstance(g, str) and g else k for g, k in zip(table["group"], table["key"])], dtype=object
+        [g if isinstance(g, str) and g else k for g, k in zip(table["group"], table["key"], strict=True)], dtype=object
     )
     queries = np.sort(np.random.default_rng(0).choice(len(table), min(40, len(table)), replace=False))
     print(f"similarity index: chosen space {index.transform.kind}; scores {index.info['selection']['scores_by_basis']}")

@@ -48,7 +48,7 @@ class ContentStore:
             return None
         try:
             return str(read_json(p)["reason"])
-        except Exception:
+        except Exception:  # noqa: BLE001 - any unreadable record is reported as unreadable
             return "failure record unreadable"
 
     def hashes(self) -> set[str]:

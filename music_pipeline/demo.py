@@ -81,11 +81,15 @@ def fetch_debian_music(dest: Path, log=print) -> Path:
     rows: list[tuple[str, str, str]] = []
     with tempfile.TemporaryDirectory() as tmp:
         log(f"downloading {', '.join(DEMO_PACKAGES)} with apt-get download …")
-        proc = subprocess.run(["apt-get", "download", *DEMO_PACKAGES], cwd=tmp, capture_output=True, text=True)
+        proc = subprocess.run(
+            ["apt-get", "download", *DEMO_PACKAGES], cwd=tmp, capture_output=True, text=True, check=False
+        )
         if proc.returncode != 0 and "Unable to locate" in proc.stderr and os.geteuid() == 0:
             log("package lists are missing: running apt-get update once (as root) …")
-            subprocess.run(["apt-get", "update", "-qq"], capture_output=True, text=True)
-            proc = subprocess.run(["apt-get", "download", *DEMO_PACKAGES], cwd=tmp, capture_output=True, text=True)
+            subprocess.run(["apt-get", "update", "-qq"], capture_output=True, text=True, check=False)
+            proc = subprocess.run(
+                ["apt-get", "download", *DEMO_PACKAGES], cwd=tmp, capture_output=True, text=True, check=False
+            )
         debs = {p.name.split("_")[0]: p for p in Path(tmp).glob("*.deb")}
         missing = [p for p in DEMO_PACKAGES if p not in debs]
         if missing:

@@ -102,7 +102,7 @@ def _download_wheel(wheel: PinnedWheel, dest: Path, log) -> Path:
         str(dest),
         f"{wheel.package}=={wheel.version}",
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     path = dest / wheel.filename
     if proc.returncode != 0 or not path.is_file():
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]

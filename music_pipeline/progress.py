@@ -31,6 +31,7 @@ processes reach the CLI through those run-log lines (:func:`parse_line` reads th
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 import time
@@ -68,9 +69,9 @@ Report = Callable[[Progress | str], None]
 
 
 def format_duration(seconds: float | None) -> str:
-    if seconds is None or seconds != seconds or seconds < 0:
+    if seconds is None or math.isnan(seconds) or seconds < 0:
         return "?"
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     h, rest = divmod(seconds, 3600)
     m, s = divmod(rest, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
@@ -218,7 +219,7 @@ def publish(item: Progress | str) -> None:
     for cb in targets:
         try:
             cb(item)
-        except Exception:  # a broken display never stops the work it displays
+        except Exception:  # noqa: BLE001, S110 - a broken display never stops the work it displays
             pass
 
 

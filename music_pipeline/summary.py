@@ -41,7 +41,7 @@ def _try(notes: list[str], what: str, fn):
         return fn()
     except FileNotFoundError:
         return None
-    except Exception as exc:  # an artifact of another shape: say so, keep the rest
+    except Exception as exc:  # noqa: BLE001 - an artifact of another shape: say so, keep the rest
         notes.append(f"{what}: not read ({type(exc).__name__}: {exc})")
         return None
 
@@ -75,7 +75,7 @@ def _tracks(s: LibrarySummary, layout: DataLayout) -> None:
 def _skipped(s: LibrarySummary, layout: DataLayout) -> None:
     if layout.skipped_path.exists():
         df = read_parquet(layout.skipped_path)
-        s.skipped = [(str(r), str(why)) for r, why in zip(df["relpath"], df["reason"])]
+        s.skipped = [(str(r), str(why)) for r, why in zip(df["relpath"], df["reason"], strict=True)]
 
 
 def _genre(s: LibrarySummary, layout: DataLayout) -> None:
@@ -113,7 +113,7 @@ def _difficulty(s: LibrarySummary, layout: DataLayout) -> None:
         }
     if "pdi" in df and len(df):
         q = np.nanquantile(df["pdi"].to_numpy(dtype=float), [0.0, 0.25, 0.5, 0.75, 1.0])
-        s.difficulty["pdi"] = dict(zip(["min", "q25", "median", "q75", "max"], map(float, q)))
+        s.difficulty["pdi"] = dict(zip(["min", "q25", "median", "q75", "max"], map(float, q), strict=True))
         s.difficulty["easiest"] = str(df.loc[df["pdi"].idxmin(), "relpath"]) if "relpath" in df else None
         s.difficulty["hardest"] = str(df.loc[df["pdi"].idxmax(), "relpath"]) if "relpath" in df else None
 

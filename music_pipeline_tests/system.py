@@ -28,7 +28,7 @@ def _apt_install(packages: list[str]) -> str | None:
         return "installing Debian packages needs root"
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     if not _apt_updated:
-        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=600)
+        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=600, check=False)
         _apt_updated = True
     proc = subprocess.run(
         ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages],
@@ -36,6 +36,7 @@ def _apt_install(packages: list[str]) -> str | None:
         capture_output=True,
         text=True,
         timeout=1200,
+        check=False,
     )
     if proc.returncode != 0:
         return f"apt-get install {' '.join(packages)} failed: {proc.stderr.strip()[-300:]}"
@@ -113,7 +114,7 @@ class S3Server:
         import sys
 
         self.port = free_port()
-        log = open(self.log_path, "w")
+        log = open(self.log_path, "w")  # noqa: SIM115 - the server's log: the child writes it all its life, and the handle closes when this process ends
         cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_for_port(self.port, 60, self.proc)

@@ -28,7 +28,7 @@ def bad_library(tmp_path_factory):
 
 
 def test_every_file_accounted_for(bad_library):
-    scan, outcomes, tables, expect = bad_library
+    scan, _outcomes, tables, expect = bad_library
     assert sorted(t.relpath for t in scan.tracks) == sorted(expect)
     present = set(tables.embeddings["relpath"]) | set(tables.skipped["relpath"])
     assert present == set(expect)
@@ -46,7 +46,7 @@ def test_good_files_present_and_finite(bad_library):
 
 def test_bad_files_named_with_reason(bad_library):
     _, outcomes, tables, expect = bad_library
-    skipped = dict(zip(tables.skipped["relpath"], tables.skipped["reason"]))
+    skipped = dict(zip(tables.skipped["relpath"], tables.skipped["reason"], strict=True))
     for relpath, keyword in expect.items():
         if keyword is None:
             continue
@@ -67,7 +67,7 @@ def test_truncated_files_get_their_exact_outcome(bad_library):
     for rel in ("truncated.ogg", "truncated.flac", "truncated.mp3", "half.ogg", "half.flac"):
         assert by_rel[rel].status == "failed" and rel not in set(tables.embeddings["relpath"]), rel
         assert expect[rel] in by_rel[rel].reason, (rel, by_rel[rel].reason)
-    durations = dict(zip(tables.embeddings["relpath"], tables.embeddings["duration_s"]))
+    durations = dict(zip(tables.embeddings["relpath"], tables.embeddings["duration_s"], strict=True))
     assert 3.5 <= durations["half.mp3"] <= 4.1 and durations["half.wav"] == pytest.approx(4.0, abs=0.01)
 
 
@@ -113,7 +113,7 @@ def test_shell_metacharacters_are_just_names(tmp_path, monkeypatch):
 
     control = tmp_path / "control"
     control.mkdir()
-    subprocess.run(f"echo {SHELL_NAME}", shell=True, cwd=control, capture_output=True)
+    subprocess.run(f"echo {SHELL_NAME}", shell=True, cwd=control, capture_output=True, check=False)
     assert (control / "pwned1").exists() and (control / "pwned3").exists()  # the payload is live
 
     work = tmp_path / "work"
@@ -304,7 +304,7 @@ def test_a_script_whose_workers_cannot_start_blames_no_file(tmp_path):
     repo = str(Path(__file__).resolve().parents[1])  # this checkout's package, whatever is installed
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env, check=False
     )
     assert proc.returncode != 0
     assert "WorkersCannotStart" in proc.stderr and '__name__ == "__main__"' in proc.stderr

@@ -217,7 +217,7 @@ def test_sigkill_mid_build_then_rebuild_matches_clean_build(tmp_path):
         with np.load(p, allow_pickle=False) as z:
             assert z["embedding"].shape == (641,)
 
-    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert "8 in the embedding table" in rerun.stdout
     after = {p.name: p.stat().st_mtime_ns for p in features.rglob("*.npz")}

@@ -205,7 +205,7 @@ def test_bad_file_fails_only_itself(tmp_path, dagster_home):
     settings = Settings(data_dir=tmp_path / "data", library_dir=lib, workers=2)
     s = run_build(settings, log=lambda *_: None, models=False)
     assert s.ok and s.embedded == 2
-    reasons = dict(zip(s.skipped["relpath"], s.skipped["reason"]))
+    reasons = dict(zip(s.skipped["relpath"], s.skipped["reason"], strict=True))
     assert set(reasons) == {"style/broken.mp3", "style/short.wav"}
     assert "not a readable audio file" in reasons["style/broken.mp3"]
     assert "too short" in reasons["style/short.wav"]

@@ -232,7 +232,7 @@ def test_pdi_follows_the_complexity_of_the_notes(synthesized):
 @pytest.mark.parametrize("variant", ["-12 dB", "+12 dB", "darker", "brighter"])
 def test_loudness_and_timbre_keep_the_pdi_and_the_level(synthesized, variant):
     scores, model, picked, variants, _ = synthesized
-    for i, desc in zip(picked, variants[variant]):
+    for i, desc in zip(picked, variants[variant], strict=True):
         s = model.score(desc)
         assert abs(s.pdi - scores["pdi"].iloc[i]) <= 0.05, f"piece {i}: {scores['pdi'].iloc[i]:.3f} → {s.pdi:.3f}"
         assert s.level == scores["level"].iloc[i]

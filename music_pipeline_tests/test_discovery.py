@@ -82,7 +82,7 @@ def test_pruned_exact_search_equals_brute_force():
     np.testing.assert_allclose(rotated[:50] @ rotated[50], db[:50] @ db[50], atol=1e-5)  # no cosine changes
     pruned = PrunedExact(rotated, head_dims=32)
     for r in range(20):
-        idx, scores, scored = pruned.search_one(rotated[r], 10, exclude=r)
+        idx, _scores, scored = pruned.search_one(rotated[r], 10, exclude=r)
         assert idx.tolist() == brute_topk(rotated, rotated[r], 10, exclude=r).tolist()
         assert scored < 3000 // 4  # most rows skipped on their bound alone
     # unrotated noise has no energy-ordered head: it falls back to a full pass, still exact
@@ -111,7 +111,7 @@ def test_approximate_index_recall_is_measured_against_exact():
     # recompute the recall for fresh queries by brute force and compare with the index's own measure
     queries, _ = clustered(50, seed=4)
     approx, _ = index.search(queries, 10)
-    manual = np.mean([len(set(a) & set(brute_topk(db, q, 10))) / 10 for a, q in zip(approx, queries)])
+    manual = np.mean([len(set(a) & set(brute_topk(db, q, 10))) / 10 for a, q in zip(approx, queries, strict=True)])
     assert index.measure_recall(queries) == pytest.approx(manual)
     # scores returned by the approximate path are exact cosines of what it found
     np.testing.assert_allclose(index.search(queries[:1], 5)[1][0], db[approx[0][:5]] @ queries[0], rtol=1e-5)
@@ -146,7 +146,7 @@ def test_radio_walk_never_repeats_and_respects_the_mask():
     allowed = np.zeros(300, dtype=bool)
     allowed[::3] = True  # 100 allowed tracks
     neighbours = lambda v, k: exact_topk(db, v, k)[0][0]
-    pos, scores = radio_walk(db, db[0], 30, allowed, exclude=[0], neighbours=neighbours, pool=5)
+    pos, _scores = radio_walk(db, db[0], 30, allowed, exclude=[0], neighbours=neighbours, pool=5)
     assert len(pos) == 30 and len(set(pos.tolist())) == 30 and 0 not in pos
     assert allowed[pos].all()
     # more wanted than allowed: the walk ends when the allowed tracks run out, still no repeats
@@ -199,7 +199,7 @@ def test_similarity_index_asset_metadata(discovery_data):
     _, data, _, md = discovery_data
     assert md["size"].value == 24 and md["search"].value.startswith("exact")
     # four distinct styles: neighbours share the label far more often than chance
-    assert md["label_precision_at_5"].value >= 0.8 > 0.3 > md["label_precision_at_5_random"].value
+    assert md["label_precision_at_5"].value >= 0.8 and md["label_precision_at_5_random"].value < 0.3
     assert md["index_memory_bytes"].value >= 24 * md["dim"].value * 4
     state = read_json(DataLayout(data).similarity_dir / "index.json")
     assert state["selection"]["chosen"] in state["selection"]["scores"]
@@ -213,7 +213,7 @@ def test_similar_never_returns_the_query(discovery_data):
     disc = Discovery.open(data)
     for key in disc.index.tracks["key"]:
         for diverse in (None, 0.5):
-            q, hits = disc.similar(key, 23, diverse)
+            _q, hits = disc.similar(key, 23, diverse)
             found = [h.track for h in hits]
             assert key not in found and len(found) == len(set(found)) == 23
 
@@ -260,7 +260,7 @@ def test_track_added_to_the_index_is_found(discovery_data):
     new[FEATURE_NAMES] = new[FEATURE_NAMES].to_numpy() * 1.01
     grown, mode = sync_track_index(index, pd.concat([table, new], ignore_index=True))
     assert mode == "incremental" and len(grown) == 25 and grown.info["added_since_fit"] == 1
-    q, hits = Discovery(grown).similar(table.iloc[5]["key"], 3)
+    _q, hits = Discovery(grown).similar(table.iloc[5]["key"], 3)
     assert hits[0].track == "brand_new-00000000"
     # a removed track cannot be patched in: the index is rebuilt from the table
     rebuilt, mode = sync_track_index(grown, table.iloc[1:])
@@ -288,7 +288,7 @@ def test_radio_respects_bpm_window(discovery_data):
     target = float(np.median(tempo))
     window = np.abs(tempo - target) <= 15
     seed = disc.index.tracks["key"].iloc[0]
-    q, hits = disc.radio(seed, length=30, bpm=target, bpm_tolerance=15)
+    _q, hits = disc.radio(seed, length=30, bpm=target, bpm_tolerance=15)
     keys = [h.track for h in hits]
     assert len(keys) == len(set(keys)) and seed not in keys
     assert all(abs(h.extra["tempo_bpm"] - target) <= 15 for h in hits)
@@ -486,7 +486,7 @@ def _comparison(overall_pct, group_pcts, cosine=-0.33):
         GroupAgreement(
             g, 10, (p - 50) / 60 if p is not None else c, p, _verdict((p - 50) / 60 if p is not None else c, p)
         )
-        for g, p, c in zip(GROUPS, group_pcts, [cosine] * len(GROUPS))
+        for g, p, c in zip(GROUPS, group_pcts, [cosine] * len(GROUPS), strict=True)
     ]
     return Comparison(cosine, overall_pct, groups)
 

@@ -14,7 +14,7 @@ from music_pipeline.synth import SR, clicks, noise, tone
 
 
 def by_name(vec):
-    return dict(zip(FEATURE_NAMES, vec))
+    return dict(zip(FEATURE_NAMES, vec, strict=True))
 
 
 def test_names_are_641_unique_and_grouped():
@@ -171,14 +171,14 @@ def test_cached_cqt_filters_give_librosas_cqt_exactly():
     from music_pipeline.features import spectra
 
     y = (0.5 * tone(220, 6) + 0.3 * clicks(100, 6) + noise(6, amp=0.02, seed=9)).astype(np.float32)
-    kw = dict(
-        sr=SR,
-        hop_length=spectra.CQT_HOP,
-        fmin=spectra.CQT_FMIN,
-        n_bins=spectra.CQT_BINS_PER_OCTAVE * spectra.CQT_OCTAVES,
-        bins_per_octave=spectra.CQT_BINS_PER_OCTAVE,
-        tuning=0.0,
-    )
+    kw = {
+        "sr": SR,
+        "hop_length": spectra.CQT_HOP,
+        "fmin": spectra.CQT_FMIN,
+        "n_bins": spectra.CQT_BINS_PER_OCTAVE * spectra.CQT_OCTAVES,
+        "bins_per_octave": spectra.CQT_BINS_PER_OCTAVE,
+        "tuning": 0.0,
+    }
     cached = getattr(constantq, spectra._FILTER_FFT)
     assert getattr(cached, "_music_pipeline_cached", False), "the filter cache is not installed"
     first, second = librosa.cqt(y, **kw), librosa.cqt(y, **kw)

@@ -119,7 +119,7 @@ def test_grouped_folds_never_put_a_group_on_both_sides():
     y = np.array([0] * 12 + [1] * 9 + [2] * 9)  # g0-g3 → 0, g4-g6 → 1, g7-g9 → 2
     plan = make_folds(y, groups, classes=["a", "b", "c"])
     assert plan.method == "leave-one-group-out" and plan.n_splits == 10
-    for (tr, te), g in zip(plan.grouped, sorted(set(groups))):
+    for (tr, te), g in zip(plan.grouped, sorted(set(groups)), strict=True):
         assert set(groups[te]) == {g} and g not in set(groups[tr])
     # many groups: StratifiedGroupKFold, still no group on both sides, every track tested once
     many = np.array([f"g{i}" for i in range(30) for _ in range(2)])
@@ -134,7 +134,7 @@ def test_grouped_folds_never_put_a_group_on_both_sides():
     d = LabelledData({"handcrafted": np.zeros((30, 1))}, labels, ["a", "b", "c"], y, groups, keys, keys, 0, 30)
     plan = make_folds(y, groups, classes=["a", "b", "c"])
     again = plan_from_assignment(json.loads(json.dumps(fold_assignment(d, plan))), keys)
-    for (tr1, te1), (tr2, te2) in zip(plan.grouped, again.grouped):
+    for (tr1, te1), (tr2, te2) in zip(plan.grouped, again.grouped, strict=True):
         assert np.array_equal(np.sort(te1), te2) and np.array_equal(np.sort(tr1), tr2)
     assert plan_from_assignment(fold_assignment(d, plan), keys[::-1]) is None  # other tracks: not reused
 

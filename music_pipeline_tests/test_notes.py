@@ -59,7 +59,7 @@ def test_transcription_finds_the_generated_notes(transcriber, spec, minimum):
     # times are where the notes are: the median onset error of matched notes is under a frame
     errors = [
         est.onset[est.pitch == p][np.argmin(np.abs(est.onset[est.pitch == p] - o))] - o
-        for o, p in zip(ref.onset, ref.pitch)
+        for o, p in zip(ref.onset, ref.pitch, strict=True)
         if (est.pitch == p).any()
     ]
     assert abs(np.median(errors)) < 0.012

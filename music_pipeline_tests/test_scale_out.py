@@ -43,7 +43,7 @@ class Services:
         self.procs: list[subprocess.Popen] = []
 
     def start(self, cmd, log_name, env=None, **kw) -> subprocess.Popen:
-        log = open(self.root / log_name, "w")
+        log = open(self.root / log_name, "w")  # noqa: SIM115 - the server's log: the child writes it all its life, and the handle closes when this process ends
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, **kw)
         self.procs.append(proc)
         return proc
@@ -124,6 +124,7 @@ def servers(tmp_path_factory):
                         "CREATE DATABASE dagster",
                     ],
                     capture_output=True,
+                    check=False,
                 ).returncode
                 == 0
             ):
@@ -156,7 +157,9 @@ def test_backfill_through_two_celery_workers(servers, s3_server, tmp_path):
         "MUSIC_PIPELINE_WORKERS": "1",
     }
     # what an operator does once on a new database: create the schema before anything uses it
-    migrate = subprocess.run(["dagster", "instance", "migrate"], env=env, cwd=tmp_path, capture_output=True, text=True)
+    migrate = subprocess.run(
+        ["dagster", "instance", "migrate"], env=env, cwd=tmp_path, capture_output=True, text=True, check=False
+    )
     assert migrate.returncode == 0, migrate.stderr[-2000:]
     celery = [shutil.which("dagster-celery") or "dagster-celery"]
     for name in ("w1", "w2"):
@@ -208,7 +211,7 @@ def test_backfill_through_two_celery_workers(servers, s3_server, tmp_path):
             )
         )
     outputs = [r.communicate(timeout=900)[0] for r in runs]
-    for r, out in zip(runs, outputs):
+    for r, out in zip(runs, outputs, strict=True):
         assert r.returncode == 0, out[-3000:]
 
     # every track's features exist exactly once, in the bucket, and every partition was
@@ -237,11 +240,12 @@ def test_backfill_through_two_celery_workers(servers, s3_server, tmp_path):
         capture_output=True,
         text=True,
         timeout=300,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     answer = json.loads(proc.stdout.strip().splitlines()[-1])
     assert answer["query"]["relpath"] == query and len(answer["results"]) == 3, answer
-    assert set(r["track"] for r in answer["results"]) <= set(keys) - {answer["query"]["track"]}
+    assert {r["track"] for r in answer["results"]} <= set(keys) - {answer["query"]["track"]}
 
 
 def _register_partitions(env) -> list[str]:
@@ -265,6 +269,6 @@ def _materialization_counts(env) -> dict[str, int]:
 
 
 def _python(code: str, env) -> str:
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout

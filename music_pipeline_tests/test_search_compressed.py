@@ -96,7 +96,7 @@ def test_compressed_index_round_trips_and_reads_rows_on_demand(compressed, tmp_p
     loaded = VectorIndex.load(tmp_path, state)
     assert isinstance(loaded.vectors, NpyRows) and loaded.ann_state.nprobe == index.ann_state.nprobe
     assert loaded.memory_bytes == index.memory_bytes
-    for a, b in zip(index.search(queries, 10), loaded.search(queries, 10)):
+    for a, b in zip(index.search(queries, 10), loaded.search(queries, 10), strict=True):
         np.testing.assert_array_equal(a, b)
     in_memory = VectorIndex.load(tmp_path, state, mmap=False)
     assert isinstance(in_memory.vectors, np.ndarray)

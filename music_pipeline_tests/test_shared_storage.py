@@ -173,6 +173,7 @@ def test_cli_with_a_remote_data_dir_needs_a_library_and_says_so(s3_server):
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
     )
     assert proc.returncode == 2
     assert "s3://nowhere/data is remote" in proc.stderr and "--library" in proc.stderr

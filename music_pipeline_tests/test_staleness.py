@@ -53,7 +53,7 @@ def test_share_comes_from_the_environment_and_is_checked(monkeypatch):
         settings.retrain_share()
 
 
-def test_build_retrains_only_stale_models_and_says_why(tmp_path, dagster_home, monkeypatch):
+def test_build_retrains_only_stale_models_and_says_why(tmp_path, dagster_home, monkeypatch):  # noqa: F811 - the pytest fixture imported above
     """Through `run_build` with the real ingest assets and a stand-in model (training the real ones
     would make the test slow): trained once, kept when little changed (an observation says why),
     retrained with --retrain."""

@@ -293,7 +293,7 @@ def test_map_uses_the_umap_table_when_it_covers_the_library(served, built):
         "arpeggio",
         "noise_rock",
     }
-    code, h, body = get(served, "/api/map", {"Accept-Encoding": "gzip"})
+    code, h, _body = get(served, "/api/map", {"Accept-Encoding": "gzip"})
     assert code == 200 and h["content-encoding"] == "gzip"
 
     ex = Explorer(built[1])

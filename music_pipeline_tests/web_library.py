@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 import threading
 from pathlib import Path
+from typing import Self
 
 import soundfile as sf
 
@@ -91,7 +92,7 @@ class ThreadServer:
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
-    def __enter__(self) -> ThreadServer:
+    def __enter__(self) -> Self:
         self.thread.start()
         wait_for_port(self.port, 30)
         return self

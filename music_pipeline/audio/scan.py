@@ -137,7 +137,7 @@ def _tag_label_and_group(path: Path) -> tuple[str | None, str | None]:
         import mutagen
 
         tags = mutagen.File(path, easy=True)
-    except Exception:  # unreadable tags are not an error: the label is optional
+    except Exception:  # noqa: BLE001 - unreadable tags are not an error: the label is optional
         return None, None
     if not tags:
         return None, None
@@ -145,7 +145,7 @@ def _tag_label_and_group(path: Path) -> tuple[str | None, str | None]:
     def first(name: str) -> str | None:
         try:
             vals = tags.get(name)
-        except Exception:
+        except Exception:  # noqa: BLE001 - mutagen tag readers raise many kinds; the label is optional
             return None
         return str(vals[0]).strip() or None if vals else None
 
@@ -177,7 +177,7 @@ class HashCache:
                 df = read_parquet(self.path)
                 for r in df.itertuples(index=False):
                     self._entries[r.relpath] = (int(r.size), int(r.mtime_ns), str(r.content_hash))
-            except Exception as exc:  # a corrupt cache costs a re-hash, never a failure
+            except Exception as exc:  # noqa: BLE001 - a corrupt cache costs a re-hash, never a failure
                 log.warning("ignoring unreadable hash cache %s: %s", path, exc)
         self.dirty = False
 

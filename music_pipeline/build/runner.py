@@ -238,7 +238,7 @@ class _RunWatcher:
         while not self._stop.wait(POLL_S):
             try:
                 self._poll()
-            except Exception:  # the storage is busy being written: next time
+            except Exception:  # noqa: BLE001, S110 - the storage is busy being written: next time
                 pass
 
     def _poll(self):
@@ -375,7 +375,7 @@ def _run_build_locked(
         from music_pipeline.reports import write_reports
 
         write_reports(layout.root)
-    except Exception as exc:  # reports are a view; a failure to draw them must not fail the build
+    except Exception as exc:  # noqa: BLE001 - reports are a view; a failure to draw them must not fail the build
         notes.append(f"reports/index.html not written: {type(exc).__name__}: {exc}")
     skipped = (
         read_parquet(layout.skipped_path)

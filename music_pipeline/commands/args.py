@@ -8,6 +8,7 @@ before anything is read or written.
 from __future__ import annotations
 
 import argparse
+import math
 
 
 def _number(text: str, kind=float):
@@ -17,7 +18,7 @@ def _number(text: str, kind=float):
         raise argparse.ArgumentTypeError(
             f"must be {'a whole number' if kind is int else 'a number'}, got {text!r}"
         ) from None
-    if kind is float and value != value:
+    if kind is float and math.isnan(value):
         raise argparse.ArgumentTypeError(f"must be a number, got {text!r}")
     return value
 

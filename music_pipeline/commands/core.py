@@ -189,7 +189,7 @@ def _build(
                 display.close()
                 terminal.write(f"error: {exc}\n")
                 return EXIT_USAGE if not isinstance(exc, WorkersCannotStart) else EXIT_FAILED
-            except Exception as exc:  # a bug: the traceback goes to the build log, one line to the user
+            except Exception as exc:  # noqa: BLE001 - a bug: the traceback goes to the build log, one line to the user
                 display.close()
                 traceback.print_exc()
                 where = f"; details in {log_path}" if log_path else ""
@@ -246,7 +246,7 @@ def cmd_embed(args) -> int:
 
     loop = PerFile(args.json)
     for f, feats in loop.features(args.files):
-        values = dict(zip(FEATURE_NAMES, map(float, feats.embedding)))
+        values = dict(zip(FEATURE_NAMES, map(float, feats.embedding), strict=True))
         if args.json:
             print(json.dumps({"file": f, "duration_s": feats.duration_s, "features": values}))
         else:
@@ -337,7 +337,7 @@ def _run_until_stopped(cmd: list[str], env: dict, cwd: Path | None = None) -> in
     shuts down its webserver, daemon and code servers)."""
     import signal
 
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, preexec_fn=_default_signals)
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, preexec_fn=_default_signals)  # noqa: PLW1509 - it only resets two signal handlers (async-signal-safe): nothing else can undo an inherited SIG_IGN
 
     def stop(_signum, _frame):
         proc.send_signal(signal.SIGINT)

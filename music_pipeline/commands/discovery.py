@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import shlex
 import sys
@@ -136,7 +137,7 @@ def cmd_similar(args) -> int:
         print(json.dumps(similar_json(q, hits, args.diverse)))
     else:
         _print_hits(
-            q, hits, "Diverse picks (MMR λ=%g) like" % args.diverse if args.diverse is not None else "Most similar to"
+            q, hits, f"Diverse picks (MMR λ={args.diverse:g}) like" if args.diverse is not None else "Most similar to"
         )
     return 0
 
@@ -231,7 +232,7 @@ class Usage(ValueError):
 def _setting_n(rest: str) -> int:
     try:
         return positive_int(rest)
-    except Exception:
+    except argparse.ArgumentTypeError:
         raise Usage(f"n takes a whole number ≥ 1, got {rest!r} (e.g. n 20)") from None
 
 
@@ -240,7 +241,7 @@ def _setting_diverse(rest: str) -> float | None:
         return None
     try:
         return unit_interval(rest)
-    except Exception:
+    except argparse.ArgumentTypeError:
         raise Usage(f"diverse takes λ between 0 and 1, or off, got {rest!r} (e.g. diverse 0.7)") from None
 
 

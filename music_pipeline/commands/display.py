@@ -116,7 +116,7 @@ class BuildDisplay:
             self.bar.n = min(done, self.bar.total)
             self.bar.unit = self._fit(self._extract_text(done))
         elif self.bar_kind == "models":
-            for step, report in self.running.items():  # never backwards: reports restart per fold
+            for report in self.running.values():  # never backwards: reports restart per fold
                 report["max"] = max(report.get("max", 0.0), self._fraction(report))
             within = sum(r["max"] for r in self.running.values())
             self.bar.n = min(self.models_done + within, self.bar.total)

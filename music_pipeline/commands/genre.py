@@ -33,7 +33,7 @@ def _stale_warning(settings: Settings) -> str | None:
     p = DataLayout(settings.data_dir).genre_status_path
     try:
         st = read_json(p)
-    except Exception:
+    except Exception:  # noqa: BLE001 - a missing or unreadable status file only means no warning
         return None
     return (
         None

@@ -103,7 +103,7 @@ def cmd_serve(args) -> int:
     def started() -> None:
         try:
             write_status(settings.data_dir, url)
-        except Exception as exc:  # a read-only data dir: the Dagster UI just will not link here
+        except Exception as exc:  # noqa: BLE001 - a read-only data dir: the Dagster UI just will not link here
             print(f"note: could not record the explorer's address in the data directory ({exc})", file=sys.stderr)
 
     app = create_app(

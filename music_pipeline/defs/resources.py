@@ -30,7 +30,7 @@ def current_step_reporter() -> "progress.Report | None":
     run-log lines are throttled across calls), or None outside a step."""
     try:
         context = dg.OpExecutionContext.get()
-    except Exception:
+    except Exception:  # noqa: BLE001 - not inside a Dagster step: no reporter
         return None
     key = (context.run_id, str(context.op_handle))
     if key not in _step_reporters:

@@ -101,7 +101,7 @@ def compute_descriptors(spectra: Spectra, rhythm: Rhythm) -> dict[str, float]:
     timbral = float(np.linalg.norm(np.diff(mf, axis=1), axis=0).mean()) if mf.shape[1] > 1 else 0.0
 
     tonnetz = librosa.feature.tonnetz(chroma=s.chroma, sr=s.sr)
-    lag = max(1, int(round(0.5 * s.cqt_frame_rate)))
+    lag = max(1, round(0.5 * s.cqt_frame_rate))
     if tonnetz.shape[1] > lag:
         harmonic = float(np.linalg.norm(tonnetz[:, lag:] - tonnetz[:, :-lag], axis=0).mean() / (lag / s.cqt_frame_rate))
     else:

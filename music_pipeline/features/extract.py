@@ -148,7 +148,7 @@ class FeatureStore:
             raise ValueError(f"stored features for {content_hash} have the wrong width {z['embedding'].shape}")
         return TrackFeatures(
             embedding=z["embedding"],
-            descriptors=dict(zip(z["descriptor_names"].tolist(), z["descriptors"].tolist())),
+            descriptors=dict(zip(z["descriptor_names"].tolist(), z["descriptors"].tolist(), strict=True)),
             segments=z["segments"],
             duration_s=float(z["duration_s"]),
             source_sr=int(z["source_sr"]),
@@ -196,7 +196,7 @@ class FeatureStore:
             if path.is_file():
                 try:
                     record = dict(read_json(path))
-                except Exception:
+                except Exception:  # noqa: BLE001 - any unreadable record is reported as unreadable
                     record = {"reason": "failure record unreadable"}
                 record.setdefault("permanent", permanent)
                 return record
@@ -258,7 +258,7 @@ def _transient(job: ExtractJob, store: FeatureStore, reason: str, t0: float) -> 
     """A failure that is not the file's fault: recorded as such (so it is retried) and reported."""
     try:
         store.save_failure(job.content_hash, job.relpath, reason, permanent=False)
-    except Exception as exc:  # a full disk may refuse the record too: the outcome still says why
+    except Exception as exc:  # noqa: BLE001 - a full disk may refuse the record too: the outcome still says why
         log.warning("could not record the failure of %s: %s", job.path, exc)
     return ExtractOutcome(
         job.key, job.relpath, job.content_hash, "error", f"{job.path}: {reason}", time.perf_counter() - t0
@@ -286,12 +286,12 @@ def run_job(job: ExtractJob, retry_failed: bool = False) -> ExtractOutcome:
         return ExtractOutcome(job.key, job.relpath, job.content_hash, "failed", str(exc), time.perf_counter() - t0)
     except MemoryError:
         return _transient(job, store, "out of memory", t0)
-    except Exception as exc:  # a bug of ours: this track fails now and is tried again next time
+    except Exception as exc:  # noqa: BLE001 - a bug of ours: this track fails now and is tried again next time
         log.error("unexpected error on %s\n%s", job.path, traceback.format_exc())
         return _transient(job, store, f"unexpected {type(exc).__name__}: {exc}", t0)
     try:
         store.save(job.content_hash, feats)
-    except Exception as exc:  # a full disk, a lost mount: the features are fine, storing them is not
+    except Exception as exc:  # noqa: BLE001 - a full disk, a lost mount: the features are fine, storing them is not
         return _transient(job, store, f"could not store the features ({type(exc).__name__}: {exc})", t0)
     return ExtractOutcome(
         job.key, job.relpath, job.content_hash, "extracted", None, time.perf_counter() - t0, feats.duration_s

@@ -55,7 +55,7 @@ def compute_rhythm(spectra: Spectra) -> Rhythm:
     times = librosa.frames_to_time(onset_frames, sr=sr, hop_length=hop)
     centred = env - env.mean()
     ac = librosa.autocorrelate(centred)
-    lo = int(round(60.0 / MAX_BPM * spectra.frame_rate))
-    hi = min(len(ac) - 1, int(round(60.0 / MIN_BPM * spectra.frame_rate)))
+    lo = round(60.0 / MAX_BPM * spectra.frame_rate)
+    hi = min(len(ac) - 1, round(60.0 / MIN_BPM * spectra.frame_rate))
     clarity = float(np.max(ac[lo : hi + 1]) / ac[0]) if ac[0] > 0 and hi > lo else 0.0
     return Rhythm(onset_env=env, tempo_bpm=float(tempo), onset_times=times, pulse_clarity=max(0.0, clarity))

@@ -20,7 +20,7 @@ def segment_starts(n_frames: int, n_segments: int = DEFAULT_SEGMENTS, frames: in
     last = max(0, n_frames - frames)
     if n_segments == 1:
         return [last // 2]
-    return [int(round(i * last / (n_segments - 1))) for i in range(n_segments)]
+    return [round(i * last / (n_segments - 1)) for i in range(n_segments)]
 
 
 def extract_segments(spectra: Spectra, n_segments: int = DEFAULT_SEGMENTS, frames: int = SEGMENT_FRAMES) -> np.ndarray:

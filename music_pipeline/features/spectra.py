@@ -8,6 +8,7 @@ STFT gives), the CQT blocks are computed with a margin of context on each side a
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import librosa
@@ -182,7 +183,7 @@ def _contrast_bands(
         octa = np.zeros(n_bands + 2)
         octa[1:] = fmin * (2.0 ** np.arange(0, n_bands + 1))
         bands = []
-        for k, (f_low, f_high) in enumerate(zip(octa[:-1], octa[1:])):
+        for k, (f_low, f_high) in enumerate(itertools.pairwise(octa)):
             idx = np.flatnonzero((freq >= f_low) & (freq <= f_high))
             lo = idx[0] - 1 if k > 0 else idx[0]
             hi = n_bins if k == n_bands else idx[-1] + 1
@@ -245,21 +246,21 @@ def _stft_block_features(y: np.ndarray, f0: int, f1: int, sr: int) -> dict[str, 
     frames = librosa.util.frame(seg, frame_length=N_FFT, hop_length=HOP)
     signs = np.signbit(frames)
     zcr = (signs[1:] != signs[:-1]).mean(axis=0)
-    return dict(
-        log_mel=log_mel,
-        mfcc=librosa.feature.mfcc(S=log_mel, n_mfcc=N_MFCC),
-        centroid=centroid,
-        rolloff=rolloff(S, freqs),
-        bandwidth=bandwidth,
-        contrast=spectral_contrast(S, sr),
-        flatness=flatness.astype(np.float32),
-        rms=librosa.feature.rms(S=S, frame_length=N_FFT)[0],
-        zcr=zcr.astype(np.float32),
-        spectral_entropy=entropy.astype(np.float32),
-        hf_ratio=(power[int(np.searchsorted(freqs, HF_CUTOFF_HZ)) :].sum(axis=0) / total).astype(
+    return {
+        "log_mel": log_mel,
+        "mfcc": librosa.feature.mfcc(S=log_mel, n_mfcc=N_MFCC),
+        "centroid": centroid,
+        "rolloff": rolloff(S, freqs),
+        "bandwidth": bandwidth,
+        "contrast": spectral_contrast(S, sr),
+        "flatness": flatness.astype(np.float32),
+        "rms": librosa.feature.rms(S=S, frame_length=N_FFT)[0],
+        "zcr": zcr.astype(np.float32),
+        "spectral_entropy": entropy.astype(np.float32),
+        "hf_ratio": (power[int(np.searchsorted(freqs, HF_CUTOFF_HZ)) :].sum(axis=0) / total).astype(
             np.float32
         ),  # a view, not a copy
-    )
+    }
 
 
 def _cqt_block(y: np.ndarray, c0: int, c1: int, n_cqt_frames: int, sr: int) -> np.ndarray:

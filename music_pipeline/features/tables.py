@@ -62,7 +62,7 @@ def build_tables(scan: LibraryScan, store: FeatureStore, previous: LibraryTables
         else:
             try:
                 f = store.load(t.content_hash)
-            except Exception as exc:  # a damaged cache file costs this track a re-extraction, not the table
+            except Exception as exc:  # noqa: BLE001 - a damaged cache file costs this track a re-extraction, not the table
                 skipped.append(
                     (t.key, t.relpath, t.content_hash, f"stored features unreadable ({exc}); rebuild to re-extract")
                 )
@@ -94,7 +94,7 @@ def _values_by_hash(previous: LibraryTables) -> dict[str, tuple]:
     desc = d[DESCRIPTOR_NAMES].to_numpy(dtype=np.float64)
     return {
         h: (float(dur), int(sr), emb[i], desc[i].tolist())
-        for i, (h, dur, sr) in enumerate(zip(e["content_hash"], e["duration_s"], e["source_sr"]))
+        for i, (h, dur, sr) in enumerate(zip(e["content_hash"], e["duration_s"], e["source_sr"], strict=True))
     }
 
 
@@ -138,7 +138,7 @@ def refresh_tables(
     descriptors_path = layout.descriptors_table_path
     previous = read_previous_tables(layout.embeddings_path, descriptors_path, store)
     scanned = {t.content_hash for t in scan.tracks if t.content_hash and not t.scan_error}
-    for rounds in range(1, max_rounds + 1):
+    for rounds in range(1, max_rounds + 1):  # noqa: B007 - returned after the loop: how many rounds it took
         tables = build_tables(scan, store, previous)
         problems = validate_embedding_table(tables.embeddings)
         if problems:  # never store an invalid table: downstream models would train on it
@@ -157,7 +157,7 @@ def _settled_skips(tables: LibraryTables) -> set[str]:
     """Hashes skipped for reasons a rebuild would not change (duplicates, unreadable files)."""
     return {
         h
-        for h, r in zip(tables.skipped["content_hash"], tables.skipped["reason"])
+        for h, r in zip(tables.skipped["content_hash"], tables.skipped["reason"], strict=True)
         if isinstance(h, str) and r != NOT_EXTRACTED
     }
 

@@ -340,7 +340,7 @@ def load_weights(model, variables: dict[str, np.ndarray]) -> int:
         if missing:
             raise ValueError(f"checkpoint lacks {missing} for layer {layer.name}")
         values = [variables[n] for n in names]
-        for n, v, w in zip(names, values, layer.get_weights()):
+        for n, v, w in zip(names, values, layer.get_weights(), strict=True):
             if v.shape != w.shape:
                 raise ValueError(f"{n}: checkpoint shape {v.shape}, layer expects {w.shape}")
         layer.set_weights(values)

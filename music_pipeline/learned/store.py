@@ -49,7 +49,8 @@ EMBEDDING_SOURCE = "msd"  # whose penultimate layer is the learned embedding
 LEARNED_NAMES = [f"{EMBEDDING_SOURCE}_{stat}_{i:03d}" for stat in ("mean", "max") for i in range(PENULTIMATE_UNITS)]
 TAG_SOURCES = {"mtt": MTT_TAGS, "msd": MSD_TAGS}
 TAG_NAMES = [f"tag_{src}_{_slug(t)}" for src, tags in TAG_SOURCES.items() for t in tags]
-TAG_TEXT = dict(zip(TAG_NAMES, [t.lower() for tags in TAG_SOURCES.values() for t in tags]))  # column -> "guitar"
+# column -> "guitar"
+TAG_TEXT = dict(zip(TAG_NAMES, [t.lower() for tags in TAG_SOURCES.values() for t in tags], strict=True))
 LEARNED_DIM = len(LEARNED_NAMES)
 
 
@@ -213,7 +214,7 @@ def run_learned_job(
     except AudioError as exc:
         store.save_failure(job.content_hash, job.relpath, exc.reason)
         return LearnedOutcome(job.key, job.relpath, job.content_hash, "failed", str(exc), time.perf_counter() - t0)
-    except Exception as exc:  # not the file's fault: not remembered
+    except Exception as exc:  # noqa: BLE001 - not the file's fault: not remembered
         return LearnedOutcome(
             job.key,
             job.relpath,

@@ -28,7 +28,7 @@ def build_learned_table(
         prev_patches = previous["n_patches"].to_numpy()
         reuse = {h: i for i, h in enumerate(previous["content_hash"])}
     rows, ids, skipped = [], [], []
-    for key, relpath, h in zip(embeddings["key"], embeddings["relpath"], embeddings["content_hash"]):
+    for key, relpath, h in zip(embeddings["key"], embeddings["relpath"], embeddings["content_hash"], strict=True):
         if h not in available:  # also for reused rows: a pruned store file means the row is gone
             skipped.append((relpath, store.failure(h) or "not computed"))
             continue
@@ -38,7 +38,7 @@ def build_learned_table(
             continue
         try:
             f = store.load(h)
-        except Exception as exc:  # a damaged cache file costs this track, not the table
+        except Exception as exc:  # noqa: BLE001 - a damaged cache file costs this track, not the table
             skipped.append((relpath, f"stored learned features unreadable ({exc})"))
             continue
         rows.append(f.row())

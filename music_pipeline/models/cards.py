@@ -179,7 +179,7 @@ def collect_cards(data_dir) -> list[dict]:
     for reader in CARD_READERS:
         try:
             cards.append(reader(layout))
-        except Exception as exc:  # one unreadable report must not hide the other cards
+        except Exception as exc:  # noqa: BLE001 - one unreadable report must not hide the other cards
             cards.append(
                 _missing(reader.__name__.removesuffix("_card"), f"card unreadable: {type(exc).__name__}: {exc}")
             )

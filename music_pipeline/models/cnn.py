@@ -98,7 +98,7 @@ def subsample_tracks(scores: pd.DataFrame, max_tracks: int, seed: int = 0) -> pd
     rng = np.random.default_rng(seed)
     keep = []
     for _, part in scores.groupby("level_index", sort=True):
-        n = max(1, int(round(max_tracks * len(part) / len(scores))))
+        n = max(1, round(max_tracks * len(part) / len(scores)))
         keep.extend(rng.choice(part.index.to_numpy(), min(n, len(part)), replace=False).tolist())
     return scores.loc[sorted(keep)[:max_tracks] if len(keep) > max_tracks else sorted(keep)]
 
@@ -114,7 +114,7 @@ def load_segment_dataset(
     for r in scores.itertuples(index=False):
         try:
             segs = np.asarray(load_segments(r.content_hash))
-        except Exception as exc:  # a missing or damaged feature file costs this track only
+        except Exception as exc:  # noqa: BLE001 - a missing or damaged feature file costs this track only
             log.warning("no segments for %s: %s", r.key, exc)
             missing.append(r.key)
             continue
@@ -135,7 +135,9 @@ def load_segment_dataset(
 def track_groups(tracks: pd.DataFrame) -> np.ndarray:
     """The library group of each track; a track without one is its own group."""
     group = tracks["group"] if "group" in tracks else pd.Series([None] * len(tracks))
-    return np.array([f"group:{g}" if isinstance(g, str) and g else f"track:{k}" for g, k in zip(group, tracks["key"])])
+    return np.array(
+        [f"group:{g}" if isinstance(g, str) and g else f"track:{k}" for g, k in zip(group, tracks["key"], strict=True)]
+    )
 
 
 def grouped_track_folds(
@@ -234,7 +236,7 @@ def _seed_everything(seed: int) -> None:
     keras.utils.set_random_seed(seed)
     try:
         tf.config.experimental.enable_op_determinism()
-    except Exception:  # already enabled / not available: seeds still apply
+    except Exception:  # noqa: BLE001, S110 - already enabled / not available: seeds still apply
         pass
 
 
@@ -254,7 +256,7 @@ def _validation_split(
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Split the training tracks (by group) into fit and early-stopping tracks; None when too few."""
     groups = data.groups[train_tracks]
-    k = int(round(1 / fraction)) if fraction > 0 else 0
+    k = round(1 / fraction) if fraction > 0 else 0
     if k < 2 or len(np.unique(groups)) < max(k, 4):
         return None
     fit_idx, val_idx = grouped_track_folds(data.track_level[train_tracks], groups, k, seed)[0]
@@ -542,7 +544,7 @@ def run_difficulty_cnn(
         "n_tracks": len(data.tracks),
         "n_segments": len(data.y),
         "missing_tracks": data.missing,
-        "class_counts": {lv: int(c) for lv, c in zip(LEVELS, counts)},
+        "class_counts": {lv: int(c) for lv, c in zip(LEVELS, counts, strict=True)},
         "grouping": "library group" if any(g.startswith("group:") for g in data.groups) else "track",
         "folds": len(cv.track_folds),
         "metrics": metrics,

@@ -547,9 +547,11 @@ def report_markdown(table: pd.DataFrame, header: dict, remarks: Sequence[str]) -
     lines += [f"- **{k}**: {v}" for k, v in header.items()]
     lines += ["", table.to_markdown(index=False, floatfmt=".3f") if len(table) else "_no models were scored_", ""]
     lines += [
-        "Columns: `grouped_*` = grouped folds (no group on both sides); `shuffled_*` = StratifiedKFold on "
-        "tracks (a source can sit on both sides); `gap` = shuffled − grouped balanced accuracy. "
-        "The majority baseline's balanced accuracy is at most 1/number of labels.",
+        (
+            "Columns: `grouped_*` = grouped folds (no group on both sides); `shuffled_*` = StratifiedKFold on "
+            "tracks (a source can sit on both sides); `gap` = shuffled − grouped balanced accuracy. "
+            "The majority baseline's balanced accuracy is at most 1/number of labels."
+        ),
         "",
     ]
     lines += [f"- {r}" for r in remarks]
@@ -623,7 +625,7 @@ def compare_all(
     hashes = table.set_index(table["key"].astype(str))["content_hash"]
     try:
         segments = np.stack([load_segments(hashes[k]) for k in data.keys])
-    except Exception as exc:  # features not on disk (different n_segments, pruned cache): skip the segment models
+    except Exception as exc:  # noqa: BLE001 - features not on disk (different n_segments, pruned cache): skip the segment models
         say(f"mel segments unavailable, segment comparators skipped: {exc}")
         segments = None
     with threadpool_limits(limits=1):  # many small sklearn fits: one BLAS thread each (see genre/cv.py)

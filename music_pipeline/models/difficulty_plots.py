@@ -114,7 +114,7 @@ def piano_roll_examples(
     examples = level_examples(scores)
     values = descriptors.set_index("key")
     fig, axes = plt.subplots(len(LEVELS), 1, figsize=(10, 2.6 * len(LEVELS)), squeeze=False)
-    for ax, level in zip(axes[:, 0], LEVELS):
+    for ax, level in zip(axes[:, 0], LEVELS, strict=True):
         row = examples[examples["level"] == level]
         if row.empty:
             ax.axis("off")
@@ -124,7 +124,9 @@ def piano_roll_examples(
         notes = load_notes(r["content_hash"])
         a = float(notes.spans[0, 0]) if len(notes.spans) else 0.0
         keep = (notes.onset >= a) & (notes.onset < a + seconds)
-        for on, off, p, c in zip(notes.onset[keep], notes.offset[keep], notes.pitch[keep], notes.confidence[keep]):
+        for on, off, p, c in zip(
+            notes.onset[keep], notes.offset[keep], notes.pitch[keep], notes.confidence[keep], strict=True
+        ):
             ax.broken_barh(
                 [(on - a, max(off - on, 0.02))],
                 (p - 0.4, 0.8),

@@ -134,7 +134,7 @@ def _render_tokens(tokens: Sequence[tuple[str, object]]) -> str:
         elif all(isinstance(v, int) for v in values):
             vs = sorted(set(values))
             runs, start = [], vs[0]
-            for a, b in zip(vs, vs[1:] + [None]):
+            for a, b in zip(vs, vs[1:] + [None], strict=True):
                 if b != a + 1:
                     runs.append(f"{start}" if start == a else f"{start}–{a}")
                     start = b
@@ -171,7 +171,7 @@ class ShapResult:
 
     def labels(self, width: int = 48) -> list[str]:
         out = []
-        for n, t in zip(self.component_names, self.component_text):
+        for n, t in zip(self.component_names, self.component_text, strict=True):
             short = re.sub(r" \([^)]*\)", "", t).replace("; ", " / ")
             out.append(f"{n} {short}"[:width])
         return out
@@ -363,7 +363,7 @@ def nearest_training_tracks(model: GenreModel, X, i: int = 0, n: int = 5) -> lis
             "label": labels[r] if r < len(labels) else None,
             "similarity": float(s),
         }
-        for r, s in zip(rows, scores)
+        for r, s in zip(rows, scores, strict=True)
     ]
 
 

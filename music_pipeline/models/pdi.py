@@ -43,6 +43,7 @@ precision.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -244,14 +245,14 @@ class DifficultyModel:
             }
             for i in ranked
         ]
-        out = [n for n, o in zip(self.names, self.scale.out_of_range(raw)[0]) if o]
+        out = [n for n, o in zip(self.names, self.scale.out_of_range(raw)[0], strict=True) if o]
         return DifficultyScore(
             pdi=parts["pdi"],
             level=self.levels[int(self.level_index(np.array([parts["pdi"]]))[0])],
             structural=parts[STRUCTURAL],
             intensity=parts[INTENSITY],
             families={f: parts[family_column(f)] for f in NOTE_FAMILIES},
-            normalised=dict(zip(self.names, map(float, norm[0]))),
+            normalised=dict(zip(self.names, map(float, norm[0]), strict=True)),
             pushing=pushing,
             out_of_range=out,
         )
@@ -338,7 +339,7 @@ def fit_model(
             raise ValueError(f"quantiles must lie strictly between 0 and 1, got {qs}")
         cuts = _untie(pdi, [float(t) for t in np.quantile(pdi, qs)])
         rule = "library PDI quantiles " + ", ".join(f"{q:.4g}" for q in qs)
-    if len(cuts) != len(LEVELS) - 1 or any(b < a for a, b in zip(cuts, cuts[1:])):
+    if len(cuts) != len(LEVELS) - 1 or any(b < a for a, b in itertools.pairwise(cuts)):
         raise ValueError(f"need {len(LEVELS) - 1} non-decreasing thresholds, got {cuts}")
     model.thresholds, model.threshold_rule = cuts, rule
     return model
@@ -396,7 +397,7 @@ def explain(values: Mapping[str, float], level: str, normalised: Mapping[str, fl
         return values.get(name, 0.0) >= mark
 
     parts = [f"{values['notes_per_s']:.1f} notes/s"]
-    at_once = int(round(values["peak_polyphony"]))
+    at_once = round(values["peak_polyphony"])
     parts.append(f"chords of {at_once}" if at_once >= 2 else "one note at a time")
     parts.append(f"a {_octaves(values['pitch_range'])} range")
     if stands_out("fast_run_share", 0.2):

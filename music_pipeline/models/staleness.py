@@ -45,13 +45,13 @@ def training_set(model: str, layout: DataLayout) -> dict[str, str]:
         if not path.exists():
             return {}
         t = read_parquet(path, columns=["content_hash", "level"])
-        return {str(h): str(lv) for h, lv in zip(t["content_hash"], t["level"])}
+        return {str(h): str(lv) for h, lv in zip(t["content_hash"], t["level"], strict=True)}
     if not layout.embeddings_path.exists():
         return {}
     t = read_parquet(layout.embeddings_path, columns=["content_hash", "label"])
     if model in GENRE_MODELS:
         t = t[t["label"].notna() & (t["label"].astype(str) != "")]
-        return {str(h): str(lab) for h, lab in zip(t["content_hash"], t["label"])}
+        return {str(h): str(lab) for h, lab in zip(t["content_hash"], t["label"], strict=True)}
     if model in LIBRARY_MODELS:
         return {str(h): "" for h in t["content_hash"]}
     raise ValueError(f"no training set is defined for {model!r}")

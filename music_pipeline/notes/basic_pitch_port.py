@@ -134,7 +134,7 @@ def output_to_notes_polyphonic(
 
     remaining = np.array(frames, dtype=np.float64)
     notes: list[tuple[int, int, int, float]] = []
-    for start, freq in zip(onset_time_idx.tolist(), onset_freq_idx.tolist()):
+    for start, freq in zip(onset_time_idx.tolist(), onset_freq_idx.tolist(), strict=True):
         if start >= n_frames - 1:
             continue
         i, k = start + 1, 0  # k: frames since the energy dropped below the threshold

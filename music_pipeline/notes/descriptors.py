@@ -8,6 +8,7 @@ in ``NOTE_DESCRIPTORS`` with its family, unit and formula (the README's table is
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -108,7 +109,7 @@ def group_onsets(notes: NoteEvents, chord_s: float = CHORD_S) -> Onsets:
             if on[i] - on[starts[-1]] > chord_s:
                 starts.append(i)
         bounds = starts + [len(on)]
-        for a, b in zip(bounds[:-1], bounds[1:]):
+        for a, b in itertools.pairwise(bounds):
             time.append(on[a])
             size.append(b - a)
             top.append(p[a:b].max())

@@ -103,7 +103,7 @@ def write_midi(notes: NoteEvents, dest: str | Path, program: int = 0, tempo_bpm:
 
     pm = pretty_midi.PrettyMIDI(initial_tempo=tempo_bpm)
     inst = pretty_midi.Instrument(program=program, name="transcription")
-    for on, off, p, c in zip(notes.onset, notes.offset, notes.pitch, notes.confidence):
+    for on, off, p, c in zip(notes.onset, notes.offset, notes.pitch, notes.confidence, strict=True):
         velocity = int(np.clip(np.round(40 + 87 * float(c)), 1, 127))
         inst.notes.append(pretty_midi.Note(velocity=velocity, pitch=int(p), start=float(on), end=float(off)))
     pm.instruments.append(inst)

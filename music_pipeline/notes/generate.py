@@ -81,7 +81,7 @@ def render(
     y = np.zeros(int(seconds * sr) + 1, np.float64)
     harmonics = np.arange(1, 9)
     weights = brightness ** (harmonics - 1)
-    for on, off, p in zip(notes.onset, notes.offset, notes.pitch):
+    for on, off, p in zip(notes.onset, notes.offset, notes.pitch, strict=True):
         f0 = 440.0 * 2 ** ((int(p) - 69) / 12)
         n = int((off - on) * sr)
         i = int(on * sr)

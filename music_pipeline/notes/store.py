@@ -79,7 +79,7 @@ class NotesStore(ContentStore):
             raise ValueError(f"stored notes of {content_hash} have other descriptors than this version computes")
         return TrackNotes(
             NoteEvents.from_arrays(z),
-            dict(zip(names, z["descriptors"].tolist())),
+            dict(zip(names, z["descriptors"].tolist(), strict=True)),
             float(z["duration_s"]),
             float(z["gain_db"]),
             float(z["compute_seconds"]),
@@ -165,7 +165,7 @@ def run_notes_job(job: NotesJob, retry_failed: bool = False, transcriber=None) -
         return NotesOutcome(
             job.key, job.relpath, job.content_hash, "failed", f"{job.path}: out of memory", time.perf_counter() - t0
         )
-    except Exception as exc:  # e.g. the weights cannot be fetched: not the file's fault, not remembered
+    except Exception as exc:  # noqa: BLE001 - e.g. the weights cannot be fetched: not the file's fault, not remembered
         log.error("unexpected error on %s\n%s", job.path, traceback.format_exc())
         return NotesOutcome(
             job.key,
@@ -252,7 +252,7 @@ def note_table(tracks, store: NotesStore, previous=None):
 
     reuse = {}
     if previous is not None and len(previous):
-        reuse = {h: r for h, r in zip(previous["content_hash"], previous.to_dict("records"))}
+        reuse = {h: r for h, r in zip(previous["content_hash"], previous.to_dict("records"), strict=True)}
     available = store.hashes()
     rows, missing = [], []
     for t in tracks.itertuples(index=False):
@@ -265,7 +265,7 @@ def note_table(tracks, store: NotesStore, previous=None):
             continue
         try:
             r = store.load(h)
-        except Exception as exc:  # a damaged file: transcribe again rather than lose the track
+        except Exception as exc:  # noqa: BLE001 - a damaged file: transcribe again rather than lose the track
             log.warning("stored notes of %s unreadable (%s)", t.relpath, exc)
             missing.append(t)
             continue

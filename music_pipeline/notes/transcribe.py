@@ -77,7 +77,7 @@ def plan_excerpts(n_samples: int, budget: Budget = DEFAULT_BUDGET) -> list[tuple
         return [(0, needed)]
     per = total // budget.excerpts
     length = per * bp.WINDOW_HOP
-    starts = [int(round((k + 0.5) * n_samples / budget.excerpts - length / 2)) for k in range(budget.excerpts)]
+    starts = [round((k + 0.5) * n_samples / budget.excerpts - length / 2) for k in range(budget.excerpts)]
     return [(min(max(s, 0), n_samples - length), per) for s in starts]
 
 

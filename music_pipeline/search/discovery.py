@@ -225,9 +225,9 @@ class Discovery:
         keep = idx[0] >= 0
         idx, scores = idx[0][keep], scores[0][keep]
         if diverse is None:
-            return q, [self._hit(i, s) for i, s in zip(idx, scores)]
+            return q, [self._hit(i, s) for i, s in zip(idx, scores, strict=True)]
         order, mmr_scores = mmr(scores, np.asarray(self.index.index.vectors[idx]), n, diverse)
-        return q, [self._hit(idx[o], scores[o], mmr_score=float(m)) for o, m in zip(order, mmr_scores)]
+        return q, [self._hit(idx[o], scores[o], mmr_score=float(m)) for o, m in zip(order, mmr_scores, strict=True)]
 
     def compare(
         self, a: str | ResolvedTrack, b: str | ResolvedTrack
@@ -268,7 +268,7 @@ class Discovery:
         exclude = [] if q.position is None else [q.position]
         pos, scores = radio_walk(self.index.index.vectors, q.vector, length, allowed, exclude, neighbours, pull)
         hits = []
-        for p, s in zip(pos, scores):
+        for p, s in zip(pos, scores, strict=True):
             extra = {
                 "seed_similarity": float(self.index.vector(p) @ q.vector),
                 "tempo_bpm": float(tempo[p]),
@@ -300,7 +300,7 @@ class Discovery:
             DEFAULT_SMOOTH if smooth is None else smooth,
         )
         hits = []
-        for p, s, t in zip(pos, scores, ts):
+        for p, s, t in zip(pos, scores, ts, strict=True):
             v = self.index.vector(p)
             along = float(progress(v, qa.vector, qb.vector)[0])
             hits.append(
@@ -326,7 +326,7 @@ class Discovery:
             t = self.index.tracks
             rows = [
                 (title_of(r).lower(), str(k).lower(), (lab or "").lower(), str(r).lower())
-                for k, r, lab in zip(t["key"], t["relpath"], t["label"])
+                for k, r, lab in zip(t["key"], t["relpath"], t["label"], strict=True)
             ]
             order = sorted(range(len(rows)), key=lambda i: (rows[i][0], i))
             self._find_rows = [(i, *rows[i], "\0".join(rows[i])) for i in order]

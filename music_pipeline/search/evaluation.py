@@ -25,7 +25,9 @@ def retrieval_metrics(index: TrackIndex) -> dict:
     out = {}
     vectors = np.asarray(index.index.vectors)
     lab = np.array([x if isinstance(x, str) and x else None for x in t["label"]], dtype=object)
-    grp = np.array([g if isinstance(g, str) and g else k for g, k in zip(t["group"], t["key"])], dtype=object)
+    grp = np.array(
+        [g if isinstance(g, str) and g else k for g, k in zip(t["group"], t["key"], strict=True)], dtype=object
+    )
     for name, classes in (("label", lab), ("group", grp)):
         r = precision_at_k(vectors, classes, 5, per_query=True)
         r["ci95"] = precision_ci(r, grp)

@@ -135,6 +135,6 @@ def recall_at_k(approx: np.ndarray, exact: np.ndarray) -> float:
     """Mean fraction of each query's exact top-k positions that the approximate top-k also found."""
     hits = [
         len(set(a[a >= 0].tolist()) & set(e[e >= 0].tolist())) / max(1, int((e >= 0).sum()))
-        for a, e in zip(approx, exact)
+        for a, e in zip(approx, exact, strict=True)
     ]
     return float(np.mean(hits)) if hits else 1.0

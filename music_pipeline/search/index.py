@@ -223,7 +223,7 @@ class VectorIndex:
         cand = self._candidates(projected, want, nprobe)
         out_i = np.full((len(queries), k), -1, dtype=np.int64)
         out_s = np.full((len(queries), k), -np.inf, dtype=np.float32)
-        for r, (q, row) in enumerate(zip(queries, cand)):
+        for r, (q, row) in enumerate(zip(queries, cand, strict=True)):
             row = np.unique(row[row >= 0])  # sorted: ties resolve by position, as in exact search
             if exclude is not None:
                 row = row[row != exclude[r]]

@@ -84,20 +84,27 @@ def map_figure(coords: np.ndarray, frame: pd.DataFrame, title: str):
     for ci, (col, _) in enumerate(colourings):
         for value in sorted(frame[col].unique()):
             m = (frame[col] == value).to_numpy()
-            kw = dict(
-                name=str(value), legendgroup=col, text=hover[m], hoverinfo="text", mode="markers", visible=ci == 0
-            )
+            kw = {
+                "name": str(value),
+                "legendgroup": col,
+                "text": hover[m],
+                "hoverinfo": "text",
+                "mode": "markers",
+                "visible": ci == 0,
+            }
             if three_d:
-                fig.add_trace(go.Scatter3d(x=coords[m, 0], y=coords[m, 1], z=coords[m, 2], marker=dict(size=4), **kw))
+                fig.add_trace(go.Scatter3d(x=coords[m, 0], y=coords[m, 1], z=coords[m, 2], marker={"size": 4}, **kw))
             else:
-                fig.add_trace(go.Scatter(x=coords[m, 0], y=coords[m, 1], marker=dict(size=8), **kw))
+                fig.add_trace(go.Scatter(x=coords[m, 0], y=coords[m, 1], marker={"size": 8}, **kw))
             visibility.append(ci)
     if len(colourings) > 1:
         buttons = [
-            dict(label=f"colour: {name}", method="update", args=[{"visible": [v == ci for v in visibility]}])
+            {"label": f"colour: {name}", "method": "update", "args": [{"visible": [v == ci for v in visibility]}]}
             for ci, (_, name) in enumerate(colourings)
         ]
-        fig.update_layout(updatemenus=[dict(buttons=buttons, direction="down", x=0.0, y=1.12, xanchor="left")])
+        fig.update_layout(
+            updatemenus=[{"buttons": buttons, "direction": "down", "x": 0.0, "y": 1.12, "xanchor": "left"}]
+        )
     fig.update_layout(title=title, template="plotly_white", legend_title_text="colour", height=700)
     return fig
 
@@ -155,11 +162,11 @@ def journey_png(audio_path: str | Path, raw: np.ndarray, z: np.ndarray, title: s
     mel = librosa.power_to_db(librosa.feature.melspectrogram(y=y, sr=sr, n_mels=128), ref=np.max)
     librosa.display.specshow(mel, sr=sr, x_axis="time", y_axis="mel", ax=axes[1], cmap="magma")
     axes[1].set_title("2. Log-mel spectrogram (dB)")
-    colours = dict(zip(GROUPS, plt.get_cmap("tab10").colors))
+    colours = dict(zip(GROUPS, plt.get_cmap("tab10").colors, strict=False))
     group_of = np.array([FEATURE_GROUPS[n] for n in FEATURE_NAMES])
     rms_z = [float(np.sqrt(np.mean(z[group_of == g] ** 2))) for g in GROUPS]
     bars = axes[2].barh(GROUPS, rms_z, color=[colours[g] for g in GROUPS])
-    for g, b in zip(GROUPS, bars):
+    for g, b in zip(GROUPS, bars, strict=True):
         axes[2].text(
             b.get_width(),
             b.get_y() + b.get_height() / 2,

@@ -91,5 +91,5 @@ def path_walk(
     chosen = np.asarray(vectors[picked], dtype=np.float32).reshape(len(picked), -1)
     order = np.lexsort((np.arange(len(picked)), progress(chosen, a, b))) if by_progress else np.arange(len(picked))
     ts = np.arange(1, len(picked) + 1) / (length + 1)
-    scores = np.array([float(chosen[o] @ slerp(a, b, t)) for o, t in zip(order, ts)])
+    scores = np.array([float(chosen[o] @ slerp(a, b, t)) for o, t in zip(order, ts, strict=True)])
     return picked[order], scores, ts

@@ -98,7 +98,7 @@ class NpyRows:
         uniq, inverse = np.unique(flat, return_inverse=True)
         out = np.empty((len(uniq), self.shape[1]), dtype=self.dtype)
         cuts = np.flatnonzero(np.diff(uniq) != 1) + 1  # runs of consecutive rows: one read each
-        for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(uniq)]) if len(uniq) else ():
+        for a, b in zip(np.r_[0, cuts], np.r_[cuts, len(uniq)], strict=True) if len(uniq) else ():
             self._read(int(uniq[a]), out[a:b])
         if len(uniq) != len(flat) or (len(flat) and not np.array_equal(uniq, flat)):
             out = out[inverse]

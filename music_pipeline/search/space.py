@@ -171,7 +171,7 @@ def retrieval_classes(labels, groups, keys) -> tuple[str, np.ndarray | None]:
     lab = np.array([x if isinstance(x, str) and x else None for x in labels], dtype=object)
     if _usable(lab):
         return "label", lab
-    grp = np.array([g if isinstance(g, str) and g else k for g, k in zip(groups, keys)], dtype=object)
+    grp = np.array([g if isinstance(g, str) and g else k for g, k in zip(groups, keys, strict=True)], dtype=object)
     if _usable(grp):
         return "group", grp
     return "none", None
@@ -212,7 +212,7 @@ def precision_at_k(
     """
     classes = np.asarray(classes, dtype=object)
     known = np.array([c is not None for c in classes])
-    names, inverse, counts = np.unique(classes[known].astype(str), return_inverse=True, return_counts=True)
+    _names, inverse, counts = np.unique(classes[known].astype(str), return_inverse=True, return_counts=True)
     size = np.zeros(len(classes), dtype=np.int64)
     size[known] = counts[inverse]
     queries = np.flatnonzero(size >= 2)
@@ -223,7 +223,7 @@ def precision_at_k(
         queries = np.sort(np.random.default_rng(seed).choice(queries, max_queries, replace=False))
     kk = min(k, n - 1)
     idx, _ = exact_topk(vectors, vectors[queries], kk, block_elements, exclude=queries)
-    same = np.array([[j >= 0 and classes[j] == classes[q] for j in row] for q, row in zip(queries, idx)])
+    same = np.array([[j >= 0 and classes[j] == classes[q] for j in row] for q, row in zip(queries, idx, strict=True)])
     out = {
         "precision": float(same.mean()),
         "baseline": float(np.mean((size[queries] - 1) / (n - 1))),

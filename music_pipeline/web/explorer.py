@@ -74,8 +74,8 @@ class Explorer:
     def _durations(self) -> dict[str, float]:
         try:
             t = read_parquet(self.layout.embeddings_path, columns=["key", "duration_s"])
-            return {str(k): float(d) for k, d in zip(t["key"], t["duration_s"])}
-        except Exception:  # an older table without durations: playlists say -1 (unknown)
+            return {str(k): float(d) for k, d in zip(t["key"], t["duration_s"], strict=True)}
+        except Exception:  # noqa: BLE001 - an older table without durations: playlists say -1 (unknown)
             return {}
 
     # -- resolving ------------------------------------------------------------------------------
@@ -201,7 +201,9 @@ class Explorer:
         coords = None
         if path.is_file():
             t = read_parquet(path, columns=["key", "x2", "y2"])
-            found = dict(zip(t["key"].astype(str), zip(t["x2"].astype(float), t["y2"].astype(float))))
+            found = dict(
+                zip(t["key"].astype(str), zip(t["x2"].astype(float), t["y2"].astype(float), strict=True), strict=True)
+            )
             rows = [i for i, k in enumerate(keys) if k in found]
             if len(rows) >= min(len(keys), MAP_MAX_POINTS) * 0.9:  # a map of (nearly) this library
                 coords = np.array([found[keys[i]] for i in rows], dtype=np.float64).reshape(-1, 2)
@@ -231,7 +233,7 @@ class Explorer:
             "x": np.round(coords[:, 0], 4).tolist(),
             "y": np.round(coords[:, 1], 4).tolist(),
         }
-        by_key = {k: {"x": x, "y": y} for k, x, y in zip(points["track"], points["x"], points["y"])}
+        by_key = {k: {"x": x, "y": y} for k, x, y in zip(points["track"], points["x"], points["y"], strict=True)}
         return {"source": source, "note": note, "count": len(rows), "points": points, "by_key": by_key}
 
     # -- playlists ------------------------------------------------------------------------------
@@ -325,7 +327,7 @@ class LiveExplorer:
                         self.data_dir,
                         len(self.current.index),
                     )
-                except Exception as exc:  # broken: keep serving what we have (until the files change again)
+                except Exception as exc:  # noqa: BLE001 - broken: keep serving what we have (until the files change again)
                     self._stamp = stamp
                     log.warning("the explorer could not load the new build (%s); still serving the previous one", exc)
         finally:

@@ -57,9 +57,13 @@ class Facts:
                         read_parquet(self.layout.note_descriptors_table_path),
                     )
                     frame = model.score_frame(table)
-                    rows = {str(k): r for k, r in zip(table["key"], table[list(model.names)].to_dict("records"))}
+                    rows = {
+                        str(k): r
+                        for k, r in zip(table["key"], table[list(model.names)].to_dict("records"), strict=True)
+                    }
                     levels = {
-                        str(k): (str(lv), float(p)) for k, lv, p in zip(frame["key"], frame["level"], frame["pdi"])
+                        str(k): (str(lv), float(p))
+                        for k, lv, p in zip(frame["key"], frame["level"], frame["pdi"], strict=True)
                     }
                     self._difficulty = (model, rows, levels)
                 except (OSError, ValueError, KeyError) as exc:  # not built, or built by another version
@@ -117,7 +121,7 @@ class Facts:
                         L, T = learned[LEARNED_NAMES].to_numpy(np.float64), learned[TAG_NAMES].to_numpy(np.float64)
                         rows = {str(k): (L[i : i + 1], T[i : i + 1]) for i, k in enumerate(learned["key"])}
                     self._genre = (service, service.version_dir.name, note, rows)
-                except Exception as exc:  # missing or unreadable model files: the page says so
+                except Exception as exc:  # noqa: BLE001 - missing or unreadable model files: the page says so
                     self._genre_error = f"no genre model ({exc}); it is trained by `music-pipeline build` when the library has at least 2 labels"
         return self._genre
 
@@ -128,7 +132,7 @@ class Facts:
             try:
                 t = read_parquet(p, columns=cols)
                 self._cv = {str(r["key"]): {c: r[c] for c in cols[1:]} for r in t.to_dict("records")}
-            except Exception:
+            except Exception:  # noqa: BLE001 - no or older predictions table: the page shows no cross-validated column
                 self._cv = {}
         return self._cv
 
@@ -152,7 +156,7 @@ class Facts:
         try:
             # the deployed model's probabilities and its own explanation, as `classify --explain` prints them
             answer = service.classify_inputs(blocks, explain=True, name=key)
-        except Exception as exc:  # an unreadable model or input: the rest of the page stands without it
+        except Exception as exc:  # noqa: BLE001 - an unreadable model or input: the rest of the page stands without it
             log.warning("genre of %s failed: %s", key, exc)
             return _unavailable(f"genre unavailable: {exc}")
         out = {"available": True, "version": version, **{k: v for k, v in answer.items() if k != "file"}}

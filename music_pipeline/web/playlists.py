@@ -24,7 +24,7 @@ def m3u8(title: str, entries: list[dict]) -> str:
     lines = ["#EXTM3U", f"#PLAYLIST:{_one_line(title)}"]
     for e in entries:
         d = e.get("duration_s")
-        seconds = int(round(d)) if d is not None and math.isfinite(d) else -1
+        seconds = round(d) if d is not None and math.isfinite(d) else -1
         artist = f"{_one_line(e['label'])} - " if e.get("label") else ""
         lines.append(f"#EXTINF:{seconds},{artist}{_one_line(e['title'])}")
         lines.append(str(e["path"]))
@@ -44,7 +44,7 @@ def xspf(title: str, entries: list[dict]) -> str:
             ET.SubElement(t, f"{{{XSPF_NS}}}album").text = e["label"]
         d = e.get("duration_s")
         if d is not None and math.isfinite(d):
-            ET.SubElement(t, f"{{{XSPF_NS}}}duration").text = str(int(round(d * 1000)))
+            ET.SubElement(t, f"{{{XSPF_NS}}}duration").text = str(round(d * 1000))
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
 

@@ -33,7 +33,7 @@ def clear_status(data_dir) -> None:
         p = status_path(data_dir)
         if p.is_file() and read_json(p).get("pid") == os.getpid():  # never another server's file
             remove(p)
-    except Exception:
+    except Exception:  # noqa: BLE001, S110 - best effort on shutdown: readers check that the server answers
         pass
 
 
@@ -41,12 +41,12 @@ def running_explorer(data_dir, timeout: float = 1.0) -> str | None:
     """The URL of an explorer serving this data directory that answers now, else None."""
     try:
         url = str(read_json(status_path(data_dir))["url"]).rstrip("/")
-    except Exception:
+    except Exception:  # noqa: BLE001 - no or unreadable status file: no explorer
         return None
     if not url.startswith(("http://", "https://")):
         return None
     try:
         with urllib.request.urlopen(f"{url}/api/info", timeout=timeout) as resp:
             return url if resp.status == 200 and "tracks" in json.load(resp) else None
-    except Exception:
+    except Exception:  # noqa: BLE001 - whatever fails, the explorer is not answering
         return None

@@ -73,7 +73,7 @@ def _note_table(context, pipeline: MusicPipelineResource, audio: pd.DataFrame) -
         by_key = pipeline.scan().by_key()
         jobs = [
             NotesJob(k, by_key[k].path, by_key[k].relpath, h, str(pipeline.settings.data_dir))
-            for k, h in zip(todo["key"], todo["content_hash"])
+            for k, h in zip(todo["key"], todo["content_hash"], strict=True)
             if k in by_key
         ]
         transcribe_many(jobs, workers=pipeline.settings.workers, log_fn=context.log.info)
@@ -131,7 +131,7 @@ def difficulty(
     previous_path = layout.difficulty_table_path
     try:
         previous = read_parquet(previous_path, columns=["key", "pdi", "level"]) if previous_path.exists() else None
-    except Exception:  # written by an older version with other columns
+    except Exception:  # noqa: BLE001 - written by an older version with other columns
         previous = None
     moved = _moves_since(previous, scores)
     if moved["tracks_changing_level"]:

@@ -24,7 +24,8 @@ from music_pipeline.search.index import IndexNotBuilt, IndexParams, TrackIndex, 
 EMBEDDINGS = dg.AssetKey("embeddings")
 LEARNED_EMBEDDINGS = dg.AssetKey("learned_embeddings")
 SIMILARITY_INDEX = dg.AssetKey("similarity_index")
-_COMMON = dict(group_name="discovery", owners=["team:music-pipeline"], code_version="1")
+
+_COMMON = {"group_name": "discovery", "owners": ["team:music-pipeline"], "code_version": "1"}
 
 
 _INDEX_DEFAULTS = IndexParams()  # every default lives in the core
@@ -319,7 +320,7 @@ def embedding_map(
                 "journey_path": dg.MetadataValue.path(str(journey)),
             }
         )
-    except Exception as exc:  # unreadable audio, unknown track: the maps stand without the journey figure
+    except Exception as exc:  # noqa: BLE001 - unreadable audio, unknown track: the maps stand without the journey figure
         context.log.warning(f"embedding journey skipped: {type(exc).__name__}: {exc}")
         md["journey_track"] = f"skipped: {exc}"
     return dg.MaterializeResult(metadata=md)

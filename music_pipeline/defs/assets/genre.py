@@ -36,7 +36,7 @@ def genre_table(pipeline: MusicPipelineResource) -> pd.DataFrame:
 class GenreClassifierConfig(dg.Config):
     """What the grouped-CV selection chooses among (defaults: ``models/genre/cv.SearchConfig``)."""
 
-    candidates: list[str] = [c.name for c in _SEARCH.candidates]
+    candidates: list[str] = [c.name for c in _SEARCH.candidates]  # noqa: RUF012 - a Dagster (pydantic) config field: pydantic copies the default for each instance
     nested: bool = _SEARCH.nested
     max_splits: int = _SEARCH.max_splits
     logo_max_groups: int = _SEARCH.logo_max_groups
@@ -209,7 +209,9 @@ def genre_classifier(
     if result.shap is not None:
         md["explanation_method"] = result.shap.kind
         md["components"] = dg.MetadataValue.md(
-            "\n".join(f"- {n}: {t}" for n, t in zip(result.shap.component_names, result.shap.component_text))
+            "\n".join(
+                f"- {n}: {t}" for n, t in zip(result.shap.component_names, result.shap.component_text, strict=True)
+            )
         )
     else:
         md["explanation_method"] = (
@@ -313,11 +315,11 @@ def genre_classifier_beats_baseline(pipeline: MusicPipelineResource) -> dg.Asset
 class GenreComparisonConfig(dg.Config):
     """Defaults: ``models/comparators.ComparisonConfig``."""
 
-    comparators: list[str] = list(_CMP.names)
+    comparators: list[str] = list(_CMP.names)  # noqa: RUF012 - a Dagster (pydantic) config field: pydantic copies the default for each instance
     max_folds: int = _CMP.max_folds
     cnn_epochs: int = _CMP.cnn_epochs
     cnn_max_segments: int = _CMP.cnn_max_segments
-    reference_candidates: list[str] = [c.name for c in _CMP.reference_candidates]
+    reference_candidates: list[str] = [c.name for c in _CMP.reference_candidates]  # noqa: RUF012 - a Dagster (pydantic) config field: pydantic copies the default for each instance
     shuffled: bool = _CMP.shuffled
     max_tracks: int = _CMP.max_tracks  # keep equal to genre_classifier's so both see the same subsample; 0: no budget
     seed: int = _CMP.seed

@@ -458,7 +458,7 @@ def _source_step(
         return {}
     rng = np.random.default_rng(config.seed + 17)
     out = {}
-    for k, ((tr, te), c) in enumerate(zip(plan.grouped, chosen)):
+    for k, ((tr, te), c) in enumerate(zip(plan.grouped, chosen, strict=True)):
         label = int(np.bincount(data.y[te]).argmax())
         others = sorted(set(data.groups[tr][data.y[tr] == label]))
         if len(others) < 2:

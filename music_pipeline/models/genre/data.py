@@ -155,7 +155,8 @@ def track_groups(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         [g is not None and not (isinstance(g, float) and np.isnan(g)) and str(g).strip() != "" for g in raw], dtype=bool
     )
     groups = np.array(
-        [f"group:{g}" if ok else f"track:{k}" for g, ok, k in zip(raw, has, df["key"].astype(str))], dtype=object
+        [f"group:{g}" if ok else f"track:{k}" for g, ok, k in zip(raw, has, df["key"].astype(str), strict=True)],
+        dtype=object,
     )
     return groups, has
 
@@ -205,7 +206,7 @@ def within_budget(data: LabelledData, max_tracks: int, seed: int = 0) -> Labelle
     keep: list[int] = []
     for code in range(len(data.classes)):
         rows = np.flatnonzero(data.y == code)
-        take = min(len(rows), max(1, int(round(max_tracks * len(rows) / data.n))))
+        take = min(len(rows), max(1, round(max_tracks * len(rows) / data.n)))
         keep.extend(rng.choice(rows, take, replace=False).tolist())
     rows = np.sort(np.array(keep[:max_tracks] if len(keep) > max_tracks else keep))
     labels = data.labels[rows]

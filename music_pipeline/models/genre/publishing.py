@@ -181,8 +181,10 @@ def report_markdown(
         f"- **estimate** ({report['estimate_kind']}): balanced accuracy {est.get('balanced_accuracy', float('nan')):.3f}"
         + (f", 95 % CI {ci[0]:.3f}–{ci[1]:.3f} (bootstrap over groups)" if ci else "")
         + (f"; before the learning-curve step {est['uncorrected']:.3f}" if est.get("uncorrected") is not None else ""),
-        f"- chance (one label for every track): balanced accuracy {1 / len(report['classes']):.3f}; majority label of each training fold "
-        f"(grouped): {_fmt(report['baseline_grouped'])} (below chance when holding a source out changes the training majority)",
+        (
+            f"- chance (one label for every track): balanced accuracy {1 / len(report['classes']):.3f}; majority label of each training fold "
+            f"(grouped): {_fmt(report['baseline_grouped'])} (below chance when holding a source out changes the training majority)"
+        ),
         f"- deployed candidate, flat grouped CV (optimistic: it was chosen on these folds): {_fmt(report['selected_grouped_flat'])}; shuffled CV: {_fmt(report['selected_shuffled'])}",
         f"- choice per outer fold: {', '.join(report['nested_choices']) or 'not run'}",
     ]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,6 +24,9 @@ from music_pipeline.models.genre.candidates import GenreModel
 from music_pipeline.models.genre.data import HANDCRAFTED, LEARNED, TAGS
 from music_pipeline.models.genre.persistence import ModelFileError
 from music_pipeline.models.genre.publishing import current_version
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass
@@ -72,7 +76,7 @@ class GenreService:
         from music_pipeline.models import explain as ex
 
         proba = self.model.predict_proba(blocks)[0]
-        probs = {c: float(p) for c, p in sorted(zip(self.model.classes, proba), key=lambda t: -t[1])}
+        probs = {c: float(p) for c, p in sorted(zip(self.model.classes, proba, strict=True), key=lambda t: -t[1])}
         out = {
             "file": name,
             "label": next(iter(probs)),

@@ -133,7 +133,7 @@ def train_genre_classifier(
         texts[r] = ex.explain_prediction(deployed, sub, j, proba[r], shap_res, tags_row, profiles)["text"]
 
     order = np.argsort(-np.nan_to_num(honest, nan=-1), axis=1)
-    top = lambda k: [deployed.classes[o[k]] if ok else None for o, ok in zip(order, predicted)]
+    top = lambda k: [deployed.classes[o[k]] if ok else None for o, ok in zip(order, predicted, strict=True)]
     pick = lambda k: np.where(predicted, honest[np.arange(n), order[:, k]], np.nan)
     preds = pd.DataFrame(
         {
@@ -142,7 +142,7 @@ def train_genre_classifier(
             "label": table["label"].to_numpy(),
             "predicted": [
                 deployed.classes[int(i)] if ok else None
-                for i, ok in zip(np.nan_to_num(proba, nan=-1).argmax(1), predicted)
+                for i, ok in zip(np.nan_to_num(proba, nan=-1).argmax(1), predicted, strict=True)
             ],
             "p_predicted": np.nanmax(np.where(predicted[:, None], proba, -np.inf), axis=1).clip(min=0),
             "first": top(0),
