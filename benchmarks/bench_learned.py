@@ -11,7 +11,7 @@ Also printed: the stages of the learned pass (decode at 16 kHz, front end, the t
 the pooled statistics of the embedding over the tracks (mean, max).
 
 ``--onednn`` sets TF_ENABLE_ONEDNN_OPTS before TensorFlow loads (the CLI sets 0 to silence a
-banner; 1 measured about twice as fast here, see README).
+banner; 1 measured about twice as fast here, see docs/features.md).
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ DEFAULT_RETRAIN_SHARE = 0.10
 DEFAULT_EVENT_BATCH = "1000"
 
 # How the per-track assets are partitioned: one partition per track (personal and label libraries),
-# or a fixed set of hash buckets of tracks (catalogues past ~100k tracks; see README).
+# or a fixed set of hash buckets of tracks (catalogues past ~100k tracks; see docs/scale.md).
 PARTITION_MODES = ("tracks", "buckets")
 DEFAULT_BUCKETS = 4096
 MAX_BUCKETS = 65536

@@ -1,6 +1,6 @@
 """The 641-D hand-crafted track embedding: named dimensions and their computation.
 
-Layout (see docs table in README, "Embedding dimensions"):
+Layout (the table of dimensions is in docs/features.md):
 
 =================================  =====
 MFCC 1-20 mean, std, delta mean      60
