@@ -75,14 +75,6 @@ def latency_ms(index: TrackIndex, n: int = 50) -> float:
     return float(np.median(times) * 1000) if times else 0.0
 
 
-def most_typical(vectors, chunk: int = 100_000) -> int:
-    """Row nearest the library's mean direction, reading the vectors a chunk at a time."""
-    total = np.zeros(vectors.shape[1])
-    for s in range(0, len(vectors), chunk):
-        total += np.asarray(vectors[s : s + chunk]).sum(axis=0, dtype=np.float64)
-    return int(exact_topk(vectors, (total / len(vectors)).astype(np.float32), 1)[0][0, 0])
-
-
 def search_kind(index: TrackIndex) -> str:
     st = index.index.ann_state
     if st is None:

@@ -7,14 +7,21 @@ TensorFlow and compiles numba kernels (seconds).
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from music_pipeline.artifacts import artifact_path, read_bytes, write_text
+from music_pipeline.artifacts import artifact_path, read_bytes, read_parquet, write_parquet, write_text
 from music_pipeline.features.embedding import FEATURE_GROUPS, FEATURE_NAMES
+from music_pipeline.layout import DataLayout
+from music_pipeline.search.discovery import Discovery
+from music_pipeline.search.exact import exact_topk
 from music_pipeline.search.space import GROUPS
+
+MIN_TRACKS = 5  # fewer tracks make no map
 
 UNLABELLED = "(unlabelled)"
 NO_LEVEL = "(no PDI level)"
@@ -193,3 +200,76 @@ def journey_png(audio_path: str | Path, raw: np.ndarray, z: np.ndarray, title: s
     axes[3].legend(ncol=5, fontsize=8, loc="upper right")
     fig.tight_layout()
     return save_png(fig, dest)
+
+
+@dataclass
+class LibraryMap:
+    """What ``draw_library_map`` wrote and measured (paths are None where nothing was drawn)."""
+
+    tracks_mapped: int
+    reason: str = ""  # why no map was drawn
+    seconds: float = 0.0
+    html_2d: Path | None = None
+    html_3d: Path | None = None
+    coordinates: Path | None = None
+    preview: Path | None = None
+    with_levels: bool = False
+    journey: Path | None = None
+    journey_track: str = ""
+    journey_skipped: Exception | None = None  # why the journey figure is missing
+
+
+def most_typical(vectors, chunk: int = 100_000) -> int:
+    """Row nearest the library's mean direction, reading the vectors a chunk at a time."""
+    total = np.zeros(vectors.shape[1])
+    for s in range(0, len(vectors), chunk):
+        total += np.asarray(vectors[s : s + chunk]).sum(axis=0, dtype=np.float64)
+    return int(exact_topk(vectors, (total / len(vectors)).astype(np.float32), 1)[0][0, 0])
+
+
+def draw_library_map(
+    disc: Discovery, layout: DataLayout, seed: int = 0, max_points: int = 50_000, journey_track: str = ""
+) -> LibraryMap:
+    """UMAP maps (2-D and 3-D HTML, coordinates, PNG preview) of the similarity space, coloured by
+    label and PDI level where the difficulty table exists, and the embedding-journey figure of one
+    track (``journey_track``, else the most typical). Larger libraries are mapped on a seeded
+    sample of ``max_points``."""
+    index = disc.index
+    if len(index) < MIN_TRACKS:  # a small library is not an error: no map, and the reason
+        return LibraryMap(len(index), reason=f"{len(index)} tracks: too few for a map (need {MIN_TRACKS})")
+    rows = np.arange(len(index))
+    if len(rows) > max_points:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, max_points, replace=False))
+    vectors = np.asarray(index.index.vectors[rows])
+    diff_path = layout.difficulty_table_path
+    difficulty = read_parquet(diff_path) if diff_path.is_file() else None
+    frame = map_frame(index.tracks.iloc[rows].reset_index(drop=True), difficulty)
+    t0 = time.perf_counter()
+    c2 = umap_projection(vectors, 2, seed)
+    c3 = umap_projection(vectors, 3, seed)
+    seconds = time.perf_counter() - t0
+    coords = pd.concat(
+        [frame[["key", "label", "level"]], pd.DataFrame(np.hstack([c2, c3]), columns=["x2", "y2", "x3", "y3", "z3"])],
+        axis=1,
+    )
+    write_parquet(layout.embedding_map_path, coords)
+    html_2d, html_3d = layout.embedding_map_html
+    out = LibraryMap(
+        len(rows),
+        seconds=seconds,
+        html_2d=write_map_html(map_figure(c2, frame, f"Library map, UMAP 2-D ({len(rows)} tracks)"), html_2d),
+        html_3d=write_map_html(map_figure(c3, frame, f"Library map, UMAP 3-D ({len(rows)} tracks)"), html_3d),
+        coordinates=layout.embedding_map_path,
+        preview=map_preview_png(c2, frame, layout.plots_dir / "embedding_map_2d.png"),
+        with_levels=difficulty is not None,
+    )
+    try:
+        q = disc.resolve(journey_track or index.tracks["key"].iloc[most_typical(index.index.vectors)])
+        raw = disc.raw_features(q)
+        out.journey_track = q.relpath or q.path
+        out.journey = journey_png(
+            q.path, raw, index.transform.standardise(raw), out.journey_track, layout.plots_dir / "embedding_journey.png"
+        )
+    except Exception as exc:  # noqa: BLE001 - unreadable audio, unknown track: the maps stand without the journey
+        out.journey_skipped = exc
+    return out

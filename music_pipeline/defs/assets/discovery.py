@@ -1,9 +1,6 @@
 """group discovery: the similarity index, label similarity statistics and maps of the library."""
 
-import time
-
 import dagster as dg
-import numpy as np
 
 from music_pipeline.artifacts import read_json, read_parquet, write_parquet
 from music_pipeline.defs.metadata import png_md, table_md
@@ -15,11 +12,11 @@ from music_pipeline.search.evaluation import (
     index_card,
     latency_ms,
     measure_index_recall,
-    most_typical,
     retrieval_metrics,
     search_kind,
 )
 from music_pipeline.search.index import IndexNotBuilt, IndexParams, TrackIndex, sync_track_index
+from music_pipeline.search.maps import draw_library_map
 
 EMBEDDINGS = dg.AssetKey("embeddings")
 LEARNED_EMBEDDINGS = dg.AssetKey("learned_embeddings")
@@ -234,95 +231,38 @@ class EmbeddingMapConfig(dg.Config):
     # difficulty only for the PDI levels in the hover text (read when present): the dep orders a build
     deps=[SIMILARITY_INDEX, dg.AssetKey("difficulty")],
     kinds={"python", "plotly"},
-    description=(
-        "UMAP maps of the similarity space (fixed seed): interactive 2-D and 3-D plotly HTML in "
-        "`<data>/reports/embedding_map_2d.html` / `embedding_map_3d.html` (hover: title, label, PDI "
-        "level; colour by label or PDI level), coordinates in `<data>/tables/embedding_map.parquet`, "
-        "a PNG preview `<data>/plots/embedding_map_2d.png` and the embedding-journey figure "
-        "(waveform → spectrogram → feature groups → 641-D vector) `<data>/plots/embedding_journey.png`."
-    ),
+    description="UMAP maps of the similarity space (2-D and 3-D HTML, coloured by label or PDI level), their "
+    "coordinates, a PNG preview and the embedding-journey figure of one track (docs/discovery.md).",
     **_COMMON,
 )
 def embedding_map(
     context: dg.AssetExecutionContext, config: EmbeddingMapConfig, pipeline: MusicPipelineResource
 ) -> dg.MaterializeResult:
-    import pandas as pd
-
-    from music_pipeline.search.maps import (
-        journey_png,
-        map_figure,
-        map_frame,
-        map_preview_png,
-        umap_projection,
-        write_map_html,
-    )
-
     layout = pipeline.layout
-    disc = Discovery.open(layout.root)
-    index = disc.index
-    if len(index) < 5:  # a small library is not an error: no map, and the reason in the UI
-        reason = f"{len(index)} tracks: too few for a map (need 5)"
-        context.log.warning(f"embedding map not drawn: {reason}")
-        return dg.MaterializeResult(metadata={"drawn": False, "reason": reason})
-    rows = np.arange(len(index))
-    if len(rows) > config.max_points:
-        rows = np.sort(np.random.default_rng(config.seed).choice(rows, config.max_points, replace=False))
     why = retraining_metadata(context, layout)
-    vectors = np.asarray(index.index.vectors[rows])
-    diff_path = layout.difficulty_table_path
-    difficulty = read_parquet(diff_path) if diff_path.is_file() else None
-    frame = map_frame(index.tracks.iloc[rows].reset_index(drop=True), difficulty)
-    t0 = time.perf_counter()
-    c2 = umap_projection(vectors, 2, config.seed)
-    c3 = umap_projection(vectors, 3, config.seed)
-    context.log.info(f"UMAP of {len(rows)} tracks in {time.perf_counter() - t0:.1f} s")
-    coords = pd.concat(
-        [frame[["key", "label", "level"]], pd.DataFrame(np.hstack([c2, c3]), columns=["x2", "y2", "x3", "y3", "z3"])],
-        axis=1,
-    )
-    write_parquet(layout.embedding_map_path, coords)
-    html2 = write_map_html(
-        map_figure(c2, frame, f"Library map, UMAP 2-D ({len(rows)} tracks)"),
-        layout.reports_dir / "embedding_map_2d.html",
-    )
-    html3 = write_map_html(
-        map_figure(c3, frame, f"Library map, UMAP 3-D ({len(rows)} tracks)"),
-        layout.reports_dir / "embedding_map_3d.html",
-    )
-    preview = map_preview_png(c2, frame, layout.plots_dir / "embedding_map_2d.png")
+    drawn = draw_library_map(Discovery.open(layout.root), layout, config.seed, config.max_points, config.journey_track)
+    if drawn.reason:
+        context.log.warning(f"embedding map not drawn: {drawn.reason}")
+        return dg.MaterializeResult(metadata={"drawn": False, "reason": drawn.reason})
+    context.log.info(f"UMAP of {drawn.tracks_mapped} tracks in {drawn.seconds:.1f} s")
     record_trained(context, layout)
     md = {
         **why,
-        "tracks_mapped": len(rows),
-        "html_2d": dg.MetadataValue.path(str(html2)),
-        "html_3d": dg.MetadataValue.path(str(html3)),
-        "coordinates": dg.MetadataValue.path(str(layout.embedding_map_path)),
-        "pdi_levels": "from difficulty.parquet" if difficulty is not None else "difficulty.parquet not built yet",
-        "preview": png_md(preview, "UMAP 2-D"),
+        "tracks_mapped": drawn.tracks_mapped,
+        "html_2d": dg.MetadataValue.path(str(drawn.html_2d)),
+        "html_3d": dg.MetadataValue.path(str(drawn.html_3d)),
+        "coordinates": dg.MetadataValue.path(str(drawn.coordinates)),
+        "pdi_levels": "from difficulty.parquet" if drawn.with_levels else "difficulty.parquet not built yet",
+        "preview": png_md(drawn.preview, "UMAP 2-D"),
     }
-    try:
-        if config.journey_track:
-            q = disc.resolve(config.journey_track)
-        else:  # the track nearest the library's mean direction
-            q = disc.resolve(index.tracks["key"].iloc[most_typical(index.index.vectors)])
-        raw = disc.raw_features(q)
-        journey = journey_png(
-            q.path,
-            raw,
-            index.transform.standardise(raw),
-            q.relpath or q.path,
-            layout.plots_dir / "embedding_journey.png",
-        )
-        md.update(
-            {
-                "journey_track": q.relpath or q.path,
-                "journey": png_md(journey, "embedding journey"),
-                "journey_path": dg.MetadataValue.path(str(journey)),
-            }
-        )
-    except Exception as exc:  # noqa: BLE001 - unreadable audio, unknown track: the maps stand without the journey figure
+    if drawn.journey is None:
+        exc = drawn.journey_skipped
         context.log.warning(f"embedding journey skipped: {type(exc).__name__}: {exc}")
         md["journey_track"] = f"skipped: {exc}"
+    else:
+        md["journey_track"] = drawn.journey_track
+        md["journey"] = png_md(drawn.journey, "embedding journey")
+        md["journey_path"] = dg.MetadataValue.path(str(drawn.journey))
     return dg.MaterializeResult(metadata=md)
 
 
