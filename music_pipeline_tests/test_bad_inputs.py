@@ -309,3 +309,59 @@ def test_a_script_whose_workers_cannot_start_blames_no_file(tmp_path):
     assert proc.returncode != 0
     assert "WorkersCannotStart" in proc.stderr and '__name__ == "__main__"' in proc.stderr
     assert not list((tmp_path / "data").rglob("failed/*.json"))
+
+
+def _real_ffmpeg_file(tmp_path, suffix: str, seconds: float = 6.0):
+    """A file only ffmpeg reads (m4a/AAC, WavPack), encoded by the real ffmpeg from a 440 Hz tone."""
+    import subprocess
+
+    from music_pipeline.synth import tone
+
+    from .audio_corpus import write
+    from .system import require_debian
+
+    ffmpeg = require_debian(["ffmpeg"], "ffmpeg")
+    wav = write(tmp_path / "source.wav", tone(440, seconds))
+    out = tmp_path / f"clip{suffix}"
+    subprocess.run([ffmpeg, "-v", "error", "-y", "-i", str(wav), str(out)], check=True)
+    return out
+
+
+@pytest.mark.parametrize("suffix", [".m4a", ".wv"])
+def test_real_ffmpeg_decodes_what_soundfile_cannot(tmp_path, suffix):
+    """The real ffmpeg path (no stand-in): the decoded tone has the file's length and its pitch."""
+    import soundfile as sf
+
+    path = _real_ffmpeg_file(tmp_path, suffix)
+    with pytest.raises(sf.LibsndfileError):
+        sf.info(str(path))  # not something libsndfile reads: the ffmpeg path is the one tested
+    audio = decode(path)
+    assert audio.sr == 22_050 and audio.duration_s == pytest.approx(6.0, abs=0.1)
+    spectrum = np.abs(np.fft.rfft(audio.y[22_050:44_100]))
+    assert np.argmax(spectrum) == pytest.approx(440, abs=2)  # 1 s of signal: bins are 1 Hz apart
+
+
+def test_real_ffmpeg_honours_max_duration(tmp_path):
+    audio = decode(_real_ffmpeg_file(tmp_path, ".m4a"), max_duration_s=4.0)
+    assert audio.duration_s == pytest.approx(4.0, abs=0.05)
+
+
+def test_ffmpeg_past_its_timeout_is_stopped_and_retried_later(tmp_path):
+    """A decoder that runs past the timeout is killed, and the failure is not the file's fault."""
+    import music_pipeline.audio.decode as dec
+
+    path = _real_ffmpeg_file(tmp_path, ".m4a", seconds=30.0)
+    with pytest.raises(AudioError) as err:
+        dec._decode_ffmpeg(path, 22_050, None, timeout_s=0.0)
+    assert "took longer than" in str(err.value) and err.value.permanent is False
+
+
+def test_ffmpeg_failure_on_garbage_is_permanent_and_names_the_reason(tmp_path):
+    from .system import require_debian
+
+    require_debian(["ffmpeg"], "ffmpeg")
+    path = tmp_path / "garbage.m4a"
+    path.write_bytes(b"\x00\x00\x00\x20ftypM4A " + bytes(range(256)) * 64)
+    with pytest.raises(AudioError) as err:
+        decode(path)
+    assert "ffmpeg could not decode it" in str(err.value) and err.value.permanent is True

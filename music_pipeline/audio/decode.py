@@ -9,8 +9,10 @@ high-rate, multi-channel files.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +35,14 @@ MIN_DURATION_S = 3.0
 SILENCE_PEAK_DB = -70.0
 _BLOCK_FRAMES = 1 << 16
 CHATTY_SUFFIXES = (".mp3", ".mp2", ".mpga")  # decoded by libmpg123, which prints notes to fd 2
+# libsndfile's SF_ERR_SYSTEM: the operating system failed the read (EIO, a stale network handle),
+# not the file's content
+_SF_ERR_SYSTEM = 2
+# ffmpeg: a decode that takes longer than this (wall clock) is stopped; at least ~100x real time is
+# normal, so only a hung decoder or a stalled network mount gets here
+FFMPEG_TIMEOUT_S = 600.0
+# and no decode holds more than this much audio (mono float32 at the analysis rate: 12 h ≈ 3.8 GB at 22 kHz)
+MAX_DECODED_HOURS = 12.0
 
 
 class AudioError(Exception):
@@ -66,11 +76,19 @@ def _mono(block: np.ndarray) -> np.ndarray:
     return block @ np.full(block.shape[1], 1.0 / block.shape[1], dtype=np.float32)
 
 
+def _os_fault(path: Path, exc: sf.LibsndfileError) -> bool:
+    """Whether libsndfile failed because of the operating system (the file vanished or could not
+    be read), not because of what the file holds."""
+    return getattr(exc, "code", None) == _SF_ERR_SYSTEM or not os.access(path, os.R_OK)
+
+
 def _decode_soundfile(path: Path, sr: int, max_duration_s: float | None) -> tuple[np.ndarray, int, int]:
     try:
         f = sf.SoundFile(str(path))
     except sf.LibsndfileError as exc:
         detail = exc.error_string or str(exc)
+        if _os_fault(path, exc):
+            raise AudioError(path, f"cannot read file ({detail})", permanent=False) from None
         if "possibly a pipe" in detail:  # libsndfile's wording when a decoder rejects the data
             detail = "unrecognised or corrupt audio data"
         raise AudioError(path, f"not a readable audio file ({detail})") from None
@@ -95,6 +113,10 @@ def _decode_soundfile(path: Path, sr: int, max_duration_s: float | None) -> tupl
                 if limit and read >= limit:
                     break
         except sf.LibsndfileError as exc:
+            if _os_fault(path, exc):
+                raise AudioError(
+                    path, f"reading failed after {read / source_sr:.1f} s ({exc.error_string or exc})", permanent=False
+                ) from None
             raise AudioError(
                 path,
                 f"decoding failed after {read / source_sr:.1f} s, file is truncated or corrupt ({exc.error_string or exc})",
@@ -124,7 +146,11 @@ class _Buffer:
         return self.data[: self.n] if self.n > 0.9 * len(self.data) else self.data[: self.n].copy()
 
 
-def _decode_ffmpeg(path: Path, sr: int, max_duration_s: float | None) -> tuple[np.ndarray, int, int]:
+def _decode_ffmpeg(
+    path: Path, sr: int, max_duration_s: float | None, timeout_s: float = FFMPEG_TIMEOUT_S
+) -> tuple[np.ndarray, int, int]:
+    """ffmpeg's output streamed into one growing buffer (never the whole byte stream plus a copy),
+    stopped after ``timeout_s`` or past ``MAX_DECODED_HOURS`` of audio."""
     exe = shutil.which("ffmpeg")
     if exe is None:
         raise AudioError(
@@ -137,12 +163,42 @@ def _decode_ffmpeg(path: Path, sr: int, max_duration_s: float | None) -> tuple[n
     if max_duration_s:
         cmd += ["-t", str(max_duration_s)]
     cmd.append("pipe:1")
-    proc = subprocess.run(cmd, capture_output=True, check=False)
+    limit = int(MAX_DECODED_HOURS * 3600 * sr) * 4  # bytes
+    out = _Buffer(sr * 60)
+    stderr: list[bytes] = []
+    with subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        # stderr drained beside stdout, so a chatty decoder cannot block on a full pipe; the
+        # watchdog kills a decoder that hangs (a blocked read then ends)
+        drain = threading.Thread(target=lambda: stderr.append(proc.stderr.read()), daemon=True)
+        timed_out = threading.Event()
+        watchdog = threading.Timer(timeout_s, lambda: (timed_out.set(), proc.kill()))
+        drain.start()
+        watchdog.start()
+        carry, total = b"", 0
+        try:
+            while chunk := proc.stdout.read(1 << 20):
+                total += len(chunk)
+                if total > limit:
+                    raise AudioError(path, f"longer than {MAX_DECODED_HOURS:g} h of audio: not analysed")
+                data = carry + chunk
+                whole = len(data) - len(data) % 4
+                out.append(np.frombuffer(data[:whole], dtype="<f4"))
+                carry = data[whole:]
+            proc.wait()
+        finally:
+            watchdog.cancel()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            drain.join(timeout=5)
+    if timed_out.is_set():
+        raise AudioError(path, f"ffmpeg took longer than {timeout_s:g} s: stopped", permanent=False)
     if proc.returncode != 0:
-        msg = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        msg = b"".join(stderr).decode("utf-8", "replace").strip().splitlines()
+        if not path.exists():
+            raise AudioError(path, "file disappeared while ffmpeg read it", permanent=False)
         raise AudioError(path, f"ffmpeg could not decode it ({msg[-1] if msg else 'exit ' + str(proc.returncode)})")
-    y = np.frombuffer(proc.stdout, dtype="<f4").astype(np.float32)
-    return y, sr, 1  # ffmpeg already downmixed; source rate is not reported on this path
+    return out.array(), sr, 1  # ffmpeg already downmixed; source rate is not reported on this path
 
 
 def decode(
