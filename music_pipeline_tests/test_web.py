@@ -410,3 +410,130 @@ def test_files_only_ffmpeg_decodes_are_piped_to_wav(tmp_path):
     data = wav[wav.index(b"data") + 8 :]  # a piped WAV's header cannot give the length: read to the end
     decoded = np.frombuffer(data[: len(data) // 2 * 2], dtype="<i2")
     assert np.array_equal(decoded, sf.read(tmp_path / "x.wav", dtype="int16")[0])
+
+
+# -- under load: HEAD, caps, bounded walks ----------------------------------------------------------
+def test_head_of_an_ffmpeg_transcode_starts_no_decoder(tmp_path, monkeypatch):
+    from music_pipeline.web import audio
+
+    from .system import require_debian
+
+    ffmpeg = require_debian(["ffmpeg"], "ffmpeg")
+    monkeypatch.setattr(audio.shutil, "which", lambda name: ffmpeg)
+    started = []
+    monkeypatch.setattr(audio.subprocess, "Popen", lambda *a, **k: started.append(a) or pytest.fail("ffmpeg ran"))
+    (tmp_path / "x.wv").write_bytes(b"wvpk" + bytes(60))
+    response = audio.audio_response(tmp_path / "x.wv", audio.Delivery("ffmpeg", "audio/wav"), None, "HEAD")
+    assert response.status_code == 200 and response.body == b"" and started == []
+    assert response.headers["content-type"].startswith("audio/wav") and response.headers["accept-ranges"] == "none"
+
+
+def test_transcodes_past_the_cap_get_503_with_retry_after(tmp_path, monkeypatch):
+    """Every slot taken: the next transcode is refused at once with Retry-After; a slot is given
+    back when a body ends, and when a body is dropped unread (a client that went away)."""
+    import asyncio
+    import gc
+
+    from music_pipeline.synth import SR, tone
+    from music_pipeline.web import audio
+
+    monkeypatch.setattr(audio, "_TRANSCODES", audio.threading.BoundedSemaphore(2))
+    monkeypatch.setattr(audio, "MAX_TRANSCODES", 2)
+    path = tmp_path / "x.aiff"
+    sf.write(path, tone(440, 1.0), SR, format="AIFF")
+    d = audio.delivery_for(path)
+    first = audio.audio_response(path, d, None)
+    second = audio.audio_response(path, d, None)
+    with pytest.raises(audio.AudioUnavailable) as busy:
+        audio.audio_response(path, d, None)
+    assert busy.value.status == 503 and busy.value.retry_after == audio.RETRY_AFTER_S
+
+    async def drain(body):
+        return b"".join([chunk async for chunk in body])
+
+    assert len(asyncio.run(drain(first.body_iterator))) == d.wav_size  # read to the end: its slot is free
+
+    third = audio.audio_response(path, d, None)
+    del second, third  # dropped unread
+    gc.collect()
+    audio.audio_response(path, d, None)
+    audio.audio_response(path, d, None)
+
+
+def test_api_queries_past_the_cap_get_503_with_retry_after(built, monkeypatch):
+    """With every query slot held by a slow request, the next request is answered 503 at once
+    (Retry-After), and the held ones still finish."""
+    import threading
+    import time
+
+    from music_pipeline.web import app as web_app
+    from music_pipeline.web.explorer import Explorer
+
+    _library, data = built
+    monkeypatch.setattr(web_app, "MAX_CONCURRENT_QUERIES", 1)
+    release = threading.Event()
+    ex = Explorer(data)
+    slow_search = ex.search
+    monkeypatch.setattr(ex, "search", lambda q, n: (release.wait(30), slow_search(q, n))[1])
+    server = ThreadServer(web_app.create_app(ex))
+    with server:
+        served = {"port": server.port}
+        held = {}
+        worker = threading.Thread(target=lambda: held.update(answer=get(served, "/api/search?q=drone")))
+        worker.start()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # until the slow request holds the slot
+            code, headers, _ = get(served, "/api/info")
+            if code == 503:
+                break
+            time.sleep(0.01)
+        assert code == 503 and headers["retry-after"] == str(web_app.RETRY_AFTER_S)
+        release.set()
+        worker.join(30)
+        assert held["answer"][0] == 200
+        assert get(served, "/api/info")[0] == 200
+
+
+def test_m3u8_keeps_a_path_with_a_line_break_on_one_line():
+    from music_pipeline.web.playlists import m3u8
+
+    text = m3u8("t", [{"path": "/music/evil\n#EXTINF:1,x\n/etc/passwd.ogg", "title": "a\nb", "label": None}])
+    lines = text.splitlines()
+    assert lines == [
+        "#EXTM3U",
+        "#PLAYLIST:t",
+        "#EXTINF:-1,a b",
+        "file:///music/evil%0A%23EXTINF%3A1%2Cx%0A/etc/passwd.ogg",
+    ]
+
+
+def test_a_tightly_filtered_walk_makes_a_bounded_number_of_searches():
+    """Radio and path with filters that leave few tracks: the work per request stays bounded (each
+    step scores the usable tracks directly, or reuses a pool that already had to grow)."""
+    from music_pipeline.search import radio
+    from music_pipeline.search.path import path_walk
+
+    rng = np.random.default_rng(0)
+    n = 50_000
+    vectors = rng.normal(size=(n, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    calls = []
+
+    def neighbours(q, k):
+        calls.append(k)
+        return np.argsort(-(vectors @ q))[:k]
+
+    allowed = np.zeros(n, dtype=bool)
+    allowed[rng.choice(n, 300, replace=False)] = True  # a tempo window holding 300 tracks
+    picked, _ = radio.radio_walk(vectors, vectors[0], 50, allowed=allowed, neighbours=neighbours)
+    assert len(picked) == 50 and allowed[picked].all()
+    assert set(calls) <= {200} and len(calls) <= 2 * 50  # never a wider search: few usable are scored directly
+    # the library minus a region the walk may not revisit: the pool grows once, then stays grown
+    calls.clear()
+    usable = np.ones(n, dtype=bool)
+    usable[np.argsort(-(vectors @ vectors[1]))[:30_000]] = False
+    picked, _, _ = path_walk(
+        vectors, vectors[1], vectors[2], 20, exclude=list(np.flatnonzero(~usable)), neighbours=neighbours
+    )
+    assert len(picked) == 20 and usable[picked].all()
+    assert len(calls) <= 2 * 20 + 2 * 4  # two queries a step, plus at most a few widenings in all

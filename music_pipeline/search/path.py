@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from music_pipeline.search.radio import Neighbours, usable_candidates
+from music_pipeline.search.radio import CandidatePool, Neighbours
 
 DEFAULT_SMOOTH = 0.3
 
@@ -75,12 +75,13 @@ def path_walk(
     b = np.asarray(b, dtype=np.float32)
     prev = a
     out = []
+    candidates = CandidatePool(neighbours, pool)
     for i in range(1, length + 1):
         if not usable.any():
             break
         t = i / (length + 1)
         w = slerp(a, b, t)
-        cand = usable_candidates(neighbours, (w, prev), usable, pool)
+        cand = candidates((w, prev), usable)
         v = np.asarray(vectors[cand], dtype=np.float32)
         score = (1.0 - smooth) * (v @ w) + smooth * (v @ prev)
         best = int(np.lexsort((cand, -score))[0])  # ties: lowest position, deterministic

@@ -4,7 +4,7 @@ Each next track maximises ``(1 − pull)·cos(previous, c) + pull·cos(seed, c)`
 tracks not played yet: close to the previous track (smooth transitions) and held near the seed
 (no drifting off into another corner of the library). Filters (tempo and energy windows) are a
 mask of allowed positions. Candidates come from the index's neighbours of the previous track and
-of the seed; when none of them is allowed the pool grows (×4) up to the whole library.
+of the seed (``CandidatePool``).
 """
 
 from __future__ import annotations
@@ -15,6 +15,11 @@ import numpy as np
 
 Neighbours = Callable[[np.ndarray, int], np.ndarray]  # (unit vector, k) -> positions
 
+# At or below this many usable positions every one is scored directly (one product per step)
+# instead of widening index searches until the pool holds one: tight tempo/energy filters made that
+# up to ~200 near-full searches per request.
+DIRECT_SCORING = 20_000
+
 
 def window_mask(values: np.ndarray, target: float | None, tolerance: float) -> np.ndarray:
     """True where ``|value − target| ≤ tolerance`` (everything when there is no target)."""
@@ -24,20 +29,31 @@ def window_mask(values: np.ndarray, target: float | None, tolerance: float) -> n
     return np.isfinite(values) & (np.abs(values - target) <= tolerance)
 
 
-def usable_candidates(neighbours: Neighbours | None, queries, usable: np.ndarray, pool: int) -> np.ndarray:
-    """Positions still usable among the ``pool`` nearest of each query, the pool growing ×4 while
-    none is usable (up to the whole library; every usable position without an index)."""
-    n = len(usable)
-    k = pool
-    while True:
-        if neighbours is None or k >= n:
+class CandidatePool:
+    """Candidates of one walk (radio or A→B path): positions still usable among the ``pool``
+    nearest of each query. When none of them is usable the pool grows ×4 and stays grown for the
+    walk's later steps, so a walk makes at most a handful of wide searches rather than up to six per
+    step. At most ``DIRECT_SCORING`` usable positions (tight filters, a small library without an
+    index) are all returned and scored directly."""
+
+    def __init__(self, neighbours: Neighbours | None, pool: int):
+        self.neighbours = neighbours
+        self.k = pool
+
+    def __call__(self, queries, usable: np.ndarray) -> np.ndarray:
+        n = len(usable)
+        if self.neighbours is None or np.count_nonzero(usable) <= min(DIRECT_SCORING, self.k):
             return np.flatnonzero(usable)
-        cand = np.unique(np.concatenate([neighbours(q, k) for q in queries]))
-        cand = cand[cand >= 0]
-        cand = cand[usable[cand]]
-        if len(cand):
-            return cand
-        k *= 4
+        while self.k < n:
+            cand = np.unique(np.concatenate([self.neighbours(q, self.k) for q in queries]))
+            cand = cand[cand >= 0]
+            cand = cand[usable[cand]]
+            if len(cand):
+                return cand
+            if np.count_nonzero(usable) <= DIRECT_SCORING:
+                return np.flatnonzero(usable)
+            self.k *= 4
+        return np.flatnonzero(usable)
 
 
 def radio_walk(
@@ -59,8 +75,9 @@ def radio_walk(
             usable[p] = False
     prev = seed
     out, scores = [], []
+    candidates = CandidatePool(neighbours, pool)
     while len(out) < length and usable.any():
-        cand = usable_candidates(neighbours, (prev, seed), usable, pool)
+        cand = candidates((prev, seed), usable)
         if not len(cand):
             break
         v = np.asarray(vectors[cand], dtype=np.float32)

@@ -12,10 +12,12 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -25,13 +27,16 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from music_pipeline.web import playlists
-from music_pipeline.web.audio import AudioUnavailable, audio_response
+from music_pipeline.web.audio import RETRY_AFTER_S, AudioUnavailable, audio_response
 from music_pipeline.web.explorer import BadParameter, Explorer, LiveExplorer, NotFound, one_line
 
 STATIC = Path(__file__).resolve().parent / "static"
 LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
 MAX_N = 100
 MAX_LENGTH = 200
+# API requests answered at once; past this a request gets 503 with Retry-After (each holds a thread
+# of numpy/faiss work: more at once would only queue inside the process and grow its memory)
+MAX_CONCURRENT_QUERIES = 16
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
@@ -139,16 +144,23 @@ def create_app(
             if on_stop:
                 on_stop()
 
-    def api(handler):
-        async def endpoint(request: Request):
-            from starlette.concurrency import run_in_threadpool
+    queries = threading.BoundedSemaphore(MAX_CONCURRENT_QUERIES)
 
+    def api(handler, limited: bool = True):
+        async def endpoint(request: Request):
+            if limited and not queries.acquire(blocking=False):
+                busy = error(503, f"{MAX_CONCURRENT_QUERIES} queries are running: try again in a moment")
+                busy.headers["Retry-After"] = str(RETRY_AFTER_S)
+                return busy
             try:  # the work is numpy/faiss/parquet: off the event loop
                 return await run_in_threadpool(lambda: handler(request, current()))
             except NotFound as exc:
                 return error(404, str(exc))
             except BadParameter as exc:
                 return error(422, str(exc))
+            finally:
+                if limited:
+                    queries.release()
 
         return endpoint
 
@@ -225,7 +237,10 @@ def create_app(
         try:
             return audio_response(path, ex.delivery(key, path), request.headers.get("range"), request.method)
         except AudioUnavailable as exc:
-            return error(exc.status, str(exc))
+            response = error(exc.status, str(exc))
+            if exc.retry_after is not None:
+                response.headers["Retry-After"] = str(exc.retry_after)
+            return response
         except RuntimeError as exc:  # libsndfile cannot open it after all
             return error(415, f"track {key} cannot be decoded for the browser: {exc}")
 
@@ -254,7 +269,7 @@ def create_app(
             for kind in ("radio", "path", "similar")
             for fmt in ("m3u8", "xspf")
         ],
-        Route("/audio/{key}", api(audio)),
+        Route("/audio/{key}", api(audio, limited=False)),  # audio has its own cap on transcodes
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     middleware = [Middleware(SecurityHeaders)]

@@ -16,10 +16,12 @@ the request reaches the file system.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import struct
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,12 +48,50 @@ NATIVE_TYPES = {
 BROWSER_WAV_SUBTYPES = {"PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT"}
 WAV_HEADER_BYTES = 44
 CHUNK_FRAMES = 1 << 15
+# transcodes running at once: each keeps a core busy, so more than the cores only slows them all
+MAX_TRANSCODES = max(2, os.cpu_count() or 2)
+RETRY_AFTER_S = 2
+_TRANSCODES = threading.BoundedSemaphore(MAX_TRANSCODES)
 
 
 class AudioUnavailable(Exception):
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, retry_after: int | None = None):
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after
+
+
+class _TranscodeSlot:
+    """A transcode's body holding one of the ``MAX_TRANSCODES`` slots until it ends, fails, or is
+    dropped unread (a client that went away before the first byte)."""
+
+    def __init__(self, body):
+        self.held, self.body, self.slots = False, body, _TRANSCODES
+        if not self.slots.acquire(blocking=False):
+            raise AudioUnavailable(
+                503, f"{MAX_TRANSCODES} transcodes are running: try again in a moment", retry_after=RETRY_AFTER_S
+            )
+        self.held = True
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        try:
+            return next(self.body)
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.slots.release()
+            close = getattr(self.body, "close", None)
+            if close:
+                close()
+
+    __del__ = release
 
 
 @dataclass(frozen=True)
@@ -165,8 +205,12 @@ def audio_response(path: Path, delivery: Delivery, range_header: str | None, met
         ffmpeg = shutil.which("ffmpeg")
         if ffmpeg is None:
             raise AudioUnavailable(415, f"{path.suffix} needs transcoding with ffmpeg, which is not installed")
+        if method == "HEAD":  # headers only: no decoder is started to answer it
+            return Response(media_type=delivery.content_type, headers={"Accept-Ranges": "none"})
         return StreamingResponse(
-            _ffmpeg_stream(path, ffmpeg), media_type=delivery.content_type, headers={"Accept-Ranges": "none"}
+            _TranscodeSlot(_ffmpeg_stream(path, ffmpeg)),
+            media_type=delivery.content_type,
+            headers={"Accept-Ranges": "none"},
         )
     size = delivery.wav_size
     rng = parse_range(range_header, size)
@@ -180,5 +224,5 @@ def audio_response(path: Path, delivery: Delivery, range_header: str | None, met
     if rng is not None:
         status = 206
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
-    body = iter(()) if method == "HEAD" else _wav_bytes(path, delivery, start, end)
+    body = iter(()) if method == "HEAD" else _TranscodeSlot(_wav_bytes(path, delivery, start, end))
     return StreamingResponse(body, status_code=status, media_type=delivery.content_type, headers=headers)

@@ -1,8 +1,9 @@
 """Playlists a music player opens: M3U8 (UTF-8 extended M3U) and XSPF 1, with absolute paths.
 
 Each entry is ``{"path": absolute path, "title": str, "label": str|None, "duration_s": float|None}``.
-M3U8 lines are the plain absolute path (every player reads that); XSPF ``location`` is the
-``file://`` URI of the path (percent-encoded, as the format requires).
+M3U8 lines are the plain absolute path (every player reads that), or its ``file://`` URI when the
+path holds a line break or another control character (it would otherwise split into lines a
+player reads as other entries); XSPF ``location`` is always the ``file://`` URI (percent-encoded).
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def _m3u8_location(path) -> str:
+    text = str(path)
+    return Path(text).as_uri() if any(ord(c) < 32 or ord(c) == 127 for c in text) else text
+
+
 def m3u8(title: str, entries: list[dict]) -> str:
     lines = ["#EXTM3U", f"#PLAYLIST:{_one_line(title)}"]
     for e in entries:
@@ -27,7 +33,7 @@ def m3u8(title: str, entries: list[dict]) -> str:
         seconds = round(d) if d is not None and math.isfinite(d) else -1
         artist = f"{_one_line(e['label'])} - " if e.get("label") else ""
         lines.append(f"#EXTINF:{seconds},{artist}{_one_line(e['title'])}")
-        lines.append(str(e["path"]))
+        lines.append(_m3u8_location(e["path"]))
     return "\n".join(lines) + "\n"
 
 
