@@ -11,10 +11,10 @@ import soundfile as sf
 from scipy.stats import spearmanr
 
 from music_pipeline.artifacts import read_parquet
+from music_pipeline.difficulty import pdi
+from music_pipeline.difficulty.note_descriptors import NOTE_DESCRIPTOR_NAMES, NOTE_FAMILIES
 from music_pipeline.features.extract import features_from_signal
 from music_pipeline.layout import DataLayout
-from music_pipeline.models import pdi
-from music_pipeline.notes.descriptors import NOTE_DESCRIPTOR_NAMES, NOTE_FAMILIES
 from music_pipeline.notes.generate import PieceSpec, generate_piece, render
 from music_pipeline.notes.score import complexity_composite, symbolic_measures
 from music_pipeline.notes.store import notes_of_signal

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from music_pipeline.artifacts import read_parquet
+from music_pipeline.difficulty import cnn
 from music_pipeline.features.extract import FeatureStore
 from music_pipeline.layout import DataLayout
-from music_pipeline.models import cnn
 
 
 def _levels_from(descriptors: pd.DataFrame) -> pd.DataFrame:

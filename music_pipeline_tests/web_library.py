@@ -24,11 +24,12 @@ def explorer_library(styled_library: tuple[Path, Path], root: Path) -> tuple[Pat
     """(library, data) under ``root``, built once per root."""
     from music_pipeline.artifacts import write_parquet
     from music_pipeline.audio.library import scan_library
+    from music_pipeline.difficulty import pdi
     from music_pipeline.features.extract import ExtractJob, FeatureStore, extract_many
     from music_pipeline.features.tables import build_tables
+    from music_pipeline.genre.candidates import Candidate, GenreModel
+    from music_pipeline.genre.versions import publish_version
     from music_pipeline.layout import DataLayout
-    from music_pipeline.models import pdi
-    from music_pipeline.models.genre import Candidate, GenreModel, publish_version
     from music_pipeline.search.index import TrackIndex
     from music_pipeline.synth import SR, styled_track
 

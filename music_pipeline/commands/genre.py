@@ -45,8 +45,8 @@ def _stale_warning(settings: Settings) -> str | None:
 def cmd_classify(args) -> int:
     from music_pipeline.audio.decode import AudioError
     from music_pipeline.commands.per_file import PerFile
-    from music_pipeline.models.genre import ModelFileError
-    from music_pipeline.models.genre.serving import GenreService
+    from music_pipeline.genre.persistence import ModelFileError
+    from music_pipeline.genre.serving import GenreService
     from music_pipeline.pretrained import WeightsUnavailable
 
     settings = Settings.resolve(args.data)

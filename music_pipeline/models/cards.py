@@ -38,7 +38,7 @@ def _missing(name: str, reason: str) -> dict:
 
 
 def genre_card(layout: DataLayout) -> dict:
-    from music_pipeline.models.genre.publishing import current_version
+    from music_pipeline.genre.versions import current_version
 
     root = layout.genre_dir
     vdir = current_version(root)

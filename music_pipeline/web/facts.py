@@ -44,7 +44,7 @@ class Facts:
     def _load_difficulty(self):
         with self._lock:
             if self._difficulty is None and self._difficulty_error is None:
-                from music_pipeline.models.pdi import (
+                from music_pipeline.difficulty.pdi import (
                     DifficultyModel,
                     merge_descriptors,
                 )
@@ -80,7 +80,7 @@ class Facts:
         model, rows, _ = loaded
         if key not in rows:
             return _unavailable("this track has no difficulty descriptors (added after the last build?)")
-        from music_pipeline.models.pdi import explain
+        from music_pipeline.difficulty.pdi import explain
 
         score = model.score(rows[key], top=PUSHING_TOP)
         out = score.to_dict()
@@ -98,9 +98,9 @@ class Facts:
     def _load_genre(self):
         with self._lock:
             if self._genre is None and self._genre_error is None:
+                from music_pipeline.genre.serving import GenreService
                 from music_pipeline.learned.store import LEARNED_NAMES, TAG_NAMES
                 from music_pipeline.learned.table import read_learned_table
-                from music_pipeline.models.genre.serving import GenreService
 
                 try:
                     service = GenreService.open(self.layout.root)
@@ -139,7 +139,7 @@ class Facts:
         return self._genre_cached(key, raw.tobytes(), labelled)
 
     def _genre_answer(self, key: str, raw_bytes: bytes, labelled: bool) -> dict:
-        from music_pipeline.models.genre.data import HANDCRAFTED, LEARNED, TAGS
+        from music_pipeline.genre.data import HANDCRAFTED, LEARNED, TAGS
 
         service, version, note, learned_rows = self._genre
         blocks = {HANDCRAFTED: np.frombuffer(raw_bytes, dtype=np.float64)[None, :]}

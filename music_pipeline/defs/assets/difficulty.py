@@ -12,7 +12,7 @@ from music_pipeline.defs.assets.notes import TRACK_NOTES
 from music_pipeline.defs.metadata import png_md, table_md
 from music_pipeline.defs.resources import MusicPipelineResource
 from music_pipeline.defs.retraining import record_trained, retraining_metadata
-from music_pipeline.models import pdi
+from music_pipeline.difficulty import pdi
 from music_pipeline.notes.store import (
     NOTES_VERSION_KEY,
     NotesJob,
@@ -108,7 +108,7 @@ def _note_table(context, pipeline: MusicPipelineResource, audio: pd.DataFrame) -
 def difficulty(
     context: dg.AssetExecutionContext, config: DifficultyConfig, pipeline: MusicPipelineResource
 ) -> dg.MaterializeResult:
-    from music_pipeline.models import difficulty_plots as plots
+    from music_pipeline.difficulty import plots
 
     layout = pipeline.layout
     audio = read_parquet(layout.descriptors_table_path)
@@ -265,8 +265,7 @@ def difficulty_model_reproduces_scores(pipeline: MusicPipelineResource) -> dg.As
 def difficulty_cnn(
     context: dg.AssetExecutionContext, config: DifficultyCnnConfig, pipeline: MusicPipelineResource
 ) -> dg.MaterializeResult:
-    from music_pipeline.models import cnn
-    from music_pipeline.models import difficulty_plots as plots
+    from music_pipeline.difficulty import cnn, plots
 
     layout = pipeline.layout
     try:
@@ -337,7 +336,7 @@ def difficulty_cnn(
 
 
 def _cnn_report(pipeline: MusicPipelineResource) -> dict:
-    from music_pipeline.models.cnn import REPORT_FILE
+    from music_pipeline.difficulty.cnn import REPORT_FILE
 
     return read_json(pipeline.layout.difficulty_dir / REPORT_FILE)
 

@@ -16,11 +16,11 @@ from music_pipeline.artifacts import read_json, read_parquet, write_json, write_
 from music_pipeline.defs.metadata import png_md, table_md
 from music_pipeline.defs.resources import MusicPipelineResource
 from music_pipeline.defs.retraining import record_trained, retraining_metadata
+from music_pipeline.genre.candidates import Candidate, XgbSettings
+from music_pipeline.genre.comparison import ComparisonConfig
+from music_pipeline.genre.cv import SearchConfig
+from music_pipeline.genre.training import BOUNDARY_MARGIN
 from music_pipeline.layout import DataLayout
-from music_pipeline.models.comparators import ComparisonConfig
-from music_pipeline.models.genre.candidates import Candidate, XgbSettings
-from music_pipeline.models.genre.cv import SearchConfig
-from music_pipeline.models.genre.training import BOUNDARY_MARGIN
 
 GENRE_CLASSIFIER = dg.AssetKey("genre_classifier")
 _SEARCH, _XGB, _CMP = SearchConfig(), XgbSettings(), ComparisonConfig()  # every default lives in the core
@@ -67,8 +67,8 @@ class GenreClassifierConfig(dg.Config):
 
 def _write_track_genres(pipeline: MusicPipelineResource) -> tuple[pd.DataFrame, str] | None:
     """Every track classified by the deployed model (None when there is no model yet)."""
-    from music_pipeline.models.genre.persistence import ModelFileError
-    from music_pipeline.models.genre.serving import GenreService, classify_library
+    from music_pipeline.genre.persistence import ModelFileError
+    from music_pipeline.genre.serving import GenreService, classify_library
 
     try:
         service = GenreService.open(pipeline.settings.data_dir)
@@ -115,9 +115,10 @@ def _no_classifier(
 def genre_classifier(
     context: dg.AssetExecutionContext, config: GenreClassifierConfig, pipeline: MusicPipelineResource
 ) -> dg.MaterializeResult:
-    from music_pipeline.models.genre.cv import fold_assignment, headline
-    from music_pipeline.models.genre.publishing import model_card, publish_version, report_markdown, write_plots
-    from music_pipeline.models.genre.training import NotTrainable, train_genre_classifier
+    from music_pipeline.genre.cv import fold_assignment, headline
+    from music_pipeline.genre.report import model_card, report_markdown, write_plots
+    from music_pipeline.genre.training import NotTrainable, train_genre_classifier
+    from music_pipeline.genre.versions import publish_version
 
     layout = pipeline.layout
     why = retraining_metadata(context, layout)
@@ -354,7 +355,7 @@ class GenreComparisonConfig(dg.Config):
 def genre_comparison(
     context: dg.AssetExecutionContext, config: GenreComparisonConfig, pipeline: MusicPipelineResource
 ) -> dg.MaterializeResult:
-    from music_pipeline.models.comparators import compare_all
+    from music_pipeline.genre.comparison import compare_all
 
     layout = pipeline.layout
     out_md, out_json = layout.genre_comparison_paths

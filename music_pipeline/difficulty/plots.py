@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from music_pipeline.models.pdi import LEVELS, NORM_COLUMNS, DifficultyModel, explain
+from music_pipeline.difficulty.pdi import LEVELS, NORM_COLUMNS, DifficultyModel, explain
 from music_pipeline.plotting import plt, save_png
 
 LEVEL_COLOURS = {"Easy": "#2a9d8f", "Medium": "#e9c46a", "Hard": "#e76f51"}

@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from music_pipeline.artifacts import ArtifactPath, artifact_path, atomic_path, local_copy, write_json
-from music_pipeline.models.pdi import LEVELS
+from music_pipeline.difficulty.pdi import LEVELS
 
 log = logging.getLogger(__name__)
 

@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from music_pipeline.artifacts import read_json
+from music_pipeline.genre.candidates import GenreModel
+from music_pipeline.genre.data import HANDCRAFTED, LEARNED, TAGS
+from music_pipeline.genre.persistence import ModelFileError
+from music_pipeline.genre.versions import current_version
 from music_pipeline.layout import DataLayout
-from music_pipeline.models.genre.candidates import GenreModel
-from music_pipeline.models.genre.data import HANDCRAFTED, LEARNED, TAGS
-from music_pipeline.models.genre.persistence import ModelFileError
-from music_pipeline.models.genre.publishing import current_version
 
 
 @dataclass
@@ -69,7 +69,7 @@ class GenreService:
         return blocks, note
 
     def classify_inputs(self, blocks: dict[str, np.ndarray], explain: bool = False, name: str = "") -> dict:
-        from music_pipeline.models import explain as ex
+        from music_pipeline.genre import explain as ex
 
         proba = self.model.predict_proba(blocks)[0]
         probs = {c: float(p) for c, p in sorted(zip(self.model.classes, proba), key=lambda t: -t[1])}
@@ -105,7 +105,7 @@ def classify_library(service: GenreService, table) -> pd.DataFrame:
     embedding not computed yet) get no row."""
     import pandas as pd
 
-    from music_pipeline.models.genre.data import BLOCK_COLUMNS
+    from music_pipeline.genre.data import BLOCK_COLUMNS
 
     blocks = {
         b: table[cols].to_numpy(dtype=np.float64)

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from music_pipeline.models.genre.candidates import GenreModel
-from music_pipeline.models.genre.cv import Evaluation, SearchConfig, evaluate, fit_deployed
-from music_pipeline.models.genre.data import (
+from music_pipeline.genre.candidates import GenreModel
+from music_pipeline.genre.cv import Evaluation, SearchConfig, evaluate, fit_deployed
+from music_pipeline.genre.data import (
     BLOCK_COLUMNS,
     TAGS,
     LabelledData,
@@ -26,7 +26,7 @@ from music_pipeline.models.genre.data import (
     view_blocks,
     within_budget,
 )
-from music_pipeline.models.genre.publishing import build_report
+from music_pipeline.genre.report import build_report
 
 BOUNDARY_MARGIN = 0.15  # top two probabilities closer than this make a "boundary song"
 
@@ -73,7 +73,7 @@ def train_genre_classifier(
     on_progress: Callable[[str], None] | None = None,
 ) -> TrainingResult:
     """``table``: the embeddings table joined with the learned table (``learned.table.with_learned``)."""
-    from music_pipeline.models import explain as ex
+    from music_pipeline.genre import explain as ex
 
     t0 = time.perf_counter()
     say = on_progress or (lambda _m: None)

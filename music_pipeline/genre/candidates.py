@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 
-from music_pipeline.models.genre.data import block_weights, feature_view, view_blocks
+from music_pipeline.genre.data import block_weights, feature_view, view_blocks
 
 FAMILIES = ("logreg", "svm", "knn", "xgb")
 
@@ -72,7 +72,7 @@ class Candidate:
             if field_ not in ("pca", "max_depth", "C", "k"):
                 raise ValueError(f"{name!r}: unknown setting {key!r}")
             kwargs[field_] = float(value) if field_ == "C" else int(value)
-        from music_pipeline.models.genre.data import FEATURE_SETS
+        from music_pipeline.genre.data import FEATURE_SETS
 
         if kwargs["features"] not in FEATURE_SETS:
             raise ValueError(f"{name!r}: unknown view {kwargs['features']!r} (choose from {FEATURE_SETS})")
@@ -249,12 +249,12 @@ class GenreModel:
         return self.candidate.blocks
 
     def save(self, directory):
-        from music_pipeline.models.genre.persistence import save_model
+        from music_pipeline.genre.persistence import save_model
 
         return save_model(self, directory)
 
     @classmethod
     def load(cls, directory) -> GenreModel:
-        from music_pipeline.models.genre.persistence import load_model
+        from music_pipeline.genre.persistence import load_model
 
         return load_model(directory)

@@ -53,7 +53,8 @@ import numpy as np
 import pandas as pd
 
 from music_pipeline import progress
-from music_pipeline.models.genre import DEFAULT_CANDIDATES, Candidate, FoldPlan, headline, metrics
+from music_pipeline.genre.candidates import Candidate
+from music_pipeline.genre.cv import DEFAULT_CANDIDATES, FoldPlan, headline, metrics
 
 ALL_COMPARATORS = (
     "cnn_mfcc",
@@ -432,7 +433,7 @@ def reference_rows(
     exist, and the reference design) scored flat on the comparison folds."""
     import time
 
-    from music_pipeline.models.genre.cv import SearchConfig, oof_proba
+    from music_pipeline.genre.cv import SearchConfig, oof_proba
 
     say = on_progress or (lambda _m: None)
     search = SearchConfig(seed=config.seed)
@@ -494,7 +495,7 @@ def deployed_row(cv_report: dict) -> list[dict]:
 
 
 def baseline_row(y: np.ndarray, plan: FoldPlan, classes) -> dict:
-    from music_pipeline.models.genre.cv import majority_baseline
+    from music_pipeline.genre.cv import majority_baseline
 
     g = metrics(y, majority_baseline(y, plan.grouped), classes)
     s = metrics(y, majority_baseline(y, plan.shuffled), classes) if plan.shuffled else None
@@ -600,9 +601,9 @@ def compare_all(
     from threadpoolctl import threadpool_limits
 
     from music_pipeline.artifacts import read_json
-    from music_pipeline.models.genre.cv import coarser_plan, make_folds, plan_from_assignment, to_jsonable
-    from music_pipeline.models.genre.data import labelled_data, within_budget
-    from music_pipeline.models.genre.publishing import current_version
+    from music_pipeline.genre.cv import coarser_plan, make_folds, plan_from_assignment, to_jsonable
+    from music_pipeline.genre.data import labelled_data, within_budget
+    from music_pipeline.genre.versions import current_version
 
     t0 = time.perf_counter()
     say = on_progress or (lambda _m: None)

@@ -51,9 +51,9 @@ import numpy as np
 import pandas as pd
 
 from music_pipeline.artifacts import artifact_path, read_json, write_json
-from music_pipeline.features.difficulty import DESCRIPTORS as AUDIO_DESCRIPTORS
-from music_pipeline.features.difficulty import INTENSITY as AUDIO_INTENSITY
-from music_pipeline.notes.descriptors import NOTE_DESCRIPTOR_FAMILY, NOTE_DESCRIPTOR_NAMES, NOTE_FAMILIES
+from music_pipeline.difficulty.audio_descriptors import DESCRIPTORS as AUDIO_DESCRIPTORS
+from music_pipeline.difficulty.audio_descriptors import INTENSITY as AUDIO_INTENSITY
+from music_pipeline.difficulty.note_descriptors import NOTE_DESCRIPTOR_FAMILY, NOTE_DESCRIPTOR_NAMES, NOTE_FAMILIES
 
 LEVELS = ("Easy", "Medium", "Hard")
 STRUCTURAL = "structural"
