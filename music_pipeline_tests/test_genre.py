@@ -15,7 +15,7 @@ from music_pipeline.artifacts import read_parquet, write_parquet
 from music_pipeline.genre.candidates import Candidate, GenreModel, XgbSettings
 from music_pipeline.genre.cv import SearchConfig, evaluate, fold_assignment, make_folds, plan_from_assignment
 from music_pipeline.genre.data import LabelledData, feature_view, labelled_data
-from music_pipeline.genre.persistence import ModelFileError
+from music_pipeline.genre.persistence import ModelFileError, load_model, save_model
 from music_pipeline.genre.versions import current_version, publish_version
 from music_pipeline.layout import DataLayout
 from music_pipeline.learned.store import LEARNED_NAMES, TAG_NAMES
@@ -197,9 +197,9 @@ def test_saved_model_reloads_with_identical_probabilities(styled_data, tmp_path,
     blocks = {"handcrafted": styled_data.X, **_fake_blocks(styled_data.n)}
     blocks["learned"][:, 0] += 3 * styled_data.y  # something to learn in the learned block too
     model = GenreModel.fit(candidate, blocks, styled_data.labels, xgb_settings=FAST_XGB)
-    model.save(tmp_path / "m")
+    save_model(model, tmp_path / "m")
     assert not list((tmp_path / "m").glob("*.pkl")) and not list((tmp_path / "m").glob("*.joblib"))
-    again = GenreModel.load(tmp_path / "m")
+    again = load_model(tmp_path / "m")
     assert again.classes == model.classes and again.candidate == candidate
     np.testing.assert_allclose(again.predict_proba(blocks), model.predict_proba(blocks), rtol=1e-12, atol=1e-12)
     assert np.allclose(model.predict_proba(blocks).sum(axis=1), 1.0)
@@ -208,7 +208,7 @@ def test_saved_model_reloads_with_identical_probabilities(styled_data, tmp_path,
     raw[-1] ^= 0xFF
     victim.write_bytes(bytes(raw))
     with pytest.raises(ModelFileError, match="does not match"):
-        GenreModel.load(tmp_path / "m")
+        load_model(tmp_path / "m")
 
 
 def test_svm_probabilities_are_the_calibrated_ones(styled_data):
@@ -228,10 +228,10 @@ def test_a_model_of_another_learned_version_is_refused(styled_data, tmp_path, mo
     from music_pipeline.genre import persistence
 
     blocks = {"handcrafted": styled_data.X, **_fake_blocks(styled_data.n)}
-    GenreModel.fit(Candidate("logreg", "learned", C=0.1), blocks, styled_data.labels).save(tmp_path / "m")
+    save_model(GenreModel.fit(Candidate("logreg", "learned", C=0.1), blocks, styled_data.labels), tmp_path / "m")
     monkeypatch.setattr(persistence, "LEARNED_CODE_VERSION", "999")
     with pytest.raises(ModelFileError, match="other inputs"):
-        GenreModel.load(tmp_path / "m")
+        load_model(tmp_path / "m")
 
 
 def test_candidate_names_parse_back():
@@ -359,7 +359,7 @@ def _save_model(data_dir: Path, model: GenreModel, profiles=None) -> None:
     from music_pipeline.artifacts import write_json
 
     def write(d):
-        model.save(d / "deployed")
+        save_model(model, d / "deployed")
         write_json(d / "tag_profiles.json", profiles or {})
 
     publish_version(DataLayout(data_dir).models_dir / "genre", write)
@@ -478,7 +478,7 @@ def test_assets_train_deploy_explain_rank_and_publish_a_card(styled_learned, tmp
     assert checks["genre_classifier_beats_baseline"].passed
     layout = DataLayout(data)
     vdir = current_version(layout.genre_dir)
-    deployed = GenreModel.load(vdir / "deployed")
+    deployed = load_model(vdir / "deployed")
     assert deployed.candidate.name == clf["deployed_model"].value
     preds = read_parquet(layout.genre_predictions_path)
     assert len(preds) == 24 and preds["explanation"].str.startswith("Predicted").all()
@@ -545,4 +545,4 @@ def test_a_label_with_one_source_trains_but_reports_that_cv_is_impossible(styled
     assert "drone has fewer than 2 groups" in clf["folds"].value
     check = checks["genre_classifier_beats_baseline"]
     assert not check.passed and "drone has fewer than 2 groups" in check.metadata["reason"].value
-    assert "drone" in GenreModel.load(current_version(DataLayout(data).models_dir / "genre") / "deployed").classes
+    assert "drone" in load_model(current_version(DataLayout(data).models_dir / "genre") / "deployed").classes

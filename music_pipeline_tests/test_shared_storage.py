@@ -121,6 +121,7 @@ def test_model_directories_and_versions_on_s3(bucket, styled_library):
     from music_pipeline.features.embedding import FEATURE_NAMES
     from music_pipeline.genre.candidates import Candidate, GenreModel, XgbSettings
     from music_pipeline.genre.data import labelled_data
+    from music_pipeline.genre.persistence import load_model, save_model
     from music_pipeline.genre.versions import current_version, publish_version
     from music_pipeline.search.index import IndexParams, TrackIndex
 
@@ -135,10 +136,10 @@ def test_model_directories_and_versions_on_s3(bucket, styled_library):
     )
     root = bucket / "models" / "genre"
     for _ in range(3):
-        vdir = publish_version(root, lambda d: model.save(d / "deployed"), keep=2)
+        vdir = publish_version(root, lambda d: save_model(model, d / "deployed"), keep=2)
     assert current_version(root).name == vdir.name
     assert len([p for p in root.iterdir() if p.name.startswith("v")]) == 2  # pruned on S3 too
-    again = GenreModel.load(current_version(root) / "deployed")
+    again = load_model(current_version(root) / "deployed")
     np.testing.assert_allclose(again.predict_proba(data.X[:5]), model.predict_proba(data.X[:5]), rtol=1e-6)
 
     cnn = build_model("compact")

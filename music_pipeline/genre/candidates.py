@@ -247,14 +247,3 @@ class GenreModel:
     def needs(self) -> tuple[str, ...]:
         """The input blocks this model reads."""
         return self.candidate.blocks
-
-    def save(self, directory):
-        from music_pipeline.genre.persistence import save_model
-
-        return save_model(self, directory)
-
-    @classmethod
-    def load(cls, directory) -> GenreModel:
-        from music_pipeline.genre.persistence import load_model
-
-        return load_model(directory)

@@ -20,7 +20,7 @@ import numpy as np
 from music_pipeline.artifacts import read_json
 from music_pipeline.genre.candidates import GenreModel
 from music_pipeline.genre.data import HANDCRAFTED, LEARNED, TAGS
-from music_pipeline.genre.persistence import ModelFileError
+from music_pipeline.genre.persistence import ModelFileError, load_model
 from music_pipeline.genre.versions import current_version
 from music_pipeline.layout import DataLayout
 
@@ -43,7 +43,7 @@ class GenreService:
             )
         profiles = read_json(vdir / "tag_profiles.json") if (vdir / "tag_profiles.json").is_file() else {}
         card = read_json(vdir / "card.json") if (vdir / "card.json").is_file() else {}
-        return cls(GenreModel.load(vdir / "deployed"), vdir, profiles, card)
+        return cls(load_model(vdir / "deployed"), vdir, profiles, card)
 
     @property
     def needs_learned(self) -> bool:

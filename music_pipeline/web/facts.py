@@ -1,7 +1,7 @@
 """What the models say about a track — genre and difficulty — for the explorer.
 
 The ONE place where the web app touches the genre and difficulty models: everything goes through
-their public core APIs (``DifficultyModel.load(...).score`` / ``score_frame``; ``GenreModel.load``,
+their public core APIs (``DifficultyModel.load(...).score`` / ``score_frame``; ``persistence.load_model``,
 ``predict_proba``, ``explain.tree_shap`` + ``explain.explain_track``), exactly as the
 ``difficulty`` and ``classify --explain`` commands use them. When those models change, this module
 is what adapts. A model that is not built yet is not an error: its section says so and how to

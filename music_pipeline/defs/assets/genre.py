@@ -116,6 +116,7 @@ def genre_classifier(
     context: dg.AssetExecutionContext, config: GenreClassifierConfig, pipeline: MusicPipelineResource
 ) -> dg.MaterializeResult:
     from music_pipeline.genre.cv import fold_assignment, headline
+    from music_pipeline.genre.persistence import save_model
     from music_pipeline.genre.report import model_card, report_markdown, write_plots
     from music_pipeline.genre.training import NotTrainable, train_genre_classifier
     from music_pipeline.genre.versions import publish_version
@@ -135,7 +136,7 @@ def genre_classifier(
     trained_at = time.time()
 
     def write(vdir: Path) -> None:
-        deployed.save(vdir / "deployed")
+        save_model(deployed, vdir / "deployed")
         write_json(vdir / "folds.json", fold_assignment(data, ev.plan))
         write_json(vdir / "cv_report.json", report)
         write_json(vdir / "tag_profiles.json", result.tag_profiles)
