@@ -262,11 +262,20 @@ def _materialize_difficulty(library, data):
     )
 
 
+def _store_notes(library, data):
+    """What track_notes stores for every track of the library (the difficulty asset reads it)."""
+    from music_pipeline.audio.library import scan_library
+    from music_pipeline.notes.store import NotesJob, transcribe_many
+
+    scan = scan_library(library, DataLayout(data).hash_cache_path)
+    transcribe_many([NotesJob(t.key, t.path, t.relpath, t.content_hash, str(data)) for t in scan.tracks], workers=1)
+
+
 @pytest.fixture(scope="module")
 def built(styled_library):
-    """The difficulty asset on the styled library; its tracks have no notes yet, so the asset
-    transcribes them itself (the path of a library built before track_notes existed)."""
+    """The difficulty asset on the styled library, after its tracks' notes were stored."""
     library, data = styled_library
+    _store_notes(library, data)
     return _materialize_difficulty(library, data), DataLayout(data)
 
 

@@ -181,7 +181,13 @@ def test_difficulty_cnn_asset_reports_metrics_beside_baselines(styled_library):
     from music_pipeline.defs.assets import difficulty as assets
     from music_pipeline.defs.resources import MusicPipelineResource
 
+    from music_pipeline.audio.library import scan_library
+    from music_pipeline.notes.store import NotesJob, transcribe_many
+
     library, data = styled_library
+    # what track_notes stores for every track (the difficulty asset reads it)
+    scan = scan_library(library, DataLayout(data).hash_cache_path)
+    transcribe_many([NotesJob(t.key, t.path, t.relpath, t.content_hash, str(data)) for t in scan.tracks], workers=1)
     resource = MusicPipelineResource(data_dir=str(data), library_dir=str(library), workers=1)
     result = dg.materialize(
         [
