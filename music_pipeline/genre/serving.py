@@ -19,12 +19,16 @@ import numpy as np
 import pandas as pd
 
 from music_pipeline.artifacts import ArtifactPath, read_json, read_parquet, write_parquet
+from music_pipeline.features.extract import extract_features
+from music_pipeline.genre import explain as ex
 from music_pipeline.genre.candidates import GenreModel
 from music_pipeline.genre.data import BLOCK_COLUMNS, HANDCRAFTED, LEARNED, TAGS
 from music_pipeline.genre.persistence import ModelFileError, load_model
 from music_pipeline.genre.versions import current_version
 from music_pipeline.layout import DataLayout
+from music_pipeline.learned.store import compute_learned
 from music_pipeline.learned.table import read_learned_table, with_learned
+from music_pipeline.pretrained import WeightsUnavailable
 from music_pipeline.records import FilePath, Json
 
 
@@ -56,10 +60,6 @@ class GenreService:
         """({block: (1, width)}, note) for one file. Raises ``AudioError`` for a file that cannot be
         analysed. The learned block is computed when the model needs it, else when the pretrained
         weights can be had (for the tags); a note says why tags are missing."""
-        from music_pipeline.features.extract import extract_features
-        from music_pipeline.learned.store import compute_learned
-        from music_pipeline.pretrained import WeightsUnavailable
-
         blocks = {HANDCRAFTED: extract_features(path).embedding[None, :]}
         note = None
         try:
@@ -72,8 +72,6 @@ class GenreService:
         return blocks, note
 
     def classify_inputs(self, blocks: dict[str, np.ndarray], explain: bool = False, name: str = "") -> dict:
-        from music_pipeline.genre import explain as ex
-
         proba = self.model.predict_proba(blocks)[0]
         probs = {c: float(p) for c, p in sorted(zip(self.model.classes, proba), key=lambda t: -t[1])}
         out = {

@@ -18,8 +18,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from music_pipeline.artifacts import ArtifactPath, read_json
+from music_pipeline.artifacts import ArtifactPath, read_json, read_parquet
+from music_pipeline.genre.versions import current_version
 from music_pipeline.layout import DataLayout
+from music_pipeline.learned.musicnn import WEIGHTS
+from music_pipeline.learned.store import LEARNED_DIM, learned_version
 
 
 def _iso(t: float) -> str:
@@ -38,8 +41,6 @@ def _missing(name: str, reason: str) -> dict:
 
 
 def genre_card(layout: DataLayout) -> dict:
-    from music_pipeline.genre.versions import current_version
-
     root = layout.genre_dir
     vdir = current_version(root)
     if vdir is None or not (vdir / "card.json").is_file():
@@ -135,15 +136,10 @@ def pdi_card(layout: DataLayout) -> dict:
 
 
 def learned_card(layout: DataLayout) -> dict:
-    from music_pipeline.learned.musicnn import WEIGHTS
-    from music_pipeline.learned.store import LEARNED_DIM, learned_version
-
     path = layout.learned_table_path
     t = _mtime(path) if path.is_file() else None
     n = None
     if path.is_file():
-        from music_pipeline.artifacts import read_parquet
-
         n = len(read_parquet(path, columns=["key"]))
     return {
         "built": path.is_file(),
