@@ -4,7 +4,7 @@
 
 ``rebuild_models`` stays inside its time budget at 10k tracks because the genre classifier and the
 comparison train on at most ``max_tracks`` labelled tracks (a seeded subsample, each label's share
-kept; ``models/genre/data.within_budget``). A library of 10,000 labelled tracks trains on 2,000 of
+kept; ``genre/data.within_budget``). A library of 10,000 labelled tracks trains on 2,000 of
 them, a share of 0.2. This measures what such a share costs where it can be measured honestly: on a
 real labelled, grouped library (e.g. ``benchmarks/dev_library.py``; never the reserved material),
 3 folds by group × seeds, the classifier trained exactly as the asset trains it (default search,

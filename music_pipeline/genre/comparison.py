@@ -1,6 +1,6 @@
 """Every other approach to genre, scored on the same grouped folds as the classifier's candidates.
 
-The classifier's own candidates (``models/genre``: the 641 dims, the learned embedding, their
+The classifier's own candidates (``genre/``: the 641 dims, the learned embedding, their
 fusion) and the reference design (PCA + XGBoost) are re-scored here on the comparison folds, and
 this module adds what needs the stored mel segments (``(3, 128, 128)`` float16 log-mel dB per
 track):

@@ -88,7 +88,7 @@ def _estimator_arrays(model: GenreModel) -> dict[str, np.ndarray]:
 
 
 def save_model(model: GenreModel, directory: ArtifactPath) -> ArtifactPath:
-    """Write the model files into ``directory`` (a fresh directory: see ``publishing.publish_version``)."""
+    """Write the model files into ``directory`` (a fresh directory: see ``versions.publish_version``)."""
     directory = ensure_dir(directory)
     steps = model.pipeline.named_steps
     scale = steps["scale"]

@@ -19,6 +19,7 @@ from collections.abc import Callable
 import numpy as np
 
 from music_pipeline.artifacts import ArtifactPath, read_json, read_parquet
+from music_pipeline.difficulty import cnn, pdi
 from music_pipeline.genre.versions import current_version
 from music_pipeline.layout import DataLayout
 from music_pipeline.learned.musicnn import WEIGHTS
@@ -44,7 +45,7 @@ def genre_card(layout: DataLayout) -> dict:
     root = layout.genre_dir
     vdir = current_version(root)
     if vdir is None or not (vdir / "card.json").is_file():
-        status = root / "status.json"
+        status = layout.genre_status_path
         reason = read_json(status).get("reason") if status.is_file() else "genre_classifier has not run"
         return _missing(
             "genre_classifier", reason or "no card.json in the live version (built by an older version: rebuild)"
@@ -75,7 +76,7 @@ def _bootstrap_accuracy(true: np.ndarray, pred: np.ndarray, resamples: int = 100
 
 def difficulty_cnn_card(layout: DataLayout) -> dict:
     """From ``difficulty_cnn_report.json`` (written by the difficulty CNN asset)."""
-    path = layout.difficulty_dir / "difficulty_cnn_report.json"
+    path = layout.difficulty_dir / cnn.REPORT_FILE
     if not path.is_file():
         return _missing("difficulty_cnn", "difficulty_cnn has not run")
     r = read_json(path)
@@ -112,7 +113,7 @@ def difficulty_cnn_card(layout: DataLayout) -> dict:
 
 
 def pdi_card(layout: DataLayout) -> dict:
-    path = layout.difficulty_dir / "difficulty_model.json"
+    path = layout.difficulty_dir / pdi.MODEL_FILE
     if not path.is_file():
         return _missing("difficulty_pdi", "difficulty has not run")
     d = read_json(path)
