@@ -178,10 +178,9 @@ def test_difficulty_cnn_asset_reports_metrics_beside_baselines(styled_library):
     """Through Dagster on the styled library: 2 grouped folds × 1 epoch, then the final fit."""
     import dagster as dg
 
+    from music_pipeline.audio.library import scan_library
     from music_pipeline.defs.assets import difficulty as assets
     from music_pipeline.defs.resources import MusicPipelineResource
-
-    from music_pipeline.audio.library import scan_library
     from music_pipeline.notes.store import NotesJob, transcribe_many
 
     library, data = styled_library
