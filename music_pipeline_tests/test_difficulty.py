@@ -369,3 +369,13 @@ def test_cli_without_a_built_library_and_with_a_bad_file(built, tmp_path, capsys
     assert main(["difficulty", str(bad), str(f), "--json", "--data", str(built[1].root)]) == 1
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert "error" in lines[0] and lines[1]["level"] in pdi.LEVELS
+
+
+def test_a_track_without_stored_notes_is_named_not_transcribed(tmp_path):
+    """The difficulty asset reads what track_notes stored: a track without notes is reported."""
+    from music_pipeline.notes.store import NotesStore
+
+    audio = pd.DataFrame({"key": ["k"], "relpath": ["a.wav"], "content_hash": ["0" * 64]})
+    table, warnings = pdi.library_note_table(DataLayout(tmp_path), audio, NotesStore(tmp_path))
+    assert len(table) == 0
+    assert warnings == ["a.wav: no notes, left out of the PDI (not transcribed)"]
