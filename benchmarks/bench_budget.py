@@ -4,7 +4,7 @@
 
 ``rebuild_models`` stays inside its time budget at 10k tracks because the genre classifier and the
 comparison train on at most ``max_tracks`` labelled tracks (a seeded subsample, each label's share
-kept; ``models/genre/data.within_budget``). A library of 10,000 labelled tracks trains on 2,000 of
+kept; ``genre/data.within_budget``). A library of 10,000 labelled tracks trains on 2,000 of
 them, a share of 0.2. This measures what such a share costs where it can be measured honestly: on a
 real labelled, grouped library (e.g. ``benchmarks/dev_library.py``; never the reserved material),
 3 folds by group × seeds, the classifier trained exactly as the asset trains it (default search,
@@ -35,12 +35,11 @@ def main() -> None:
     from simulate_outside_check import analyse, grouped_folds, majority_score
 
     from music_pipeline.artifacts import read_parquet
+    from music_pipeline.genre.cv import SearchConfig, balanced_accuracy
+    from music_pipeline.genre.data import inputs_of, labelled_data
+    from music_pipeline.genre.training import train_genre_classifier
     from music_pipeline.layout import DataLayout
     from music_pipeline.learned.table import read_learned_table, with_learned
-    from music_pipeline.models.genre import SearchConfig, labelled_data
-    from music_pipeline.models.genre.cv import balanced_accuracy
-    from music_pipeline.models.genre.data import inputs_of
-    from music_pipeline.models.genre.training import train_genre_classifier
 
     analyse(args.library, args.data)
     table = with_learned(read_parquet(DataLayout(args.data).embeddings_path), read_learned_table(args.data))

@@ -36,8 +36,8 @@ from common import audio_files, step_seconds
 from scipy.optimize import nnls
 from scipy.stats import spearmanr
 
-from music_pipeline.features.difficulty import DESCRIPTOR_NAMES
-from music_pipeline.notes.descriptors import NOTE_DESCRIPTOR_NAMES
+from music_pipeline.difficulty.audio_descriptors import DESCRIPTOR_NAMES
+from music_pipeline.difficulty.note_descriptors import NOTE_DESCRIPTOR_NAMES
 from music_pipeline.notes.score import complexity_composite
 
 DEFAULT_WORK = Path("data/bench_difficulty")
@@ -59,8 +59,8 @@ def _analyse(path: str) -> dict:
     the model's active pitches per frame) are kept beside the render as ``.notes.npz``."""
     global _TRANSCRIBER
     from music_pipeline.audio.decode import decode
+    from music_pipeline.difficulty.note_descriptors import note_descriptors
     from music_pipeline.features.extract import extract_features
-    from music_pipeline.notes.descriptors import note_descriptors
     from music_pipeline.notes.transcribe import Transcriber
 
     if _TRANSCRIBER is None:
@@ -205,7 +205,7 @@ def bootstrap(score: np.ndarray, target: np.ndarray, collections: np.ndarray, se
 
 def old_pdi(analysis: pd.DataFrame) -> np.ndarray:
     """The previous PDI: 13 audio descriptors min–max on the library, family means, 0.5/0.5."""
-    from music_pipeline.features.difficulty import DESCRIPTOR_FAMILY, STRUCTURAL
+    from music_pipeline.difficulty.audio_descriptors import DESCRIPTOR_FAMILY, STRUCTURAL
 
     X = analysis[DESCRIPTOR_NAMES].to_numpy(float)
     n = (X - X.min(0)) / np.where(np.ptp(X, 0) > 0, np.ptp(X, 0), 1)
@@ -214,14 +214,14 @@ def old_pdi(analysis: pd.DataFrame) -> np.ndarray:
 
 
 def quantile_norm(fit: pd.DataFrame, apply: pd.DataFrame, names: list[str]) -> np.ndarray:
-    from music_pipeline.models.pdi import QuantileScale
+    from music_pipeline.difficulty.pdi import QuantileScale
 
     scale = QuantileScale.fit(fit[names].to_numpy(float), names)
     return scale.transform(apply[names].to_numpy(float))
 
 
 def evaluate(reference: pd.DataFrame, analyses: dict[str, pd.DataFrame], fit_all: bool) -> None:
-    from music_pipeline.models.pdi import fit_model
+    from music_pipeline.difficulty.pdi import fit_model
 
     base = analyses["base"]
     target = complexity_composite(reference).to_numpy()
@@ -314,7 +314,7 @@ def evaluate(reference: pd.DataFrame, analyses: dict[str, pd.DataFrame], fit_all
         X0, X1 = base[DESCRIPTOR_NAMES].to_numpy(float), a[DESCRIPTOR_NAMES].to_numpy(float)
         lo, span = X0.min(0), np.where(np.ptp(X0, 0) > 0, np.ptp(X0, 0), 1)
         n1 = np.clip((X1 - lo) / span, 0, 1)
-        from music_pipeline.features.difficulty import DESCRIPTOR_FAMILY, STRUCTURAL
+        from music_pipeline.difficulty.audio_descriptors import DESCRIPTOR_FAMILY, STRUCTURAL
 
         s = np.array([DESCRIPTOR_FAMILY[d] == STRUCTURAL for d in DESCRIPTOR_NAMES])
         p1 = 0.5 * n1[:, s].mean(1) + 0.5 * n1[:, ~s].mean(1)
@@ -391,9 +391,9 @@ def cnn_cost(source: Path, work: Path, n_tracks: int, workers: int) -> None:
 
     from music_pipeline.artifacts import read_parquet
     from music_pipeline.build.runner import run_build
+    from music_pipeline.difficulty import cnn
     from music_pipeline.features.extract import FeatureStore
     from music_pipeline.layout import DataLayout
-    from music_pipeline.models import cnn
     from music_pipeline.settings import Settings
 
     library = one_minute_library(source, work / f"minutes{n_tracks}", n_tracks)

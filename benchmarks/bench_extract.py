@@ -34,7 +34,7 @@ import soundfile as sf
 from common import DEMO, ORIGINAL_ENV, audio_files
 
 from music_pipeline.audio.decode import decode
-from music_pipeline.features.difficulty import compute_descriptors
+from music_pipeline.difficulty.audio_descriptors import compute_descriptors
 from music_pipeline.features.embedding import compute_embedding
 from music_pipeline.features.extract import warm_up
 from music_pipeline.features.rhythm import compute_rhythm

@@ -34,9 +34,9 @@ def main() -> None:
 
     from music_pipeline.audio.decode import decode
     from music_pipeline.audio.scan import scan_library
+    from music_pipeline.genre.cv import balanced_accuracy, make_folds
     from music_pipeline.learned.musicnn import SR, log_mel_patches
     from music_pipeline.learned.store import _network
-    from music_pipeline.models.genre.cv import balanced_accuracy, make_folds
     from music_pipeline.search.exact import normalise
     from music_pipeline.search.space import precision_at_k, standard_scaler
 

@@ -23,7 +23,7 @@ import pandas as pd
 
 from music_pipeline.artifacts import read_parquet, write_parquet
 from music_pipeline.audio.scan import LibraryScan, TrackRef
-from music_pipeline.features.difficulty import DESCRIPTOR_NAMES
+from music_pipeline.difficulty.audio_descriptors import DESCRIPTOR_NAMES
 from music_pipeline.features.embedding import EMBEDDING_DIM, FEATURE_NAMES
 from music_pipeline.features.extract import FeatureStore, TrackFeatures
 from music_pipeline.features.tables import LibraryTables, build_tables

@@ -81,13 +81,13 @@ def main() -> None:
 
     from music_pipeline.artifacts import read_parquet
     from music_pipeline.features.embedding import FEATURE_NAMES
+    from music_pipeline.genre.candidates import Candidate
+    from music_pipeline.genre.cv import SearchConfig, balanced_accuracy
+    from music_pipeline.genre.data import inputs_of, labelled_data
+    from music_pipeline.genre.report import model_card
+    from music_pipeline.genre.training import train_genre_classifier
     from music_pipeline.layout import DataLayout
     from music_pipeline.learned.table import read_learned_table, with_learned
-    from music_pipeline.models.genre import Candidate, SearchConfig, labelled_data
-    from music_pipeline.models.genre.cv import balanced_accuracy
-    from music_pipeline.models.genre.data import inputs_of
-    from music_pipeline.models.genre.publishing import model_card
-    from music_pipeline.models.genre.training import train_genre_classifier
     from music_pipeline.search.index import TrackIndex, learned_block
     from music_pipeline.search.space import fit_transform, precision_at_k, precision_ci
 

@@ -11,10 +11,10 @@ import soundfile as sf
 from scipy.stats import spearmanr
 
 from music_pipeline.artifacts import read_parquet
+from music_pipeline.difficulty import pdi
+from music_pipeline.difficulty.note_descriptors import NOTE_DESCRIPTOR_NAMES, NOTE_FAMILIES
 from music_pipeline.features.extract import features_from_signal
 from music_pipeline.layout import DataLayout
-from music_pipeline.models import pdi
-from music_pipeline.notes.descriptors import NOTE_DESCRIPTOR_NAMES, NOTE_FAMILIES
 from music_pipeline.notes.generate import PieceSpec, generate_piece, render
 from music_pipeline.notes.score import complexity_composite, symbolic_measures
 from music_pipeline.notes.store import notes_of_signal
@@ -262,11 +262,20 @@ def _materialize_difficulty(library, data):
     )
 
 
+def _store_notes(library, data):
+    """What track_notes stores for every track of the library (the difficulty asset reads it)."""
+    from music_pipeline.audio.scan import scan_library
+    from music_pipeline.notes.store import NotesJob, transcribe_many
+
+    scan = scan_library(library, DataLayout(data).hash_cache_path)
+    transcribe_many([NotesJob(t.key, t.path, t.relpath, t.content_hash, str(data)) for t in scan.tracks], workers=1)
+
+
 @pytest.fixture(scope="module")
 def built(styled_library):
-    """The difficulty asset on the styled library; its tracks have no notes yet, so the asset
-    transcribes them itself (the path of a library built before track_notes existed)."""
+    """The difficulty asset on the styled library, after its tracks' notes were stored."""
     library, data = styled_library
+    _store_notes(library, data)
     return _materialize_difficulty(library, data), DataLayout(data)
 
 
@@ -360,3 +369,13 @@ def test_cli_without_a_built_library_and_with_a_bad_file(built, tmp_path, capsys
     assert main(["difficulty", str(bad), str(f), "--json", "--data", str(built[1].root)]) == 1
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert "error" in lines[0] and lines[1]["level"] in pdi.LEVELS
+
+
+def test_a_track_without_stored_notes_is_named_not_transcribed(tmp_path):
+    """The difficulty asset reads what track_notes stored: a track without notes is reported."""
+    from music_pipeline.notes.store import NotesStore
+
+    audio = pd.DataFrame({"key": ["k"], "relpath": ["a.wav"], "content_hash": ["0" * 64]})
+    table, warnings = pdi.library_note_table(DataLayout(tmp_path), audio, NotesStore(tmp_path))
+    assert len(table) == 0
+    assert warnings == ["a.wav: no notes, left out of the PDI (not transcribed)"]

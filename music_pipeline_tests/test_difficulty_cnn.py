@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from music_pipeline.artifacts import read_parquet
+from music_pipeline.difficulty import cnn
 from music_pipeline.features.extract import FeatureStore
 from music_pipeline.layout import DataLayout
-from music_pipeline.models import cnn
 
 
 def _levels_from(descriptors: pd.DataFrame) -> pd.DataFrame:
@@ -178,10 +178,15 @@ def test_difficulty_cnn_asset_reports_metrics_beside_baselines(styled_library):
     """Through Dagster on the styled library: 2 grouped folds × 1 epoch, then the final fit."""
     import dagster as dg
 
+    from music_pipeline.audio.scan import scan_library
     from music_pipeline.defs.assets import difficulty as assets
     from music_pipeline.defs.resources import MusicPipelineResource
+    from music_pipeline.notes.store import NotesJob, transcribe_many
 
     library, data = styled_library
+    # what track_notes stores for every track (the difficulty asset reads it)
+    scan = scan_library(library, DataLayout(data).hash_cache_path)
+    transcribe_many([NotesJob(t.key, t.path, t.relpath, t.content_hash, str(data)) for t in scan.tracks], workers=1)
     resource = MusicPipelineResource(data_dir=str(data), library_dir=str(library), workers=1)
     result = dg.materialize(
         [

@@ -91,7 +91,7 @@ def test_validate_rejects_bad_vectors():
 
 
 def test_descriptors_finite_and_named():
-    from music_pipeline.features.difficulty import DESCRIPTOR_NAMES
+    from music_pipeline.difficulty.audio_descriptors import DESCRIPTOR_NAMES
 
     d = features_from_signal(clicks(140, 8) + noise(8, amp=0.1)).descriptors
     assert list(d) == DESCRIPTOR_NAMES and len(d) >= 10

@@ -12,24 +12,13 @@ import numpy as np
 import pytest
 
 from music_pipeline.artifacts import read_parquet, write_parquet
+from music_pipeline.genre.candidates import Candidate, GenreModel, XgbSettings
+from music_pipeline.genre.cv import SearchConfig, evaluate, fold_assignment, make_folds, plan_from_assignment
+from music_pipeline.genre.data import LabelledData, feature_view, labelled_data
+from music_pipeline.genre.persistence import ModelFileError, load_model, save_model
+from music_pipeline.genre.versions import current_version, publish_version
 from music_pipeline.layout import DataLayout
 from music_pipeline.learned.store import LEARNED_NAMES, TAG_NAMES
-from music_pipeline.models.genre import (
-    Candidate,
-    GenreModel,
-    LabelledData,
-    ModelFileError,
-    SearchConfig,
-    XgbSettings,
-    current_version,
-    evaluate,
-    feature_view,
-    fold_assignment,
-    labelled_data,
-    make_folds,
-    plan_from_assignment,
-    publish_version,
-)
 
 FAST_XGB = XgbSettings(n_estimators=30, learning_rate=0.3)
 HANDCRAFTED = (Candidate("logreg", "full", C=0.2), Candidate("knn", "full", k=5))
@@ -76,7 +65,7 @@ def test_synthetic_styles_are_separated_with_sources_held_out(styled_data):
 
 
 def test_training_budget_keeps_each_labels_share_and_is_seeded(styled_data):
-    from music_pipeline.models.genre.data import within_budget
+    from music_pipeline.genre.data import within_budget
 
     assert within_budget(styled_data, 0) is styled_data and within_budget(styled_data, 24) is styled_data
     small = within_budget(styled_data, 12, seed=3)
@@ -94,7 +83,7 @@ def test_training_budget_keeps_each_labels_share_and_is_seeded(styled_data):
 
 
 def test_a_budgeted_training_still_predicts_every_track_and_says_what_it_left_out(styled_library):
-    from music_pipeline.models.genre.training import train_genre_classifier
+    from music_pipeline.genre.training import train_genre_classifier
 
     _, data_dir = styled_library
     table = _grouped(read_parquet(DataLayout(data_dir).embeddings_path))
@@ -181,7 +170,7 @@ def test_level_invariant_view_ignores_gain():
 
 
 def test_fusion_view_balances_its_blocks(styled_data):
-    from music_pipeline.models.genre.data import MissingInputs, block_weights
+    from music_pipeline.genre.data import MissingInputs, block_weights
 
     blocks = {"handcrafted": styled_data.X, **_fake_blocks(styled_data.n)}
     Xv, names = feature_view(blocks, "fusion")
@@ -208,9 +197,9 @@ def test_saved_model_reloads_with_identical_probabilities(styled_data, tmp_path,
     blocks = {"handcrafted": styled_data.X, **_fake_blocks(styled_data.n)}
     blocks["learned"][:, 0] += 3 * styled_data.y  # something to learn in the learned block too
     model = GenreModel.fit(candidate, blocks, styled_data.labels, xgb_settings=FAST_XGB)
-    model.save(tmp_path / "m")
+    save_model(model, tmp_path / "m")
     assert not list((tmp_path / "m").glob("*.pkl")) and not list((tmp_path / "m").glob("*.joblib"))
-    again = GenreModel.load(tmp_path / "m")
+    again = load_model(tmp_path / "m")
     assert again.classes == model.classes and again.candidate == candidate
     np.testing.assert_allclose(again.predict_proba(blocks), model.predict_proba(blocks), rtol=1e-12, atol=1e-12)
     assert np.allclose(model.predict_proba(blocks).sum(axis=1), 1.0)
@@ -219,7 +208,7 @@ def test_saved_model_reloads_with_identical_probabilities(styled_data, tmp_path,
     raw[-1] ^= 0xFF
     victim.write_bytes(bytes(raw))
     with pytest.raises(ModelFileError, match="does not match"):
-        GenreModel.load(tmp_path / "m")
+        load_model(tmp_path / "m")
 
 
 def test_svm_probabilities_are_the_calibrated_ones(styled_data):
@@ -236,13 +225,13 @@ def test_svm_probabilities_are_the_calibrated_ones(styled_data):
 
 
 def test_a_model_of_another_learned_version_is_refused(styled_data, tmp_path, monkeypatch):
-    from music_pipeline.models.genre import persistence
+    from music_pipeline.genre import persistence
 
     blocks = {"handcrafted": styled_data.X, **_fake_blocks(styled_data.n)}
-    GenreModel.fit(Candidate("logreg", "learned", C=0.1), blocks, styled_data.labels).save(tmp_path / "m")
+    save_model(GenreModel.fit(Candidate("logreg", "learned", C=0.1), blocks, styled_data.labels), tmp_path / "m")
     monkeypatch.setattr(persistence, "LEARNED_CODE_VERSION", "999")
     with pytest.raises(ModelFileError, match="other inputs"):
-        GenreModel.load(tmp_path / "m")
+        load_model(tmp_path / "m")
 
 
 def test_candidate_names_parse_back():
@@ -266,7 +255,7 @@ def test_versions_switch_atomically_and_old_ones_are_pruned(tmp_path):
 def test_tree_shap_values_plus_base_reproduce_the_margin(styled_data):
     from scipy.special import softmax
 
-    from music_pipeline.models import explain as ex
+    from music_pipeline.genre import explain as ex
 
     model = GenreModel.fit(Candidate("xgb", "full", pca=10), styled_data.X, styled_data.labels, xgb_settings=FAST_XGB)
     res = ex.tree_shap(model, styled_data.X)
@@ -282,7 +271,7 @@ def test_linear_explanation_is_exact_and_quotes_the_deployed_probability(styled_
     that model's logits (no second 'explainer' model with another p)."""
     from scipy.special import softmax
 
-    from music_pipeline.models import explain as ex
+    from music_pipeline.genre import explain as ex
 
     blocks = {"handcrafted": styled_data.X, **_fake_blocks(styled_data.n)}
     model = GenreModel.fit(Candidate("logreg", "fusion", C=0.1), blocks, styled_data.labels)
@@ -300,7 +289,7 @@ def test_linear_explanation_is_exact_and_quotes_the_deployed_probability(styled_
 
 
 def test_neighbour_models_are_explained_by_their_neighbours(styled_data):
-    from music_pipeline.models import explain as ex
+    from music_pipeline.genre import explain as ex
 
     for cand in (Candidate("knn", "full", k=3), Candidate("svm", "full", C=1.0)):
         model = GenreModel.fit(cand, styled_data.X, styled_data.labels)
@@ -318,7 +307,7 @@ def test_neighbour_models_are_explained_by_their_neighbours(styled_data):
 
 
 def test_plain_language_names_and_boundary_songs():
-    from music_pipeline.models.explain import boundary_songs, describe_component, feature_concept
+    from music_pipeline.genre.explain import boundary_songs, describe_component, feature_concept
 
     assert feature_concept("spectral_centroid_mean")[0] == "brightness"
     assert feature_concept("mfcc_mean_03")[0] == "brightness/spectral tilt"
@@ -336,7 +325,7 @@ def test_plain_language_names_and_boundary_songs():
 
 def test_mel_chroma_finds_the_pitch_class_of_a_tone():
     from music_pipeline.features.spectra import compute_spectra
-    from music_pipeline.models.comparators import chroma_patches
+    from music_pipeline.genre.comparison import chroma_patches
     from music_pipeline.synth import tone
 
     for freq, pc in ((440.0, 9), (1046.5, 0), (740.0, 6)):  # A4, C6, F#5
@@ -349,7 +338,7 @@ def test_mfcc_cnn_learns_the_styles(styled_library, styled_data):
     """The seed's patch CNN predicted one label for almost everything; the fixed one (pooling over
     time only, a fixed training budget) separates four distinct synthetic styles on held-out sources."""
     from music_pipeline.features.extract import FeatureStore
-    from music_pipeline.models.comparators import ComparisonConfig, ComparisonData, run_comparison
+    from music_pipeline.genre.comparison import ComparisonConfig, ComparisonData, run_comparison
 
     _, data_dir = styled_library
     df = read_parquet(DataLayout(data_dir).embeddings_path).set_index("key")
@@ -370,7 +359,7 @@ def _save_model(data_dir: Path, model: GenreModel, profiles=None) -> None:
     from music_pipeline.artifacts import write_json
 
     def write(d):
-        model.save(d / "deployed")
+        save_model(model, d / "deployed")
         write_json(d / "tag_profiles.json", profiles or {})
 
     publish_version(DataLayout(data_dir).models_dir / "genre", write)
@@ -378,8 +367,8 @@ def _save_model(data_dir: Path, model: GenreModel, profiles=None) -> None:
 
 def test_classify_cli_gives_probabilities_tags_and_clear_errors(styled_library, learned_table, tmp_path, capsys):
     from music_pipeline.cli import main
-    from music_pipeline.models import explain as ex
-    from music_pipeline.models.genre.data import inputs_of
+    from music_pipeline.genre import explain as ex
+    from music_pipeline.genre.data import inputs_of
 
     library, _ = styled_library
     data = tmp_path / "data"
@@ -462,7 +451,7 @@ def _materialize(styled_learned, data: Path, comparators: list[str]):
 
 def test_dagster_configs_take_their_defaults_from_the_core():
     from music_pipeline.defs.assets.genre import GenreClassifierConfig, GenreComparisonConfig
-    from music_pipeline.models.comparators import ComparisonConfig
+    from music_pipeline.genre.comparison import ComparisonConfig
 
     cfg, core = GenreClassifierConfig(), SearchConfig()
     assert cfg.search() == core
@@ -489,7 +478,7 @@ def test_assets_train_deploy_explain_rank_and_publish_a_card(styled_learned, tmp
     assert checks["genre_classifier_beats_baseline"].passed
     layout = DataLayout(data)
     vdir = current_version(layout.genre_dir)
-    deployed = GenreModel.load(vdir / "deployed")
+    deployed = load_model(vdir / "deployed")
     assert deployed.candidate.name == clf["deployed_model"].value
     preds = read_parquet(layout.genre_predictions_path)
     assert len(preds) == 24 and preds["explanation"].str.startswith("Predicted").all()
@@ -556,4 +545,4 @@ def test_a_label_with_one_source_trains_but_reports_that_cv_is_impossible(styled
     assert "drone has fewer than 2 groups" in clf["folds"].value
     check = checks["genre_classifier_beats_baseline"]
     assert not check.passed and "drone has fewer than 2 groups" in check.metadata["reason"].value
-    assert "drone" in GenreModel.load(current_version(DataLayout(data).models_dir / "genre") / "deployed").classes
+    assert "drone" in load_model(current_version(DataLayout(data).models_dir / "genre") / "deployed").classes

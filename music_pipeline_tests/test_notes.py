@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from music_pipeline.difficulty.note_descriptors import NOTE_DESCRIPTOR_NAMES, note_descriptors
 from music_pipeline.notes import basic_pitch_port as bp
-from music_pipeline.notes.descriptors import NOTE_DESCRIPTOR_NAMES, note_descriptors
 from music_pipeline.notes.events import NoteEvents, read_midi, write_midi
 from music_pipeline.notes.generate import PieceSpec, generate_piece, render
 from music_pipeline.notes.score import complexity_composite, symbolic_measures

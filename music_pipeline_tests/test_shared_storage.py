@@ -97,7 +97,7 @@ def test_failed_write_leaves_the_old_object_and_no_debris(bucket, s3_server):
 
 @pytest.mark.parametrize("where", ["local", "s3"])
 def test_feature_store_listing_agrees_with_per_file_checks(where, tmp_path, request):
-    from music_pipeline.features.difficulty import DESCRIPTOR_NAMES
+    from music_pipeline.difficulty.audio_descriptors import DESCRIPTOR_NAMES
     from music_pipeline.features.extract import FeatureStore, TrackFeatures
 
     data = tmp_path / "data" if where == "local" else request.getfixturevalue("bucket")
@@ -117,16 +117,12 @@ def test_feature_store_listing_agrees_with_per_file_checks(where, tmp_path, requ
 
 def test_model_directories_and_versions_on_s3(bucket, styled_library):
     """Keras, xgboost, faiss and the genre version switch all publish to and load from S3."""
+    from music_pipeline.difficulty.cnn import build_model, load_keras, save_keras
     from music_pipeline.features.embedding import FEATURE_NAMES
-    from music_pipeline.models.cnn import build_model, load_keras, save_keras
-    from music_pipeline.models.genre import (
-        Candidate,
-        GenreModel,
-        XgbSettings,
-        current_version,
-        labelled_data,
-        publish_version,
-    )
+    from music_pipeline.genre.candidates import Candidate, GenreModel, XgbSettings
+    from music_pipeline.genre.data import labelled_data
+    from music_pipeline.genre.persistence import load_model, save_model
+    from music_pipeline.genre.versions import current_version, publish_version
     from music_pipeline.search.index import IndexParams, TrackIndex
 
     _, data_dir = styled_library
@@ -140,10 +136,10 @@ def test_model_directories_and_versions_on_s3(bucket, styled_library):
     )
     root = bucket / "models" / "genre"
     for _ in range(3):
-        vdir = publish_version(root, lambda d: model.save(d / "deployed"), keep=2)
+        vdir = publish_version(root, lambda d: save_model(model, d / "deployed"), keep=2)
     assert current_version(root).name == vdir.name
     assert len([p for p in root.iterdir() if p.name.startswith("v")]) == 2  # pruned on S3 too
-    again = GenreModel.load(current_version(root) / "deployed")
+    again = load_model(current_version(root) / "deployed")
     np.testing.assert_allclose(again.predict_proba(data.X[:5]), model.predict_proba(data.X[:5]), rtol=1e-6)
 
     cnn = build_model("compact")

@@ -25,11 +25,13 @@ def explorer_library(styled_library: tuple[Path, Path], root: Path) -> tuple[Pat
     """(library, data) under ``root``, built once per root."""
     from music_pipeline.artifacts import write_parquet
     from music_pipeline.audio.scan import scan_library
+    from music_pipeline.difficulty import pdi
     from music_pipeline.features.extract import ExtractJob, FeatureStore, extract_many
     from music_pipeline.features.tables import build_tables
+    from music_pipeline.genre.candidates import Candidate, GenreModel
+    from music_pipeline.genre.persistence import save_model
+    from music_pipeline.genre.versions import publish_version
     from music_pipeline.layout import DataLayout
-    from music_pipeline.models import pdi
-    from music_pipeline.models.genre import Candidate, GenreModel, publish_version
     from music_pipeline.search.index import TrackIndex
     from music_pipeline.synth import SR, styled_track
 
@@ -75,7 +77,7 @@ def explorer_library(styled_library: tuple[Path, Path], root: Path) -> tuple[Pat
     genre = GenreModel.fit(
         Candidate("xgb", "full", pca=5), emb[FEATURE_NAMES].to_numpy(dtype="float64"), emb["label"].astype(str).tolist()
     )
-    publish_version(layout.genre_dir, lambda vdir: genre.save(vdir / "deployed"))
+    publish_version(layout.genre_dir, lambda vdir: save_model(genre, vdir / "deployed"))
     return library, data
 
 

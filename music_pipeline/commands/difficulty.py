@@ -6,7 +6,12 @@ import json
 import sys
 from pathlib import Path
 
+from music_pipeline.audio.decode import AudioError, decode
 from music_pipeline.commands.args import positive_int
+from music_pipeline.commands.per_file import PerFile
+from music_pipeline.layout import DataLayout
+from music_pipeline.notes.events import write_midi
+from music_pipeline.notes.store import notes_of_signal
 from music_pipeline.settings import Settings
 
 
@@ -42,13 +47,9 @@ def _midi_destination(out: str, file: str, several: bool) -> Path:
 
 
 def cmd_difficulty(args) -> int:
-    from music_pipeline.audio.decode import AudioError, decode
-    from music_pipeline.commands.per_file import PerFile
+    # the PDI, the feature pass and the transcriber import librosa / SciPy at their top level: `--help` stays fast
+    from music_pipeline.difficulty.pdi import DifficultyModel, LibraryNotScored, explain
     from music_pipeline.features.extract import features_from_signal
-    from music_pipeline.layout import DataLayout
-    from music_pipeline.models.pdi import DifficultyModel, LibraryNotScored, explain
-    from music_pipeline.notes.events import write_midi
-    from music_pipeline.notes.store import notes_of_signal
     from music_pipeline.notes.transcribe import Transcriber
 
     settings = Settings.resolve(args.data)

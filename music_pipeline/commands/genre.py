@@ -5,6 +5,11 @@ from __future__ import annotations
 import json
 import sys
 
+from music_pipeline.artifacts import read_json
+from music_pipeline.audio.decode import AudioError
+from music_pipeline.commands.per_file import PerFile
+from music_pipeline.layout import DataLayout
+from music_pipeline.pretrained import WeightsUnavailable
 from music_pipeline.settings import Settings
 
 
@@ -27,9 +32,6 @@ def register(sub, parent) -> None:
 
 
 def _stale_warning(settings: Settings) -> str | None:
-    from music_pipeline.artifacts import read_json
-    from music_pipeline.layout import DataLayout
-
     p = DataLayout(settings.data_dir).genre_status_path
     try:
         st = read_json(p)
@@ -43,11 +45,9 @@ def _stale_warning(settings: Settings) -> str | None:
 
 
 def cmd_classify(args) -> int:
-    from music_pipeline.audio.decode import AudioError
-    from music_pipeline.commands.per_file import PerFile
-    from music_pipeline.models.genre import ModelFileError
-    from music_pipeline.models.genre.serving import GenreService
-    from music_pipeline.pretrained import WeightsUnavailable
+    # the genre modules import scikit-learn and librosa at their top level: `--help` stays fast
+    from music_pipeline.genre.persistence import ModelFileError
+    from music_pipeline.genre.serving import GenreService
 
     settings = Settings.resolve(args.data)
     try:

@@ -32,6 +32,7 @@ def _estimate_text(est: dict) -> str:
 
 
 def cmd_models(args) -> int:
+    # the cards read the genre version store, which imports scikit-learn and librosa: `--help` stays fast
     from music_pipeline.models.cards import collect_cards
 
     cards = collect_cards(Settings.resolve(args.data).data_dir)

@@ -38,7 +38,7 @@ from music_pipeline.artifacts import (
     write_npz,
 )
 from music_pipeline.audio.decode import ANALYSIS_SR, AudioError, decode
-from music_pipeline.features.difficulty import DESCRIPTOR_NAMES, compute_descriptors
+from music_pipeline.difficulty.audio_descriptors import DESCRIPTOR_NAMES, compute_descriptors
 from music_pipeline.features.embedding import EMBEDDING_DIM, compute_embedding
 from music_pipeline.features.rhythm import compute_rhythm
 from music_pipeline.features.segments import DEFAULT_SEGMENTS, extract_segments

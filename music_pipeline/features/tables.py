@@ -15,7 +15,7 @@ import pandas as pd
 
 from music_pipeline.artifacts import ArtifactPath, read_parquet, read_parquet_metadata, write_parquet
 from music_pipeline.audio.scan import LibraryScan
-from music_pipeline.features.difficulty import DESCRIPTOR_NAMES
+from music_pipeline.difficulty.audio_descriptors import DESCRIPTOR_NAMES
 from music_pipeline.features.embedding import EMBEDDING_DIM, FEATURE_NAMES
 from music_pipeline.features.extract import FeatureStore
 from music_pipeline.layout import DataLayout

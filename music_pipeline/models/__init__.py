@@ -1,9 +1,7 @@
-"""Models trained on the library tables (pure core: no Dagster).
+"""What concerns every trained model, across domains (pure core: no Dagster). Import from the modules:
 
-Difficulty: ``pdi`` (the Perceptual Difficulty Index), ``cnn`` (segment CNN for PDI levels),
-``difficulty_plots``. Genre: ``genre/`` (one concern per file: data preparation and feature views,
-candidates, cross-validation and the estimate, pickle-free persistence, publishing, the training
-run, serving ``classify``), ``explain`` (attributions of the deployed model and the tagger's plain
-words), ``comparators`` (CNN / GLCM / segment-level approaches on the same folds). ``cards``:
-the model cards ``music-pipeline models`` prints.
+* ``cards`` — the model cards ``music-pipeline models`` prints (genre, difficulty, learned);
+* ``staleness`` — when a library model is worth retraining (its training record per model).
+
+The models themselves live with their domain: ``music_pipeline.genre`` and ``music_pipeline.difficulty``.
 """

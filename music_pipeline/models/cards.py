@@ -18,8 +18,12 @@ from collections.abc import Callable
 
 import numpy as np
 
-from music_pipeline.artifacts import ArtifactPath, read_json
+from music_pipeline.artifacts import ArtifactPath, read_json, read_parquet
+from music_pipeline.difficulty import cnn, pdi
+from music_pipeline.genre.versions import current_version
 from music_pipeline.layout import DataLayout
+from music_pipeline.learned.musicnn import WEIGHTS
+from music_pipeline.learned.store import LEARNED_DIM, learned_version
 
 
 def _iso(t: float) -> str:
@@ -38,12 +42,10 @@ def _missing(name: str, reason: str) -> dict:
 
 
 def genre_card(layout: DataLayout) -> dict:
-    from music_pipeline.models.genre.publishing import current_version
-
     root = layout.genre_dir
     vdir = current_version(root)
     if vdir is None or not (vdir / "card.json").is_file():
-        status = root / "status.json"
+        status = layout.genre_status_path
         reason = read_json(status).get("reason") if status.is_file() else "genre_classifier has not run"
         return _missing(
             "genre_classifier", reason or "no card.json in the live version (built by an older version: rebuild)"
@@ -74,7 +76,7 @@ def _bootstrap_accuracy(true: np.ndarray, pred: np.ndarray, resamples: int = 100
 
 def difficulty_cnn_card(layout: DataLayout) -> dict:
     """From ``difficulty_cnn_report.json`` (written by the difficulty CNN asset)."""
-    path = layout.difficulty_dir / "difficulty_cnn_report.json"
+    path = layout.difficulty_dir / cnn.REPORT_FILE
     if not path.is_file():
         return _missing("difficulty_cnn", "difficulty_cnn has not run")
     r = read_json(path)
@@ -111,7 +113,7 @@ def difficulty_cnn_card(layout: DataLayout) -> dict:
 
 
 def pdi_card(layout: DataLayout) -> dict:
-    path = layout.difficulty_dir / "difficulty_model.json"
+    path = layout.difficulty_dir / pdi.MODEL_FILE
     if not path.is_file():
         return _missing("difficulty_pdi", "difficulty has not run")
     d = read_json(path)
@@ -135,15 +137,10 @@ def pdi_card(layout: DataLayout) -> dict:
 
 
 def learned_card(layout: DataLayout) -> dict:
-    from music_pipeline.learned.musicnn import WEIGHTS
-    from music_pipeline.learned.store import LEARNED_DIM, learned_version
-
     path = layout.learned_table_path
     t = _mtime(path) if path.is_file() else None
     n = None
     if path.is_file():
-        from music_pipeline.artifacts import read_parquet
-
         n = len(read_parquet(path, columns=["key"]))
     return {
         "built": path.is_file(),

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from music_pipeline.notes.descriptors import group_onsets, intervals, ioi_entropy, sounding_counts
+from music_pipeline.difficulty.note_descriptors import group_onsets, intervals, ioi_entropy, sounding_counts
 from music_pipeline.notes.events import NoteEvents
 
 SYMBOLIC_MEASURES = ["notes_per_s", "mean_polyphony", "pitch_range", "rhythmic_irregularity"]

@@ -25,7 +25,7 @@ import numpy as np
 
 from music_pipeline.artifacts import read_npz
 from music_pipeline.content_store import ContentStore
-from music_pipeline.notes.descriptors import NOTE_DESCRIPTOR_NAMES, note_descriptors
+from music_pipeline.difficulty.note_descriptors import NOTE_DESCRIPTOR_NAMES, note_descriptors
 from music_pipeline.notes.events import NoteEvents
 from music_pipeline.workers import run_pending
 

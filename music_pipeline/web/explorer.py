@@ -17,8 +17,8 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from music_pipeline.artifacts import UnsafePathError, read_parquet, safe_join
+from music_pipeline.difficulty.pdi import LEVELS as LEVEL_ORDER
 from music_pipeline.layout import DataLayout
-from music_pipeline.models.pdi import LEVELS as LEVEL_ORDER
 from music_pipeline.search.discovery import (
     AmbiguousTrack,
     Discovery,
@@ -297,7 +297,7 @@ class LiveExplorer:
 
     def _build_stamp(self) -> tuple:
         from music_pipeline.artifacts import read_bytes
-        from music_pipeline.models.pdi import MODEL_FILE
+        from music_pipeline.difficulty.pdi import MODEL_FILE
 
         layout = DataLayout(self.data_dir)
         stamp = []

@@ -1,7 +1,7 @@
 """What the models say about a track — genre and difficulty — for the explorer.
 
 The ONE place where the web app touches the genre and difficulty models: everything goes through
-their public core APIs (``DifficultyModel.load(...).score`` / ``score_frame``; ``GenreModel.load``,
+their public core APIs (``DifficultyModel.load(...).score`` / ``score_frame``; ``persistence.load_model``,
 ``predict_proba``, ``explain.tree_shap`` + ``explain.explain_track``), exactly as the
 ``difficulty`` and ``classify --explain`` commands use them. When those models change, this module
 is what adapts. A model that is not built yet is not an error: its section says so and how to
@@ -17,7 +17,12 @@ from functools import lru_cache
 import numpy as np
 
 from music_pipeline.artifacts import read_json, read_parquet
+from music_pipeline.difficulty.pdi import DifficultyModel, explain, merge_descriptors
+from music_pipeline.genre.data import HANDCRAFTED, LEARNED, TAGS
+from music_pipeline.genre.serving import GenreService
 from music_pipeline.layout import DataLayout
+from music_pipeline.learned.store import LEARNED_NAMES, TAG_NAMES
+from music_pipeline.learned.table import read_learned_table
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +49,6 @@ class Facts:
     def _load_difficulty(self):
         with self._lock:
             if self._difficulty is None and self._difficulty_error is None:
-                from music_pipeline.models.pdi import (
-                    DifficultyModel,
-                    merge_descriptors,
-                )
-
                 try:
                     model = DifficultyModel.load(self.layout.difficulty_dir)
                     # the PDI reads the note descriptors beside the audio ones, as the difficulty asset does
@@ -84,8 +84,6 @@ class Facts:
         model, rows, _ = loaded
         if key not in rows:
             return _unavailable("this track has no difficulty descriptors (added after the last build?)")
-        from music_pipeline.models.pdi import explain
-
         score = model.score(rows[key], top=PUSHING_TOP)
         out = score.to_dict()
         out.update(
@@ -102,10 +100,6 @@ class Facts:
     def _load_genre(self):
         with self._lock:
             if self._genre is None and self._genre_error is None:
-                from music_pipeline.learned.store import LEARNED_NAMES, TAG_NAMES
-                from music_pipeline.learned.table import read_learned_table
-                from music_pipeline.models.genre.serving import GenreService
-
                 try:
                     service = GenreService.open(self.layout.root)
                     note = None
@@ -143,8 +137,6 @@ class Facts:
         return self._genre_cached(key, raw.tobytes(), labelled)
 
     def _genre_answer(self, key: str, raw_bytes: bytes, labelled: bool) -> dict:
-        from music_pipeline.models.genre.data import HANDCRAFTED, LEARNED, TAGS
-
         service, version, note, learned_rows = self._genre
         blocks = {HANDCRAFTED: np.frombuffer(raw_bytes, dtype=np.float64)[None, :]}
         if key in learned_rows:

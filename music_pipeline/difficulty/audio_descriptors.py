@@ -8,24 +8,15 @@ as "complexity".
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import librosa
 import numpy as np
 
+from music_pipeline.difficulty.descriptors import Descriptor
 from music_pipeline.features.rhythm import Rhythm
 from music_pipeline.features.spectra import CQT_BINS_PER_OCTAVE, Spectra
 
 STRUCTURAL = "structural_complexity"
 INTENSITY = "performance_intensity"
-
-
-@dataclass(frozen=True)
-class Descriptor:
-    name: str
-    family: str
-    unit: str
-    formula: str
 
 
 DESCRIPTORS: list[Descriptor] = [

@@ -7,26 +7,29 @@ network when the weights are available or the model needs them) and returns
     {"file", "label", "probabilities": {label: p}, "model", "feature_view",
      "tags": {tag: score} (the tagger's strongest sound tags), ["explanation": {...}]}
 
-The probabilities are the deployed model's, and so is the explanation (see ``models/explain.py``).
+The probabilities are the deployed model's, and so is the explanation (see ``genre/explain.py``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 
-from music_pipeline.artifacts import read_json
+from music_pipeline.artifacts import ArtifactPath, read_json, read_parquet, write_parquet
+from music_pipeline.features.extract import extract_features
+from music_pipeline.genre import explain as ex
+from music_pipeline.genre.candidates import GenreModel
+from music_pipeline.genre.data import BLOCK_COLUMNS, HANDCRAFTED, LEARNED, TAGS
+from music_pipeline.genre.persistence import ModelFileError, load_model
+from music_pipeline.genre.versions import current_version
 from music_pipeline.layout import DataLayout
-from music_pipeline.models.genre.candidates import GenreModel
-from music_pipeline.models.genre.data import HANDCRAFTED, LEARNED, TAGS
-from music_pipeline.models.genre.persistence import ModelFileError
-from music_pipeline.models.genre.publishing import current_version
-
-if TYPE_CHECKING:
-    import pandas as pd
+from music_pipeline.learned.store import compute_learned
+from music_pipeline.learned.table import read_learned_table, with_learned
+from music_pipeline.pretrained import WeightsUnavailable
+from music_pipeline.records import FilePath, Json
 
 
 @dataclass
@@ -47,7 +50,7 @@ class GenreService:
             )
         profiles = read_json(vdir / "tag_profiles.json") if (vdir / "tag_profiles.json").is_file() else {}
         card = read_json(vdir / "card.json") if (vdir / "card.json").is_file() else {}
-        return cls(GenreModel.load(vdir / "deployed"), vdir, profiles, card)
+        return cls(load_model(vdir / "deployed"), vdir, profiles, card)
 
     @property
     def needs_learned(self) -> bool:
@@ -57,10 +60,6 @@ class GenreService:
         """({block: (1, width)}, note) for one file. Raises ``AudioError`` for a file that cannot be
         analysed. The learned block is computed when the model needs it, else when the pretrained
         weights can be had (for the tags); a note says why tags are missing."""
-        from music_pipeline.features.extract import extract_features
-        from music_pipeline.learned.store import compute_learned
-        from music_pipeline.pretrained import WeightsUnavailable
-
         blocks = {HANDCRAFTED: extract_features(path).embedding[None, :]}
         note = None
         try:
@@ -73,8 +72,6 @@ class GenreService:
         return blocks, note
 
     def classify_inputs(self, blocks: dict[str, np.ndarray], explain: bool = False, name: str = "") -> dict:
-        from music_pipeline.models import explain as ex
-
         proba = self.model.predict_proba(blocks)[0]
         probs = {c: float(p) for c, p in sorted(zip(self.model.classes, proba, strict=True), key=lambda t: -t[1])}
         out = {
@@ -107,10 +104,6 @@ def classify_library(service: GenreService, table) -> pd.DataFrame:
     the learned columns joined): key, relpath, label (given, may be empty), genre, probability,
     runner_up, p_runner_up, model, version. Tracks lacking an input the model reads (a learned
     embedding not computed yet) get no row."""
-    import pandas as pd
-
-    from music_pipeline.models.genre.data import BLOCK_COLUMNS
-
     blocks = {
         b: table[cols].to_numpy(dtype=np.float64)
         for b, cols in BLOCK_COLUMNS.items()
@@ -141,3 +134,42 @@ def classify_library(service: GenreService, table) -> pd.DataFrame:
             "version": service.version_dir.name,
         }
     )[cols]
+
+
+def library_table(layout: DataLayout) -> pd.DataFrame:
+    """The embeddings table with the learned columns joined (absent before the learned table exists)."""
+    return with_learned(read_parquet(layout.embeddings_path), read_learned_table(layout.root))
+
+
+@dataclass
+class TrackGenres:
+    """``track_genres.parquet`` as written by the deployed model (``genres``: one row per classified track)."""
+
+    genres: pd.DataFrame
+    version: str
+    path: ArtifactPath
+    n_tracks: int  # tracks of the library table, classified or not
+
+    @property
+    def metadata(self) -> dict:
+        return {
+            "path": FilePath(self.path),
+            "dagster/row_count": len(self.genres),
+            "classified": len(self.genres),
+            "without_inputs": self.n_tracks - len(self.genres),
+            "model_version": self.version,
+            "genres": Json(self.genres["genre"].value_counts().to_dict()),
+        }
+
+
+def write_track_genres(layout: DataLayout, table: pd.DataFrame | None = None) -> TrackGenres | None:
+    """Every track of the library classified by the deployed model, written to ``track_genres.parquet``
+    (None when there is no model yet)."""
+    try:
+        service = GenreService.open(layout.root)
+    except ModelFileError:
+        return None
+    table = library_table(layout) if table is None else table
+    genres = classify_library(service, table)
+    path = write_parquet(layout.track_genres_path, genres)
+    return TrackGenres(genres, service.version_dir.name, path, len(table))

@@ -1,6 +1,6 @@
 """Every other approach to genre, scored on the same grouped folds as the classifier's candidates.
 
-The classifier's own candidates (``models/genre``: the 641 dims, the learned embedding, their
+The classifier's own candidates (``genre/``: the 641 dims, the learned embedding, their
 fusion) and the reference design (PCA + XGBoost) are re-scored here on the comparison folds, and
 this module adds what needs the stored mel segments (``(3, 128, 128)`` float16 log-mel dB per
 track):
@@ -46,14 +46,36 @@ merged over the same groups), CNNs train on at most ``cnn_max_segments`` segment
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from music_pipeline import progress
-from music_pipeline.models.genre import DEFAULT_CANDIDATES, Candidate, FoldPlan, headline, metrics
+from music_pipeline.artifacts import read_json, write_json, write_text
+from music_pipeline.features.spectra import N_FFT, N_MELS, SR
+from music_pipeline.genre.candidates import Candidate
+from music_pipeline.genre.cv import (
+    DEFAULT_CANDIDATES,
+    FoldPlan,
+    SearchConfig,
+    coarser_plan,
+    headline,
+    majority_baseline,
+    make_folds,
+    metrics,
+    oof_proba,
+    plan_from_assignment,
+    to_jsonable,
+)
+from music_pipeline.genre.data import labelled_data, within_budget
+from music_pipeline.genre.serving import library_table
+from music_pipeline.genre.versions import current_version
+from music_pipeline.layout import DataLayout
+from music_pipeline.records import FilePath, Markdown, Table
 
 ALL_COMPARATORS = (
     "cnn_mfcc",
@@ -141,8 +163,6 @@ def mel_to_chroma_map(fmin: float = 50.0, fmax: float = 5000.0) -> np.ndarray:
     global _CHROMA_MAP
     if _CHROMA_MAP is None:
         import librosa
-
-        from music_pipeline.features.spectra import N_FFT, N_MELS, SR
 
         mel = librosa.filters.mel(sr=SR, n_fft=N_FFT, n_mels=N_MELS)  # (128, 1025)
         chroma = librosa.filters.chroma(sr=SR, n_fft=N_FFT, norm=None)  # (12, 1025)
@@ -335,7 +355,6 @@ def _cnn_fold(
 def run_comparison(
     data: ComparisonData, plan: FoldPlan, config: ComparisonConfig, on_progress: Callable[[str], None] | None = None
 ) -> list[ComparatorResult]:
-    import time
 
     say = on_progress or (lambda _m: None)
     unknown = [n for n in config.names if n not in ALL_COMPARATORS]
@@ -430,9 +449,6 @@ def reference_rows(
 ) -> list[dict]:
     """The classifier's kind of models (every candidate of ``reference_candidates`` whose inputs
     exist, and the reference design) scored flat on the comparison folds."""
-    import time
-
-    from music_pipeline.models.genre.cv import SearchConfig, oof_proba
 
     say = on_progress or (lambda _m: None)
     search = SearchConfig(seed=config.seed)
@@ -494,7 +510,6 @@ def deployed_row(cv_report: dict) -> list[dict]:
 
 
 def baseline_row(y: np.ndarray, plan: FoldPlan, classes) -> dict:
-    from music_pipeline.models.genre.cv import majority_baseline
 
     g = metrics(y, majority_baseline(y, plan.grouped), classes)
     s = metrics(y, majority_baseline(y, plan.shuffled), classes) if plan.shuffled else None
@@ -573,6 +588,7 @@ __all__ = [
     "ranked_table",
     "report_markdown",
     "run_comparison",
+    "run_genre_comparison",
     "segment_descriptors",
 ]
 
@@ -597,15 +613,6 @@ def compare_all(
 ) -> ComparisonOutcome:
     """The whole comparison the genre_comparison asset publishes: folds, every row, the ranked
     table, remarks and the report (markdown + JSON)."""
-    import time
-
-    from threadpoolctl import threadpool_limits
-
-    from music_pipeline.artifacts import read_json
-    from music_pipeline.models.genre.cv import coarser_plan, make_folds, plan_from_assignment, to_jsonable
-    from music_pipeline.models.genre.data import labelled_data, within_budget
-    from music_pipeline.models.genre.publishing import current_version
-
     t0 = time.perf_counter()
     say = on_progress or (lambda _m: None)
     data = within_budget(labelled_data(table), config.max_tracks, config.seed)
@@ -680,3 +687,48 @@ def compare_all(
     md = report_markdown(ranked, header, remarks)
     js = to_jsonable({"header": header, "remarks": remarks, "table": ranked.to_dict(orient="records")})
     return ComparisonOutcome(ranked, md, js, remarks, folds_note, best, seconds)
+
+
+@dataclass
+class ComparisonRecord:
+    """What one ``genre_comparison`` run published (``metadata``: ``music_pipeline.records`` values)."""
+
+    compared: bool
+    metadata: dict
+
+
+def run_genre_comparison(
+    layout: DataLayout,
+    load_segments: Callable[[str], np.ndarray],
+    config: ComparisonConfig,
+    on_progress: Callable[[str], None] | None = None,
+) -> ComparisonRecord:
+    """The comparison the ``genre_comparison`` asset publishes: against the live genre classifier
+    (its ``status.json`` and ``CURRENT.json`` version), or a one-line report saying why there is none."""
+    out_md, out_json = layout.genre_comparison_paths
+    status_path = layout.genre_status_path
+    st = (
+        read_json(status_path)
+        if status_path.is_file()
+        else {"trained": False, "reason": "genre_classifier has not run"}
+    )
+    if not st.get("trained"):
+        reason = f"no comparison: {st.get('reason')}"
+        write_text(out_md, f"# Genre models\n\n{reason}\n")
+        return ComparisonRecord(False, {"compared": False, "reason": reason, "report_path": FilePath(out_md)})
+    outcome = compare_all(library_table(layout), layout.genre_dir, load_segments, config, on_progress=on_progress)
+    write_text(out_md, outcome.markdown)
+    write_json(out_json, outcome.json)
+    md = {
+        "compared": True,
+        "models": len(outcome.table),
+        "ranked_table": Table(outcome.table.drop(columns=["note"])),
+        "notes": Table(outcome.table[["rank", "model", "note"]]),
+        "remarks": Markdown("\n".join(f"- {r}" for r in outcome.remarks)),
+        "folds": outcome.folds_note,
+        "seconds": round(outcome.seconds, 1),
+        "report_path": FilePath(out_md),
+    }
+    if outcome.best is not None:
+        md["best_model"], md["best_grouped_balanced_accuracy"] = outcome.best
+    return ComparisonRecord(True, md)

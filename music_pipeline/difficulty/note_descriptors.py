@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from music_pipeline.difficulty.descriptors import Descriptor
 from music_pipeline.notes.events import NoteEvents
 
 CHORD_S = 0.05  # onsets closer than this are one onset
@@ -26,51 +27,43 @@ DENSITY, POLYPHONY, PITCH, RHYTHM = "density", "polyphony", "pitch", "rhythm"
 NOTE_FAMILIES = (DENSITY, POLYPHONY, PITCH, RHYTHM)
 
 
-@dataclass(frozen=True)
-class NoteDescriptor:
-    name: str
-    family: str
-    unit: str
-    formula: str
-
-
-NOTE_DESCRIPTORS: list[NoteDescriptor] = [
-    NoteDescriptor("notes_per_s", DENSITY, "notes/s", "notes / seconds covered"),
-    NoteDescriptor("onset_rate", DENSITY, "onsets/s", "onsets (notes starting within 50 ms merged) / seconds covered"),
-    NoteDescriptor(
+NOTE_DESCRIPTORS: list[Descriptor] = [
+    Descriptor("notes_per_s", DENSITY, "notes/s", "notes / seconds covered"),
+    Descriptor("onset_rate", DENSITY, "onsets/s", "onsets (notes starting within 50 ms merged) / seconds covered"),
+    Descriptor(
         "fast_run_share",
         DENSITY,
         "0–1",
         "share of inter-onset intervals ≤ 150 ms that belong to a run of ≥ 3 such intervals",
     ),
-    NoteDescriptor(
+    Descriptor(
         "mean_polyphony", POLYPHONY, "notes", "mean number of sounding notes over the sounding instants (10 ms grid)"
     ),
-    NoteDescriptor(
+    Descriptor(
         "peak_polyphony",
         POLYPHONY,
         "notes",
         "95th percentile of the number of sounding notes over the sounding instants",
     ),
-    NoteDescriptor("chord_size", POLYPHONY, "notes", "mean number of notes per onset"),
-    NoteDescriptor(
+    Descriptor("chord_size", POLYPHONY, "notes", "mean number of notes per onset"),
+    Descriptor(
         "chord_span",
         POLYPHONY,
         "semitones",
         "mean highest − lowest pitch of the onsets with ≥ 2 notes (0 without chords)",
     ),
-    NoteDescriptor("pitch_range", PITCH, "semitones", "98th − 2nd percentile of the notes' MIDI pitches"),
-    NoteDescriptor("melodic_leap", PITCH, "semitones", "mean |Δ| of the highest pitch between consecutive onsets"),
-    NoteDescriptor(
+    Descriptor("pitch_range", PITCH, "semitones", "98th − 2nd percentile of the notes' MIDI pitches"),
+    Descriptor("melodic_leap", PITCH, "semitones", "mean |Δ| of the highest pitch between consecutive onsets"),
+    Descriptor(
         "note_pitch_class_entropy",
         PITCH,
         "bits",
         "Shannon entropy of the notes' pitch-class histogram (max log2 12 = 3.58)",
     ),
-    NoteDescriptor(
+    Descriptor(
         "ioi_entropy", RHYTHM, "bits", "Shannon entropy of the inter-onset intervals (50 ms–2 s) in 1/3-octave bins"
     ),
-    NoteDescriptor("ioi_cv", RHYTHM, "ratio", "standard deviation / mean of the inter-onset intervals (50 ms–2 s)"),
+    Descriptor("ioi_cv", RHYTHM, "ratio", "standard deviation / mean of the inter-onset intervals (50 ms–2 s)"),
 ]
 NOTE_DESCRIPTOR_NAMES = [d.name for d in NOTE_DESCRIPTORS]
 NOTE_DESCRIPTOR_FAMILY = {d.name: d.family for d in NOTE_DESCRIPTORS}

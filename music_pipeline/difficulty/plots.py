@@ -1,6 +1,7 @@
 """Pictures of the PDI: histogram with thresholds, subscore scatter, descriptor PCA, a piano roll
-of one example track per level, a spectrogram gallery per level, and the CNN's training curves. Every function writes one PNG (atomically) and
-returns its path. Core: no Dagster."""
+of one example track per level, a spectrogram gallery per level, and the CNN's training curves and
+confusion matrix. Every function writes one PNG (atomically) and returns its path; ``pdi_figures``
+draws the five of a PDI run and returns them as metadata. Core: no Dagster."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from music_pipeline.models.pdi import LEVELS, NORM_COLUMNS, DifficultyModel, explain
+from music_pipeline.difficulty.pdi import LEVELS, NORM_COLUMNS, DifficultyModel, DifficultyRecord, explain
 from music_pipeline.plotting import plt, save_png
+from music_pipeline.records import FilePath, Plot
 
 LEVEL_COLOURS = {"Easy": "#2a9d8f", "Medium": "#e9c46a", "Hard": "#e76f51"}
 
@@ -217,3 +219,25 @@ def confusion_plot(
     ax.set_yticks(range(len(labels)), labels)
     ax.set(xlabel="predicted", ylabel="true", title=title)
     return save_png(fig, dest)
+
+
+def pdi_figures(
+    record: DifficultyRecord, pdir: Path, load_segments: Callable[[str], np.ndarray], per_level: int = 3
+) -> dict:
+    """The PDI run's figures under ``pdir`` (histogram, subscores, descriptor PCA, piano rolls, the
+    spectrogram gallery) as metadata (``music_pipeline.records`` values)."""
+    scores, notes = record.scores, record.notes
+    hist = pdi_histogram(scores, record.model, pdir / "pdi_histogram.png")
+    scatter = subscore_scatter(scores, pdir / "subscores.png")
+    pca = descriptor_pca(scores, pdir / "descriptor_pca.png")
+    examples = piano_roll_examples(scores, record.descriptors, lambda h: notes.load(h).notes, pdir / "piano_rolls.png")
+    gallery = spectrogram_gallery(scores, load_segments, pdir / "gallery.png", per_level)
+    return {
+        "piano_rolls": Plot(examples, "piano roll of one example track per level"),
+        "piano_roll_path": FilePath(examples),
+        "pdi_histogram": Plot(hist, "PDI histogram"),
+        "structural_vs_intensity": Plot(scatter, "subscores"),
+        "descriptor_pca": Plot(pca, "PCA"),
+        "gallery": Plot(gallery, "spectrograms per level"),
+        "gallery_path": FilePath(gallery),
+    }

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 
-from music_pipeline.models.genre.data import block_weights, feature_view, view_blocks
+from music_pipeline.genre.data import FEATURE_SETS, block_weights, feature_view, view_blocks
 
 FAMILIES = ("logreg", "svm", "knn", "xgb")
 
@@ -72,8 +72,6 @@ class Candidate:
             if field_ not in ("pca", "max_depth", "C", "k"):
                 raise ValueError(f"{name!r}: unknown setting {key!r}")
             kwargs[field_] = float(value) if field_ == "C" else int(value)
-        from music_pipeline.models.genre.data import FEATURE_SETS
-
         if kwargs["features"] not in FEATURE_SETS:
             raise ValueError(f"{name!r}: unknown view {kwargs['features']!r} (choose from {FEATURE_SETS})")
         return cls(**kwargs)
@@ -247,14 +245,3 @@ class GenreModel:
     def needs(self) -> tuple[str, ...]:
         """The input blocks this model reads."""
         return self.candidate.blocks
-
-    def save(self, directory):
-        from music_pipeline.models.genre.persistence import save_model
-
-        return save_model(self, directory)
-
-    @classmethod
-    def load(cls, directory) -> GenreModel:
-        from music_pipeline.models.genre.persistence import load_model
-
-        return load_model(directory)

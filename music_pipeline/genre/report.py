@@ -1,78 +1,17 @@
-"""Publishing: model versions on disk, the CV report, the model card and the markdown report.
-
-``<data>/models/genre/CURRENT.json`` names the live version ``v<timestamp>/``; a version holds
-``deployed/`` (see ``persistence.py``), ``folds.json``, ``cv_report.json`` and ``card.json``.
-CURRENT.json is replaced atomically after the version is completely written, so a reader sees the
-old complete version or the new one, never a mixture.
+"""The training report: the CV report (``cv_report.json``), the model card (``card.json``), the
+Markdown report and its plots.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
+import numpy as np
 import pandas as pd
 
-from music_pipeline.artifacts import (
-    ArtifactPath,
-    artifact_path,
-    ensure_dir,
-    list_dir,
-    read_json,
-    remove_tree,
-    write_json,
-)
-from music_pipeline.models.genre.cv import Evaluation, headline
-
-CURRENT = "CURRENT.json"
-MODEL_NAME = "genre_classifier"
-
-
-class VersionError(RuntimeError):
-    pass
-
-
-def publish_version(root: ArtifactPath, write: Callable[[ArtifactPath], None], keep: int = 3) -> ArtifactPath:
-    """Write a new model version with ``write(version_dir)``, then switch ``CURRENT.json`` to it.
-    Old versions beyond ``keep`` are removed."""
-    root = ensure_dir(root)
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    # names sort in publication order even after pruning: a stamp already used gets the next -N
-    taken = [_version_order(p)[1] for p in list_dir(root) if p.name.split("-")[0] == f"v{stamp}"]
-    vdir = root / (f"v{stamp}-{max(taken) + 1}" if taken else f"v{stamp}")
-    try:
-        write(vdir)
-    except BaseException:
-        remove_tree(vdir)
-        raise
-    write_json(root / CURRENT, {"version": vdir.name})
-    # by the time stamp in the name: object stores keep no directory times
-    versions = sorted((p for p in list_dir(root) if p.is_dir() and p.name.startswith("v")), key=_version_order)
-    for old in versions[:-keep]:
-        if old.name != vdir.name:
-            remove_tree(old)
-    return vdir
-
-
-def _version_order(p: ArtifactPath) -> tuple[str, int]:
-    stamp, _, n = p.name.partition("-")
-    return stamp, int(n) if n.isdigit() else 0
-
-
-def current_version(root: ArtifactPath) -> ArtifactPath | None:
-    from music_pipeline.models.genre.persistence import ModelFileError
-
-    root = artifact_path(root)
-    p = root / CURRENT
-    if not p.is_file():
-        return None
-    name = str(read_json(p)["version"])
-    if "/" in name or name.startswith("."):
-        raise ModelFileError(f"{p}: invalid version name {name!r}")
-    return root / name
-
-
-# ---------------------------------------------------------------- report and card
+from music_pipeline.artifacts import ArtifactPath
+from music_pipeline.genre.cv import Evaluation, headline
+from music_pipeline.genre.versions import MODEL_NAME
 
 
 def candidate_json(r) -> dict:
@@ -217,14 +156,13 @@ def report_markdown(
 def write_plots(result, plots_dir: ArtifactPath, waterfall_track: str = "") -> dict[str, ArtifactPath]:
     """Confusion matrix of the estimate and, when the deployed model has exact SHAP values,
     the global bar, beeswarm, top dependence and one waterfall plot. Returns {name: path}."""
-    import numpy as np
-
-    from music_pipeline.models import explain as ex
+    # genre.plots imports matplotlib at its top level: only a training run draws
+    from music_pipeline.genre import plots
 
     out = {}
     ev, preds = result.ev, result.predictions
     if ev.nested:
-        out["confusion_matrix"] = ex.plot_confusion(
+        out["confusion_matrix"] = plots.plot_confusion(
             ev.nested["confusion"],
             result.data.classes,
             plots_dir / "confusion_grouped_cv.png",
@@ -235,9 +173,11 @@ def write_plots(result, plots_dir: ArtifactPath, waterfall_track: str = "") -> d
         return out
     rows = result.shap_rows
     proba = preds[[f"p_{c}" for c in result.deployed.classes]].to_numpy()[rows]
-    out["shap_bar"] = ex.plot_global_bar(res, plots_dir / "shap_bar.png")
-    out["shap_beeswarm"] = ex.plot_beeswarm(res, proba, plots_dir / "shap_beeswarm.png")
-    out["shap_dependence"], out["dependence_component"] = ex.plot_dependence(res, plots_dir / "shap_dependence_top.png")
+    out["shap_bar"] = plots.plot_global_bar(res, plots_dir / "shap_bar.png")
+    out["shap_beeswarm"] = plots.plot_beeswarm(res, proba, plots_dir / "shap_beeswarm.png")
+    out["shap_dependence"], out["dependence_component"] = plots.plot_dependence(
+        res, plots_dir / "shap_dependence_top.png"
+    )
     local = 0
     if waterfall_track:
         hits = np.flatnonzero(
@@ -249,7 +189,7 @@ def write_plots(result, plots_dir: ArtifactPath, waterfall_track: str = "") -> d
         first = int(result.boundary["row"].iloc[0])
         local = int(np.flatnonzero(rows == first)[0]) if first in rows else 0
     r = int(rows[local])
-    out["shap_waterfall"] = ex.plot_waterfall(
+    out["shap_waterfall"] = plots.plot_waterfall(
         res,
         local,
         plots_dir / "shap_waterfall.png",

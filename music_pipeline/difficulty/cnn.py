@@ -39,8 +39,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from music_pipeline.artifacts import ArtifactPath, artifact_path, atomic_path, local_copy, write_json
-from music_pipeline.models.pdi import LEVELS
+from music_pipeline.artifacts import (
+    ArtifactPath,
+    artifact_path,
+    atomic_path,
+    local_copy,
+    read_json,
+    read_parquet,
+    write_json,
+)
+from music_pipeline.difficulty.pdi import LEVELS
+from music_pipeline.layout import DataLayout
+from music_pipeline.records import FilePath, Json, Plot, Table
 
 log = logging.getLogger(__name__)
 
@@ -562,3 +572,90 @@ def run_difficulty_cnn(
     }
     write_json(artifact_path(model_dir) / REPORT_FILE, report)
     return report
+
+
+# ---------------------------------------------------------------- the published run
+
+
+@dataclass
+class CnnRecord:
+    """What one ``difficulty_cnn`` run published: its metadata (``music_pipeline.records`` values)
+    and what the run log says (``infos``, ``warnings``)."""
+
+    trained: bool
+    metadata: dict
+    infos: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def publish_difficulty_cnn(
+    layout: DataLayout,
+    load_segments: Callable[[str], np.ndarray],
+    config: CnnConfig,
+    on_progress: Callable[[str], None] | None = None,
+) -> CnnRecord:
+    """Train the CNN on the library's PDI levels (``run_difficulty_cnn``) and draw its curves and
+    confusion matrix; too few tracks: no model, the report says why."""
+    # difficulty.plots imports matplotlib at its top level: only a publishing run draws
+    from music_pipeline.difficulty import plots
+
+    scores = read_parquet(layout.difficulty_table_path)
+    data = load_segment_dataset(scores, load_segments, max_tracks=config.max_tracks, seed=config.seed)
+    infos, warnings = [], []
+    if len(scores) > config.max_tracks:
+        infos.append(
+            f"{len(scores)} tracks: training on a level-stratified subsample of {config.max_tracks} (max_tracks)"
+        )
+    warnings += [f"track {key}: no segments stored, left out of the CNN" for key in data.missing]
+    if len(data.tracks) < 2 * config.folds:
+        # a small library is not an error: say why no model exists instead of failing the build
+        reason = f"{len(data.tracks)} tracks with segments: too few for {config.folds} grouped folds (need {2 * config.folds})"
+        warnings.append(f"difficulty CNN not trained: {reason}")
+        write_json(
+            layout.difficulty_dir / REPORT_FILE, {"trained": False, "reason": reason, "n_tracks": len(data.tracks)}
+        )
+        (layout.difficulty_dir / MODEL_FILE).unlink(missing_ok=True)
+        metadata = {"trained": False, "reason": reason, "tracks": len(data.tracks)}
+        return CnnRecord(False, metadata, infos, warnings)
+    report = run_difficulty_cnn(data, config, layout.difficulty_dir, on_progress)
+    pdir = layout.difficulty_plots_dir
+    curves = plots.training_curves(report["histories"], pdir / "cnn_training_curves.png")
+    confusion = plots.confusion_plot(
+        report["metrics"]["confusion_matrix"], pdir / "cnn_confusion.png", title="CNN, out-of-fold tracks"
+    )
+    m, base = report["metrics"], report["baselines"]
+    metadata = {
+        "model": FilePath(report["final_model"]["path"]),
+        "report": FilePath(layout.difficulty_dir / REPORT_FILE),
+        "architecture": config.architecture,
+        "tracks": report["n_tracks"],
+        "segments": report["n_segments"],
+        "folds": report["folds"],
+        "grouping": report["grouping"],
+        "track_accuracy": m["track_accuracy"],
+        "majority_track_accuracy": base["majority"]["track_accuracy"],
+        "random_track_accuracy": base["uniform_random"]["track_accuracy"],
+        "metrics_vs_baselines": Table(metrics_table(report), floatfmt=".3f"),
+        "per_fold": Table(pd.DataFrame(report["per_fold"]), floatfmt=".3g"),
+        "final_epochs": report["final_model"]["epochs"],
+        "params": report["final_model"]["params"],
+        "training_curves": Plot(curves, "training curves"),
+        "confusion_matrix": Plot(confusion, "confusion matrix"),
+        "seconds": float(report["seconds"]),
+        "budget": Json(
+            {
+                "folds": report["folds"],
+                "max_epochs": config.epochs,
+                "segments": report["n_segments"],
+                "tracks_used": report["n_tracks"],
+                "library_tracks": len(scores),
+                "max_tracks": config.max_tracks,
+            }
+        ),
+    }
+    return CnnRecord(True, metadata, infos, warnings)
+
+
+def cnn_report(layout: DataLayout) -> dict:
+    """The report the last ``difficulty_cnn`` run wrote (``difficulty_cnn_report.json``)."""
+    return read_json(layout.difficulty_dir / REPORT_FILE)

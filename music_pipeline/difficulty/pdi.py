@@ -51,10 +51,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from music_pipeline.artifacts import artifact_path, read_json, write_json
-from music_pipeline.features.difficulty import DESCRIPTORS as AUDIO_DESCRIPTORS
-from music_pipeline.features.difficulty import INTENSITY as AUDIO_INTENSITY
-from music_pipeline.notes.descriptors import NOTE_DESCRIPTOR_FAMILY, NOTE_DESCRIPTOR_NAMES, NOTE_FAMILIES
+from music_pipeline.artifacts import (
+    ArtifactPath,
+    artifact_path,
+    read_json,
+    read_parquet,
+    read_parquet_metadata,
+    write_json,
+    write_parquet,
+)
+from music_pipeline.difficulty.audio_descriptors import DESCRIPTORS as AUDIO_DESCRIPTORS
+from music_pipeline.difficulty.audio_descriptors import INTENSITY as AUDIO_INTENSITY
+from music_pipeline.difficulty.note_descriptors import NOTE_DESCRIPTOR_FAMILY, NOTE_DESCRIPTOR_NAMES, NOTE_FAMILIES
+from music_pipeline.layout import DataLayout
+from music_pipeline.notes.store import NOTES_VERSION_KEY, NotesStore, note_table
+from music_pipeline.records import FilePath, Json, Markdown, Table
 
 LEVELS = ("Easy", "Medium", "Hard")
 STRUCTURAL = "structural"
@@ -421,3 +432,144 @@ def extremes(scores: pd.DataFrame, n: int = 5) -> pd.DataFrame:
 def level_counts(scores: pd.DataFrame, levels: Sequence[str] = LEVELS) -> dict[str, int]:
     counts = scores["level"].value_counts()
     return {lv: int(counts.get(lv, 0)) for lv in levels}
+
+
+# ---------------------------------------------------------------- the library's PDI, published
+
+
+@dataclass(frozen=True)
+class PdiConfig:
+    """How the ``difficulty`` asset fits the library's PDI (the defaults of its Dagster config)."""
+
+    intensity_weight: float = DEFAULT_INTENSITY_WEIGHT
+    threshold_quantiles: tuple[float, ...] = DEFAULT_QUANTILES
+    fixed_thresholds: tuple[float, ...] = ()  # two PDI values; when given they replace the quantiles
+    gallery_per_level: int = 3  # example spectrograms per level in the gallery
+
+
+class NotScorable(ValueError):
+    """The library cannot be scored (no analysed track, no notes, or the fit failed)."""
+
+
+@dataclass
+class DifficultyRecord:
+    """What one ``difficulty`` run published: its metadata (``music_pipeline.records`` values), the
+    level counts and thresholds, what the figures are drawn from, and the warnings for the run log."""
+
+    metadata: dict
+    counts: dict[str, int]
+    thresholds: tuple[float, ...]
+    scores: pd.DataFrame  # difficulty.parquet
+    model: DifficultyModel
+    descriptors: pd.DataFrame  # audio + note descriptors of the scored tracks
+    notes: NotesStore  # where the scored tracks' notes are
+    warnings: list[str] = field(default_factory=list)
+
+
+def library_note_table(layout: DataLayout, audio: pd.DataFrame, store: NotesStore) -> tuple[pd.DataFrame, list[str]]:
+    """Note descriptors of every track of the audio table from the notes ``track_notes`` stored
+    (written to ``note_descriptors.parquet``), and a warning per track without notes (left out)."""
+    path = layout.note_descriptors_table_path
+    previous = None
+    try:
+        if path.exists() and read_parquet_metadata(path).get(NOTES_VERSION_KEY) == store.version:
+            previous = read_parquet(path)
+    except (OSError, ValueError):
+        previous = None
+    table, missing = note_table(audio[["key", "relpath", "content_hash"]], store, previous)
+    warnings = [
+        f"{r.relpath}: no notes, left out of the PDI ({store.failure(r.content_hash) or 'not transcribed'})"
+        for r in missing.itertuples()
+    ]
+    write_parquet(path, table, {NOTES_VERSION_KEY: store.version})
+    return table, warnings
+
+
+def run_pdi(layout: DataLayout, config: PdiConfig = PdiConfig()) -> DifficultyRecord:
+    """Fit the PDI on the library and publish it: the note descriptor table, the scores and the model
+    file (``plots.pdi_figures`` draws the figures from the record). Raises ``NotScorable``."""
+    audio = read_parquet(layout.descriptors_table_path)
+    if audio.empty:
+        raise NotScorable("no analysed tracks: the descriptor table is empty")
+    note_store = NotesStore(layout.root)
+    notes, warnings = library_note_table(layout, audio, note_store)
+    descriptors = merge_descriptors(audio, notes)
+    if descriptors.empty:
+        raise NotScorable("no track has notes: nothing to score")
+    try:
+        scores, model = score_library(
+            descriptors,
+            intensity_weight=config.intensity_weight,
+            quantiles=config.threshold_quantiles,
+            thresholds=config.fixed_thresholds or None,
+        )
+    except ValueError as exc:
+        raise NotScorable(f"cannot score the library: {exc}") from exc
+    # a refit on a changed library may move existing tracks: say so instead of doing it silently
+    moved = moves_since(_previous_scores(layout.difficulty_table_path), scores)
+    if moved["tracks_changing_level"]:
+        warnings.append(f"{moved['tracks_changing_level']} tracks changed level after refitting on the current library")
+    table_path = write_parquet(layout.difficulty_table_path, scores)
+    model_path = model.save(layout.difficulty_dir)
+    counts = level_counts(scores)
+    by_label = (
+        scores.assign(label=scores["label"].fillna("(unlabelled)"))
+        .groupby("label")[["pdi", "structural", "intensity"]]
+        .mean()
+        .reset_index()
+    )
+    left_out = sorted(set(audio["relpath"]) - set(descriptors["relpath"]))
+    metadata = {
+        "path": FilePath(table_path),
+        "model": FilePath(model_path),
+        "dagster/row_count": len(scores),
+        "levels": Json(counts),
+        "thresholds": Json({"values": list(model.thresholds), "rule": model.threshold_rule}),
+        "weights": Json({**model.weights, "intensity (w_I)": model.intensity_weight}),
+        "pdi_mean": float(scores["pdi"].mean()),
+        "structural_intensity_correlation": float(np.corrcoef(scores["structural"], scores["intensity"])[0, 1])
+        if len(scores) > 2
+        else 0.0,
+        "extremes": Table(extremes(scores, 5), floatfmt=".3f"),
+        "mean_by_label": Table(by_label, floatfmt=".3f"),
+        "tracks_without_notes": Markdown("\n".join(f"- `{r}`" for r in left_out) or "none"),
+        "since_last_build": Json(moved),
+    }
+    return DifficultyRecord(metadata, counts, tuple(model.thresholds), scores, model, descriptors, note_store, warnings)
+
+
+def _previous_scores(path: ArtifactPath) -> pd.DataFrame | None:
+    try:
+        return read_parquet(path, columns=["key", "pdi", "level"]) if path.exists() else None
+    except Exception:  # noqa: BLE001 - written by an older version with other columns
+        return None
+
+
+def moves_since(previous: pd.DataFrame | None, scores: pd.DataFrame) -> dict:
+    """How far a refit moved the tracks scored before (level changes, largest PDI change)."""
+    if previous is None or previous.empty:
+        return {"tracks_compared": 0, "tracks_changing_level": 0, "max_abs_pdi_change": 0.0}
+    both = previous.merge(scores[["key", "pdi", "level"]], on="key", suffixes=("_before", "_now"))
+    return {
+        "tracks_compared": len(both),
+        "tracks_changing_level": int((both["level_before"] != both["level_now"]).sum()),
+        "max_abs_pdi_change": float((both["pdi_now"] - both["pdi_before"]).abs().max()) if len(both) else 0.0,
+    }
+
+
+def stored_scores_reproduced(layout: DataLayout) -> dict:
+    """Whether the saved model, reloaded, gives exactly the stored scores (the facts the
+    ``difficulty_model_reproduces_scores`` check judges): ``stale`` when scored tracks left the
+    descriptor table, else the largest PDI difference and whether every level is the same."""
+    stored = read_parquet(layout.difficulty_table_path)
+    descriptors = merge_descriptors(
+        read_parquet(layout.descriptors_table_path), read_parquet(layout.note_descriptors_table_path)
+    )
+    gone = sorted(set(stored["key"]) - set(descriptors["key"]))
+    if gone:  # the descriptor table moved on since the scores were written: they are stale
+        return {"stale": f"{len(gone)} scored tracks no longer in the descriptor table (first: {gone[0]})"}
+    descriptors = descriptors.set_index("key").loc[stored["key"]].reset_index()
+    again = DifficultyModel.load(layout.difficulty_dir).score_frame(descriptors)
+    diff = np.abs(again["pdi"].to_numpy() - stored["pdi"].to_numpy())
+    same_levels = bool((again["level"].to_numpy() == stored["level"].to_numpy()).all())
+    return {"max_abs_pdi_difference": float(diff.max(initial=0.0)), "levels_identical": same_levels}

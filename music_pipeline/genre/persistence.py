@@ -33,9 +33,9 @@ from music_pipeline.artifacts import (
     write_json,
     write_npz,
 )
+from music_pipeline.genre.candidates import Candidate, ColumnWeights, GenreModel, TemperatureSvm
+from music_pipeline.genre.data import BLOCK_COLUMNS, LEARNED, TAGS
 from music_pipeline.learned.store import LEARNED_CODE_VERSION
-from music_pipeline.models.genre.candidates import Candidate, ColumnWeights, GenreModel, TemperatureSvm
-from music_pipeline.models.genre.data import BLOCK_COLUMNS, LEARNED, TAGS
 
 FORMAT = "music_pipeline.genre_model/2"
 
@@ -88,7 +88,7 @@ def _estimator_arrays(model: GenreModel) -> dict[str, np.ndarray]:
 
 
 def save_model(model: GenreModel, directory: ArtifactPath) -> ArtifactPath:
-    """Write the model files into ``directory`` (a fresh directory: see ``publishing.publish_version``)."""
+    """Write the model files into ``directory`` (a fresh directory: see ``versions.publish_version``)."""
     directory = ensure_dir(directory)
     steps = model.pipeline.named_steps
     scale = steps["scale"]

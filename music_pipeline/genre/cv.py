@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from music_pipeline.models.genre.candidates import Candidate, GenreModel, XgbSettings
-from music_pipeline.models.genre.data import LabelledData
+from music_pipeline.genre.candidates import Candidate, GenreModel, XgbSettings
+from music_pipeline.genre.data import LabelledData
 
 MAX_SPLITS = 10
 LOGO_MAX_GROUPS = 20
