@@ -24,6 +24,7 @@ from music_pipeline.settings import (
     dagster_home_from_env,
     read_library_record,
     resolve_data_dir,
+    verbose,
 )
 from music_pipeline.workers import WorkersCannotStart
 
@@ -165,7 +166,7 @@ def _build(
     except (LibraryUnavailable, LibraryNotGiven, BuildInvalid) as exc:
         _error(str(exc))
         return EXIT_USAGE
-    log_path = None if settings.verbose() else settings.logs_dir / f"build-{datetime.now():%Y%m%d-%H%M%S}.log"
+    log_path = None if verbose() else settings.logs_dir / f"build-{datetime.now():%Y%m%d-%H%M%S}.log"
     redirect = nullcontext(sys.stderr) if log_path is None else quiet.stderr_to_file(log_path)
     try:
         with redirect as terminal:
@@ -299,12 +300,8 @@ def cmd_ui(args) -> int:
     )
     print("Ctrl-C stops it")
     sys.stdout.flush()
-    level = "info" if settings.verbose() else "warning"
-    python = (
-        [sys.executable]
-        if settings.verbose()
-        else [sys.executable, "-W", "ignore:Function `dev_command` is superseded"]
-    )
+    level = "info" if verbose() else "warning"
+    python = [sys.executable] if verbose() else [sys.executable, "-W", "ignore:Function `dev_command` is superseded"]
     cmd = [
         *python,
         "-m",
