@@ -1,9 +1,73 @@
-"""Per-content-hash results of a per-track pass, and the records of content it cannot analyse."""
+"""Per-content-hash results of a per-track pass, the records of content it cannot analyse, and the
+one failure policy every per-track pass (features, notes, learned embedding) follows.
+
+The policy: a failure whose cause is the file's content (not audio, truncated, silent, too short —
+``AudioError.permanent``) is **permanent**: remembered until the content changes or ``build
+--retry-failed``. Anything else — the file missing or unreadable by the operating system, out of
+memory, a full disk, a bug of ours — is **transient**: not remembered, reported by the step, and
+tried again by the next build. A worker process that crashes is retried once alone before its file
+is blamed (``workers.run_pending``); crashing alone again is then the file's fault.
+"""
 
 from __future__ import annotations
 
-from music_pipeline.artifacts import ArtifactPath, list_names, read_json, safe_join, write_json, write_npz
+import logging
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from music_pipeline.artifacts import (
+    ArtifactPath,
+    list_names,
+    read_json,
+    remove,
+    safe_join,
+    write_json,
+    write_npz,
+)
+from music_pipeline.audio.decode import AudioError
 from music_pipeline.layout import DataLayout
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# the reason recorded for a file whose worker crashed twice, the second time alone
+CRASH_REASON = "the analysis process crashed on this file twice, the second time alone (a decoder fault)"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a track could not be analysed by a pass, and whether that is the content's fault."""
+
+    reason: str
+    permanent: bool
+
+
+def failure_of(exc: BaseException) -> Failure:
+    """The failure policy (module docstring) applied to an exception raised while analysing a file."""
+    if isinstance(exc, AudioError):
+        return Failure(exc.reason, exc.permanent)
+    if isinstance(exc, MemoryError):
+        return Failure("out of memory", False)
+    if isinstance(exc, OSError):
+        return Failure(f"{type(exc).__name__}: {exc.strerror or exc}", False)
+    log.error("unexpected error\n%s", "".join(traceback.format_exception(exc)))
+    return Failure(f"unexpected {type(exc).__name__}: {exc}", False)
+
+
+def attempt(compute: Callable[[], T], save: Callable[[T], object]) -> T | Failure:
+    """``compute()`` then ``save(result)``; a failure of either as a ``Failure`` (a result that
+    cannot be stored — a full disk, a lost mount — is transient: the content is fine)."""
+    try:
+        result = compute()
+    except Exception as exc:  # noqa: BLE001 - the policy sorts every failure; none may stop the library
+        return failure_of(exc)
+    try:
+        save(result)
+    except Exception as exc:  # noqa: BLE001 - storing failed, not the analysis
+        return Failure(f"could not store the result ({type(exc).__name__}: {exc})", False)
+    return result
 
 
 class ContentStore:
@@ -41,6 +105,20 @@ class ContentStore:
             self.failure_path(content_hash),
             {"content_hash": content_hash, "relpath": relpath, "reason": reason, "version": self.version},
         )
+
+    def record(self, content_hash: str, relpath: str, failure: Failure) -> None:
+        """Remember a permanent failure; a transient one is not remembered (tried again next time)."""
+        if not failure.permanent:
+            return
+        try:
+            self.save_failure(content_hash, relpath, failure.reason)
+        except Exception as exc:  # noqa: BLE001 - a full disk may refuse the record too: the outcome still says why
+            log.warning("could not record the failure of %s: %s", relpath, exc)
+
+    def forget(self, content_hash: str) -> None:
+        """Remove a stored result that cannot be read (damaged, cut short): the content then counts
+        as not analysed, and the next build computes it again."""
+        remove(self.path(content_hash))
 
     def failure(self, content_hash: str) -> str | None:
         p = self.failure_path(content_hash)

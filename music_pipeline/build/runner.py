@@ -32,7 +32,7 @@ from music_pipeline.defs.resources import MusicPipelineResource
 from music_pipeline.defs.retraining import RETRAIN_TAG, record_kept, stale_models
 from music_pipeline.defs.sensors import RANGE_END, RANGE_START
 from music_pipeline.layout import DataLayout
-from music_pipeline.settings import SOURCE_RECORD, Settings, record_library, use_dagster_home
+from music_pipeline.settings import SOURCE_RECORD, Settings, library_problem, record_library, use_dagster_home
 
 DAGSTER_YAML = Path(__file__).parent.parent / "defs" / "dagster.yaml"  # the instance settings it ships
 POLL_S = 0.5
@@ -370,6 +370,13 @@ def _run_build_locked(
                 f"models kept (too little changed to retrain: {verdicts[model_keys[0]].why}); build --retrain forces it"
             )
     layout = pipeline.layout
+    problem = library_problem(settings.library_dir)
+    if problem:  # an unmounted disk, a moved folder: say so once, not one line per track
+        failed.insert(
+            0,
+            f"{problem} any more: the library became unavailable during the build. The tracks it could not "
+            "read are not recorded as broken; build again when the folder is back.",
+        )
     notes = []
     try:
         from music_pipeline.reports import write_reports

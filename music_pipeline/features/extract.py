@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import time
-import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,6 +37,7 @@ from music_pipeline.artifacts import (
     write_npz,
 )
 from music_pipeline.audio.decode import ANALYSIS_SR, AudioError, decode
+from music_pipeline.content_store import CRASH_REASON, Failure, attempt
 from music_pipeline.difficulty.audio_descriptors import DESCRIPTOR_NAMES, compute_descriptors
 from music_pipeline.features.embedding import EMBEDDING_DIM, compute_embedding
 from music_pipeline.features.rhythm import compute_rhythm
@@ -155,6 +155,10 @@ class FeatureStore:
             source_channels=int(z["source_channels"]),
             compute_seconds=float(z["compute_seconds"]),
         )
+
+    def forget(self, content_hash: str) -> None:
+        """Remove stored features that cannot be read: the next build extracts the track again."""
+        remove(self.path(content_hash))
 
     def segments_shape(self, content_hash: str) -> tuple[int, ...]:
         """Shape of the stored segments, read from the file's header (the array stays packed)."""
@@ -277,22 +281,14 @@ def run_job(job: ExtractJob, retry_failed: bool = False) -> ExtractOutcome:
         return ExtractOutcome(job.key, job.relpath, job.content_hash, "cached", seconds=time.perf_counter() - t0)
     if not retry_failed and (reason := store.permanent_failure(job.content_hash)):
         return ExtractOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {reason}")
-    try:
-        feats = extract_features(job.path, job.n_segments)
-    except AudioError as exc:
-        if not exc.permanent:
-            return _transient(job, store, exc.reason, t0)
-        store.save_failure(job.content_hash, job.relpath, exc.reason, permanent=True)
-        return ExtractOutcome(job.key, job.relpath, job.content_hash, "failed", str(exc), time.perf_counter() - t0)
-    except MemoryError:
-        return _transient(job, store, "out of memory", t0)
-    except Exception as exc:  # noqa: BLE001 - a bug of ours: this track fails now and is tried again next time
-        log.error("unexpected error on %s\n%s", job.path, traceback.format_exc())
-        return _transient(job, store, f"unexpected {type(exc).__name__}: {exc}", t0)
-    try:
-        store.save(job.content_hash, feats)
-    except Exception as exc:  # noqa: BLE001 - a full disk, a lost mount: the features are fine, storing them is not
-        return _transient(job, store, f"could not store the features ({type(exc).__name__}: {exc})", t0)
+    feats = attempt(lambda: extract_features(job.path, job.n_segments), lambda f: store.save(job.content_hash, f))
+    if isinstance(feats, Failure):
+        if not feats.permanent:
+            return _transient(job, store, feats.reason, t0)
+        store.save_failure(job.content_hash, job.relpath, feats.reason, permanent=True)
+        return ExtractOutcome(
+            job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {feats.reason}", time.perf_counter() - t0
+        )
     return ExtractOutcome(
         job.key, job.relpath, job.content_hash, "extracted", None, time.perf_counter() - t0, feats.duration_s
     )
@@ -331,10 +327,9 @@ def extract_many(
             on_result(outcome)
 
     def crashed(j: ExtractJob) -> ExtractOutcome:
-        reason = "the analysis process crashed on this file (decoder fault or out of memory; to try it again: build --retry-failed)"
         if j.content_hash:
-            FeatureStore(j.data_dir, j.n_segments).save_failure(j.content_hash, j.relpath, reason)
-        return ExtractOutcome(j.key, j.relpath, j.content_hash, "failed", f"{j.path}: {reason}")
+            FeatureStore(j.data_dir, j.n_segments).save_failure(j.content_hash, j.relpath, CRASH_REASON)
+        return ExtractOutcome(j.key, j.relpath, j.content_hash, "failed", f"{j.path}: {CRASH_REASON}")
 
     pending = []
     for i, job in enumerate(jobs):

@@ -63,8 +63,14 @@ def build_tables(scan: LibraryScan, store: FeatureStore, previous: LibraryTables
             try:
                 f = store.load(t.content_hash)
             except Exception as exc:  # noqa: BLE001 - a damaged cache file costs this track a re-extraction, not the table
+                store.forget(t.content_hash)
                 skipped.append(
-                    (t.key, t.relpath, t.content_hash, f"stored features unreadable ({exc}); rebuild to re-extract")
+                    (
+                        t.key,
+                        t.relpath,
+                        t.content_hash,
+                        f"stored features unreadable ({exc}): removed, extracted again by the next build",
+                    )
                 )
                 continue
             files_read += 1

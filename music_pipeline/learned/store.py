@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from music_pipeline.artifacts import ArtifactPath, read_npz
-from music_pipeline.content_store import ContentStore
+from music_pipeline.content_store import CRASH_REASON, ContentStore, Failure, attempt
 from music_pipeline.learned.musicnn import DEFAULT_MAX_PATCHES, MSD_TAGS, MTT_TAGS, PENULTIMATE_UNITS, SR
 from music_pipeline.workers import run_pending
 
@@ -180,23 +180,22 @@ class LearnedOutcome:
     key: str
     relpath: str
     content_hash: str | None
-    status: str  # computed | cached | failed
+    status: str  # computed | cached | failed (the file's fault, remembered) | error (retried next time)
     reason: str | None = None
     seconds: float = 0.0
     audio_seconds: float = 0.0  # seconds of audio the network analysed
 
     @property
     def ok(self) -> bool:
-        return self.status != "failed"
+        return self.status in ("computed", "cached")
 
 
 def run_learned_job(
     job: LearnedJob, data_dir: str, max_patches: int = DEFAULT_MAX_PATCHES, retry_failed: bool = False
 ) -> LearnedOutcome:
-    """Compute one track's learned features into the store unless its content is there. Never raises:
-    a file that cannot be decoded is remembered against that file; anything else (the weights
-    cannot be fetched, a bug) fails this track now and is tried again next time."""
-    from music_pipeline.audio.decode import AudioError
+    """Compute one track's learned features into the store unless its content is there; failures
+    follow the policy of ``content_store`` (a file whose content cannot be analysed is remembered;
+    the weights unavailable, a vanished file, a bug: tried again next time). Never raises."""
     from music_pipeline.learned.musicnn import PATCH_SECONDS
 
     t0 = time.perf_counter()
@@ -209,21 +208,13 @@ def run_learned_job(
         return LearnedOutcome(job.key, job.relpath, job.content_hash, "cached")
     if not retry_failed and (reason := store.failure(job.content_hash)):
         return LearnedOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {reason}")
-    try:
-        feats = compute_learned(job.path, max_patches, data_dir)
-    except AudioError as exc:
-        store.save_failure(job.content_hash, job.relpath, exc.reason)
-        return LearnedOutcome(job.key, job.relpath, job.content_hash, "failed", str(exc), time.perf_counter() - t0)
-    except Exception as exc:  # noqa: BLE001 - not the file's fault: not remembered
+    feats = attempt(lambda: compute_learned(job.path, max_patches, data_dir), lambda f: store.save(job.content_hash, f))
+    if isinstance(feats, Failure):
+        store.record(job.content_hash, job.relpath, feats)
+        status = "failed" if feats.permanent else "error"
         return LearnedOutcome(
-            job.key,
-            job.relpath,
-            job.content_hash,
-            "failed",
-            f"{job.path}: unexpected {type(exc).__name__}: {exc}",
-            time.perf_counter() - t0,
+            job.key, job.relpath, job.content_hash, status, f"{job.path}: {feats.reason}", time.perf_counter() - t0
         )
-    store.save(job.content_hash, feats)
     return LearnedOutcome(
         job.key,
         job.relpath,
@@ -265,10 +256,9 @@ def embed_many(
             on_result(outcome)
 
     def crashed(j: LearnedJob) -> LearnedOutcome:
-        reason = "the learned-embedding process crashed on this file (decoder fault or out of memory)"
         if j.content_hash:
-            store.save_failure(j.content_hash, j.relpath, reason)
-        return LearnedOutcome(j.key, j.relpath, j.content_hash, "failed", f"{j.path}: {reason}")
+            store.record(j.content_hash, j.relpath, Failure(CRASH_REASON, True))
+        return LearnedOutcome(j.key, j.relpath, j.content_hash, "failed", f"{j.path}: {CRASH_REASON}")
 
     pending = []
     for i, job in enumerate(jobs):

@@ -39,7 +39,8 @@ def build_learned_table(
         try:
             f = store.load(h)
         except Exception as exc:  # noqa: BLE001 - a damaged cache file costs this track, not the table
-            skipped.append((relpath, f"stored learned features unreadable ({exc})"))
+            store.forget(h)
+            skipped.append((relpath, f"stored learned features unreadable ({exc}): removed, computed again next build"))
             continue
         rows.append(f.row())
         ids.append((key, h, f.n_patches))

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import time
-import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
@@ -24,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from music_pipeline.artifacts import read_npz
-from music_pipeline.content_store import ContentStore
+from music_pipeline.audio.decode import ANALYSIS_SR, decode
+from music_pipeline.content_store import CRASH_REASON, ContentStore, Failure, attempt
 from music_pipeline.difficulty.note_descriptors import NOTE_DESCRIPTOR_NAMES, note_descriptors
 from music_pipeline.notes.events import NoteEvents
 from music_pipeline.workers import run_pending
@@ -93,14 +93,9 @@ def notes_of_signal(y: np.ndarray, sr: int, transcriber) -> TrackNotes:
 
 def notes_of_file(path: str | Path, transcriber) -> TrackNotes:
     """Decode and transcribe one file. Raises ``AudioError`` for input that cannot be analysed."""
-    from music_pipeline.audio.decode import AudioError, decode
 
     t0 = time.perf_counter()
-    audio = decode(path)
-    try:
-        result = notes_of_signal(audio.y, audio.sr, transcriber)
-    except Exception as exc:  # a decodable file the model or the descriptors choke on: still this file's problem
-        raise AudioError(path, f"transcription failed ({type(exc).__name__}: {exc})") from exc
+    result = notes_of_signal(decode(path).y, ANALYSIS_SR, transcriber)
     result.compute_seconds = time.perf_counter() - t0
     return result
 
@@ -120,14 +115,14 @@ class NotesOutcome:
     key: str
     relpath: str
     content_hash: str | None
-    status: str  # "transcribed" | "cached" | "failed"
+    status: str  # "transcribed" | "cached" | "failed" (the file's fault, remembered) | "error" (retried next time)
     reason: str | None = None
     seconds: float = 0.0
     duration_s: float | None = None
 
     @property
     def ok(self) -> bool:
-        return self.status != "failed"
+        return self.status in ("transcribed", "cached")
 
 
 _TRANSCRIBER = None  # one onnxruntime session per worker process
@@ -143,9 +138,8 @@ def _transcriber(data_dir: str):
 
 
 def run_notes_job(job: NotesJob, retry_failed: bool = False, transcriber=None) -> NotesOutcome:
-    """Transcribe one track into the store unless its content is already there. Never raises."""
-    from music_pipeline.audio.decode import AudioError
-
+    """Transcribe one track into the store unless its content is already there; failures follow
+    the policy of ``content_store``. Never raises."""
     t0 = time.perf_counter()
     if job.scan_error or not job.content_hash:
         return NotesOutcome(
@@ -156,26 +150,16 @@ def run_notes_job(job: NotesJob, retry_failed: bool = False, transcriber=None) -
         return NotesOutcome(job.key, job.relpath, job.content_hash, "cached", seconds=time.perf_counter() - t0)
     if not retry_failed and (reason := store.failure(job.content_hash)):
         return NotesOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {reason}")
-    try:
-        result = notes_of_file(job.path, transcriber or _transcriber(job.data_dir))
-    except AudioError as exc:
-        store.save_failure(job.content_hash, job.relpath, exc.reason)
-        return NotesOutcome(job.key, job.relpath, job.content_hash, "failed", str(exc), time.perf_counter() - t0)
-    except MemoryError:
+    result = attempt(
+        lambda: notes_of_file(job.path, transcriber or _transcriber(job.data_dir)),
+        lambda r: store.save(job.content_hash, r),
+    )
+    if isinstance(result, Failure):
+        store.record(job.content_hash, job.relpath, result)
+        status = "failed" if result.permanent else "error"
         return NotesOutcome(
-            job.key, job.relpath, job.content_hash, "failed", f"{job.path}: out of memory", time.perf_counter() - t0
+            job.key, job.relpath, job.content_hash, status, f"{job.path}: {result.reason}", time.perf_counter() - t0
         )
-    except Exception as exc:  # noqa: BLE001 - e.g. the weights cannot be fetched: not the file's fault, not remembered
-        log.error("unexpected error on %s\n%s", job.path, traceback.format_exc())
-        return NotesOutcome(
-            job.key,
-            job.relpath,
-            job.content_hash,
-            "failed",
-            f"{job.path}: unexpected {type(exc).__name__}: {exc}",
-            time.perf_counter() - t0,
-        )
-    store.save(job.content_hash, result)
     return NotesOutcome(
         job.key, job.relpath, job.content_hash, "transcribed", None, time.perf_counter() - t0, result.duration_s
     )
@@ -220,10 +204,9 @@ def transcribe_many(
             pending.append(i)
 
     def crashed(j: NotesJob) -> NotesOutcome:
-        reason = "the transcription process crashed on this file (decoder fault or out of memory)"
         if j.content_hash:
-            NotesStore(j.data_dir).save_failure(j.content_hash, j.relpath, reason)
-        return NotesOutcome(j.key, j.relpath, j.content_hash, "failed", f"{j.path}: {reason}")
+            NotesStore(j.data_dir).record(j.content_hash, j.relpath, Failure(CRASH_REASON, True))
+        return NotesOutcome(j.key, j.relpath, j.content_hash, "failed", f"{j.path}: {CRASH_REASON}")
 
     if pending:
         model_path(jobs[pending[0]].data_dir, log_fn)  # fetched and verified once, before any worker
@@ -266,7 +249,8 @@ def note_table(tracks, store: NotesStore, previous=None):
         try:
             r = store.load(h)
         except Exception as exc:  # noqa: BLE001 - a damaged file: transcribe again rather than lose the track
-            log.warning("stored notes of %s unreadable (%s)", t.relpath, exc)
+            log.warning("stored notes of %s unreadable (%s): removed, transcribed again next build", t.relpath, exc)
+            store.forget(h)
             missing.append(t)
             continue
         rows.append(

@@ -98,15 +98,7 @@ def track_features(context: dg.AssetExecutionContext, pipeline: MusicPipelineRes
     audio_s = sum(o.duration_s or 0.0 for o in outcomes if o.status == "extracted")
     cpu_s = sum(o.seconds for o in outcomes if o.status == "extracted")
     context.log.info(f"{len(outcomes)} tracks: {counts}")
-    errors = [o for o in outcomes if o.status == "error"]
-    if errors:
-        # not the files' fault (a bug, memory, disk): fail the step so it is retried; the
-        # tracks that worked are stored and will not be analysed again
-        listing = "\n".join(f"- `{o.relpath}`: {o.reason}" for o in errors)
-        raise dg.Failure(
-            description=f"{len(errors)} of {len(outcomes)} tracks failed for reasons that are not the file's fault; they are tried again on the next run:\n{listing}",
-            metadata={"errors": dg.MetadataValue.md(listing), **{k: v for k, v in counts.items()}},
-        )
+    fail_on_transient(outcomes, counts)
     failures = [o for o in outcomes if not o.ok]
     common = {
         **run.metadata(),
@@ -148,6 +140,20 @@ def _segments_check(store, analysed, n_segments: int) -> dg.AssetCheckResult:
             "problems": dg.MetadataValue.md("\n".join(f"- {w}" for w in wrong) or "none"),
         },
     )
+
+
+def fail_on_transient(outcomes, counts: dict) -> None:
+    """Tracks that failed for reasons that are not the file's fault (status ``error``: a vanished
+    file, memory, disk, a bug) fail the step, naming each track and why, so the step and the next
+    build try them again; the tracks that worked are stored and are not analysed again."""
+    errors = [o for o in outcomes if o.status == "error"]
+    if errors:
+        listing = "\n".join(f"- `{o.relpath}`: {o.reason}" for o in errors)
+        raise dg.Failure(
+            description=f"{len(errors)} of {len(outcomes)} tracks failed for reasons that are not the file's "
+            f"fault; they are tried again on the next run:\n{listing}",
+            metadata={"errors": dg.MetadataValue.md(listing), **counts},
+        )
 
 
 @dg.asset(

@@ -5,7 +5,7 @@ import time
 import dagster as dg
 
 from music_pipeline import progress
-from music_pipeline.defs.assets.features import TRACK_BACKFILL_POLICY
+from music_pipeline.defs.assets.features import TRACK_BACKFILL_POLICY, fail_on_transient
 from music_pipeline.defs.partitions import tracks_for_run, tracks_partitions
 from music_pipeline.defs.resources import MusicPipelineResource
 from music_pipeline.learned.store import LEARNED_DIM, TAG_NAMES, learned_version
@@ -33,6 +33,9 @@ def _run(context, pipeline: MusicPipelineResource, jobs) -> dict:
             context.log.warning(f"learned embedding of {o.relpath} failed: {o.reason}")
 
     outcomes = embed_many(jobs, store, on_result, log=context.log.info, workers=pipeline.settings.workers)
+    fail_on_transient(
+        outcomes, {s: sum(o.status == s for o in outcomes) for s in ("computed", "cached", "failed", "error")}
+    )
     computed = [o for o in outcomes if o.status == "computed"]
     cpu = sum(o.seconds for o in computed)
     return {

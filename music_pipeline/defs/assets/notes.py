@@ -3,7 +3,7 @@
 import dagster as dg
 
 from music_pipeline import progress
-from music_pipeline.defs.assets.features import TRACK_BACKFILL_POLICY
+from music_pipeline.defs.assets.features import TRACK_BACKFILL_POLICY, fail_on_transient
 from music_pipeline.defs.partitions import tracks_for_run, tracks_partitions
 from music_pipeline.defs.resources import MusicPipelineResource
 from music_pipeline.notes.store import NotesJob, NotesStore, notes_version, transcribe_many
@@ -43,13 +43,14 @@ def track_notes(context: dg.AssetExecutionContext, pipeline: MusicPipelineResour
             context.log.warning(f"track {outcome.key}: no notes: {outcome.reason}")
 
     outcomes = transcribe_many(jobs, workers=pipeline.settings.workers, on_result=on_result, log_fn=context.log.info)
-    counts = {s: sum(o.status == s for o in outcomes) for s in ("transcribed", "cached", "failed")}
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("transcribed", "cached", "failed", "error")}
+    fail_on_transient(outcomes, counts)
     audio_s = sum(o.duration_s or 0.0 for o in outcomes if o.status == "transcribed")
     cpu_s = sum(o.seconds for o in outcomes if o.status == "transcribed")
     context.log.info(f"{len(outcomes)} tracks: {counts}")
     metadata = {
         **run.metadata(),
-        **counts,
+        **{k: counts[k] for k in ("transcribed", "cached", "failed")},
         "notes_version": notes_version(),
         "x_realtime_per_worker": float(audio_s / cpu_s) if cpu_s else 0.0,
         "failures": dg.MetadataValue.md(
