@@ -537,3 +537,47 @@ def test_a_tightly_filtered_walk_makes_a_bounded_number_of_searches():
     )
     assert len(picked) == 20 and usable[picked].all()
     assert len(calls) <= 2 * 20 + 2 * 4  # two queries a step, plus at most a few widenings in all
+
+
+def test_only_an_explorer_of_this_machine_is_asked(tmp_path, monkeypatch):
+    """explorer.json is a file anyone with the data directory can write: a URL of another host, a
+    server of another machine or a dead process is never fetched; a live local one that redirects
+    elsewhere is not followed."""
+    import socket
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from music_pipeline.web import status
+
+    fetched = []
+    monkeypatch.setattr(status.urllib.request.OpenerDirector, "open", lambda self, url, **k: fetched.append(url))
+    me, pid = socket.gethostname(), os.getpid()
+    for record in (
+        {"url": "http://192.0.2.7:8080", "host": me, "pid": pid},  # another host (TEST-NET, never contacted)
+        {"url": "http://example.invalid", "host": me, "pid": pid},
+        {"url": "http://127.0.0.1:9", "host": "some-other-machine", "pid": pid},
+        {"url": "http://127.0.0.1:9", "host": me, "pid": 2**22 + 12345},  # no such process
+        {"url": "file:///etc/passwd", "host": me, "pid": pid},
+    ):
+        status.status_path(tmp_path).write_text(json.dumps(record))
+        assert status.running_explorer(tmp_path) is None
+    assert fetched == []
+    monkeypatch.undo()
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(302)
+            self.send_header("Location", "http://127.0.0.1:9/api/info")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=server.handle_request, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    status.status_path(tmp_path).write_text(json.dumps({"url": url, "host": me, "pid": pid}))
+    try:
+        assert status.running_explorer(tmp_path) is None
+    finally:
+        server.server_close()
