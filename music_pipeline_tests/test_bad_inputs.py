@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from music_pipeline.audio.decode import AudioError, decode
@@ -79,7 +78,8 @@ def test_duplicate_content_reported(bad_library):
 
 def test_symlink_loop_reported_not_followed(bad_library):
     scan, _, _, _ = bad_library
-    assert any("loop" in reason or "already scanned" in reason for _, reason in scan.problems)
+    assert scan.problems == [("loop/again", "directory already scanned (symlink loop or alias)")]
+    assert not any(t.relpath.startswith("loop/again/") for t in scan.tracks)
 
 
 SHELL_NAME = "$(touch pwned1); `touch pwned2` & touch pwned3 'q'"
@@ -163,10 +163,17 @@ def test_missing_ffmpeg_is_explained(tmp_path, monkeypatch):
         decode(p)
 
 
-def test_skipped_table_schema(bad_library):
-    _, _, tables, _ = bad_library
-    assert list(tables.skipped.columns) == ["key", "relpath", "content_hash", "reason"]
-    assert isinstance(tables.skipped, pd.DataFrame)
+def test_skipped_table_rows_name_the_scanned_track(bad_library):
+    """One row per skipped file: the scan's own key and content hash for its path, and a reason."""
+    scan, _, tables, _ = bad_library
+    skipped = tables.skipped
+    assert list(skipped.columns) == ["key", "relpath", "content_hash", "reason"] and len(skipped) > 0
+    assert skipped["relpath"].is_unique
+    by_rel = {t.relpath: t for t in scan.tracks}
+    for row in skipped.itertuples():
+        track = by_rel[row.relpath]
+        assert row.key == track.key and (row.content_hash or None) == track.content_hash, row
+        assert isinstance(row.reason, str) and row.reason.strip(), row
 
 
 def test_a_crashing_worker_fails_only_its_own_track(tmp_path, monkeypatch):

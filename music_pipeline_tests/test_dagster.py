@@ -26,12 +26,16 @@ def make_library(root, n=3):
 
 
 def test_definitions_load():
+    import dagster as dg
+
     from music_pipeline.definitions import defs
 
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert {"library_manifest", "track_embedding", "track_difficulty", "mel_segments", "embeddings"} <= keys
-    assert defs.resolve_sensor_def("library_sensor") is not None
-    assert defs.resolve_implicit_global_asset_job_def() is not None
+    sensor = defs.resolve_sensor_def("library_sensor")
+    assert sensor.job_name == "ingest_tracks" and sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    job = defs.resolve_implicit_global_asset_job_def()
+    assert {k.to_user_string() for k in job.asset_layer.asset_graph.get_all_asset_keys()} == keys
 
 
 def test_partitioned_materialization(tmp_path):

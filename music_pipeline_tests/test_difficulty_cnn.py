@@ -224,3 +224,31 @@ def test_difficulty_cnn_asset_reports_metrics_beside_baselines(styled_library):
     )
     md = result.asset_materializations_for_node("difficulty_cnn")[0].metadata
     assert "majority" in md["metrics_vs_baselines"].value and "data:image/png" in md["training_curves"].value
+
+
+@pytest.mark.parametrize(
+    ("accuracy", "majority", "uniform", "passes"),
+    [(0.60, 0.40, 0.33, True), (0.40, 0.45, 0.33, False), (0.45, 0.45, 0.33, False), (0.30, 0.20, 0.33, False)],
+)
+def test_the_beats_baselines_check_judges_the_reported_figures(tmp_path, accuracy, majority, uniform, passes):
+    """The check passes only when the model's track accuracy is above both baselines (a tie fails)."""
+    import dagster as dg
+
+    from music_pipeline.artifacts import write_json
+    from music_pipeline.defs.assets import difficulty as assets
+    from music_pipeline.defs.resources import MusicPipelineResource
+    from music_pipeline.difficulty.cnn import REPORT_FILE
+    from music_pipeline.layout import DataLayout
+
+    layout = DataLayout(tmp_path / "data")
+    write_json(
+        layout.difficulty_dir / REPORT_FILE,
+        {
+            "metrics": {"track_accuracy": accuracy},
+            "baselines": {"majority": {"track_accuracy": majority}, "uniform_random": {"track_accuracy": uniform}},
+        },
+    )
+    pipeline = MusicPipelineResource(data_dir=str(tmp_path / "data"), library_dir=str(tmp_path), workers=1)
+    result = assets.difficulty_cnn_beats_baselines(pipeline)
+    assert result.passed is passes and result.severity == dg.AssetCheckSeverity.WARN
+    assert result.metadata["margin"].value == pytest.approx(accuracy - max(majority, uniform))

@@ -128,7 +128,9 @@ def test_display_bar_moves_within_a_model_by_fold_and_epoch():
     assert d.bar.n == pytest.approx((1 + 7 / 40) / 5)  # fold 2 of 5 begun, 7 of 40 epochs into it
     assert d._models_text() == "0/2 models · difficulty_cnn: fold 2/5 · epoch 7/40"
     d.close()
-    assert "extract" in out.getvalue()
+    text = out.getvalue()
+    assert "analysed 3 tracks in 0:00, 300× real time\n" in text and "training 2 library models …\n" in text
+    assert text.endswith("0/2 models · difficulty_cnn: fold 2/5 · epoch 7/40 [00:00]\n")  # the bar left where it was
 
 
 def test_stderr_of_children_goes_to_the_log_and_the_terminal_stream_stays(tmp_path):

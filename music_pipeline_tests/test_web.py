@@ -125,7 +125,11 @@ def test_track_page_has_genre_difficulty_neighbours_and_map_point(served):
     assert g["explanation"]["text"].startswith(f"Predicted {g['label']}") and g["explanation"]["components"]
     assert any("in-sample" in n for n in g["notes"])  # its label was in the training data, and it says so
     d = t["difficulty"]
-    assert d["available"] and d["level"] in ("Easy", "Medium", "Hard") and 0 <= d["pdi"] <= 1
+    from music_pipeline.artifacts import read_parquet
+    from music_pipeline.layout import DataLayout
+
+    row = read_parquet(DataLayout(served["data"]).difficulty_table_path).set_index("key").loc[key]
+    assert d["available"] and d["pdi"] == pytest.approx(row["pdi"], abs=1e-9) and d["level"] == row["level"]
     assert len(d["reasons"]) == 3 and all(("harder" in r) != ("easier" in r) for r in d["reasons"])
     assert "notes/s" in d["explanation"] and d["explanation"].endswith(f"→ {d['level']}")  # the notes, in musical terms
     assert set(t["map"]) == {"x", "y"}
@@ -210,6 +214,8 @@ def test_audio_only_serves_library_files_by_key(served, built):
     ):
         code, _, body = get(served, path)
         assert code == 404 and b"root:" not in body and b"import" not in body, path
+        # refused by the key lookup (or the router), not by a file read that happened to fail
+        assert json.loads(body)["error"].startswith(("no track with key", "no such page")), (path, body)
     # even a tampered index cannot point the server outside the library folder
     ex = Explorer(built[1])
     ex.tracks.loc[0, "relpath"] = "../../../../etc/passwd"
@@ -581,3 +587,32 @@ def test_only_an_explorer_of_this_machine_is_asked(tmp_path, monkeypatch):
         assert status.running_explorer(tmp_path) is None
     finally:
         server.server_close()
+
+
+def test_a_symlink_out_of_the_library_is_never_served(built, tmp_path):
+    """A link inside the library folder that points outside it (a file, or a folder holding one):
+    over HTTP the server answers 404 naming the reason and never sends the outside bytes."""
+    import shutil
+
+    from music_pipeline.web.app import create_app
+    from music_pipeline.web.explorer import Explorer
+
+    library, data = built
+    secret = tmp_path / "outside" / "secret.wav"
+    secret.parent.mkdir()
+    shutil.copyfile(library / "drone/drone_00.wav", secret)
+    (library / "escape.wav").symlink_to(secret)
+    (library / "escape_dir").symlink_to(secret.parent, target_is_directory=True)
+    try:
+        ex = Explorer(data)
+        keys = list(ex.tracks["key"].iloc[:2])
+        ex.tracks.loc[0, "relpath"], ex.tracks.loc[1, "relpath"] = "escape.wav", "escape_dir/secret.wav"
+        with ThreadServer(create_app(ex)) as server:
+            served = {"port": server.port}
+            for key in keys:
+                code, _, body = get(served, f"/audio/{urllib.parse.quote(key)}")
+                assert code == 404 and "not inside the library" in json.loads(body)["error"], body[:200]
+                assert secret.read_bytes()[:64] not in body
+    finally:
+        (library / "escape.wav").unlink()
+        (library / "escape_dir").unlink()
