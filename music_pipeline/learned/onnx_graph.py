@@ -31,7 +31,7 @@ from music_pipeline.learned.musicnn import (
     weights_folder,
 )
 
-GRAPH_VERSION = "1"  # bump when the written graph changes: it is in the cache folder's name
+GRAPH_VERSION = "2"  # bump when the written graph changes: it is in the cache folder's name
 OPSET = 18
 BN_EPSILON = 1e-3  # tf.compat.v1.layers.batch_normalization's default, as the checkpoints were trained
 REFERENCE = Path(__file__).with_name("musicnn_reference.npz")
@@ -80,17 +80,30 @@ def build_graph(variables: dict[str, np.ndarray], num_classes: int, name: str = 
     def conv(x: str, scope: str, pads: list[int], kernel: np.ndarray) -> str:
         return op("Conv", [x, const(kernel, f"{scope}_w"), const(var(f"{scope}/bias"), f"{scope}_b")], pads=pads)
 
-    def conv2d(x: str, scope: str, pads: list[int]) -> str:  # TF (kh, kw, in, out) -> ONNX (out, in, kh, kw)
-        return op("Relu", [conv(x, scope, pads, var(f"{scope}/kernel").transpose(3, 2, 0, 1))])
+    def front_branch(x: str, scope: str, norm: str, pads: list[int]) -> str:
+        """Conv2D, ReLU, BN, max over the whole frequency axis: (B, 1, frames, mels) -> (B, C, frames).
+
+        Written as Conv, ReduceMax, ReLU, BN so that ReLU and BN run on the pooled tensor, not on
+        the (B, C, frames, freq) one (measured ~20 % of the network's time). Exact, not an
+        approximation: ReLU and BN (a·x + b per channel, a = gamma / sqrt(var + eps)) are monotone
+        in each channel, so max over frequency commutes with them, reversed where a < 0. For those
+        channels the convolution's weights and bias are negated (exact in floating point), so the
+        ReduceMax yields -min z, and ReLU(-(-min z)) = min ReLU(z), which BN with a < 0 turns into
+        the maximum."""
+        sign = np.where(var(f"{norm}/gamma") < 0, -1.0, 1.0).astype(np.float32)
+        kernel = (
+            var(f"{scope}/kernel").transpose(3, 2, 0, 1) * sign[:, None, None, None]
+        )  # TF (kh, kw, in, out) -> ONNX
+        bias = var(f"{scope}/bias") * sign
+        z = op("Conv", [x, const(kernel, f"{scope}_w"), const(bias, f"{scope}_b")], pads=pads)
+        pooled = op("ReduceMax", [z, const(np.array([3], np.int64), "axes")], keepdims=0)  # (B, C, frames)
+        return bn(op("Relu", [op("Mul", [pooled, const(sign[:, None], f"{scope}_sign")])]), norm)
 
     def conv_over_features(x: str, scope: str) -> str:
         """A (7, all features) kernel on (B, features, frames) as a 1-D convolution over time,
         zero-padded by 3 frames each side, ReLU then BN: (B, 64, frames)."""
         k = var(f"{scope}/kernel")  # (7, features, 1, 64)
         return op("Relu", [conv(x, scope, [3, 3], k[:, :, 0, :].transpose(2, 1, 0))])
-
-    def max_over_frequency(t: str) -> str:  # (B, C, frames, freq) -> (B, C, frames)
-        return op("ReduceMax", [t, const(np.array([3], np.int64), "axes")], keepdims=0)
 
     x = op("Unsqueeze", ["log_mel", const(np.array([1], np.int64), "axes")])  # (B, 1, frames, mels)
     x = bn(x, "batch_normalization")
@@ -101,14 +114,14 @@ def build_graph(variables: dict[str, np.ndarray], num_classes: int, name: str = 
     ):
         if var(f"{scope}/kernel").shape[:2] != (7, width):
             raise ValueError(f"{scope}/kernel: expected a (7, {width}) kernel")
-        front.append(max_over_frequency(bn(conv2d(x, scope, [3, 0, 3, 0]), norm)))  # time padded by 3, freq valid
+        front.append(front_branch(x, scope, norm, [3, 0, 3, 0]))  # time padded by 3, frequency valid
     for scope, norm, length in (
         ("conv2d_2", "batch_normalization_3", 128),
         ("conv2d_3", "batch_normalization_4", 64),
         ("conv2d_4", "batch_normalization_5", 32),
     ):
         before = (length - 1) // 2  # TF "same" padding: the extra row goes after
-        front.append(max_over_frequency(bn(conv2d(x, scope, [before, 0, length - 1 - before, 0]), norm)))
+        front.append(front_branch(x, scope, norm, [before, 0, length - 1 - before, 0]))
     front_features = op("Concat", front, axis=1)  # (B, 561, frames)
 
     mid1 = bn(conv_over_features(front_features, "conv2d_5"), "batch_normalization_6")
