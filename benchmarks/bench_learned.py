@@ -1,17 +1,20 @@
 """The learned embedding's cost beside the hand-crafted extraction, per core, on the same tracks.
 
-    python benchmarks/bench_learned.py [FILE ...] [--library DIR] [--limit N] [--max-patches 20] [--onednn 0|1]
+    python benchmarks/bench_learned.py [FILE ...] [--library DIR] [--limit N] [--max-patches 20]
+        [--runtime onnx|keras] [--onednn 0|1]
 
 Both run in this process, one file at a time and interleaved file by file (so both see the same
-machine load), after a warm-up of each. TensorFlow is held to one intra-op and one inter-op thread,
-so the figures are per core: audio seconds / CPU seconds of this process. For the learned
+machine load), after a warm-up of each. ``--runtime onnx`` (the default, what the pipeline runs)
+uses the ONNX graphs on onnxruntime with one intra-op thread; ``--runtime keras`` the Keras 3
+rebuild they were checked against (``learned/musicnn_keras.py``), TensorFlow held to one intra-op
+and one inter-op thread. So the figures are per core: audio seconds / CPU seconds of this process. For the learned
 embedding two figures are printed: × real time of the *track* (the track's duration / cost, what a
 library pays) and × real time of the *analysed audio* (at most max_patches × 3 s per track).
 Also printed: the stages of the learned pass (decode at 16 kHz, front end, the two networks) and
 the pooled statistics of the embedding over the tracks (mean, max).
 
-``--onednn`` sets TF_ENABLE_ONEDNN_OPTS before TensorFlow loads (the CLI sets 0 to silence a
-banner; 1 measured about twice as fast here, see docs/features.md).
+``--onednn`` (Keras only) sets TF_ENABLE_ONEDNN_OPTS before TensorFlow loads (1 measured about
+twice as fast as 0 here, see docs/features.md).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ def main() -> None:
     ap.add_argument("--library", default=None)
     ap.add_argument("--limit", type=int, default=20)
     ap.add_argument("--max-patches", type=int, default=20)
+    ap.add_argument("--runtime", choices=["onnx", "keras"], default="onnx")
     ap.add_argument("--onednn", choices=["0", "1"], default=None)
     args = ap.parse_args()
     if args.onednn is not None:
@@ -35,20 +39,27 @@ def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     import numpy as np
-    import tensorflow as tf
     from common import audio_files
-
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
 
     from music_pipeline.audio.decode import decode
     from music_pipeline.features.extract import extract_features, warm_up
-    from music_pipeline.learned.musicnn import PATCH_SECONDS, SR, log_mel_patches
-    from music_pipeline.learned.store import _network
+    from music_pipeline.learned.musicnn import CHECKPOINTS, PATCH_SECONDS, SR, log_mel_patches
+
+    if args.runtime == "keras":
+        import tensorflow as tf
+
+        from music_pipeline.learned.musicnn_keras import Musicnn
+
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+        net = Musicnn(list(CHECKPOINTS.values()))
+    else:
+        from music_pipeline.learned.onnx_graph import OnnxMusicnn
+
+        net = OnnxMusicnn(list(CHECKPOINTS.values()), threads=1)
 
     files = audio_files(args.files, args.library)[: args.limit]
     warm_up()
-    net = _network()
     net.run(np.zeros((2, 187, 96), np.float32))  # first call builds the graph
     hand, learned, dur, analysed, stages, pooled = (
         0.0,
@@ -84,7 +95,7 @@ def main() -> None:
     )
     print(f"hand-crafted extraction (641 dims + descriptors + segments): {dur / hand:7.1f}× real time per core")
     print(
-        f"learned embedding (decode 16 kHz + front end + MSD and MTT networks): {dur / learned:7.1f}× real time of the track per core, "
+        f"learned embedding ({args.runtime}: decode 16 kHz + front end + MSD and MTT networks): {dur / learned:7.1f}× real time of the track per core, "
         f"{analysed / learned:.1f}× real time of the analysed audio"
     )
     print(f"learned / hand-crafted cost per track: {learned / hand:.2f}")

@@ -4,16 +4,15 @@ accuracy? Cost and accuracy for several caps against the whole track, in the sam
     python benchmarks/bench_learned_cap.py --library DIR [--caps 5,10,20] [--limit N]
 
 The library needs labels (labels.csv or folders). For every cap and for "all patches" the script
-prints the network's CPU seconds per track (one TF thread), the cosine between the capped and the
-whole-track embedding, leave-one-out same-label precision@5 of the standardised embedding, and the
-balanced accuracy of logistic regression on it over grouped folds (the library's groups, else
+prints the network's CPU seconds per track (one onnxruntime thread), the cosine between the capped
+and the whole-track embedding, leave-one-out same-label precision@5 of the standardised embedding,
+and the balanced accuracy of logistic regression on it over grouped folds (the library's groups, else
 tracks). Decoding and the 641 dims are not part of the comparison (they do not change with the cap).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 
@@ -23,14 +22,9 @@ def main() -> None:
     ap.add_argument("--caps", default="5,10,20")
     ap.add_argument("--limit", type=int, default=0)
     args = ap.parse_args()
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     import common  # noqa: F401  (one BLAS thread)
     import numpy as np
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
 
     from music_pipeline.audio.decode import decode
     from music_pipeline.audio.scan import scan_library

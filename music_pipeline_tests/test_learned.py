@@ -1,6 +1,8 @@
-"""The learned embedding: musicnn rebuilt in Keras reproduces the author's TF1 graph, the float32
-front end survives loud music, the per-track store and the library table (synthetic audio only;
-the weights come from PyPI through the project's pinned fetch, cached by conftest)."""
+"""The learned embedding: the checkpoint reader equals TensorFlow's, musicnn rebuilt in Keras and
+written as an ONNX graph both reproduce the author's TF1 graph and each other, the graph cache,
+the float32 front end survives loud music, the per-track store and the library table, and the
+learned pass never loads TensorFlow (synthetic audio only; the weights come from PyPI through the
+project's pinned fetch, cached by conftest)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import numpy as np
 import pytest
 
 from music_pipeline.learned import musicnn as mn
+from music_pipeline.learned import onnx_graph as og
 from music_pipeline.synth import styled_track, tone
 
 
@@ -97,26 +100,133 @@ def reference(weights, tmp_path_factory):
     return patches, dict(np.load(tmp / "ref.npz"))
 
 
+def _keras(specs):
+    from music_pipeline.learned.musicnn_keras import Musicnn
+
+    return Musicnn(specs)
+
+
+@pytest.mark.parametrize("runtime", ["keras", "onnx"])
 @pytest.mark.parametrize("spec", [mn.MSD_MUSICNN, mn.MTT_MUSICNN], ids=lambda s: s.name)
-def test_keras_rebuild_reproduces_the_original_tf1_graph(reference, spec):
+def test_rebuilds_reproduce_the_original_tf1_graph(reference, spec, runtime):
     patches, ref = reference
-    pen, tags = mn.Musicnn([spec]).run(patches)[spec.name]
+    net = _keras([spec]) if runtime == "keras" else og.OnnxMusicnn([spec])
+    pen, tags = net.run(patches)[spec.name]
     assert pen.shape == (len(patches), 200) and tags.shape == (len(patches), 50)
     np.testing.assert_allclose(pen, ref[f"{spec.name}_penultimate"], atol=1e-4)
     np.testing.assert_allclose(tags, ref[f"{spec.name}_tags"], atol=1e-5)
     assert np.ptp(tags, axis=0).max() > 0.05  # different music, different tags: not a constant output
 
 
+# ONNX vs Keras (the network the stored learned features were computed with): pinned here; the
+# graph's build-time check (onnx_graph) must be no looser. Measured on 60 s styled tracks:
+# ≤ 1.5e-5 (penultimate) and ≤ 5e-6 (tags), ~13× and ~4× below these.
+PENULTIMATE_ATOL = 2e-4  # penultimate values reach ~10
+TAGS_ATOL = 2e-5
+
+
+def test_checkpoint_reader_equals_tensorflows(weights, tmp_path):
+    import shutil
+
+    import tensorflow as tf
+
+    from music_pipeline.learned.checkpoint import read_checkpoint
+
+    for spec in (mn.MSD_MUSICNN, mn.MTT_MUSICNN):
+        for suffix in (".index", ".data-00000-of-00001"):  # a named prefix TensorFlow can open
+            shutil.copyfile(weights / spec.folder / suffix, tmp_path / f"{spec.name}{suffix}")
+        reader = tf.train.load_checkpoint(str(tmp_path / spec.name))
+        ours = read_checkpoint(weights / spec.folder)
+        names = reader.get_variable_to_shape_map()
+        assert set(ours) == set(names) and len(names) == 150  # Adam slots and beta powers included
+        for name in names:
+            theirs = reader.get_tensor(name)
+            assert ours[name].dtype == theirs.dtype and ours[name].shape == theirs.shape, name
+            np.testing.assert_array_equal(ours[name], theirs, err_msg=name)
+        network = mn.network_variables(weights, spec)
+        assert len(network) == 64 and not any("Adam" in n or "power" in n for n in network)
+
+
+def test_checkpoint_reader_refuses_what_it_cannot_read(weights, tmp_path):
+    from music_pipeline.learned.checkpoint import CheckpointError, read_checkpoint
+
+    index = (weights / mn.MSD_MUSICNN.folder / ".index").read_bytes()
+    (tmp_path / ".data-00000-of-00001").write_bytes(b"")
+    (tmp_path / ".index").write_bytes(index[:-1] + b"\x00")
+    with pytest.raises(CheckpointError, match="magic"):
+        read_checkpoint(tmp_path)
+    (tmp_path / ".index").write_bytes(index)
+    with pytest.raises(CheckpointError, match="does not fit"):  # an empty data file
+        read_checkpoint(tmp_path)
+
+
 def test_checkpoint_that_does_not_fit_the_network_is_refused(weights):
-    model = mn.build_network()
-    variables = mn.read_checkpoint(weights, mn.MSD_MUSICNN)
-    assert mn.load_weights(model, variables) == len(variables)
+    from music_pipeline.learned import musicnn_keras as mk
+
+    model = mk.build_network()
+    variables = mn.network_variables(weights, mn.MSD_MUSICNN)
+    assert mk.load_weights(model, variables) == len(variables)
     broken = dict(variables)
     broken["dense/kernel"] = broken["dense/kernel"][:, :100]
     with pytest.raises(ValueError, match="dense/kernel"):
-        mn.load_weights(model, broken)
+        mk.load_weights(model, broken)
     with pytest.raises(ValueError, match="not used"):
-        mn.load_weights(model, {**variables, "extra/kernel": np.zeros(1)})
+        mk.load_weights(model, {**variables, "extra/kernel": np.zeros(1)})
+    with pytest.raises(ValueError, match="not used"):
+        og.build_graph({**variables, "extra/kernel": np.zeros(1)}, 50)
+
+
+def test_onnx_graph_equals_keras_on_synthesized_audio():
+    """Both checkpoints, on tones, noise and styled tracks: the ONNX graph gives the Keras
+    rebuild's outputs within the pinned tolerance, with all of a track's patches in one call."""
+    assert og.PENULTIMATE_ATOL <= PENULTIMATE_ATOL and og.TAGS_ATOL <= TAGS_ATOL
+    rng = np.random.default_rng(3)
+    signals = [
+        tone(440.0, 7.0),
+        tone(110.0, 4.0) * 0.05,  # quiet
+        np.clip(rng.standard_normal(22_050 * 7), -1, 1),  # full-scale noise
+        styled_track("noise_rock", 12.0, seed=5),
+        styled_track("arpeggio", 9.0, seed=6),
+    ]
+    patches = np.concatenate([mn.log_mel_patches(_at16k(y))[0] for y in signals])
+    specs = [mn.MSD_MUSICNN, mn.MTT_MUSICNN]
+    keras_out, onnx_out = _keras(specs).run(patches), og.OnnxMusicnn(specs).run(patches)
+    for spec in specs:
+        (kp, kt), (op, ot) = keras_out[spec.name], onnx_out[spec.name]
+        assert op.shape == kp.shape == (len(patches), 200) and ot.shape == kt.shape == (len(patches), 50)
+        np.testing.assert_allclose(op, kp, rtol=0, atol=PENULTIMATE_ATOL)
+        np.testing.assert_allclose(ot, kt, rtol=0, atol=TAGS_ATOL)
+    assert len(patches) >= 10
+
+
+def test_graph_is_cached_reused_and_rebuilt_when_damaged(weights, tmp_path, monkeypatch):
+    spec = mn.MTT_MUSICNN
+    path = tmp_path / "musicnn-onnx" / "MTT.onnx"
+    monkeypatch.setattr(og, "graph_path", lambda s, d=None: path)
+    builds = []
+    real_build = og.build_graph
+    monkeypatch.setattr(og, "build_graph", lambda *a, **k: builds.append(1) or real_build(*a, **k))
+    first = og.ensure_graph(spec)
+    assert len(builds) == 1 and path.read_bytes() == first and path.with_name("MTT.onnx.sha256").is_file()
+    assert og.ensure_graph(spec) == first and len(builds) == 1  # reused, not rebuilt
+    damaged = bytearray(first)
+    damaged[len(damaged) // 2] ^= 0xFF
+    path.write_bytes(bytes(damaged))
+    assert og.ensure_graph(spec) == first and len(builds) == 2  # rebuilt
+    path.with_name("MTT.onnx.sha256").unlink()
+    assert og.ensure_graph(spec) == first and len(builds) == 3  # no sidecar: rebuilt
+    # a graph that does not reproduce the reference is refused, not cached
+    path.unlink()
+    real_vars = og.network_variables
+
+    def off(folder, s):
+        v = real_vars(folder, s)
+        return {**v, "dense_1/bias": v["dense_1/bias"] + 0.01}
+
+    monkeypatch.setattr(og, "network_variables", off)
+    with pytest.raises(og.GraphMismatch, match="tags"):
+        og.ensure_graph(spec)
+    assert not path.exists()
 
 
 def test_store_caches_by_content_and_records_bad_files(tmp_path):
@@ -140,15 +250,22 @@ def test_store_caches_by_content_and_records_bad_files(tmp_path):
     assert [o.status for o in again] == ["cached", "failed"] and store.failure("h_bad")
 
 
+_NO_TF = "assert not {'tensorflow', 'keras'} & set(sys.modules), 'TensorFlow or Keras was imported'"
+
+
 def test_embed_command_does_not_import_tensorflow(tmp_path):
-    """`embed` stays as fast as before: the learned embedding never enters its path."""
+    """`embed` stays as fast as before: neither it nor the learned pass loads TensorFlow."""
     import soundfile as sf
 
     wav = tmp_path / "t.wav"
     sf.write(wav, tone(440.0, 4.0), 22_050)
     code = (
-        "import sys; from music_pipeline.cli import main; rc = main(['embed', '--json', sys.argv[1]]); "
-        "assert rc == 0; assert 'tensorflow' not in sys.modules, 'embed imported TensorFlow'"
+        f"import sys; from music_pipeline.cli import main; assert main(['embed', '--json', sys.argv[1]]) == 0; {_NO_TF}"
+    )
+    subprocess.run([sys.executable, "-c", code, str(wav)], check=True, capture_output=True)
+    code = (
+        "import sys; from music_pipeline.learned.store import compute_learned; "
+        f"f = compute_learned(sys.argv[1]); assert f.n_patches == 1 and f.tags().shape == (100,); {_NO_TF}"
     )
     subprocess.run([sys.executable, "-c", code, str(wav)], check=True, capture_output=True)
 

@@ -206,7 +206,8 @@ def test_help_does_not_import_tensorflow():
 @pytest.mark.slow
 def test_light_commands_on_library_tracks_do_not_import_tensorflow(styled_library, tmp_path):
     """similar, compare, radio and models on a built library (tables, index, PDI and genre models on
-    disk) answer without TensorFlow; embed on a file likewise."""
+    disk) answer without TensorFlow; embed and classify on a file likewise (classify computes the
+    file's learned embedding and tags: musicnn runs on onnxruntime)."""
     from music_pipeline.artifacts import read_parquet
     from music_pipeline.layout import DataLayout
 
@@ -220,6 +221,7 @@ def test_light_commands_on_library_tracks_do_not_import_tensorflow(styled_librar
         ["radio", "--data", str(data), "--length", "3", a],
         ["models", "--data", str(data), "--json"],
         ["embed", str(library / a), "--json"],
+        ["classify", "--data", str(data), "--json", str(library / a)],
     ):
         _no_tensorflow(
             "import sys, contextlib, io\nfrom music_pipeline import cli\n"

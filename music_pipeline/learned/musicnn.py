@@ -1,18 +1,19 @@
-"""musicnn (Pons & Serra, ISMIR 2019 LBD; ISC licence) rebuilt in Keras 3 from its TF1 checkpoints.
+"""musicnn (Pons & Serra, ISMIR 2019 LBD; ISC licence): its checkpoints, tags and log-mel front end.
 
 The ``musicnn`` 0.1.0 wheel ships trained checkpoints but pins ``numpy<1.17`` and TF1-era code,
 so we never install it: ``pretrained.ensure_files`` takes the checkpoint files out of the wheel
-(SHA-256 of the wheel and of every member pinned), the network of the wheel's ``musicnn/models.py``
-(``build_musicnn``: musically motivated front end, dense mid end, temporal pooling back end) is
-rebuilt here layer for layer, and the checkpoint variables are read with
-``tf.train.load_checkpoint`` from a copied prefix (the wheel's ``checkpoint`` file names the
-author's own absolute path, so the folder cannot be opened as is).
+(SHA-256 of the wheel and of every member pinned) and ``network_variables`` reads them with
+``checkpoint.py`` (standard library and numpy, no TensorFlow). The network of the wheel's
+``musicnn/models.py`` (``build_musicnn``: musically motivated front end, dense mid end, temporal
+pooling back end) is written from them as an ONNX graph and run on onnxruntime
+(``onnx_graph.py``); ``musicnn_keras.py`` keeps the Keras 3 rebuild it is checked against.
 
 Input, as in the wheel's ``extractor.batch_data``: mono audio at 16 kHz, mel power spectrogram
 (n_fft 512, hop 256, 96 Slaney mel bands), ``log10(10000·mel + 1)``, cut into patches of 187
 frames (3 s). The wheel casts the mel spectrogram to float16 before the logarithm; 10000·mel
 overflows float16 (max 65504) on loud music, every loud frame becomes inf and the network's
 outputs degenerate. Here the front end stays float32 throughout (tested against the overflow).
+It is computed once per track and fed to both taggers.
 
 Per track at most ``max_patches`` patches are analysed, spread evenly over the whole track, so the
 cost is bounded (20 patches = 60 s) however long the file is; each patch's frames are exactly the
@@ -21,16 +22,14 @@ frames of a whole-track centred spectrogram.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from music_pipeline import pretrained
-from music_pipeline.quiet import load_tensorflow
+from music_pipeline.learned.checkpoint import read_checkpoint
 
 SR = 16_000
 N_FFT = 512
@@ -241,145 +240,11 @@ def log_mel_patches(y: np.ndarray, max_patches: int = DEFAULT_MAX_PATCHES) -> tu
     return np.log10(10000.0 * mel + 1.0).transpose(0, 2, 1).astype(np.float32, copy=False), starts * HOP / SR
 
 
-# ---------------------------------------------------------------- the network
+# ---------------------------------------------------------------- the checkpoint variables
 
 
-def build_network(num_classes: int = 50, n_frames: int = PATCH_FRAMES, n_mels: int = N_MELS):
-    """musicnn's ``build_musicnn`` (7774timbraltemporal front end, 64-filter mid end, 200-unit back
-    end) in Keras 3. Layer names are the TF1 variable scopes, so the checkpoint maps by name.
-    Outputs: [penultimate (batch-normalised dense layer, 200), tag probabilities (sigmoid, 50)]."""
-    load_tensorflow()  # its import-time banner stays off the terminal
-    import keras
-    from keras import layers
-
-    def bn(name):
-        return layers.BatchNormalization(epsilon=1e-3, name=name)  # tf.compat.v1.layers defaults
-
-    inp = keras.Input((n_frames, n_mels), name="log_mel")
-    x = bn("batch_normalization")(layers.Reshape((n_frames, n_mels, 1))(inp))
-    pad7 = layers.ZeroPadding2D(((3, 3), (0, 0)))(x)
-
-    def pooled_over_frequency(t, filters):  # max over the whole frequency axis, then drop it
-        return layers.Reshape((n_frames, filters))(layers.MaxPooling2D((1, t.shape[2]))(t))
-
-    front = []
-    for conv, norm, width in (
-        ("conv2d", "batch_normalization_1", int(0.4 * n_mels)),
-        ("conv2d_1", "batch_normalization_2", int(0.7 * n_mels)),
-    ):
-        t = bn(norm)(layers.Conv2D(204, (7, width), padding="valid", activation="relu", name=conv)(pad7))
-        front.append(pooled_over_frequency(t, 204))
-    for conv, norm, length in (
-        ("conv2d_2", "batch_normalization_3", 128),
-        ("conv2d_3", "batch_normalization_4", 64),
-        ("conv2d_4", "batch_normalization_5", 32),
-    ):
-        t = bn(norm)(layers.Conv2D(51, (length, 1), padding="same", activation="relu", name=conv)(x))
-        front.append(pooled_over_frequency(t, 51))
-    front_features = layers.Concatenate(axis=2)(front)  # (frames, 561)
-    width = front_features.shape[-1]
-
-    def mid_conv(t, conv, norm):  # pad time by 3, a (7, all features) kernel, BN, back to (frames, 64, 1)
-        c = layers.Conv2D(64, (7, t.shape[2]), padding="valid", activation="relu", name=conv)(
-            layers.ZeroPadding2D(((3, 3), (0, 0)))(t)
-        )
-        return layers.Reshape((n_frames, 64, 1))(bn(norm)(c))
-
-    front4 = layers.Reshape((n_frames, width, 1))(front_features)
-    mid1 = mid_conv(front4, "conv2d_5", "batch_normalization_6")
-    res2 = layers.Add()([mid_conv(mid1, "conv2d_6", "batch_normalization_7"), mid1])
-    res3 = layers.Add()([mid_conv(res2, "conv2d_7", "batch_normalization_8"), res2])
-    mid = layers.Reshape((n_frames, width + 3 * 64))(layers.Concatenate(axis=2)([front4, mid1, res2, res3]))
-
-    # temporal pooling: TF1 concatenated [max, mean] on a last axis of 2 and flattened, so the
-    # features interleave (max_0, mean_0, max_1, …): rebuilt in the same order
-    feats = mid.shape[-1]
-    mx = layers.Reshape((feats, 1))(layers.GlobalMaxPooling1D()(mid))
-    mean = layers.Reshape((feats, 1))(layers.GlobalAveragePooling1D()(mid))
-    pooled = layers.Flatten()(layers.Concatenate(axis=2)([mx, mean]))
-    pooled = bn("batch_normalization_9")(pooled)
-    dense = layers.Dense(PENULTIMATE_UNITS, activation="relu", name="dense")(pooled)
-    penultimate = bn("batch_normalization_10")(dense)
-    tags = layers.Activation("sigmoid", name="tags")(layers.Dense(num_classes, name="dense_1")(penultimate))
-    return keras.Model(inp, [penultimate, tags], name="musicnn")
-
-
-_WEIGHT_SUFFIXES = {
-    "Conv2D": ("kernel", "bias"),
-    "Dense": ("kernel", "bias"),
-    "BatchNormalization": ("gamma", "beta", "moving_mean", "moving_variance"),
-}
-
-
-def read_checkpoint(folder: Path, spec: CheckpointSpec) -> dict[str, np.ndarray]:
-    """Every variable of one checkpoint as numpy arrays (Adam slots left out)."""
-    load_tensorflow()  # its import-time banner stays off the terminal
-    import tensorflow as tf
-
-    src = Path(folder) / spec.folder
-    with tempfile.TemporaryDirectory(prefix="musicnn-ckpt-") as tmp:
-        # a named prefix: the wheel's own files are ".index"/".data-…" with an empty stem, and its
-        # `checkpoint` file points at the author's disk
-        for suffix in (".index", ".data-00000-of-00001"):
-            shutil.copyfile(src / suffix, Path(tmp) / f"model{suffix}")
-        reader = tf.train.load_checkpoint(str(Path(tmp) / "model"))
-        names = [n for n in reader.get_variable_to_shape_map() if "Adam" not in n and "power" not in n]
-        return {n: reader.get_tensor(n) for n in names}
-
-
-def load_weights(model, variables: dict[str, np.ndarray]) -> int:
-    """Assign checkpoint variables to the layers of the same name; returns how many were set.
-    Every checkpoint variable must be used and every layer weight set (else ValueError)."""
-    used = set()
-    for layer in model.layers:
-        kind = type(layer).__name__
-        if kind not in _WEIGHT_SUFFIXES:
-            continue
-        names = [f"{layer.name}/{s}" for s in _WEIGHT_SUFFIXES[kind]]
-        missing = [n for n in names if n not in variables]
-        if missing:
-            raise ValueError(f"checkpoint lacks {missing} for layer {layer.name}")
-        values = [variables[n] for n in names]
-        for n, v, w in zip(names, values, layer.get_weights(), strict=True):
-            if v.shape != w.shape:
-                raise ValueError(f"{n}: checkpoint shape {v.shape}, layer expects {w.shape}")
-        layer.set_weights(values)
-        used.update(names)
-    unused = sorted(set(variables) - used)
-    if unused:
-        raise ValueError(f"checkpoint variables not used by the rebuilt network: {unused[:5]}")
-    return len(used)
-
-
-class Musicnn:
-    """One or more musicnn checkpoints, ready to run on log-mel patches."""
-
-    def __init__(
-        self,
-        specs: Sequence[CheckpointSpec] = (MSD_MUSICNN,),
-        data_dir=None,
-        log: Callable[[str], None] = lambda _m: None,
-    ):
-        folder = weights_folder(data_dir, log)
-        self.specs = list(specs)
-        self.models = {}
-        for spec in self.specs:
-            model = build_network(len(spec.tags))
-            load_weights(model, read_checkpoint(folder, spec))
-            self.models[spec.name] = model
-
-    def run(self, patches: np.ndarray, batch: int = 32) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """{checkpoint name: (penultimate (P, 200), tag probabilities (P, n_tags))} for (P, 187, 96) patches."""
-        patches = np.asarray(patches, dtype=np.float32)
-        out = {}
-        for name, model in self.models.items():
-            pen, tags = [], []
-            for i in range(0, len(patches), batch):
-                p, t = model(patches[i : i + batch], training=False)
-                pen.append(np.asarray(p))
-                tags.append(np.asarray(t))
-            out[name] = (
-                np.concatenate(pen) if pen else np.zeros((0, PENULTIMATE_UNITS), np.float32),
-                np.concatenate(tags) if tags else np.zeros((0, len(CHECKPOINTS[name].tags)), np.float32),
-            )
-        return out
+def network_variables(folder: Path, spec: CheckpointSpec) -> dict[str, np.ndarray]:
+    """The network's variables of one checkpoint as numpy arrays (Adam slots and the optimiser's
+    beta powers left out), read without TensorFlow (``checkpoint.py``)."""
+    variables = read_checkpoint(Path(folder) / spec.folder)
+    return {n: v for n, v in variables.items() if "Adam" not in n and "power" not in n}

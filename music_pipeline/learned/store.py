@@ -13,8 +13,9 @@ the 200-unit penultimate layer of each and the 50 tag probabilities of each:
 Stored once per content hash in ``<data>/learned/<LEARNED_VERSION>/<hash>.npz`` (npz, no pickle):
 ``msd_penultimate`` (P, 200), ``mtt_penultimate`` (P, 200), ``msd_tags`` (P, 50), ``mtt_tags``
 (P, 50) float32, ``patch_start_s`` (P,), ``duration_s``, ``compute_seconds``. A file that cannot be
-decoded gets ``failed/<hash>.json`` with the reason. Nothing here imports TensorFlow until an
-embedding is computed.
+decoded gets ``failed/<hash>.json`` with the reason. The networks run on onnxruntime
+(``onnx_graph.py``: the graphs are written from the checkpoints once and cached), so nothing here
+imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ from music_pipeline.learned.musicnn import DEFAULT_MAX_PATCHES, MSD_TAGS, MTT_TA
 from music_pipeline.workers import run_pending
 
 # Bump when a stored value changes (front end, network, patch choice): it is in the cache path.
-LEARNED_CODE_VERSION = "1"
+# 2: the networks run as ONNX graphs on onnxruntime instead of Keras (values differ from v1 in the
+# last float32 bits: ≤ 1.5e-5 on the penultimate layers, ≤ 5e-6 on the tags).
+LEARNED_CODE_VERSION = "2"
 
 
 def learned_version(max_patches: int = DEFAULT_MAX_PATCHES) -> str:
@@ -131,20 +134,23 @@ class LearnedStore(ContentStore):
 # ---------------------------------------------------------------- computing
 
 
-_MODEL = None  # one network pair per process: building and loading costs ~2 s
+_MODEL = None  # one session pair per process
+INTRA_OP_THREADS = 1  # per session: the build runs one worker per core
 
 
-def _network(data_dir=None, log: Callable[[str], None] = lambda _m: None):
+def _network(data_dir=None, log: Callable[[str], None] = lambda _m: None, threads: int = INTRA_OP_THREADS):
     global _MODEL
     if _MODEL is None:
-        from music_pipeline.learned.musicnn import MSD_MUSICNN, MTT_MUSICNN, Musicnn
+        from music_pipeline.learned.musicnn import MSD_MUSICNN, MTT_MUSICNN
+        from music_pipeline.learned.onnx_graph import OnnxMusicnn
 
-        _MODEL = Musicnn((MSD_MUSICNN, MTT_MUSICNN), data_dir, log)
+        _MODEL = OnnxMusicnn((MSD_MUSICNN, MTT_MUSICNN), data_dir, log, threads)
     return _MODEL
 
 
 def features_from_signal(y16k: np.ndarray, max_patches: int = DEFAULT_MAX_PATCHES, data_dir=None) -> LearnedFeatures:
-    """Learned features of 16 kHz mono audio (see the module docstring)."""
+    """Learned features of 16 kHz mono audio (see the module docstring): one front end, all of the
+    track's patches through each tagger in one call."""
     from music_pipeline.learned.musicnn import log_mel_patches
 
     t0 = time.perf_counter()
@@ -227,7 +233,7 @@ def run_learned_job(
 
 
 def _warm(data_dir: str) -> None:
-    """A worker's network pair, built and loaded before it takes a track."""
+    """A worker's session pair, loaded before it takes a track."""
     _network(data_dir)
 
 
@@ -241,7 +247,8 @@ def embed_many(
 ) -> list[LearnedOutcome]:
     """Compute what the store lacks (in up to ``workers`` processes, see ``music_pipeline.workers``;
     a file's error is recorded against that file and never stops the others); results in input order."""
-    from music_pipeline.learned.musicnn import weights_folder
+    from music_pipeline.learned.musicnn import CHECKPOINTS, weights_folder
+    from music_pipeline.learned.onnx_graph import ensure_graph
 
     jobs = list(jobs)
     data_dir = str(store.layout.root)
@@ -268,5 +275,7 @@ def embed_many(
             pending.append(i)
     if pending:
         weights_folder(data_dir, log)  # fetched and verified once, before any worker
+        for spec in CHECKPOINTS.values():  # graphs written and verified once, before any worker
+            ensure_graph(spec, data_dir, log)
         run_pending(jobs, pending, work, done, crashed, workers, warm=partial(_warm, data_dir))
     return [results[i] for i in range(len(jobs))]

@@ -147,7 +147,7 @@ def learned_card(layout: DataLayout) -> dict:
         "name": "learned_embedding",
         "version": learned_version(),
         "trained_at": None,
-        "model": f"musicnn MSD + MTT taggers (Pons & Serra 2019), weights from {WEIGHTS.filename} (sha256 {WEIGHTS.sha256[:12]}…), rebuilt in Keras",
+        "model": f"musicnn MSD + MTT taggers (Pons & Serra 2019), weights from {WEIGHTS.filename} (sha256 {WEIGHTS.sha256[:12]}…), run as ONNX graphs on onnxruntime",
         "feature_view": f"{LEARNED_DIM} pooled penultimate activations + 100 tag scores",
         "training_size": None,
         "tracks_embedded": n,

@@ -57,12 +57,12 @@ def _run(context, pipeline: MusicPipelineResource, jobs) -> dict:
         dg.AssetSpec(
             TRACK_LEARNED,
             group_name="features",
-            kinds={"python", "tensorflow"},
+            kinds={"python", "onnx"},
             owners=["team:music-pipeline"],
             partitions_def=tracks_partitions,
             code_version=learned_version(),
             description=(
-                "The pretrained musicnn taggers (weights from the pinned musicnn 0.1.0 wheel, rebuilt in Keras 3) "
+                "The pretrained musicnn taggers (weights from the pinned musicnn 0.1.0 wheel, run as ONNX graphs on onnxruntime) "
                 "on at most 20 three-second patches spread over the track: per patch the 200-unit penultimate "
                 "layer and 50 tag scores of the MSD and of the MTT model. Cached per content hash in "
                 f"`<data>/learned/{learned_version()}/<hash>.npz`; a file that cannot be decoded is recorded with "
