@@ -148,8 +148,9 @@ class TrackMeter:
         total: int,
         on_progress: ProgressCallback | Report | None,
         clock: Callable[[], float] = time.perf_counter,
+        what: str = "",
     ):
-        self.phase, self.total = phase, int(total)
+        self.phase, self.total, self.what = phase, int(total), what  # what: e.g. the passes run per track
         self.on_progress = on_progress
         self.clock = clock
         self.start = clock()
@@ -166,7 +167,8 @@ class TrackMeter:
 
     def snapshot(self) -> Progress:
         elapsed = max(self.clock() - self.start, 1e-9)
-        detail = f"{self.audio_s / elapsed:.0f}× real time" if self.audio_s > 0 else ""
+        speed = f"{self.audio_s / elapsed:.0f}× real time" if self.audio_s > 0 else ""
+        detail = " · ".join(filter(None, (self.what, speed)))
         # the first tracks carry the start-up (worker spawn, numba warm-up): no ETA from them alone
         eta = elapsed / self.done * (self.total - self.done) if self.done >= ETA_AFTER else None
         return Progress(self.phase, self.done, self.total, "tracks", detail, eta)

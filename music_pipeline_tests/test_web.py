@@ -470,29 +470,24 @@ def test_api_queries_past_the_cap_get_503_with_retry_after(built, monkeypatch):
     """With every query slot held by a slow request, the next request is answered 503 at once
     (Retry-After), and the held ones still finish."""
     import threading
-    import time
 
     from music_pipeline.web import app as web_app
     from music_pipeline.web.explorer import Explorer
 
     _library, data = built
     monkeypatch.setattr(web_app, "MAX_CONCURRENT_QUERIES", 1)
-    release = threading.Event()
+    entered, release = threading.Event(), threading.Event()
     ex = Explorer(data)
     slow_search = ex.search
-    monkeypatch.setattr(ex, "search", lambda q, n: (release.wait(30), slow_search(q, n))[1])
+    monkeypatch.setattr(ex, "search", lambda q, n: (entered.set(), release.wait(60), slow_search(q, n))[2])
     server = ThreadServer(web_app.create_app(ex))
     with server:
         served = {"port": server.port}
         held = {}
         worker = threading.Thread(target=lambda: held.update(answer=get(served, "/api/search?q=drone")))
         worker.start()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:  # until the slow request holds the slot
-            code, headers, _ = get(served, "/api/info")
-            if code == 503:
-                break
-            time.sleep(0.01)
+        assert entered.wait(60)  # the slow request holds the only slot
+        code, headers, _ = get(served, "/api/info")
         assert code == 503 and headers["retry-after"] == str(web_app.RETRY_AFTER_S)
         release.set()
         worker.join(30)

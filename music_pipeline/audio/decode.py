@@ -251,3 +251,32 @@ def decode(
     if float(np.max(y) - np.min(y)) <= 10 ** (SILENCE_PEAK_DB / 20):
         raise AudioError(path, "no signal: the file is a constant (DC) level")
     return DecodedAudio(y=y, sr=sr, source_sr=source_sr, source_channels=channels, duration_s=duration)
+
+
+class SharedDecode:
+    """One decode of a file for every pass that reads it (the features, the notes and the learned
+    embedding of a track): decoded on first use at ``ANALYSIS_SR``, kept for the others, and
+    resampled for a pass that wants another rate. A decode that failed fails every pass the same
+    way, without a second attempt."""
+
+    def __init__(self, path: str | Path):
+        self.path = path
+        self._audio: DecodedAudio | None = None
+        self._error: AudioError | None = None
+        self.decodes = 0  # how often the file was read (at most once)
+
+    def get(self, sr: int = ANALYSIS_SR) -> DecodedAudio:
+        if self._error is not None:
+            raise self._error
+        if self._audio is None:
+            self.decodes += 1
+            try:
+                self._audio = decode(self.path)
+            except AudioError as exc:
+                self._error = exc
+                raise
+        audio = self._audio
+        if sr == audio.sr:
+            return audio
+        y = soxr.resample(audio.y, audio.sr, sr, quality="HQ").astype(np.float32, copy=False)
+        return DecodedAudio(y, sr, audio.source_sr, audio.source_channels, len(y) / sr)

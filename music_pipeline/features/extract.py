@@ -36,7 +36,7 @@ from music_pipeline.artifacts import (
     write_json,
     write_npz,
 )
-from music_pipeline.audio.decode import ANALYSIS_SR, AudioError, decode
+from music_pipeline.audio.decode import ANALYSIS_SR, AudioError, SharedDecode, decode
 from music_pipeline.content_store import CRASH_REASON, Failure, attempt
 from music_pipeline.difficulty.audio_descriptors import DESCRIPTOR_NAMES, compute_descriptors
 from music_pipeline.features.embedding import EMBEDDING_DIM, compute_embedding
@@ -84,10 +84,13 @@ def features_from_signal(y: np.ndarray, sr: int = ANALYSIS_SR, n_segments: int =
     )
 
 
-def extract_features(path: str | Path, n_segments: int = DEFAULT_SEGMENTS) -> TrackFeatures:
-    """Decode ``path`` and compute everything. Raises ``AudioError`` for input that cannot be analysed."""
+def extract_features(
+    path: str | Path, n_segments: int = DEFAULT_SEGMENTS, audio: SharedDecode | None = None
+) -> TrackFeatures:
+    """Decode ``path`` (or take ``audio``, the decode other passes share) and compute everything.
+    Raises ``AudioError`` for input that cannot be analysed."""
     t0 = time.perf_counter()
-    audio = decode(path)
+    audio = audio.get() if audio is not None else decode(path)
     try:
         feats = features_from_signal(audio.y, audio.sr, n_segments)
     except AudioError:
@@ -269,8 +272,9 @@ def _transient(job: ExtractJob, store: FeatureStore, reason: str, t0: float) -> 
     )
 
 
-def run_job(job: ExtractJob, retry_failed: bool = False) -> ExtractOutcome:
-    """Extract one track into the store unless its content is already there. Never raises."""
+def run_job(job: ExtractJob, retry_failed: bool = False, audio: SharedDecode | None = None) -> ExtractOutcome:
+    """Extract one track into the store unless its content is already there (``audio``: the decode
+    the track's other passes share). Never raises."""
     t0 = time.perf_counter()
     if job.scan_error or not job.content_hash:
         return ExtractOutcome(
@@ -281,7 +285,9 @@ def run_job(job: ExtractJob, retry_failed: bool = False) -> ExtractOutcome:
         return ExtractOutcome(job.key, job.relpath, job.content_hash, "cached", seconds=time.perf_counter() - t0)
     if not retry_failed and (reason := store.permanent_failure(job.content_hash)):
         return ExtractOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {reason}")
-    feats = attempt(lambda: extract_features(job.path, job.n_segments), lambda f: store.save(job.content_hash, f))
+    feats = attempt(
+        lambda: extract_features(job.path, job.n_segments, audio), lambda f: store.save(job.content_hash, f)
+    )
     if isinstance(feats, Failure):
         if not feats.permanent:
             return _transient(job, store, feats.reason, t0)

@@ -30,13 +30,15 @@ from pathlib import Path
 import numpy as np
 
 from music_pipeline.artifacts import ArtifactPath, read_npz
+from music_pipeline.audio.decode import SharedDecode
 from music_pipeline.content_store import CRASH_REASON, ContentStore, Failure, attempt
 from music_pipeline.learned.musicnn import DEFAULT_MAX_PATCHES, MSD_TAGS, MTT_TAGS, PENULTIMATE_UNITS, SR
 from music_pipeline.workers import run_pending
 
 # Bump when a stored value changes (front end, network, patch choice): it is in the cache path.
 # 2: the networks run as ONNX graphs on onnxruntime instead of Keras (values differ from v1 in the
-# last float32 bits: ≤ 1.5e-5 on the penultimate layers, ≤ 5e-6 on the tags).
+# last float32 bits: ≤ 1.5e-5 on the penultimate layers, ≤ 5e-6 on the tags), and the 16 kHz signal
+# is resampled from the analysis-rate decode every pass shares instead of decoded on its own.
 LEARNED_CODE_VERSION = "2"
 
 
@@ -160,14 +162,16 @@ def features_from_signal(y16k: np.ndarray, max_patches: int = DEFAULT_MAX_PATCHE
     return LearnedFeatures(msd_pen, mtt_pen, msd_tags, mtt_tags, starts, len(y16k) / SR, time.perf_counter() - t0)
 
 
-def compute_learned(path: str | Path, max_patches: int = DEFAULT_MAX_PATCHES, data_dir=None) -> LearnedFeatures:
-    """Decode ``path`` at 16 kHz and compute its learned features. Raises ``AudioError`` for a file
-    that cannot be analysed (the same checks as the hand-crafted extraction)."""
-    from music_pipeline.audio.decode import decode
-
+def compute_learned(
+    path: str | Path, max_patches: int = DEFAULT_MAX_PATCHES, data_dir=None, audio: SharedDecode | None = None
+) -> LearnedFeatures:
+    """Learned features of ``path``: decoded at the analysis rate as every pass reads it (or taken
+    from ``audio``, the decode the track's other passes share) and resampled to 16 kHz, so a file
+    gives the same features in a build and alone. Raises ``AudioError`` for a file that cannot be
+    analysed (the same checks as the hand-crafted extraction)."""
     t0 = time.perf_counter()
-    audio = decode(path, SR)
-    feats = features_from_signal(audio.y, max_patches, data_dir)
+    y16k = (audio or SharedDecode(path)).get(SR).y
+    feats = features_from_signal(y16k, max_patches, data_dir)
     feats.compute_seconds = time.perf_counter() - t0
     return feats
 
@@ -197,7 +201,11 @@ class LearnedOutcome:
 
 
 def run_learned_job(
-    job: LearnedJob, data_dir: str, max_patches: int = DEFAULT_MAX_PATCHES, retry_failed: bool = False
+    job: LearnedJob,
+    data_dir: str,
+    max_patches: int = DEFAULT_MAX_PATCHES,
+    retry_failed: bool = False,
+    audio: SharedDecode | None = None,
 ) -> LearnedOutcome:
     """Compute one track's learned features into the store unless its content is there; failures
     follow the policy of ``content_store`` (a file whose content cannot be analysed is remembered;
@@ -214,7 +222,9 @@ def run_learned_job(
         return LearnedOutcome(job.key, job.relpath, job.content_hash, "cached")
     if not retry_failed and (reason := store.failure(job.content_hash)):
         return LearnedOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {reason}")
-    feats = attempt(lambda: compute_learned(job.path, max_patches, data_dir), lambda f: store.save(job.content_hash, f))
+    feats = attempt(
+        lambda: compute_learned(job.path, max_patches, data_dir, audio), lambda f: store.save(job.content_hash, f)
+    )
     if isinstance(feats, Failure):
         store.record(job.content_hash, job.relpath, feats)
         status = "failed" if feats.permanent else "error"
@@ -232,6 +242,16 @@ def run_learned_job(
     )
 
 
+def prepare(data_dir: str, log: Callable[[str], None] = lambda _m: None) -> None:
+    """The weights fetched and verified, and both graphs written and verified, once, before any worker."""
+    from music_pipeline.learned.musicnn import CHECKPOINTS, weights_folder
+    from music_pipeline.learned.onnx_graph import ensure_graph
+
+    weights_folder(data_dir, log)
+    for spec in CHECKPOINTS.values():
+        ensure_graph(spec, data_dir, log)
+
+
 def _warm(data_dir: str) -> None:
     """A worker's session pair, loaded before it takes a track."""
     _network(data_dir)
@@ -247,9 +267,6 @@ def embed_many(
 ) -> list[LearnedOutcome]:
     """Compute what the store lacks (in up to ``workers`` processes, see ``music_pipeline.workers``;
     a file's error is recorded against that file and never stops the others); results in input order."""
-    from music_pipeline.learned.musicnn import CHECKPOINTS, weights_folder
-    from music_pipeline.learned.onnx_graph import ensure_graph
-
     jobs = list(jobs)
     data_dir = str(store.layout.root)
     work = partial(run_learned_job, data_dir=data_dir, max_patches=store.max_patches, retry_failed=retry_failed)
@@ -274,8 +291,6 @@ def embed_many(
         else:
             pending.append(i)
     if pending:
-        weights_folder(data_dir, log)  # fetched and verified once, before any worker
-        for spec in CHECKPOINTS.values():  # graphs written and verified once, before any worker
-            ensure_graph(spec, data_dir, log)
+        prepare(data_dir, log)
         run_pending(jobs, pending, work, done, crashed, workers, warm=partial(_warm, data_dir))
     return [results[i] for i in range(len(jobs))]

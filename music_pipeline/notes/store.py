@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from music_pipeline.artifacts import read_npz
-from music_pipeline.audio.decode import ANALYSIS_SR, decode
+from music_pipeline.audio.decode import ANALYSIS_SR, SharedDecode, decode
 from music_pipeline.content_store import CRASH_REASON, ContentStore, Failure, attempt
 from music_pipeline.difficulty.note_descriptors import NOTE_DESCRIPTOR_NAMES, note_descriptors
 from music_pipeline.notes.events import NoteEvents
@@ -91,11 +91,12 @@ def notes_of_signal(y: np.ndarray, sr: int, transcriber) -> TrackNotes:
     return TrackNotes(t.notes, note_descriptors(t.notes), t.duration_s, t.gain_db, t.seconds)
 
 
-def notes_of_file(path: str | Path, transcriber) -> TrackNotes:
-    """Decode and transcribe one file. Raises ``AudioError`` for input that cannot be analysed."""
-
+def notes_of_file(path: str | Path, transcriber, audio: SharedDecode | None = None) -> TrackNotes:
+    """Decode and transcribe one file (``audio``: the decode the track's other passes share).
+    Raises ``AudioError`` for input that cannot be analysed."""
     t0 = time.perf_counter()
-    result = notes_of_signal(decode(path).y, ANALYSIS_SR, transcriber)
+    y = (audio.get() if audio is not None else decode(path)).y
+    result = notes_of_signal(y, ANALYSIS_SR, transcriber)
     result.compute_seconds = time.perf_counter() - t0
     return result
 
@@ -137,7 +138,9 @@ def _transcriber(data_dir: str):
     return _TRANSCRIBER
 
 
-def run_notes_job(job: NotesJob, retry_failed: bool = False, transcriber=None) -> NotesOutcome:
+def run_notes_job(
+    job: NotesJob, retry_failed: bool = False, transcriber=None, audio: SharedDecode | None = None
+) -> NotesOutcome:
     """Transcribe one track into the store unless its content is already there; failures follow
     the policy of ``content_store``. Never raises."""
     t0 = time.perf_counter()
@@ -151,7 +154,7 @@ def run_notes_job(job: NotesJob, retry_failed: bool = False, transcriber=None) -
     if not retry_failed and (reason := store.failure(job.content_hash)):
         return NotesOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {reason}")
     result = attempt(
-        lambda: notes_of_file(job.path, transcriber or _transcriber(job.data_dir)),
+        lambda: notes_of_file(job.path, transcriber or _transcriber(job.data_dir), audio),
         lambda r: store.save(job.content_hash, r),
     )
     if isinstance(result, Failure):
@@ -163,6 +166,13 @@ def run_notes_job(job: NotesJob, retry_failed: bool = False, transcriber=None) -
     return NotesOutcome(
         job.key, job.relpath, job.content_hash, "transcribed", None, time.perf_counter() - t0, result.duration_s
     )
+
+
+def prepare(data_dir: str, log: Callable[[str], None] = lambda _m: None) -> None:
+    """The model file fetched and verified once, before any worker starts."""
+    from music_pipeline.notes.transcribe import model_path
+
+    model_path(data_dir, log)
 
 
 def _warm(data_dir: str) -> None:
@@ -179,7 +189,6 @@ def transcribe_many(
 ) -> list[NotesOutcome]:
     """Run ``jobs`` (in ``workers`` processes when > 1); results in input order. The model file is
     fetched and verified once here, before any worker starts."""
-    from music_pipeline.notes.transcribe import model_path
 
     jobs = list(jobs)
     results: dict[int, NotesOutcome] = {}
@@ -209,7 +218,7 @@ def transcribe_many(
         return NotesOutcome(j.key, j.relpath, j.content_hash, "failed", f"{j.path}: {CRASH_REASON}")
 
     if pending:
-        model_path(jobs[pending[0]].data_dir, log_fn)  # fetched and verified once, before any worker
+        prepare(jobs[pending[0]].data_dir, log_fn)
         run_pending(
             jobs,
             pending,

@@ -4,11 +4,12 @@ defs/partitions.py) and the library embedding table."""
 import dagster as dg
 
 from music_pipeline import progress
+from music_pipeline.analysis import PASSES, TrackJob, analyse_many
 from music_pipeline.artifacts import read_parquet
 from music_pipeline.defs.partitions import TRACK_BATCH, tracks_for_run, tracks_partitions
 from music_pipeline.defs.resources import MusicPipelineResource
 from music_pipeline.features.embedding import EMBEDDING_DIM
-from music_pipeline.features.extract import ExtractJob, extract_many, feature_version
+from music_pipeline.features.extract import feature_version
 from music_pipeline.features.segments import SEGMENT_FRAMES
 from music_pipeline.features.spectra import N_MELS
 from music_pipeline.features.tables import InvalidTable, refresh_tables, validate_embedding_table
@@ -77,23 +78,9 @@ def _track_spec(key: dg.AssetKey, description: str) -> dg.AssetSpec:
 )
 def track_features(context: dg.AssetExecutionContext, pipeline: MusicPipelineResource):
     run = tracks_for_run(context, pipeline.scan())
-    settings = pipeline.settings
-    jobs = [
-        ExtractJob(t.key, t.path, t.relpath, t.content_hash, str(settings.data_dir), pipeline.n_segments, t.scan_error)
-        for t in run.tracks
-    ]
     run.log_missing(context.log)
-
-    report = progress.dagster_reporter(context.log.info)
-    meter = progress.TrackMeter("extract", len(jobs), report)
-
-    def on_result(outcome):
-        meter.track_done(outcome.duration_s if outcome.status == "extracted" else None)
-        if not outcome.ok:
-            context.log.warning(f"track {outcome.key} failed: {outcome.reason}")
-
     retry_failed = context.run.tags.get(RETRY_FAILED_TAG, "").lower() == "true"
-    outcomes = extract_many(jobs, workers=settings.workers, on_result=on_result, retry_failed=retry_failed)
+    outcomes = analyse_run(context, pipeline, run, "features")
     counts = {s: sum(o.status == s for o in outcomes) for s in ("extracted", "cached", "failed", "error")}
     audio_s = sum(o.duration_s or 0.0 for o in outcomes if o.status == "extracted")
     cpu_s = sum(o.seconds for o in outcomes if o.status == "extracted")
@@ -140,6 +127,49 @@ def _segments_check(store, analysed, n_segments: int) -> dg.AssetCheckResult:
             "problems": dg.MetadataValue.md("\n".join(f"- {w}" for w in wrong) or "none"),
         },
     )
+
+
+# the asset keys of each per-track pass (music_pipeline.analysis.PASSES)
+PASS_ASSETS = {
+    "features": TRACK_ASSETS,
+    "notes": [dg.AssetKey("track_notes")],
+    "learned": [dg.AssetKey("track_learned_embedding")],
+}
+
+
+def analyse_run(context, pipeline: MusicPipelineResource, run, this_pass: str) -> list:
+    """This step's outcomes for the tracks of ``run``. The first per-track step of a run reads each
+    file once and fills the stores of every per-track pass the run selected (``analysis.py``); the
+    later steps answer from those stores. Every step reports the one ``extract`` phase the build
+    shows, naming the passes that run per track."""
+    selected = context.run.asset_selection
+    passes = tuple(p for p in PASSES if p == this_pass or selected is None or set(PASS_ASSETS[p]) & selected)
+    retry_failed = context.run.tags.get(RETRY_FAILED_TAG, "").lower() == "true"
+    data_dir = str(pipeline.settings.data_dir)
+    jobs = [
+        TrackJob(
+            t.key, t.path, t.relpath, t.content_hash, data_dir, passes, t.scan_error, pipeline.n_segments, retry_failed
+        )
+        for t in run.tracks
+    ]
+    meter = progress.TrackMeter(
+        "extract", len(jobs), progress.dagster_reporter(context.log.info), what=" + ".join(passes)
+    )
+
+    def on_result(outcomes: dict) -> None:
+        mine = outcomes[this_pass]
+        computed = [o for o in outcomes.values() if o.ok and o.status != "cached"]
+        meter.track_done(max((_audio_seconds(o) for o in computed), default=None))
+        if not mine.ok:
+            context.log.warning(f"track {mine.key}: {this_pass} failed: {mine.reason}")
+
+    results = analyse_many(jobs, pipeline.settings.workers, on_result, context.log.info)
+    return [r[this_pass] for r in results]
+
+
+def _audio_seconds(outcome) -> float:
+    """Seconds of the track an outcome analysed (the whole track for features and notes)."""
+    return float(getattr(outcome, "duration_s", None) or 0.0)
 
 
 def fail_on_transient(outcomes, counts: dict) -> None:

@@ -5,7 +5,7 @@ import time
 import dagster as dg
 
 from music_pipeline import progress
-from music_pipeline.defs.assets.features import TRACK_BACKFILL_POLICY, fail_on_transient
+from music_pipeline.defs.assets.features import TRACK_BACKFILL_POLICY, analyse_run, fail_on_transient
 from music_pipeline.defs.partitions import tracks_for_run, tracks_partitions
 from music_pipeline.defs.resources import MusicPipelineResource
 from music_pipeline.learned.store import LEARNED_DIM, TAG_NAMES, learned_version
@@ -24,8 +24,8 @@ def _run(context, pipeline: MusicPipelineResource, jobs) -> dict:
     from music_pipeline.learned.store import LearnedStore, embed_many
 
     store = LearnedStore(pipeline.settings.data_dir)
-    total, t0 = len(jobs), time.perf_counter()
-    meter = progress.TrackMeter("learned", total, progress.dagster_reporter(context.log.info))
+    t0 = time.perf_counter()
+    meter = progress.TrackMeter("learned", len(jobs), progress.dagster_reporter(context.log.info))
 
     def on_result(o):
         meter.track_done(o.audio_seconds if o.status == "computed" else None)
@@ -33,16 +33,21 @@ def _run(context, pipeline: MusicPipelineResource, jobs) -> dict:
             context.log.warning(f"learned embedding of {o.relpath} failed: {o.reason}")
 
     outcomes = embed_many(jobs, store, on_result, log=context.log.info, workers=pipeline.settings.workers)
+    return _summary(outcomes, store.version, time.perf_counter() - t0)
+
+
+def _summary(outcomes, version: str, seconds: float) -> dict:
+    """The metadata of a learned pass over some tracks; failures not the files' fault fail the step."""
     fail_on_transient(
         outcomes, {s: sum(o.status == s for o in outcomes) for s in ("computed", "cached", "failed", "error")}
     )
     computed = [o for o in outcomes if o.status == "computed"]
     cpu = sum(o.seconds for o in computed)
     return {
-        "tracks": total,
+        "tracks": len(outcomes),
         **{s: sum(o.status == s for o in outcomes) for s in ("computed", "cached", "failed")},
-        "version": store.version,
-        "seconds": time.perf_counter() - t0,
+        "version": version,
+        "seconds": seconds,
         # analysed audio per second of wall time in this process (decode + front end + both networks)
         "x_realtime_analysed": float(sum(o.audio_seconds for o in computed) / cpu) if cpu else 0.0,
         "failures": dg.MetadataValue.md(
@@ -77,7 +82,10 @@ def _run(context, pipeline: MusicPipelineResource, jobs) -> dict:
 def track_learned_embedding(context: dg.AssetExecutionContext, pipeline: MusicPipelineResource) -> dg.MaterializeResult:
     run = tracks_for_run(context, pipeline.scan())
     run.log_missing(context.log)
-    return dg.MaterializeResult(metadata={**_run(context, pipeline, _jobs(run.tracks)), **run.metadata()})
+    t0 = time.perf_counter()
+    outcomes = analyse_run(context, pipeline, run, "learned")
+    summary = _summary(outcomes, learned_version(), time.perf_counter() - t0)
+    return dg.MaterializeResult(metadata={**summary, **run.metadata()})
 
 
 @dg.asset(

@@ -2,11 +2,10 @@
 
 import dagster as dg
 
-from music_pipeline import progress
-from music_pipeline.defs.assets.features import TRACK_BACKFILL_POLICY, fail_on_transient
+from music_pipeline.defs.assets.features import TRACK_BACKFILL_POLICY, analyse_run, fail_on_transient
 from music_pipeline.defs.partitions import tracks_for_run, tracks_partitions
 from music_pipeline.defs.resources import MusicPipelineResource
-from music_pipeline.notes.store import NotesJob, NotesStore, notes_version, transcribe_many
+from music_pipeline.notes.store import NotesStore, notes_version
 from music_pipeline.notes.transcribe import DEFAULT_BUDGET
 
 TRACK_NOTES = dg.AssetKey("track_notes")
@@ -33,16 +32,8 @@ TRACK_NOTES = dg.AssetKey("track_notes")
 def track_notes(context: dg.AssetExecutionContext, pipeline: MusicPipelineResource) -> dg.MaterializeResult:
     run = tracks_for_run(context, pipeline.scan())
     data_dir = str(pipeline.settings.data_dir)
-    jobs = [NotesJob(t.key, t.path, t.relpath, t.content_hash, data_dir, t.scan_error) for t in run.tracks]
     run.log_missing(context.log)
-    meter = progress.TrackMeter("notes", len(jobs), progress.dagster_reporter(context.log.info))
-
-    def on_result(outcome):
-        meter.track_done(outcome.duration_s if outcome.status == "transcribed" else None)
-        if not outcome.ok:
-            context.log.warning(f"track {outcome.key}: no notes: {outcome.reason}")
-
-    outcomes = transcribe_many(jobs, workers=pipeline.settings.workers, on_result=on_result, log_fn=context.log.info)
+    outcomes = analyse_run(context, pipeline, run, "notes")
     counts = {s: sum(o.status == s for o in outcomes) for s in ("transcribed", "cached", "failed", "error")}
     fail_on_transient(outcomes, counts)
     audio_s = sum(o.duration_s or 0.0 for o in outcomes if o.status == "transcribed")
