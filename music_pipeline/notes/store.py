@@ -130,7 +130,7 @@ class NotesOutcome:
         return self.status != "failed"
 
 
-_TRANSCRIBER = None  # one onnxruntime session per worker process
+_TRANSCRIBER = None  # one onnxruntime session per worker process, one intra-op thread (a worker per core)
 
 
 def _transcriber(data_dir: str):
@@ -182,8 +182,9 @@ def run_notes_job(job: NotesJob, retry_failed: bool = False, transcriber=None) -
 
 
 def _warm(data_dir: str) -> None:
-    """A worker's onnxruntime session, loaded before it takes a track."""
-    _transcriber(data_dir)
+    """A worker's onnxruntime session, opened before it takes a track (the session is opened on
+    first use: building the ``Transcriber`` alone would leave it to the worker's first track)."""
+    _transcriber(data_dir).open()
 
 
 def transcribe_many(
