@@ -178,6 +178,25 @@ def test_session_threads_default_to_the_cores_and_the_pool_uses_one(monkeypatch)
     assert store._transcriber(None).threads == 1
 
 
+def test_onset_peaks_are_scipys_argrelmax_without_scipy(transcriber):
+    import scipy.signal
+
+    rng = np.random.default_rng(0)
+    y = render(generate_piece(PieceSpec(seconds=12, onsets_per_s=5, voices=3, chord_share=0.6, seed=11)))
+    windows, _ = bp.excerpt_windows(y, 0, plan_excerpts(len(y))[0][1])
+    frames, onsets = transcriber.activations(windows)
+    cases = [
+        bp.infer_onsets(onsets, frames),
+        np.round(rng.random((300, 88)), 1),  # many ties and plateaus
+        rng.random((3, 88)),
+        np.zeros((40, 88)),
+    ]
+    for a in cases:
+        ours, theirs = bp.argrelmax_rows(a), scipy.signal.argrelmax(a, axis=0)
+        assert len(ours) == len(theirs) == 2
+        assert all(np.array_equal(o, t) for o, t in zip(ours, theirs, strict=True))
+
+
 def test_note_creation_port_on_handmade_activations():
     frames = np.zeros((100, 88))
     onsets = np.zeros((100, 88))
