@@ -39,7 +39,7 @@ LEVEL_PERCENTILE = 95.0
 LEVEL_BLOCK = 2048  # 93 ms at 22.05 kHz
 # Windows per onnxruntime call. The windows of all a track's excerpts go through in one stream of
 # calls of this size. Measured on one core (60 s, 36 windows, benchmarks/bench_passes.py): 1–4
-# windows per call cost the same, 6–36 cost 3–6 % more CPU (the activations are bit-identical
+# windows per call cost the same, 8–36 cost 2–6 % more CPU (the activations are bit-identical
 # for every batch size).
 BATCH_WINDOWS = 4
 # Ghost notes: on bright timbres the model also reports strong overtones (octave, twelfth, double
@@ -141,16 +141,16 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def session_options(threads: int = 1):
+def session_options(threads: int = 1, spin: bool = False):
     """onnxruntime options of the transcription session, chosen by measurement (one core, 36
     windows; benchmarks/bench_passes.py):
 
-    - graph optimisation ``ORT_ENABLE_ALL``: EXTENDED, BASIC and none each cost ~23 % more CPU (and
-      give activations up to 1.6e-4 apart from ALL's, which the notes were made with);
-    - the CPU memory arena on (off: +1.5 %, within noise) and sequential execution, one inter-op thread;
-    - ``threads`` intra-op threads; no spin-waiting: with 2 threads on a loaded 2-core machine the
-      spinning threads burnt 22 % more CPU for a slower run, and with 1 thread it makes no
-      difference. Two threads give activations up to 9e-8 apart from one thread's (the same notes
+    - graph optimisation ``ORT_ENABLE_ALL``: EXTENDED, BASIC and none each cost 21–25 % more CPU
+      (and give activations up to 1.6e-4 apart from ALL's, which the notes were made with);
+    - the CPU memory arena on (off: +0–9 %, noise) and sequential execution, one inter-op thread;
+    - ``threads`` intra-op threads; no spin-waiting (``spin``): with 2 threads on a loaded 2-core
+      machine the spinning threads burnt 22–28 % more CPU for a slower run, and with 1 thread it
+      makes no difference. Two threads ran 1.86× faster (wall, same CPU) on an idle machine. Two threads give activations up to 9e-8 apart from one thread's (the same notes
       on the synthesized tracks checked); the note store is always written with one.
     """
     import onnxruntime as ort
@@ -161,7 +161,7 @@ def session_options(threads: int = 1):
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.enable_cpu_mem_arena = True
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     return opts
 
 
