@@ -150,8 +150,9 @@ def session_options(threads: int = 1, spin: bool = False):
     - the CPU memory arena on (off: +0–9 %, noise) and sequential execution, one inter-op thread;
     - ``threads`` intra-op threads; no spin-waiting (``spin``): with 2 threads on a loaded 2-core
       machine the spinning threads burnt 22–28 % more CPU for a slower run, and with 1 thread it
-      makes no difference. Two threads ran 1.86× faster (wall, same CPU) on an idle machine. Two threads give activations up to 9e-8 apart from one thread's (the same notes
-      on the synthesized tracks checked); the note store is always written with one.
+      makes no difference. Two threads ran 1.86× faster (wall, same CPU) on an idle machine and
+      give activations up to 9e-8 apart from one thread's (the same notes on the 10 synthesized
+      tracks checked); the note store is always written with one thread per worker.
     """
     import onnxruntime as ort
 
