@@ -1,9 +1,9 @@
 """What each per-track model pass costs against its floor: the bare network forward pass.
 
-    python benchmarks/bench_passes.py [--minutes 1 4] [--rounds 5] [--sweep] [--pool]
+    python benchmarks/bench_passes.py [FILE ...] [--minutes 1 4] [--rounds 5] [--sweep] [--pool]
 
 On synthesized piano-like tracks (``notes/generate.py``, written as 44.1 kHz FLAC so decoding
-resamples), one process, one thread per session, for each pass:
+resamples) or on the given files, one process, one thread per session, for each pass:
 
 - ``decode + resample``: ``audio.decode.decode`` of the file to the pass's rate;
 - ``forward (floor)``: the bare network in onnxruntime over the track's model input (all windows of
@@ -113,6 +113,9 @@ def notes_pass(tracks: list[Path], args) -> list[Row]:
         opts.enable_cpu_mem_arena = arena
         return ort.InferenceSession(str(model_path()), opts, providers=["CPUExecutionProvider"])
 
+    def label(path: Path, seconds: float) -> str:
+        return f"{path.name}, {seconds / 60:.3g} min" if args.files else f"{seconds / 60:.3g} min"
+
     def job(path: Path) -> NotesJob:
         return NotesJob(path.stem, str(path), path.name, f"bench{next(counter)}", data)  # never cached
 
@@ -121,7 +124,7 @@ def notes_pass(tracks: list[Path], args) -> list[Row]:
         seconds = decode(path).duration_s
         windows = windows_of(path)
         analysed = min(seconds, len(windows) * bp.WINDOW_HOP / SR)
-        tag = f"{seconds / 60:g} min"
+        tag = label(path, seconds)
         rows.append(Row("notes", f"decode + resample [{tag}]", lambda p=path: decode(p), seconds, analysed))
         floor_out = forward(best, windows, BATCH_WINDOWS)
         rows.append(
@@ -166,7 +169,7 @@ def notes_pass(tracks: list[Path], args) -> list[Row]:
         copies = 2 * cores
         n_workers = pool_size([str(longest)] * copies, cores)
         seconds = decode(longest).duration_s
-        tag = f"{seconds / 60:g} min"
+        tag = label(longest, seconds)
         analysed = next(r.analysed_s for r in rows if r.name == f"{FLOOR} [{tag}]")
         rows.append(
             Row(
@@ -201,7 +204,7 @@ def measure(rows: list[Row], rounds: int) -> None:
 
 
 def report(rows: list[Row]) -> None:
-    head = f"{'pass':6} {'row':48} {'track s':>7} {'heard s':>7} {'CPU s':>7} {'wall s':>7} {'×rt/CPU-s heard':>15} {'×rt/CPU-s track':>15} {'CPU/floor':>9} {'same':>5}"
+    head = f"{'pass':6} {'row':60} {'track s':>7} {'heard s':>7} {'CPU s':>7} {'wall s':>7} {'×rt/CPU-s heard':>15} {'×rt/CPU-s track':>15} {'CPU/floor':>9} {'same':>5}"
     print(head)
     print("-" * len(head))
     for row in rows:
@@ -211,13 +214,14 @@ def report(rows: list[Row]) -> None:
         ratio = (cpu / row.analysed_s) / (statistics.median(floor.cpu) / floor.analysed_s)
         same = "" if row.same is None else ("yes" if row.same else "NO")
         print(
-            f"{row.pass_name:6} {row.name:48} {row.track_s:7.1f} {row.analysed_s:7.1f} {cpu:7.3f} {wall:7.3f} "
+            f"{row.pass_name:6} {row.name:60} {row.track_s:7.1f} {row.analysed_s:7.1f} {cpu:7.3f} {wall:7.3f} "
             f"{row.analysed_s / cpu:15.1f} {row.track_s / cpu:15.1f} {ratio:9.3f} {same:>5}"
         )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("files", nargs="*", help="audio files instead of the synthesized tracks")
     ap.add_argument("--minutes", type=float, nargs="+", default=[1.0, 4.0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--passes", nargs="+", default=list(PASSES), choices=list(PASSES))
@@ -227,7 +231,9 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="bench_passes_tracks_"))
     work.mkdir(parents=True, exist_ok=True)
-    tracks = [piano_track(work / f"piano_{m:g}min.flac", 60 * m, seed=i) for i, m in enumerate(args.minutes)]
+    tracks = [Path(f) for f in args.files] or [
+        piano_track(work / f"piano_{m:g}min.flac", 60 * m, seed=i) for i, m in enumerate(args.minutes)
+    ]
     rows = [row for name in args.passes for row in PASSES[name](tracks, args)]
     measure(rows, args.rounds)
     print(f"{len(os.sched_getaffinity(0))} cores, {args.rounds} rounds, medians; load average {os.getloadavg()[0]:.2f}")
