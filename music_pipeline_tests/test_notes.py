@@ -2,6 +2,7 @@
 creation, the budget, loudness normalisation, note descriptors, the note store and track_notes."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -16,7 +17,15 @@ from music_pipeline.notes.events import NoteEvents, read_midi, write_midi
 from music_pipeline.notes.generate import PieceSpec, generate_piece, render
 from music_pipeline.notes.score import complexity_composite, symbolic_measures
 from music_pipeline.notes.store import NotesJob, NotesStore, run_notes_job, transcribe_many
-from music_pipeline.notes.transcribe import SR, Budget, Transcriber, loudness_gain_db, plan_excerpts
+from music_pipeline.notes.transcribe import (
+    SR,
+    Budget,
+    Transcriber,
+    default_threads,
+    drop_overtones,
+    loudness_gain_db,
+    plan_excerpts,
+)
 
 from .audio_corpus import write
 
@@ -99,6 +108,93 @@ def test_a_long_track_is_transcribed_within_the_budget(transcriber):
         assert len(idx) > 0
     inside = sum(len(t.notes.in_span(k)) for k in range(len(t.notes.spans)))
     assert inside == len(t.notes)
+
+
+def test_batching_windows_across_excerpts_changes_no_activation_and_no_note(transcriber):
+    y = render(generate_piece(PieceSpec(seconds=150, onsets_per_s=4, voices=3, chord_share=0.5, seed=8)))
+    plan = plan_excerpts(len(y))
+    cut = [bp.excerpt_windows(y, start, n) for start, n in plan]
+    windows = np.concatenate([w for w, _ in cut])
+    frames, onsets = transcriber.activations(windows)  # batches of BATCH_WINDOWS, across excerpts
+    one = [transcriber.session.run([bp.NOTE_OUTPUT, bp.ONSET_OUTPUT], {bp.INPUT_NAME: w[None]}) for w in windows]
+    assert np.array_equal(frames, np.concatenate([bp.unwrap(f) for f, _ in one]))
+    assert np.array_equal(onsets, np.concatenate([bp.unwrap(o) for _, o in one]))
+    # the path before batching: each excerpt's windows on their own, then note creation per excerpt
+    gain = loudness_gain_db(y)
+    scaled = y * np.float32(10 ** (gain / 20))
+    parts = []
+    for start, n in plan:
+        end = min(start + n * bp.WINDOW_HOP, len(y))
+        w, times = bp.excerpt_windows(scaled, start, n)
+        f, o = transcriber.activations(w)
+        keep = times < end / SR
+        f, o, times = f[keep], o[keep], times[keep]
+        parts += [(times[s], times[min(e, len(times) - 1)], p, a) for s, e, p, a in bp.output_to_notes_polyphonic(f, o)]
+    arr = np.array(parts, dtype=np.float64)
+    old = drop_overtones(NoteEvents(arr[:, 0], arr[:, 1], arr[:, 2].astype(np.int16), arr[:, 3], []))
+    new = transcriber.transcribe(y).notes
+    assert len(new) == len(old) > 100
+    for field in ("onset", "offset", "pitch", "confidence"):
+        assert np.array_equal(getattr(new, field), getattr(old, field)), field
+
+
+def test_each_worker_opens_one_session_before_its_first_track(tmp_path, monkeypatch):
+    from functools import partial
+
+    from music_pipeline import workers
+    from music_pipeline.notes import store
+
+    from .session_probe import probed_run_notes_job
+
+    data = str(tmp_path / "data")
+    paths = [write(tmp_path / f"t{i}.wav", render(generate_piece(PieceSpec(seconds=4, seed=i)))) for i in range(6)]
+    jobs = [NotesJob(p.stem, str(p), p.name, f"hash{p.stem}", data) for p in paths]
+    monkeypatch.setattr(workers, "estimated_audio_seconds", lambda path: workers.AUDIO_SECONDS_PER_WORKER)
+    results = {}
+    workers.run_pending(
+        jobs,
+        range(len(jobs)),
+        probed_run_notes_job,
+        results.__setitem__,
+        lambda job: None,
+        workers=2,
+        warm=partial(store._warm, data),
+    )
+    assert [results[i][3] for i in range(len(jobs))] == ["transcribed"] * len(jobs)
+    assert all(warm for _, warm, _, _ in results.values())  # opened by the warm-up, not by a track
+    sessions = {}
+    for pid, _, session, _ in results.values():
+        sessions.setdefault(pid, set()).add(session)
+    assert 1 <= len(sessions) <= 2 and all(len(s) == 1 for s in sessions.values())
+    assert os.getpid() not in sessions
+
+
+def test_session_threads_default_to_the_cores_and_the_pool_uses_one(monkeypatch):
+    from music_pipeline.notes import store
+
+    assert Transcriber().threads == default_threads() >= 1
+    assert Transcriber(threads=1).threads == 1
+    monkeypatch.setattr(store, "_TRANSCRIBER", None)
+    assert store._transcriber(None).threads == 1
+
+
+def test_onset_peaks_are_scipys_argrelmax_without_scipy(transcriber):
+    import scipy.signal
+
+    rng = np.random.default_rng(0)
+    y = render(generate_piece(PieceSpec(seconds=12, onsets_per_s=5, voices=3, chord_share=0.6, seed=11)))
+    windows, _ = bp.excerpt_windows(y, 0, plan_excerpts(len(y))[0][1])
+    frames, onsets = transcriber.activations(windows)
+    cases = [
+        bp.infer_onsets(onsets, frames),
+        np.round(rng.random((300, 88)), 1),  # many ties and plateaus
+        rng.random((3, 88)),
+        np.zeros((40, 88)),
+    ]
+    for a in cases:
+        ours, theirs = bp.argrelmax_rows(a), scipy.signal.argrelmax(a, axis=0)
+        assert len(ours) == len(theirs) == 2
+        assert all(np.array_equal(o, t) for o, t in zip(ours, theirs, strict=True))
 
 
 def test_note_creation_port_on_handmade_activations():

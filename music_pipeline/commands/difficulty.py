@@ -62,7 +62,7 @@ def cmd_difficulty(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    transcriber = Transcriber(threads=1, data_dir=settings.data_dir)
+    transcriber = Transcriber(data_dir=settings.data_dir)  # one process: every core (default_threads)
     several = len(args.files) > 1
     loop = PerFile(args.json)
     for f in args.files:

@@ -17,15 +17,15 @@
 # file I/O; windows are cut from given excerpts of a track instead of the whole file; frame times
 # are computed from each window's sample position (basic-pitch approximates them with a fixed
 # per-window offset); the "melodia trick" visits the cells above threshold in one sorted pass
-# (the same order as repeated argmax, since cells are only ever set to zero); pitch bends are
-# not estimated. Basic Pitch's NOTICE: "This product includes software developed at Spotify AB
+# (the same order as repeated argmax, since cells are only ever set to zero); scipy's argrelmax
+# is computed with numpy (same indices, no scipy import); pitch bends are not estimated.
+# Basic Pitch's NOTICE: "This product includes software developed at Spotify AB
 # (http://www.spotify.com/)."
 """The model-specific parts of basic-pitch: input windows, output unwrapping, note creation."""
 
 from __future__ import annotations
 
 import numpy as np
-import scipy.signal
 
 AUDIO_SAMPLE_RATE = 22_050
 FFT_HOP = 256
@@ -98,6 +98,16 @@ def infer_onsets(onsets: np.ndarray, frames: np.ndarray, n_diff: int = 2) -> np.
     return np.maximum(onsets, frame_diff)
 
 
+def argrelmax_rows(a: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``scipy.signal.argrelmax(a, axis=0)`` (order 1, mode "clip"): the cells strictly greater than
+    the cells above and below them, first and last rows never. Same indices in the same order;
+    here in numpy because importing scipy.signal costs ~0.7 s of CPU, more than a worker's whole
+    start-up otherwise."""
+    peak = np.zeros(a.shape, bool)
+    peak[1:-1] = (a[1:-1] > a[:-2]) & (a[1:-1] > a[2:])
+    return np.nonzero(peak)
+
+
 def _clear(remaining: np.ndarray, rows: slice | int, freq: int) -> None:
     remaining[rows, freq] = 0
     if freq < MAX_FREQ_IDX:
@@ -126,7 +136,7 @@ def output_to_notes_polyphonic(
         onsets = infer_onsets(onsets, frames)
 
     peak_thresh_mat = np.zeros(onsets.shape)
-    peaks = scipy.signal.argrelmax(onsets, axis=0)
+    peaks = argrelmax_rows(onsets)
     peak_thresh_mat[peaks] = onsets[peaks]
     onset_idx = np.where(peak_thresh_mat >= onset_thresh)
     onset_time_idx = onset_idx[0][::-1]  # backwards in time

@@ -126,7 +126,7 @@ class NotesOutcome:
         return self.status in ("transcribed", "cached")
 
 
-_TRANSCRIBER = None  # one onnxruntime session per worker process
+_TRANSCRIBER = None  # one onnxruntime session per worker process, one intra-op thread (a worker per core)
 
 
 def _transcriber(data_dir: str):
@@ -176,8 +176,9 @@ def prepare(data_dir: str, log: Callable[[str], None] = lambda _m: None) -> None
 
 
 def _warm(data_dir: str) -> None:
-    """A worker's onnxruntime session, loaded before it takes a track."""
-    _transcriber(data_dir)
+    """A worker's onnxruntime session, opened before it takes a track (the session is opened on
+    first use: building the ``Transcriber`` alone would leave it to the worker's first track)."""
+    _transcriber(data_dir).open()
 
 
 def transcribe_many(

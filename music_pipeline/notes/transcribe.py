@@ -37,7 +37,11 @@ NOTES_MODEL = pretrained.with_files(pretrained.BASIC_PITCH, {MODEL_MEMBER: MODEL
 TARGET_LEVEL_DB = -20.0
 LEVEL_PERCENTILE = 95.0
 LEVEL_BLOCK = 2048  # 93 ms at 22.05 kHz
-BATCH_WINDOWS = 4  # windows per onnxruntime call (larger batches were slower on one core)
+# Windows per onnxruntime call. The windows of all a track's excerpts go through in one stream of
+# calls of this size. Measured on one core (60 s, 36 windows, benchmarks/bench_passes.py): 1–4
+# windows per call cost the same, 8–36 cost 2–6 % more CPU (the activations are bit-identical
+# for every batch size).
+BATCH_WINDOWS = 4
 # Ghost notes: on bright timbres the model also reports strong overtones (octave, twelfth, double
 # octave, …) of a note as notes. A note is dropped as an overtone when a note this many semitones
 # below is already sounding when it starts (or starts ≤ 50 ms after it), covers half of it, and is
@@ -128,18 +132,54 @@ def drop_overtones(notes: NoteEvents) -> NoteEvents:
     return NoteEvents(notes.onset[k], notes.offset[k], notes.pitch[k], notes.confidence[k], notes.spans)
 
 
+def default_threads() -> int:
+    """Intra-op threads of a session outside the worker pool: every core this process may use.
+    (The pool runs one worker per core, and each worker's session one thread: ``store._transcriber``.)"""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no sched_getaffinity (macOS, Windows)
+        return max(1, os.cpu_count() or 1)
+
+
+def session_options(threads: int = 1, spin: bool = False):
+    """onnxruntime options of the transcription session, chosen by measurement (one core, 36
+    windows; benchmarks/bench_passes.py):
+
+    - graph optimisation ``ORT_ENABLE_ALL``: EXTENDED, BASIC and none each cost 21–25 % more CPU
+      (and give activations up to 1.6e-4 apart from ALL's, which the notes were made with);
+    - the CPU memory arena on (off: +0–9 %, noise) and sequential execution, one inter-op thread;
+    - ``threads`` intra-op threads; no spin-waiting (``spin``): with 2 threads on a loaded 2-core
+      machine the spinning threads burnt 22–28 % more CPU for a slower run, and with 1 thread it
+      makes no difference. Two threads ran 1.86× faster (wall, same CPU) on an idle machine and
+      give activations up to 9e-8 apart from one thread's (the same notes on the 10 synthesized
+      tracks checked); the note store is always written with one thread per worker.
+    """
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.enable_cpu_mem_arena = True
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    return opts
+
+
 class Transcriber:
-    """One onnxruntime session (created on first use; ``threads`` intra-op threads, 1 = per core)."""
+    """One onnxruntime session (opened on first use of ``session``) with ``threads`` intra-op
+    threads: by default every core this process may use (``default_threads``); the worker pool
+    passes 1, one per worker process."""
 
     def __init__(
         self,
         model_file: str | os.PathLike | None = None,
-        threads: int = 1,
+        threads: int | None = None,
         budget: Budget = DEFAULT_BUDGET,
         data_dir=None,
     ):
         self.model_file = Path(model_file) if model_file else None
-        self.threads = threads
+        self.threads = threads or default_threads()
         self.budget = budget
         self.data_dir = data_dir
         self._session = None
@@ -147,22 +187,26 @@ class Transcriber:
 
     @property
     def session(self):
+        return self.open()
+
+    def open(self):
+        """The session, opened now if it is not yet (a worker opens it before its first track)."""
         with self._lock:
             if self._session is None:
                 import onnxruntime as ort
 
-                opts = ort.SessionOptions()
-                opts.intra_op_num_threads = self.threads
-                opts.inter_op_num_threads = 1
                 path = self.model_file or model_path(self.data_dir)
-                self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+                self._session = ort.InferenceSession(
+                    str(path), session_options(self.threads), providers=["CPUExecutionProvider"]
+                )
             return self._session
 
     def activations(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(frame, onset) activations of model windows, unwrapped to (windows × 142, 88)."""
+        session = self.session
         frames, onsets = [], []
         for i in range(0, len(windows), BATCH_WINDOWS):
-            note, onset = self.session.run(
+            note, onset = session.run(
                 [bp.NOTE_OUTPUT, bp.ONSET_OUTPUT], {bp.INPUT_NAME: windows[i : i + BATCH_WINDOWS]}
             )
             frames.append(bp.unwrap(note))
@@ -177,11 +221,17 @@ class Transcriber:
         y = np.asarray(y, np.float32)
         gain_db = loudness_gain_db(y)
         scaled = y * np.float32(10 ** (gain_db / 20))
+        plan = plan_excerpts(len(y), self.budget)
+        cut = [bp.excerpt_windows(scaled, start, n_windows) for start, n_windows in plan]
+        # all windows of all excerpts in one stream of batched calls, then split per excerpt again
+        all_frames, all_onsets = self.activations(np.concatenate([windows for windows, _ in cut]))
         parts, spans, active = [], [], []
-        for start, n_windows in plan_excerpts(len(y), self.budget):
+        first = 0
+        for (start, n_windows), (_, times) in zip(plan, cut, strict=True):
             end = min(start + n_windows * bp.WINDOW_HOP, len(y))
-            windows, times = bp.excerpt_windows(scaled, start, n_windows)
-            frames, onsets = self.activations(windows)
+            rows = slice(first, first + len(times))
+            first += len(times)
+            frames, onsets = all_frames[rows], all_onsets[rows]
             keep = times < end / SR  # frames past the excerpt (or the track) describe padding
             frames, onsets, times = frames[keep], onsets[keep], times[keep]
             active.append((frames >= bp.FRAME_THRESHOLD).sum(axis=1).astype(np.int16))
