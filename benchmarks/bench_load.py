@@ -21,16 +21,19 @@ the worst case for the server) released together. A client plays a fixed script 
 times, with tracks drawn from its own seeded generator: the page ``/``, search as you type (four
 prefixes of a title), ``/api/similar``, ``/api/track/KEY``, ``/api/radio`` plain and with tight
 tempo and energy filters, ``/api/path``, full and Range (``bytes=S-``, a seek) GETs of a native and
-of an AIFF track, a full GET of a WavPack track, and a HEAD of any audio track. A level stops at
+of an AIFF track, a full GET of a WavPack track, and a HEAD of any audio track; each client starts at its own (seeded) step of
+the script, so the kinds are mixed at every moment. A level stops at
 ``--seconds`` of wall clock; requests not made by then are reported as not run. A 503 is not
 retried (the explorer shows "busy"): it counts as shed when it carries Retry-After, as an error
 when it does not. Any other status than the expected one (206 for Range, else 200), a timeout or a
 broken connection is an error.
 
 Reported per level and per endpoint kind: count, p50, p95 and max latency (first byte to last byte
-read), shed, errors by status; per level the throughput and the server's RSS (VmRSS of its
-process from /proc, sampled every 0.1 s: at the start, the peak, and after the level) to show
-memory stays flat. The 1-client level is always run first and is the baseline (the per-request
+read), shed, errors by status; per level the throughput, how long the server stayed busy after
+the clients were done (until ``/api/info`` answers 200 again and the server's CPU is quiet: work
+for a client that timed out goes on and may hold its query slot; the next level starts only then), the server's CPU seconds
+(with its finished ffmpeg children), and its RSS (VmRSS of its process from /proc, sampled every
+0.1 s: at the start, the peak, and after the level) to show memory stays flat. The 1-client level is always run first and is the baseline (the per-request
 floor; it plays ``--baseline-rounds`` rounds, 10 by default, for enough samples): the other levels
 show each kind's p95 as a multiple of it. The clients run in this process
 on the same cores as the server, so at high client counts part of the latency is the clients' own.
@@ -41,6 +44,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -181,7 +185,10 @@ def script(keys: list[str], audio: list[AudioTrack], rounds: int, rng: random.Ra
         if by_mode["ffmpeg"]:
             out.append(Request("audio WavPack (ffmpeg)", "GET", f"/audio/{q(rng.choice(by_mode['ffmpeg']).key)}"))
         out.append(Request("HEAD audio", "HEAD", f"/audio/{q(rng.choice(audio).key)}"))
-    return out
+    # each client starts at its own step of the script: clients in lockstep would all ask for the
+    # same kind at once, which no set of real listeners does
+    start = rng.randrange(len(out) // rounds)
+    return out[start:] + out[:start]
 
 
 @dataclass
@@ -240,7 +247,35 @@ class Client:
             self.close()
 
 
-# -- the server's memory -------------------------------------------------------------------------
+# -- the server's memory and CPU -----------------------------------------------------------------
+def cpu_s(pid: int) -> float:
+    """CPU seconds of the server and of its finished children (ffmpeg), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def drain(port: int, pid: int, limit: float) -> float:
+    """Seconds until the server is idle again once the clients are gone: ``/api/info`` answers 200
+    (work it still does for clients that gave up holds query slots until it ends) and it used less
+    than 5 % of a core over half a second."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < limit:
+        cpu0 = cpu_s(pid)
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT_S)
+            c.request("GET", "/api/info")
+            r = c.getresponse()
+            r.read()
+            c.close()
+            answered = r.status == 200
+        except (OSError, http.client.HTTPException):
+            answered = False
+        time.sleep(0.5)
+        if answered and cpu_s(pid) - cpu0 < 0.025:
+            return time.perf_counter() - t0
+    raise TimeoutError(f"the server was still busy {limit:.0f} s after its clients were gone")
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -270,7 +305,7 @@ def level(port: int, pid: int, clients: int, keys, audio, rounds: int, seconds: 
     threads = [threading.Thread(target=c.run, args=(start, deadline), daemon=True) for c in runners]
     for t in threads:
         t.start()
-    rss_start = rss_mb(pid)
+    rss_start, cpu_start = rss_mb(pid), cpu_s(pid)
     sampler = RssSampler(pid)
     sampler.start()
     t0 = time.perf_counter()
@@ -279,10 +314,11 @@ def level(port: int, pid: int, clients: int, keys, audio, rounds: int, seconds: 
     for t in threads:
         t.join(seconds + 2 * TIMEOUT_S)
     wall = time.perf_counter() - t0
+    drained = drain(port, pid, 300)
     time.sleep(1.0)  # let the server drop what the level left (closed connections, finished streams)
     sampler.stop.set()
     sampler.join()
-    rss_end = rss_mb(pid)
+    rss_end, cpu = rss_mb(pid), cpu_s(pid) - cpu_start
 
     outcomes = [o for c in runners for o in c.outcomes]
     planned = sum(len(c.requests) for c in runners)
@@ -315,6 +351,8 @@ def level(port: int, pid: int, clients: int, keys, audio, rounds: int, seconds: 
         "made": len(outcomes),
         "wall_s": wall,
         "req_per_s": len(outcomes) / wall,
+        "drain_s": drained,
+        "server_cpu_s": cpu,
         "p50_ms": float(np.percentile(ok_all, 50)) if len(ok_all) else None,
         "p95_ms": float(np.percentile(ok_all, 95)) if len(ok_all) else None,
         "shed": sum(k["shed"] for k in kinds.values()),
@@ -334,6 +372,7 @@ def print_level(r: dict, floor: dict | None) -> None:
         f"\n### {r['clients']} client{'s' if r['clients'] > 1 else ''}"
         + (" (baseline: the per-request floor)" if floor is None else "")
         + f": {r['made']}/{r['planned']} requests in {r['wall_s']:.1f} s ({r['req_per_s']:.1f}/s), "
+        f"server busy {r['drain_s']:.1f} s more after the clients, {r['server_cpu_s']:.1f} s CPU, "
         f"server RSS {rss['start']:.0f} → peak {rss['peak']:.0f} → {rss['end']:.0f} MB\n"
     )
     print("| kind | count | p50 ms | p95 ms | max ms | p95 × floor | shed (503) | errors |")
@@ -350,14 +389,16 @@ def print_level(r: dict, floor: dict | None) -> None:
 
 def print_summary(levels: list[dict]) -> None:
     print(
-        "\n| clients | requests made/planned | req/s | p50 ms | p95 ms | shed | errors | server RSS MB start / peak / end |"
+        "\n| clients | requests made/planned | req/s | p50 ms | p95 ms | shed | errors | busy after (s) "
+        "| server CPU s | server RSS MB start / peak / end |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---|")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in levels:
         m = r["rss_mb"]
         print(
             f"| {r['clients']} | {r['made']}/{r['planned']} | {r['req_per_s']:.1f} | {fmt(r['p50_ms'])} "
-            f"| {fmt(r['p95_ms'])} | {r['shed']} | {r['errors']} | {m['start']:.0f} / {m['peak']:.0f} / {m['end']:.0f} |"
+            f"| {fmt(r['p95_ms'])} | {r['shed']} | {r['errors']} | {r['drain_s']:.1f} | {r['server_cpu_s']:.1f} "
+            f"| {m['start']:.0f} / {m['peak']:.0f} / {m['end']:.0f} |"
         )
 
 
