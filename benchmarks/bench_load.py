@@ -37,6 +37,9 @@ for a client that timed out goes on and may hold its query slot; the next level 
 floor; it plays ``--baseline-rounds`` rounds, 10 by default, for enough samples): the other levels
 show each kind's p95 as a multiple of it. The clients run in this process
 on the same cores as the server, so at high client counts part of the latency is the clients' own.
+The server inherits this process's environment: ``OPENBLAS_NUM_THREADS=1 python
+benchmarks/bench_load.py`` measures it with one BLAS thread per query instead of OpenBLAS's default
+(one per core, which under concurrent radio and path queries spin and multiply their CPU time).
 """
 
 from __future__ import annotations
