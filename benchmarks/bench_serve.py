@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -118,6 +119,31 @@ def wait_ready(port: int, proc: subprocess.Popen, timeout: float = 300) -> float
     raise TimeoutError("serve did not answer")
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+@contextmanager
+def serving(data: Path, log_path: Path):
+    """The real server (`music-pipeline serve --data DATA`, a subprocess in its own session on
+    127.0.0.1) until the block ends: yields (port, seconds until it answered, its pid); its output
+    goes to ``log_path``."""
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "music_pipeline.cli", "serve", "--data", str(data), "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            yield port, wait_ready(port, proc), proc.pid
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(30)
+
+
 def timed(conn: http.client.HTTPConnection, urls: list[str]) -> np.ndarray:
     out = []
     for u in urls:
@@ -163,18 +189,7 @@ def run(kind: str, n: int, requests: int, cli_runs: int, root: Path, seed: int) 
     core = np.array(core) * 1000
     del disc
 
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    log = open(root / f"serve-{kind}.log", "w")  # noqa: SIM115 - the server's log: the child writes it all its life, and the handle closes when this process ends
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "music_pipeline.cli", "serve", "--data", str(data), "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        startup = wait_ready(port, proc)
+    with serving(data, root / f"serve-{kind}.log") as (port, startup, _pid):
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         timed(conn, [f"/api/similar?track={k}&n=10" for k in sample[:20]])  # warm-up
         sim = timed(conn, [f"/api/similar?track={k}&n=10" for k in sample])
@@ -183,11 +198,8 @@ def run(kind: str, n: int, requests: int, cli_runs: int, root: Path, seed: int) 
         words = [k.split("_")[2][:8] for k in sample[:100]]  # "track001" … prefixes, as typed
         srch = timed(conn, [f"/api/search?q={w}&limit=12" for w in words])
         rad = timed(conn, [f"/api/radio?seed={k}&length=10" for k in sample[:50]])
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(30)
-        log.close()
 
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     cli = []
     for k in sample[:cli_runs]:
         t = time.perf_counter()
