@@ -118,5 +118,10 @@ def cmd_serve(args) -> int:
         uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False, lifespan="on")
     )
     print(f"Explorer on {url} — {len(explorer.index)} tracks from {settings.data_dir}; Ctrl-C stops it", flush=True)
-    server.run()
+    from threadpoolctl import threadpool_limits
+
+    # one BLAS thread per request thread: with BLAS's own thread per core, concurrent radio and path
+    # queries slowed each other ~10× and timed out (benchmarks/bench_load.py, docs/explorer.md)
+    with threadpool_limits(limits=1):
+        server.run()
     return 0
