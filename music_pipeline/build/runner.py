@@ -25,7 +25,7 @@ from filelock import FileLock, Timeout
 
 from music_pipeline import progress as prog
 from music_pipeline.artifacts import ensure_dir, read_parquet
-from music_pipeline.defs.assets.features import RETRY_FAILED_TAG
+from music_pipeline.defs.assets.features import PASS_SECONDS, RETRY_FAILED_TAG
 from music_pipeline.defs.jobs import split_library_assets, track_asset_keys
 from music_pipeline.defs.partitions import known_track_keys, plan_partitions
 from music_pipeline.defs.resources import MusicPipelineResource
@@ -69,6 +69,7 @@ class BuildSummary:
     warned_checks: list[FailedCheck] = field(default_factory=list)  # WARN severity: reported only
     retried: int = 0  # recorded failures analysed again (retry_failed)
     notes: list[str] = field(default_factory=list)
+    pass_seconds: dict[str, float] = field(default_factory=dict)  # CPU seconds per per-track pass
 
     @property
     def ok(self) -> bool:
@@ -198,6 +199,14 @@ def _failures(result) -> list[str]:
     return out
 
 
+def _pass_seconds(result, into: dict[str, float]) -> None:
+    """Add the per-track passes' CPU seconds the run's steps reported (``PASS_SECONDS``)."""
+    for ev in result.get_asset_materialization_events():
+        value = ev.asset_materialization.metadata.get(PASS_SECONDS) if ev.asset_materialization else None
+        for name, seconds in (getattr(value, "value", None) or {}).items():
+            into[name] = into.get(name, 0.0) + float(seconds)
+
+
 def _checks(result) -> tuple[list[FailedCheck], list[FailedCheck]]:
     failed, warned = [], []
     for ev in result.get_asset_check_evaluations():
@@ -309,6 +318,7 @@ def _run_build_locked(
     if retry_failed:
         tags[RETRY_FAILED_TAG] = "true"
     failed, run_ids, failed_checks, warned_checks = [], [], [], []
+    pass_seconds: dict[str, float] = {}
     emit = on_event or (lambda _e: None)
     emit(RunEvent("plan", "extract", steps=len(plan.to_run)))
 
@@ -327,6 +337,7 @@ def _run_build_locked(
             )
         run_ids.append(result.run_id)
         failed.extend(_failures(result))
+        _pass_seconds(result, pass_seconds)
         bad, warn = _checks(result)
         failed_checks.extend(bad)
         warned_checks.extend(warn)
@@ -401,4 +412,5 @@ def _run_build_locked(
         warned_checks,
         retried,
         notes,
+        pass_seconds,
     )

@@ -125,6 +125,9 @@ def _print_summary(summary, settings: Settings, log_path: Path | None, strict: b
         print(f"  skipped {r.relpath}: {r.reason}")
     if summary.retried:
         print(f"  {summary.retried} recorded failures were analysed again (--retry-failed)")
+    if any(summary.pass_seconds.values()):
+        per_pass = ", ".join(f"{name} {s:.0f} s" for name, s in summary.pass_seconds.items())
+        print(f"  time per pass (CPU, all workers; the one decode of each file counts in features): {per_pass}")
     for f in summary.failed_assets:
         print(f"FAILED {f}", file=sys.stderr)
     for c in summary.failed_checks:

@@ -80,7 +80,7 @@ def track_features(context: dg.AssetExecutionContext, pipeline: MusicPipelineRes
     run = tracks_for_run(context, pipeline.scan())
     run.log_missing(context.log)
     retry_failed = context.run.tags.get(RETRY_FAILED_TAG, "").lower() == "true"
-    outcomes = analyse_run(context, pipeline, run, "features")
+    outcomes, pass_seconds = analyse_run(context, pipeline, run, "features")
     counts = {s: sum(o.status == s for o in outcomes) for s in ("extracted", "cached", "failed", "error")}
     audio_s = sum(o.duration_s or 0.0 for o in outcomes if o.status == "extracted")
     cpu_s = sum(o.seconds for o in outcomes if o.status == "extracted")
@@ -94,6 +94,7 @@ def track_features(context: dg.AssetExecutionContext, pipeline: MusicPipelineRes
         "x_realtime_per_worker": float(audio_s / cpu_s) if cpu_s else 0.0,
         "retry_failed": retry_failed,
         "failures": dg.MetadataValue.md("\n".join(f"- `{o.relpath}`: {o.reason}" for o in failures) or "none"),
+        **pass_seconds,
     }
     if len(outcomes) == 1:  # one partition: per-track detail
         o = outcomes[0]
@@ -137,13 +138,16 @@ PASS_ASSETS = {
 }
 
 
-def analyse_run(context, pipeline: MusicPipelineResource, run, this_pass: str) -> list:
+PASS_SECONDS = "pass_cpu_seconds"  # metadata: {pass: CPU seconds its analyses took in this step}
+
+
+def analyse_run(context, pipeline: MusicPipelineResource, run, this_pass: str) -> tuple[list, dict]:
     """This step's outcomes for the tracks of ``run``. The first per-track step of a run reads each
     file once and fills the stores of every per-track pass the run selected (``analysis.py``); the
     later steps answer from those stores. Every step reports the one ``extract`` phase the build
     shows, naming the passes that run per track."""
-    selected = context.run.asset_selection
-    passes = tuple(p for p in PASSES if p == this_pass or selected is None or set(PASS_ASSETS[p]) & selected)
+    selected = context.run.asset_selection  # empty or None: the whole job
+    passes = tuple(p for p in PASSES if p == this_pass or not selected or set(PASS_ASSETS[p]) & selected)
     retry_failed = context.run.tags.get(RETRY_FAILED_TAG, "").lower() == "true"
     data_dir = str(pipeline.settings.data_dir)
     jobs = [
@@ -164,7 +168,8 @@ def analyse_run(context, pipeline: MusicPipelineResource, run, this_pass: str) -
             context.log.warning(f"track {mine.key}: {this_pass} failed: {mine.reason}")
 
     results = analyse_many(jobs, pipeline.settings.workers, on_result, context.log.info)
-    return [r[this_pass] for r in results]
+    seconds = {p: round(sum(r[p].seconds for r in results if r[p].ok and r[p].status != "cached"), 2) for p in passes}
+    return [r[this_pass] for r in results], {PASS_SECONDS: dg.MetadataValue.json(seconds)}
 
 
 def _audio_seconds(outcome) -> float:

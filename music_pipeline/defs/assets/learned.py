@@ -83,9 +83,9 @@ def track_learned_embedding(context: dg.AssetExecutionContext, pipeline: MusicPi
     run = tracks_for_run(context, pipeline.scan())
     run.log_missing(context.log)
     t0 = time.perf_counter()
-    outcomes = analyse_run(context, pipeline, run, "learned")
+    outcomes, pass_seconds = analyse_run(context, pipeline, run, "learned")
     summary = _summary(outcomes, learned_version(), time.perf_counter() - t0)
-    return dg.MaterializeResult(metadata={**summary, **run.metadata()})
+    return dg.MaterializeResult(metadata={**summary, **run.metadata(), **pass_seconds})
 
 
 @dg.asset(

@@ -33,7 +33,7 @@ def track_notes(context: dg.AssetExecutionContext, pipeline: MusicPipelineResour
     run = tracks_for_run(context, pipeline.scan())
     data_dir = str(pipeline.settings.data_dir)
     run.log_missing(context.log)
-    outcomes = analyse_run(context, pipeline, run, "notes")
+    outcomes, pass_seconds = analyse_run(context, pipeline, run, "notes")
     counts = {s: sum(o.status == s for o in outcomes) for s in ("transcribed", "cached", "failed", "error")}
     fail_on_transient(outcomes, counts)
     audio_s = sum(o.duration_s or 0.0 for o in outcomes if o.status == "transcribed")
@@ -43,6 +43,7 @@ def track_notes(context: dg.AssetExecutionContext, pipeline: MusicPipelineResour
         **run.metadata(),
         **{k: counts[k] for k in ("transcribed", "cached", "failed")},
         "notes_version": notes_version(),
+        **pass_seconds,
         "x_realtime_per_worker": float(audio_s / cpu_s) if cpu_s else 0.0,
         "failures": dg.MetadataValue.md(
             "\n".join(f"- `{o.relpath}`: {o.reason}" for o in outcomes if not o.ok) or "none"
