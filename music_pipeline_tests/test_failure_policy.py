@@ -167,3 +167,45 @@ def test_a_damaged_stored_result_is_computed_again(name, library, tmp_path):
     (outcome,) = p.run(tracks).values()
     assert outcome.ok and p.stored(h)
     p.store.load(h)  # whole again
+
+
+@pytest.mark.slow
+def test_a_library_folder_that_goes_away_mid_build_loses_nothing(tmp_path, monkeypatch):
+    """A build whose library folder disappears after the scan, while the per-track passes run (an
+    unmounted disk): it ends failed, naming the folder, with nothing recorded as broken; with the
+    folder back the next build puts every track in every table."""
+    from music_pipeline import analysis
+    from music_pipeline.artifacts import read_parquet
+    from music_pipeline.build.runner import run_build
+    from music_pipeline.layout import DataLayout
+    from music_pipeline.settings import Settings
+
+    lib, data, away = tmp_path / "lib", tmp_path / "data", tmp_path / "away"
+    for i, style in enumerate(("arpeggio", "pulse", "drone")):
+        write(lib / style / f"{style}.wav", tone(220 * (i + 1), 5))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    real = analysis.analyse_many
+
+    def unmounted(jobs, *a, **k):
+        if lib.exists():
+            shutil.move(lib, away)
+        return real(jobs, *a, **k)
+
+    monkeypatch.setattr(analysis, "analyse_many", unmounted)
+    monkeypatch.setattr("music_pipeline.defs.assets.features.analyse_many", unmounted)
+    settings = Settings(data_dir=data, library_dir=lib, workers=1)
+    first = run_build(settings, log=lambda *_: None, models=False)
+    assert not first.ok and any(f"library folder {lib} does not exist" in f for f in first.failed_assets)
+    monkeypatch.undo()
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    shutil.move(away, lib)
+    second = run_build(settings, log=lambda *_: None, models=False)
+    assert second.ok, second.failed_assets
+    layout = DataLayout(data)
+    tracks = {t.key for t in scan_library(lib).tracks}
+    for table in (layout.embeddings_path, layout.learned_table_path, layout.note_descriptors_table_path):
+        assert set(read_parquet(table, columns=["key"])["key"]) == tracks, table
+    assert set(read_parquet(layout.difficulty_table_path, columns=["key"])["key"]) == tracks
+    assert len(read_parquet(layout.skipped_path)) == 0
+    for name in PASSES:
+        assert _Pass(name, data).store.failed_hashes() == set(), name

@@ -202,7 +202,7 @@ def _failures(result) -> list[str]:
 def _pass_seconds(result, into: dict[str, float]) -> None:
     """Add the per-track passes' CPU seconds the run's steps reported (``PASS_SECONDS``)."""
     for ev in result.get_asset_materialization_events():
-        value = ev.asset_materialization.metadata.get(PASS_SECONDS) if ev.asset_materialization else None
+        value = ev.event_specific_data.materialization.metadata.get(PASS_SECONDS)
         for name, seconds in (getattr(value, "value", None) or {}).items():
             into[name] = into.get(name, 0.0) + float(seconds)
 
