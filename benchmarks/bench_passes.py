@@ -25,9 +25,9 @@ of the analysed audio (what the model hears: at most the budget's 60 s) and of t
 same pass, track and run. ``same`` says whether a variant's activations are bit-identical to the
 floor's. Run by hand; nothing here is timed in CI.
 
-Another pass gets its rows by adding a function to ``PASSES`` that returns ``Row``s (one of them
-named ``FLOOR``), e.g. the learned embedding's decode at 16 kHz, its networks alone and
-``run_embed_job``.
+The learned embedding has the same three rows: the shared decode resampled to 16 kHz, both
+taggers alone on the track's patches (the floor), and ``run_learned_job``. Another pass gets its
+rows by adding a function to ``PASSES`` that returns ``Row``s (one of them named ``FLOOR``).
 """
 
 from __future__ import annotations
@@ -184,7 +184,47 @@ def notes_pass(tracks: list[Path], args) -> list[Row]:
     return rows
 
 
-PASSES: dict[str, Callable[[list[Path], argparse.Namespace], list[Row]]] = {"notes": notes_pass}
+def learned_pass(tracks: list[Path], args) -> list[Row]:
+    """The learned embedding: the shared decode resampled to 16 kHz, both taggers alone on the
+    track's patches (the floor: one onnxruntime call per tagger, one thread), and
+    ``run_learned_job`` as a worker runs it (decode, resample, front end, networks, the store)."""
+    from music_pipeline.audio.decode import SharedDecode, decode
+    from music_pipeline.learned.musicnn import PATCH_SECONDS, SR, log_mel_patches
+    from music_pipeline.learned.store import LearnedJob, _network, run_learned_job
+
+    rows: list[Row] = []
+    data = tempfile.mkdtemp(prefix="bench_passes_")
+    counter = iter(range(10**9))
+    network = _network(data)  # one session per tagger, one thread each, as a worker's
+
+    def job(path: Path) -> LearnedJob:
+        return LearnedJob(path.stem, str(path), path.name, f"bench{next(counter)}")  # never cached
+
+    for path in tracks:
+        seconds = decode(path).duration_s
+        patches, _ = log_mel_patches(SharedDecode(path).get(SR).y)
+        analysed = min(seconds, len(patches) * PATCH_SECONDS)
+        tag = f"{path.name}, {seconds / 60:.3g} min" if args.files else f"{seconds / 60:.3g} min"
+        rows.append(
+            Row("learned", f"decode + resample [{tag}]", lambda p=path: SharedDecode(p).get(SR), seconds, analysed)
+        )
+        rows.append(Row("learned", f"{FLOOR} [{tag}]", lambda x=patches: network.run(x), seconds, analysed, True))
+        rows.append(
+            Row(
+                "learned",
+                f"pass (run_learned_job) [{tag}]",
+                lambda p=path: run_learned_job(job(p), data),
+                seconds,
+                analysed,
+            )
+        )
+    return rows
+
+
+PASSES: dict[str, Callable[[list[Path], argparse.Namespace], list[Row]]] = {
+    "notes": notes_pass,
+    "learned": learned_pass,
+}
 
 
 def child_cpu() -> float:
