@@ -205,10 +205,12 @@ def test_bucket_mode_end_to_end_from_a_per_track_library(tmp_path, monkeypatch):
     )
     assert run.success
     mates = sum(buckets.bucket_of(k) == bucket for k in scan_keys)
-    for node, new_status in (
-        ("track_features", "extracted"),
-        ("track_notes", "transcribed"),
-        ("track_learned_embedding", "computed"),
+    # the first per-track step reads the new file once and runs every pass on it (analysis.py):
+    # it reports the new track analysed and each pass's CPU time; the others find it in their stores
+    for node, new_status, analysed_here in (
+        ("track_features", "extracted", 1),
+        ("track_notes", "transcribed", 0),
+        ("track_learned_embedding", "computed", 0),
     ):
         mat = run.asset_materializations_for_node(node)[0]
         md = {k: v.value for k, v in mat.metadata.items()}
@@ -217,10 +219,12 @@ def test_bucket_mode_end_to_end_from_a_per_track_library(tmp_path, monkeypatch):
             "buckets",
             1,
             mates + 1,
-            1,
-            mates,
+            analysed_here,
+            mates + 1 - analysed_here,
             0,
         ), node
+        passes_run = {name for name, seconds in md["pass_cpu_seconds"].items() if seconds > 0}
+        assert passes_run == ({"features", "notes", "learned"} if analysed_here else set()), (node, md)
     after = _feature_files(data)
     assert len(after) == 5 and {k: v for k, v in after.items() if k in before} == before
     table = pd.read_parquet(data / "tables" / "embeddings.parquet")
