@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -199,8 +200,12 @@ def test_a_library_folder_that_goes_away_mid_build_loses_nothing(tmp_path, monke
     monkeypatch.undo()
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     shutil.move(away, lib)
+    t0 = time.monotonic()
     second = run_build(settings, log=lambda *_: None, models=False)
     assert second.ok, second.failed_assets
+    # the CPU time of each pass, counted once per step (not once per track partition and asset)
+    assert set(second.pass_seconds) == set(PASSES) and all(s > 0 for s in second.pass_seconds.values())
+    assert sum(second.pass_seconds.values()) <= time.monotonic() - t0
     layout = DataLayout(data)
     tracks = {t.key for t in scan_library(lib).tracks}
     for table in (layout.embeddings_path, layout.learned_table_path, layout.note_descriptors_table_path):

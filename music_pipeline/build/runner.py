@@ -200,9 +200,14 @@ def _failures(result) -> list[str]:
 
 
 def _pass_seconds(result, into: dict[str, float]) -> None:
-    """Add the per-track passes' CPU seconds the run's steps reported (``PASS_SECONDS``)."""
+    """Add the per-track passes' CPU seconds the run's steps reported (``PASS_SECONDS``): once per
+    step, though a step's metadata stands on each of its assets and partitions."""
+    seen = set()
     for ev in result.get_asset_materialization_events():
         value = ev.event_specific_data.materialization.metadata.get(PASS_SECONDS)
+        if value is None or ev.step_key in seen:
+            continue
+        seen.add(ev.step_key)
         for name, seconds in (getattr(value, "value", None) or {}).items():
             into[name] = into.get(name, 0.0) + float(seconds)
 
