@@ -43,6 +43,11 @@ class Failure:
     reason: str
     permanent: bool
 
+    @property
+    def status(self) -> str:
+        """The outcome status every pass reports: ``failed`` (remembered) or ``error`` (retried)."""
+        return "failed" if self.permanent else "error"
+
 
 def failure_of(exc: BaseException) -> Failure:
     """The failure policy (module docstring) applied to an exception raised while analysing a file."""
@@ -105,6 +110,14 @@ class ContentStore:
             self.failure_path(content_hash),
             {"content_hash": content_hash, "relpath": relpath, "reason": reason, "version": self.version},
         )
+
+    def analyse(self, content_hash: str, relpath: str, compute: Callable[[], T]) -> T | Failure:
+        """``compute()`` the content's result and store it, under the failure policy: a permanent
+        failure is remembered, a transient one is not."""
+        result = attempt(compute, lambda r: self.save(content_hash, r))
+        if isinstance(result, Failure):
+            self.record(content_hash, relpath, result)
+        return result
 
     def record(self, content_hash: str, relpath: str, failure: Failure) -> None:
         """Remember a permanent failure; a transient one is not remembered (tried again next time)."""

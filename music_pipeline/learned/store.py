@@ -31,7 +31,7 @@ import numpy as np
 
 from music_pipeline.artifacts import ArtifactPath, read_npz
 from music_pipeline.audio.decode import SharedDecode
-from music_pipeline.content_store import CRASH_REASON, ContentStore, Failure, attempt
+from music_pipeline.content_store import CRASH_REASON, ContentStore, Failure
 from music_pipeline.learned.musicnn import DEFAULT_MAX_PATCHES, MSD_TAGS, MTT_TAGS, PENULTIMATE_UNITS, SR
 from music_pipeline.workers import run_pending
 
@@ -222,15 +222,12 @@ def run_learned_job(
         return LearnedOutcome(job.key, job.relpath, job.content_hash, "cached")
     if not retry_failed and (reason := store.failure(job.content_hash)):
         return LearnedOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {reason}")
-    feats = attempt(
-        lambda: compute_learned(job.path, max_patches, data_dir, audio), lambda f: store.save(job.content_hash, f)
+    feats = store.analyse(
+        job.content_hash, job.relpath, lambda: compute_learned(job.path, max_patches, data_dir, audio)
     )
     if isinstance(feats, Failure):
-        store.record(job.content_hash, job.relpath, feats)
-        status = "failed" if feats.permanent else "error"
-        return LearnedOutcome(
-            job.key, job.relpath, job.content_hash, status, f"{job.path}: {feats.reason}", time.perf_counter() - t0
-        )
+        reason = f"{job.path}: {feats.reason}"
+        return LearnedOutcome(job.key, job.relpath, job.content_hash, feats.status, reason, time.perf_counter() - t0)
     return LearnedOutcome(
         job.key,
         job.relpath,

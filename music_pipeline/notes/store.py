@@ -24,7 +24,7 @@ import numpy as np
 
 from music_pipeline.artifacts import read_npz
 from music_pipeline.audio.decode import ANALYSIS_SR, SharedDecode, decode
-from music_pipeline.content_store import CRASH_REASON, ContentStore, Failure, attempt
+from music_pipeline.content_store import CRASH_REASON, ContentStore, Failure
 from music_pipeline.difficulty.note_descriptors import NOTE_DESCRIPTOR_NAMES, note_descriptors
 from music_pipeline.notes.events import NoteEvents
 from music_pipeline.workers import run_pending
@@ -153,16 +153,12 @@ def run_notes_job(
         return NotesOutcome(job.key, job.relpath, job.content_hash, "cached", seconds=time.perf_counter() - t0)
     if not retry_failed and (reason := store.failure(job.content_hash)):
         return NotesOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {reason}")
-    result = attempt(
-        lambda: notes_of_file(job.path, transcriber or _transcriber(job.data_dir), audio),
-        lambda r: store.save(job.content_hash, r),
+    result = store.analyse(
+        job.content_hash, job.relpath, lambda: notes_of_file(job.path, transcriber or _transcriber(job.data_dir), audio)
     )
     if isinstance(result, Failure):
-        store.record(job.content_hash, job.relpath, result)
-        status = "failed" if result.permanent else "error"
-        return NotesOutcome(
-            job.key, job.relpath, job.content_hash, status, f"{job.path}: {result.reason}", time.perf_counter() - t0
-        )
+        reason = f"{job.path}: {result.reason}"
+        return NotesOutcome(job.key, job.relpath, job.content_hash, result.status, reason, time.perf_counter() - t0)
     return NotesOutcome(
         job.key, job.relpath, job.content_hash, "transcribed", None, time.perf_counter() - t0, result.duration_s
     )
