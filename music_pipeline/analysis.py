@@ -59,20 +59,21 @@ def analyse_track(job: TrackJob) -> dict:
 
 def _crashed(job: TrackJob) -> dict:
     """A track whose worker died twice, the second time alone: the file is blamed in every pass
-    that had not answered it."""
+    whose store lacks it (a pass that has its result answers from the store)."""
     out = {}
     for name in job.passes:
-        if name == "features":
-            if job.content_hash:
-                FeatureStore(job.data_dir, job.n_segments).save_failure(job.content_hash, job.relpath, CRASH_REASON)
+        stored = job.content_hash and job.content_hash in _analysed((name,), job.data_dir, job.n_segments, True)[name]
+        if stored or not job.content_hash:
+            out[name] = _answer(job, name, None)  # from the store (or the scan's error): nothing decoded
+        elif name == "features":
+            FeatureStore(job.data_dir, job.n_segments).save_failure(job.content_hash, job.relpath, CRASH_REASON)
             out[name] = ExtractOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {CRASH_REASON}")
-            continue
-        module = notes if name == "notes" else learned
-        store = notes.NotesStore(job.data_dir) if name == "notes" else learned.LearnedStore(job.data_dir)
-        if job.content_hash:
+        else:
+            module = notes if name == "notes" else learned
+            store = notes.NotesStore(job.data_dir) if name == "notes" else learned.LearnedStore(job.data_dir)
             store.record(job.content_hash, job.relpath, Failure(CRASH_REASON, True))
-        outcome = module.NotesOutcome if name == "notes" else module.LearnedOutcome
-        out[name] = outcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {CRASH_REASON}")
+            outcome = module.NotesOutcome if name == "notes" else module.LearnedOutcome
+            out[name] = outcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {CRASH_REASON}")
     return out
 
 

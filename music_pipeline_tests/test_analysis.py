@@ -79,3 +79,24 @@ def test_a_file_that_cannot_be_decoded_fails_every_pass_from_one_attempt(tmp_pat
     assert len(counted_decodes) == 1
     assert {p: result[p].status for p in PASSES} == dict.fromkeys(PASSES, "failed")
     assert len({result[p].reason for p in PASSES}) == 1  # the same reason in every pass
+
+
+def test_a_file_that_crashes_its_worker_is_blamed_in_each_pass_that_lacks_it(tmp_path, monkeypatch):
+    """The worker dies on one file: the others finish, the file is retried alone, then recorded
+    as broken in every pass that has no result for it (none is half-written)."""
+    from music_pipeline import analysis
+    from music_pipeline.content_store import CRASH_REASON
+
+    from .crash_hook import crashing_analyse_track
+
+    lib, data = tmp_path / "lib", tmp_path / "data"
+    for i in range(3):
+        write(lib / f"good_{i}.wav", styled_track("pulse", 6.0, seed=10 + i))
+    write(lib / "crash_me.wav", styled_track("drone", 6.0, seed=20))
+    monkeypatch.setattr(analysis, "analyse_track", crashing_analyse_track)  # the workers import it by name
+    jobs = _jobs(lib, data)
+    results = {j.relpath: r for j, r in zip(jobs, analyse_many(jobs, workers=2), strict=True)}
+    crash = results["crash_me.wav"]
+    assert {p: crash[p].status for p in PASSES} == dict.fromkeys(PASSES, "failed")
+    assert all(CRASH_REASON in crash[p].reason for p in PASSES)
+    assert all(results[f"good_{i}.wav"][p].ok for i in range(3) for p in PASSES)
