@@ -151,8 +151,8 @@ def _network(data_dir=None, log: Callable[[str], None] = lambda _m: None, thread
 
 
 def features_from_signal(y16k: np.ndarray, max_patches: int = DEFAULT_MAX_PATCHES, data_dir=None) -> LearnedFeatures:
-    """Learned features of 16 kHz mono audio (see the module docstring): one front end, all of the
-    track's patches through each tagger in one call."""
+    """Learned features of 16 kHz mono audio (see the module docstring): one front end for both
+    taggers, the patches in small batches (``onnx_graph.BATCH_PATCHES``)."""
     from music_pipeline.learned.musicnn import log_mel_patches
 
     t0 = time.perf_counter()
