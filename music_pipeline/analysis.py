@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from functools import partial
 
 from music_pipeline.audio.decode import SharedDecode
-from music_pipeline.content_store import CRASH_REASON, Failure
-from music_pipeline.features.extract import ExtractJob, ExtractOutcome, FeatureStore, run_job, warm_up
+from music_pipeline.features.extract import ExtractJob, FeatureStore, run_job, warm_up
+from music_pipeline.features.extract import crashed as extract_crashed
 from music_pipeline.features.segments import DEFAULT_SEGMENTS
 from music_pipeline.learned import store as learned
 from music_pipeline.notes import store as notes
@@ -39,16 +39,25 @@ class TrackJob:
     retry_failed: bool = False
 
 
+def _pass_job(job: TrackJob, name: str):
+    """The job of one pass for this track, as that pass's own module takes it."""
+    if name == "features":
+        return ExtractJob(
+            job.key, job.path, job.relpath, job.content_hash, job.data_dir, job.n_segments, job.scan_error
+        )
+    if name == "notes":
+        return notes.NotesJob(job.key, job.path, job.relpath, job.content_hash, job.data_dir, job.scan_error)
+    return learned.LearnedJob(job.key, job.path, job.relpath, job.content_hash, job.scan_error)
+
+
 def _answer(job: TrackJob, name: str, audio: SharedDecode | None):
     """One pass of one track (from its store when it has the content: then nothing is decoded)."""
+    one = _pass_job(job, name)
     if name == "features":
-        ej = ExtractJob(job.key, job.path, job.relpath, job.content_hash, job.data_dir, job.n_segments, job.scan_error)
-        return run_job(ej, job.retry_failed, audio)
+        return run_job(one, job.retry_failed, audio)
     if name == "notes":
-        nj = notes.NotesJob(job.key, job.path, job.relpath, job.content_hash, job.data_dir, job.scan_error)
-        return notes.run_notes_job(nj, job.retry_failed, audio=audio)
-    lj = learned.LearnedJob(job.key, job.path, job.relpath, job.content_hash, job.scan_error)
-    return learned.run_learned_job(lj, job.data_dir, retry_failed=job.retry_failed, audio=audio)
+        return notes.run_notes_job(one, job.retry_failed, audio=audio)
+    return learned.run_learned_job(one, job.data_dir, retry_failed=job.retry_failed, audio=audio)
 
 
 def analyse_track(job: TrackJob) -> dict:
@@ -66,14 +75,11 @@ def _crashed(job: TrackJob) -> dict:
         if stored or not job.content_hash:
             out[name] = _answer(job, name, None)  # from the store (or the scan's error): nothing decoded
         elif name == "features":
-            FeatureStore(job.data_dir, job.n_segments).save_failure(job.content_hash, job.relpath, CRASH_REASON)
-            out[name] = ExtractOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {CRASH_REASON}")
+            out[name] = extract_crashed(_pass_job(job, name))
+        elif name == "notes":
+            out[name] = notes.crashed(_pass_job(job, name))
         else:
-            module = notes if name == "notes" else learned
-            store = notes.NotesStore(job.data_dir) if name == "notes" else learned.LearnedStore(job.data_dir)
-            store.record(job.content_hash, job.relpath, Failure(CRASH_REASON, True))
-            outcome = module.NotesOutcome if name == "notes" else module.LearnedOutcome
-            out[name] = outcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {CRASH_REASON}")
+            out[name] = learned.crashed(_pass_job(job, name), learned.LearnedStore(job.data_dir))
     return out
 
 

@@ -300,6 +300,13 @@ def run_job(job: ExtractJob, retry_failed: bool = False, audio: SharedDecode | N
     )
 
 
+def crashed(job: ExtractJob) -> ExtractOutcome:
+    """A track whose worker died twice, the second time alone: the file is blamed."""
+    if job.content_hash:
+        FeatureStore(job.data_dir, job.n_segments).save_failure(job.content_hash, job.relpath, CRASH_REASON)
+    return ExtractOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {CRASH_REASON}")
+
+
 def warm_up() -> None:
     """Compile librosa's numba kernels once in this process before workers start (shared cache)."""
     rng = np.random.default_rng(0)
@@ -331,11 +338,6 @@ def extract_many(
         results[i] = outcome
         if on_result:
             on_result(outcome)
-
-    def crashed(j: ExtractJob) -> ExtractOutcome:
-        if j.content_hash:
-            FeatureStore(j.data_dir, j.n_segments).save_failure(j.content_hash, j.relpath, CRASH_REASON)
-        return ExtractOutcome(j.key, j.relpath, j.content_hash, "failed", f"{j.path}: {CRASH_REASON}")
 
     pending = []
     for i, job in enumerate(jobs):

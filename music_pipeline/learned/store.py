@@ -239,6 +239,13 @@ def run_learned_job(
     )
 
 
+def crashed(job: LearnedJob, store: LearnedStore) -> LearnedOutcome:
+    """A track whose worker died twice, the second time alone: the file is blamed."""
+    if job.content_hash:
+        store.record(job.content_hash, job.relpath, Failure(CRASH_REASON, True))
+    return LearnedOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {CRASH_REASON}")
+
+
 def prepare(data_dir: str, log: Callable[[str], None] = lambda _m: None) -> None:
     """The weights fetched and verified, and both graphs written and verified, once, before any worker."""
     from music_pipeline.learned.musicnn import CHECKPOINTS, weights_folder
@@ -276,11 +283,6 @@ def embed_many(
         if on_result:
             on_result(outcome)
 
-    def crashed(j: LearnedJob) -> LearnedOutcome:
-        if j.content_hash:
-            store.record(j.content_hash, j.relpath, Failure(CRASH_REASON, True))
-        return LearnedOutcome(j.key, j.relpath, j.content_hash, "failed", f"{j.path}: {CRASH_REASON}")
-
     pending = []
     for i, job in enumerate(jobs):
         if job.scan_error or not job.content_hash or job.content_hash in done_hashes or job.content_hash in failed:
@@ -289,5 +291,5 @@ def embed_many(
             pending.append(i)
     if pending:
         prepare(data_dir, log)
-        run_pending(jobs, pending, work, done, crashed, workers, warm=partial(_warm, data_dir))
+        run_pending(jobs, pending, work, done, partial(crashed, store=store), workers, warm=partial(_warm, data_dir))
     return [results[i] for i in range(len(jobs))]

@@ -164,6 +164,13 @@ def run_notes_job(
     )
 
 
+def crashed(job: NotesJob) -> NotesOutcome:
+    """A track whose worker died twice, the second time alone: the file is blamed."""
+    if job.content_hash:
+        NotesStore(job.data_dir).record(job.content_hash, job.relpath, Failure(CRASH_REASON, True))
+    return NotesOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {CRASH_REASON}")
+
+
 def prepare(data_dir: str, log: Callable[[str], None] = lambda _m: None) -> None:
     """The model file fetched and verified once, before any worker starts."""
     from music_pipeline.notes.transcribe import model_path
@@ -208,11 +215,6 @@ def transcribe_many(
             done(i, run_notes_job(job, retry_failed))
         else:
             pending.append(i)
-
-    def crashed(j: NotesJob) -> NotesOutcome:
-        if j.content_hash:
-            NotesStore(j.data_dir).record(j.content_hash, j.relpath, Failure(CRASH_REASON, True))
-        return NotesOutcome(j.key, j.relpath, j.content_hash, "failed", f"{j.path}: {CRASH_REASON}")
 
     if pending:
         prepare(jobs[pending[0]].data_dir, log_fn)
