@@ -71,6 +71,24 @@ def test_a_file_analysed_in_a_build_and_alone_gives_the_same_learned_features(tm
     np.testing.assert_array_equal(stored.embedding(), alone.embedding())
 
 
+def test_a_question_about_an_outside_file_reads_it_once(tmp_path, counted_decodes):
+    """`classify FILE` (and `similar FILE`) take the 641 dims and the learned embedding from one
+    decode, equal to what the build stores."""
+    import numpy as np
+
+    from music_pipeline.features.extract import extract_features
+    from music_pipeline.genre.data import HANDCRAFTED, LEARNED
+    from music_pipeline.genre.serving import GenreService
+
+    path = tmp_path / "outside.ogg"
+    write(path, styled_track("arpeggio", 8.0, seed=4))
+    service = GenreService(model=None, version_dir=None, tag_profiles={}, card={})
+    blocks, note = service.inputs_of_file(path)
+    assert counted_decodes == [str(path)] and note is None
+    np.testing.assert_array_equal(blocks[HANDCRAFTED][0], extract_features(path).embedding)
+    assert blocks[LEARNED].shape == (1, 400) and np.isfinite(blocks[LEARNED]).all()
+
+
 def test_a_file_that_cannot_be_decoded_fails_every_pass_from_one_attempt(tmp_path, counted_decodes):
     lib, data = tmp_path / "lib", tmp_path / "data"
     lib.mkdir()

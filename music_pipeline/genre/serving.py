@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from music_pipeline.artifacts import ArtifactPath, read_json, read_parquet, write_parquet
+from music_pipeline.audio.decode import SharedDecode
 from music_pipeline.features.extract import extract_features
 from music_pipeline.genre import explain as ex
 from music_pipeline.genre.candidates import GenreModel
@@ -59,11 +60,12 @@ class GenreService:
     def inputs_of_file(self, path: str | Path) -> tuple[dict[str, np.ndarray], str | None]:
         """({block: (1, width)}, note) for one file. Raises ``AudioError`` for a file that cannot be
         analysed. The learned block is computed when the model needs it, else when the pretrained
-        weights can be had (for the tags); a note says why tags are missing."""
-        blocks = {HANDCRAFTED: extract_features(path).embedding[None, :]}
+        weights can be had (for the tags); a note says why tags are missing. The file is read once."""
+        audio = SharedDecode(path)
+        blocks = {HANDCRAFTED: extract_features(path, audio=audio).embedding[None, :]}
         note = None
         try:
-            lf = compute_learned(path)
+            lf = compute_learned(path, audio=audio)
             blocks[LEARNED], blocks[TAGS] = lf.embedding()[None, :], lf.tags()[None, :]
         except WeightsUnavailable as exc:
             if self.needs_learned:

@@ -159,16 +159,17 @@ class Discovery:
         h = content_hash(p)
         if h in self._by_hash:  # the same audio as a library track: it is that track
             return self._track(text, self._by_hash[h])
-        from music_pipeline.audio.decode import AudioError
+        from music_pipeline.audio.decode import AudioError, SharedDecode
         from music_pipeline.features.extract import extract_features
 
+        audio = SharedDecode(p)  # one read for both embeddings
         try:
-            raw = extract_features(p).embedding
+            raw = extract_features(p, audio=audio).embedding
             learned = None
             if self.index.transform.needs_learned:  # the space reads the pretrained network's embedding too
                 from music_pipeline.learned.store import compute_learned
 
-                learned = compute_learned(p).embedding()[None, :]
+                learned = compute_learned(p, audio=audio).embedding()[None, :]
         except AudioError as exc:
             raise QueryError(str(exc)) from exc
         return ResolvedTrack(
