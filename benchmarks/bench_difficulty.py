@@ -3,6 +3,7 @@
     python benchmarks/bench_difficulty.py [--work DIR] [--workers 2] [--fit]   # ranking + invariance
     python benchmarks/bench_difficulty.py speed [--library DIR] [--limit N]     # track_notes cost
     python benchmarks/bench_difficulty.py cnn [--library DIR] [--tracks 140]     # difficulty_cnn cost
+    python benchmarks/bench_difficulty.py [rank|compare] --notes-budget 30s6x      # another notes budget
 
 The reference (``difficulty_reference.py``): 6 collections of scores from Debian packages plus
 generated pieces, rendered with fluidsynth, one instrument per piece, one loudness, and four
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -52,6 +54,20 @@ def ref_demo() -> Path:
 BOOT = 1000
 
 _TRANSCRIBER = None
+_BUDGET = None  # the notes budget of this worker (--notes-budget); None = the shipped one
+
+
+def _init_worker(budget) -> None:
+    global _BUDGET
+    _BUDGET = budget
+
+
+def parse_budget(tag: str):
+    """'30s6x' -> Budget(30, 6): the tag the notes store writes (``Budget.tag``)."""
+    from music_pipeline.notes.transcribe import Budget
+
+    seconds, excerpts = re.fullmatch(r"([0-9.]+)s([0-9]+)x", tag).groups()
+    return Budget(float(seconds), int(excerpts))
 
 
 def _analyse(path: str) -> dict:
@@ -64,14 +80,17 @@ def _analyse(path: str) -> dict:
     from music_pipeline.notes.transcribe import Transcriber
 
     if _TRANSCRIBER is None:
-        _TRANSCRIBER = Transcriber(threads=1)
+        _TRANSCRIBER = Transcriber(threads=1, **({"budget": _BUDGET} if _BUDGET else {}))
     t0 = time.process_time()
     feats = extract_features(path)
     t1 = time.process_time()
     t = _TRANSCRIBER.transcribe(decode(path).y)
     desc = note_descriptors(t.notes)
     t2 = time.process_time()
-    np.savez_compressed(Path(path).with_suffix(".notes.npz"), **t.notes.to_arrays(), active_pitches=t.active_pitches)
+    if _BUDGET is None:  # the notes kept beside the render are the shipped budget's
+        np.savez_compressed(
+            Path(path).with_suffix(".notes.npz"), **t.notes.to_arrays(), active_pitches=t.active_pitches
+        )
     return {
         **feats.descriptors,
         **desc,
@@ -103,14 +122,14 @@ def _migrate(done: pd.DataFrame, work: Path, variant: str, workers: int) -> pd.D
     return done
 
 
-def analyse_variant(work: Path, reference: pd.DataFrame, variant: str, workers: int) -> pd.DataFrame:
-    out = work / f"analysis_{variant}.parquet"
+def analyse_variant(work: Path, reference: pd.DataFrame, variant: str, workers: int, budget=None) -> pd.DataFrame:
+    out = work / (f"analysis_{variant}.parquet" if budget is None else f"analysis_{variant}_{budget.tag}.parquet")
     done = _migrate(pd.read_parquet(out) if out.exists() else pd.DataFrame(), work, variant, workers)
     have = set(zip(done["collection"], done["piece"], strict=True)) if len(done) else set()
     todo = [r for r in reference.itertuples() if (r.collection, r.piece) not in have]
     if todo:
         paths = [str(ref.audio_path(work, variant, r.collection, r.piece)) for r in todo]
-        with ProcessPoolExecutor(workers) as pool:
+        with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(budget,)) as pool:
             rows = list(pool.map(_analyse, paths, chunksize=2))
         new = pd.DataFrame(
             [{"collection": r.collection, "piece": r.piece, **row} for r, row in zip(todo, rows, strict=True)]
@@ -120,7 +139,7 @@ def analyse_variant(work: Path, reference: pd.DataFrame, variant: str, workers: 
     return reference[["collection", "piece"]].merge(done, on=["collection", "piece"], how="left")
 
 
-def prepare(work: Path, workers: int, variants: list[str]) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+def prepare(work: Path, workers: int, variants: list[str], budget=None) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     print(f"reference under {work}")
     reference = ref.build_scores(work)
     jobs = [
@@ -134,7 +153,7 @@ def prepare(work: Path, workers: int, variants: list[str]) -> tuple[pd.DataFrame
     analyses = {}
     for v in variants:
         t0 = time.perf_counter()
-        analyses[v] = analyse_variant(work, reference, v, workers)
+        analyses[v] = analyse_variant(work, reference, v, workers, budget)
         print(f"analysed {v} ({time.perf_counter() - t0:.0f} s)")
     return reference, analyses
 
@@ -469,9 +488,45 @@ def read_json_report(data: Path) -> dict | None:
     return json.loads(p.read_text()) if p.exists() else None
 
 
+def compare_budget(work: Path, budget) -> None:
+    """The PDI as shipped from notes of ``budget`` against notes of the shipped budget, on the same
+    base renders: each one's ρ with the symbolic composite, the paired difference with a 95 %
+    interval (pieces resampled within collections, the same draw for both), and how far the PDI
+    itself moves (each on its own unsupervised scale; level = library tertiles)."""
+    reference = pd.read_parquet(work / "reference.parquet")
+    shipped = analyse_variant(work, reference, "base", 1)
+    other = analyse_variant(work, reference, "base", 1, budget)
+    target = complexity_composite(reference).to_numpy()
+    cols = reference["collection"].to_numpy()
+    pdi = {
+        name: quantile_norm(a, a, NOTE_DESCRIPTOR_NAMES).mean(1) for name, a in (("shipped", shipped), ("other", other))
+    }
+    rng = np.random.default_rng(0)
+    groups = [np.flatnonzero(cols == c) for c in np.unique(cols)]
+    diffs = {"all": [], "within_mean": []}
+    for _ in range(BOOT):
+        idx = np.concatenate([rng.choice(g, len(g)) for g in groups])
+        a, b = (metrics(pdi[k][idx], target[idx], cols[idx]) for k in ("shipped", "other"))
+        for key, values in diffs.items():
+            values.append(b[key] - a[key])
+    m = {k: metrics(v, target, cols) for k, v in pdi.items()}
+    print(f"notes budget {budget.tag} against the shipped one, {len(reference)} base renders, PDI as shipped")
+    for key, values in diffs.items():
+        lo, hi = np.percentile(values, [2.5, 97.5])
+        print(
+            f"  ρ {key:12s} shipped {m['shipped'][key]:.3f}  {budget.tag} {m['other'][key]:.3f}  "
+            f"difference {m['other'][key] - m['shipped'][key]:+.3f} (95 % {lo:+.3f}…{hi:+.3f})"
+        )
+    levels = {k: np.digitize(v, np.quantile(v, [1 / 3, 2 / 3])) for k, v in pdi.items()}
+    print(
+        f"  PDI {budget.tag} vs shipped: Spearman {spearman(pdi['other'], pdi['shipped']):.3f}, "
+        f"level changed on {np.mean(levels['other'] != levels['shipped']):.0%} of pieces"
+    )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", nargs="?", default="rank", choices=["rank", "speed", "cnn"])
+    p.add_argument("mode", nargs="?", default="rank", choices=["rank", "speed", "cnn", "compare"])
     p.add_argument("--tracks", type=int, default=140)
     p.add_argument("files", nargs="*")
     p.add_argument("--work", type=Path, default=DEFAULT_WORK)
@@ -484,6 +539,12 @@ def main() -> None:
     )
     p.add_argument("--library", default=None)
     p.add_argument("--limit", type=int, default=None)
+    p.add_argument(
+        "--notes-budget",
+        default=None,
+        metavar="TAG",
+        help="transcribe with this budget instead of the shipped one, e.g. 30s6x (its analyses are kept apart)",
+    )
     args = p.parse_args()
     if args.mode == "speed":
         speed(audio_files(args.files, args.library), args.limit)
@@ -491,7 +552,11 @@ def main() -> None:
     if args.mode == "cnn":
         cnn_cost(Path(args.library) if args.library else ref_demo(), args.work, args.tracks, args.workers)
         return
-    reference, analyses = prepare(args.work, args.workers, args.variants.split(","))
+    budget = parse_budget(args.notes_budget) if args.notes_budget else None
+    if args.mode == "compare":  # after `rank` and `rank --notes-budget TAG` analysed both
+        compare_budget(args.work, budget)
+        return
+    reference, analyses = prepare(args.work, args.workers, args.variants.split(","), budget)
     evaluate(reference, analyses, args.fit)
 
 

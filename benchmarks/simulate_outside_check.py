@@ -24,7 +24,7 @@ import warnings
 import common  # noqa: F401  (one BLAS thread per process)
 
 
-def analyse(library: str, data: str) -> None:
+def analyse(library: str, data: str, learned_patches: int | None = None) -> None:
     from music_pipeline.artifacts import read_parquet, write_parquet
     from music_pipeline.audio.scan import scan_library
     from music_pipeline.features.extract import ExtractJob, FeatureStore, extract_many
@@ -37,7 +37,7 @@ def analyse(library: str, data: str) -> None:
     scan = scan_library(library, layout.hash_cache_path)
     extract_many([ExtractJob(t.key, t.path, t.relpath, t.content_hash, str(data)) for t in scan.tracks], workers=2)
     refresh_tables(scan, FeatureStore(data), layout)
-    store = LearnedStore(data)
+    store = LearnedStore(data, learned_patches) if learned_patches else LearnedStore(data)
     embed_many([LearnedJob(t.key, t.path, t.relpath, t.content_hash, t.scan_error) for t in scan.tracks], store)
     table, _ = build_learned_table(
         read_parquet(layout.embeddings_path, columns=["key", "relpath", "content_hash"]), store
@@ -75,6 +75,12 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--drop", default="", help="labels to leave out")
     ap.add_argument("--out", default=None, help="write every fold's record as JSON here")
+    ap.add_argument(
+        "--learned-patches",
+        type=int,
+        default=None,
+        help="musicnn patches per track (default: the shipped cap); use a --data of its own per value",
+    )
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     import numpy as np
@@ -91,7 +97,7 @@ def main() -> None:
     from music_pipeline.search.index import TrackIndex, learned_block
     from music_pipeline.search.space import fit_transform, precision_at_k, precision_ci
 
-    analyse(args.library, args.data)
+    analyse(args.library, args.data, args.learned_patches)
     table = with_learned(read_parquet(DataLayout(args.data).embeddings_path), read_learned_table(args.data))
     drop = {d for d in args.drop.split(",") if d}
     table = table[~table["label"].isin(drop)].reset_index(drop=True)
