@@ -18,6 +18,7 @@ from music_pipeline.notes.generate import PieceSpec, generate_piece, render
 from music_pipeline.notes.score import complexity_composite, symbolic_measures
 from music_pipeline.notes.store import NotesJob, NotesStore, run_notes_job, transcribe_many
 from music_pipeline.notes.transcribe import (
+    DEFAULT_BUDGET,
     SR,
     Budget,
     Transcriber,
@@ -84,16 +85,19 @@ def test_loudness_is_normalised_before_the_model(transcriber):
 
 
 def test_budget_spreads_excerpts_over_a_long_track():
-    hop = bp.WINDOW_HOP
-    assert plan_excerpts(30 * SR) == [(0, int(np.ceil(30 * SR / hop)))]  # short: whole
+    hop, budget = bp.WINDOW_HOP, DEFAULT_BUDGET
+    short = int(budget.max_seconds / 2) * SR
+    assert plan_excerpts(short) == [(0, int(np.ceil(short / hop)))]  # short: whole
     plan = plan_excerpts(600 * SR)
-    assert len(plan) == 6
+    assert len(plan) == budget.excerpts
     total = sum(n for _, n in plan) * hop / SR
-    assert 50 <= total <= 60
+    assert 0.8 * budget.max_seconds <= total <= budget.max_seconds
     starts = [s for s, _ in plan]
     assert starts == sorted(starts) and starts[0] > 0 and starts[-1] + plan[-1][1] * hop <= 600 * SR
     gaps = np.diff(starts) / SR
-    assert gaps.min() > 90  # spread over the whole track, not bunched at its start
+    assert gaps.min() > 0.9 * 600 / budget.excerpts  # spread over the whole track, not bunched at its start
+    wider = plan_excerpts(600 * SR, Budget(max_seconds=60, excerpts=6))
+    assert len(wider) == 6 and sum(n for _, n in wider) == 2 * sum(n for _, n in plan)
     with pytest.raises(ValueError):
         Budget(max_seconds=5, excerpts=6)
 
@@ -101,7 +105,7 @@ def test_budget_spreads_excerpts_over_a_long_track():
 def test_a_long_track_is_transcribed_within_the_budget(transcriber):
     notes = generate_piece(PieceSpec(seconds=150, onsets_per_s=2, seed=3))
     t = transcriber.transcribe(render(notes))
-    assert t.notes.covered_s <= 60 and len(t.notes.spans) == 6
+    assert t.notes.covered_s <= DEFAULT_BUDGET.max_seconds and len(t.notes.spans) == DEFAULT_BUDGET.excerpts
     assert t.duration_s == pytest.approx(150, abs=0.1)
     for k in range(len(t.notes.spans)):  # notes only where the model listened
         idx = t.notes.in_span(k)
@@ -299,7 +303,7 @@ def test_store_caches_by_content_and_a_bad_file_fails_only_itself(tmp_path):
     # second run: cached, and the broken ones are remembered, not retried
     again = [run_notes_job(j) for j in jobs]
     assert [o.status for o in again] == ["cached", "failed", "failed"]
-    assert store.path("hashgood").name == "hashgood.npz" and "v1-60s6x" in str(store.path("hashgood"))
+    assert store.path("hashgood").name == "hashgood.npz" and f"-{DEFAULT_BUDGET.tag}" in str(store.path("hashgood"))
 
 
 def test_embed_does_not_import_the_transcription(tmp_path):
