@@ -19,7 +19,7 @@ import pandas as pd
 
 from music_pipeline.layout import DataLayout
 from music_pipeline.listening import recommender as rec
-from music_pipeline.listening.history import EventLog, check_user, events_frame
+from music_pipeline.listening.history import EventLog, HistoryError, check_user, events_frame
 
 
 @dataclass
@@ -69,8 +69,11 @@ def open_library(data_dir, index=None) -> Library:
 
 def current_interactions(data_dir, lib: Library, params: rec.Params) -> tuple[pd.DataFrame, int]:
     """(interactions of every listener from the log as it is now, events read)."""
-    contents = EventLog(data_dir).read()
-    return rec.interactions(events_frame(contents.events), lib.durations, params), len(contents.events)
+    try:
+        events = EventLog(data_dir).read().events
+    except HistoryError:  # a remote data directory keeps no listening log: recommendations by popularity
+        events = []
+    return rec.interactions(events_frame(events), lib.durations, params), len(events)
 
 
 def staleness(data_dir, lib: Library, model: rec.ListeningModel | None):

@@ -44,9 +44,12 @@ def training_set(model: str, layout: DataLayout) -> dict[str, str]:
     """What ``model`` learns from, {content hash: what it learns about it}, from the library
     tables as they are now."""
     if model in EVENT_MODELS:
-        from music_pipeline.listening.history import EventLog
+        from music_pipeline.listening.history import EventLog, HistoryError
 
-        return {e.id: "" for e in EventLog(layout.root).read().events}
+        try:
+            return {e.id: "" for e in EventLog(layout.root).read().events}
+        except HistoryError:  # a remote data directory keeps no listening log
+            return {}
     if model in LEVEL_MODELS:
         path = layout.difficulty_table_path
         if not path.exists():
