@@ -288,3 +288,82 @@ def test_playing_coefficient_and_skips():
     assert inter.loc["a", "value"] == pytest.approx(0.25 + 1.0)  # clipped to 1
     assert inter.loc["b", "value"] == pytest.approx(-1.0)
     assert inter.loc["c", "value"] == pytest.approx(2.0)
+
+
+# -- the explorer --------------------------------------------------------------------------------------
+def _request(port, method, path, body=None, headers=None):
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request(method, path, body=None if body is None else json.dumps(body), headers=headers or {})
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    headers = {k.lower(): v for k, v in resp.getheaders()}
+    is_json = headers.get("content-type", "").startswith("application/json")
+    return resp.status, headers, json.loads(data) if is_json and data else data
+
+
+def test_explorer_records_events_and_recommends(built):
+    from music_pipeline.web.app import create_app
+    from music_pipeline.web.explorer import Explorer
+
+    from .web_library import ThreadServer
+
+    _, table, _, data, _ = built
+    keys = table["key"].tolist()
+    with ThreadServer(create_app(Explorer(data))) as server:
+        p = server.port
+        json_type = {"Content-Type": "application/json"}
+        for k in keys[:6]:
+            body = {"user": "eve", "track": k, "event": "play", "seconds_played": 190, "finished": True}
+            code, _, answer = _request(p, "POST", "/api/events", body, json_type)
+            assert code == 200 and answer["recorded"], answer
+        code, _, answer = _request(
+            p, "POST", "/api/events", {"user": "eve", "track": keys[7], "event": "skip"}, json_type
+        )
+        assert code == 200
+        # a cross-site form cannot record (no JSON content type), nor a page of another origin
+        code, _, _ = _request(p, "POST", "/api/events", {"user": "eve", "track": keys[8], "event": "like"})
+        assert code == 415
+        code, _, _ = _request(
+            p,
+            "POST",
+            "/api/events",
+            {"user": "eve", "track": keys[8], "event": "like"},
+            {**json_type, "Origin": "http://evil.example"},
+        )
+        assert code == 403
+        code, _, answer = _request(
+            p, "POST", "/api/events", {"user": "eve", "track": "nope", "event": "play"}, json_type
+        )
+        assert code == 422 and "no track" in answer["error"]
+        assert [e.event for e in EventLog(data).read().events] == ["play"] * 6 + ["skip"]
+        code, _, answer = _request(p, "GET", "/api/recommend?user=eve&n=10")
+        assert code == 200 and len(answer["results"]) == 10
+        assert not {r["track"] for r in answer["results"]} & set(keys[:8])
+        assert all(r["why"] for r in answer["results"])
+        code, _, radio = _request(p, "GET", "/api/listener-radio?user=eve&length=5")
+        assert code == 200 and len(radio["results"]) == 5
+        assert _request(p, "GET", "/api/listeners")[2] == {"listeners": ["eve"]}
+
+
+def test_token_is_needed_for_every_request_when_set(built):
+    from music_pipeline.web.app import create_app
+    from music_pipeline.web.explorer import Explorer
+
+    from .web_library import ThreadServer
+
+    _, table, _, data, _ = built
+    with ThreadServer(create_app(Explorer(data), loopback_only=False, token="s3cret")) as server:
+        p = server.port
+        assert _request(p, "GET", "/api/info")[0] == 401
+        assert _request(p, "GET", "/api/info?token=wrong")[0] == 401
+        body = {"user": "eve", "track": table["key"][0], "event": "like"}
+        assert _request(p, "POST", "/api/events", body, {"Content-Type": "application/json"})[0] == 401
+        assert not EventLog(data).exists()
+        code, headers, _ = _request(p, "GET", "/api/info?token=s3cret")
+        assert code == 200 and "mp_token=s3cret" in headers["set-cookie"]
+        assert _request(p, "GET", "/static/app.js", headers={"Cookie": "mp_token=s3cret"})[0] == 200
+        auth = {"Authorization": "Bearer s3cret", "Content-Type": "application/json"}
+        assert _request(p, "POST", "/api/events", body, auth)[0] == 200

@@ -20,6 +20,7 @@ import pandas as pd
 from music_pipeline.layout import DataLayout
 from music_pipeline.listening import recommender as rec
 from music_pipeline.listening.history import EventLog, HistoryError, check_user, events_frame
+from music_pipeline.search.radio import radio_walk
 
 
 @dataclass
@@ -141,8 +142,6 @@ def recommend(data_dir, user: str, n: int = 20, lib: Library | None = None) -> d
 def listener_radio(data_dir, user: str, length: int = 20, pool: int = 5, lib: Library | None = None) -> dict:
     """A radio seeded by a listener: the walk of ``search.radio`` from the centre of what they
     played, over their ``pool × length`` best recommendations (smooth steps, their taste)."""
-    from music_pipeline.search.radio import radio_walk
-
     user = check_user(user)
     lib = lib or open_library(data_dir)
     model, state = ensure_model(data_dir, lib)
