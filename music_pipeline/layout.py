@@ -169,6 +169,21 @@ class DataLayout:
         """What ``model`` was last trained on (``models/staleness.py``)."""
         return safe_join(self.models_dir / "state", f"{model}.json")
 
+    @property
+    def listening_model_dir(self) -> ArtifactPath:
+        """The listening model (``listening/recommender.py`` names the files inside)."""
+        return self.models_dir / "listening"
+
+    # -- listening history ---------------------------------------------------------------------
+    @property
+    def listening_dir(self) -> ArtifactPath:
+        return self.root / "listening"
+
+    @property
+    def listening_log_path(self) -> ArtifactPath:
+        """The append-only event log of plays, skips and likes (``listening/history.py``)."""
+        return self.listening_dir / "events.jsonl"
+
     # -- reports and plots ---------------------------------------------------------------------
     @property
     def reports_dir(self) -> ArtifactPath:

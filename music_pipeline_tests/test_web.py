@@ -383,7 +383,7 @@ def test_serve_command_refuses_without_an_index_or_port(tmp_path, capsys):
         and exposure_warning("::1", 8765) is None
     )
     warning = exposure_warning("0.0.0.0", 8765)
-    assert "no authentication" in warning and "http://0.0.0.0:8765" in warning
+    assert "access token" in warning and "plain HTTP" in warning and "http://0.0.0.0:8765" in warning
 
 
 def test_find_ranks_title_prefixes_first(built):

@@ -9,9 +9,9 @@ import sys
 from music_pipeline.settings import Settings
 
 NO_AUTH_WARNING = (
-    "warning: the explorer has no authentication: anyone who reaches {url} can search the library and "
-    "play or download every file in it. Put it behind an authenticating reverse proxy or a VPN, or keep "
-    "the default --host 127.0.0.1."
+    "warning: bound to {url}, the explorer asks every request for the access token printed below, but it has "
+    "no other authentication and speaks plain HTTP (the token and the music cross the network unencrypted): "
+    "put it behind a TLS reverse proxy or a VPN, or keep the default --host 127.0.0.1."
 )
 
 
@@ -46,7 +46,7 @@ def is_loopback(host: str) -> bool:
 
 
 def exposure_warning(host: str, port: int) -> str | None:
-    """The no-authentication warning for a bind address other people can reach (None on loopback)."""
+    """The warning for a bind address other people can reach (None on loopback)."""
     return None if is_loopback(host) else NO_AUTH_WARNING.format(url=f"http://{host}:{port}")
 
 
@@ -106,6 +106,9 @@ def cmd_serve(args) -> int:
         except Exception as exc:  # noqa: BLE001 - a read-only data dir: the Dagster UI just will not link here
             print(f"note: could not record the explorer's address in the data directory ({exc})", file=sys.stderr)
 
+    import secrets
+
+    token = None if loopback else secrets.token_urlsafe(24)  # every request, reading or writing, needs it
     app = create_app(
         live,
         loopback_only=loopback,
@@ -113,11 +116,14 @@ def cmd_serve(args) -> int:
         on_start=started,
         on_stop=lambda: clear_status(settings.data_dir),
         bind_host=args.host,
+        token=token,
     )
     server = uvicorn.Server(
         uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False, lifespan="on")
     )
     print(f"Explorer on {url} — {len(explorer.index)} tracks from {settings.data_dir}; Ctrl-C stops it", flush=True)
+    if token:
+        print(f"access token: {token}\nopen {url}/?token={token}", flush=True)
     from threadpoolctl import threadpool_limits
 
     # one BLAS thread per request thread: with BLAS's own thread per core, concurrent radio and path

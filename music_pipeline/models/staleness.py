@@ -12,7 +12,7 @@ it at once, and retraining waits until enough has changed to pay for it.
 
 What each model learns from is, per track content hash, what it learns about that track
 (``training_set``): the label for the genre models, the PDI level for the difficulty CNN, nothing
-for the map — so a relabelled track counts as changed, like an added or removed one. After
+for the map, and for the listening model each event of the listening log (by event id) — so a relabelled track counts as changed, like an added or removed one. After
 training, the asset saves it with its code version and time (``record_training``) as
 ``<data>/models/state/<model>.json``::
 
@@ -35,11 +35,21 @@ STATE_FORMAT = 1
 GENRE_MODELS = ("genre_classifier", "genre_comparison")
 LEVEL_MODELS = ("difficulty_cnn",)
 LIBRARY_MODELS = ("embedding_map",)
+# learns from listening events rather than tracks: its "training tracks" are the event ids, so
+# "changed" counts events that arrived since it was trained (listening/history.py)
+EVENT_MODELS = ("listening_model",)
 
 
 def training_set(model: str, layout: DataLayout) -> dict[str, str]:
     """What ``model`` learns from, {content hash: what it learns about it}, from the library
     tables as they are now."""
+    if model in EVENT_MODELS:
+        from music_pipeline.listening.history import EventLog, HistoryError
+
+        try:
+            return {e.id: "" for e in EventLog(layout.root).read().events}
+        except HistoryError:  # a remote data directory keeps no listening log
+            return {}
     if model in LEVEL_MODELS:
         path = layout.difficulty_table_path
         if not path.exists():

@@ -1,7 +1,8 @@
 """The explorer's HTTP side: a Starlette app over ``web.explorer.Explorer``.
 
-Read-only: GET and HEAD only, nothing is written but ``<data>/explorer.json`` (where a running
-explorer is found, see ``web.status``). Pages are plain HTML/JS/CSS shipped in
+Read-only but for listening events: GET and HEAD, and ``POST /api/events`` which appends a play,
+skip or like to the listening log (``web.listening``); nothing else is written but
+``<data>/explorer.json`` (where a running explorer is found, see ``web.status``). Pages are plain HTML/JS/CSS shipped in
 ``music_pipeline/web/static/`` (no build step). JSON errors are ``{"error": "one line"}`` with 404
 (unknown track or page) or 422 (bad parameter). Bound to loopback, the app also refuses requests
 whose Host header is not a loopback name (a web page cannot reach it through DNS rebinding).
@@ -26,7 +27,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from music_pipeline.web import playlists
+from music_pipeline.web import listening, playlists
 from music_pipeline.web.audio import RETRY_AFTER_S, AudioUnavailable, audio_response
 from music_pipeline.web.explorer import BadParameter, Explorer, LiveExplorer, NotFound, one_line
 
@@ -127,9 +128,10 @@ def create_app(
     on_start=None,
     on_stop=None,
     bind_host: str | None = None,
+    token: str | None = None,
 ) -> Starlette:
     """``loopback_only``: answer only requests addressed to a loopback name (plus ``bind_host``,
-    e.g. 127.0.0.2). ``on_start``/``on_stop``: called when the server starts and stops serving
+    e.g. 127.0.0.2). ``token``: every request must carry it (``web.listening.TokenGate``). ``on_start``/``on_stop``: called when the server starts and stops serving
     (uvicorn runs the lifespan's end before it re-raises a SIGTERM, so ``on_stop`` also runs on
     ``kill``)."""
     current = explorer.get if isinstance(explorer, LiveExplorer) else (lambda: explorer)
@@ -244,12 +246,41 @@ def create_app(
         except RuntimeError as exc:  # libsndfile cannot open it after all
             return error(415, f"track {key} cannot be decoded for the browser: {exc}")
 
+    def recommend(request, ex):
+        return ApiJSON(
+            listening.recommendations(ex, _required(request, "user"), _number(request, "n", int, 20, 1, MAX_N))
+        )
+
+    def listener_radio(request, ex):
+        length = _number(request, "length", int, 20, 1, MAX_LENGTH)
+        return ApiJSON(listening.recommendations(ex, _required(request, "user"), length, radio=True))
+
+    def listeners(request, ex):
+        return ApiJSON(listening.listeners(ex))
+
+    async def events(request: Request):
+        if not listening.same_origin(request):
+            return error(403, "events are accepted from this explorer's own pages only")
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            return error(415, "send the event as application/json")
+        try:
+            body = await request.json()
+        except ValueError:
+            return error(422, "the body is not JSON")
+        try:
+            return ApiJSON(await run_in_threadpool(lambda: listening.record_event(current(), body)))
+        except BadParameter as exc:
+            return error(422, str(exc))
+
     async def index(request):
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
     async def not_found(request, exc: HTTPException):
         if exc.status_code == 405:
-            return error(405, f"{request.method} is not allowed: the explorer is read-only (GET and HEAD)")
+            return error(
+                405,
+                f"{request.method} is not allowed: the explorer is read-only (GET and HEAD) but for POST /api/events",
+            )
         if exc.status_code == 404:
             return error(404, f"no such page: {request.url.path}")
         return error(exc.status_code, exc.detail)
@@ -264,6 +295,10 @@ def create_app(
         Route("/api/path", api(path)),
         Route("/api/track/{key}", api(track)),
         Route("/api/map", api(map_)),
+        Route("/api/recommend", api(recommend)),
+        Route("/api/listener-radio", api(listener_radio)),
+        Route("/api/listeners", api(listeners)),
+        Route("/api/events", events, methods=["POST"]),
         *[
             Route(f"/api/{kind}.{fmt}", api(playlist(kind, fmt)))
             for kind in ("radio", "path", "similar")
@@ -273,6 +308,8 @@ def create_app(
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     middleware = [Middleware(SecurityHeaders)]
+    if token:
+        middleware.insert(0, Middleware(listening.TokenGate, token=token))
     if loopback_only:
         middleware.insert(
             0, Middleware(TrustedHostMiddleware, allowed_hosts=LOOPBACK_HOSTS + ([bind_host] if bind_host else []))

@@ -185,6 +185,16 @@ class Explorer:
         out["map"] = point
         return out
 
+    # -- listening ------------------------------------------------------------------------------
+    def listening_library(self):
+        """The index's tracks and vectors for the recommender (made once per explorer)."""
+        from music_pipeline.listening.service import open_library
+
+        with self._map_lock:
+            if getattr(self, "_listening", None) is None:
+                self._listening = open_library(self.data_dir, self.index)
+            return self._listening
+
     # -- the map --------------------------------------------------------------------------------
     def map_points(self) -> dict:
         """2-D coordinates of the library: the embedding_map asset's UMAP when it covers the index,

@@ -45,6 +45,8 @@ const player = {
   load() {
     const item = this.queue[this.pos];
     if (!item) return;
+    listening.leave(this.audio);
+    listening.current = item.track;
     this.audio.src = "/audio/" + encodeURIComponent(item.track);
     this.audio.play().catch((e) => console.warn("play refused:", e));
     const np = $("#now-playing");
@@ -396,6 +398,63 @@ async function pathView(view, current) {
   if (p.from && p.to) Promise.all([a.ready, b.ready]).then(() => { if (a.key && b.key) go(); });
 }
 
+// ---------------------------------------------------------------- listening: events and "For you"
+// The listener is a name chosen on the page (kept in this browser); every play, skip and like is
+// sent to /api/events as JSON. Leaving a track before its end records a play of the seconds heard.
+const listening = {
+  current: null,
+  user() { return localStorage.getItem("mp_user") || ""; },
+  setUser(name) { localStorage.setItem("mp_user", name.trim()); $("#listener").value = name.trim(); },
+  async send(event, track, extra = {}) {
+    const user = this.user();
+    if (!user || !track) return;
+    try {
+      await fetch("/api/events", { method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ user, track, event, ...extra }) });
+    } catch (e) { console.warn("event not recorded:", e); }
+  },
+  leave(audio, finished = false) { // the track in the player is left (another started, skipped, ended)
+    if (!this.current || !audio) return;
+    const heard = audio.currentTime || 0;
+    if (finished || heard >= 1) this.send("play", this.current, { seconds_played: Math.round(heard * 10) / 10, finished });
+    this.current = null;
+  },
+  skip(audio) {
+    if (!this.current) return;
+    this.send("skip", this.current, { seconds_played: Math.round((audio.currentTime || 0) * 10) / 10 });
+    this.current = null;
+    player.step(1);
+  },
+  like() { this.send("like", this.current || (player.queue[player.pos] || {}).track); },
+};
+
+function forYouView(view, current) {
+  const p = Object.fromEntries(new URLSearchParams(location.hash.split("?")[1] || ""));
+  const name = h("input", { type: "text", placeholder: "your name", value: p.user || listening.user(), id: "foryou-user" });
+  const out = h("div");
+  const show = async (radio) => {
+    const user = name.value.trim();
+    if (!user) { out.replaceChildren(h("p", { class: "muted" }, "choose a listener name first")); return; }
+    listening.setUser(user);
+    out.replaceChildren(h("p", { class: "muted" }, "listening to what you played…"));
+    try {
+      const r = await api(radio ? "listener-radio" : "recommend", radio ? { user, length: 20 } : { user, n: 20 });
+      if (!current()) return;
+      const items = r.results.map((x) => ({ ...x, title: x.title }));
+      out.replaceChildren(
+        h("p", {}, playAllButton(items, radio ? "▶ play your radio" : "▶ play all"),
+          h("span", { class: "muted small" }, ` ${r.evidence ? r.evidence.positive_tracks + " tracks you played count" : ""}`)),
+        trackList(items, { scoreTitle: "recommendation score", extra: (x) => h("span", { class: "muted small why" }, x.why) }));
+    } catch (e) { out.replaceChildren(errorBox(e)); }
+  };
+  view.replaceChildren(h("section", { class: "card" }, h("h2", {}, "For you"),
+    h("p", { class: "muted small" }, "Tracks you have not played, from what you played, skipped and liked, what other listeners played, and how the tracks sound (never their names). Play, skip and ♥ in the player bar to teach it."),
+    h("div", { class: "form" }, h("label", {}, "listener ", name),
+      h("button", { id: "foryou-go", onclick: () => show(false) }, "Recommend"),
+      h("button", { id: "foryou-radio", onclick: () => show(true) }, "Radio for me")), out));
+  if (name.value) show(false);
+}
+
 // ---------------------------------------------------------------- routing
 let viewSeq = 0;
 function route() {
@@ -408,12 +467,17 @@ function route() {
   if (m) return trackView(view, decodeURIComponent(m[1]), current);
   if (path === "/radio") return radioView(view, current);
   if (path === "/path") return pathView(view, current);
+  if (path === "/foryou") return forYouView(view, current);
   return mapView(view, current);
 }
 
 document.addEventListener("DOMContentLoaded", () => {
   player.audio = $("#player");
-  player.audio.addEventListener("ended", () => player.step(1));
+  player.audio.addEventListener("ended", () => { listening.leave(player.audio, true); player.step(1); });
+  $("#skip").addEventListener("click", () => listening.skip(player.audio));
+  $("#like").addEventListener("click", () => listening.like());
+  $("#listener").value = listening.user();
+  $("#listener").addEventListener("change", (e) => listening.setUser(e.target.value));
   $("#prev").addEventListener("click", () => player.step(-1));
   $("#next").addEventListener("click", () => player.step(1));
   attachSearch($("#search"), $("#search-results"), (r) => { location.hash = trackHref(r.track); $("#search").value = ""; $("#search").blur(); });
