@@ -496,7 +496,7 @@ def test_api_queries_past_the_cap_get_503_with_retry_after(built, monkeypatch):
 
 
 def test_m3u8_keeps_a_path_with_a_line_break_on_one_line():
-    from music_pipeline.web.playlists import m3u8
+    from music_pipeline.playlists.formats import m3u8
 
     text = m3u8("t", [{"path": "/music/evil\n#EXTINF:1,x\n/etc/passwd.ogg", "title": "a\nb", "label": None}])
     lines = text.splitlines()

@@ -26,7 +26,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from music_pipeline.web import playlists
+from music_pipeline.playlists import formats as playlists
 from music_pipeline.web.audio import RETRY_AFTER_S, AudioUnavailable, audio_response
 from music_pipeline.web.explorer import BadParameter, Explorer, LiveExplorer, NotFound, one_line
 
