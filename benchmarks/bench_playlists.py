@@ -14,7 +14,8 @@ over draws, the 5th–95th percentile of single draws, and the mean k.
 Methods: the baseline (plain k-means on the standardised learned embedding, k chosen by
 silhouette, and with the true number of sources given — an oracle no library offers), then the
 playlists' space (PCA of the fusion of the learned embedding and the 641 hand-crafted dims) with
-every clustering × k rule (and the true k), and the learned embedding alone with Ward.
+every clustering × k rule (and the true k), the learned embedding alone with Ward, and the chosen
+method with other shares of variance for its k rule (is 0.5 on a plateau or a peak?).
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def summarise(values: list[float], ks: list[int], resamples: int = 2000, seed: i
 def main() -> None:
     from sklearn.metrics import adjusted_mutual_info_score as ami
 
-    from music_pipeline.playlists.clusters import K_RULES, METHODS, cluster
+    from music_pipeline.playlists.clusters import K_RULES, METHODS, VARIANCE_EXPLAINED, cluster
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True)
@@ -120,6 +121,11 @@ def main() -> None:
                 methods[f"{space}, {method}, k {rule or '= true sources'}"] = lambda rows, b=blocks, m=method, r=rule: (
                     _run(cluster(b(rows), m, r or "variance", k=None if r else args.sources, variance=args.variance))
                 )
+    for share in THRESHOLDS:  # the chosen method, other shares of variance for the k rule
+        if share != VARIANCE_EXPLAINED:
+            methods[f"fusion, ward, k variance {share:.2f}"] = lambda rows, v=share: _at_share(
+                [learned[rows], hand[rows]], v, args.variance
+            )
     results: dict[str, dict] = {name: {"ami": [], "k": []} for name in methods}
     sizes = []
     t0 = time.perf_counter()
@@ -148,6 +154,20 @@ def main() -> None:
 
 def _run(c) -> tuple[np.ndarray, int]:
     return c.labels, c.k
+
+
+THRESHOLDS = (0.4, 0.45, 0.5, 0.55, 0.6, 0.7)
+
+
+def _at_share(blocks, share: float, variance: float) -> tuple[np.ndarray, int]:
+    from music_pipeline.playlists import clusters
+
+    v = clusters.playlist_space(blocks, variance).vectors
+    for k in clusters.k_range(len(v)):
+        labels = clusters.cluster(blocks, "ward", k=k, variance=variance).labels
+        if clusters.explained_variance(v, labels) >= share:
+            break
+    return labels, k
 
 
 if __name__ == "__main__":

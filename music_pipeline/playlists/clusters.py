@@ -195,9 +195,18 @@ def cluster(
     variance: float = VARIANCE,
     seed: int = 0,
 ) -> Clustering:
-    """Group the tracks (rows of the feature ``blocks``); ``k`` fixed, or chosen by ``k_rule``."""
+    """Group the tracks (rows of the feature ``blocks``); ``k`` fixed, or chosen by ``k_rule``.
+    One BLAS thread: these matrices are small, and threads contending with the build's workers made
+    one PCA 0.01 → 2.5 s on a loaded machine."""
+    from threadpoolctl import threadpool_limits
+
     if method not in METHODS:
         raise ValueError(f"unknown clustering {method!r} (choose from {METHODS})")
+    with threadpool_limits(limits=1):
+        return _cluster(blocks, method, k_rule, k, variance, seed)
+
+
+def _cluster(blocks, method, k_rule, k, variance, seed) -> Clustering:
     space = playlist_space(blocks, variance, seed)
     v = space.vectors
     n = len(v)

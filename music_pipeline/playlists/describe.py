@@ -4,9 +4,10 @@
 third ("slow", "fast"), the two pretrained-tagger tags that rise most above the library in the
 group (each tag's score standardised on the library, synonyms merged — "electronica" is
 "electronic" —, tags that say nothing about the sound — decades, "sexy", "female vocalists" —
-left out), and the difficulty level when most of the group shares it and it is not the middle
-one: "slow ambient strings", "fast electronic techno, hard". Names are made distinct by adding the
-next distinguishing tag, then a number.
+left out, and a tag sharing a word with a stronger one skipped), and the difficulty level when
+most of the group shares it and it is not the middle one: "slow ambient strings", "fast
+electronic techno, hard". Names are made distinct by adding the next distinguishing tag, then a
+number.
 
 **Why**: the same facts with their figures (tag z-scores, the tempo range against the library's,
 the share of each level).
@@ -94,7 +95,7 @@ def describe_groups(
         m = labels == g
         rise = tag_z[m].mean(axis=0)
         order = [int(i) for i in np.argsort(-rise, kind="stable") if rise[i] > 0]
-        ranked.append(order)
+        ranked.append(_no_shared_words(order, tag_names))
         t = tempo[m & ok]
         med = float(np.median(t)) if len(t) else float("nan")
         word = _tempo_word(med, low, high) if len(t) else ""
@@ -143,6 +144,18 @@ def describe_groups(
             why.append("difficulty " + ", ".join(f"{lvl} {n}" for lvl, n in f["levels"].items()))
         out.append(Description(names[g], "; ".join(why) or "grouped by sound", f))
     return out
+
+
+def _no_shared_words(order: list[int], tag_names: list[str]) -> list[int]:
+    """The tags in order, leaving out one that shares a word with a tag before it ("alternative
+    rock" after "indie rock"): a name says two different things."""
+    kept, words = [], set()
+    for i in order:
+        w = set(tag_names[i].split())
+        if not w & words:
+            kept.append(i)
+            words |= w
+    return kept
 
 
 def _name(parts: tuple[str, str], tags: list[str]) -> str:

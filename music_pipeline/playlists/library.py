@@ -85,7 +85,10 @@ def make_playlists(
     blocks = [learned[usable], t[FEATURE_NAMES].to_numpy(dtype=np.float64)]
     if len(t) < 2 * MIN_K:  # too few to split: one playlist
         labels = np.zeros(len(t), dtype=np.int64)
-        vectors = playlist_space(blocks, seed=seed).vectors if len(t) > 1 else np.ones((1, 1))
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1):
+            vectors = playlist_space(blocks, seed=seed).vectors if len(t) > 1 else np.ones((1, 1))
         summary = {"k": 1, "reason": f"{len(t)} tracks: too few to split (need {2 * MIN_K})"}
     else:
         c = cluster(blocks, seed=seed)
