@@ -159,6 +159,11 @@ def test_library_playlists_files_and_cli(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "playlists of 11 tracks" in text and "why:" in text
 
+    from music_pipeline.summary import collect, summary_lines
+
+    closing = "\n".join(summary_lines(collect(data)))
+    assert f"playlists      {len(fewer.playlists)} by sound: {fewer.playlists[0]['name']}" in closing
+
 
 def test_cli_without_a_build_says_so(tmp_path, capsys):
     assert main(["playlists", "--data", str(tmp_path / "empty")]) == 2
