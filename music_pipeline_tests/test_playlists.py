@@ -165,6 +165,15 @@ def test_library_playlists_files_and_cli(tmp_path, capsys):
     assert f"playlists      {len(fewer.playlists)} by sound: {fewer.playlists[0]['name']}" in closing
 
 
+def test_a_small_library_gets_one_playlist_and_bad_rows_are_left_out():
+    table, _ = library_table(per_group=(3, 3))
+    table.loc[1, FEATURE_NAMES[5]] = np.inf
+    result = make_playlists(table)
+    assert len(result.playlists) == 1 and len(result.playlists[0]["tracks"]) == 5
+    assert result.clustering["k"] == 1 and "too few" in result.clustering["reason"]
+    assert [t["reason"].split(" (")[0] for t in result.left_out] == ["features not finite"]
+
+
 def test_cli_without_a_build_says_so(tmp_path, capsys):
     assert main(["playlists", "--data", str(tmp_path / "empty")]) == 2
     assert "build the library first" in capsys.readouterr().err

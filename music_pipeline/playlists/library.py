@@ -74,15 +74,23 @@ def make_playlists(
     from music_pipeline.learned.store import LEARNED_NAMES, TAG_NAMES, TAG_TEXT
 
     learned = table[LEARNED_NAMES].to_numpy(dtype=np.float64)
-    usable = np.isfinite(learned).all(axis=1)
+    hand = table[FEATURE_NAMES].to_numpy(dtype=np.float64)
+    has_learned, has_hand = np.isfinite(learned).all(axis=1), np.isfinite(hand).all(axis=1)
+    usable = has_learned & has_hand
     left_out = [
-        {"track": k, "relpath": r, "reason": "no learned embedding (the pretrained network did not analyse it)"}
-        for k, r in zip(table["key"][~usable], table["relpath"][~usable], strict=True)
+        {
+            "track": k,
+            "relpath": r,
+            "reason": "no learned embedding (the pretrained network did not analyse it)"
+            if not ok_learned
+            else "features not finite (extracted by an older or damaged pass)",
+        }
+        for k, r, ok_learned in zip(table["key"][~usable], table["relpath"][~usable], has_learned[~usable], strict=True)
     ]
     t = table[usable].reset_index(drop=True)
     if t.empty:
-        return LibraryPlaylists([], {"reason": "no track has the learned embedding"}, left_out)
-    blocks = [learned[usable], t[FEATURE_NAMES].to_numpy(dtype=np.float64)]
+        return LibraryPlaylists([], {"reason": "no track has the learned embedding and finite features"}, left_out)
+    blocks = [learned[usable], hand[usable]]
     if len(t) < 2 * MIN_K:  # too few to split: one playlist
         labels = np.zeros(len(t), dtype=np.int64)
         from threadpoolctl import threadpool_limits
