@@ -3,11 +3,12 @@ similarity index: Debian packages that are NOT reserved for the outside checks (
 /work/shared/reserved-for-outside-checks.md in the project notes), label = a style assigned per
 package, group = package.
 
-    python benchmarks/dev_library.py DEST [--demo-library data/demo_library/debian]
+    python benchmarks/dev_library.py DEST
 
 Needs `apt-get download` (no root once the package lists exist). Files shorter than 20 s (jingles)
 are left out. Writes DEST/<package>/<file> and DEST/labels.csv (path,label,group). The styles were
-assigned per package before any model ran on them; "band" is the least certain one.
+assigned per package before any model ran on them; "band" is the least certain one. The demo's
+packages (music_pipeline/demo.py) are among them, with the same styles.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-# style -> package -> glob(s) inside the unpacked package (or "demo:" for the demo library's copy)
+from music_pipeline.demo import DEMO_PACKAGES, MIN_SECONDS
+
+# style -> package -> glob(s) inside the unpacked package
 STYLES = {
     "electronic": {
         **{
@@ -41,7 +44,7 @@ STYLES = {
         "zaz-data": "usr/share/games/zaz/mus*.ogg",
     },
     "orchestral": {
-        "flare-game": "demo:flare-game/*.ogg",
+        "flare-game": "usr/share/games/flare/mods/fantasycore/music/*.ogg",
         "lordsawar-data": "usr/share/games/lordsawar/music/*.ogg",
         "freecol": "usr/share/games/freecol/default/resources/music/default/*.ogg",
         "megaglest-data": [
@@ -52,20 +55,21 @@ STYLES = {
         "ardentryst": "usr/share/games/ardentryst/Music/*.ogg",
     },
     "ambient": {
-        "singularity-music": "demo:singularity-music/**/*.ogg",
+        "singularity-music": "usr/share/games/singularity/music/**/*.ogg",
         "hyperrogue-music": "usr/share/hyperrogue/music/*.ogg",
         "enigma-data": "usr/share/games/enigma/music/**/*.ogg",
         "fillets-ng-data": "usr/share/games/fillets-ng/music/*.ogg",
     },
     "band": {
-        "xmoto-data": "demo:xmoto-data/*.ogg",
+        "xmoto-data": "usr/share/games/xmoto/Textures/Musics/*.ogg",
         "extremetuxracer-data": "usr/share/games/etr/music/*.ogg",
         "trackballs-data": "usr/share/games/trackballs/music/*.ogg",
         "warmux-data": "usr/share/games/warmux/music/ingame/*.ogg",
         "amoebax-data": "usr/share/games/amoebax/music/*.ogg",
     },
 }
-MIN_SECONDS = 20.0
+STYLE_OF = {package: style for style, packages in STYLES.items() for package in packages}
+assert all(STYLE_OF.get(p) == spec.style for p, spec in DEMO_PACKAGES.items()), "the demo's styles must match these"
 
 
 def _unpack(package: str, work: Path) -> Path:
@@ -84,7 +88,6 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dest")
-    ap.add_argument("--demo-library", default="data/demo_library/debian")
     args = ap.parse_args()
     dest = Path(args.dest)
     rows = []
@@ -92,10 +95,7 @@ def main() -> None:
         for style, packages in STYLES.items():
             for package, patterns in packages.items():
                 patterns = patterns if isinstance(patterns, list) else [patterns]
-                if patterns[0].startswith("demo:"):
-                    root, patterns = Path(args.demo_library), [p[5:] for p in patterns]
-                else:
-                    root = _unpack(package, Path(tmp))
+                root = _unpack(package, Path(tmp))
                 files = sorted({f for p in patterns for f in glob.glob(str(root / p), recursive=True)})
                 kept = 0
                 for f in files:

@@ -140,6 +140,17 @@ class DataLayout:
     def label_similarity_path(self) -> ArtifactPath:
         return self.tables_dir / "label_similarity.parquet"
 
+    @property
+    def playlist_tracks_path(self) -> ArtifactPath:
+        """Each track's playlist and place in it (for the map's colours)."""
+        return self.tables_dir / "playlists.parquet"
+
+    @property
+    def playlists_dir(self) -> ArtifactPath:
+        """The library's playlists: ``playlists.json`` and an M3U8 and an XSPF file per playlist
+        (``playlists/library.py`` names the files)."""
+        return self.root / "playlists"
+
     # -- models --------------------------------------------------------------------------------
     @property
     def models_dir(self) -> ArtifactPath:

@@ -30,6 +30,7 @@ class LibrarySummary:
     genre: dict = field(default_factory=dict)  # model, estimate, baseline, kind, predicted (for unlabelled)
     difficulty: dict = field(default_factory=dict)  # levels, pdi quantiles, cnn vs baselines
     similarity: dict = field(default_factory=dict)  # precision@5 vs random
+    playlists: list[tuple[str, int]] = field(default_factory=list)  # (name, tracks)
     maps: list[ArtifactPath] = field(default_factory=list)
     reports_index: ArtifactPath | None = None
     examples: list[str] = field(default_factory=list)  # query strings of real tracks, most typical first
@@ -55,6 +56,7 @@ def collect(data_dir) -> LibrarySummary:
     _try(s.notes, "difficulty", lambda: _difficulty(s, layout))
     _try(s.notes, "difficulty CNN report", lambda: _difficulty_cnn(s, layout))
     _try(s.notes, "similarity index", lambda: _similarity(s, layout))
+    _try(s.notes, "playlists", lambda: _playlists(s, layout))
     for name in ("embedding_map_2d.html", "embedding_map_3d.html"):
         if (layout.reports_dir / name).exists():
             s.maps.append(layout.reports_dir / name)
@@ -149,6 +151,16 @@ def _similarity(s: LibrarySummary, layout: DataLayout) -> None:
     s.examples = example_tracks(tracks, vectors)
 
 
+def _playlists(s: LibrarySummary, layout: DataLayout) -> None:
+    from music_pipeline.playlists.library import PlaylistsNotBuilt, load_playlists
+
+    try:
+        saved = load_playlists(layout.root)
+    except PlaylistsNotBuilt:
+        return
+    s.playlists = [(p["name"], len(p["tracks"])) for p in saved.get("playlists", [])]
+
+
 def example_tracks(tracks: pd.DataFrame, vectors: np.ndarray | None) -> list[str]:
     """Query strings (a unique title, else the library path) of real tracks: the most typical
     track first, then the most typical track of each other label (or the least similar track)."""
@@ -193,6 +205,8 @@ def next_commands(s: LibrarySummary, data_arg: str = "") -> list[str]:
     if b:
         cmds.append(f"music-pipeline compare {a} {b}{d}")
     cmds.append(f"music-pipeline radio {shlex.quote(ex[-1] if len(ex) > 2 else ex[0])} --length 8{d}")
+    if s.playlists:
+        cmds.append(f"music-pipeline playlists{d}")
     return cmds
 
 
@@ -243,6 +257,10 @@ def summary_lines(s: LibrarySummary, data_arg: str = "", show_skipped: int = 20)
         out.append(
             f"  similarity     same-label precision@5 {_pct(s.similarity['precision_at_5'])} vs {_pct(s.similarity.get('random'))} for random neighbours"
         )
+    if s.playlists:
+        shown = ", ".join(f"{name} ({n})" for name, n in s.playlists[:4])
+        more = f", … {len(s.playlists) - 4} more" if len(s.playlists) > 4 else ""
+        out.append(f"  playlists      {len(s.playlists)} by sound: {shown}{more}")
     if s.skipped and show_skipped > 0:
         out.append(f"  skipped        {len(s.skipped)} file(s):")
         for rel, why in s.skipped[:show_skipped]:
@@ -275,6 +293,7 @@ def as_json(s: LibrarySummary) -> str:
             "genre": s.genre,
             "difficulty": s.difficulty,
             "similarity": s.similarity,
+            "playlists": [{"name": n, "tracks": k} for n, k in s.playlists],
             "maps": [str(m) for m in s.maps],
             "reports_index": str(s.reports_index) if s.reports_index else None,
             "examples": s.examples,

@@ -496,7 +496,7 @@ def test_api_queries_past_the_cap_get_503_with_retry_after(built, monkeypatch):
 
 
 def test_m3u8_keeps_a_path_with_a_line_break_on_one_line():
-    from music_pipeline.web.playlists import m3u8
+    from music_pipeline.playlists.formats import m3u8
 
     text = m3u8("t", [{"path": "/music/evil\n#EXTINF:1,x\n/etc/passwd.ogg", "title": "a\nb", "label": None}])
     lines = text.splitlines()
@@ -611,3 +611,34 @@ def test_a_symlink_out_of_the_library_is_never_served(built, tmp_path):
     finally:
         (library / "escape.wav").unlink()
         (library / "escape_dir").unlink()
+
+
+def test_library_playlists_page_and_downloads(served):
+    from music_pipeline.playlists.library import LibraryPlaylists, save_playlists
+
+    ex, library = served["explorer"], served["library"]
+    rows = list(zip(ex.tracks["key"], ex.tracks["relpath"], strict=True))
+
+    def track(k, r):
+        return {"track": k, "path": str(library / r), "relpath": r, "title": Path(r).stem, "duration_s": 12.0}
+
+    lists = [
+        {
+            "name": "slow drone",
+            "why": "tags above the library: ambient (z +1.2)",
+            "tracks": [track(*x) for x in rows[:3]],
+        },
+        {"name": "fast techno, hard", "why": "tempo 160–170 BPM", "tracks": [track(*x) for x in rows[3:5]]},
+    ]
+    save_playlists(LibraryPlaylists(lists, {"k": 2}), served["data"])
+    got = get_json(served, "/api/playlists")
+    assert [p["name"] for p in got["playlists"]] == ["slow drone", "fast techno, hard"]
+    assert [t["track"] for t in got["playlists"][0]["tracks"]] == [k for k, _ in rows[:3]]
+    assert got["playlists"][1]["why"] == "tempo 160–170 BPM"
+    code, headers, body = get(served, "/api/playlists/2.m3u8")
+    assert code == 200 and headers["content-type"].startswith("audio/x-mpegurl")
+    paths = [line for line in body.decode().splitlines() if not line.startswith("#")]
+    assert paths == [str(library / r) for _, r in rows[3:5]]
+    code, _, body = get(served, "/api/playlists/1.xspf")
+    assert code == 200 and body.count(b"<track>") == 3
+    assert get_json(served, "/api/playlists/9.m3u8", status=404)["error"].startswith("no playlist 9")

@@ -25,6 +25,7 @@ MIN_TRACKS = 5  # fewer tracks make no map
 
 UNLABELLED = "(unlabelled)"
 NO_LEVEL = "(no PDI level)"
+NO_PLAYLIST = "(no playlist)"
 
 
 def umap_projection(vectors: np.ndarray, n_components: int, seed: int = 0, n_neighbors: int = 15) -> np.ndarray:
@@ -45,8 +46,10 @@ def umap_projection(vectors: np.ndarray, n_components: int, seed: int = 0, n_nei
         return reducer.fit_transform(np.asarray(vectors, dtype=np.float32))
 
 
-def map_frame(tracks: pd.DataFrame, difficulty: pd.DataFrame | None) -> pd.DataFrame:
-    """Per indexed track: key, title, label, level, pdi (hover and colour data)."""
+def map_frame(
+    tracks: pd.DataFrame, difficulty: pd.DataFrame | None, playlists: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Per indexed track: key, title, label, level, pdi, playlist (hover and colour data)."""
     out = pd.DataFrame(
         {
             "key": tracks["key"].to_numpy(),
@@ -65,12 +68,16 @@ def map_frame(tracks: pd.DataFrame, difficulty: pd.DataFrame | None) -> pd.DataF
     out["level"] = [
         str(x) if x is not None and not (isinstance(x, float) and np.isnan(x)) else NO_LEVEL for x in out["level"]
     ]
+    playlist = {}
+    if playlists is not None and {"key", "playlist"} <= set(playlists.columns):
+        playlist = dict(zip(playlists["key"], playlists["playlist"], strict=True))
+    out["playlist"] = [playlist.get(k, NO_PLAYLIST) for k in out["key"]]
     return out
 
 
 def _hover(frame: pd.DataFrame) -> list[str]:
     return [
-        f"<b>{r.title}</b><br>label: {r.label}<br>PDI level: {r.level}"
+        f"<b>{r.title}</b><br>label: {r.label}<br>playlist: {r.playlist}<br>PDI level: {r.level}"
         + (f" (PDI {r.pdi:.2f})" if np.isfinite(r.pdi) else "")
         + f"<br>{r.relpath}"
         for r in frame.itertuples()
@@ -78,7 +85,8 @@ def _hover(frame: pd.DataFrame) -> list[str]:
 
 
 def map_figure(coords: np.ndarray, frame: pd.DataFrame, title: str):
-    """Scatter (2-D or 3-D) with one trace per label, and per PDI level behind a colour switch."""
+    """Scatter (2-D or 3-D) with one trace per label, and per PDI level and per playlist behind a
+    colour switch."""
     import plotly.graph_objects as go
 
     three_d = coords.shape[1] == 3
@@ -87,6 +95,8 @@ def map_figure(coords: np.ndarray, frame: pd.DataFrame, title: str):
     colourings = [("label", "label")]
     if (frame["level"] != NO_LEVEL).any():
         colourings.append(("level", "PDI level"))
+    if "playlist" in frame and (frame["playlist"] != NO_PLAYLIST).any():
+        colourings.append(("playlist", "playlist"))
     visibility = []
     for ci, (col, _) in enumerate(colourings):
         for value in sorted(frame[col].unique()):
@@ -231,7 +241,7 @@ def draw_library_map(
     disc: Discovery, layout: DataLayout, seed: int = 0, max_points: int = 50_000, journey_track: str = ""
 ) -> LibraryMap:
     """UMAP maps (2-D and 3-D HTML, coordinates, PNG preview) of the similarity space, coloured by
-    label and PDI level where the difficulty table exists, and the embedding-journey figure of one
+    label, PDI level where the difficulty table exists and playlist where the playlists exist, and the embedding-journey figure of one
     track (``journey_track``, else the most typical). Larger libraries are mapped on a seeded
     sample of ``max_points``."""
     index = disc.index
@@ -243,13 +253,18 @@ def draw_library_map(
     vectors = np.asarray(index.index.vectors[rows])
     diff_path = layout.difficulty_table_path
     difficulty = read_parquet(diff_path) if diff_path.is_file() else None
-    frame = map_frame(index.tracks.iloc[rows].reset_index(drop=True), difficulty)
+    pl_path = layout.playlist_tracks_path
+    playlists = read_parquet(pl_path) if pl_path.is_file() else None
+    frame = map_frame(index.tracks.iloc[rows].reset_index(drop=True), difficulty, playlists)
     t0 = time.perf_counter()
     c2 = umap_projection(vectors, 2, seed)
     c3 = umap_projection(vectors, 3, seed)
     seconds = time.perf_counter() - t0
     coords = pd.concat(
-        [frame[["key", "label", "level"]], pd.DataFrame(np.hstack([c2, c3]), columns=["x2", "y2", "x3", "y3", "z3"])],
+        [
+            frame[["key", "label", "level", "playlist"]],
+            pd.DataFrame(np.hstack([c2, c3]), columns=["x2", "y2", "x3", "y3", "z3"]),
+        ],
         axis=1,
     )
     write_parquet(layout.embedding_map_path, coords)

@@ -27,7 +27,8 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from music_pipeline.web import listening, playlists
+from music_pipeline.playlists import formats as playlists
+from music_pipeline.web import listening
 from music_pipeline.web.audio import RETRY_AFTER_S, AudioUnavailable, audio_response
 from music_pipeline.web.explorer import BadParameter, Explorer, LiveExplorer, NotFound, one_line
 
@@ -233,6 +234,23 @@ def create_app(
 
         return handler
 
+    def library_playlists(request, ex):
+        return ApiJSON(ex.library_playlists())
+
+    def library_playlist_file(fmt: str):
+        def handler(request, ex):
+            title, keys = ex.library_playlist(request.path_params["number"])
+            render, media = (
+                (playlists.m3u8, playlists.M3U8_TYPE) if fmt == "m3u8" else (playlists.xspf, playlists.XSPF_TYPE)
+            )
+            return Response(
+                render(title, ex.entries(keys)),
+                media_type=media,
+                headers={"Content-Disposition": f'attachment; filename="{playlists.filename(title, fmt)}"'},
+            )
+
+        return handler
+
     def audio(request, ex):
         key = request.path_params["key"]
         path = ex.audio_file(key)
@@ -299,6 +317,8 @@ def create_app(
         Route("/api/listener-radio", api(listener_radio)),
         Route("/api/listeners", api(listeners)),
         Route("/api/events", events, methods=["POST"]),
+        Route("/api/playlists", api(library_playlists)),
+        *[Route(f"/api/playlists/{{number:int}}.{fmt}", api(library_playlist_file(fmt))) for fmt in ("m3u8", "xspf")],
         *[
             Route(f"/api/{kind}.{fmt}", api(playlist(kind, fmt)))
             for kind in ("radio", "path", "similar")

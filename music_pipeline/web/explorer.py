@@ -235,11 +235,16 @@ class Explorer:
             )
         levels = self.facts.levels()
         sub = self.tracks.iloc[rows]
+        playlist = {}
+        if self.layout.playlist_tracks_path.is_file():
+            t = read_parquet(self.layout.playlist_tracks_path, columns=["key", "playlist"])
+            playlist = dict(zip(t["key"].astype(str), t["playlist"], strict=True))
         points = {
             "track": keys[rows].tolist(),
             "title": [title_of(r) for r in sub["relpath"]],
             "label": [x if isinstance(x, str) and x else None for x in sub["label"]],
             "level": [levels.get(k, (None, None))[0] for k in keys[rows]],
+            "playlist": [playlist.get(k) for k in keys[rows]],
             "x": np.round(coords[:, 0], 4).tolist(),
             "y": np.round(coords[:, 1], 4).tolist(),
         }
@@ -247,6 +252,32 @@ class Explorer:
         return {"source": source, "note": note, "count": len(rows), "points": points, "by_key": by_key}
 
     # -- playlists ------------------------------------------------------------------------------
+    def library_playlists(self) -> dict:
+        """The library's playlists (``library_playlists`` asset), tracks of this index only, each
+        with its summary (title, label, level) for the page."""
+        from music_pipeline.playlists.library import PlaylistsNotBuilt, load_playlists, public_json
+
+        try:
+            saved = public_json(load_playlists(self.layout.root))
+        except PlaylistsNotBuilt:
+            return {
+                "playlists": [],
+                "note": "no playlists yet: the library_playlists asset makes them at the next build",
+            }
+        out = []
+        for p in saved["playlists"]:
+            rows = [self.summary(pos) for t in p["tracks"] if (pos := self.index.position(t["track"])) is not None]
+            out.append({"name": p["name"], "why": p["why"], "tracks": rows})
+        return {"playlists": out, "clustering": saved["clustering"]}
+
+    def library_playlist(self, number: int) -> tuple[str, list[str]]:
+        """Title and track keys of playlist ``number`` (1-based), for the M3U8/XSPF downloads."""
+        lists = self.library_playlists()["playlists"]
+        if not 1 <= number <= len(lists):
+            raise NotFound(f"no playlist {number} (there are {len(lists)})")
+        p = lists[number - 1]
+        return p["name"], [t["track"] for t in p["tracks"]]
+
     def entries(self, keys: list[str]) -> list[dict]:
         if self.disc.library_root is None:
             raise BadParameter("the library folder is not known (remote data dir): start serve with --library")

@@ -221,6 +221,37 @@ def label_similarity(context: dg.AssetExecutionContext, pipeline: MusicPipelineR
     return dg.MaterializeResult(metadata=md)
 
 
+@dg.asset(
+    deps=[EMBEDDINGS, LEARNED_EMBEDDINGS, dg.AssetKey("difficulty")],
+    kinds={"python", "parquet"},
+    automation_condition=dg.AutomationCondition.eager(),
+    description=(
+        "Playlists from the audio alone: the learned embedding and the 641 dims fused, PCA, Ward's clustering with "
+        "k the smallest number of groups explaining half the variance; each named from its tags, tempo and "
+        "difficulty level, ordered neighbour to neighbour, saved as `<data>/playlists/` (playlists.json, "
+        "M3U8 and XSPF per playlist) and `<data>/tables/playlists.parquet` (docs/playlists.md)."
+    ),
+    **_COMMON,
+)
+def library_playlists(context: dg.AssetExecutionContext, pipeline: MusicPipelineResource) -> dg.MaterializeResult:
+    from music_pipeline.playlists.library import build_playlists
+
+    result = build_playlists(pipeline.layout.root, pipeline.settings.library_dir)
+    for t in result.left_out:
+        context.log.warning(f"not in a playlist: {t['relpath']}: {t['reason']}")
+    rows = [f"| {p['name']} | {len(p['tracks'])} | {p['why']} |" for p in result.playlists]
+    return dg.MaterializeResult(
+        metadata={
+            "playlists": len(result.playlists),
+            "tracks": sum(len(p["tracks"]) for p in result.playlists),
+            "left_out": len(result.left_out),
+            "clustering": dg.MetadataValue.json(result.clustering),
+            "names": dg.MetadataValue.md("| playlist | tracks | why |\n|---|---|---|\n" + "\n".join(rows)),
+            "path": dg.MetadataValue.path(str(pipeline.layout.playlists_dir)),
+        }
+    )
+
+
 class EmbeddingMapConfig(dg.Config):
     journey_track: str = ""  # key, library path or title substring; empty = the most typical track
     seed: int = 0
@@ -229,9 +260,9 @@ class EmbeddingMapConfig(dg.Config):
 
 @dg.asset(
     # difficulty only for the PDI levels in the hover text (read when present): the dep orders a build
-    deps=[SIMILARITY_INDEX, dg.AssetKey("difficulty")],
+    deps=[SIMILARITY_INDEX, dg.AssetKey("difficulty"), dg.AssetKey("library_playlists")],
     kinds={"python", "plotly"},
-    description="UMAP maps of the similarity space (2-D and 3-D HTML, coloured by label or PDI level), their "
+    description="UMAP maps of the similarity space (2-D and 3-D HTML, coloured by label, PDI level or playlist), their "
     "coordinates, a PNG preview and the embedding-journey figure of one track (docs/discovery.md).",
     **_COMMON,
 )
@@ -266,4 +297,11 @@ def embedding_map(
     return dg.MaterializeResult(metadata=md)
 
 
-__all__ = ["embedding_map", "label_similarity", "similarity_index", "similarity_index_recall", "similarity_index_size"]
+__all__ = [
+    "embedding_map",
+    "label_similarity",
+    "library_playlists",
+    "similarity_index",
+    "similarity_index_recall",
+    "similarity_index_size",
+]

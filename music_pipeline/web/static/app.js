@@ -176,7 +176,7 @@ function drawMap(container, data, colourBy, highlight) {
   const pad = 16, sx = (cssW - 2 * pad) / ((maxX - minX) || 1), sy = (cssH - 2 * pad) / ((maxY - minY) || 1);
   const px = (i) => pad + (pts.x[i] - minX) * sx;
   const py = (i) => cssH - pad - (pts.y[i] - minY) * sy;
-  const values = colourBy === "level" ? pts.level : pts.label;
+  const values = colourBy === "level" ? pts.level : colourBy === "playlist" ? pts.playlist || [] : pts.label;
   const order = (v) => (colourBy === "level" && v in LEVEL_COLOURS ? Object.keys(LEVEL_COLOURS).indexOf(v) : 99);
   const cats = [...new Set(values.map((v) => v || "(none)"))].sort((a, b) => order(a) - order(b) || (a < b ? -1 : a > b ? 1 : 0));
   const colour = (v) => (!v ? NONE_COLOUR : colourBy === "level" ? LEVEL_COLOURS[v] || NONE_COLOUR : PALETTE[cats.indexOf(v) % PALETTE.length]);
@@ -212,7 +212,8 @@ function drawMap(container, data, colourBy, highlight) {
     const i = nearest(ev);
     canvas.style.cursor = i >= 0 ? "pointer" : "default";
     if (i < 0) { tip.hidden = true; return; }
-    tip.replaceChildren(h("b", {}, pts.title[i]), h("br"), `${pts.label[i] || "unlabelled"} · ${pts.level[i] || "no PDI level"}`);
+    tip.replaceChildren(h("b", {}, pts.title[i]), h("br"), `${pts.label[i] || "unlabelled"} · ${pts.level[i] || "no PDI level"}`,
+      pts.playlist && pts.playlist[i] ? h("br") : null, pts.playlist && pts.playlist[i] ? `playlist: ${pts.playlist[i]}` : null);
     tip.style.left = px(i) + 12 + "px"; tip.style.top = py(i) + 8 + "px";
     tip.hidden = false;
   });
@@ -228,7 +229,8 @@ function drawMap(container, data, colourBy, highlight) {
 }
 
 async function mapView(view, current) {
-  const sel = h("select", { id: "colour-by" }, h("option", { value: "label" }, "colour: label"), h("option", { value: "level" }, "colour: PDI level"));
+  const sel = h("select", { id: "colour-by" }, h("option", { value: "label" }, "colour: label"), h("option", { value: "level" }, "colour: PDI level"),
+    h("option", { value: "playlist" }, "colour: playlist"));
   const holder = h("div", { class: "map-holder" });
   const note = h("p", { class: "muted small" });
   view.replaceChildren(h("section", {}, h("h2", {}, "The library map ", sel), note, holder,
@@ -455,6 +457,26 @@ function forYouView(view, current) {
   if (name.value) show(false);
 }
 
+async function playlistsView(view, current) {
+  const out = h("div", { class: "results" }, h("p", { class: "muted" }, "loading…"));
+  view.replaceChildren(h("section", { class: "card" }, h("h2", {}, "Playlists"),
+    h("p", { class: "muted small" }, "The library grouped by sound alone (never by file or folder names), each group named from what sets it apart — the pretrained tagger's tags, the tempo, the difficulty level — and ordered so that each track leads to one like it. Colour the map by playlist to see them."),
+    out));
+  try {
+    const r = await api("playlists");
+    if (!current()) return;
+    if (!r.playlists.length) { out.replaceChildren(h("p", { class: "muted" }, r.note || "no playlists")); return; }
+    out.replaceChildren(...r.playlists.map((p, i) => h("section", { class: "playlist" },
+      h("h3", {}, `${i + 1}. ${p.name} `, h("span", { class: "muted small" }, `${p.tracks.length} tracks`)),
+      h("p", { class: "muted small why" }, p.why),
+      h("p", {}, playAllButton(p.tracks, "▶ play"), " ",
+        h("span", { class: "downloads" }, "download: ",
+          h("a", { href: `/api/playlists/${i + 1}.m3u8`, download: "", class: "dl-m3u8" }, "M3U8"), " · ",
+          h("a", { href: `/api/playlists/${i + 1}.xspf`, download: "", class: "dl-xspf" }, "XSPF"))),
+      trackList(p.tracks))));
+  } catch (e) { out.replaceChildren(errorBox(e)); }
+}
+
 // ---------------------------------------------------------------- routing
 let viewSeq = 0;
 function route() {
@@ -468,6 +490,7 @@ function route() {
   if (path === "/radio") return radioView(view, current);
   if (path === "/path") return pathView(view, current);
   if (path === "/foryou") return forYouView(view, current);
+  if (path === "/playlists") return playlistsView(view, current);
   return mapView(view, current);
 }
 

@@ -1,4 +1,6 @@
-"""Playlists a music player opens: M3U8 (UTF-8 extended M3U) and XSPF 1, with absolute paths.
+"""Playlist files a music player opens: M3U8 (UTF-8 extended M3U) and XSPF 1, with absolute paths.
+
+The one writer of both formats: the explorer's downloads and the library's playlists use it.
 
 Each entry is ``{"path": absolute path, "title": str, "label": str|None, "duration_s": float|None}``.
 M3U8 lines are the plain absolute path (every player reads that), or its ``file://`` URI when the
