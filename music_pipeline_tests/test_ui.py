@@ -125,7 +125,7 @@ def test_graphql_lists_assets_groups_versions_checks_partitions_schedule_sensor(
     for key, node in nodes.items():
         assert node["opVersion"], f"{key} has no code version"
         assert node["description"], f"{key} has no description"
-        assert node["groupName"] in {"library", "features", "difficulty", "genre", "discovery"}, key
+        assert node["groupName"] in {"library", "features", "difficulty", "genre", "discovery", "listening"}, key
     repo = graphql(dagster_dev["url"], REPO_QUERY)["repositoriesOrError"]["nodes"][0]
     schedules = {s["name"]: s for s in repo["schedules"]}
     assert "nightly_rebuild" in schedules and schedules["nightly_rebuild"]["scheduleState"]["status"] == "RUNNING"
@@ -199,7 +199,7 @@ def test_browser_shows_asset_graph_partitions_and_a_plot(dagster_dev):
             "similarity_index",
         )
         driver.save_screenshot(str(ARTIFACTS / "asset_catalog.png"))
-        _open(driver, f"{url}/asset-groups", "library", "features", "difficulty", "discovery", "genre")
+        _open(driver, f"{url}/asset-groups", "library", "features", "difficulty", "discovery", "genre", "listening")
         driver.save_screenshot(str(ARTIFACTS / "asset_lineage.png"))
 
         _open(driver, f"{url}/assets/track_embedding?view=partitions", "Materialized (12)")
