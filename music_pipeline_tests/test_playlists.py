@@ -13,8 +13,15 @@ from music_pipeline.features.embedding import FEATURE_NAMES
 from music_pipeline.layout import DataLayout
 from music_pipeline.learned.store import LEARNED_NAMES, TAG_NAMES, TAG_TEXT
 from music_pipeline.playlists import clusters
+from music_pipeline.playlists.clusters import MISFIT_SHARE, misfits
 from music_pipeline.playlists.describe import describe_groups, sequence, tag_scores
-from music_pipeline.playlists.library import load_playlists, make_playlists, public_json, save_playlists
+from music_pipeline.playlists.library import (
+    MISFIT_REASON,
+    load_playlists,
+    make_playlists,
+    public_json,
+    save_playlists,
+)
 
 GROUP_TAGS = ["ambient", "techno", "guitar", "piano", "strings"]  # the tag each synthetic source is strong in
 
@@ -135,7 +142,10 @@ def test_library_playlists_files_and_cli(tmp_path, capsys):
     assert len(lists) == 5 and len({p["name"] for p in lists}) == 5
     assert all(p["name"].endswith(", easy") and p["why"] for p in lists)
     first = {t["track"]: i for i, p in reversed(list(enumerate(lists))) for t in p["tracks"]}
-    assert len(first) == len(table) - 1 and answer["left_out"][0]["track"] == table["key"][3]
+    misfit = [t for t in answer["left_out"][1:] if t["reason"] == MISFIT_REASON]
+    assert answer["left_out"][0]["track"] == table["key"][3] and len(misfit) == len(answer["left_out"]) - 1
+    assert len(misfit) == int(MISFIT_SHARE * (len(table) - 1)) and answer["clustering"]["misfits"] == len(misfit)
+    assert len(first) == len(table) - 1 - len(misfit) and not {t["track"] for t in misfit} & set(first)
     keys = table["key"].tolist()
     assigned = [first[k] for k in keys if k in first]
     truth = [g for k, g in zip(keys, groups, strict=True) if k in first]
@@ -163,6 +173,18 @@ def test_library_playlists_files_and_cli(tmp_path, capsys):
 
     closing = "\n".join(summary_lines(collect(data)))
     assert f"playlists      {len(fewer.playlists)} by sound: {fewer.playlists[0]['name']}" in closing
+
+
+def test_a_track_like_no_group_is_listed_apart_not_forced_into_a_playlist():
+    rng = np.random.default_rng(5)
+    centres = rng.normal(size=(4, 8)) * 6
+    labels = np.repeat(np.arange(4), 10)
+    vectors = centres[labels] + rng.normal(size=(40, 8))
+    vectors[7] = centres[0] + 9  # far from its own group's centre
+    apart = misfits(vectors, labels)
+    assert apart[7] and apart.sum() == int(MISFIT_SHARE * 40)
+    pair = misfits(vectors[:2], labels[:2], share=0.5)  # never below MIN_MEMBERS in a group
+    assert not pair.any()
 
 
 def test_a_small_library_gets_one_playlist_and_bad_rows_are_left_out():

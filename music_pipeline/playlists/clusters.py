@@ -11,6 +11,8 @@
 3. **Clustering** (``cluster``): Ward's agglomerative clustering (each merge adds the least
    within-group variance); also measured: k-means, and spectral clustering on the graph (each
    track joined to its ``NEIGHBOURS`` nearest, symmetrised).
+4. **Misfits** (``misfits``): the ``MISFIT_SHARE`` of tracks farthest from their group's centre
+   join no playlist (listed apart, with the reason).
 
 The choice of each step, against the others, was measured on a development library of 25 sources
 (``benchmarks/bench_playlists.py``, docs/playlists.md).
@@ -33,6 +35,10 @@ FIT_ROWS = 4000  # larger libraries are clustered on a seeded sample of this man
 METHODS = ("ward", "kmeans", "spectral")
 K_RULES = ("variance", "eigengap", "silhouette")
 VARIANCE_EXPLAINED = 0.5  # the "variance" rule: the smallest k whose k-means explains this share
+# a track that sounds like no group is listed apart rather than forced into the nearest playlist: at
+# most this share of the library, those farthest from their group's centre (docs/playlists.md)
+MISFIT_SHARE = 0.08
+MIN_MEMBERS = 2  # a group never loses tracks below this
 
 
 @dataclass
@@ -177,6 +183,22 @@ def explained_variance(vectors: np.ndarray, labels: np.ndarray) -> float:
         float(((vectors[labels == c] - vectors[labels == c].mean(axis=0)) ** 2).sum()) for c in np.unique(labels)
     )
     return 1.0 - within / total if total > 0 else 0.0
+
+
+def misfits(vectors: np.ndarray, labels: np.ndarray, share: float = MISFIT_SHARE) -> np.ndarray:
+    """(n,) True for the tracks that fit their group worst: the ``share`` of all tracks farthest from
+    their group's centre, except where that would leave a group fewer than ``MIN_MEMBERS``."""
+    groups = np.unique(labels)
+    centres = np.vstack([vectors[labels == g].mean(axis=0) for g in groups])
+    distance = np.linalg.norm(vectors - centres[np.searchsorted(groups, labels)], axis=1)
+    drop = min(int(share * len(vectors)), len(vectors))
+    out = np.zeros(len(vectors), dtype=bool)
+    if drop:
+        out[np.argsort(-distance, kind="stable")[:drop]] = True
+    for g in groups:
+        if ((labels == g) & ~out).sum() < MIN_MEMBERS:
+            out[labels == g] = False
+    return out
 
 
 def _by_size(labels: np.ndarray) -> np.ndarray:

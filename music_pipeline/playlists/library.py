@@ -32,13 +32,14 @@ from music_pipeline.artifacts import (
 )
 from music_pipeline.layout import DataLayout
 from music_pipeline.playlists import formats
-from music_pipeline.playlists.clusters import MIN_K, cluster, playlist_space
+from music_pipeline.playlists.clusters import MIN_K, MISFIT_SHARE, cluster, misfits, playlist_space
 from music_pipeline.playlists.describe import describe_groups, sequence, tag_scores
 
 PLAYLISTS_JSON = "playlists.json"
 PLAYLISTS_FORMAT = 1
 FILE_KINDS = ("m3u8", "xspf")
 TRACK_COLUMNS = ["key", "playlist", "position"]
+MISFIT_REASON = f"sounds like no playlist (among the {MISFIT_SHARE:.0%} of tracks farthest from their group's centre)"
 
 
 class PlaylistsNotBuilt(FileNotFoundError):
@@ -101,6 +102,13 @@ def make_playlists(
     else:
         c = cluster(blocks, seed=seed)
         labels, vectors, summary = c.labels, c.space.vectors, c.summary()
+        apart = misfits(vectors, labels)
+        summary["misfits"] = int(apart.sum())
+        left_out += [
+            {"track": str(k), "relpath": str(r), "reason": MISFIT_REASON}
+            for k, r in zip(t["key"][apart], t["relpath"][apart], strict=True)
+        ]
+        labels = np.where(apart, -1, labels)  # named and ordered without them
     tag_z, tag_names = tag_scores(t[TAG_NAMES].to_numpy(dtype=np.float64), [TAG_TEXT[n] for n in TAG_NAMES])
     levels = _levels(t["key"], difficulty)
     tempo = t["tempo_bpm"].to_numpy(dtype=np.float64) if "tempo_bpm" in t else np.full(len(t), np.nan)
