@@ -150,3 +150,29 @@ def test_key_and_order_commands(tmp_path, capsys):
         answer["transitions"][0]
     )
     assert out.read_text().count(".wav") == 3
+
+
+def test_harmonic_radio_steps_mix_well_on_a_synthetic_index():
+    from music_pipeline.harmony.camelot import mix_mask
+    from music_pipeline.search.radio import radio_walk
+
+    rng = np.random.default_rng(0)
+    n = 400
+    vectors = rng.standard_normal((n, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    keys = [KEYS_ALL[i] for i in rng.integers(0, 24, n)]
+    tempi = rng.uniform(60, 180, n)
+    keys[5], tempi[5] = None, 120.0  # a track without a key never follows anything
+
+    def step_allowed(prev):
+        return mix_mask(
+            keys, tempi, keys[prev] if prev is not None else (0, "major"), tempi[prev] if prev is not None else 120.0
+        )
+
+    pos, _ = radio_walk(vectors, vectors[0], 15, exclude=[0], step_allowed=step_allowed)
+    assert len(pos) >= 5 and 5 not in pos
+    chain = [((0, "major"), 120.0)] + [(keys[p], tempi[p]) for p in pos]
+    assert all(mixes_well(a, ta, b, tb) for (a, ta), (b, tb) in itertools.pairwise(chain))
+    plain, _ = radio_walk(vectors, vectors[0], 15, exclude=[0])
+    chain = [((0, "major"), 120.0)] + [(keys[p], tempi[p]) for p in plain]
+    assert not all(mixes_well(a, ta, b, tb) for (a, ta), (b, tb) in itertools.pairwise(chain))  # the rule bites

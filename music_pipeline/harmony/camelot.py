@@ -116,3 +116,19 @@ def mixes_well(a: Key, a_bpm: float, b: Key, b_bpm: float) -> bool:
 
 
 KEYS_ALL: list[Key] = [(t, m) for m in MODES for t in range(12)]  # the 24 keys, majors first
+
+
+def mix_mask(keys: list[Key | None], tempi, key: Key | None, bpm: float):
+    """Which of the tracks (``keys``, ``tempi``) may follow a track in ``key`` at ``bpm`` in a
+    harmonic mix (``mixes_well``), as a boolean array; nothing may follow an unknown key or tempo."""
+    import numpy as np
+
+    tempi = np.asarray(tempi, dtype=np.float64)
+    if key is None or not bpm > 0:
+        return np.zeros(len(keys), dtype=bool)
+    ok_key = np.array([k is not None and keys_compatible(key, k) for k in keys], dtype=bool)
+    ok_tempo = np.zeros(len(keys), dtype=bool)
+    with np.errstate(invalid="ignore"):
+        for r in TEMPO_RATIOS:
+            ok_tempo |= np.abs(tempi * r / bpm - 1.0) <= TEMPO_TOLERANCE + 1e-12
+    return ok_key & ok_tempo
