@@ -1,6 +1,7 @@
 """Discovery: the similarity index, MMR, radio, comparisons, the library API, assets and CLI."""
 
 import io
+import itertools
 import json
 import shutil
 
@@ -279,6 +280,25 @@ def test_track_index_save_load_round_trip(discovery_data, tmp_path):
     assert not list((tmp_path / "copy").glob("*.pkl"))
     with pytest.raises(IndexNotBuilt):
         TrackIndex.load(tmp_path / "nothing")
+
+
+def test_harmonic_radio_steps_are_camelot_and_tempo_compatible(discovery_data):
+    from music_pipeline.harmony.camelot import mixes_well, parse_key
+
+    _, data, _, _ = discovery_data
+    disc = Discovery.open(data)
+    keys = disc.track_keys()
+    assert all(k["camelot"] for k in keys)
+    tempo = disc.index.tracks["tempo_bpm"].to_numpy()
+    steps = 0
+    for seed in range(len(keys)):
+        _q, hits = disc.radio(disc.index.tracks["key"].iloc[seed], length=10, harmonic=True)
+        chain = [(parse_key(keys[seed]["camelot"]), float(tempo[seed]))]
+        chain += [(parse_key(h.extra["camelot"]), h.extra["tempo_bpm"]) for h in hits]
+        assert all(mixes_well(a, ta, b, tb) for (a, ta), (b, tb) in itertools.pairwise(chain))
+        assert all({"key", "camelot", "key_confidence"} <= set(h.as_dict()) for h in hits)
+        steps += len(hits)
+    assert steps > 0  # some walks do move
 
 
 def test_radio_respects_bpm_window(discovery_data):

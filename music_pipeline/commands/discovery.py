@@ -67,6 +67,11 @@ def register(sub, parent) -> None:
         help="allowed distance from --energy, 0–1 (default ±0.15)",
     )
     p.add_argument(
+        "--harmonic",
+        action="store_true",
+        help="DJ mix: each step Camelot-compatible with the one before and within ±6 %% of its tempo (half/double time allowed)",
+    )
+    p.add_argument(
         "--pull",
         type=unit_interval,
         default=0.5,
@@ -193,7 +198,14 @@ def cmd_radio(args) -> int:
         return 2
     try:
         q, hits = disc.radio(
-            args.seed, args.length, args.bpm, args.bpm_tolerance, args.energy, args.energy_tolerance, args.pull
+            args.seed,
+            args.length,
+            args.bpm,
+            args.bpm_tolerance,
+            args.energy,
+            args.energy_tolerance,
+            args.pull,
+            harmonic=args.harmonic,
         )
     except (QueryError, ValueError) as exc:
         return _fail(args, args.seed, exc)
@@ -202,6 +214,7 @@ def cmd_radio(args) -> int:
         "bpm_tolerance": args.bpm_tolerance,
         "energy": args.energy,
         "energy_tolerance": args.energy_tolerance,
+        "harmonic": args.harmonic,
     }
     if len(hits) < args.length:
         print(

@@ -301,7 +301,27 @@ def compute_spectra(y: np.ndarray, sr: int = SR, block_frames: int = BLOCK_FRAME
         cqt_blocks.append(_cqt_block(y, c0, c1, n_cqt_frames, sr))
     joined = {k: np.concatenate([b[k] for b in blocks], axis=-1) for k in blocks[0]}
     cqt = np.concatenate(cqt_blocks, axis=1)
+    return Spectra(sr=sr, hop=HOP, n_samples=len(y), cqt=cqt, chroma=chroma_of_cqt(cqt, sr), **joined)
+
+
+def chroma_of_cqt(cqt: np.ndarray, sr: int = SR) -> np.ndarray:
+    """The (12, T) chroma of the embedding from the CQT magnitude (each frame scaled to max 1)."""
     chroma = librosa.feature.chroma_cqt(
         C=cqt, sr=sr, hop_length=CQT_HOP, bins_per_octave=CQT_BINS_PER_OCTAVE, n_octaves=CQT_OCTAVES
     )
-    return Spectra(sr=sr, hop=HOP, n_samples=len(y), cqt=cqt, chroma=chroma.astype(np.float32), **joined)
+    return chroma.astype(np.float32)
+
+
+def compute_chroma(y: np.ndarray, sr: int = SR, block_frames: int = BLOCK_FRAMES) -> np.ndarray:
+    """The chroma ``compute_spectra`` gives, without its STFT (the same CQT blocks): for what needs
+    only the harmony of a file (``music-pipeline key FILE``)."""
+    y = np.ascontiguousarray(y, dtype=np.float32)
+    n_frames = 1 + len(y) // HOP
+    n_cqt_frames = 1 + len(y) // CQT_HOP
+    ratio = CQT_HOP // HOP
+    block_frames = max(ratio, block_frames - block_frames % ratio)
+    blocks = [
+        _cqt_block(y, f0 // ratio, min(n_cqt_frames, -(-min(n_frames, f0 + block_frames) // ratio)), n_cqt_frames, sr)
+        for f0 in range(0, n_frames, block_frames)
+    ]
+    return chroma_of_cqt(np.concatenate(blocks, axis=1), sr)

@@ -62,3 +62,26 @@ def filename(title: str, ext: str) -> str:
     while "--" in stem:
         stem = stem.replace("--", "-")
     return f"{stem[:80] or 'playlist'}.{ext}"
+
+
+def read_m3u(path) -> list[Path]:
+    """The entries of an M3U/M3U8 file as paths (relative entries resolved against its folder;
+    ``file://`` URIs decoded; comment and ``#EXT`` lines skipped). Raises ``ValueError`` naming the
+    file when it holds no entry."""
+    from urllib.parse import unquote, urlparse
+
+    path = Path(path)
+    base = path.parent
+    entries = []
+    for line in path.read_text(encoding="utf-8-sig", errors="replace").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("file://"):
+            entries.append(Path(unquote(urlparse(line).path)))
+        else:
+            p = Path(line).expanduser()
+            entries.append(p if p.is_absolute() else base / p)
+    if not entries:
+        raise ValueError(f"{path}: no entries (an M3U/M3U8 playlist lists one path per line)")
+    return entries

@@ -16,6 +16,8 @@ import numpy as np
 
 from music_pipeline.artifacts import artifact_path, read_table
 from music_pipeline.features.embedding import FEATURE_NAMES
+from music_pipeline.harmony.camelot import mix_mask, parse_key
+from music_pipeline.harmony.key import estimate_key
 from music_pipeline.layout import DataLayout
 from music_pipeline.search.compare import Comparison, compare_standardised
 from music_pipeline.search.index import TrackIndex
@@ -254,9 +256,12 @@ class Discovery:
         energy: float | None = None,
         energy_tolerance: float = 0.15,
         pull: float = 0.5,
+        harmonic: bool = False,
     ) -> tuple[ResolvedTrack, list[Hit]]:
         """A walk of ``length`` tracks from the seed. ``bpm``: tempo target (tempo_bpm ± tolerance);
-        ``energy``: target percentile of rms_mean in the library (0–1, ± tolerance)."""
+        ``energy``: target percentile of rms_mean in the library (0–1, ± tolerance); ``harmonic``:
+        each step Camelot-compatible with the one before and within ±6 % of its tempo (half/double
+        time allowed), keys from the stored chroma (``harmony``)."""
         q = seed if isinstance(seed, ResolvedTrack) else self.resolve(seed)
         tracks = self.index.tracks
         tempo = tracks["tempo_bpm"].to_numpy(dtype=np.float64)
@@ -267,7 +272,10 @@ class Discovery:
             return self.index.index.search(vec, k)[0][0]
 
         exclude = [] if q.position is None else [q.position]
-        pos, scores = radio_walk(self.index.index.vectors, q.vector, length, allowed, exclude, neighbours, pull)
+        step_allowed, keys = self._harmonic_steps(q, tempo) if harmonic else (None, None)
+        pos, scores = radio_walk(
+            self.index.index.vectors, q.vector, length, allowed, exclude, neighbours, pull, step_allowed=step_allowed
+        )
         hits = []
         for p, s in zip(pos, scores, strict=True):
             extra = {
@@ -276,8 +284,48 @@ class Discovery:
                 "rms_mean": float(tracks["rms_mean"].iloc[p]),
                 "energy": float(energy_pct[p]),
             }
+            if keys is not None:
+                extra.update(keys[p])
             hits.append(self._hit(p, s, **extra))
         return q, hits
+
+    def track_keys(self) -> list[dict]:
+        """Per index position: {"key": "A minor", "camelot": "8A", "key_confidence"} from the stored
+        chroma means (empty values for a track the embeddings table lacks)."""
+        from music_pipeline.harmony.library import library_keys
+
+        if self.data_dir is None:
+            raise QueryError("no data directory: the tracks' keys come from its embeddings table")
+        table = library_keys(self.data_dir).set_index("key")
+        out = []
+        for k in self.index.tracks["key"]:
+            row = table.loc[k] if k in table.index else None
+            ok = row is not None and row["music_key"] is not None
+            out.append(
+                {
+                    "key": row["music_key"] if ok else None,
+                    "camelot": row["camelot"] if ok else None,
+                    "key_confidence": float(row["key_confidence"]) if ok else None,
+                }
+            )
+        return out
+
+    def _harmonic_steps(self, q: ResolvedTrack, tempo: np.ndarray):
+        """(step_allowed for radio_walk, per-position key facts) for ``--harmonic``."""
+        from music_pipeline.harmony.library import CHROMA_MEAN_COLUMNS
+
+        keys = self.track_keys()
+        parsed = [parse_key(k["camelot"]) if k["camelot"] else None for k in keys]
+        raw = self.raw_features(q)
+        seed_key = estimate_key(raw[[FEATURE_NAMES.index(c) for c in CHROMA_MEAN_COLUMNS]]).key
+        seed_tempo = float(raw[FEATURE_NAMES.index("tempo_bpm")])
+
+        def step_allowed(prev: int | None) -> np.ndarray:
+            if prev is None:
+                return mix_mask(parsed, tempo, seed_key, seed_tempo)
+            return mix_mask(parsed, tempo, parsed[prev], float(tempo[prev]))
+
+        return step_allowed, keys
 
     def path(
         self, a: str | ResolvedTrack, b: str | ResolvedTrack, length: int = 10, smooth: float | None = None

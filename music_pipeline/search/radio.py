@@ -65,8 +65,11 @@ def radio_walk(
     neighbours: Neighbours | None = None,
     pull: float = 0.5,
     pool: int = 200,
+    step_allowed: Callable[[int | None], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Positions of the playlist (never repeating, never ``exclude``) and each step's score."""
+    """Positions of the playlist (never repeating, never ``exclude``) and each step's score.
+    ``step_allowed(previous position or None for the seed)``: a mask of the positions that may
+    follow it (``--harmonic``); the walk ends early when none may."""
     n = len(vectors)
     seed = np.asarray(seed, dtype=np.float32)
     usable = np.ones(n, dtype=bool) if allowed is None else np.asarray(allowed, dtype=bool).copy()
@@ -77,7 +80,10 @@ def radio_walk(
     out, scores = [], []
     candidates = CandidatePool(neighbours, pool)
     while len(out) < length and usable.any():
-        cand = candidates((prev, seed), usable)
+        step = usable if step_allowed is None else usable & step_allowed(out[-1] if out else None)
+        if not step.any():
+            break
+        cand = candidates((prev, seed), step)
         if not len(cand):
             break
         v = np.asarray(vectors[cand], dtype=np.float32)
