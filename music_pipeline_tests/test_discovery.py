@@ -301,6 +301,29 @@ def test_harmonic_radio_steps_are_camelot_and_tempo_compatible(discovery_data):
     assert steps > 0  # some walks do move
 
 
+def test_harmonic_path_is_a_chain_of_compatible_steps(discovery_data):
+    from music_pipeline.harmony.camelot import mixes_well, parse_key
+
+    _, data, _, _ = discovery_data
+    disc = Discovery.open(data)
+    keys = disc.track_keys()
+    tempo = disc.index.tracks["tempo_bpm"].to_numpy()
+    n, steps = len(keys), 0
+    for a, b in [(0, n - 1), (1, n // 2), (n // 3, 2)]:
+        ka, kb = disc.index.tracks["key"].iloc[a], disc.index.tracks["key"].iloc[b]
+        _qa, _qb, hits = disc.path(ka, kb, length=6, harmonic=True)
+        chain = [(parse_key(keys[a]["camelot"]), float(tempo[a]))]
+        chain += [(parse_key(h.extra["camelot"]), h.extra["tempo_bpm"]) for h in hits]
+        assert all(mixes_well(x, tx, y, ty) for (x, tx), (y, ty) in itertools.pairwise(chain))
+        assert {h.track for h in hits}.isdisjoint({ka, kb}) and len({h.track for h in hits}) == len(hits)
+        if len(hits) == 6:  # a whole path: its last track mixes into B too
+            assert mixes_well(*chain[-1], parse_key(keys[b]["camelot"]), float(tempo[b]))
+        steps += len(hits)
+    assert steps > 0
+    _qa, _qb, plain = disc.path(disc.index.tracks["key"].iloc[0], disc.index.tracks["key"].iloc[n - 1], length=6)
+    assert all("camelot" not in h.extra for h in plain)  # keys are read only when asked for
+
+
 def test_radio_respects_bpm_window(discovery_data):
     _, data, _, _ = discovery_data
     disc = Discovery.open(data)

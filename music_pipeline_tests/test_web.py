@@ -146,6 +146,7 @@ def test_unknown_and_bad_queries_get_one_line_404_or_422(served):
         ("/api/similar?track=pulse_01&diverse=1.5", 422, "diverse must be between 0"),
         ("/api/radio?seed=pulse_01&energy=nan", 422, "energy must be between"),
         ("/api/path?from=pulse_01&to=pulse_01", 422, "same track"),
+        ("/api/radio?seed=pulse_01&harmonic=maybe", 422, "harmonic must be 1 or 0"),
         ("/api/radio.m3u8?seed=nothing-like-this", 404, "no track matches"),
         ("/api/nothing", 404, "no such page"),
     ]
@@ -253,6 +254,8 @@ def test_path_from_a_to_b_moves_steadily_and_downloads(served):
     assert [r["progress"] for r in steps] == sorted(r["progress"] for r in steps)
     lean = [r["to_similarity"] - r["from_similarity"] for r in steps]
     assert lean[0] < 0 < lean[-1]
+    mix = get_json(served, f"/api/path?from={a}&to={b}&length=6&harmonic=1")["results"]
+    assert all(r["camelot"] and r["key"] for r in mix) and {r["track"] for r in mix}.isdisjoint({a, b})
     code, _, body = get(served, f"/api/path.m3u8?from={a}&to={b}&length=6")
     paths = [line for line in body.decode().splitlines() if not line.startswith("#")]
     assert (

@@ -310,27 +310,42 @@ class Discovery:
             )
         return out
 
-    def _harmonic_steps(self, q: ResolvedTrack, tempo: np.ndarray):
-        """(step_allowed for radio_walk, per-position key facts) for ``--harmonic``."""
+    def _harmonic_steps(self, q: ResolvedTrack, tempo: np.ndarray, end: ResolvedTrack | None = None):
+        """(step_allowed for radio_walk / path_walk, per-position key facts) for ``--harmonic``;
+        with ``end`` (the path's B) the last pick must also mix into it."""
         from music_pipeline.harmony.library import CHROMA_MEAN_COLUMNS
 
         keys = self.track_keys()
         parsed = [parse_key(k["camelot"]) if k["camelot"] else None for k in keys]
-        raw = self.raw_features(q)
-        seed_key = estimate_key(raw[[FEATURE_NAMES.index(c) for c in CHROMA_MEAN_COLUMNS]]).key
-        seed_tempo = float(raw[FEATURE_NAMES.index("tempo_bpm")])
 
-        def step_allowed(prev: int | None) -> np.ndarray:
+        def key_and_tempo(r: ResolvedTrack):
+            raw = self.raw_features(r)
+            chroma = raw[[FEATURE_NAMES.index(c) for c in CHROMA_MEAN_COLUMNS]]
+            return estimate_key(chroma).key, float(raw[FEATURE_NAMES.index("tempo_bpm")])
+
+        seed_key, seed_tempo = key_and_tempo(q)
+        into_end = None if end is None else mix_mask(parsed, tempo, *key_and_tempo(end))
+
+        def step_allowed(prev: int | None, last: bool = False) -> np.ndarray:
             if prev is None:
-                return mix_mask(parsed, tempo, seed_key, seed_tempo)
-            return mix_mask(parsed, tempo, parsed[prev], float(tempo[prev]))
+                mask = mix_mask(parsed, tempo, seed_key, seed_tempo)
+            else:
+                mask = mix_mask(parsed, tempo, parsed[prev], float(tempo[prev]))
+            return mask & into_end if last and into_end is not None else mask
 
         return step_allowed, keys
 
     def path(
-        self, a: str | ResolvedTrack, b: str | ResolvedTrack, length: int = 10, smooth: float | None = None
+        self,
+        a: str | ResolvedTrack,
+        b: str | ResolvedTrack,
+        length: int = 10,
+        smooth: float | None = None,
+        harmonic: bool = False,
     ) -> tuple[ResolvedTrack, ResolvedTrack, list[Hit]]:
-        """``length`` tracks leading smoothly from A to B (``search.path``): A and B not included."""
+        """``length`` tracks leading smoothly from A to B (``search.path``): A and B not included.
+        ``harmonic``: a chain in which each track mixes into the next as in ``radio`` (A into the
+        first; the last into B when the library offers one), shorter when none may follow."""
 
         qa = a if isinstance(a, ResolvedTrack) else self.resolve(a)
         qb = b if isinstance(b, ResolvedTrack) else self.resolve(b)
@@ -339,6 +354,8 @@ class Discovery:
             return self.index.index.search(vec, k)[0][0]
 
         exclude = [q.position for q in (qa, qb) if q.position is not None]
+        tempo = self.index.tracks["tempo_bpm"].to_numpy(dtype=np.float64)
+        step_allowed, keys = self._harmonic_steps(qa, tempo, end=qb) if harmonic else (None, None)
         pos, scores, ts = path_walk(
             self.index.index.vectors,
             qa.vector,
@@ -347,11 +364,13 @@ class Discovery:
             exclude,
             neighbours,
             DEFAULT_SMOOTH if smooth is None else smooth,
+            step_allowed=step_allowed,
         )
         hits = []
         for p, s, t in zip(pos, scores, ts, strict=True):
             v = self.index.vector(p)
             along = float(progress(v, qa.vector, qb.vector)[0])
+            extra = {"tempo_bpm": float(tempo[p]), **keys[p]} if keys is not None else {}
             hits.append(
                 self._hit(
                     p,
@@ -360,6 +379,7 @@ class Discovery:
                     progress=along,
                     from_similarity=float(v @ qa.vector),
                     to_similarity=float(v @ qb.vector),
+                    **extra,
                 )
             )
         return qa, qb, hits

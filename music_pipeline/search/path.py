@@ -17,6 +17,8 @@ angle between A and B. The playlist then only ever moves forward, from A's side 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from music_pipeline.search.radio import CandidatePool, Neighbours
@@ -61,11 +63,14 @@ def path_walk(
     smooth: float = DEFAULT_SMOOTH,
     pool: int = 50,
     by_progress: bool = True,
+    step_allowed: Callable[[int | None, bool], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Positions of the tracks between A and B in order of progress (never repeating, never
     ``exclude``; ties keep the pick order; ``by_progress=False``: in pick order), each one's cosine
     to the waypoint of its place, and those waypoints' fractions t. Shorter than ``length`` only
-    when the library runs out."""
+    when the library runs out. ``step_allowed(previous position or None for A, last pick?)``: a mask
+    of the positions that may follow (``--harmonic``); the picks then stay in pick order, a chain,
+    and the walk ends early when none may follow."""
     n = len(vectors)
     usable = np.ones(n, dtype=bool)
     for p in exclude or []:
@@ -77,11 +82,14 @@ def path_walk(
     out = []
     candidates = CandidatePool(neighbours, pool)
     for i in range(1, length + 1):
-        if not usable.any():
+        step = usable if step_allowed is None else usable & step_allowed(out[-1] if out else None, i == length)
+        if not step.any():
             break
         t = i / (length + 1)
         w = slerp(a, b, t)
-        cand = candidates((w, prev), usable)
+        cand = candidates((w, prev), step)
+        if not len(cand):
+            break
         v = np.asarray(vectors[cand], dtype=np.float32)
         score = (1.0 - smooth) * (v @ w) + smooth * (v @ prev)
         best = int(np.lexsort((cand, -score))[0])  # ties: lowest position, deterministic
@@ -90,7 +98,8 @@ def path_walk(
         prev = v[best]
     picked = np.array(out, dtype=np.int64)
     chosen = np.asarray(vectors[picked], dtype=np.float32).reshape(len(picked), -1)
-    order = np.lexsort((np.arange(len(picked)), progress(chosen, a, b))) if by_progress else np.arange(len(picked))
+    chain = not by_progress or step_allowed is not None
+    order = np.arange(len(picked)) if chain else np.lexsort((np.arange(len(picked)), progress(chosen, a, b)))
     ts = np.arange(1, len(picked) + 1) / (length + 1)
     scores = np.array([float(chosen[o] @ slerp(a, b, t)) for o, t in zip(order, ts, strict=True)])
     return picked[order], scores, ts

@@ -87,6 +87,15 @@ def _number(request: Request, name: str, kind, default, lo, hi, optional: bool =
     return value
 
 
+def _flag(request: Request, name: str) -> bool:
+    raw = (request.query_params.get(name) or "").strip().lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise BadParameter(f"{name} must be 1 or 0, got {raw!r}")
+
+
 def _required(request: Request, name: str) -> str:
     raw = request.query_params.get(name)
     if raw is None or not raw.strip():
@@ -103,6 +112,7 @@ def _radio_args(request: Request) -> dict:
         "energy": _number(request, "energy", float, None, 0.0, 1.0, optional=True),
         "energy_tolerance": _number(request, "energy_tolerance", float, 0.15, 0.0, 1.0),
         "pull": _number(request, "pull", float, 0.5, 0.0, 1.0),
+        "harmonic": _flag(request, "harmonic"),
     }
 
 
@@ -111,6 +121,7 @@ def _path_args(request: Request) -> dict:
         "a": _required(request, "from"),
         "b": _required(request, "to"),
         "length": _number(request, "length", int, 10, 1, MAX_LENGTH),
+        "harmonic": _flag(request, "harmonic"),
     }
 
 

@@ -150,18 +150,25 @@ class Explorer:
         energy: float | None,
         energy_tolerance: float,
         pull: float,
+        harmonic: bool = False,
     ) -> dict:
         q, hits = self.disc.radio(
-            self.resolve(seed, "seed"), length, bpm, bpm_tolerance, energy, energy_tolerance, pull
+            self.resolve(seed, "seed"), length, bpm, bpm_tolerance, energy, energy_tolerance, pull, harmonic
         )
-        filters = {"bpm": bpm, "bpm_tolerance": bpm_tolerance, "energy": energy, "energy_tolerance": energy_tolerance}
+        filters = {
+            "bpm": bpm,
+            "bpm_tolerance": bpm_tolerance,
+            "energy": energy,
+            "energy_tolerance": energy_tolerance,
+            "harmonic": harmonic,
+        }
         return radio_json(q, hits, filters)
 
-    def path(self, a: str, b: str, length: int) -> dict:
+    def path(self, a: str, b: str, length: int, harmonic: bool = False) -> dict:
         qa, qb = self.resolve(a, "from"), self.resolve(b, "to")
         if qa.position == qb.position:
             raise BadParameter("from and to are the same track")
-        qa, qb, hits = self.disc.path(qa, qb, length)
+        qa, qb, hits = self.disc.path(qa, qb, length, harmonic=harmonic)
         return path_json(qa, qb, hits, length)
 
     def track(self, key: str) -> dict:

@@ -345,6 +345,15 @@ function toggledSlider(name, label, min, max, step, value, initial) {
   return box;
 }
 
+// "harmonic" (DJ mix): each step Camelot-compatible and within ±6 % of the tempo before it
+function harmonicBox(initial) {
+  const check = h("input", { type: "checkbox", id: "harmonic" });
+  check.checked = initial === "1";
+  const box = h("label", { title: "each step Camelot-compatible with the one before and within ±6 % of its tempo (half/double time allowed)" }, check, " harmonic mix");
+  box.value = () => (check.checked ? "1" : null);
+  return box;
+}
+
 async function radioView(view, current) {
   const p = queryParams();
   const info = await api("info").catch(() => ({}));
@@ -354,10 +363,11 @@ async function radioView(view, current) {
   const length = h("input", { type: "number", id: "length", min: 1, max: 200, value: p.length || 15 });
   const bpm = toggledSlider("bpm", "tempo", Math.floor(lo), Math.ceil(hi), 1, Math.round((lo + hi) / 2), p.bpm);
   const energy = toggledSlider("energy", "energy (library percentile)", 0, 1, 0.05, 0.5, p.energy);
+  const harmonic = harmonicBox(p.harmonic);
   const out = h("div", { class: "results" });
   const go = async () => {
     if (!seed.key) { out.replaceChildren(h("p", { class: "error" }, "pick a seed track first")); return; }
-    const params = { seed: seed.key, length: length.value, bpm: bpm.value(), energy: energy.value() };
+    const params = { seed: seed.key, length: length.value, bpm: bpm.value(), energy: energy.value(), harmonic: harmonic.value() };
     out.replaceChildren(h("p", { class: "muted" }, "walking…"));
     try {
       const r = await api("radio", params);
@@ -365,12 +375,12 @@ async function radioView(view, current) {
       out.replaceChildren(
         h("p", {}, playAllButton(all, "▶ play the radio"), " ", downloads("radio", params),
           r.results.length < Number(length.value) ? h("span", { class: "muted" }, ` only ${r.results.length} tracks fit the filters`) : null),
-        trackList(r.results, { extra: (x) => h("span", { class: "muted small" }, `${fmt(x.tempo_bpm, 0)} BPM · energy ${fmt(x.energy)}`), scoreTitle: "step score" }));
+        trackList(r.results, { extra: (x) => h("span", { class: "muted small" }, `${fmt(x.tempo_bpm, 0)} BPM · energy ${fmt(x.energy)}${x.camelot ? ` · ${x.key} (${x.camelot})` : ""}`), scoreTitle: "step score" }));
     } catch (e) { out.replaceChildren(errorBox(e)); }
   };
   view.replaceChildren(h("section", { class: "card" }, h("h2", {}, "Radio"),
     h("p", { class: "muted small" }, "A playlist that walks from the seed through similar tracks, never repeating, held near the seed. Tick a control to filter by tempo (± 8 BPM) or energy (± 0.15)."),
-    h("div", { class: "form" }, seed, h("label", {}, "tracks ", length), bpm, energy, h("button", { id: "go", onclick: go }, "Make radio")), out));
+    h("div", { class: "form" }, seed, h("label", {}, "tracks ", length), bpm, energy, harmonic, h("button", { id: "go", onclick: go }, "Make radio")), out));
   if (p.seed) seed.ready.then(() => { if (seed.key) go(); });
 }
 
@@ -378,10 +388,11 @@ async function pathView(view, current) {
   const p = queryParams();
   const a = trackPicker("from track A…", p.from), b = trackPicker("to track B…", p.to);
   const length = h("input", { type: "number", id: "path-length", min: 1, max: 200, value: p.length || 8 });
+  const harmonic = harmonicBox(p.harmonic);
   const out = h("div", { class: "results" });
   const go = async () => {
     if (!a.key || !b.key) { out.replaceChildren(h("p", { class: "error" }, "pick both ends first")); return; }
-    const params = { from: a.key, to: b.key, length: length.value };
+    const params = { from: a.key, to: b.key, length: length.value, harmonic: harmonic.value() };
     out.replaceChildren(h("p", { class: "muted" }, "finding the way…"));
     try {
       const r = await api("path", params);
@@ -396,7 +407,7 @@ async function pathView(view, current) {
   };
   view.replaceChildren(h("section", { class: "card" }, h("h2", {}, "A path from A to B"),
     h("p", { class: "muted small" }, "Waypoints evenly spaced on the way from A to B in the similarity space; at each, the nearest unused track that also sounds like the one picked before; played in order of progress from A towards B."),
-    h("div", { class: "form" }, a, b, h("label", {}, "tracks between ", length), h("button", { id: "go", onclick: go }, "Find the path")), out));
+    h("div", { class: "form" }, a, b, h("label", {}, "tracks between ", length), harmonic, h("button", { id: "go", onclick: go }, "Find the path")), out));
   if (p.from && p.to) Promise.all([a.ready, b.ready]).then(() => { if (a.key && b.key) go(); });
 }
 
