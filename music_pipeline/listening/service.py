@@ -115,25 +115,10 @@ def ensure_model(data_dir, lib: Library, force: bool = False) -> tuple[rec.Liste
 def recommend(data_dir, user: str, n: int = 20, lib: Library | None = None) -> dict:
     """``{"user", "results": [{"track", "path", "score", "why"}], "model"}``: tracks the listener
     has not played, best first."""
-    user = check_user(user)
-    lib = lib or open_library(data_dir)
-    model, state = ensure_model(data_dir, lib)
-    inter, _ = current_interactions(data_dir, lib, model.params)
-    scored = rec.score_tracks(model, inter, user, lib.keys, lib.vectors)
-    rows = rec.top(scored, n)
-    results = [
-        {
-            "track": str(lib.keys[r]),
-            "path": lib.path(r),
-            "title": lib.title(r),
-            "score": round(float(scored.score[r]), 4),
-            "why": rec.why(scored, int(r), lib.vectors, lib.title),
-        }
-        for r in rows
-    ]
+    user, lib, scored, state = _scored(data_dir, user, lib)
     return {
         "user": user,
-        "results": results,
+        "results": _results(lib, scored, rec.top(scored, n)),
         "evidence": {"positive_tracks": scored.evidence, "played_tracks": int(scored.played.sum())},
         "model": state,
     }
@@ -142,11 +127,7 @@ def recommend(data_dir, user: str, n: int = 20, lib: Library | None = None) -> d
 def listener_radio(data_dir, user: str, length: int = 20, pool: int = 5, lib: Library | None = None) -> dict:
     """A radio seeded by a listener: the walk of ``search.radio`` from the centre of what they
     played, over their ``pool × length`` best recommendations (smooth steps, their taste)."""
-    user = check_user(user)
-    lib = lib or open_library(data_dir)
-    model, state = ensure_model(data_dir, lib)
-    inter, _ = current_interactions(data_dir, lib, model.params)
-    scored = rec.score_tracks(model, inter, user, lib.keys, lib.vectors)
+    user, lib, scored, state = _scored(data_dir, user, lib)
     best = rec.top(scored, pool * length)
     allowed = np.zeros(len(lib.keys), dtype=bool)
     allowed[best] = True
@@ -154,7 +135,20 @@ def listener_radio(data_dir, user: str, length: int = 20, pool: int = 5, lib: Li
     seed = np.asarray(lib.vectors[anchor], dtype=np.float64).mean(axis=0)
     seed = (seed / (np.linalg.norm(seed) or 1.0)).astype(np.float32)
     rows, _ = radio_walk(lib.vectors, seed, length, allowed=allowed)
-    results = [
+    return {"user": user, "results": _results(lib, scored, rows), "model": state}
+
+
+def _scored(data_dir, user: str, lib: Library | None):
+    """(user, library, every track scored for them, the model's state), the model brought up to date."""
+    user = check_user(user)
+    lib = lib or open_library(data_dir)
+    model, state = ensure_model(data_dir, lib)
+    inter, _ = current_interactions(data_dir, lib, model.params)
+    return user, lib, rec.score_tracks(model, inter, user, lib.keys, lib.vectors), state
+
+
+def _results(lib: Library, scored, rows) -> list[dict]:
+    return [
         {
             "track": str(lib.keys[r]),
             "path": lib.path(r),
@@ -164,4 +158,3 @@ def listener_radio(data_dir, user: str, length: int = 20, pool: int = 5, lib: Li
         }
         for r in rows
     ]
-    return {"user": user, "results": results, "model": state}
