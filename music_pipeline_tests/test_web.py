@@ -117,6 +117,11 @@ def test_track_page_has_genre_difficulty_neighbours_and_map_point(served):
         and t["track"]["duration_s"] == pytest.approx(12.0, abs=0.1)
     )
     assert len(t["similar"]["results"]) == 5 and len(t["diverse"]["results"]) == 5 and t["diverse"]["diverse"] == 0.7
+    from music_pipeline.harmony.library import library_keys
+
+    mk, row = t["music_key"], library_keys(served["data"]).set_index("key").loc[key]  # as `key` reports it
+    assert (mk["key"], mk["camelot"]) == (row["music_key"], row["camelot"])
+    assert mk["confidence"] == pytest.approx(row["key_confidence"], abs=0.002)
     g = t["genre"]
     assert g["available"] and set(g["probabilities"]) == {"pulse", "drone", "arpeggio", "noise_rock"}
     assert sum(g["probabilities"].values()) == pytest.approx(1.0) and g["label"] == max(

@@ -18,6 +18,9 @@ import numpy as np
 
 from music_pipeline.artifacts import UnsafePathError, read_parquet, safe_join
 from music_pipeline.difficulty.pdi import LEVELS as LEVEL_ORDER
+from music_pipeline.features.embedding import FEATURE_NAMES
+from music_pipeline.harmony.key import estimate_key
+from music_pipeline.harmony.library import CHROMA_MEAN_COLUMNS
 from music_pipeline.layout import DataLayout
 from music_pipeline.search.discovery import (
     AmbiguousTrack,
@@ -35,6 +38,11 @@ log = logging.getLogger(__name__)
 TRACK_PAGE_NEIGHBOURS = 5
 TRACK_PAGE_DIVERSITY = 0.7  # MMR λ of the "diverse" list on the track page
 MAP_MAX_POINTS = 50_000  # as the embedding_map asset: larger libraries are drawn from a sample
+
+
+def music_key(raw: np.ndarray) -> dict:
+    """{"key", "camelot", "confidence"} of a track from its stored 641 features (its chroma means)."""
+    return estimate_key(raw[[FEATURE_NAMES.index(c) for c in CHROMA_MEAN_COLUMNS]]).as_dict()
 
 
 class NotFound(LookupError):
@@ -184,10 +192,12 @@ class Explorer:
                 h["title"] = title_of(h["relpath"])
         out["difficulty"] = self.facts.difficulty(key)
         try:
-            raw = self.disc.raw_features(q)
-            out["genre"] = self.facts.genre(key, np.asarray(raw, dtype=np.float64), q.label is not None)
+            raw = np.asarray(self.disc.raw_features(q), dtype=np.float64)
+            out["genre"] = self.facts.genre(key, raw, q.label is not None)
+            out["music_key"] = music_key(raw)
         except QueryError as exc:
             out["genre"] = {"available": False, "reason": one_line(exc)}
+            out["music_key"] = None
         point = self.map_points()["by_key"].get(key)
         out["map"] = point
         return out
