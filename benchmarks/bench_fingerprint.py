@@ -173,7 +173,9 @@ def main() -> None:
         out[f"identified_{kind}"] = f"{len(ok)}/{len(pos)} = {len(ok) / max(len(pos), 1):.3f} [{lo:.3f}, {hi:.3f}]"
     pos = [r for r in rows if r["truth"]]
     ok = [r for r in pos if r["accepted"] and r["best"] == r["truth"] and r["offset_ok"]]
-    out["identified_all"] = f"{len(ok)}/{len(pos)} = {len(ok) / len(pos):.3f} [{wilson(len(ok), len(pos))[0]:.3f}, {wilson(len(ok), len(pos))[1]:.3f}]"
+    out["identified_all"] = (
+        f"{len(ok)}/{len(pos)} = {len(ok) / len(pos):.3f} [{wilson(len(ok), len(pos))[0]:.3f}, {wilson(len(ok), len(pos))[1]:.3f}]"
+    )
     right = [r for r in pos if r["accepted"] and r["best"] == r["truth"]]
     lo, hi = wilson(len(right), len(pos))
     out["track_identified_any_offset"] = f"{len(right)}/{len(pos)} = {len(right) / len(pos):.3f} [{lo:.3f}, {hi:.3f}]"
@@ -182,7 +184,9 @@ def main() -> None:
     neg = [r for r in rows if not r["truth"]]
     fa = [r for r in neg if r["accepted"]]
     lo, hi = wilson(len(neg) - len(fa), len(neg))
-    out["not_in_library_unmatched"] = f"{len(neg) - len(fa)}/{len(neg)} = {1 - len(fa) / len(neg):.3f} [{lo:.3f}, {hi:.3f}]"
+    out["not_in_library_unmatched"] = (
+        f"{len(neg) - len(fa)}/{len(neg)} = {1 - len(fa) / len(neg):.3f} [{lo:.3f}, {hi:.3f}]"
+    )
     q = [0, 50, 90, 99, 100]
     out["votes_true_clips_percentiles_0_50_90_99_100"] = np.percentile([r["votes"] for r in pos], q).tolist()
     out["votes_outside_clips_percentiles"] = np.percentile([r["votes"] for r in neg], q).tolist()
@@ -193,9 +197,7 @@ def main() -> None:
     out["offset_error_s_max"] = round(max(exact, default=0), 3)
     out["identified_at_a_repeat_of_the_clip"] = len(ok) - len(exact)
     out["missed"] = [
-        {k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items()}
-        for r in pos
-        if r not in ok
+        {k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items()} for r in pos if r not in ok
     ]
     print(json.dumps(out, indent=1))
 

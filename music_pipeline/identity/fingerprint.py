@@ -82,13 +82,12 @@ def peaks(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return ft.astype(np.int32), fb.astype(np.int32)
     # density cap: the strongest PEAKS_PER_S of every second
     strength = s[fb, ft]
-    per_block = max(1, int(round(PEAKS_PER_S)))
-    block = ft // int(round(1.0 / FRAME_S))
+    block = ft // round(1.0 / FRAME_S)
     order = np.lexsort((-strength, block))
     block_sorted = block[order]
     starts = np.searchsorted(block_sorted, block_sorted, side="left")
     rank = np.arange(len(order)) - starts
-    keep = order[rank < per_block]
+    keep = order[rank < PEAKS_PER_S]
     keep = keep[np.lexsort((fb[keep], ft[keep]))]
     return ft[keep].astype(np.int32), fb[keep].astype(np.int32)
 
