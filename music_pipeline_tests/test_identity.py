@@ -116,3 +116,38 @@ def test_identify_command_answers_one_json_line_per_clip(built, tmp_path, capsys
     assert abs(lines[0]["match"]["offset_s"] - 5.0) <= 0.2
     assert lines[1] == {"file": str(outside), "match": None}
     assert lines[2]["file"] == str(broken) and "error" in lines[2]
+
+
+def test_duplicates_groups_planted_copies_and_never_different_recordings(tmp_path, capsys):
+    import shutil
+
+    from music_pipeline.cli import main
+    from music_pipeline.identity.duplicates import IDENTICAL, SAME_RECORDING
+
+    lib, data = tmp_path / "lib", tmp_path / "data"
+    pulse, arpeggio, rock = (
+        styled_track(s, 30.0, seed=d) for s, d in (("pulse", 1), ("arpeggio", 2), ("noise_rock", 3))
+    )
+    write(lib / "pulse.wav", pulse)
+    write(lib / "arpeggio.flac", arpeggio)
+    write(lib / "rock.wav", rock)
+    write(lib / "other/arpeggio_11.wav", styled_track("arpeggio", 30.0, seed=11))  # other music, same style
+    write(lib / "other/drone.wav", styled_track("drone", 30.0, seed=4))
+    write(lib / "copies/arpeggio.ogg", arpeggio[int(1.3 * SR) :] * np.float32(0.5))  # Vorbis, trimmed, quieter
+    shutil.copy(lib / "pulse.wav", lib / "copies/pulse.wav")  # identical bytes
+    rng = np.random.default_rng(0)
+    noisy = rock + (rng.standard_normal(len(rock)) * np.sqrt(np.mean(rock**2)) * 0.1).astype(np.float32)
+    write(lib / "copies/rock.mp3", np.concatenate([np.zeros(2 * SR, np.float32), noisy]))  # padded, noisy, MP3
+    analyse_many(_jobs(lib, data), workers=1)
+    write_parquet(DataLayout(data).manifest_path, scan_library(lib).to_frame())
+
+    assert main(["duplicates", "--data", str(data), "--json"]) == 0
+    groups = json.loads(capsys.readouterr().out)["groups"]
+    found = sorted((g["kind"], sorted(t["path"] for t in g["tracks"])) for g in groups)
+    assert found == sorted(
+        [
+            (SAME_RECORDING, ["arpeggio.flac", "copies/arpeggio.ogg"]),
+            (IDENTICAL, ["copies/pulse.wav", "pulse.wav"]),
+            (SAME_RECORDING, ["copies/rock.mp3", "rock.wav"]),
+        ]
+    )

@@ -1,4 +1,5 @@
-"""identify: which library track a clip comes from, and where in it."""
+"""identify: which library track a clip comes from, and where in it; duplicates: the recordings
+the library holds more than once."""
 
 from __future__ import annotations
 
@@ -22,6 +23,18 @@ def register(sub, parent) -> None:
         help='one JSON line per clip: {"file", "match": {"track", "path", "offset_s", "confidence"} | null}',
     )
     p.set_defaults(handler=cmd_identify)
+
+    p = sub.add_parser(
+        "duplicates",
+        parents=[parent],
+        help="groups of tracks holding the same recording (identical bytes, another encoding, level, trim, …)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='one JSON object: {"groups": [{"kind", "tracks": [{"track", "path"}]}]}',
+    )
+    p.set_defaults(handler=cmd_duplicates)
 
 
 def cmd_identify(args) -> int:
@@ -47,3 +60,25 @@ def cmd_identify(args) -> int:
         else:
             print(f"{m['path']} at {m['offset_s']:.1f} s (confidence {m['confidence']:.2f})  {f}")
     return run.exit_code
+
+
+def cmd_duplicates(args) -> int:
+    from music_pipeline.identity.duplicates import duplicate_groups
+    from music_pipeline.identity.library import IndexNotBuilt, load_index
+
+    data_dir = Settings.resolve(args.data).data_dir
+    try:
+        groups = duplicate_groups(data_dir, load_index(data_dir))
+    except IndexNotBuilt as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"groups": groups}))
+        return 0
+    for g in groups:
+        print(f"{g['kind']}:")
+        for t in g["tracks"]:
+            print(f"  {t['path']}")
+    if not groups:
+        print("no track is stored more than once")
+    return 0
