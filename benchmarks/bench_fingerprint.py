@@ -153,6 +153,7 @@ def main() -> None:
                     rows.append(
                         {
                             "kind": kind,
+                            "source": str(p.relative_to(lib)),
                             "truth": truth,
                             "start": start,
                             "best": None if m is None else str(index.content_hashes[m.track]),
@@ -202,6 +203,7 @@ def main() -> None:
     exact = [abs(r["offset_s"] - r["start"]) for r in ok if abs(r["offset_s"] - r["start"]) <= 0.2]
     out["offset_error_s_max"] = round(max(exact, default=0), 3)
     out["identified_at_a_repeat_of_the_clip"] = len(ok) - len(exact)
+    out["not_in_library_matched"] = [(r["source"], r["best"], r["votes"], r["runner_up"]) for r in fa]
     out["missed"] = [
         {k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items()} for r in pos if r not in ok
     ]

@@ -4,8 +4,9 @@ The index is three arrays sorted by hash (hash, track number, anchor frame) and 
 content hashes. A clip's hashes are looked up with ``searchsorted``; each hit votes for
 (track, track frame − clip frame). The clip comes from the track and place with the most votes
 in one offset bin (± one frame of jitter) when that count is both large in itself
-(``MIN_VOTES``) and well above the best competing track (``MIN_RATIO``): a clip of music not in
-the library scatters its few chance hits over many offsets and tracks.
+(``MIN_VOTES``) and well above the best competing track (``MIN_RATIO``) unless that one is strong
+too (the same recording stored twice): a clip of music not in the library scatters its few
+chance hits over many offsets and tracks.
 """
 
 from __future__ import annotations
@@ -105,8 +106,10 @@ class FingerprintIndex:
         others = votes[track != track[i]]
         runner = int(others.max()) if len(others) else 0
         v = int(votes[i])
-        conf = float(min(1.0, (v - runner) / (MIN_VOTES * MIN_RATIO))) if v > runner else 0.0
-        return Match(int(track[i]), float(offset[i]) * FRAME_S, v, runner, max(0.0, conf))
+        # a runner-up with MIN_VOTES of its own is the same recording stored again, not chance
+        background = runner if runner < MIN_VOTES else 0
+        conf = float(np.clip((v - background) / (4 * MIN_VOTES), 0.0, 1.0))
+        return Match(int(track[i]), float(offset[i]) * FRAME_S, v, runner, conf)
 
     def identify(self, fp: Fingerprint) -> Match | None:
         """The track and place ``fp`` comes from, or None when it is not in the library."""
@@ -117,4 +120,7 @@ class FingerprintIndex:
 
 
 def accepted(m: Match) -> bool:
-    return m.votes >= MIN_VOTES and m.votes >= MIN_RATIO * max(m.runner_up, 1)
+    """Enough aligned votes, and well above the best other track — unless that track has
+    MIN_VOTES aligned votes too: then the library holds the recording twice (a remaster, a
+    copy), and the best of the two is the answer."""
+    return m.votes >= MIN_VOTES and (m.votes >= MIN_RATIO * max(m.runner_up, 1) or m.runner_up >= MIN_VOTES)
