@@ -1,8 +1,9 @@
-"""One read of each file for every per-track pass a run wants: features, notes, learned embedding.
+"""One read of each file for every per-track pass a run wants: features, notes, learned embedding,
+fingerprints.
 
 A worker takes a track, decodes it once (``audio.decode.SharedDecode``) and runs each wanted pass
 whose store lacks the content: the 641-D features at 22,050 Hz, the notes from the same signal, the
-learned embedding from it resampled to 16 kHz. So a new or changed file is read once, and a new
+learned embedding from it resampled to 16 kHz, the fingerprints from the same 22,050 Hz signal. So a new or changed file is read once, and a new
 version of one pass reruns only that pass (the others answer from their stores without decoding).
 Each pass keeps its own store, failure records and code version; the workers are the shared pool of
 ``workers.py``, so the cores stay busy across the passes instead of waiting between three pools.
@@ -19,11 +20,12 @@ from music_pipeline.audio.decode import SharedDecode
 from music_pipeline.features.extract import ExtractJob, FeatureStore, run_job, warm_up
 from music_pipeline.features.extract import crashed as extract_crashed
 from music_pipeline.features.segments import DEFAULT_SEGMENTS
+from music_pipeline.identity import store as fingerprints
 from music_pipeline.learned import store as learned
 from music_pipeline.notes import store as notes
 from music_pipeline.workers import refuse_in_bootstrap, run_pending
 
-PASSES = ("features", "notes", "learned")
+PASSES = ("features", "notes", "learned", "fingerprints")
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,10 @@ def _pass_job(job: TrackJob, name: str):
         )
     if name == "notes":
         return notes.NotesJob(job.key, job.path, job.relpath, job.content_hash, job.data_dir, job.scan_error)
+    if name == "fingerprints":
+        return fingerprints.FingerprintJob(
+            job.key, job.path, job.relpath, job.content_hash, job.data_dir, job.scan_error
+        )
     return learned.LearnedJob(job.key, job.path, job.relpath, job.content_hash, job.scan_error)
 
 
@@ -57,6 +63,8 @@ def _answer(job: TrackJob, name: str, audio: SharedDecode | None):
         return run_job(one, job.retry_failed, audio)
     if name == "notes":
         return notes.run_notes_job(one, job.retry_failed, audio=audio)
+    if name == "fingerprints":
+        return fingerprints.run_fingerprint_job(one, job.retry_failed, audio=audio)
     return learned.run_learned_job(one, job.data_dir, retry_failed=job.retry_failed, audio=audio)
 
 
@@ -78,6 +86,8 @@ def _crashed(job: TrackJob) -> dict:
             out[name] = extract_crashed(_pass_job(job, name))
         elif name == "notes":
             out[name] = notes.crashed(_pass_job(job, name))
+        elif name == "fingerprints":
+            out[name] = fingerprints.crashed(_pass_job(job, name))
         else:
             out[name] = learned.crashed(_pass_job(job, name), learned.LearnedStore(job.data_dir))
     return out
@@ -101,6 +111,8 @@ def _analysed(passes: Sequence[str], data_dir: str, n_segments: int, retry_faile
             out[name] = FeatureStore(data_dir, n_segments).analysed_hashes(retry_failed)
         elif name == "notes":
             out[name] = notes.NotesStore(data_dir).analysed_hashes(retry_failed)
+        elif name == "fingerprints":
+            out[name] = fingerprints.FingerprintStore(data_dir).analysed_hashes(retry_failed)
         else:
             out[name] = learned.LearnedStore(data_dir).analysed_hashes(retry_failed)
     return out

@@ -17,11 +17,22 @@ import os
 import sys
 
 from music_pipeline import quiet, settings
-from music_pipeline.commands import core, difficulty, discovery, genre, harmony, listening, models, playlists, serve
+from music_pipeline.commands import (
+    core,
+    difficulty,
+    discovery,
+    genre,
+    harmony,
+    identity,
+    listening,
+    models,
+    playlists,
+    serve,
+)
 from music_pipeline.settings import SettingsError
 
 # each registers its subcommands; the modules are light, their handlers import what they need
-COMMAND_MODULES = [core, difficulty, genre, discovery, harmony, playlists, listening, models, serve]
+COMMAND_MODULES = [core, difficulty, genre, discovery, harmony, identity, playlists, listening, models, serve]
 
 
 def common_parent() -> argparse.ArgumentParser:

@@ -2,14 +2,24 @@
 
 import dagster as dg
 
-from music_pipeline.defs.assets import difficulty, discovery, features, genre, learned, library, listening, notes
+from music_pipeline.defs.assets import (
+    difficulty,
+    discovery,
+    features,
+    genre,
+    identity,
+    learned,
+    library,
+    listening,
+    notes,
+)
 from music_pipeline.defs.executors import executor_from_env
 from music_pipeline.defs.jobs import build_jobs, track_asset_keys
 from music_pipeline.defs.resources import MusicPipelineResource
 from music_pipeline.defs.sensors import build_library_sensor, library_automation, reports_index
 from music_pipeline.settings import enable_event_batching
 
-ASSET_MODULES = [library, features, notes, learned, difficulty, discovery, genre, listening]
+ASSET_MODULES = [library, features, notes, learned, identity, difficulty, discovery, genre, listening]
 
 # runs of this code location store their per-track asset events in batches (see event_log.py)
 enable_event_batching()

@@ -100,6 +100,10 @@ class DataLayout:
         return self.tables_dir / "embeddings.parquet"
 
     @property
+    def fingerprint_index_path(self) -> ArtifactPath:
+        return self.tables_dir / "fingerprint_index.npz"
+
+    @property
     def skipped_path(self) -> ArtifactPath:
         return self.tables_dir / "skipped_tracks.parquet"
 

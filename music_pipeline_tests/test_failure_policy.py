@@ -1,4 +1,4 @@
-"""One failure policy for every per-track pass (features, notes, learned embedding): the content at
+"""One failure policy for every per-track pass (features, notes, learned embedding, fingerprints): the content at
 fault is remembered; anything else (a vanished file, a full disk, a bug, a crash) is not, and the
 next run analyses the track; a damaged stored result is computed again."""
 
@@ -53,6 +53,11 @@ class _Pass:
 
             jobs = [NotesJob(t.key, t.path, t.relpath, t.content_hash, data) for t in tracks]
             outcomes = transcribe_many(jobs, workers=1, retry_failed=retry_failed)
+        elif self.name == "fingerprints":
+            from music_pipeline.identity.store import FingerprintJob, run_fingerprint_job
+
+            jobs = [FingerprintJob(t.key, t.path, t.relpath, t.content_hash, data) for t in tracks]
+            outcomes = [run_fingerprint_job(j, retry_failed) for j in jobs]
         else:
             from music_pipeline.learned.store import LearnedJob, LearnedStore, embed_many
 
@@ -70,6 +75,10 @@ class _Pass:
             from music_pipeline.notes.store import NotesStore
 
             return NotesStore(self.data)
+        if self.name == "fingerprints":
+            from music_pipeline.identity.store import FingerprintStore
+
+            return FingerprintStore(self.data)
         from music_pipeline.learned.store import LearnedStore
 
         return LearnedStore(self.data)
@@ -84,7 +93,7 @@ class _Pass:
         return (store.feature_hashes() if self.name == "features" else store.hashes()).__contains__(content_hash)
 
 
-PASSES = ["features", "notes", "learned"]
+PASSES = ["features", "notes", "learned", "fingerprints"]
 
 
 @pytest.fixture
@@ -158,6 +167,14 @@ def test_a_damaged_stored_result_is_computed_again(name, library, tmp_path):
             pd.DataFrame([{"key": t.key, "relpath": t.relpath, "content_hash": h} for t in tracks]), p.store
         )
         assert list(missing["content_hash"]) == [h]
+    elif name == "fingerprints":
+        from music_pipeline.artifacts import write_parquet
+        from music_pipeline.identity.library import build_index
+        from music_pipeline.layout import DataLayout
+
+        write_parquet(DataLayout(p.data).manifest_path, scan_library(library).to_frame())
+        _, missing = build_index(p.data)
+        assert "a.wav" in missing
     else:
         from music_pipeline.learned.table import build_learned_table
 

@@ -22,7 +22,14 @@ from music_pipeline.synth import noise, tone
 from .audio_corpus import write
 from .test_dagster import make_library
 
-TRACK_ASSET_NAMES = {"track_embedding", "track_difficulty", "mel_segments", "track_notes", "track_learned_embedding"}
+TRACK_ASSET_NAMES = {
+    "track_embedding",
+    "track_difficulty",
+    "mel_segments",
+    "track_notes",
+    "track_learned_embedding",
+    "track_fingerprints",
+}
 
 
 def _scan(relpaths, hashes=None) -> LibraryScan:
@@ -211,6 +218,7 @@ def test_bucket_mode_end_to_end_from_a_per_track_library(tmp_path, monkeypatch):
         ("track_features", "extracted", 1),
         ("track_notes", "transcribed", 0),
         ("track_learned_embedding", "computed", 0),
+        ("track_fingerprints", "computed", 0),
     ):
         mat = run.asset_materializations_for_node(node)[0]
         md = {k: v.value for k, v in mat.metadata.items()}

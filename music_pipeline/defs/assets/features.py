@@ -135,6 +135,7 @@ PASS_ASSETS = {
     "features": TRACK_ASSETS,
     "notes": [dg.AssetKey("track_notes")],
     "learned": [dg.AssetKey("track_learned_embedding")],
+    "fingerprints": [dg.AssetKey("track_fingerprints")],
 }
 
 

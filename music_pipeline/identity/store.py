@@ -1,0 +1,102 @@
+"""The fingerprints of every track, cached by content hash.
+
+    <data>/fingerprints/<version>/<content-hash>.npz          hashes, frames, duration_s, compute_seconds
+    <data>/fingerprints/<version>/failed/<content-hash>.json  why that content could not be fingerprinted
+
+Computed by the shared per-track analysis (``analysis.py``) from the one decode the other passes
+use; an unchanged file is never fingerprinted twice, a renamed or copied one reuses its
+fingerprint, and a broken file is remembered with its reason and fails only itself
+(``content_store``'s policy).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from music_pipeline.artifacts import read_npz
+from music_pipeline.audio.decode import SharedDecode, decode
+from music_pipeline.content_store import CRASH_REASON, ContentStore, Failure
+from music_pipeline.identity.fingerprint import Fingerprint, fingerprint_signal
+
+# Bump when the fingerprint of the same audio changes (the index is rebuilt from the new store).
+FINGERPRINT_VERSION = "v1"
+
+
+class FingerprintStore(ContentStore):
+    """Per-content-hash fingerprints under ``<data>/fingerprints/<version>/``."""
+
+    kind = "fingerprints"
+
+    def __init__(self, data_dir):
+        super().__init__(data_dir, FINGERPRINT_VERSION)
+
+    def save(self, content_hash: str, result: Fingerprint):
+        return self.save_arrays(content_hash, result.to_arrays())
+
+    def load(self, content_hash: str) -> Fingerprint:
+        return Fingerprint.from_arrays(read_npz(self.path(content_hash)))
+
+
+def fingerprint_file(path: str | Path, audio: SharedDecode | None = None) -> Fingerprint:
+    """Decode (or take the shared decode) and fingerprint one file; ``AudioError`` when it cannot."""
+    t0 = time.perf_counter()
+    a = audio.get() if audio is not None else decode(path)
+    fp = fingerprint_signal(a.y, a.sr)
+    fp.compute_seconds = time.perf_counter() - t0
+    return fp
+
+
+@dataclass(frozen=True)
+class FingerprintJob:
+    key: str
+    path: str
+    relpath: str
+    content_hash: str | None
+    data_dir: str
+    scan_error: str | None = None
+
+
+@dataclass
+class FingerprintOutcome:
+    key: str
+    relpath: str
+    content_hash: str | None
+    status: str  # computed | cached | failed (the file's fault, remembered) | error (retried next time)
+    reason: str | None = None
+    seconds: float = 0.0
+    duration_s: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("computed", "cached")
+
+
+def run_fingerprint_job(
+    job: FingerprintJob, retry_failed: bool = False, audio: SharedDecode | None = None
+) -> FingerprintOutcome:
+    """Fingerprint one track into the store unless its content is already there. Never raises."""
+    t0 = time.perf_counter()
+    if job.scan_error or not job.content_hash:
+        reason = f"{job.path}: {job.scan_error or 'no content hash'}"
+        return FingerprintOutcome(job.key, job.relpath, job.content_hash, "failed", reason)
+    store = FingerprintStore(job.data_dir)
+    if store.has(job.content_hash):
+        return FingerprintOutcome(job.key, job.relpath, job.content_hash, "cached", seconds=time.perf_counter() - t0)
+    if not retry_failed and (reason := store.failure(job.content_hash)):
+        return FingerprintOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {reason}")
+    result = store.analyse(job.content_hash, job.relpath, lambda: fingerprint_file(job.path, audio))
+    seconds = time.perf_counter() - t0
+    if isinstance(result, Failure):
+        return FingerprintOutcome(
+            job.key, job.relpath, job.content_hash, result.status, f"{job.path}: {result.reason}", seconds
+        )
+    return FingerprintOutcome(job.key, job.relpath, job.content_hash, "computed", None, seconds, result.duration_s)
+
+
+def crashed(job: FingerprintJob) -> FingerprintOutcome:
+    """A track whose worker died twice, the second time alone: the file is blamed."""
+    if job.content_hash:
+        FingerprintStore(job.data_dir).record(job.content_hash, job.relpath, Failure(CRASH_REASON, True))
+    return FingerprintOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {CRASH_REASON}")
