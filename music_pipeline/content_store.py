@@ -1,5 +1,7 @@
 """Per-content-hash results of a per-track pass, the records of content it cannot analyse, and the
-one failure policy every per-track pass (features, notes, learned embedding) follows.
+one failure policy every per-track pass (features, notes, learned embedding, fingerprints) follows.
+``run_pass`` applies it to one track of the notes, learned and fingerprint passes, ``blame_crash``
+to a file whose worker crashed; the feature store keeps transient failures of its own.
 
 The policy: a failure whose cause is the file's content (not audio, truncated, silent, too short —
 ``AudioError.permanent``) is **permanent**: remembered until the content changes or ``build
@@ -12,6 +14,7 @@ is blamed (``workers.run_pending``); crashing alone again is then the file's fau
 from __future__ import annotations
 
 import logging
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -156,3 +159,43 @@ class ContentStore:
     def analysed_hashes(self, retry_failed: bool = False) -> set[str]:
         """Content hashes with a result or a failure record (with ``retry_failed``: results only)."""
         return self.hashes() if retry_failed else self.hashes() | self.failed_hashes()
+
+
+def run_pass(
+    store: ContentStore,
+    job,
+    outcome: Callable[..., T],
+    compute: Callable[[], object],
+    *,
+    done: str = "computed",
+    retry_failed: bool = False,
+    extra: Callable[[object], object] = lambda _result: None,
+    time_cached: bool = True,
+) -> T:
+    """One track of one per-track pass under the failure policy above: the scan's error (or no
+    content hash) fails it; content already stored answers "cached"; content that failed before
+    answers "failed" unless ``retry_failed``; else ``compute`` runs through ``store.analyse`` and
+    the outcome is ``done`` or the failure's status. ``job`` has key, path, relpath, content_hash and
+    scan_error; ``outcome(key, relpath, content_hash, status, reason, seconds, extra(result))``
+    builds the pass's outcome. Never raises."""
+    t0 = time.perf_counter()
+    head = (job.key, job.relpath, job.content_hash)
+    if job.scan_error or not job.content_hash:
+        return outcome(*head, "failed", f"{job.path}: {job.scan_error or 'no content hash'}")
+    if store.has(job.content_hash):
+        return outcome(*head, "cached", None, time.perf_counter() - t0 if time_cached else 0.0)
+    if not retry_failed and (reason := store.failure(job.content_hash)):
+        return outcome(*head, "failed", f"{job.path}: {reason}")
+    result = store.analyse(job.content_hash, job.relpath, compute)
+    seconds = time.perf_counter() - t0
+    if isinstance(result, Failure):
+        return outcome(*head, result.status, f"{job.path}: {result.reason}", seconds)
+    return outcome(*head, done, None, seconds, extra(result))
+
+
+def blame_crash(store: ContentStore, job, outcome: Callable[..., T]) -> T:
+    """A track whose worker died twice, the second time alone: the file is blamed (remembered as
+    a permanent failure of its content)."""
+    if job.content_hash:
+        store.record(job.content_hash, job.relpath, Failure(CRASH_REASON, True))
+    return outcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {CRASH_REASON}")

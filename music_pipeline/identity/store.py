@@ -17,7 +17,7 @@ from pathlib import Path
 
 from music_pipeline.artifacts import read_npz
 from music_pipeline.audio.decode import SharedDecode, decode
-from music_pipeline.content_store import CRASH_REASON, ContentStore, Failure
+from music_pipeline.content_store import ContentStore, blame_crash, run_pass
 from music_pipeline.identity.fingerprint import Fingerprint, fingerprint_signal
 
 # Bump when the fingerprint of the same audio changes (the index is rebuilt from the new store).
@@ -77,26 +77,16 @@ def run_fingerprint_job(
     job: FingerprintJob, retry_failed: bool = False, audio: SharedDecode | None = None
 ) -> FingerprintOutcome:
     """Fingerprint one track into the store unless its content is already there. Never raises."""
-    t0 = time.perf_counter()
-    if job.scan_error or not job.content_hash:
-        reason = f"{job.path}: {job.scan_error or 'no content hash'}"
-        return FingerprintOutcome(job.key, job.relpath, job.content_hash, "failed", reason)
-    store = FingerprintStore(job.data_dir)
-    if store.has(job.content_hash):
-        return FingerprintOutcome(job.key, job.relpath, job.content_hash, "cached", seconds=time.perf_counter() - t0)
-    if not retry_failed and (reason := store.failure(job.content_hash)):
-        return FingerprintOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {reason}")
-    result = store.analyse(job.content_hash, job.relpath, lambda: fingerprint_file(job.path, audio))
-    seconds = time.perf_counter() - t0
-    if isinstance(result, Failure):
-        return FingerprintOutcome(
-            job.key, job.relpath, job.content_hash, result.status, f"{job.path}: {result.reason}", seconds
-        )
-    return FingerprintOutcome(job.key, job.relpath, job.content_hash, "computed", None, seconds, result.duration_s)
+    return run_pass(
+        FingerprintStore(job.data_dir),
+        job,
+        FingerprintOutcome,
+        lambda: fingerprint_file(job.path, audio),
+        retry_failed=retry_failed,
+        extra=lambda result: result.duration_s,
+    )
 
 
 def crashed(job: FingerprintJob) -> FingerprintOutcome:
     """A track whose worker died twice, the second time alone: the file is blamed."""
-    if job.content_hash:
-        FingerprintStore(job.data_dir).record(job.content_hash, job.relpath, Failure(CRASH_REASON, True))
-    return FingerprintOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {CRASH_REASON}")
+    return blame_crash(FingerprintStore(job.data_dir), job, FingerprintOutcome)

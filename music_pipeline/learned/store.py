@@ -31,7 +31,7 @@ import numpy as np
 
 from music_pipeline.artifacts import ArtifactPath, read_npz
 from music_pipeline.audio.decode import SharedDecode
-from music_pipeline.content_store import CRASH_REASON, ContentStore, Failure
+from music_pipeline.content_store import ContentStore, blame_crash, run_pass
 from music_pipeline.learned.musicnn import DEFAULT_MAX_PATCHES, MSD_TAGS, MTT_TAGS, PENULTIMATE_UNITS, SR
 from music_pipeline.workers import run_pending
 
@@ -212,38 +212,20 @@ def run_learned_job(
     the weights unavailable, a vanished file, a bug: tried again next time). Never raises."""
     from music_pipeline.learned.musicnn import PATCH_SECONDS
 
-    t0 = time.perf_counter()
-    if job.scan_error or not job.content_hash:
-        return LearnedOutcome(
-            job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {job.scan_error or 'no content hash'}"
-        )
-    store = LearnedStore(data_dir, max_patches)
-    if store.has(job.content_hash):
-        return LearnedOutcome(job.key, job.relpath, job.content_hash, "cached")
-    if not retry_failed and (reason := store.failure(job.content_hash)):
-        return LearnedOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {reason}")
-    feats = store.analyse(
-        job.content_hash, job.relpath, lambda: compute_learned(job.path, max_patches, data_dir, audio)
-    )
-    if isinstance(feats, Failure):
-        reason = f"{job.path}: {feats.reason}"
-        return LearnedOutcome(job.key, job.relpath, job.content_hash, feats.status, reason, time.perf_counter() - t0)
-    return LearnedOutcome(
-        job.key,
-        job.relpath,
-        job.content_hash,
-        "computed",
-        None,
-        time.perf_counter() - t0,
-        feats.n_patches * PATCH_SECONDS,
+    return run_pass(
+        LearnedStore(data_dir, max_patches),
+        job,
+        LearnedOutcome,
+        lambda: compute_learned(job.path, max_patches, data_dir, audio),
+        retry_failed=retry_failed,
+        extra=lambda feats: feats.n_patches * PATCH_SECONDS,
+        time_cached=False,
     )
 
 
 def crashed(job: LearnedJob, store: LearnedStore) -> LearnedOutcome:
     """A track whose worker died twice, the second time alone: the file is blamed."""
-    if job.content_hash:
-        store.record(job.content_hash, job.relpath, Failure(CRASH_REASON, True))
-    return LearnedOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {CRASH_REASON}")
+    return blame_crash(store, job, LearnedOutcome)
 
 
 def prepare(data_dir: str, log: Callable[[str], None] = lambda _m: None) -> None:

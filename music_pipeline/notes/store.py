@@ -24,7 +24,7 @@ import numpy as np
 
 from music_pipeline.artifacts import read_npz
 from music_pipeline.audio.decode import ANALYSIS_SR, SharedDecode, decode
-from music_pipeline.content_store import CRASH_REASON, ContentStore, Failure
+from music_pipeline.content_store import ContentStore, blame_crash, run_pass
 from music_pipeline.difficulty.note_descriptors import NOTE_DESCRIPTOR_NAMES, note_descriptors
 from music_pipeline.notes.events import NoteEvents
 from music_pipeline.workers import run_pending
@@ -143,32 +143,20 @@ def run_notes_job(
 ) -> NotesOutcome:
     """Transcribe one track into the store unless its content is already there; failures follow
     the policy of ``content_store``. Never raises."""
-    t0 = time.perf_counter()
-    if job.scan_error or not job.content_hash:
-        return NotesOutcome(
-            job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {job.scan_error or 'no content hash'}"
-        )
-    store = NotesStore(job.data_dir)
-    if store.has(job.content_hash):
-        return NotesOutcome(job.key, job.relpath, job.content_hash, "cached", seconds=time.perf_counter() - t0)
-    if not retry_failed and (reason := store.failure(job.content_hash)):
-        return NotesOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {reason}")
-    result = store.analyse(
-        job.content_hash, job.relpath, lambda: notes_of_file(job.path, transcriber or _transcriber(job.data_dir), audio)
-    )
-    if isinstance(result, Failure):
-        reason = f"{job.path}: {result.reason}"
-        return NotesOutcome(job.key, job.relpath, job.content_hash, result.status, reason, time.perf_counter() - t0)
-    return NotesOutcome(
-        job.key, job.relpath, job.content_hash, "transcribed", None, time.perf_counter() - t0, result.duration_s
+    return run_pass(
+        NotesStore(job.data_dir),
+        job,
+        NotesOutcome,
+        lambda: notes_of_file(job.path, transcriber or _transcriber(job.data_dir), audio),
+        done="transcribed",
+        retry_failed=retry_failed,
+        extra=lambda result: result.duration_s,
     )
 
 
 def crashed(job: NotesJob) -> NotesOutcome:
     """A track whose worker died twice, the second time alone: the file is blamed."""
-    if job.content_hash:
-        NotesStore(job.data_dir).record(job.content_hash, job.relpath, Failure(CRASH_REASON, True))
-    return NotesOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {CRASH_REASON}")
+    return blame_crash(NotesStore(job.data_dir), job, NotesOutcome)
 
 
 def prepare(data_dir: str, log: Callable[[str], None] = lambda _m: None) -> None:
