@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from music_pipeline.features.embedding import PITCH_CLASSES
+from music_pipeline.features.embedding import FEATURE_NAMES, PITCH_CLASSES
 from music_pipeline.harmony.key import KeyEstimate, estimate_key, estimate_keys
 from music_pipeline.harmony.mix import MixTrack
 
@@ -24,6 +24,14 @@ TABLE_COLUMNS = ["key", "relpath", "tempo_bpm", "rms_mean", *CHROMA_MEAN_COLUMNS
 
 class KeysNotBuilt(FileNotFoundError):
     pass
+
+
+def key_of_features(raw: np.ndarray) -> KeyEstimate:
+    """The key of a track from its 641 features (the embedding's order): its chroma means."""
+    return estimate_key(np.asarray(raw, dtype=np.float64)[_CHROMA_MEAN_INDEX])
+
+
+_CHROMA_MEAN_INDEX = [FEATURE_NAMES.index(c) for c in CHROMA_MEAN_COLUMNS]
 
 
 def keys_of_table(table: pd.DataFrame) -> pd.DataFrame:

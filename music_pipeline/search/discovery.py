@@ -17,7 +17,6 @@ import numpy as np
 from music_pipeline.artifacts import artifact_path, read_table
 from music_pipeline.features.embedding import FEATURE_NAMES
 from music_pipeline.harmony.camelot import mix_mask, parse_key
-from music_pipeline.harmony.key import estimate_key
 from music_pipeline.layout import DataLayout
 from music_pipeline.search.compare import Comparison, compare_standardised
 from music_pipeline.search.index import TrackIndex
@@ -313,15 +312,14 @@ class Discovery:
     def _harmonic_steps(self, q: ResolvedTrack, tempo: np.ndarray, end: ResolvedTrack | None = None):
         """(step_allowed for radio_walk / path_walk, per-position key facts) for ``--harmonic``;
         with ``end`` (the path's B) the last pick must also mix into it."""
-        from music_pipeline.harmony.library import CHROMA_MEAN_COLUMNS
+        from music_pipeline.harmony.library import key_of_features
 
         keys = self.track_keys()
         parsed = [parse_key(k["camelot"]) if k["camelot"] else None for k in keys]
 
         def key_and_tempo(r: ResolvedTrack):
             raw = self.raw_features(r)
-            chroma = raw[[FEATURE_NAMES.index(c) for c in CHROMA_MEAN_COLUMNS]]
-            return estimate_key(chroma).key, float(raw[FEATURE_NAMES.index("tempo_bpm")])
+            return key_of_features(raw).key, float(raw[FEATURE_NAMES.index("tempo_bpm")])
 
         seed_key, seed_tempo = key_and_tempo(q)
         into_end = None if end is None else mix_mask(parsed, tempo, *key_and_tempo(end))

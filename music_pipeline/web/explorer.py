@@ -18,9 +18,7 @@ import numpy as np
 
 from music_pipeline.artifacts import UnsafePathError, read_parquet, safe_join
 from music_pipeline.difficulty.pdi import LEVELS as LEVEL_ORDER
-from music_pipeline.features.embedding import FEATURE_NAMES
-from music_pipeline.harmony.key import estimate_key
-from music_pipeline.harmony.library import CHROMA_MEAN_COLUMNS
+from music_pipeline.harmony.library import key_of_features
 from music_pipeline.layout import DataLayout
 from music_pipeline.search.discovery import (
     AmbiguousTrack,
@@ -42,7 +40,7 @@ MAP_MAX_POINTS = 50_000  # as the embedding_map asset: larger libraries are draw
 
 def music_key(raw: np.ndarray) -> dict:
     """{"key", "camelot", "confidence"} of a track from its stored 641 features (its chroma means)."""
-    return estimate_key(raw[[FEATURE_NAMES.index(c) for c in CHROMA_MEAN_COLUMNS]]).as_dict()
+    return key_of_features(raw).as_dict()
 
 
 class NotFound(LookupError):
