@@ -290,9 +290,12 @@ class Discovery:
 
     def track_keys(self) -> list[dict]:
         """Per index position: {"key": "A minor", "camelot": "8A", "key_confidence"} from the stored
-        chroma means (empty values for a track the embeddings table lacks)."""
+        chroma means (empty values for a track the embeddings table lacks). Read once per opened
+        index, as ``find``'s rows: each harmonic radio or path asks for all of them."""
         from music_pipeline.harmony.library import library_keys
 
+        if getattr(self, "_track_keys", None) is not None:
+            return self._track_keys
         if self.data_dir is None:
             raise QueryError("no data directory: the tracks' keys come from its embeddings table")
         table = library_keys(self.data_dir).set_index("key")
@@ -307,6 +310,7 @@ class Discovery:
                     "key_confidence": float(row["key_confidence"]) if ok else None,
                 }
             )
+        self._track_keys = out
         return out
 
     def _harmonic_steps(self, q: ResolvedTrack, tempo: np.ndarray, end: ResolvedTrack | None = None):
