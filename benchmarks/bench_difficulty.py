@@ -481,6 +481,51 @@ def cnn_cost(source: Path, work: Path, n_tracks: int, workers: int) -> None:
         )
 
 
+def cnn_estimator(data: Path, n_time: int) -> None:
+    """The difficulty CNN as a cheap estimator of the PDI on a built library: its out-of-fold
+    Spearman ρ with the PDI (grouped folds, from the build's report, beside the baselines) and its
+    CPU cost per track against the transcription's, on ``n_time`` of the library's tracks."""
+    from music_pipeline.artifacts import read_parquet
+    from music_pipeline.audio.decode import decode
+    from music_pipeline.difficulty import cnn
+    from music_pipeline.features.extract import FeatureStore
+    from music_pipeline.layout import DataLayout
+    from music_pipeline.notes.transcribe import Transcriber
+
+    report = read_json_report(data)
+    oof = pd.DataFrame(report["out_of_fold"])
+    layout = DataLayout(data)
+    scores = read_parquet(layout.difficulty_table_path).merge(oof, on="key")
+    rho_pdi = spearman(scores["expected_level"], scores["pdi"])
+    m, b = report["metrics"], report["baselines"]
+    print(
+        f"CNN vs PDI on {len(scores)} tracks, {report['folds']} folds grouped by {report['grouping']}: "
+        f"Spearman(expected level, PDI) {rho_pdi:.3f}; track accuracy {m['track_accuracy']:.3f} "
+        f"(majority {b['majority']['track_accuracy']:.3f}, uniform {b['uniform_random']['track_accuracy']:.3f}); "
+        f"within one level {m['within_one_accuracy']:.3f}"
+    )
+    model = cnn.load_keras(layout.difficulty_dir / cnn.MODEL_FILE)
+    store = FeatureStore(data)
+    rows = scores.head(n_time)
+    cnn.predict_track(model, store.load(rows["content_hash"].iloc[0]).segments)  # warm-up (graph tracing)
+    t0 = time.process_time()
+    for h in rows["content_hash"]:
+        cnn.predict_track(model, store.load(h).segments)
+    per_cnn = (time.process_time() - t0) / len(rows)
+    transcriber = Transcriber(threads=1)
+    manifest = read_parquet(layout.manifest_path).set_index("key")
+    paths = [str(manifest.loc[k, "path"]) for k in rows["key"]]
+    transcriber.transcribe(decode(paths[0]).y)  # warm-up
+    t0 = time.process_time()
+    for path in paths:
+        transcriber.transcribe(decode(path).y)
+    per_notes = (time.process_time() - t0) / len(rows)
+    print(
+        f"CPU per track: CNN {per_cnn * 1000:.0f} ms (stored segments, segment loading included), "
+        f"transcription {per_notes * 1000:.0f} ms (decode included): {per_notes / per_cnn:.1f}× cheaper"
+    )
+
+
 def read_json_report(data: Path) -> dict | None:
     import json
 
@@ -526,7 +571,7 @@ def compare_budget(work: Path, budget) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", nargs="?", default="rank", choices=["rank", "speed", "cnn", "compare"])
+    p.add_argument("mode", nargs="?", default="rank", choices=["rank", "speed", "cnn", "cnn-estimator", "compare"])
     p.add_argument("--tracks", type=int, default=140)
     p.add_argument("files", nargs="*")
     p.add_argument("--work", type=Path, default=DEFAULT_WORK)
@@ -548,6 +593,9 @@ def main() -> None:
     args = p.parse_args()
     if args.mode == "speed":
         speed(audio_files(args.files, args.library), args.limit)
+        return
+    if args.mode == "cnn-estimator":  # --library: a built data directory
+        cnn_estimator(Path(args.library), args.limit or 30)
         return
     if args.mode == "cnn":
         cnn_cost(Path(args.library) if args.library else ref_demo(), args.work, args.tracks, args.workers)

@@ -45,6 +45,8 @@ def cmd_models(args) -> int:
             continue
         print(f"{c['name']}  version {c.get('version')}  trained {c.get('trained_at') or '-'}")
         print(f"  model: {c.get('model')}; inputs: {c.get('feature_view')}; training size: {c.get('training_size')}")
+        if c.get("role"):
+            print(f"  role: {c['role']}")
         print(f"  estimate: {_estimate_text(c.get('estimate') or {})}")
         if c.get("baseline"):
             b = c["baseline"]

@@ -59,6 +59,18 @@ INPUT_SHAPE = (128, 128, 1)
 MODEL_FILE = "difficulty_cnn.keras"
 REPORT_FILE = "difficulty_cnn_report.json"
 RANDOM_DRAWS = 1000
+# The CNN would stand in for the note-based PDI (9× cheaper per track: benchmarks/bench_difficulty.py
+# cnn-estimator) only where its out-of-fold Spearman ρ with the PDI on unseen groups reaches this.
+# Measured 0.39 on the development library: it is a reference model, never used to score.
+ESTIMATOR_MIN_RHO = 0.8
+
+
+def role(spearman_rho: float | None) -> str:
+    """What the trained CNN is good for, from its out-of-fold ρ with the PDI."""
+    if spearman_rho is not None and spearman_rho >= ESTIMATOR_MIN_RHO:
+        return f"cheap estimator of the PDI (out-of-fold ρ {spearman_rho:.2f} ≥ {ESTIMATOR_MIN_RHO})"
+    shown = "n/a" if spearman_rho is None else f"{spearman_rho:.2f}"
+    return f"reference model, not used to score (out-of-fold ρ with the PDI {shown} < {ESTIMATOR_MIN_RHO})"
 
 
 @dataclass
@@ -632,6 +644,7 @@ def publish_difficulty_cnn(
         "segments": report["n_segments"],
         "folds": report["folds"],
         "grouping": report["grouping"],
+        "role": role(m["spearman_rho"]),
         "track_accuracy": m["track_accuracy"],
         "majority_track_accuracy": base["majority"]["track_accuracy"],
         "random_track_accuracy": base["uniform_random"]["track_accuracy"],

@@ -96,6 +96,7 @@ def difficulty_cnn_card(layout: DataLayout) -> dict:
         "trained_at": _iso(t) if t else None,
         "model": f"{cfg.get('architecture', '?')} CNN, {r.get('final_model', {}).get('params', '?')} parameters",
         "feature_view": "128×128 log-mel segments",
+        "role": cnn.role(m.get("spearman_rho")),
         "training_size": r.get("n_tracks"),
         "labels": list(r.get("class_counts", {})),
         "estimate": {

@@ -48,8 +48,21 @@ BATCH_WINDOWS = 4
 # clearly surer (confidence ratio below). Checked on real renders: bench_difficulty.py.
 OVERTONE_INTERVALS = (12, 19, 24, 28, 31, 36)
 OVERTONE_ONSET_S = 0.05
-OVERTONE_CONFIDENCE_RATIO = 0.7
 OVERTONE_LOOKBACK_S = 8.0  # longest parent note considered
+
+
+@dataclass(frozen=True)
+class NoteCreation:
+    """How activations become notes: basic-pitch's thresholds, its "melodia trick" (notes found in
+    the frame activations where no onset was detected) and the overtone filter above."""
+
+    onset_threshold: float = bp.ONSET_THRESHOLD
+    frame_threshold: float = bp.FRAME_THRESHOLD
+    melodia_trick: bool = True
+    overtone_confidence_ratio: float = 0.7
+
+
+DEFAULT_NOTE_CREATION = NoteCreation()
 
 
 @dataclass(frozen=True)
@@ -110,7 +123,9 @@ class Transcription:
     active_pitches: np.ndarray | None = None  # per model frame: pitches with frame activation ≥ 0.3
 
 
-def drop_overtones(notes: NoteEvents) -> NoteEvents:
+def drop_overtones(
+    notes: NoteEvents, confidence_ratio: float = DEFAULT_NOTE_CREATION.overtone_confidence_ratio
+) -> NoteEvents:
     """The notes without those that are overtones of a surer note below them (see above)."""
     n = len(notes)
     if n < 2:
@@ -127,7 +142,7 @@ def drop_overtones(notes: NoteEvents) -> NoteEvents:
             if j == i or off[j] <= on[i] or pitch[i] - pitch[j] not in OVERTONE_INTERVALS:
                 continue
             overlap = min(off[i], off[j]) - max(on[i], on[j])
-            if overlap >= 0.5 * (off[i] - on[i]) and conf[i] < OVERTONE_CONFIDENCE_RATIO * conf[j]:
+            if overlap >= 0.5 * (off[i] - on[i]) and conf[i] < confidence_ratio * conf[j]:
                 keep[i] = False
                 break
     k = order[keep]
@@ -215,11 +230,10 @@ class Transcriber:
             onsets.append(bp.unwrap(onset))
         return np.concatenate(frames), np.concatenate(onsets)
 
-    def transcribe(self, y: np.ndarray, sr: int = SR) -> Transcription:
-        """Notes of a mono signal at 22,050 Hz (excerpts per the budget, loudness normalised)."""
+    def excerpt_activations(self, y: np.ndarray, sr: int = SR) -> Activations:
+        """The model's frame and onset activations of each excerpt of the budget (loudness normalised)."""
         if sr != SR:
             raise ValueError(f"transcription needs {SR} Hz audio, got {sr}")
-        t0 = time.perf_counter()
         y = np.asarray(y, np.float32)
         gain_db = loudness_gain_db(y)
         scaled = y * np.float32(10 ** (gain_db / 20))
@@ -227,19 +241,55 @@ class Transcriber:
         cut = [bp.excerpt_windows(scaled, start, n_windows) for start, n_windows in plan]
         # all windows of all excerpts in one stream of batched calls, then split per excerpt again
         all_frames, all_onsets = self.activations(np.concatenate([windows for windows, _ in cut]))
-        parts, spans, active = [], [], []
+        excerpts = []
         first = 0
         for (start, n_windows), (_, times) in zip(plan, cut, strict=True):
             end = min(start + n_windows * bp.WINDOW_HOP, len(y))
             rows = slice(first, first + len(times))
             first += len(times)
-            frames, onsets = all_frames[rows], all_onsets[rows]
             keep = times < end / SR  # frames past the excerpt (or the track) describe padding
-            frames, onsets, times = frames[keep], onsets[keep], times[keep]
-            active.append((frames >= bp.FRAME_THRESHOLD).sum(axis=1).astype(np.int16))
-            for s, e, pitch, amp in bp.output_to_notes_polyphonic(frames, onsets):
-                parts.append((times[s], times[min(e, len(times) - 1)], pitch, amp))
-            spans.append((start / SR, end / SR))
-        arr = np.array(parts, dtype=np.float64).reshape(-1, 4)
-        notes = drop_overtones(NoteEvents(arr[:, 0], arr[:, 1], arr[:, 2].astype(np.int16), arr[:, 3], spans))
-        return Transcription(notes, len(y) / SR, float(gain_db), time.perf_counter() - t0, np.concatenate(active))
+            excerpts.append(
+                ExcerptActivations(start / SR, end / SR, times[keep], all_frames[rows][keep], all_onsets[rows][keep])
+            )
+        return Activations(excerpts, len(y) / SR, float(gain_db))
+
+    def transcribe(self, y: np.ndarray, sr: int = SR) -> Transcription:
+        """Notes of a mono signal at 22,050 Hz (excerpts per the budget, loudness normalised)."""
+        t0 = time.perf_counter()
+        acts = self.excerpt_activations(y, sr)
+        notes = notes_from_activations(acts)
+        active = np.concatenate([(e.frames >= bp.FRAME_THRESHOLD).sum(axis=1).astype(np.int16) for e in acts.excerpts])
+        return Transcription(notes, acts.duration_s, acts.gain_db, time.perf_counter() - t0, active)
+
+
+@dataclass
+class ExcerptActivations:
+    """The model output over one excerpt: frame times (s, in the track) and (frames, 88) activations."""
+
+    start_s: float
+    end_s: float
+    times: np.ndarray
+    frames: np.ndarray
+    onsets: np.ndarray
+
+
+@dataclass
+class Activations:
+    excerpts: list[ExcerptActivations]
+    duration_s: float  # of the whole track
+    gain_db: float  # loudness normalisation applied before the model
+
+
+def notes_from_activations(acts: Activations, how: NoteCreation = DEFAULT_NOTE_CREATION) -> NoteEvents:
+    """Note events from the activations: basic-pitch's note creation per excerpt, then overtones out."""
+    parts = []
+    for e in acts.excerpts:
+        for s, end, pitch, amp in bp.output_to_notes_polyphonic(
+            e.frames, e.onsets, how.onset_threshold, how.frame_threshold, melodia_trick=how.melodia_trick
+        ):
+            parts.append((e.times[s], e.times[min(end, len(e.times) - 1)], pitch, amp))
+    arr = np.array(parts, dtype=np.float64).reshape(-1, 4)
+    spans = [(e.start_s, e.end_s) for e in acts.excerpts]
+    return drop_overtones(
+        NoteEvents(arr[:, 0], arr[:, 1], arr[:, 2].astype(np.int16), arr[:, 3], spans), how.overtone_confidence_ratio
+    )
