@@ -113,13 +113,16 @@ def _creation(**kw):
     return NoteCreation(**kw)
 
 
-DECODERS = {  # name -> NoteCreation settings
+DECODERS = {  # name -> NoteCreation settings (and the descriptors' chord window chord_s)
     "shipped": {},
-    "no_melodia": {"melodia_trick": False},
-    "overtones_1.5": {"overtone_confidence_ratio": 1.5},
-    "no_melodia_overtones_1.5": {"melodia_trick": False, "overtone_confidence_ratio": 1.5},
-    "frame_0.4": {"frame_threshold": 0.4},
-    "onset_0.6": {"onset_threshold": 0.6},
+    "before": {"rearticulation_gap_frames": -1, "chord_s": 0.05},  # what shipped before this comparison
+    "no_melodia": {"rearticulation_gap_frames": -1, "chord_s": 0.05, "melodia_trick": False},
+    "overtones_1.5": {"rearticulation_gap_frames": -1, "chord_s": 0.05, "overtone_confidence_ratio": 1.5},
+    "onset_0.6": {"rearticulation_gap_frames": -1, "chord_s": 0.05, "onset_threshold": 0.6},
+    "rearticulation_only": {"chord_s": 0.05},
+    "rearticulation_5_0.9": {"rearticulation_gap_frames": 5, "rearticulation_onset": 0.9},
+    "chord_0.15": {"chord_s": 0.15},
+    "chord_0.075": {"chord_s": 0.075},
 }
 
 
@@ -129,8 +132,14 @@ def _descriptors(args) -> dict:
     from music_pipeline.difficulty.note_descriptors import note_descriptors
     from music_pipeline.notes.transcribe import notes_from_activations
 
-    notes = notes_from_activations(load_activations(Path(path)), _creation(**DECODERS[decoder]))
-    return {**note_descriptors(notes), "n_notes": len(notes), "note_confidence": note_confidence(notes.confidence)}
+    settings = dict(DECODERS[decoder])
+    chord_s = settings.pop("chord_s", None)
+    notes = notes_from_activations(load_activations(Path(path)), _creation(**settings))
+    return {
+        **(note_descriptors(notes, chord_s) if chord_s else note_descriptors(notes)),
+        "n_notes": len(notes),
+        "note_confidence": note_confidence(notes.confidence),
+    }
 
 
 def descriptor_table(work: Path, reference: pd.DataFrame, instruments: list[str], decoder: str, workers: int):
@@ -150,36 +159,45 @@ def descriptor_table(work: Path, reference: pd.DataFrame, instruments: list[str]
     return table
 
 
-def _embedding(path: str) -> np.ndarray:
-    from music_pipeline.features.extract import extract_features
-
-    return extract_features(path).embedding
+TONE = ("", "dark", "bright")  # each render's timbre also through difficulty_reference's tone filters
 
 
-def feature_table(work: Path, reference: pd.DataFrame, instruments: list[str], workers: int) -> pd.DataFrame:
-    """The 641-D embedding of every render (for the instrument family), cached."""
-    from music_pipeline.features.embedding import FEATURE_NAMES
+def _timbre(args) -> np.ndarray:
+    """The timbre vector of the audio the transcription heard (its excerpts), as the notes pass
+    computes it, after a tone filter: the family model learns that a darker piano is a piano."""
+    from music_pipeline.audio.decode import decode
+    from music_pipeline.difficulty.instrument import timbre_vector
+    from music_pipeline.notes.store import heard_audio
+    from music_pipeline.notes.transcribe import loudness_gain_db
 
-    cache = work / "instruments_features.parquet"
-    done = pd.read_parquet(cache) if cache.exists() else pd.DataFrame(columns=["instrument", "collection", "piece"])
-    have = set(zip(done["instrument"], done["collection"], done["piece"], strict=True))
+    path, tone = args
+    acts = load_activations(act_path(Path(path)))
+    y = ref._timbre(decode(path).y.astype(np.float64), tone or None).astype(np.float32)
+    spans = [(e.start_s, e.end_s) for e in acts.excerpts]
+    return timbre_vector(heard_audio(y, spans, loudness_gain_db(y)), ref.SR)
+
+
+def timbre_table(work: Path, reference: pd.DataFrame, instruments: list[str], workers: int) -> pd.DataFrame:
+    from music_pipeline.difficulty.instrument import TIMBRE_NAMES
+
+    ids = ["instrument", "collection", "piece", "tone"]
+    cache = work / "instruments_timbre.parquet"
+    done = pd.read_parquet(cache) if cache.exists() else pd.DataFrame(columns=ids)
+    if "tone" not in done.columns:
+        done["tone"] = ""
+    have = set(zip(*(done[c] for c in ids), strict=True))
     rows = [
-        (i, r.collection, r.piece)
+        (i, r.collection, r.piece, tone)
+        for tone in TONE
         for i in instruments
         for r in reference.itertuples()
-        if (i, r.collection, r.piece) not in have
+        if (i, r.collection, r.piece, tone) not in have
     ]
     if rows:
-        paths = [str(ref.audio_path(work, di.variant(i), c, p)) for i, c, p in rows]
+        jobs = [(str(ref.audio_path(work, di.variant(i), c, p)), tone) for i, c, p, tone in rows]
         with ProcessPoolExecutor(workers) as pool:
-            emb = np.stack(list(pool.map(_embedding, paths, chunksize=4)))
-        new = pd.concat(
-            [
-                pd.DataFrame(rows, columns=["instrument", "collection", "piece"]),
-                pd.DataFrame(emb, columns=FEATURE_NAMES),
-            ],
-            axis=1,
-        )
+            X = np.stack(list(pool.map(_timbre, jobs, chunksize=8)))
+        new = pd.concat([pd.DataFrame(rows, columns=ids), pd.DataFrame(X, columns=TIMBRE_NAMES)], axis=1)
         done = pd.concat([done, new], ignore_index=True)
         done.to_parquet(cache)
     return done
@@ -190,43 +208,54 @@ FAMILY_OF = {
     "room": "piano",
     "guitar": "plucked",
     "harpsichord": "plucked",
-    "organ": "sustained",
-    "strings": "sustained",
-    "flute": "sustained",
+    "organ": "organ",
+    "strings": "bowed_blown",
+    "flute": "bowed_blown",
     "band": "band",
 }
 
 
-def train_family(features: pd.DataFrame, out: Path | None) -> None:
-    """Leave-one-collection-out accuracy of the family model, beside the majority class; then the
-    model fitted on every render (written to ``out``, the package's shipped file)."""
-    from music_pipeline.artifacts import write_npz
-    from music_pipeline.difficulty.instrument import TIMBRE_FEATURES, fit_family_model
+def fit_on(both: pd.DataFrame, c: float = 0.1):
+    """The instrument model fitted on renders (descriptor rows merged with their timbre rows)."""
+    from music_pipeline.difficulty.instrument import TIMBRE_NAMES, fit_instrument_model
 
-    X = features[TIMBRE_FEATURES].to_numpy(float)
-    y = features["instrument"].map(FAMILY_OF).to_numpy()
-    groups = features["collection"].to_numpy()
-    for c in (0.01, 0.1, 1.0):
-        pred = np.empty(len(y), dtype=object)
-        prob = np.empty(len(y))
-        for g in np.unique(groups):
-            test = groups == g
-            m = fit_family_model(X[~test], y[~test], TIMBRE_FEATURES, c)
-            P = m.probabilities(X[test])
-            pred[test] = np.array(m.families)[P.argmax(1)]
-            prob[test] = P.max(1)
-        acc = float(np.mean(pred == y))
-        by = {f: float(np.mean(pred[y == f] == f)) for f in np.unique(y)}
-        print(
-            f"family model C={c}: leave-one-collection-out accuracy {acc:.3f}  "
-            + "  ".join(f"{f} {v:.2f}" for f, v in by.items())
-        )
-    values, counts = np.unique(y, return_counts=True)
-    print(f"  majority class ({values[counts.argmax()]}): {counts.max() / len(y):.3f}")
-    if out is not None:
-        model = fit_family_model(X, y, TIMBRE_FEATURES, 0.1)
-        write_npz(out, model.arrays())
-        print(f"family model fitted on {len(y)} renders -> {out}")
+    return fit_instrument_model(
+        both[TIMBRE_NAMES].to_numpy(float),
+        both["instrument"].map(FAMILY_OF).to_numpy(),
+        both[NOTE_DESCRIPTOR_NAMES].to_numpy(float),
+        NOTE_DESCRIPTOR_NAMES,
+        c,
+    )
+
+
+def corrected(table: pd.DataFrame, timbre: pd.DataFrame, c: float = 0.1) -> pd.DataFrame:
+    """The descriptors corrected by instrument models fitted without each row's collection
+    (leave-one-collection-out), and the family each row was heard as."""
+    from music_pipeline.difficulty.instrument import TIMBRE_NAMES
+
+    keys = ["instrument", "collection", "piece"]
+    every = table.merge(timbre, on=keys)  # each render with its tone-filtered copies: for training
+    both = table.merge(timbre[timbre["tone"] == ""], on=keys).reset_index(drop=True)
+    out = both.copy()
+    out["heard"] = ""
+    for g in both["collection"].unique():
+        test = (both["collection"] == g).to_numpy()
+        model = fit_on(every[every["collection"] != g], c)
+        X = both.loc[test, TIMBRE_NAMES].to_numpy(float)
+        P, familiar = model.probabilities(X), model.familiar(X)
+        values = both.loc[test, NOTE_DESCRIPTOR_NAMES].to_numpy(float)
+        out.loc[test, NOTE_DESCRIPTOR_NAMES] = np.where(familiar[:, None], model.correct(values, P), values)
+        out.loc[test, "heard"] = np.where(familiar, np.array(model.families)[P.argmax(1)], "unfamiliar")
+        out.loc[test, "heard_p"] = P.max(1)
+    truth = out["instrument"].map(FAMILY_OF)
+    print(f"unfamiliar timbre (left uncorrected): {(out['heard'] == 'unfamiliar').mean():.1%} of the renders")
+    acc = float((out["heard"] == truth).mean())
+    by = {f: float((out.loc[truth == f, "heard"] == f).mean()) for f in sorted(truth.unique())}
+    print(
+        f"family heard, leave-one-collection-out (C={c}): accuracy {acc:.3f} (majority {truth.value_counts(normalize=True).max():.3f})  "
+        + "  ".join(f"{f} {v:.2f}" for f, v in by.items())
+    )
+    return out[table.columns.tolist() + ["heard", "heard_p"]]
 
 
 # --- scoring ----------------------------------------------------------------------------------------
@@ -312,10 +341,59 @@ def evaluate(reference: pd.DataFrame, table: pd.DataFrame, decoder: str) -> dict
     return out
 
 
+def _pair_quiet(path: str) -> tuple[dict, dict, str, str]:
+    """The corrected note descriptors of a render and of a copy 12 dB quieter (16-bit, as a file),
+    then of a darker and a brighter copy (difficulty_reference's tone filters)."""
+    global _TRANSCRIBER
+    from music_pipeline.audio.decode import decode
+    from music_pipeline.notes.store import notes_of_signal
+    from music_pipeline.notes.transcribe import Transcriber
+
+    if _TRANSCRIBER is None:
+        _TRANSCRIBER = Transcriber(threads=1)
+    y = decode(path).y
+    quiet = np.round(y * 10 ** (-12 / 20) * 32767) / 32767
+    copies = [y, quiet.astype(np.float32)] + [
+        ref._timbre(y.astype(np.float64), k).astype(np.float32) for k in ("dark", "bright")
+    ]
+    heard = [notes_of_signal(c, ref.SR, _TRANSCRIBER) for c in copies]
+    return [h.descriptors for h in heard], [h.heard.family for h in heard]
+
+
+def quiet_check(work: Path, reference: pd.DataFrame, workers: int) -> None:
+    """The shipped notes pass on the piano renders and on copies 12 dB quieter: the quieter copies
+    scored on the piano renders' scale (median |ΔPDI|, level changes, family heard the same)."""
+    from music_pipeline.difficulty.pdi import INTENSITY_DESCRIPTORS, fit_model
+
+    paths = [str(ref.audio_path(work, di.variant("piano"), r.collection, r.piece)) for r in reference.itertuples()]
+    with ProcessPoolExecutor(workers) as pool:
+        pairs = list(pool.map(_pair_quiet, paths, chunksize=4))
+
+    def frame(k):
+        t = pd.DataFrame([p[0][k] for p in pairs]).assign(key=reference["piece"], content_hash=reference["piece"])
+        for n in INTENSITY_DESCRIPTORS:
+            t[n] = 0.0
+        return t
+
+    model = fit_model(frame(0))
+    a = model.score_frame(frame(0))
+    for k, name in enumerate(("12 dB quieter", "darker", "brighter"), start=1):
+        b = model.score_frame(frame(k))
+        d = np.abs(a["pdi"].to_numpy() - b["pdi"].to_numpy())
+        same_family = np.mean([p[1][0] == p[1][k] for p in pairs])
+        print(
+            f"{name} ({len(paths)} piano renders): median |ΔPDI| {np.median(d):.4f}, 95th pct {np.percentile(d, 95):.4f}, "
+            f"level changed {np.mean(a['level'] != b['level']):.1%}, same family heard {same_family:.1%}"
+        )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", nargs="?", default="rank", choices=["rank", "train-family"])
-    p.add_argument("--family-out", type=Path, default=None, help="train-family: write the fitted model here")
+    p.add_argument("mode", nargs="?", default="rank", choices=["rank", "correct", "train", "quiet"])
+    p.add_argument(
+        "--model-out", type=Path, default=None, help="train: write the instrument model fitted on every render here"
+    )
+    p.add_argument("-C", type=float, default=0.1, help="inverse regularisation of the family classifier")
     p.add_argument("--work", type=Path, default=DEFAULT_WORK)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--instruments", default=",".join(di.INSTRUMENTS))
@@ -324,11 +402,29 @@ def main() -> None:
     args = p.parse_args()
     instruments = args.instruments.split(",")
     reference = prepare(args.work, args.workers, instruments, args.per_collection)
-    if args.mode == "train-family":
-        train_family(feature_table(args.work, reference, instruments, args.workers), args.family_out)
+    if args.mode == "quiet":
+        quiet_check(args.work, reference, args.workers)
         return
     for decoder in args.decoder or ["shipped"]:
-        evaluate(reference, descriptor_table(args.work, reference, instruments, decoder, args.workers), decoder)
+        table = descriptor_table(args.work, reference, instruments, decoder, args.workers)
+        if args.mode == "rank":
+            evaluate(reference, table, decoder)
+            continue
+        timbre = timbre_table(args.work, reference, instruments, args.workers)
+        if args.mode == "correct":
+            evaluate(
+                reference,
+                corrected(table, timbre, args.C),
+                f"{decoder} + instrument correction (leave-one-collection-out)",
+            )
+        else:
+            from music_pipeline.artifacts import write_npz
+
+            model = fit_on(
+                table.merge(timbre, on=["instrument", "collection", "piece"]), args.C
+            )  # with the tone copies
+            write_npz(args.model_out, model.arrays())
+            print(f"instrument model fitted on {len(table)} renders ({decoder}) -> {args.model_out}")
 
 
 if __name__ == "__main__":

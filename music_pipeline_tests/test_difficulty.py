@@ -12,6 +12,7 @@ from scipy.stats import spearmanr
 
 from music_pipeline.artifacts import read_parquet
 from music_pipeline.difficulty import pdi
+from music_pipeline.difficulty.instrument import FAMILY_LABELS
 from music_pipeline.difficulty.note_descriptors import NOTE_DESCRIPTOR_NAMES, NOTE_FAMILIES
 from music_pipeline.features.extract import features_from_signal
 from music_pipeline.layout import DataLayout
@@ -346,6 +347,10 @@ def test_cli_scores_outside_files_explains_and_writes_midi(built, tmp_path, caps
         assert {"file", "pdi", "level", "structural", "intensity", "notes", "families", "explanation"} <= set(o)
         assert o["level"] in pdi.LEVELS and 0.0 <= o["pdi"] <= 1.0
         assert set(NOTE_DESCRIPTOR_NAMES) <= set(o["notes"]) and o["notes"]["n_notes"] > 0
+        heard = o["heard"]  # the family the audio sounded like, and how surely its notes were read
+        assert heard["family"] in FAMILY_LABELS and heard["family_label"] == FAMILY_LABELS[heard["family"]]
+        assert 0.0 < heard["family_probability"] <= 1.0 and 0.0 < heard["note_confidence"] <= 1.0
+        assert "sounded like" in o["explanation"] and "confidence" in o["explanation"]
     assert out[0]["pdi"] > out[1]["pdi"] and out[0]["notes"]["notes_per_s"] > out[1]["notes"]["notes_per_s"]
     assert len(read_midi(midi_dir / "busy.mid")) == out[0]["notes"]["n_notes"]
     assert (_digest(table), _digest(model_file)) == before

@@ -77,13 +77,20 @@ def cmd_difficulty(args) -> int:
         except ValueError as exc:
             loop.fail(f, AudioError(f, str(exc)))
             continue
-        why = explain(notes.descriptors, result.level, result.normalised)
+        why = explain(notes.descriptors, result.level, result.normalised, notes.heard)
         midi = None
         if args.notes:
             midi = write_midi(notes.notes, _midi_destination(args.notes, f, several))
         if args.json:
             stats = {**notes.descriptors, "n_notes": len(notes.notes), "seconds_transcribed": notes.notes.covered_s}
-            out = {"file": f, "duration_s": feats.duration_s, **result.to_dict(), "notes": stats, "explanation": why}
+            out = {
+                "file": f,
+                "duration_s": feats.duration_s,
+                **result.to_dict(),
+                "notes": stats,
+                "heard": notes.heard.to_dict(),
+                "explanation": why,
+            }
             if midi:
                 out["notes_midi"] = str(midi)
             print(json.dumps(out))

@@ -1,17 +1,23 @@
-"""What the notes were heard from: the instrument family a track sounds like, and how readable its notes were.
+"""What the notes were heard from, and how the instrument bends what the transcription reads.
 
-Both go beside the PDI in its explanation; neither changes it.
+The same notes on an organ or a string section are read as more, denser and wider notes than on a
+piano (overtones and held tones heard as notes, slow attacks that smear chords); the notes pass
+asks which family the audio sounds like and maps its note descriptors to what a piano rendering
+of the same notes gives, then reports the family and how surely the notes were read beside the PDI.
 
-* **Family** — a multinomial logistic regression on the timbre dimensions of the 641-D embedding
-  (MFCC statistics, spectral contrast and flatness, zero-crossing rate, onset strength), trained
-  by ``benchmarks/bench_instruments.py train-family`` on the development set across timbres and
-  shipped as ``instrument_family.npz`` (plain arrays: feature names, scaler, coefficients; no
-  pickle). The families are how notes sound, which is what makes them easy or hard to read:
-  ``piano``, ``plucked`` (guitar, harpsichord), ``sustained`` (organ, bowed strings, winds) and
-  ``band`` (several instruments and drums). The probability of the top family is its confidence.
-* **Note confidence** — how surely the transcription read the notes: the mean of the notes'
-  confidences (the model's mean frame activation over each note), so ghost notes, smeared
-  sustained tones and reverberation, which the model reports weakly, pull it down.
+* ``timbre_vector`` — 64 numbers of timbre from the audio the transcription heard (MFCC 1–20 mean
+  and std, spectral contrast 7 bands mean and std, flatness, zero-crossing rate and onset strength
+  mean and std; librosa);
+* ``InstrumentModel`` — a multinomial logistic regression over the families ``FAMILY_LABELS``
+  (trained with each render also darker and brighter, so a tone control does not change the
+  family) and, per family and note descriptor, the median of log(1 + value) on the development set
+  across timbres; ``correct`` moves a track's descriptors by the difference between the piano's
+  median and each family's, weighted by the family probabilities. A timbre farther from its
+  family's centre than ``FAMILIAR_QUANTILE`` of that family's own renders is *unfamiliar*: the
+  descriptors are left as read and the family is reported as ``unfamiliar``. Trained by
+  ``benchmarks/bench_instruments.py train``, shipped as ``instrument_model.npz`` (plain arrays, no
+  pickle);
+* ``note_confidence`` — how surely the notes were read: the mean of the notes' confidences.
 """
 
 from __future__ import annotations
@@ -22,43 +28,111 @@ from pathlib import Path
 
 import numpy as np
 
-from music_pipeline.features.embedding import FEATURE_NAMES
-
-FAMILY_MODEL_FILE = "instrument_family.npz"
+MODEL_FILE = "instrument_model.npz"
+UNFAMILIAR = "unfamiliar"
+FAMILIAR_QUANTILE = 99.0  # percentile of a family's own distances to its centre that still counts as that family
+REFERENCE_FAMILY = "piano"
 FAMILY_LABELS = {
     "piano": "piano",
     "plucked": "plucked (guitar, harpsichord)",
-    "sustained": "sustained (organ, strings, winds)",
+    "organ": "organ",
+    "bowed_blown": "bowed or blown (strings, winds)",
     "band": "band or mixed ensemble",
+    UNFAMILIAR: "none of the families it knows (descriptors not corrected)",
 }
-TIMBRE_PREFIXES = ("mfcc_", "spectral_contrast_", "spectral_flatness_", "zcr_", "onset_strength_")
-TIMBRE_FEATURES = [n for n in FEATURE_NAMES if n.startswith(TIMBRE_PREFIXES)]
+N_MFCC, N_CONTRAST = 20, 7
+TIMBRE_NAMES = [
+    *(f"mfcc_{s}_{i:02d}" for s in ("mean", "std") for i in range(1, N_MFCC + 1)),
+    *(f"contrast_{s}_b{b}" for s in ("mean", "std") for b in range(1, N_CONTRAST + 1)),
+    *(f"{f}_{s}" for f in ("flatness", "zcr", "onset_strength") for s in ("mean", "std")),
+]
+
+
+def timbre_vector(y: np.ndarray, sr: int) -> np.ndarray:
+    """The ``TIMBRE_NAMES`` of a mono signal."""
+    import librosa
+
+    S = np.abs(librosa.stft(y, n_fft=2048, hop_length=512))
+    mel = librosa.feature.melspectrogram(S=S**2, sr=sr)
+    mfcc = librosa.feature.mfcc(S=librosa.power_to_db(mel), n_mfcc=N_MFCC)
+    contrast = librosa.feature.spectral_contrast(S=S, sr=sr)
+    flat = librosa.feature.spectral_flatness(S=S)[0]
+    zcr = librosa.feature.zero_crossing_rate(y, hop_length=512)[0]
+    onset = librosa.onset.onset_strength(S=librosa.power_to_db(mel), sr=sr)
+    parts = [mfcc.mean(1), mfcc.std(1), contrast.mean(1), contrast.std(1)]
+    parts += [np.array([v.mean(), v.std()]) for v in (flat, zcr, onset)]
+    return np.concatenate(parts).astype(np.float64)
 
 
 @dataclass(frozen=True)
-class FamilyModel:
-    """Standardise, then a softmax over the families (the arrays of ``instrument_family.npz``)."""
+class Heard:
+    """The family the audio sounded like (with its probability) and how surely the notes were read."""
 
-    names: tuple[str, ...]
+    family: str
+    probability: float
+    note_confidence: float
+
+    @property
+    def label(self) -> str:
+        return FAMILY_LABELS.get(self.family, self.family)
+
+    def to_dict(self) -> dict:
+        return {
+            "family": self.family,
+            "family_label": self.label,
+            "family_probability": self.probability,
+            "note_confidence": self.note_confidence,
+        }
+
+
+@dataclass(frozen=True)
+class InstrumentModel:
+    names: tuple[str, ...]  # TIMBRE_NAMES
     mean: np.ndarray
     scale: np.ndarray
     coef: np.ndarray  # (families, features)
     intercept: np.ndarray
     families: tuple[str, ...]
+    descriptors: tuple[str, ...]
+    centre: np.ndarray  # (families, descriptors): median of log(1 + value)
+    timbre_centre: np.ndarray  # (families, features): mean standardised timbre of the family
+    radius: np.ndarray  # (families,): FAMILIAR_QUANTILE of the family's distances to its timbre centre
+
+    def _standardised(self, X: np.ndarray) -> np.ndarray:
+        return (np.atleast_2d(np.asarray(X, np.float64)) - self.mean) / self.scale
 
     def probabilities(self, X: np.ndarray) -> np.ndarray:
-        z = (np.atleast_2d(np.asarray(X, np.float64)) - self.mean) / self.scale
+        z = self._standardised(X)
         logits = z @ self.coef.T + self.intercept
         logits -= logits.max(axis=1, keepdims=True)
         p = np.exp(logits)
         return p / p.sum(axis=1, keepdims=True)
 
-    def family(self, embedding: np.ndarray) -> tuple[str, float]:
-        """(family, probability) of one 641-D embedding in ``FEATURE_NAMES`` order."""
-        index = [FEATURE_NAMES.index(n) for n in self.names]
-        p = self.probabilities(np.asarray(embedding, np.float64)[index])[0]
+    def familiar(self, X: np.ndarray) -> np.ndarray:
+        """Whether each timbre lies within its most probable family's usual distance of its centre."""
+        z = self._standardised(X)
+        k = self.probabilities(X).argmax(axis=1)
+        return np.linalg.norm(z - self.timbre_centre[k], axis=1) <= self.radius[k]
+
+    def correct(self, values: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+        """Descriptor rows (in ``descriptors`` order) moved, in log(1 + value), by the difference
+        between the reference family's median and each family's, weighted by the family probabilities."""
+        x = np.log1p(np.maximum(np.atleast_2d(np.asarray(values, np.float64)), 0.0))
+        ref = self.families.index(REFERENCE_FAMILY)
+        shift = np.atleast_2d(probabilities) @ (self.centre[ref] - self.centre)
+        return np.expm1(np.maximum(x + shift, 0.0))
+
+    def hear(self, timbre: np.ndarray, descriptors: dict[str, float], confidence: np.ndarray) -> tuple[Heard, dict]:
+        """(what was heard, the descriptors corrected for it) of one track; an unfamiliar timbre
+        keeps its descriptors as read."""
+        p = self.probabilities(timbre)[0]
         k = int(np.argmax(p))
-        return self.families[k], float(p[k])
+        heard_confidence = note_confidence(confidence)
+        if not self.familiar(timbre)[0]:
+            return Heard(UNFAMILIAR, float(p[k]), heard_confidence), dict(descriptors)
+        row = np.array([[descriptors[n] for n in self.descriptors]])
+        fixed = dict(zip(self.descriptors, map(float, self.correct(row, p[None])[0]), strict=True))
+        return Heard(self.families[k], float(p[k]), heard_confidence), {**descriptors, **fixed}
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {
@@ -68,43 +142,78 @@ class FamilyModel:
             "coef": self.coef,
             "intercept": self.intercept,
             "families": np.array(self.families),
+            "descriptors": np.array(self.descriptors),
+            "centre": self.centre,
+            "timbre_centre": self.timbre_centre,
+            "radius": self.radius,
         }
 
     @classmethod
-    def from_arrays(cls, z) -> FamilyModel:
+    def from_arrays(cls, z) -> InstrumentModel:
+        f = lambda k: np.asarray(z[k], np.float64)
+        s = lambda k: tuple(map(str, z[k]))
         return cls(
-            tuple(map(str, z["names"])),
-            np.asarray(z["mean"], np.float64),
-            np.asarray(z["scale"], np.float64),
-            np.asarray(z["coef"], np.float64),
-            np.asarray(z["intercept"], np.float64),
-            tuple(map(str, z["families"])),
+            s("names"),
+            f("mean"),
+            f("scale"),
+            f("coef"),
+            f("intercept"),
+            s("families"),
+            s("descriptors"),
+            f("centre"),
+            f("timbre_centre"),
+            f("radius"),
         )
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> FamilyModel:
+    def load(cls, path: str | Path | None = None) -> InstrumentModel:
         """The shipped model (package data), or the one at ``path``."""
-        source = Path(path) if path else resources.files("music_pipeline.difficulty") / FAMILY_MODEL_FILE
-        with source.open("rb") as f, np.load(f, allow_pickle=False) as z:
-            return cls.from_arrays(z)
+        source = Path(path) if path else resources.files("music_pipeline.difficulty") / MODEL_FILE
+        with source.open("rb") as fh, np.load(fh, allow_pickle=False) as z:
+            model = cls.from_arrays(z)
+        if list(model.names) != TIMBRE_NAMES:
+            raise ValueError(f"{source} was trained on other timbre features than this version computes")
+        return model
 
 
-def fit_family_model(X: np.ndarray, families: np.ndarray, names: list[str], c: float = 0.1) -> FamilyModel:
-    """Fit the scaler and the regression (scikit-learn, one Pipeline) and keep their arrays."""
+def fit_instrument_model(
+    timbre: np.ndarray, families: np.ndarray, descriptors: np.ndarray, descriptor_names: list[str], c: float = 0.1
+) -> InstrumentModel:
+    """Fit the family classifier (one scikit-learn Pipeline: scaler, logistic regression) and each
+    family's descriptor distribution; keep their arrays."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    pipe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
-    pipe.fit(np.asarray(X, np.float64), np.asarray(families))
+    families = np.asarray(families)
+    pipe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000))
+    pipe.fit(np.asarray(timbre, np.float64), families)
     scaler, reg = pipe.steps[0][1], pipe.steps[1][1]
-    return FamilyModel(
-        tuple(names),
+    classes = tuple(map(str, reg.classes_))
+    coef, intercept = reg.coef_, reg.intercept_
+    if len(classes) == 2:  # one logit for the second class: as a softmax, the first class's logit is 0
+        coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.r_[0.0, intercept]
+    logs = np.log1p(np.maximum(np.asarray(descriptors, np.float64), 0.0))
+    scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
+    z = (np.asarray(timbre, np.float64) - scaler.mean_) / scale
+    centres = np.stack([z[families == f].mean(axis=0) for f in classes])
+    radius = np.array(
+        [
+            np.percentile(np.linalg.norm(z[families == f] - centres[i], axis=1), FAMILIAR_QUANTILE)
+            for i, f in enumerate(classes)
+        ]
+    )
+    return InstrumentModel(
+        tuple(TIMBRE_NAMES),
         scaler.mean_.copy(),
-        np.where(scaler.scale_ > 0, scaler.scale_, 1.0),
-        reg.coef_.copy(),
-        reg.intercept_.copy(),
-        tuple(map(str, reg.classes_)),
+        scale,
+        coef.copy(),
+        intercept.copy(),
+        classes,
+        tuple(descriptor_names),
+        np.stack([np.median(logs[families == f], axis=0) for f in classes]),
+        centres,
+        radius,
     )
 
 

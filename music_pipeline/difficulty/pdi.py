@@ -62,9 +62,10 @@ from music_pipeline.artifacts import (
 )
 from music_pipeline.difficulty.audio_descriptors import DESCRIPTORS as AUDIO_DESCRIPTORS
 from music_pipeline.difficulty.audio_descriptors import INTENSITY as AUDIO_INTENSITY
+from music_pipeline.difficulty.instrument import Heard
 from music_pipeline.difficulty.note_descriptors import NOTE_DESCRIPTOR_FAMILY, NOTE_DESCRIPTOR_NAMES, NOTE_FAMILIES
 from music_pipeline.layout import DataLayout
-from music_pipeline.notes.store import NOTES_VERSION_KEY, NotesStore, note_table
+from music_pipeline.notes.store import HEARD_COLUMNS, NOTES_VERSION_KEY, NotesStore, note_table
 from music_pipeline.records import FilePath, Json, Markdown, Table
 
 LEVELS = ("Easy", "Medium", "Hard")
@@ -74,8 +75,15 @@ INTENSITY_DESCRIPTORS = [d.name for d in AUDIO_DESCRIPTORS if d.family == AUDIO_
 MODEL_DESCRIPTORS = NOTE_DESCRIPTOR_NAMES + INTENSITY_DESCRIPTORS
 DESCRIPTOR_FAMILY = {**NOTE_DESCRIPTOR_FAMILY, **{n: INTENSITY for n in INTENSITY_DESCRIPTORS}}
 
-# Equal: fitted weightings did not beat them on held-out collections (bench_difficulty.py, README).
-DEFAULT_WEIGHTS: dict[str, float] = {n: 1.0 / len(NOTE_DESCRIPTOR_NAMES) for n in NOTE_DESCRIPTOR_NAMES}
+# Equal: fitted weightings did not beat them on held-out collections (bench_difficulty.py). Two
+# descriptors are shown but weigh nothing: the same notes on another instrument give them other
+# ranks (Spearman with the piano rendering's 0.52 and 0.51, the 10 others 0.59–0.92;
+# bench_instruments.py, docs/difficulty.md), so they describe the instrument more than the notes.
+UNWEIGHTED = ("fast_run_share", "peak_polyphony")
+_WEIGHTED = [n for n in NOTE_DESCRIPTOR_NAMES if n not in UNWEIGHTED]
+DEFAULT_WEIGHTS: dict[str, float] = {
+    n: (1.0 / len(_WEIGHTED) if n in _WEIGHTED else 0.0) for n in NOTE_DESCRIPTOR_NAMES
+}
 DEFAULT_INTENSITY_WEIGHT = 0.0
 DEFAULT_QUANTILES = (1 / 3, 2 / 3)
 QUANTILE_POINTS = 101
@@ -227,7 +235,7 @@ class DifficultyModel:
         norm = self.scale.transform(self._matrix(df))
         parts = self.subscores(norm)
         idx = self.level_index(parts["pdi"])
-        ids = df[[c for c in SCORE_ID_COLUMNS if c in df.columns]].reset_index(drop=True)
+        ids = df[[c for c in [*SCORE_ID_COLUMNS, *HEARD_COLUMNS.values()] if c in df.columns]].reset_index(drop=True)
         scores = pd.DataFrame(norm, columns=[norm_column(n) for n in self.names])
         for k, v in parts.items():
             scores[k] = v
@@ -385,7 +393,7 @@ def score_library(descriptors: pd.DataFrame, **fit_kwargs) -> tuple[pd.DataFrame
 
 def merge_descriptors(audio: pd.DataFrame, notes: pd.DataFrame) -> pd.DataFrame:
     """One row per track with both the audio and the note descriptors (tracks without notes out)."""
-    keep = ["content_hash", *NOTE_DESCRIPTOR_NAMES]
+    keep = ["content_hash", *NOTE_DESCRIPTOR_NAMES, *(c for c in HEARD_COLUMNS.values() if c in notes.columns)]
     return audio.merge(notes[keep].drop_duplicates("content_hash"), on="content_hash", how="inner")
 
 
@@ -394,8 +402,14 @@ def _octaves(semitones: float) -> str:
     return f"{octaves:g}-octave" if octaves >= 1 else f"{semitones:.0f}-semitone"
 
 
-def explain(values: Mapping[str, float], level: str, normalised: Mapping[str, float] | None = None) -> str:
-    """The difficulty in musical terms: "8.1 notes/s, chords of 4, a 4-octave range → Hard".
+def explain(
+    values: Mapping[str, float],
+    level: str,
+    normalised: Mapping[str, float] | None = None,
+    heard: Heard | None = None,
+) -> str:
+    """The difficulty in musical terms: "8.1 notes/s, chords of 4, a 4-octave range → Hard", and
+    with ``heard`` what it was heard from: "(sounded like organ, p 0.97; notes read with confidence 0.41)".
 
     Notes per second, chord size and range are always named; fast runs, wide leaps and an
     irregular rhythm only when they stand out — in the library's top quarter when ``normalised``
@@ -417,7 +431,25 @@ def explain(values: Mapping[str, float], level: str, normalised: Mapping[str, fl
         parts.append(f"leaps of {values['melodic_leap']:.0f} semitones on average")
     if stands_out("ioi_entropy", 2.5):
         parts.append("an irregular rhythm")
-    return ", ".join(parts) + f" → {level}"
+    text = ", ".join(parts) + f" → {level}"
+    if heard is not None:
+        text += (
+            f" (sounded like {heard.label}, p {heard.probability:.2f}; "
+            f"notes read with confidence {heard.note_confidence:.2f})"
+        )
+    return text
+
+
+def heard_of(row: Mapping) -> Heard | None:
+    """What a note-table row says was heard (None for a table without those columns)."""
+    try:
+        return Heard(
+            str(row[HEARD_COLUMNS["family"]]),
+            float(row[HEARD_COLUMNS["family_probability"]]),
+            float(row[HEARD_COLUMNS["note_confidence"]]),
+        )
+    except KeyError:
+        return None
 
 
 def extremes(scores: pd.DataFrame, n: int = 5) -> pd.DataFrame:

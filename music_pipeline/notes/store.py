@@ -1,8 +1,11 @@
 """The notes of every track, cached by content hash, and the worker pool that transcribes them.
 
     <data>/notes/<version>/<content-hash>.npz          onset, offset, pitch, confidence, spans,
-                                                        descriptor_names, descriptors, duration_s,
-                                                        gain_db, compute_seconds
+                                                        descriptor_names, descriptors (corrected for
+                                                        the instrument heard), raw_descriptors,
+                                                        heard_family, heard_probability,
+                                                        note_confidence, duration_s, gain_db,
+                                                        compute_seconds
     <data>/notes/<version>/failed/<content-hash>.json  why that content could not be transcribed
 
 ``<version>`` names the code and the budget (``v1-30s3x``): new transcription code or another
@@ -17,7 +20,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +28,13 @@ import numpy as np
 from music_pipeline.artifacts import read_npz
 from music_pipeline.audio.decode import ANALYSIS_SR, SharedDecode, decode
 from music_pipeline.content_store import ContentStore, blame_crash, run_pass
+from music_pipeline.difficulty.instrument import (
+    REFERENCE_FAMILY,
+    Heard,
+    InstrumentModel,
+    note_confidence,
+    timbre_vector,
+)
 from music_pipeline.difficulty.note_descriptors import NOTE_DESCRIPTOR_NAMES, note_descriptors
 from music_pipeline.notes.events import NoteEvents
 from music_pipeline.workers import run_pending
@@ -32,7 +42,8 @@ from music_pipeline.workers import run_pending
 log = logging.getLogger(__name__)
 
 # Bump when the notes or their descriptors change for the same audio.
-NOTES_VERSION = "1"
+# 2: held tones joined, 75 ms chords, descriptors corrected for the instrument family heard.
+NOTES_VERSION = "2"
 
 
 def notes_version(budget=None) -> str:
@@ -44,10 +55,12 @@ def notes_version(budget=None) -> str:
 @dataclass
 class TrackNotes:
     notes: NoteEvents
-    descriptors: dict[str, float]
+    descriptors: dict[str, float]  # corrected for the instrument family heard: what the PDI uses
     duration_s: float
     gain_db: float
     compute_seconds: float = 0.0
+    heard: Heard | None = None
+    raw_descriptors: dict[str, float] | None = None  # of the notes as read
 
 
 class NotesStore(ContentStore):
@@ -60,12 +73,18 @@ class NotesStore(ContentStore):
         self.budget = budget
 
     def save(self, content_hash: str, result: TrackNotes):
+        heard = result.heard or Heard(REFERENCE_FAMILY, 1.0, note_confidence(result.notes.confidence))
+        raw = result.raw_descriptors or result.descriptors
         return self.save_arrays(
             content_hash,
             {
                 **result.notes.to_arrays(),
                 "descriptor_names": np.array(NOTE_DESCRIPTOR_NAMES),
                 "descriptors": np.array([result.descriptors[n] for n in NOTE_DESCRIPTOR_NAMES], np.float64),
+                "raw_descriptors": np.array([raw[n] for n in NOTE_DESCRIPTOR_NAMES], np.float64),
+                "heard_family": np.array(heard.family),
+                "heard_probability": np.float64(heard.probability),
+                "note_confidence": np.float64(heard.note_confidence),
                 "duration_s": np.float64(result.duration_s),
                 "gain_db": np.float64(result.gain_db),
                 "compute_seconds": np.float64(result.compute_seconds),
@@ -83,12 +102,30 @@ class NotesStore(ContentStore):
             float(z["duration_s"]),
             float(z["gain_db"]),
             float(z["compute_seconds"]),
+            Heard(str(z["heard_family"]), float(z["heard_probability"]), float(z["note_confidence"])),
+            dict(zip(names, z["raw_descriptors"].tolist(), strict=True)),
         )
 
 
+def heard_audio(y: np.ndarray, spans, gain_db: float, sr: int = ANALYSIS_SR) -> np.ndarray:
+    """The stretches of ``y`` the transcription heard (``spans`` in seconds), end to end, at the
+    loudness it heard them (``gain_db``): a quieter copy sounds like the same instrument."""
+    heard = np.concatenate([y[int(a * sr) : int(b * sr)] for a, b in spans]) if len(spans) else y
+    return (heard * 10 ** (gain_db / 20)).astype(np.float32)
+
+
+@cache
+def instrument_model() -> InstrumentModel:
+    return InstrumentModel.load()
+
+
 def notes_of_signal(y: np.ndarray, sr: int, transcriber) -> TrackNotes:
+    """Transcribe, describe the notes, and correct the description for the instrument heard."""
     t = transcriber.transcribe(y, sr)
-    return TrackNotes(t.notes, note_descriptors(t.notes), t.duration_s, t.gain_db, t.seconds)
+    raw = note_descriptors(t.notes)
+    timbre = timbre_vector(heard_audio(y, t.notes.spans, t.gain_db, sr), sr)
+    heard, corrected = instrument_model().hear(timbre, raw, t.notes.confidence)
+    return TrackNotes(t.notes, corrected, t.duration_s, t.gain_db, t.seconds, heard, raw)
 
 
 def notes_of_file(path: str | Path, transcriber, audio: SharedDecode | None = None) -> TrackNotes:
@@ -220,6 +257,12 @@ def transcribe_many(
 
 NOTES_VERSION_KEY = "music_pipeline.notes_version"
 NOTE_TABLE_ID_COLUMNS = ["key", "relpath", "content_hash", "duration_s", "n_notes", "gain_db"]
+# what was heard, beside the descriptors (``Heard.to_dict`` key -> column)
+HEARD_COLUMNS = {
+    "family": "heard_family",
+    "family_probability": "heard_probability",
+    "note_confidence": "note_confidence",
+}
 
 
 def note_table(tracks, store: NotesStore, previous=None):
@@ -258,10 +301,16 @@ def note_table(tracks, store: NotesStore, previous=None):
                 "n_notes": len(r.notes),
                 "gain_db": r.gain_db,
                 **r.descriptors,
+                **{HEARD_COLUMNS[k]: v for k, v in r.heard.to_dict().items() if k in HEARD_COLUMNS},
             }
         )
-    cols = NOTE_TABLE_ID_COLUMNS + NOTE_DESCRIPTOR_NAMES
+    cols = NOTE_TABLE_ID_COLUMNS + NOTE_DESCRIPTOR_NAMES + list(HEARD_COLUMNS.values())
     table = pd.DataFrame(rows, columns=cols).astype(
-        {c: "float64" for c in NOTE_DESCRIPTOR_NAMES + ["duration_s", "gain_db"]}
+        {
+            **{c: "float64" for c in NOTE_DESCRIPTOR_NAMES + ["duration_s", "gain_db"]},
+            HEARD_COLUMNS["family"]: "str",
+            HEARD_COLUMNS["family_probability"]: "float64",
+            HEARD_COLUMNS["note_confidence"]: "float64",
+        }
     )
     return table, pd.DataFrame(missing, columns=list(tracks.columns))

@@ -60,6 +60,13 @@ class NoteCreation:
     frame_threshold: float = bp.FRAME_THRESHOLD
     melodia_trick: bool = True
     overtone_confidence_ratio: float = 0.7
+    # A held tone read as repeated notes (bowed strings, winds, organ: 27–34 % of their notes on the
+    # development set across timbres, bench_instruments.py): a note of the same pitch that starts
+    # ≤ this many frames after the previous one ends, with the tone sounding through (frame
+    # activation ≥ the frame threshold at the join) and an onset weaker than
+    # ``rearticulation_onset``, continues it. A re-struck piano key has a strong onset and stays.
+    rearticulation_gap_frames: int = 2  # < 0: off
+    rearticulation_onset: float = 0.8
 
 
 DEFAULT_NOTE_CREATION = NoteCreation()
@@ -280,13 +287,36 @@ class Activations:
     gain_db: float  # loudness normalisation applied before the model
 
 
+def merge_rearticulations(notes, frames: np.ndarray, onsets: np.ndarray, how: NoteCreation):
+    """Join notes (start frame, end frame, MIDI pitch, amplitude) that re-articulate one held tone."""
+    out = []
+    for n in sorted(notes, key=lambda n: (n[2], n[0])):
+        if out:
+            s0, e0, p0, _ = out[-1]
+            s, e, p, _ = n
+            col = p - bp.MIDI_OFFSET
+            if (
+                p == p0
+                and 0 <= s - e0 <= how.rearticulation_gap_frames
+                and frames[max(e0 - 1, 0) : s + 1, col].min() >= how.frame_threshold
+                and onsets[s, col] < how.rearticulation_onset
+            ):
+                out[-1] = (s0, max(e, e0), p, float(np.mean(frames[s0 : max(e, e0), col])))
+                continue
+        out.append(n)
+    return sorted(out)
+
+
 def notes_from_activations(acts: Activations, how: NoteCreation = DEFAULT_NOTE_CREATION) -> NoteEvents:
     """Note events from the activations: basic-pitch's note creation per excerpt, then overtones out."""
     parts = []
     for e in acts.excerpts:
-        for s, end, pitch, amp in bp.output_to_notes_polyphonic(
+        found = bp.output_to_notes_polyphonic(
             e.frames, e.onsets, how.onset_threshold, how.frame_threshold, melodia_trick=how.melodia_trick
-        ):
+        )
+        if how.rearticulation_gap_frames >= 0:
+            found = merge_rearticulations(found, e.frames, e.onsets, how)
+        for s, end, pitch, amp in found:
             parts.append((e.times[s], e.times[min(end, len(e.times) - 1)], pitch, amp))
     arr = np.array(parts, dtype=np.float64).reshape(-1, 4)
     spans = [(e.start_s, e.end_s) for e in acts.excerpts]

@@ -17,12 +17,13 @@ from functools import lru_cache
 import numpy as np
 
 from music_pipeline.artifacts import read_json, read_parquet
-from music_pipeline.difficulty.pdi import DifficultyModel, explain, merge_descriptors
+from music_pipeline.difficulty.pdi import DifficultyModel, explain, heard_of, merge_descriptors
 from music_pipeline.genre.data import HANDCRAFTED, LEARNED, TAGS
 from music_pipeline.genre.serving import GenreService
 from music_pipeline.layout import DataLayout
 from music_pipeline.learned.store import LEARNED_NAMES, TAG_NAMES
 from music_pipeline.learned.table import read_learned_table
+from music_pipeline.notes.store import HEARD_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +58,8 @@ class Facts:
                         read_parquet(self.layout.note_descriptors_table_path),
                     )
                     frame = model.score_frame(table)
-                    rows = {
-                        str(k): r
-                        for k, r in zip(table["key"], table[list(model.names)].to_dict("records"), strict=True)
-                    }
+                    shown = list(model.names) + [c for c in HEARD_COLUMNS.values() if c in table.columns]
+                    rows = {str(k): r for k, r in zip(table["key"], table[shown].to_dict("records"), strict=True)}
                     levels = {
                         str(k): (str(lv), float(p))
                         for k, lv, p in zip(frame["key"], frame["level"], frame["pdi"], strict=True)
@@ -90,7 +89,8 @@ class Facts:
             available=True,
             thresholds=list(model.thresholds),
             levels=list(model.levels),
-            explanation=explain(rows[key], score.level, score.normalised),  # what `difficulty FILE` prints
+            explanation=explain(rows[key], score.level, score.normalised, heard_of(rows[key])),  # as `difficulty FILE`
+            heard=heard.to_dict() if (heard := heard_of(rows[key])) else None,
             reasons=difficulty_reasons(score.level, score.pushing),
         )
         out.pop("normalised", None)
