@@ -7,9 +7,9 @@ library-level asset ``fingerprint_index`` (or by ``identify`` when it is missing
 format or version, or older than the library's scan).
 
 On disk (format 2): ``CURRENT.json`` names a folder holding the landmark arrays as plain ``.npy``
-files (``hashes`` sorted, ``tracks``, ``frames``), which a lookup memory-maps: a clip's
-``searchsorted`` reads the few pages its hashes fall in, so a lookup's memory is that of the clip,
-not of the library (~12 bytes a landmark stay on disk). ``library.npz`` beside them holds the small
+files (``hashes`` sorted, ``tracks``, ``frames`` and the ``directory`` of hash ranges), which a
+lookup memory-maps without read-ahead: a clip's hashes read the page or two of their ranges, so a
+lookup's memory is that of the clip, not of the library (~12 bytes a landmark stay on disk). ``library.npz`` beside them holds the small
 per-content and per-track arrays. A rebuild writes a new folder and then ``CURRENT.json`` (atomic),
 so a reader never mixes two builds; older folders and the first format's single
 ``fingerprint_index.npz`` (loaded whole) are removed.
@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 MIN_CLIP_S = 4.9  # 5-s clips, with room for the samples an encoder trims
 
 INDEX_FORMAT = 2  # 1: one .npz loaded whole; 2: memory-mapped .npy arrays under CURRENT.json
-LANDMARK_ARRAYS = ("hashes", "tracks", "frames")
+LANDMARK_ARRAYS = ("hashes", "tracks", "frames", "directory")
 CURRENT = "CURRENT.json"
 
 
@@ -159,14 +159,16 @@ def _open_current(layout: DataLayout) -> LibraryIndex | None:
         if current.get("format") != INDEX_FORMAT or current.get("version") != FINGERPRINT_VERSION:
             return None
         folder = safe_join(layout.fingerprint_index_dir, str(current["folder"]))
-        arrays = {a: read_npy(folder / f"{a}.npy", mmap=True) for a in LANDMARK_ARRAYS}
+        arrays = {a: read_npy(folder / f"{a}.npy", mmap=True, random_access=True) for a in LANDMARK_ARRAYS}
         meta = read_npz(folder / "library.npz")
     except (FileNotFoundError, KeyError, ValueError) as exc:
         log.info("fingerprint index not usable (%s): rebuilt", exc)
         return None
     if len(arrays["hashes"]) != current.get("landmarks"):
         return None
-    index = FingerprintIndex(arrays["hashes"], arrays["tracks"], arrays["frames"], meta["content_hashes"])
+    index = FingerprintIndex(
+        arrays["hashes"], arrays["tracks"], arrays["frames"], meta["content_hashes"], arrays["directory"]
+    )
     return LibraryIndex(index, meta["keys"], meta["relpaths"], meta["content_of"])
 
 
