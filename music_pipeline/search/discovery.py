@@ -4,11 +4,14 @@ A query TRACK is, in this order: a track key (the partition key), a path inside 
 (relative, or absolute under the library root), an audio file (a copy of a library track is
 recognised by its content hash; anything else is embedded on the fly with ``extract_features``
 and projected with the saved scaler), or a unique case-insensitive substring of a title (the file
-name without extension). Results never contain the query track itself.
+name without extension). Results never contain the query track itself, nor a copy of it (the same
+recording stored again: the build's ``duplicate_groups`` table), and never two copies of one
+recording; every result carries its musical key and Camelot code.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -22,7 +25,9 @@ from music_pipeline.search.compare import Comparison, compare_standardised
 from music_pipeline.search.index import TrackIndex
 from music_pipeline.search.mmr import mmr
 from music_pipeline.search.path import DEFAULT_SMOOTH, path_walk, progress
-from music_pipeline.search.radio import radio_walk, window_mask
+from music_pipeline.search.radio import first_of_each, radio_walk, window_mask
+
+log = logging.getLogger(__name__)
 
 MMR_POOL_FACTOR = 5  # MMR re-ranks this many times n nearest candidates (at least MMR_POOL_MIN)
 MMR_POOL_MIN = 50
@@ -212,7 +217,72 @@ class Discovery:
     # -- queries --------------------------------------------------------------------------------
     def _hit(self, pos: int, score: float, **extra) -> Hit:
         row = self.index.tracks.iloc[int(pos)]
-        return Hit(row["key"], self.path_of(row["relpath"]), row["relpath"], row["label"], float(score), extra)
+        facts = {**self.key_facts(int(pos)), **extra}
+        return Hit(row["key"], self.path_of(row["relpath"]), row["relpath"], row["label"], float(score), facts)
+
+    def key_facts(self, pos: int) -> dict:
+        """{"key", "camelot", "key_confidence"} of the track at ``pos`` (None values when the
+        embeddings table is not there to read its chroma from)."""
+        if not getattr(self, "_keys_missing", False):
+            try:
+                return self.track_keys()[pos]
+            except (QueryError, FileNotFoundError, KeyError) as exc:
+                self._keys_missing = True  # asked once per opened index, not once per hit
+                log.info("results without keys: %s", exc)
+        return {"key": None, "camelot": None, "key_confidence": None}
+
+    # -- duplicates -----------------------------------------------------------------------------
+    def copies(self) -> np.ndarray:
+        """Per index position: the number of its duplicate group (tracks holding the same
+        recording, from the build's ``duplicate_groups`` table), -1 for a track stored once or
+        when the table is missing or stale. Read once per opened index."""
+        if getattr(self, "_copies", None) is None:
+            from music_pipeline.identity.duplicates import group_per_track, read_duplicates
+
+            table = read_duplicates(self.data_dir) if self.data_dir is not None else None
+            self._duplicate_rows = table
+            self._copies = group_per_track(table, self.index.tracks["key"])
+        return self._copies
+
+    def copies_of(self, pos: int | None) -> list[int]:
+        """Positions of the other tracks holding the recording of the track at ``pos``."""
+        if pos is None:
+            return []
+        same = self.copies()
+        if same[pos] < 0:
+            return []
+        return [int(p) for p in np.flatnonzero(same == same[pos]) if p != pos]
+
+    def duplicates_of(self, pos: int) -> list[dict]:
+        """``[{"track", "path", "relpath", "kind"}]``: the other copies of the track at ``pos``."""
+        same = self.copies()
+        if same[pos] < 0:
+            return []
+        rows = self._duplicate_rows
+        kind = str(rows.loc[rows["group"] == same[pos], "kind"].iloc[0])
+        out = []
+        for p in self.copies_of(pos):
+            row = self.index.tracks.iloc[p]
+            out.append(
+                {"track": row["key"], "path": self.path_of(row["relpath"]), "relpath": row["relpath"], "kind": kind}
+            )
+        return out
+
+    def _nearest(self, q: ResolvedTrack, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` nearest positions to ``q`` and their cosines: never ``q`` nor a copy of it,
+        and one track of each duplicate group (the nearest)."""
+        exclude = None if q.position is None else np.array([q.position])
+        same = self.copies()
+        skip = set(self.copies_of(q.position))
+        fetch = k if not (same >= 0).any() else 2 * k + len(skip)
+        while True:
+            idx, scores = self.index.index.search(q.vector, fetch, exclude=exclude)
+            keep = idx[0] >= 0
+            idx, scores = idx[0][keep], scores[0][keep]
+            ok = np.array([int(i) not in skip for i in idx], dtype=bool) & first_of_each(same[idx])
+            if ok.sum() >= k or len(idx) < fetch or fetch >= len(same):
+                return idx[ok][:k], scores[ok][:k]
+            fetch = min(len(same), fetch * 2)
 
     def similar(
         self, query: str | ResolvedTrack, n: int = 10, diverse: float | None = None
@@ -221,11 +291,8 @@ class Discovery:
         q = query if isinstance(query, ResolvedTrack) else self.resolve(query)
         if n <= 0:
             return q, []
-        exclude = None if q.position is None else np.array([q.position])
         k = n if diverse is None else max(MMR_POOL_MIN, MMR_POOL_FACTOR * n)
-        idx, scores = self.index.index.search(q.vector, k, exclude=exclude)
-        keep = idx[0] >= 0
-        idx, scores = idx[0][keep], scores[0][keep]
+        idx, scores = self._nearest(q, k)
         if diverse is None:
             return q, [self._hit(i, s) for i, s in zip(idx, scores, strict=True)]
         order, mmr_scores = mmr(scores, np.asarray(self.index.index.vectors[idx]), n, diverse)
@@ -270,10 +337,18 @@ class Discovery:
         def neighbours(vec: np.ndarray, k: int) -> np.ndarray:
             return self.index.index.search(vec, k)[0][0]
 
-        exclude = [] if q.position is None else [q.position]
-        step_allowed, keys = self._harmonic_steps(q, tempo) if harmonic else (None, None)
+        exclude = [] if q.position is None else [q.position, *self.copies_of(q.position)]
+        step_allowed = self._harmonic_steps(q, tempo) if harmonic else None
         pos, scores = radio_walk(
-            self.index.index.vectors, q.vector, length, allowed, exclude, neighbours, pull, step_allowed=step_allowed
+            self.index.index.vectors,
+            q.vector,
+            length,
+            allowed,
+            exclude,
+            neighbours,
+            pull,
+            step_allowed=step_allowed,
+            same=self.copies(),
         )
         hits = []
         for p, s in zip(pos, scores, strict=True):
@@ -283,8 +358,6 @@ class Discovery:
                 "rms_mean": float(tracks["rms_mean"].iloc[p]),
                 "energy": float(energy_pct[p]),
             }
-            if keys is not None:
-                extra.update(keys[p])
             hits.append(self._hit(p, s, **extra))
         return q, hits
 
@@ -298,24 +371,24 @@ class Discovery:
             return self._track_keys
         if self.data_dir is None:
             raise QueryError("no data directory: the tracks' keys come from its embeddings table")
-        table = library_keys(self.data_dir).set_index("key")
+        table = library_keys(self.data_dir).drop_duplicates("key").set_index("key")
+        t = table.reindex(self.index.tracks["key"])  # rows the table lacks: NaN
         out = []
-        for k in self.index.tracks["key"]:
-            row = table.loc[k] if k in table.index else None
-            ok = row is not None and row["music_key"] is not None
+        for name, camelot, conf in zip(t["music_key"], t["camelot"], t["key_confidence"], strict=True):
+            ok = isinstance(name, str)
             out.append(
                 {
-                    "key": row["music_key"] if ok else None,
-                    "camelot": row["camelot"] if ok else None,
-                    "key_confidence": float(row["key_confidence"]) if ok else None,
+                    "key": name if ok else None,
+                    "camelot": camelot if ok else None,
+                    "key_confidence": float(conf) if ok else None,
                 }
             )
         self._track_keys = out
         return out
 
     def _harmonic_steps(self, q: ResolvedTrack, tempo: np.ndarray, end: ResolvedTrack | None = None):
-        """(step_allowed for radio_walk / path_walk, per-position key facts) for ``--harmonic``;
-        with ``end`` (the path's B) the last pick must also mix into it."""
+        """step_allowed for radio_walk / path_walk (``--harmonic``); with ``end`` (the path's B)
+        the last pick must also mix into it."""
         from music_pipeline.harmony.library import key_of_features
 
         keys = self.track_keys()
@@ -335,7 +408,7 @@ class Discovery:
                 mask = mix_mask(parsed, tempo, parsed[prev], float(tempo[prev]))
             return mask & into_end if last and into_end is not None else mask
 
-        return step_allowed, keys
+        return step_allowed
 
     def path(
         self,
@@ -355,9 +428,9 @@ class Discovery:
         def neighbours(vec: np.ndarray, k: int) -> np.ndarray:
             return self.index.index.search(vec, k)[0][0]
 
-        exclude = [q.position for q in (qa, qb) if q.position is not None]
+        exclude = [p for q in (qa, qb) if q.position is not None for p in (q.position, *self.copies_of(q.position))]
         tempo = self.index.tracks["tempo_bpm"].to_numpy(dtype=np.float64)
-        step_allowed, keys = self._harmonic_steps(qa, tempo, end=qb) if harmonic else (None, None)
+        step_allowed = self._harmonic_steps(qa, tempo, end=qb) if harmonic else None
         pos, scores, ts = path_walk(
             self.index.index.vectors,
             qa.vector,
@@ -367,12 +440,13 @@ class Discovery:
             neighbours,
             DEFAULT_SMOOTH if smooth is None else smooth,
             step_allowed=step_allowed,
+            same=self.copies(),
         )
         hits = []
         for p, s, t in zip(pos, scores, ts, strict=True):
             v = self.index.vector(p)
             along = float(progress(v, qa.vector, qb.vector)[0])
-            extra = {"tempo_bpm": float(tempo[p]), **keys[p]} if keys is not None else {}
+            extra = {"tempo_bpm": float(tempo[p])} if harmonic else {}
             hits.append(
                 self._hit(
                     p,
