@@ -129,10 +129,18 @@ class Explorer:
             "library_root": str(self.disc.library_root) if self.disc.library_root else None,
             "search": "approximate (faiss IVF)" if st is not None else "exact",
             "transform": self.index.transform.kind,
+            "duplicates": self.duplicate_counts(),
             "bpm_range": [float(np.nanmin(self.tracks["tempo_bpm"])), float(np.nanmax(self.tracks["tempo_bpm"]))]
             if len(self.tracks)
             else None,
         }
+
+    def duplicate_counts(self) -> dict:
+        """{"groups", "extra_copies"} of the indexed tracks (the build's duplicate_groups table)."""
+        same = self.disc.copies()
+        grouped = same[same >= 0]
+        groups = len(np.unique(grouped))
+        return {"groups": groups, "extra_copies": len(grouped) - groups}
 
     def search(self, q: str, limit: int) -> dict:
         return {"query": q, "results": [self.summary(p) for p in self.disc.find(q, limit)]}
@@ -196,6 +204,7 @@ class Explorer:
         except QueryError as exc:
             out["genre"] = {"available": False, "reason": one_line(exc)}
             out["music_key"] = None
+        out["duplicates"] = [{**d, "title": title_of(d["relpath"])} for d in self.disc.duplicates_of(pos)]
         point = self.map_points()["by_key"].get(key)
         out["map"] = point
         return out
