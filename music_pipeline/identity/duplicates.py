@@ -140,6 +140,14 @@ def read_duplicates(data_dir) -> pd.DataFrame | None:
         return None
 
 
+def group_per_track(table: pd.DataFrame | None, keys) -> np.ndarray:
+    """For each track key of ``keys``: its group number in ``table``, -1 when it is in none."""
+    if table is None or not len(table):
+        return np.full(len(keys), -1, dtype=np.int64)
+    group = dict(zip(table["track"].astype(str), table["group"].astype(int), strict=True))
+    return np.array([group.get(str(k), -1) for k in keys], dtype=np.int64)
+
+
 def library_duplicates(data_dir) -> list[dict]:
     """The groups of the library: read from the build's table when fresh, else computed from the
     fingerprint index (``IndexNotBuilt`` when there is none to compute from)."""
