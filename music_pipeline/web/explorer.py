@@ -115,6 +115,7 @@ class Explorer:
             "pdi": level[1] if level else None,
             "duration_s": self.durations.get(key),
             "tempo_bpm": float(row["tempo_bpm"]),
+            **self.disc.key_facts(int(pos)),  # key, camelot, key_confidence
         }
 
     # -- the API's answers ----------------------------------------------------------------------
