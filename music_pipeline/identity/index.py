@@ -39,7 +39,8 @@ def directory_bits(n: int) -> int:
 
 def make_directory(hashes: np.ndarray, bits: int) -> np.ndarray:
     """int64 (2^bits + 1): where in ``hashes`` (sorted) each range of hash values starts."""
-    starts = np.arange((1 << bits) + 1, dtype=np.int64) << (HASH_BITS - bits)
+    # of the hashes' own dtype: searchsorted would otherwise cast the whole (mapped) array first
+    starts = (np.arange((1 << bits) + 1, dtype=np.uint64) << np.uint64(HASH_BITS - bits)).astype(hashes.dtype)
     return np.searchsorted(hashes, starts, side="left").astype(np.int64)
 
 
