@@ -112,8 +112,14 @@ class FingerprintIndex:
         """(first, end) position of each hash's entries."""
         h = np.asarray(hashes, dtype=np.uint32)
         b = (h >> np.uint32(self.shift)).astype(np.int64)
+        self.will_need(self.directory, b, b + 2)
         lo, hi = self.directory[b], self.directory[b + 1]
+        self.will_need(self.hashes, lo, hi)
         return bisect(self.hashes, h, lo, hi, right=False), bisect(self.hashes, h, lo, hi, right=True)
+
+    def will_need(self, array: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> None:
+        """Say which slices of ``array`` are about to be read (a mapped index reads them ahead,
+        all at once: ``identity.library``); in memory, nothing to do."""
 
     def __len__(self) -> int:
         return len(self.content_hashes)
@@ -126,6 +132,8 @@ class FingerprintIndex:
         lo, n, clip_frames = lo[ok], n[ok], fp.frames[ok]
         if not len(lo):
             return (np.zeros(0, np.int64),) * 3
+        self.will_need(self.tracks, lo, lo + n)
+        self.will_need(self.frames, lo, lo + n)
         rep = np.repeat(np.arange(len(lo)), n)
         pos = np.repeat(lo - np.cumsum(n) + n, n) + np.arange(n.sum())
         track = self.tracks[pos].astype(np.int64)

@@ -18,6 +18,7 @@ so a reader never mixes two builds; older folders and the first format's single
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import time
 from dataclasses import dataclass
@@ -166,10 +167,32 @@ def _open_current(layout: DataLayout) -> LibraryIndex | None:
         return None
     if len(arrays["hashes"]) != current.get("landmarks"):
         return None
-    index = FingerprintIndex(
+    index = MappedIndex(
         arrays["hashes"], arrays["tracks"], arrays["frames"], meta["content_hashes"], arrays["directory"]
     )
     return LibraryIndex(index, meta["keys"], meta["relpaths"], meta["content_of"])
+
+
+class MappedIndex(FingerprintIndex):
+    """A memory-mapped index that asks the kernel for every page a lookup step will read before
+    reading any (``madvise(MADV_WILLNEED)``): the reads of a cold lookup then go to the disk
+    together instead of one page fault after another."""
+
+    def will_need(self, array: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> None:
+        m = getattr(array, "_mmap", None)
+        if m is None or not hasattr(mmap, "MADV_WILLNEED") or not len(lo):
+            return
+        start = array.offset % mmap.ALLOCATIONGRANULARITY  # where the data starts in the mapping
+        item = array.itemsize
+        first = (start + np.asarray(lo, dtype=np.int64) * item) // mmap.PAGESIZE
+        last = (start + np.maximum(np.asarray(hi, dtype=np.int64) * item - 1, 0)) // mmap.PAGESIZE
+        order = np.argsort(first, kind="stable")
+        first, last = first[order], np.maximum.accumulate(last[order])
+        # runs of touching or overlapping pages, one madvise each
+        breaks = np.flatnonzero(first[1:] > last[:-1] + 1) + 1
+        for a, z in zip(np.r_[0, breaks], np.r_[breaks, len(first)], strict=True):
+            p0, p1 = int(first[a]), int(last[z - 1])
+            m.madvise(mmap.MADV_WILLNEED, p0 * mmap.PAGESIZE, (p1 - p0 + 1) * mmap.PAGESIZE)
 
 
 def index_mtime(data_dir) -> float | None:
