@@ -324,8 +324,7 @@ def test_harmonic_path_is_a_chain_of_compatible_steps(discovery_data):
     # every result carries its key (once per opened index, not only for --harmonic)
     by_track = dict(zip(disc.index.tracks["key"], keys, strict=True))
     assert plain and all(
-        (h.extra["key"], h.extra["camelot"]) == (by_track[h.track]["key"], by_track[h.track]["camelot"])
-        for h in plain
+        (h.extra["key"], h.extra["camelot"]) == (by_track[h.track]["key"], by_track[h.track]["camelot"]) for h in plain
     )
 
 

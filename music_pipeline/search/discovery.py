@@ -29,6 +29,7 @@ from music_pipeline.search.radio import first_of_each, radio_walk, window_mask
 
 log = logging.getLogger(__name__)
 
+NO_KEY = {"key": None, "camelot": None, "key_confidence": None}
 MMR_POOL_FACTOR = 5  # MMR re-ranks this many times n nearest candidates (at least MMR_POOL_MIN)
 MMR_POOL_MIN = 50
 
@@ -222,14 +223,30 @@ class Discovery:
 
     def key_facts(self, pos: int) -> dict:
         """{"key", "camelot", "key_confidence"} of the track at ``pos`` (None values when the
-        embeddings table is not there to read its chroma from)."""
-        if not getattr(self, "_keys_missing", False):
-            try:
-                return self.track_keys()[pos]
-            except (QueryError, FileNotFoundError, KeyError) as exc:
-                self._keys_missing = True  # asked once per opened index, not once per hit
-                log.info("results without keys: %s", exc)
-        return {"key": None, "camelot": None, "key_confidence": None}
+        embeddings table is not there to read its chroma from): from ``track_keys`` once they are
+        read, else from what ``with_keys`` read for this answer's tracks."""
+        if getattr(self, "_track_keys", None) is not None:
+            return self._track_keys[pos]
+        self.with_keys([pos])
+        return self.__dict__.get("_some_keys", {}).get(pos, NO_KEY)
+
+    def with_keys(self, positions=None) -> None:
+        """Read the key facts of ``positions`` in one go (an answer's tracks: a CLI query need not
+        estimate the key of every track of the library); None: of every track (the explorer, once)."""
+        if getattr(self, "_track_keys", None) is not None or getattr(self, "_keys_missing", False):
+            return
+        cache = self.__dict__.setdefault("_some_keys", {})
+        missing = None if positions is None else sorted({int(p) for p in positions} - cache.keys())
+        if missing == []:
+            return
+        try:
+            if missing is None:
+                self.track_keys()
+            else:
+                cache.update(zip(missing, self._read_keys(missing), strict=True))
+        except (QueryError, FileNotFoundError, KeyError) as exc:
+            self._keys_missing = True  # said once per opened index, not once per hit
+            log.info("results without keys: %s", exc)
 
     # -- duplicates -----------------------------------------------------------------------------
     def copies(self) -> np.ndarray:
@@ -293,6 +310,7 @@ class Discovery:
             return q, []
         k = n if diverse is None else max(MMR_POOL_MIN, MMR_POOL_FACTOR * n)
         idx, scores = self._nearest(q, k)
+        self.with_keys(idx[: n if diverse is None else k])
         if diverse is None:
             return q, [self._hit(i, s) for i, s in zip(idx, scores, strict=True)]
         order, mmr_scores = mmr(scores, np.asarray(self.index.index.vectors[idx]), n, diverse)
@@ -351,6 +369,7 @@ class Discovery:
             same=self.copies(),
         )
         hits = []
+        self.with_keys(pos)
         for p, s in zip(pos, scores, strict=True):
             extra = {
                 "seed_similarity": float(self.index.vector(p) @ q.vector),
@@ -365,14 +384,20 @@ class Discovery:
         """Per index position: {"key": "A minor", "camelot": "8A", "key_confidence"} from the stored
         chroma means (empty values for a track the embeddings table lacks). Read once per opened
         index, as ``find``'s rows: each harmonic radio or path asks for all of them."""
+        if getattr(self, "_track_keys", None) is None:
+            self._track_keys = self._read_keys(None)
+        return self._track_keys
+
+    def _read_keys(self, positions: list[int] | None) -> list[dict]:
+        """The key facts of ``positions`` (None: of every track), in that order: one read of their
+        chroma means from the embeddings table."""
         from music_pipeline.harmony.library import library_keys
 
-        if getattr(self, "_track_keys", None) is not None:
-            return self._track_keys
         if self.data_dir is None:
             raise QueryError("no data directory: the tracks' keys come from its embeddings table")
-        table = library_keys(self.data_dir).drop_duplicates("key").set_index("key")
-        t = table.reindex(self.index.tracks["key"])  # rows the table lacks: NaN
+        keys = self.index.tracks["key"] if positions is None else self.index.tracks["key"].iloc[positions]
+        table = library_keys(self.data_dir, None if positions is None else list(keys))
+        t = table.drop_duplicates("key").set_index("key").reindex(keys)  # rows the table lacks: NaN
         out = []
         for name, camelot, conf in zip(t["music_key"], t["camelot"], t["key_confidence"], strict=True):
             ok = isinstance(name, str)
@@ -383,7 +408,6 @@ class Discovery:
                     "key_confidence": float(conf) if ok else None,
                 }
             )
-        self._track_keys = out
         return out
 
     def _harmonic_steps(self, q: ResolvedTrack, tempo: np.ndarray, end: ResolvedTrack | None = None):
@@ -443,6 +467,7 @@ class Discovery:
             same=self.copies(),
         )
         hits = []
+        self.with_keys(pos)
         for p, s, t in zip(pos, scores, ts, strict=True):
             v = self.index.vector(p)
             along = float(progress(v, qa.vector, qb.vector)[0])

@@ -74,6 +74,7 @@ class Explorer:
         self.map_bodies: dict[str, bytes] = {}  # the rendered /api/map answer (plain, gzip)
         self._delivery: dict[tuple, object] = {}
         if len(self.index):  # pay first-query costs (pruning arrays, faiss warm-up, search rows) before serving
+            self.disc.with_keys()  # every row shows its key: all read once
             self.disc.similar(self.tracks["key"].iloc[0], TRACK_PAGE_NEIGHBOURS)
             self.disc.find("warm-up", 1)
 
