@@ -164,15 +164,10 @@ def _playlists(s: LibrarySummary, layout: DataLayout) -> None:
 
 
 def _duplicates(s: LibrarySummary, layout: DataLayout) -> None:
-    if not layout.duplicates_path.exists():
-        return
-    t = read_parquet(layout.duplicates_path, columns=["group", "kind"])
-    groups = t.groupby("group")["kind"].first()
-    s.duplicates = {
-        "groups": len(groups),
-        "extra_copies": len(t) - len(groups),  # every track of a group but one
-        "kinds": {str(k): int(v) for k, v in groups.value_counts().sort_index().items()},
-    }
+    from music_pipeline.identity.duplicates import table_counts
+
+    if layout.duplicates_path.exists():
+        s.duplicates = table_counts(read_parquet(layout.duplicates_path, columns=["group", "kind"]))
 
 
 def example_tracks(tracks: pd.DataFrame, vectors: np.ndarray | None) -> list[str]:

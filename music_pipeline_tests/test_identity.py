@@ -339,3 +339,21 @@ def test_similar_and_radio_never_offer_a_copy_of_the_query_nor_two_copies(dup_li
     assert len(results) == 5
     for r in results:
         assert re.fullmatch(r"[A-G][#b]? (major|minor)", r["key"]) and re.fullmatch(r"(1[0-2]|[1-9])[AB]", r["camelot"])
+
+
+def test_the_explorer_lists_a_tracks_copies_and_counts_the_groups(dup_library):
+    from music_pipeline.web.explorer import Explorer
+
+    _, data, original, _, md = dup_library
+    ex = Explorer(data)
+    key = ex.tracks["key"].iloc[ex.disc._by_relpath[original]]
+    page = ex.track(key)
+    assert [(d["relpath"], d["kind"]) for d in page["duplicates"]] == [("copies/renamed_a.ogg", "same recording")]
+    assert "copies/renamed_a.ogg" not in {h["relpath"] for h in page["similar"]["results"]}
+    assert page["track"]["camelot"] == page["music_key"]["camelot"]  # the same fact, from the same chroma
+    alone = ex.tracks["key"].iloc[
+        ex.disc._by_relpath[next(r for r in ex.tracks["relpath"] if r.startswith("noise_rock/"))]
+    ]
+    assert ex.track(alone)["duplicates"] == []
+    counts = ex.info()["duplicates"]
+    assert (counts["groups"], counts["extra_copies"]) == (md["groups"].value, md["extra_copies"].value)

@@ -160,3 +160,15 @@ def library_duplicates(data_dir) -> list[dict]:
 def extra_copies(groups: list[dict]) -> int:
     """How many tracks could go without losing a recording: every track of a group but one."""
     return sum(len(g["tracks"]) - 1 for g in groups)
+
+
+def table_counts(table: pd.DataFrame | None) -> dict:
+    """{"groups", "extra_copies", "kinds": {kind: groups}} of a stored table (none: zeros)."""
+    if table is None or not len(table):
+        return {"groups": 0, "extra_copies": 0, "kinds": {}}
+    kinds = table.groupby("group")["kind"].first()
+    return {
+        "groups": len(kinds),
+        "extra_copies": len(table) - len(kinds),
+        "kinds": {str(k): int(v) for k, v in kinds.value_counts().sort_index().items()},
+    }

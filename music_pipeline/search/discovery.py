@@ -261,6 +261,11 @@ class Discovery:
             self._copies = group_per_track(table, self.index.tracks["key"])
         return self._copies
 
+    def duplicate_table(self):
+        """The build's duplicate_groups table as read by ``copies`` (None: missing or stale)."""
+        self.copies()
+        return self._duplicate_rows
+
     def copies_of(self, pos: int | None) -> list[int]:
         """Positions of the other tracks holding the recording of the track at ``pos``."""
         if pos is None:

@@ -138,11 +138,11 @@ class Explorer:
         }
 
     def duplicate_counts(self) -> dict:
-        """{"groups", "extra_copies"} of the indexed tracks (the build's duplicate_groups table)."""
-        same = self.disc.copies()
-        grouped = same[same >= 0]
-        groups = len(np.unique(grouped))
-        return {"groups": groups, "extra_copies": len(grouped) - groups}
+        """{"groups", "extra_copies", "kinds"} of the build's duplicate_groups table (as the build
+        summary counts them: identical-bytes copies included, which the similarity index holds once)."""
+        from music_pipeline.identity.duplicates import table_counts
+
+        return table_counts(self.disc.duplicate_table())
 
     def search(self, q: str, limit: int) -> dict:
         return {"query": q, "results": [self.summary(p) for p in self.disc.find(q, limit)]}
