@@ -357,3 +357,17 @@ def test_the_explorer_lists_a_tracks_copies_and_counts_the_groups(dup_library):
     assert ex.track(alone)["duplicates"] == []
     counts = ex.info()["duplicates"]
     assert (counts["groups"], counts["extra_copies"]) == (md["groups"].value, md["extra_copies"].value)
+
+
+def test_recommendations_skip_copies_of_what_was_played_and_offer_one_copy_of_each():
+    from types import SimpleNamespace
+
+    from music_pipeline.listening.service import _top
+
+    # tracks 0..5; groups: {1, 4} and {2, 3}; the listener played 4
+    same = np.array([-1, 0, 1, 1, 0, -1])
+    scored = SimpleNamespace(
+        score=np.array([0.1, 0.9, 0.8, 0.7, 0.6, 0.5]), played=np.array([False, False, False, False, True, False])
+    )
+    assert _top(scored, 10, same).tolist() == [2, 5, 0]  # not 1 (a copy of 4), 3 once 2 is in
+    assert _top(scored, 10, np.full(6, -1)).tolist() == [1, 2, 3, 5, 0]
