@@ -274,7 +274,8 @@ def summary_lines(s: LibrarySummary, data_arg: str = "", show_skipped: int = 20)
         d = s.duplicates
         kinds = ", ".join(f"{k} {v}" for k, v in d["kinds"].items())
         out.append(
-            f"  duplicates     {d['groups']} groups ({d['extra_copies']} extra copies){': ' + kinds if kinds else ''}"
+            f"  duplicates     {d['groups']} group{'s' * (d['groups'] != 1)} ({d['extra_copies']} extra "
+            f"cop{'ies' if d['extra_copies'] != 1 else 'y'}){': ' + kinds if kinds else ''}"
             if d["groups"]
             else "  duplicates     none: no recording is stored twice"
         )
