@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import mmap as mmap_module
 import os
 import shutil
 import tempfile
@@ -236,11 +237,17 @@ def write_npy(dest: str | os.PathLike | UPath, array: np.ndarray) -> ArtifactPat
     return artifact_path(dest)
 
 
-def read_npy(path: str | os.PathLike | UPath, mmap: bool = False) -> np.ndarray:
-    """Memory-mapped when asked and local; a remote array is read whole."""
+def read_npy(path: str | os.PathLike | UPath, mmap: bool = False, random_access: bool = False) -> np.ndarray:
+    """Memory-mapped when asked and local; a remote array is read whole. ``random_access``: the
+    mapping is read in scattered small pieces (a lookup), so the kernel is told not to read ahead
+    (without it each touched page brought its neighbours in, ~32 pages a touch)."""
     path = artifact_path(path)
     if isinstance(path, Path):
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        m = getattr(arr, "_mmap", None)
+        if random_access and m is not None and hasattr(m, "madvise") and hasattr(mmap_module, "MADV_RANDOM"):
+            m.madvise(mmap_module.MADV_RANDOM)
+        return arr
     return np.load(io.BytesIO(path.read_bytes()), allow_pickle=False)
 
 

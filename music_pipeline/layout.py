@@ -100,8 +100,20 @@ class DataLayout:
         return self.tables_dir / "embeddings.parquet"
 
     @property
-    def fingerprint_index_path(self) -> ArtifactPath:
+    def fingerprint_index_dir(self) -> ArtifactPath:
+        """The fingerprint lookup index: ``CURRENT.json`` naming the folder of its memory-mapped
+        arrays (``identity/library.py`` names the files inside)."""
+        return self.tables_dir / "fingerprint_index"
+
+    @property
+    def legacy_fingerprint_index_path(self) -> ArtifactPath:
+        """The index's first format (one ``.npz`` loaded whole): replaced by a rebuild when found."""
         return self.tables_dir / "fingerprint_index.npz"
+
+    @property
+    def duplicates_path(self) -> ArtifactPath:
+        """The groups of tracks holding the same recording (``duplicate_groups`` asset)."""
+        return self.tables_dir / "duplicate_groups.parquet"
 
     @property
     def skipped_path(self) -> ArtifactPath:

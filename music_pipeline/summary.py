@@ -31,6 +31,7 @@ class LibrarySummary:
     difficulty: dict = field(default_factory=dict)  # levels, pdi quantiles, cnn vs baselines
     similarity: dict = field(default_factory=dict)  # precision@5 vs random
     playlists: list[tuple[str, int]] = field(default_factory=list)  # (name, tracks)
+    duplicates: dict = field(default_factory=dict)  # groups, extra_copies, by kind
     maps: list[ArtifactPath] = field(default_factory=list)
     reports_index: ArtifactPath | None = None
     examples: list[str] = field(default_factory=list)  # query strings of real tracks, most typical first
@@ -57,6 +58,7 @@ def collect(data_dir) -> LibrarySummary:
     _try(s.notes, "difficulty CNN report", lambda: _difficulty_cnn(s, layout))
     _try(s.notes, "similarity index", lambda: _similarity(s, layout))
     _try(s.notes, "playlists", lambda: _playlists(s, layout))
+    _try(s.notes, "duplicates", lambda: _duplicates(s, layout))
     for name in ("embedding_map_2d.html", "embedding_map_3d.html"):
         if (layout.reports_dir / name).exists():
             s.maps.append(layout.reports_dir / name)
@@ -161,6 +163,13 @@ def _playlists(s: LibrarySummary, layout: DataLayout) -> None:
     s.playlists = [(p["name"], len(p["tracks"])) for p in saved.get("playlists", [])]
 
 
+def _duplicates(s: LibrarySummary, layout: DataLayout) -> None:
+    from music_pipeline.identity.duplicates import table_counts
+
+    if layout.duplicates_path.exists():
+        s.duplicates = table_counts(read_parquet(layout.duplicates_path, columns=["group", "kind"]))
+
+
 def example_tracks(tracks: pd.DataFrame, vectors: np.ndarray | None) -> list[str]:
     """Query strings (a unique title, else the library path) of real tracks: the most typical
     track first, then the most typical track of each other label (or the least similar track)."""
@@ -261,6 +270,15 @@ def summary_lines(s: LibrarySummary, data_arg: str = "", show_skipped: int = 20)
         shown = ", ".join(f"{name} ({n})" for name, n in s.playlists[:4])
         more = f", … {len(s.playlists) - 4} more" if len(s.playlists) > 4 else ""
         out.append(f"  playlists      {len(s.playlists)} by sound: {shown}{more}")
+    if s.duplicates:
+        d = s.duplicates
+        kinds = ", ".join(f"{k} {v}" for k, v in d["kinds"].items())
+        out.append(
+            f"  duplicates     {d['groups']} group{'s' * (d['groups'] != 1)} ({d['extra_copies']} extra "
+            f"cop{'ies' if d['extra_copies'] != 1 else 'y'}){': ' + kinds if kinds else ''}"
+            if d["groups"]
+            else "  duplicates     none: no recording is stored twice"
+        )
     if s.skipped and show_skipped > 0:
         out.append(f"  skipped        {len(s.skipped)} file(s):")
         for rel, why in s.skipped[:show_skipped]:
@@ -294,6 +312,7 @@ def as_json(s: LibrarySummary) -> str:
             "difficulty": s.difficulty,
             "similarity": s.similarity,
             "playlists": [{"name": n, "tracks": k} for n, k in s.playlists],
+            "duplicates": s.duplicates,
             "maps": [str(m) for m in s.maps],
             "reports_index": str(s.reports_index) if s.reports_index else None,
             "examples": s.examples,

@@ -321,7 +321,11 @@ def test_harmonic_path_is_a_chain_of_compatible_steps(discovery_data):
         steps += len(hits)
     assert steps > 0
     _qa, _qb, plain = disc.path(disc.index.tracks["key"].iloc[0], disc.index.tracks["key"].iloc[n - 1], length=6)
-    assert all("camelot" not in h.extra for h in plain)  # keys are read only when asked for
+    # every result carries its key (once per opened index, not only for --harmonic)
+    by_track = dict(zip(disc.index.tracks["key"], keys, strict=True))
+    assert plain and all(
+        (h.extra["key"], h.extra["camelot"]) == (by_track[h.track]["key"], by_track[h.track]["camelot"]) for h in plain
+    )
 
 
 def test_radio_respects_bpm_window(discovery_data):

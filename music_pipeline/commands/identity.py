@@ -63,12 +63,12 @@ def cmd_identify(args) -> int:
 
 
 def cmd_duplicates(args) -> int:
-    from music_pipeline.identity.duplicates import duplicate_groups
-    from music_pipeline.identity.library import IndexNotBuilt, load_index
+    from music_pipeline.identity.duplicates import library_duplicates
+    from music_pipeline.identity.library import IndexNotBuilt
 
     data_dir = Settings.resolve(args.data).data_dir
     try:
-        groups = duplicate_groups(data_dir, load_index(data_dir))
+        groups = library_duplicates(data_dir)  # the build's table, or computed when it is stale
     except IndexNotBuilt as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -47,15 +47,17 @@ def keys_of_table(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def library_keys(data_dir) -> pd.DataFrame:
-    """key, relpath, tempo_bpm, rms_mean and the key columns of every analysed track."""
+def library_keys(data_dir, tracks: list[str] | None = None) -> pd.DataFrame:
+    """key, relpath, tempo_bpm, rms_mean and the key columns of every analysed track (``tracks``:
+    of those track keys only)."""
     from music_pipeline.artifacts import read_table
     from music_pipeline.layout import DataLayout
 
     path = DataLayout(data_dir).embeddings_path
     if not path.is_file():
         raise KeysNotBuilt(f"no analysed tracks in {data_dir} ({path} is missing): run `music-pipeline build` first")
-    return keys_of_table(read_table(path, columns=TABLE_COLUMNS).to_pandas())
+    filters = None if tracks is None else [("key", "in", list(tracks))]
+    return keys_of_table(read_table(path, columns=TABLE_COLUMNS, filters=filters).to_pandas())
 
 
 def file_key(path: str | Path) -> KeyEstimate:

@@ -8,21 +8,34 @@ offset (``SHARE``, and at least the identification's ``MIN_VOTES``): different m
 same game with the same instruments, shares a few chance landmarks, scattered over offsets.
 Pairs are joined into groups (union-find); files of one content are one group of kind
 ``identical bytes``, a group holding several contents is ``same recording``.
+
+The groups are computed once per build (the ``duplicate_groups`` asset, after the fingerprint
+index) into ``<data>/tables/duplicate_groups.parquet`` (group, kind, track, path: one row per
+track of a group); ``duplicates``, the build summary, the explorer and the similarity queries read
+that table. ``library_duplicates`` computes them again only when it is missing or older than the
+index or the scan.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
+from music_pipeline.artifacts import read_parquet, read_parquet_metadata, write_parquet
 from music_pipeline.identity.fingerprint import FRAME_S, Fingerprint
 from music_pipeline.identity.index import MIN_VOTES
-from music_pipeline.identity.library import LibraryIndex
-from music_pipeline.identity.store import FingerprintStore
+from music_pipeline.identity.library import LibraryIndex, index_mtime, load_index
+from music_pipeline.identity.store import FINGERPRINT_VERSION, FingerprintStore
+from music_pipeline.layout import DataLayout
 
 WINDOWS = 6
 WINDOW_S = 10.0
 SHARE = 0.05  # of a window's landmarks, at one aligned offset
 IDENTICAL, SAME_RECORDING = "identical bytes", "same recording"
+# Bump when the grouping of the same fingerprints changes (the table is then computed again).
+DUPLICATES_VERSION = f"1-{FINGERPRINT_VERSION}"
+TABLE_COLUMNS = ["group", "kind", "track", "path"]
+VERSION_KEY = "music_pipeline.duplicates_version"
 
 
 def _windows(fp: Fingerprint) -> list[Fingerprint]:
@@ -81,3 +94,81 @@ def duplicate_groups(data_dir, lib: LibraryIndex) -> list[dict]:
             }
         )
     return sorted(groups, key=lambda g: g["tracks"][0]["track"])
+
+
+def groups_table(groups: list[dict]) -> pd.DataFrame:
+    """One row per track of a group: group (0-based, in the groups' order), kind, track, path."""
+    rows = [(g, grp["kind"], t["track"], t["path"]) for g, grp in enumerate(groups) for t in grp["tracks"]]
+    return pd.DataFrame(rows, columns=TABLE_COLUMNS).astype({"group": "int32"})
+
+
+def groups_of_table(table: pd.DataFrame) -> list[dict]:
+    """The inverse of ``groups_table``."""
+    out = []
+    for _, rows in table.sort_values("group", kind="stable").groupby("group", sort=True):
+        out.append(
+            {
+                "kind": str(rows["kind"].iloc[0]),
+                "tracks": [{"track": str(k), "path": str(p)} for k, p in zip(rows["track"], rows["path"], strict=True)],
+            }
+        )
+    return out
+
+
+def write_duplicates(data_dir, groups: list[dict]) -> None:
+    write_parquet(DataLayout(data_dir).duplicates_path, groups_table(groups), {VERSION_KEY: DUPLICATES_VERSION})
+
+
+def read_duplicates(data_dir) -> pd.DataFrame | None:
+    """The stored table when it is of this version and not older than the index and the scan;
+    None otherwise (computed again by the next build, or by ``library_duplicates``)."""
+    layout = DataLayout(data_dir)
+    path = layout.duplicates_path
+    if not path.is_file():
+        return None
+    written = path.stat().st_mtime
+    index = index_mtime(data_dir)
+    if index is None or index > written:
+        return None
+    if layout.manifest_path.is_file() and layout.manifest_path.stat().st_mtime > written:
+        return None
+    try:
+        if read_parquet_metadata(path).get(VERSION_KEY) != DUPLICATES_VERSION:
+            return None
+        return read_parquet(path, columns=TABLE_COLUMNS)
+    except Exception:  # noqa: BLE001 - a damaged table: the groups are computed again
+        return None
+
+
+def group_per_track(table: pd.DataFrame | None, keys) -> np.ndarray:
+    """For each track key of ``keys``: its group number in ``table``, -1 when it is in none."""
+    if table is None or not len(table):
+        return np.full(len(keys), -1, dtype=np.int64)
+    group = dict(zip(table["track"].astype(str), table["group"].astype(int), strict=True))
+    return np.array([group.get(str(k), -1) for k in keys], dtype=np.int64)
+
+
+def library_duplicates(data_dir) -> list[dict]:
+    """The groups of the library: read from the build's table when fresh, else computed from the
+    fingerprint index (``IndexNotBuilt`` when there is none to compute from)."""
+    table = read_duplicates(data_dir)
+    if table is not None:
+        return groups_of_table(table)
+    return duplicate_groups(data_dir, load_index(data_dir))
+
+
+def extra_copies(groups: list[dict]) -> int:
+    """How many tracks could go without losing a recording: every track of a group but one."""
+    return sum(len(g["tracks"]) - 1 for g in groups)
+
+
+def table_counts(table: pd.DataFrame | None) -> dict:
+    """{"groups", "extra_copies", "kinds": {kind: groups}} of a stored table (none: zeros)."""
+    if table is None or not len(table):
+        return {"groups": 0, "extra_copies": 0, "kinds": {}}
+    kinds = table.groupby("group")["kind"].first()
+    return {
+        "groups": len(kinds),
+        "extra_copies": len(table) - len(kinds),
+        "kinds": {str(k): int(v) for k, v in kinds.value_counts().sort_index().items()},
+    }

@@ -1,21 +1,44 @@
-"""The library's fingerprint index (``<data>/tables/fingerprint_index.npz``) and the questions
+"""The library's fingerprint index (``<data>/tables/fingerprint_index/``) and the questions
 asked of it: which track a clip comes from (``identify``).
 
 The index holds one entry per distinct content (files with identical bytes share it) and the
 tracks that hold each content (key, relpath); it is rebuilt from the fingerprint store by the
-library-level asset ``fingerprint_index`` (or by ``identify`` when it is missing or older than
-the library's scan).
+library-level asset ``fingerprint_index`` (or by ``identify`` when it is missing, of an older
+format or version, or older than the library's scan).
+
+On disk (format 2): ``CURRENT.json`` names a folder holding the landmark arrays as plain ``.npy``
+files (``hashes`` sorted, ``tracks``, ``frames`` and the ``directory`` of hash ranges), which a
+lookup memory-maps without read-ahead: a clip's hashes read the page or two of their ranges, so a
+lookup's memory is that of the clip, not of the library (~12 bytes a landmark stay on disk). ``library.npz`` beside them holds the small
+per-content and per-track arrays. A rebuild writes a new folder and then ``CURRENT.json`` (atomic),
+so a reader never mixes two builds; older folders and the first format's single
+``fingerprint_index.npz`` (loaded whole) are removed.
 """
 
 from __future__ import annotations
 
 import logging
+import mmap
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from music_pipeline.artifacts import read_npz, read_parquet, write_npz
+from music_pipeline.artifacts import (
+    list_names,
+    read_json,
+    read_npy,
+    read_npz,
+    read_parquet,
+    remove,
+    remove_tree,
+    safe_join,
+    write_json,
+    write_npy,
+    write_npz,
+)
 from music_pipeline.audio.decode import decode
 from music_pipeline.identity.fingerprint import fingerprint_signal
 from music_pipeline.identity.index import FingerprintIndex, Match
@@ -26,6 +49,10 @@ log = logging.getLogger(__name__)
 
 # a clip shorter than this is refused: too few landmarks to tell a match from chance;
 MIN_CLIP_S = 4.9  # 5-s clips, with room for the samples an encoder trims
+
+INDEX_FORMAT = 2  # 1: one .npz loaded whole; 2: memory-mapped .npy arrays under CURRENT.json
+LANDMARK_ARRAYS = ("hashes", "tracks", "frames", "directory")
+CURRENT = "CURRENT.json"
 
 
 class IndexNotBuilt(Exception):
@@ -85,31 +112,103 @@ def build_index(data_dir) -> tuple[LibraryIndex, list[str]]:
         np.array(relpaths, dtype=str),
         np.array(content_of, dtype=np.int32),
     )
-    write_npz(
-        DataLayout(data_dir).fingerprint_index_path,
-        {
-            **lib.index.to_arrays(),
-            "keys": lib.keys,
-            "relpaths": lib.relpaths,
-            "content_of": lib.content_of,
-            "version": np.array(FINGERPRINT_VERSION),
-        },
-        compress=False,
-    )
+    save_index(data_dir, lib)
     return lib, missing
 
 
-def load_index(data_dir, rebuild_if_stale: bool = True) -> LibraryIndex:
-    """The stored index; rebuilt first when missing, of another version or older than the scan."""
+def save_index(data_dir, lib: LibraryIndex) -> None:
+    """Write ``lib`` as a new folder, then point ``CURRENT.json`` at it and remove older folders
+    (and the first format's ``.npz``)."""
     layout = DataLayout(data_dir)
-    path = layout.fingerprint_index_path
-    stale = not path.is_file() or (
-        layout.manifest_path.is_file() and layout.manifest_path.stat().st_mtime > path.stat().st_mtime
+    root = layout.fingerprint_index_dir
+    name = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{time.monotonic_ns() % 10**6:06d}"
+    folder = safe_join(root, name)
+    for array in LANDMARK_ARRAYS:
+        write_npy(folder / f"{array}.npy", getattr(lib.index, array))
+    write_npz(
+        folder / "library.npz",
+        {
+            "content_hashes": lib.index.content_hashes,
+            "keys": lib.keys,
+            "relpaths": lib.relpaths,
+            "content_of": lib.content_of,
+        },
+        compress=False,
     )
-    if not stale:
-        z = read_npz(path)
-        if str(z["version"]) == FINGERPRINT_VERSION:
-            return LibraryIndex(FingerprintIndex.from_arrays(z), z["keys"], z["relpaths"], z["content_of"])
+    write_json(
+        root / CURRENT,
+        {
+            "format": INDEX_FORMAT,
+            "version": FINGERPRINT_VERSION,
+            "folder": name,
+            "landmarks": len(lib.index.hashes),
+            "contents": len(lib.index),
+            "tracks": len(lib.keys),
+        },
+    )
+    for old in list_names(root):
+        if old not in (name, CURRENT) and not old.startswith("."):
+            remove_tree(root / old)
+    remove(layout.legacy_fingerprint_index_path)
+
+
+def _open_current(layout: DataLayout) -> LibraryIndex | None:
+    """The index ``CURRENT.json`` names, memory-mapped; None when it is of another format or
+    version, or its folder is gone (a rebuild replaced it meanwhile)."""
+    try:
+        current = read_json(layout.fingerprint_index_dir / CURRENT)
+        if current.get("format") != INDEX_FORMAT or current.get("version") != FINGERPRINT_VERSION:
+            return None
+        folder = safe_join(layout.fingerprint_index_dir, str(current["folder"]))
+        arrays = {a: read_npy(folder / f"{a}.npy", mmap=True, random_access=True) for a in LANDMARK_ARRAYS}
+        meta = read_npz(folder / "library.npz")
+    except (FileNotFoundError, KeyError, ValueError) as exc:
+        log.info("fingerprint index not usable (%s): rebuilt", exc)
+        return None
+    if len(arrays["hashes"]) != current.get("landmarks"):
+        return None
+    index = MappedIndex(
+        arrays["hashes"], arrays["tracks"], arrays["frames"], meta["content_hashes"], arrays["directory"]
+    )
+    return LibraryIndex(index, meta["keys"], meta["relpaths"], meta["content_of"])
+
+
+class MappedIndex(FingerprintIndex):
+    """A memory-mapped index that asks the kernel for every page a lookup step will read before
+    reading any (``madvise(MADV_WILLNEED)``): the reads of a cold lookup then go to the disk
+    together instead of one page fault after another."""
+
+    def will_need(self, array: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> None:
+        m = getattr(array, "_mmap", None)
+        if m is None or not hasattr(mmap, "MADV_WILLNEED") or not len(lo):
+            return
+        start = array.offset % mmap.ALLOCATIONGRANULARITY  # where the data starts in the mapping
+        item = array.itemsize
+        first = (start + np.asarray(lo, dtype=np.int64) * item) // mmap.PAGESIZE
+        last = (start + np.maximum(np.asarray(hi, dtype=np.int64) * item - 1, 0)) // mmap.PAGESIZE
+        order = np.argsort(first, kind="stable")
+        first, last = first[order], np.maximum.accumulate(last[order])
+        # runs of touching or overlapping pages, one madvise each
+        breaks = np.flatnonzero(first[1:] > last[:-1] + 1) + 1
+        for a, z in zip(np.r_[0, breaks], np.r_[breaks, len(first)], strict=True):
+            p0, p1 = int(first[a]), int(last[z - 1])
+            m.madvise(mmap.MADV_WILLNEED, p0 * mmap.PAGESIZE, (p1 - p0 + 1) * mmap.PAGESIZE)
+
+
+def index_mtime(data_dir) -> float | None:
+    """When the current index was written (None: there is none)."""
+    path = DataLayout(data_dir).fingerprint_index_dir / CURRENT
+    return path.stat().st_mtime if path.is_file() else None
+
+
+def load_index(data_dir, rebuild_if_stale: bool = True) -> LibraryIndex:
+    """The stored index, memory-mapped; rebuilt first when missing, of another format or version
+    (the first format's ``.npz`` included) or older than the scan."""
+    layout = DataLayout(data_dir)
+    written = index_mtime(data_dir)
+    stale = written is None or (layout.manifest_path.is_file() and layout.manifest_path.stat().st_mtime > written)
+    if not stale and (lib := _open_current(layout)) is not None:
+        return lib
     if not rebuild_if_stale:
         raise IndexNotBuilt(f"no fingerprint index in {data_dir}: run `music-pipeline build` first")
     lib, _ = build_index(data_dir)

@@ -20,7 +20,7 @@ import pandas as pd
 from music_pipeline.layout import DataLayout
 from music_pipeline.listening import recommender as rec
 from music_pipeline.listening.history import EventLog, HistoryError, check_user, events_frame
-from music_pipeline.search.radio import radio_walk
+from music_pipeline.search.radio import first_of_each, radio_walk
 
 
 @dataclass
@@ -118,7 +118,7 @@ def recommend(data_dir, user: str, n: int = 20, lib: Library | None = None) -> d
     user, lib, scored, state = _scored(data_dir, user, lib)
     return {
         "user": user,
-        "results": _results(lib, scored, rec.top(scored, n)),
+        "results": _results(lib, scored, _top(scored, n, _copies(data_dir, lib))),
         "evidence": {"positive_tracks": scored.evidence, "played_tracks": int(scored.played.sum())},
         "model": state,
     }
@@ -128,14 +128,32 @@ def listener_radio(data_dir, user: str, length: int = 20, pool: int = 5, lib: Li
     """A radio seeded by a listener: the walk of ``search.radio`` from the centre of what they
     played, over their ``pool × length`` best recommendations (smooth steps, their taste)."""
     user, lib, scored, state = _scored(data_dir, user, lib)
-    best = rec.top(scored, pool * length)
+    same = _copies(data_dir, lib)
+    best = _top(scored, pool * length, same)
     allowed = np.zeros(len(lib.keys), dtype=bool)
     allowed[best] = True
     anchor = scored.positives if len(scored.positives) else best[:1]
     seed = np.asarray(lib.vectors[anchor], dtype=np.float64).mean(axis=0)
     seed = (seed / (np.linalg.norm(seed) or 1.0)).astype(np.float32)
-    rows, _ = radio_walk(lib.vectors, seed, length, allowed=allowed)
+    rows, _ = radio_walk(lib.vectors, seed, length, allowed=allowed, same=same)
     return {"user": user, "results": _results(lib, scored, rows), "model": state}
+
+
+def _copies(data_dir, lib: Library) -> np.ndarray:
+    """The duplicate group of each track (-1: stored once), from the build's table."""
+    from music_pipeline.identity.duplicates import group_per_track, read_duplicates
+
+    return group_per_track(read_duplicates(data_dir), lib.keys)
+
+
+def _top(scored, n: int, same: np.ndarray) -> np.ndarray:
+    """``rec.top`` without a copy of a recording the listener played, and one copy of each other."""
+    if not (same >= 0).any():
+        return rec.top(scored, n)
+    rows = rec.top(scored, len(same))
+    heard = np.isin(same[rows], same[scored.played & (same >= 0)])
+    rows = rows[~heard]
+    return rows[first_of_each(same[rows])][:n]
 
 
 def _scored(data_dir, user: str, lib: Library | None):

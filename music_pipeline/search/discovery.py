@@ -4,11 +4,14 @@ A query TRACK is, in this order: a track key (the partition key), a path inside 
 (relative, or absolute under the library root), an audio file (a copy of a library track is
 recognised by its content hash; anything else is embedded on the fly with ``extract_features``
 and projected with the saved scaler), or a unique case-insensitive substring of a title (the file
-name without extension). Results never contain the query track itself.
+name without extension). Results never contain the query track itself, nor a copy of it (the same
+recording stored again: the build's ``duplicate_groups`` table), and never two copies of one
+recording; every result carries its musical key and Camelot code.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -22,8 +25,11 @@ from music_pipeline.search.compare import Comparison, compare_standardised
 from music_pipeline.search.index import TrackIndex
 from music_pipeline.search.mmr import mmr
 from music_pipeline.search.path import DEFAULT_SMOOTH, path_walk, progress
-from music_pipeline.search.radio import radio_walk, window_mask
+from music_pipeline.search.radio import first_of_each, radio_walk, window_mask
 
+log = logging.getLogger(__name__)
+
+NO_KEY = {"key": None, "camelot": None, "key_confidence": None}
 MMR_POOL_FACTOR = 5  # MMR re-ranks this many times n nearest candidates (at least MMR_POOL_MIN)
 MMR_POOL_MIN = 50
 
@@ -212,7 +218,93 @@ class Discovery:
     # -- queries --------------------------------------------------------------------------------
     def _hit(self, pos: int, score: float, **extra) -> Hit:
         row = self.index.tracks.iloc[int(pos)]
-        return Hit(row["key"], self.path_of(row["relpath"]), row["relpath"], row["label"], float(score), extra)
+        facts = {**self.key_facts(int(pos)), **extra}
+        return Hit(row["key"], self.path_of(row["relpath"]), row["relpath"], row["label"], float(score), facts)
+
+    def key_facts(self, pos: int) -> dict:
+        """{"key", "camelot", "key_confidence"} of the track at ``pos`` (None values when the
+        embeddings table is not there to read its chroma from): from ``track_keys`` once they are
+        read, else from what ``with_keys`` read for this answer's tracks."""
+        if getattr(self, "_track_keys", None) is not None:
+            return self._track_keys[pos]
+        self.with_keys([pos])
+        return self.__dict__.get("_some_keys", {}).get(pos, NO_KEY)
+
+    def with_keys(self, positions=None) -> None:
+        """Read the key facts of ``positions`` in one go (an answer's tracks: a CLI query need not
+        estimate the key of every track of the library); None: of every track (the explorer, once)."""
+        if getattr(self, "_track_keys", None) is not None or getattr(self, "_keys_missing", False):
+            return
+        cache = self.__dict__.setdefault("_some_keys", {})
+        missing = None if positions is None else sorted({int(p) for p in positions} - cache.keys())
+        if missing == []:
+            return
+        try:
+            if missing is None:
+                self.track_keys()
+            else:
+                cache.update(zip(missing, self._read_keys(missing), strict=True))
+        except (QueryError, FileNotFoundError, KeyError) as exc:
+            self._keys_missing = True  # said once per opened index, not once per hit
+            log.info("results without keys: %s", exc)
+
+    # -- duplicates -----------------------------------------------------------------------------
+    def copies(self) -> np.ndarray:
+        """Per index position: the number of its duplicate group (tracks holding the same
+        recording, from the build's ``duplicate_groups`` table), -1 for a track stored once or
+        when the table is missing or stale. Read once per opened index."""
+        if getattr(self, "_copies", None) is None:
+            from music_pipeline.identity.duplicates import group_per_track, read_duplicates
+
+            table = read_duplicates(self.data_dir) if self.data_dir is not None else None
+            self._duplicate_rows = table
+            self._copies = group_per_track(table, self.index.tracks["key"])
+        return self._copies
+
+    def duplicate_table(self):
+        """The build's duplicate_groups table as read by ``copies`` (None: missing or stale)."""
+        self.copies()
+        return self._duplicate_rows
+
+    def copies_of(self, pos: int | None) -> list[int]:
+        """Positions of the other tracks holding the recording of the track at ``pos``."""
+        if pos is None:
+            return []
+        same = self.copies()
+        if same[pos] < 0:
+            return []
+        return [int(p) for p in np.flatnonzero(same == same[pos]) if p != pos]
+
+    def duplicates_of(self, pos: int) -> list[dict]:
+        """``[{"track", "path", "relpath", "kind"}]``: the other copies of the track at ``pos``."""
+        same = self.copies()
+        if same[pos] < 0:
+            return []
+        rows = self._duplicate_rows
+        kind = str(rows.loc[rows["group"] == same[pos], "kind"].iloc[0])
+        out = []
+        for p in self.copies_of(pos):
+            row = self.index.tracks.iloc[p]
+            out.append(
+                {"track": row["key"], "path": self.path_of(row["relpath"]), "relpath": row["relpath"], "kind": kind}
+            )
+        return out
+
+    def _nearest(self, q: ResolvedTrack, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` nearest positions to ``q`` and their cosines: never ``q`` nor a copy of it,
+        and one track of each duplicate group (the nearest)."""
+        exclude = None if q.position is None else np.array([q.position])
+        same = self.copies()
+        skip = set(self.copies_of(q.position))
+        fetch = k if not (same >= 0).any() else 2 * k + len(skip)
+        while True:
+            idx, scores = self.index.index.search(q.vector, fetch, exclude=exclude)
+            keep = idx[0] >= 0
+            idx, scores = idx[0][keep], scores[0][keep]
+            ok = np.array([int(i) not in skip for i in idx], dtype=bool) & first_of_each(same[idx])
+            if ok.sum() >= k or len(idx) < fetch or fetch >= len(same):
+                return idx[ok][:k], scores[ok][:k]
+            fetch = min(len(same), fetch * 2)
 
     def similar(
         self, query: str | ResolvedTrack, n: int = 10, diverse: float | None = None
@@ -221,11 +313,9 @@ class Discovery:
         q = query if isinstance(query, ResolvedTrack) else self.resolve(query)
         if n <= 0:
             return q, []
-        exclude = None if q.position is None else np.array([q.position])
         k = n if diverse is None else max(MMR_POOL_MIN, MMR_POOL_FACTOR * n)
-        idx, scores = self.index.index.search(q.vector, k, exclude=exclude)
-        keep = idx[0] >= 0
-        idx, scores = idx[0][keep], scores[0][keep]
+        idx, scores = self._nearest(q, k)
+        self.with_keys(idx[: n if diverse is None else k])
         if diverse is None:
             return q, [self._hit(i, s) for i, s in zip(idx, scores, strict=True)]
         order, mmr_scores = mmr(scores, np.asarray(self.index.index.vectors[idx]), n, diverse)
@@ -270,12 +360,21 @@ class Discovery:
         def neighbours(vec: np.ndarray, k: int) -> np.ndarray:
             return self.index.index.search(vec, k)[0][0]
 
-        exclude = [] if q.position is None else [q.position]
-        step_allowed, keys = self._harmonic_steps(q, tempo) if harmonic else (None, None)
+        exclude = [] if q.position is None else [q.position, *self.copies_of(q.position)]
+        step_allowed = self._harmonic_steps(q, tempo) if harmonic else None
         pos, scores = radio_walk(
-            self.index.index.vectors, q.vector, length, allowed, exclude, neighbours, pull, step_allowed=step_allowed
+            self.index.index.vectors,
+            q.vector,
+            length,
+            allowed,
+            exclude,
+            neighbours,
+            pull,
+            step_allowed=step_allowed,
+            same=self.copies(),
         )
         hits = []
+        self.with_keys(pos)
         for p, s in zip(pos, scores, strict=True):
             extra = {
                 "seed_similarity": float(self.index.vector(p) @ q.vector),
@@ -283,8 +382,6 @@ class Discovery:
                 "rms_mean": float(tracks["rms_mean"].iloc[p]),
                 "energy": float(energy_pct[p]),
             }
-            if keys is not None:
-                extra.update(keys[p])
             hits.append(self._hit(p, s, **extra))
         return q, hits
 
@@ -292,30 +389,35 @@ class Discovery:
         """Per index position: {"key": "A minor", "camelot": "8A", "key_confidence"} from the stored
         chroma means (empty values for a track the embeddings table lacks). Read once per opened
         index, as ``find``'s rows: each harmonic radio or path asks for all of them."""
+        if getattr(self, "_track_keys", None) is None:
+            self._track_keys = self._read_keys(None)
+        return self._track_keys
+
+    def _read_keys(self, positions: list[int] | None) -> list[dict]:
+        """The key facts of ``positions`` (None: of every track), in that order: one read of their
+        chroma means from the embeddings table."""
         from music_pipeline.harmony.library import library_keys
 
-        if getattr(self, "_track_keys", None) is not None:
-            return self._track_keys
         if self.data_dir is None:
             raise QueryError("no data directory: the tracks' keys come from its embeddings table")
-        table = library_keys(self.data_dir).set_index("key")
+        keys = self.index.tracks["key"] if positions is None else self.index.tracks["key"].iloc[positions]
+        table = library_keys(self.data_dir, None if positions is None else list(keys))
+        t = table.drop_duplicates("key").set_index("key").reindex(keys)  # rows the table lacks: NaN
         out = []
-        for k in self.index.tracks["key"]:
-            row = table.loc[k] if k in table.index else None
-            ok = row is not None and row["music_key"] is not None
+        for name, camelot, conf in zip(t["music_key"], t["camelot"], t["key_confidence"], strict=True):
+            ok = isinstance(name, str)
             out.append(
                 {
-                    "key": row["music_key"] if ok else None,
-                    "camelot": row["camelot"] if ok else None,
-                    "key_confidence": float(row["key_confidence"]) if ok else None,
+                    "key": name if ok else None,
+                    "camelot": camelot if ok else None,
+                    "key_confidence": float(conf) if ok else None,
                 }
             )
-        self._track_keys = out
         return out
 
     def _harmonic_steps(self, q: ResolvedTrack, tempo: np.ndarray, end: ResolvedTrack | None = None):
-        """(step_allowed for radio_walk / path_walk, per-position key facts) for ``--harmonic``;
-        with ``end`` (the path's B) the last pick must also mix into it."""
+        """step_allowed for radio_walk / path_walk (``--harmonic``); with ``end`` (the path's B)
+        the last pick must also mix into it."""
         from music_pipeline.harmony.library import key_of_features
 
         keys = self.track_keys()
@@ -335,7 +437,7 @@ class Discovery:
                 mask = mix_mask(parsed, tempo, parsed[prev], float(tempo[prev]))
             return mask & into_end if last and into_end is not None else mask
 
-        return step_allowed, keys
+        return step_allowed
 
     def path(
         self,
@@ -355,9 +457,9 @@ class Discovery:
         def neighbours(vec: np.ndarray, k: int) -> np.ndarray:
             return self.index.index.search(vec, k)[0][0]
 
-        exclude = [q.position for q in (qa, qb) if q.position is not None]
+        exclude = [p for q in (qa, qb) if q.position is not None for p in (q.position, *self.copies_of(q.position))]
         tempo = self.index.tracks["tempo_bpm"].to_numpy(dtype=np.float64)
-        step_allowed, keys = self._harmonic_steps(qa, tempo, end=qb) if harmonic else (None, None)
+        step_allowed = self._harmonic_steps(qa, tempo, end=qb) if harmonic else None
         pos, scores, ts = path_walk(
             self.index.index.vectors,
             qa.vector,
@@ -367,12 +469,14 @@ class Discovery:
             neighbours,
             DEFAULT_SMOOTH if smooth is None else smooth,
             step_allowed=step_allowed,
+            same=self.copies(),
         )
         hits = []
+        self.with_keys(pos)
         for p, s, t in zip(pos, scores, ts, strict=True):
             v = self.index.vector(p)
             along = float(progress(v, qa.vector, qb.vector)[0])
-            extra = {"tempo_bpm": float(tempo[p]), **keys[p]} if keys is not None else {}
+            extra = {"tempo_bpm": float(tempo[p])} if harmonic else {}
             hits.append(
                 self._hit(
                     p,

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from music_pipeline.search.radio import CandidatePool, Neighbours
+from music_pipeline.search.radio import CandidatePool, Neighbours, use_up
 
 DEFAULT_SMOOTH = 0.3
 
@@ -64,6 +64,7 @@ def path_walk(
     pool: int = 50,
     by_progress: bool = True,
     step_allowed: Callable[[int | None, bool], np.ndarray] | None = None,
+    same: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Positions of the tracks between A and B in order of progress (never repeating, never
     ``exclude``; ties keep the pick order; ``by_progress=False``: in pick order), each one's cosine
@@ -94,7 +95,7 @@ def path_walk(
         score = (1.0 - smooth) * (v @ w) + smooth * (v @ prev)
         best = int(np.lexsort((cand, -score))[0])  # ties: lowest position, deterministic
         out.append(int(cand[best]))
-        usable[cand[best]] = False
+        use_up(usable, int(cand[best]), same)  # one copy of a recording at most (``same``, as in radio)
         prev = v[best]
     picked = np.array(out, dtype=np.int64)
     chosen = np.asarray(vectors[picked], dtype=np.float32).reshape(len(picked), -1)

@@ -4,7 +4,8 @@ Each next track maximises ``(1 − pull)·cos(previous, c) + pull·cos(seed, c)`
 tracks not played yet: close to the previous track (smooth transitions) and held near the seed
 (no drifting off into another corner of the library). Filters (tempo and energy windows) are a
 mask of allowed positions. Candidates come from the index's neighbours of the previous track and
-of the seed (``CandidatePool``).
+of the seed (``CandidatePool``). ``same`` (a duplicate group per position, -1 for none): a pick
+uses up every copy of its recording, so a walk never plays one recording twice.
 """
 
 from __future__ import annotations
@@ -19,6 +20,22 @@ Neighbours = Callable[[np.ndarray, int], np.ndarray]  # (unit vector, k) -> posi
 # instead of widening index searches until the pool holds one: tight tempo/energy filters made that
 # up to ~200 near-full searches per request.
 DIRECT_SCORING = 20_000
+
+
+def first_of_each(groups: np.ndarray) -> np.ndarray:
+    """True where a position is the first of its duplicate group in ``groups`` (or in none: -1)."""
+    groups = np.asarray(groups)
+    keep = groups < 0
+    _, first = np.unique(groups, return_index=True)
+    keep[first] = True
+    return keep
+
+
+def use_up(usable: np.ndarray, pos: int, same: np.ndarray | None) -> None:
+    """Mark ``pos`` — and every other copy of its recording (``same``) — as no longer usable."""
+    usable[pos] = False
+    if same is not None and same[pos] >= 0:
+        usable[same == same[pos]] = False
 
 
 def window_mask(values: np.ndarray, target: float | None, tolerance: float) -> np.ndarray:
@@ -66,6 +83,7 @@ def radio_walk(
     pull: float = 0.5,
     pool: int = 200,
     step_allowed: Callable[[int | None], np.ndarray] | None = None,
+    same: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Positions of the playlist (never repeating, never ``exclude``) and each step's score.
     ``step_allowed(previous position or None for the seed)``: a mask of the positions that may
@@ -91,6 +109,6 @@ def radio_walk(
         best = int(np.lexsort((cand, -score))[0])
         out.append(int(cand[best]))
         scores.append(float(score[best]))
-        usable[cand[best]] = False
+        use_up(usable, int(cand[best]), same)
         prev = v[best]
     return np.array(out, dtype=np.int64), np.array(scores)

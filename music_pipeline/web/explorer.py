@@ -74,6 +74,7 @@ class Explorer:
         self.map_bodies: dict[str, bytes] = {}  # the rendered /api/map answer (plain, gzip)
         self._delivery: dict[tuple, object] = {}
         if len(self.index):  # pay first-query costs (pruning arrays, faiss warm-up, search rows) before serving
+            self.disc.with_keys()  # every row shows its key: all read once
             self.disc.similar(self.tracks["key"].iloc[0], TRACK_PAGE_NEIGHBOURS)
             self.disc.find("warm-up", 1)
 
@@ -115,6 +116,7 @@ class Explorer:
             "pdi": level[1] if level else None,
             "duration_s": self.durations.get(key),
             "tempo_bpm": float(row["tempo_bpm"]),
+            **self.disc.key_facts(int(pos)),  # key, camelot, key_confidence
         }
 
     # -- the API's answers ----------------------------------------------------------------------
@@ -129,10 +131,18 @@ class Explorer:
             "library_root": str(self.disc.library_root) if self.disc.library_root else None,
             "search": "approximate (faiss IVF)" if st is not None else "exact",
             "transform": self.index.transform.kind,
+            "duplicates": self.duplicate_counts(),
             "bpm_range": [float(np.nanmin(self.tracks["tempo_bpm"])), float(np.nanmax(self.tracks["tempo_bpm"]))]
             if len(self.tracks)
             else None,
         }
+
+    def duplicate_counts(self) -> dict:
+        """{"groups", "extra_copies", "kinds"} of the build's duplicate_groups table (as the build
+        summary counts them: identical-bytes copies included, which the similarity index holds once)."""
+        from music_pipeline.identity.duplicates import table_counts
+
+        return table_counts(self.disc.duplicate_table())
 
     def search(self, q: str, limit: int) -> dict:
         return {"query": q, "results": [self.summary(p) for p in self.disc.find(q, limit)]}
@@ -196,6 +206,7 @@ class Explorer:
         except QueryError as exc:
             out["genre"] = {"available": False, "reason": one_line(exc)}
             out["music_key"] = None
+        out["duplicates"] = [{**d, "title": title_of(d["relpath"])} for d in self.disc.duplicates_of(pos)]
         point = self.map_points()["by_key"].get(key)
         out["map"] = point
         return out

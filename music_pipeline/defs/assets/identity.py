@@ -1,14 +1,17 @@
-"""Fingerprints of every track (partitioned by track or bucket) and the library's lookup index."""
+"""Fingerprints of every track (partitioned by track or bucket), the library's lookup index and the
+groups of tracks holding the same recording."""
 
 import dagster as dg
 
 from music_pipeline.defs.assets.features import TRACK_BACKFILL_POLICY, analyse_run, fail_on_transient
 from music_pipeline.defs.partitions import tracks_for_run, tracks_partitions
 from music_pipeline.defs.resources import MusicPipelineResource
+from music_pipeline.identity.duplicates import DUPLICATES_VERSION, IDENTICAL
 from music_pipeline.identity.fingerprint import FRAME_S, PEAKS_PER_S
 from music_pipeline.identity.store import FINGERPRINT_VERSION
 
 TRACK_FINGERPRINTS = dg.AssetKey("track_fingerprints")
+FINGERPRINT_INDEX = dg.AssetKey("fingerprint_index")
 
 
 @dg.asset(
@@ -52,6 +55,7 @@ def track_fingerprints(context: dg.AssetExecutionContext, pipeline: MusicPipelin
 
 
 @dg.asset(
+    key=FINGERPRINT_INDEX,
     group_name="features",
     deps=[TRACK_FINGERPRINTS, dg.AssetKey("library_manifest")],
     kinds={"python", "numpy"},
@@ -60,7 +64,7 @@ def track_fingerprints(context: dg.AssetExecutionContext, pipeline: MusicPipelin
     automation_condition=dg.AutomationCondition.eager(),
     description=(
         "The lookup index of every stored fingerprint (hashes sorted, with track and time), which "
-        "`music-pipeline identify` asks: `<data>/tables/fingerprint_index.npz`."
+        "`music-pipeline identify` asks, memory-mapped: `<data>/tables/fingerprint_index/`."
     ),
 )
 def fingerprint_index(context: dg.AssetExecutionContext, pipeline: MusicPipelineResource) -> dg.MaterializeResult:
@@ -79,4 +83,35 @@ def fingerprint_index(context: dg.AssetExecutionContext, pipeline: MusicPipeline
     )
 
 
-__all__ = ["fingerprint_index", "track_fingerprints"]
+@dg.asset(
+    group_name="features",
+    deps=[FINGERPRINT_INDEX],
+    kinds={"python", "parquet"},
+    owners=["team:music-pipeline"],
+    code_version=DUPLICATES_VERSION,
+    automation_condition=dg.AutomationCondition.eager(),
+    description=(
+        "Groups of tracks holding the same recording (identical bytes, another encoding, level, light "
+        "noise, a trim), found once per build from the fingerprint index: "
+        "`<data>/tables/duplicate_groups.parquet` (group, kind, track, path). Read by `duplicates`, the "
+        "build summary, the explorer and similar/radio (which never offer a track's own copy)."
+    ),
+)
+def duplicate_groups(context: dg.AssetExecutionContext, pipeline: MusicPipelineResource) -> dg.MaterializeResult:
+    from music_pipeline.identity.duplicates import duplicate_groups as find_groups
+    from music_pipeline.identity.duplicates import extra_copies, write_duplicates
+    from music_pipeline.identity.library import load_index
+
+    data_dir = pipeline.settings.data_dir
+    groups = find_groups(data_dir, load_index(data_dir))
+    write_duplicates(data_dir, groups)
+    return dg.MaterializeResult(
+        metadata={
+            "groups": len(groups),
+            "extra_copies": extra_copies(groups),
+            "identical_bytes": sum(g["kind"] == IDENTICAL for g in groups),
+        }
+    )
+
+
+__all__ = ["duplicate_groups", "fingerprint_index", "track_fingerprints"]

@@ -76,6 +76,7 @@ function trackList(items, opts = {}) {
       h("a", { href: trackHref(r.track), class: "title" }, list[i].title),
       r.label ? h("span", { class: "tag" }, r.label) : null,
       r.level ? h("span", { class: "level level-" + r.level }, r.level) : null,
+      r.camelot ? h("span", { class: "tag camelot", title: r.key }, r.camelot) : null,
       opts.extra ? opts.extra(r) : null,
       r.score !== undefined ? h("span", { class: "score", title: opts.scoreTitle || "cosine similarity" }, fmt(r.score, 3)) : null));
   });
@@ -256,6 +257,14 @@ function bars(probabilities) {
   return table;
 }
 
+// the other copies of this recording in the library (the build's duplicate_groups); none: no card
+function duplicatesSection(copies) {
+  if (!copies || !copies.length) return document.createDocumentFragment();
+  return h("section", { class: "card", id: "duplicates" }, h("h3", {}, "Also in the library as"),
+    h("p", { class: "muted small" }, `${copies[0].kind}: never offered as a neighbour of this track`),
+    trackList(copies, { extra: (r) => h("span", { class: "muted small" }, r.relpath) }));
+}
+
 function genreSection(g) {
   const s = h("section", { class: "card", id: "genre" }, h("h3", {}, "Genre"));
   if (!g.available) return s.appendChild(h("p", { class: "muted" }, g.reason)), s;
@@ -324,6 +333,7 @@ async function trackView(view, key, current) {
         h("p", { class: "muted small" }, `MMR re-ranking (λ = ${t.diverse.diverse}): similar to this track, different from each other`),
         trackList(t.diverse.results))),
     h("div", { class: "grid" }, genreSection(t.genre), difficultySection(t.difficulty)),
+    duplicatesSection(t.duplicates),
     compareSection(tr.track),
     h("section", { class: "card" }, h("h3", {}, "On the map"), mapBox));
   loadMap().then((data) => drawMap(mapBox, data, "label", tr.track)).catch((e) => mapBox.replaceChildren(errorBox(e)));
@@ -516,7 +526,8 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#prev").addEventListener("click", () => player.step(-1));
   $("#next").addEventListener("click", () => player.step(1));
   attachSearch($("#search"), $("#search-results"), (r) => { location.hash = trackHref(r.track); $("#search").value = ""; $("#search").blur(); });
-  api("info").then((i) => { $("#library-info").textContent = `${i.tracks} tracks · ${i.search} search`; }).catch(() => {});
+  api("info").then((i) => { $("#library-info").textContent = `${i.tracks} tracks · ${i.search} search` +
+    (i.duplicates && i.duplicates.groups ? ` · ${i.duplicates.groups} duplicate groups (${i.duplicates.extra_copies} extra copies)` : ""); }).catch(() => {});
   window.addEventListener("hashchange", route);
   route();
 });
