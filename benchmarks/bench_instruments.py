@@ -341,6 +341,43 @@ def evaluate(reference: pd.DataFrame, table: pd.DataFrame, decoder: str) -> dict
     return out
 
 
+def diagnose(work: Path, reference: pd.DataFrame, decoder: str, n_pieces: int = 25) -> None:
+    """What the transcribed notes are, against the score, per instrument (``n_pieces`` drawn with a
+    fixed seed): the same pitch within 100 ms of a score onset, an overtone above a score note
+    (+12, 19, 24, 28, 31, 36), an octave below one, inside a score note already sounding at that
+    pitch (a held tone read again), or other."""
+    from collections import Counter
+
+    from music_pipeline.notes.events import read_midi
+    from music_pipeline.notes.transcribe import notes_from_activations
+
+    settings = dict(DECODERS[decoder])
+    settings.pop("chord_s", None)
+    pieces = reference.sample(n_pieces, random_state=0)
+    for inst in di.INSTRUMENTS:
+        kinds, n = Counter(), 0
+        for r in pieces.itertuples():
+            acts = load_activations(act_path(ref.audio_path(work, di.variant(inst), r.collection, r.piece)))
+            notes = notes_from_activations(acts, _creation(**settings))
+            score = read_midi(Path(r.score))
+            son, sp = score.onset, score.pitch.astype(int)
+            for on, p in zip(notes.onset, notes.pitch.astype(int), strict=True):
+                n += 1
+                d = set((p - sp[np.abs(son - on) < 0.1]).tolist())
+                if 0 in d:
+                    kinds["same pitch"] += 1
+                elif d & {12, 19, 24, 28, 31, 36}:
+                    kinds["overtone above"] += 1
+                elif d & {-12, -24}:
+                    kinds["octave below"] += 1
+                elif ((son < on) & (score.offset > on) & (sp == p)).any():
+                    kinds["held tone read again"] += 1
+                else:
+                    kinds["other"] += 1
+        shares = "  ".join(f"{k} {v / n:.1%}" for k, v in sorted(kinds.items()))
+        print(f"{inst:<12} {n:>6} notes read: {shares}")
+
+
 def _pair_quiet(path: str) -> tuple[dict, dict, str, str]:
     """The corrected note descriptors of a render and of a copy 12 dB quieter (16-bit, as a file),
     then of a darker and a brighter copy (difficulty_reference's tone filters)."""
@@ -389,7 +426,7 @@ def quiet_check(work: Path, reference: pd.DataFrame, workers: int) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", nargs="?", default="rank", choices=["rank", "correct", "train", "quiet"])
+    p.add_argument("mode", nargs="?", default="rank", choices=["rank", "correct", "train", "quiet", "diagnose"])
     p.add_argument(
         "--model-out", type=Path, default=None, help="train: write the instrument model fitted on every render here"
     )
@@ -406,6 +443,9 @@ def main() -> None:
         quiet_check(args.work, reference, args.workers)
         return
     for decoder in args.decoder or ["shipped"]:
+        if args.mode == "diagnose":
+            diagnose(args.work, reference, decoder)
+            continue
         table = descriptor_table(args.work, reference, instruments, decoder, args.workers)
         if args.mode == "rank":
             evaluate(reference, table, decoder)
