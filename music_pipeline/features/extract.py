@@ -40,6 +40,7 @@ from music_pipeline.audio.decode import ANALYSIS_SR, AudioError, SharedDecode, d
 from music_pipeline.content_store import CRASH_REASON, Failure, attempt
 from music_pipeline.difficulty.audio_descriptors import DESCRIPTOR_NAMES, compute_descriptors
 from music_pipeline.features.embedding import EMBEDDING_DIM, compute_embedding
+from music_pipeline.features.harmonic import SequenceStore, sequence_of_signal, sequence_of_spectra
 from music_pipeline.features.rhythm import compute_rhythm
 from music_pipeline.features.segments import DEFAULT_SEGMENTS, extract_segments
 from music_pipeline.features.spectra import compute_spectra
@@ -67,6 +68,8 @@ class TrackFeatures:
     source_sr: int
     source_channels: int
     compute_seconds: float = 0.0
+    # by-product stored beside the features (``features.harmonic``), not in the features file
+    harmonic_sequence: np.ndarray | None = None
 
 
 def features_from_signal(y: np.ndarray, sr: int = ANALYSIS_SR, n_segments: int = DEFAULT_SEGMENTS) -> TrackFeatures:
@@ -81,6 +84,7 @@ def features_from_signal(y: np.ndarray, sr: int = ANALYSIS_SR, n_segments: int =
         source_sr=sr,
         source_channels=1,
         compute_seconds=time.perf_counter() - t0,
+        harmonic_sequence=sequence_of_spectra(spectra, rhythm),
     )
 
 
@@ -180,8 +184,10 @@ class FeatureStore:
         remove(self.retry_path(content_hash) if permanent else self.failure_path(content_hash))
 
     def is_analysed(self, content_hash: str) -> bool:
-        """Features or a permanent failure record exist: nothing left to do for this content."""
-        return self.has(content_hash) or self.failure_path(content_hash).is_file()
+        """Features and harmonic sequence, or a permanent failure record, exist: nothing left to
+        do for this content."""
+        done = self.has(content_hash) and SequenceStore(self.layout.root).has(content_hash)
+        return done or self.failure_path(content_hash).is_file()
 
     def feature_hashes(self) -> set[str]:
         """Content hashes with stored features (``has``), from one directory listing."""
@@ -194,8 +200,11 @@ class FeatureStore:
     def analysed_hashes(self, retry_failed: bool = False) -> set[str]:
         """Every content hash ``is_analysed`` would accept, from two directory listings: on an
         object store one LIST per 1000 files instead of two HEAD requests per track. With
-        ``retry_failed`` only hashes with features count (permanent failures are tried again)."""
-        return self.feature_hashes() if retry_failed else self.feature_hashes() | self.failed_hashes()
+        ``retry_failed`` only hashes with features count (permanent failures are tried again).
+        Features stored without their harmonic sequence (a library built before the sequences, or
+        a new ``SEQUENCE_VERSION``) are not done: the pass adds the sequence, keeping the features."""
+        done = self.feature_hashes() & SequenceStore(self.layout.root).hashes()
+        return done if retry_failed else done | self.failed_hashes()
 
     def failure_record(self, content_hash: str) -> dict | None:
         """The failure record of this content (permanent first), or None."""
@@ -281,12 +290,16 @@ def run_job(job: ExtractJob, retry_failed: bool = False, audio: SharedDecode | N
             job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {job.scan_error or 'no content hash'}"
         )
     store = FeatureStore(job.data_dir, job.n_segments)
+    sequences = SequenceStore(job.data_dir)
     if store.has(job.content_hash):
+        if not sequences.has(job.content_hash):
+            _add_sequence(job, sequences, audio)
         return ExtractOutcome(job.key, job.relpath, job.content_hash, "cached", seconds=time.perf_counter() - t0)
     if not retry_failed and (reason := store.permanent_failure(job.content_hash)):
         return ExtractOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {reason}")
     feats = attempt(
-        lambda: extract_features(job.path, job.n_segments, audio), lambda f: store.save(job.content_hash, f)
+        lambda: extract_features(job.path, job.n_segments, audio),
+        lambda f: (store.save(job.content_hash, f), sequences.save(job.content_hash, f.harmonic_sequence)),
     )
     if isinstance(feats, Failure):
         if not feats.permanent:
@@ -298,6 +311,15 @@ def run_job(job: ExtractJob, retry_failed: bool = False, audio: SharedDecode | N
     return ExtractOutcome(
         job.key, job.relpath, job.content_hash, "extracted", None, time.perf_counter() - t0, feats.duration_s
     )
+
+
+def _add_sequence(job: ExtractJob, sequences: SequenceStore, audio: SharedDecode | None) -> None:
+    """The harmonic sequence of a track whose features were stored without it (from the shared
+    decode; the features stay). A failure is logged and left for the next build."""
+    a = audio if audio is not None else SharedDecode(job.path)
+    result = sequences.analyse(job.content_hash, job.relpath, lambda: sequence_of_signal(a.get().y, a.get().sr))
+    if isinstance(result, Failure):
+        log.warning("%s: no harmonic sequence (%s)", job.path, result.reason)
 
 
 def crashed(job: ExtractJob) -> ExtractOutcome:
