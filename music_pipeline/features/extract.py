@@ -184,10 +184,8 @@ class FeatureStore:
         remove(self.retry_path(content_hash) if permanent else self.failure_path(content_hash))
 
     def is_analysed(self, content_hash: str) -> bool:
-        """Features and harmonic sequence, or a permanent failure record, exist: nothing left to
-        do for this content."""
-        done = self.has(content_hash) and SequenceStore(self.layout.root).has(content_hash)
-        return done or self.failure_path(content_hash).is_file()
+        """Features or a permanent failure record exist: nothing left to do for this content."""
+        return self.has(content_hash) or self.failure_path(content_hash).is_file()
 
     def feature_hashes(self) -> set[str]:
         """Content hashes with stored features (``has``), from one directory listing."""
@@ -200,11 +198,8 @@ class FeatureStore:
     def analysed_hashes(self, retry_failed: bool = False) -> set[str]:
         """Every content hash ``is_analysed`` would accept, from two directory listings: on an
         object store one LIST per 1000 files instead of two HEAD requests per track. With
-        ``retry_failed`` only hashes with features count (permanent failures are tried again).
-        Features stored without their harmonic sequence (a library built before the sequences, or
-        a new ``SEQUENCE_VERSION``) are not done: the pass adds the sequence, keeping the features."""
-        done = self.feature_hashes() & SequenceStore(self.layout.root).hashes()
-        return done if retry_failed else done | self.failed_hashes()
+        ``retry_failed`` only hashes with features count (permanent failures are tried again)."""
+        return self.feature_hashes() if retry_failed else self.feature_hashes() | self.failed_hashes()
 
     def failure_record(self, content_hash: str) -> dict | None:
         """The failure record of this content (permanent first), or None."""
@@ -292,10 +287,11 @@ def run_job(job: ExtractJob, retry_failed: bool = False, audio: SharedDecode | N
     store = FeatureStore(job.data_dir, job.n_segments)
     sequences = SequenceStore(job.data_dir)
     if store.has(job.content_hash):
-        if not sequences.has(job.content_hash):
+        if not sequences.has(job.content_hash) and (retry_failed or not sequences.failure(job.content_hash)):
             _add_sequence(job, sequences, audio)
         return ExtractOutcome(job.key, job.relpath, job.content_hash, "cached", seconds=time.perf_counter() - t0)
     if not retry_failed and (reason := store.permanent_failure(job.content_hash)):
+        sequences.record(job.content_hash, job.relpath, Failure(reason, True))  # no sequence either
         return ExtractOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {reason}")
     feats = attempt(
         lambda: extract_features(job.path, job.n_segments, audio),
@@ -305,6 +301,7 @@ def run_job(job: ExtractJob, retry_failed: bool = False, audio: SharedDecode | N
         if not feats.permanent:
             return _transient(job, store, feats.reason, t0)
         store.save_failure(job.content_hash, job.relpath, feats.reason, permanent=True)
+        sequences.record(job.content_hash, job.relpath, feats)
         return ExtractOutcome(
             job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {feats.reason}", time.perf_counter() - t0
         )
@@ -326,6 +323,7 @@ def crashed(job: ExtractJob) -> ExtractOutcome:
     """A track whose worker died twice, the second time alone: the file is blamed."""
     if job.content_hash:
         FeatureStore(job.data_dir, job.n_segments).save_failure(job.content_hash, job.relpath, CRASH_REASON)
+        SequenceStore(job.data_dir).record(job.content_hash, job.relpath, Failure(CRASH_REASON, True))
     return ExtractOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {CRASH_REASON}")
 
 
