@@ -240,15 +240,19 @@ class Query:
     content: int | None  # the library content it is (excluded from its results), or None
 
 
-def resolve(text: str, lib: SequenceLibrary) -> Query:
+def resolve(text: str, lib: SequenceLibrary, files: bool = True) -> Query:
     """A track key, a path inside the library, or an audio file (a library track when its bytes
-    are one; else decoded and its sequence computed here). ``QueryError`` naming ``text``."""
+    are one; else decoded and its sequence computed here). ``files=False``: library tracks only,
+    the text is never looked up on the file system (what a network client sends). ``QueryError``
+    naming ``text``."""
     from pathlib import Path
 
     hit = np.flatnonzero((lib.keys == text) | (lib.relpaths == text.replace("\\", "/")))
     if len(hit):
         c = int(lib.content_of[hit[0]])
         return Query(lib.sequences[c], c)
+    if not files:
+        raise QueryError(f"{text}: no track with this key or path has a harmonic sequence (yet)")
     p = Path(text).expanduser()
     if not p.is_file():
         raise QueryError(f"{text}: not a track key, a library path or an audio file")
@@ -269,11 +273,11 @@ def resolve(text: str, lib: SequenceLibrary) -> Query:
     return Query(sequence_of_signal(a.y, a.sr), None)
 
 
-def find_versions(text: str, lib: SequenceLibrary, n: int = 10) -> dict:
+def find_versions(text: str, lib: SequenceLibrary, n: int = 10, files: bool = True) -> dict:
     """``{"query": text, "results": [{"track", "path", "score"}]}``: the ``n`` best other
-    performances of the query among the library's tracks (never the query itself nor a file with
-    its exact bytes)."""
-    q = resolve(text, lib)
+    performances of the query (``resolve``) among the library's tracks (never the query itself
+    nor a file with its exact bytes)."""
+    q = resolve(text, lib, files)
     exclude = {q.content} if q.content is not None else set()
     ranked = rank_versions(q.sequence, lib.sequences, lib.profiles, n=len(lib.sequences), exclude=exclude)
     results = []
