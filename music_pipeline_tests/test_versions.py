@@ -12,7 +12,14 @@ from music_pipeline.analysis import TrackJob, analyse_many
 from music_pipeline.artifacts import write_parquet
 from music_pipeline.audio.scan import scan_library
 from music_pipeline.features.harmonic import SequenceStore, sequence_of_signal
-from music_pipeline.identity.versions import QueryError, find_versions, load_library, rank_versions
+from music_pipeline.identity.versions import (
+    QueryError,
+    find_versions,
+    load_library,
+    profile,
+    rank_versions,
+    summary,
+)
 from music_pipeline.layout import DataLayout
 from music_pipeline.synth import SR
 
@@ -72,15 +79,13 @@ def test_a_transposed_faster_version_in_another_timbre_ranks_its_original_first(
     library = [sequence_of_signal(render(ORIGINAL, 100), SR)] + [
         sequence_of_signal(render(d, 100), SR) for d in DISTRACTORS
     ]
-    profiles = np.stack(
-        [s.astype(np.float32).mean(axis=1) / np.linalg.norm(s.astype(np.float32).mean(axis=1)) for s in library]
-    )
+    profiles, summaries = np.stack([profile(s) for s in library]), np.stack([summary(s) for s in library])
     version = sequence_of_signal(render(ORIGINAL, 125, transpose=3, timbre="organ"), SR)
-    ranked = rank_versions(version, library, profiles, n=len(library))
+    ranked = rank_versions(version, library, profiles, summaries, n=len(library))
     assert ranked[0].index == 0
     assert ranked[0].score > ranked[1].score
     # the query itself is never offered when excluded
-    assert 0 not in [r.index for r in rank_versions(library[0], library, profiles, exclude={0})]
+    assert 0 not in [r.index for r in rank_versions(library[0], library, profiles, summaries, exclude={0})]
 
 
 @pytest.fixture(scope="module")

@@ -19,9 +19,11 @@ Two versions are compared in three steps:
    moves, i.e. tempo ratios between 1/2 and 2) finds the longest stretch of shared harmony; its best
    score over ``sqrt`` of the shorter length is the version score (Qmax).
 
-A library search ranks every track by its OTI-aligned global profile (one 12x12 product per
-track, milliseconds for 10,000 tracks) and aligns only the best ``PREFILTER`` of them:
-O(N) + O(PREFILTER x beats^2).
+A library search first ranks every track by a cheap summary — the cosine of the OTI-aligned global
+profiles plus that of a 2D Fourier-transform magnitude of the sequence (Bertin-Mahieux & Ellis
+2011: the median over 32-beat windows of ``|fft2|``, invariant to transposition and to where in the
+track a pattern falls; ``summary``) — and aligns only the best ``PREFILTER`` of them:
+O(N x (144 + 204)) for the prefilter, then O(PREFILTER x beats^2) for the alignments.
 """
 
 from __future__ import annotations
@@ -37,11 +39,12 @@ from music_pipeline.features.harmonic import SEQUENCE_VERSION, SequenceStore, se
 log = logging.getLogger(__name__)
 
 # Alignment parameters (chosen on half of the benchmark's collections: docs/identity.md).
-KNN_FRACTION = 0.1  # a beat's neighbours: this share of the other track's beats
-GAP_ONSET, GAP_EXTEND = 5.0, 0.5
-PREFILTER = 100  # tracks aligned per query, best OTI-aligned global profiles first
-MUTUAL = True
+KNN_FRACTION = 0.2  # a beat's neighbours: this share of the other track's beats
+GAP_ONSET, GAP_EXTEND = 1.0, 1.0
+PREFILTER = 100  # tracks aligned per query, best prefilter scores first
+FTM_BEATS, FTM_HOP = 32, 8  # the 2D-FTM summary: windows of beats and their hop
 MIN_BEATS = 8  # a shorter sequence matches nothing
+PACKED_VERSION = f"{SEQUENCE_VERSION}-p1"  # the packed table: the sequences' version and its own
 
 
 def profile(seq: np.ndarray) -> np.ndarray:
@@ -49,6 +52,20 @@ def profile(seq: np.ndarray) -> np.ndarray:
     p = np.asarray(seq, dtype=np.float32).mean(axis=1)
     n = np.linalg.norm(p)
     return p / n if n > 1e-9 else p
+
+
+def summary(seq: np.ndarray) -> np.ndarray:
+    """(12 x (FTM_BEATS // 2 + 1),) float32, unit length: the median 2D Fourier magnitude of the
+    sequence's FTM_BEATS-beat windows, square-rooted and centred (the prefilter's second cue)."""
+    s = np.asarray(seq, dtype=np.float32)
+    if s.shape[1] < FTM_BEATS:
+        s = np.pad(s, ((0, 0), (0, FTM_BEATS - s.shape[1])), mode="wrap") if s.shape[1] else np.zeros((12, FTM_BEATS))
+    windows = np.lib.stride_tricks.sliding_window_view(s, FTM_BEATS, axis=1)[:, ::FTM_HOP]  # (12, w, FTM_BEATS)
+    mags = np.abs(np.fft.fft2(windows.transpose(1, 0, 2)))  # (w, 12, FTM_BEATS)
+    v = np.sqrt(np.median(mags, axis=0)[:, : FTM_BEATS // 2 + 1]).ravel()
+    v = v - v.mean()
+    n = np.linalg.norm(v)
+    return (v / n if n > 1e-9 else v).astype(np.float32)
 
 
 def oti(query_profile: np.ndarray, profiles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -70,8 +87,7 @@ def cross_recurrence(query: np.ndarray, candidate: np.ndarray) -> np.ndarray:
     k = max(2, round(KNN_FRACTION * min(n, m)))
     col = -np.partition(-sim, min(k, m) - 1, axis=0)[min(k, m) - 1]  # k-th best of each query beat
     row = -np.partition(-sim, min(k, n) - 1, axis=1)[:, min(k, n) - 1]
-    both = (sim >= col[None, :]) if not MUTUAL else (sim >= col[None, :]) & (sim >= row[:, None])
-    return both.astype(np.float64)
+    return ((sim >= col[None, :]) & (sim >= row[:, None])).astype(np.float64)
 
 
 def qmax(query: np.ndarray, candidate: np.ndarray, shift: int | None = None) -> float:
@@ -101,16 +117,19 @@ def rank_versions(
     query: np.ndarray,
     sequences: list[np.ndarray],
     profiles: np.ndarray,
+    summaries: np.ndarray,
     n: int = 10,
     exclude: set[int] | frozenset = frozenset(),
     prefilter: int = PREFILTER,
 ) -> list[Ranked]:
-    """The ``n`` best versions of ``query`` among ``sequences`` (with their ``profiles``, (N, 12)),
-    best first; rows in ``exclude`` (the query itself, its duplicates) are never offered."""
+    """The ``n`` best versions of ``query`` among ``sequences`` (with their ``profiles`` (N, 12)
+    and ``summaries``), best first; rows in ``exclude`` (the query itself, its duplicates) are never
+    offered."""
     if not len(sequences):
         return []
     shifts, sims = oti(profile(query), profiles)
-    order = [i for i in np.argsort(-sims, kind="stable") if i not in exclude][:prefilter]
+    cheap = sims + summaries @ summary(query)
+    order = [i for i in np.argsort(-cheap, kind="stable") if i not in exclude][:prefilter]
     scored = [Ranked(int(i), qmax(query, sequences[i], int(shifts[i]))) for i in order]
     scored.sort(key=lambda r: (-r.score, r.index))
     return scored[:n]
@@ -133,6 +152,7 @@ class SequenceLibrary:
     hashes: np.ndarray  # per content
     sequences: list[np.ndarray]  # per content, (12, beats) float16
     profiles: np.ndarray  # (contents, 12)
+    summaries: np.ndarray  # (contents, 204)
     keys: np.ndarray  # per track
     relpaths: np.ndarray
     content_of: np.ndarray
@@ -146,11 +166,12 @@ class SequenceLibrary:
             "packed": packed.astype(np.float16),
             "lengths": lengths,
             "profiles": self.profiles.astype(np.float32),
+            "summaries": self.summaries.astype(np.float32),
             "keys": self.keys,
             "relpaths": self.relpaths,
             "content_of": self.content_of,
             "missing": np.int64(self.missing),
-            "version": np.array(SEQUENCE_VERSION),
+            "version": np.array(PACKED_VERSION),
         }
 
     @classmethod
@@ -204,6 +225,7 @@ def build_library(data_dir) -> SequenceLibrary:
         np.array(hashes, dtype=str),
         seqs,
         np.stack([profile(s) for s in seqs]) if seqs else np.zeros((0, 12), np.float32),
+        np.stack([summary(s) for s in seqs]) if seqs else np.zeros((0, 12 * (FTM_BEATS // 2 + 1)), np.float32),
         np.array(keys, dtype=str),
         np.array(relpaths, dtype=str),
         np.array(content_of, dtype=np.int64),
@@ -226,7 +248,7 @@ def load_library(data_dir) -> SequenceLibrary:
     )
     if fresh:
         z = read_npz(path)
-        if str(z["version"]) == SEQUENCE_VERSION and int(z["missing"]) == 0:
+        if str(z["version"]) == PACKED_VERSION and int(z["missing"]) == 0:
             return SequenceLibrary.from_arrays(z)
     lib = build_library(data_dir)
     if not len(lib.keys):
@@ -279,7 +301,7 @@ def find_versions(text: str, lib: SequenceLibrary, n: int = 10, files: bool = Tr
     nor a file with its exact bytes)."""
     q = resolve(text, lib, files)
     exclude = {q.content} if q.content is not None else set()
-    ranked = rank_versions(q.sequence, lib.sequences, lib.profiles, n=len(lib.sequences), exclude=exclude)
+    ranked = rank_versions(q.sequence, lib.sequences, lib.profiles, lib.summaries, len(lib.sequences), exclude)
     results = []
     for r in ranked:
         for i in np.flatnonzero(lib.content_of == r.index):
