@@ -83,7 +83,7 @@ def interval(hits: np.ndarray, cols: np.ndarray, seed: int = 0) -> tuple[float, 
 
 
 def evaluate(lib_seqs, lib_profiles, lib_summaries, lib_means, queries, targets) -> dict[str, np.ndarray]:
-    from music_pipeline.identity.versions import PREFILTER, oti, profile, rank_versions, summary
+    from music_pipeline.identity.versions import oti, profile, rank_versions, summary
 
     out = {"mean_chroma": [], "oti_global": [], "prefilter": [], "sequences": [], "oti_rank": [], "prefilter_rank": []}
     for (seq, mean), tgt in zip(queries, targets, strict=True):
@@ -94,7 +94,7 @@ def evaluate(lib_seqs, lib_profiles, lib_summaries, lib_means, queries, targets)
         cheap = sims + lib_summaries @ summary(seq)
         out["prefilter"].append(int(np.argmax(cheap) == tgt))
         out["prefilter_rank"].append(int((cheap > cheap[tgt]).sum()))
-        ranked = rank_versions(seq, lib_seqs, lib_profiles, lib_summaries, n=1, prefilter=PREFILTER)
+        ranked = rank_versions(seq, lib_seqs, lib_profiles, lib_summaries, n=1)
         out["sequences"].append(int(ranked[0].index == tgt))
     return {k: np.array(v) for k, v in out.items()}
 
@@ -146,7 +146,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from music_pipeline.features.extract import warm_up
-    from music_pipeline.identity.versions import PREFILTER, profile, summary
+    from music_pipeline.identity.versions import aligned_count, profile, summary
 
     truth = build(args.scores, args.work, COLLECTIONS)
     warm_up()
@@ -203,8 +203,8 @@ def main() -> None:
             f"share in the library's first {shares}"
         )
     print(
-        f"\nprefilter: the original among the {PREFILTER} candidates aligned for "
-        f"{(ranks < PREFILTER).mean():.3f} of versions (worst rank {ranks.max()}, median {np.median(ranks):.0f})"
+        f"\nprefilter: the original among the {aligned_count(len(lib))} candidates aligned for "
+        f"{(ranks < aligned_count(len(lib))).mean():.3f} of versions (worst rank {ranks.max()}, median {np.median(ranks):.0f})"
     )
     every = lib + qa
     ext = sum(float(x["extract_s"]) for x in every)
@@ -217,13 +217,14 @@ def main() -> None:
     syn = synthetic_latency(lib_seqs, args.synthetic)
     print(
         f"\nquery latency: {1000 * per_query:.0f} ms on this library of {len(lib)} tracks; "
-        f"{1000 * syn:.0f} ms on a synthetic library of {args.synthetic} tracks"
+        f"{1000 * syn:.0f} ms on a synthetic library of {args.synthetic} tracks "
+        f"({aligned_count(args.synthetic)} aligned)"
     )
     (args.work / "results.json").write_text(
         json.dumps(
             {
                 "report": report,
-                "prefilter_recall": float((ranks < PREFILTER).mean()),
+                "prefilter_recall": float((ranks < aligned_count(len(lib))).mean()),
                 "sequence_cost_share": seq / ext,
                 "latency_ms": 1000 * per_query,
                 "synthetic_latency_ms": {str(args.synthetic): 1000 * syn},

@@ -22,14 +22,16 @@ Two versions are compared in three steps:
 A library search first ranks every track by a cheap summary — the cosine of the OTI-aligned global
 profiles plus that of a 2D Fourier-transform magnitude of the sequence (Bertin-Mahieux & Ellis
 2011: the median over 32-beat windows of ``|fft2|``, invariant to transposition and to where in the
-track a pattern falls; ``summary``) — and aligns only the best ``PREFILTER`` of them:
-O(N x (144 + 204)) for the prefilter, then O(PREFILTER x beats^2) for the alignments.
+track a pattern falls; ``summary``) — and aligns only the best ``aligned_count(N)`` of them (100,
+or 2 % of a library above 5,000 tracks, at most 300): O(N x (144 + 204)) for the prefilter, then
+O(aligned x beats^2) for the alignments (~5 ms each).
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,7 +43,9 @@ log = logging.getLogger(__name__)
 # Alignment parameters (chosen on half of the benchmark's collections: docs/identity.md).
 KNN_FRACTION = 0.2  # a beat's neighbours: this share of the other track's beats
 GAP_ONSET, GAP_EXTEND = 1.0, 1.0
-PREFILTER = 100  # tracks aligned per query, best prefilter scores first
+# tracks aligned per query, best prefilter scores first: PREFILTER, or PREFILTER_SHARE of a larger
+# library (a version's rank in the prefilter grows with the library), at most PREFILTER_MAX
+PREFILTER, PREFILTER_SHARE, PREFILTER_MAX = 100, 0.02, 300
 FTM_BEATS, FTM_HOP = 32, 8  # the 2D-FTM summary: windows of beats and their hop
 MIN_BEATS = 8  # a shorter sequence matches nothing
 PACKED_VERSION = f"{SEQUENCE_VERSION}-p1"  # the packed table: the sequences' version and its own
@@ -107,6 +111,11 @@ def qmax(query: np.ndarray, candidate: np.ndarray, shift: int | None = None) -> 
     return float(score.max() / np.sqrt(min(q.shape[1], c.shape[1])))
 
 
+def aligned_count(n_tracks: int) -> int:
+    """How many candidates a query aligns in a library of ``n_tracks``."""
+    return min(PREFILTER_MAX, max(PREFILTER, math.ceil(PREFILTER_SHARE * n_tracks)))
+
+
 @dataclass
 class Ranked:
     index: int  # row of the candidates
@@ -120,13 +129,14 @@ def rank_versions(
     summaries: np.ndarray,
     n: int = 10,
     exclude: set[int] | frozenset = frozenset(),
-    prefilter: int = PREFILTER,
+    prefilter: int | None = None,
 ) -> list[Ranked]:
     """The ``n`` best versions of ``query`` among ``sequences`` (with their ``profiles`` (N, 12)
     and ``summaries``), best first; rows in ``exclude`` (the query itself, its duplicates) are never
-    offered."""
+    offered. ``prefilter``: how many to align (default: ``aligned_count``)."""
     if not len(sequences):
         return []
+    prefilter = aligned_count(len(sequences)) if prefilter is None else prefilter
     shifts, sims = oti(profile(query), profiles)
     cheap = sims + summaries @ summary(query)
     order = [i for i in np.argsort(-cheap, kind="stable") if i not in exclude][:prefilter]
