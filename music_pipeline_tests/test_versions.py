@@ -137,6 +137,18 @@ def test_versions_command_answers_one_json_line_per_query(built, tmp_path, capsy
     assert lines[2]["file"] == str(broken) and "error" in lines[2]
 
 
+def test_the_packed_library_reads_back_as_built(built):
+    from music_pipeline.identity.versions import build_library
+
+    _, _, data, jobs, _ = built
+    built_now, read_back = build_library(data), load_library(data)  # the second from the stored file
+    assert list(read_back.keys) == list(built_now.keys) == sorted(j.key for j in jobs)
+    assert np.array_equal(read_back.content_of, built_now.content_of)
+    for a, b in zip(read_back.sequences, built_now.sequences, strict=True):
+        assert np.array_equal(a, b)
+    assert find_versions("a/original.wav", read_back) == find_versions("a/original.wav", built_now)
+
+
 def test_a_query_that_is_no_track_nor_file_is_named(built):
     _, _, data, _, _ = built
     with pytest.raises(QueryError, match="nowhere.wav"):

@@ -188,7 +188,16 @@ class SequenceLibrary:
     def from_arrays(cls, z) -> SequenceLibrary:
         bounds = np.concatenate([[0], np.cumsum(z["lengths"])])
         seqs = [z["packed"][:, a:b] for a, b in itertools.pairwise(bounds)]
-        return cls(z["hashes"], seqs, z["profiles"], z["keys"], z["relpaths"], z["content_of"], int(z["missing"]))
+        return cls(
+            z["hashes"],
+            seqs,
+            z["profiles"],
+            z["summaries"],
+            z["keys"],
+            z["relpaths"],
+            z["content_of"],
+            int(z["missing"]),
+        )
 
 
 def _scanned(data_dir):
