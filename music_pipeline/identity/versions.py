@@ -188,16 +188,8 @@ class SequenceLibrary:
     def from_arrays(cls, z) -> SequenceLibrary:
         bounds = np.concatenate([[0], np.cumsum(z["lengths"])])
         seqs = [z["packed"][:, a:b] for a, b in itertools.pairwise(bounds)]
-        return cls(
-            z["hashes"],
-            seqs,
-            z["profiles"],
-            z["summaries"],
-            z["keys"],
-            z["relpaths"],
-            z["content_of"],
-            int(z["missing"]),
-        )
+        named = ("hashes", "profiles", "summaries", "keys", "relpaths", "content_of")
+        return cls(sequences=seqs, missing=int(z["missing"]), **{k: z[k] for k in named})
 
 
 def _scanned(data_dir):
