@@ -5,16 +5,18 @@ applied to cover song identification").
 A track's **harmonic sequence** is its chroma averaged between beats (``librosa.util.sync``), each
 beat's 12 values scaled to unit length: one column per beat, so a faster performance gives the same
 sequence. It is a by-product of the 641-D extraction — the chroma and the onset envelope it already
-computes, plus a beat tracking on that envelope (``sequence_of_spectra``) — stored per content
-(``store.py``'s sequence store).
+computes, plus a beat tracking on that envelope — stored per content by the features pass
+(``features.harmonic``: ``sequence_of_spectra``, ``SequenceStore``).
 
 Two versions are compared in three steps:
 
 1. **Transposition**: the optimal transposition index (OTI) — the shift of one track's global
    chroma profile (the mean of its sequence) that best matches the other's — is applied to the
    candidate, so a transposed performance lines up pitch class for pitch class.
-2. **Cross-recurrence**: ``librosa.segment.cross_similarity`` in k-nearest-neighbour mode marks the
-   beat pairs that are among each other's closest chroma (a binary matrix robust to timbre).
+2. **Cross-recurrence**: the beat pairs that are among each other's ``KNN_FRACTION`` closest
+   chroma (mutual nearest neighbours, what ``librosa.segment.cross_similarity(mode="connectivity")``
+   gives both ways, computed by one matrix product: ``cross_recurrence``), a binary matrix robust to
+   timbre.
 3. **Local alignment**: ``librosa.sequence.rqa`` (Smith-Waterman with gap penalties and knight
    moves, i.e. tempo ratios between 1/2 and 2) finds the longest stretch of shared harmony; its best
    score over ``sqrt`` of the shorter length is the version score (Qmax).
