@@ -2,7 +2,8 @@
 fingerprints.
 
 A worker takes a track, decodes it once (``audio.decode.SharedDecode``) and runs each wanted pass
-whose store lacks the content: the 641-D features at 22,050 Hz, the notes from the same signal, the
+whose store lacks the content: the 641-D features at 22,050 Hz (and their by-product, the harmonic
+sequence of ``features.harmonic``), the notes from the same signal, the
 learned embedding from it resampled to 16 kHz, the fingerprints from the same 22,050 Hz signal. So a new or changed file is read once, and a new
 version of one pass reruns only that pass (the others answer from their stores without decoding).
 Each pass keeps its own store, failure records and code version; the workers are the shared pool of
@@ -19,6 +20,7 @@ from functools import partial
 from music_pipeline.audio.decode import SharedDecode
 from music_pipeline.features.extract import ExtractJob, FeatureStore, run_job, warm_up
 from music_pipeline.features.extract import crashed as extract_crashed
+from music_pipeline.features.harmonic import SequenceStore
 from music_pipeline.features.segments import DEFAULT_SEGMENTS
 from music_pipeline.identity import store as fingerprints
 from music_pipeline.learned import store as learned
@@ -107,8 +109,10 @@ def _analysed(passes: Sequence[str], data_dir: str, n_segments: int, retry_faile
     """Per pass, the content hashes it answers without decoding (one listing per store)."""
     out = {}
     for name in passes:
-        if name == "features":
-            out[name] = FeatureStore(data_dir, n_segments).analysed_hashes(retry_failed)
+        if name == "features":  # its by-product too: a library older than the sequences gets them
+            out[name] = FeatureStore(data_dir, n_segments).analysed_hashes(retry_failed) & SequenceStore(
+                data_dir
+            ).analysed_hashes(retry_failed)
         elif name == "notes":
             out[name] = notes.NotesStore(data_dir).analysed_hashes(retry_failed)
         elif name == "fingerprints":

@@ -116,6 +116,11 @@ class DataLayout:
         return self.tables_dir / "duplicate_groups.parquet"
 
     @property
+    def versions_index_path(self) -> ArtifactPath:
+        """Every track's harmonic sequence packed in one file (``music-pipeline versions``)."""
+        return self.tables_dir / "harmonic_sequences.npz"
+
+    @property
     def skipped_path(self) -> ArtifactPath:
         return self.tables_dir / "skipped_tracks.parquet"
 

@@ -309,20 +309,23 @@ def _noop():
 def test_a_track_is_analysed_only_when_every_per_track_store_answered_it(tmp_path):
     """A store that lacks a track (a new file, or a new version of one per-track asset such as the
     notes) sends it to analysis again; a recorded failure counts as an answer."""
+    from music_pipeline.features.harmonic import SequenceStore
     from music_pipeline.identity.store import FingerprintStore
     from music_pipeline.learned.store import LearnedStore
     from music_pipeline.notes.store import NotesStore
 
     pipeline = MusicPipelineResource(data_dir=str(tmp_path / "data"), library_dir=str(tmp_path / "lib"), workers=1)
-    features, notes, learned, fingerprints = pipeline.track_stores()
+    features, notes, learned, fingerprints, sequences = pipeline.track_stores()
     assert isinstance(notes, NotesStore) and isinstance(learned, LearnedStore)
-    assert isinstance(fingerprints, FingerprintStore)
-    for store in (features, notes, learned, fingerprints):
+    assert isinstance(fingerprints, FingerprintStore) and isinstance(sequences, SequenceStore)
+    for store in (features, notes, learned, fingerprints, sequences):
         store.path("both").parent.mkdir(parents=True, exist_ok=True)
         store.path("both").write_bytes(b"")
-    for store in (features, learned, fingerprints):
+    for store in (features, learned, fingerprints, sequences):
         store.path("no_notes").write_bytes(b"")
     for store in (features, notes, learned, fingerprints):
+        store.path("no_sequence").write_bytes(b"")  # features stored before the sequences existed
+    for store in (features, notes, learned, fingerprints, sequences):
         store.save_failure("broken", "broken.wav", "not audio")
     assert pipeline.analysed_hashes() == {"both", "broken"}
     assert pipeline.analysed_hashes(retry_failed=True) == {"both"}

@@ -140,6 +140,14 @@ def test_track_page_has_genre_difficulty_neighbours_and_map_point(served):
     assert set(t["map"]) == {"x", "y"}
 
 
+def test_track_page_versions_route_names_what_is_missing(served):
+    # this library was built without a scan table: the versions section says so instead of failing
+    key = key_of(served, "drone/drone_03.wav")
+    v = get_json(served, f"/api/versions/{urllib.parse.quote(key)}")
+    assert v["available"] is False and "music-pipeline build" in v["reason"] and v["results"] == []
+    assert "no track with key" in get_json(served, "/api/versions/no-such-key", 404)["error"]
+
+
 def test_unknown_and_bad_queries_get_one_line_404_or_422(served):
     cases = [
         ("/api/similar?track=no-such-track", 404, "no track matches"),

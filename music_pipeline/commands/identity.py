@@ -1,5 +1,5 @@
 """identify: which library track a clip comes from, and where in it; duplicates: the recordings
-the library holds more than once."""
+the library holds more than once; versions: other performances of the same composition."""
 
 from __future__ import annotations
 
@@ -35,6 +35,25 @@ def register(sub, parent) -> None:
         help='one JSON object: {"groups": [{"kind", "tracks": [{"track", "path"}]}]}',
     )
     p.set_defaults(handler=cmd_duplicates)
+
+    p = sub.add_parser(
+        "versions",
+        parents=[parent],
+        help="other performances of the same composition (another instrument, tempo or key), ranked by a score",
+    )
+    p.add_argument(
+        "queries",
+        nargs="+",
+        metavar="TRACK|FILE",
+        help="a track key, a path inside the library, or an audio file (analysed on the fly)",
+    )
+    p.add_argument("-n", type=int, default=10, help="results per query (default 10)")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='one JSON line per query: {"query", "results": [{"track", "path", "score"}]}',
+    )
+    p.set_defaults(handler=cmd_versions)
 
 
 def cmd_identify(args) -> int:
@@ -82,3 +101,29 @@ def cmd_duplicates(args) -> int:
     if not groups:
         print("no track is stored more than once")
     return 0
+
+
+def cmd_versions(args) -> int:
+    from music_pipeline.identity.versions import QueryError, VersionsNotBuilt, find_versions, load_library
+
+    try:
+        lib = load_library(Settings.resolve(args.data).data_dir)
+    except VersionsNotBuilt as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    run = PerFile(args.json)
+    for q in args.queries:
+        try:
+            answer = find_versions(q, lib, max(1, args.n))
+        except QueryError as exc:
+            run.fail(q, exc)
+            continue
+        if args.json:
+            print(json.dumps(answer))
+            continue
+        print(f"{q}:")
+        for r in answer["results"]:
+            print(f"  {r['score']:6.2f}  {r['path']}")
+        if not answer["results"]:
+            print("  no other track to compare with")
+    return run.exit_code

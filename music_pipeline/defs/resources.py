@@ -77,13 +77,14 @@ class MusicPipelineResource(dg.ConfigurableResource):
 
     def track_stores(self) -> list:
         """The per-content-hash store of every per-track asset: features, notes, learned embedding,
-        fingerprints."""
+        fingerprints, and the harmonic sequences the features step stores beside its features."""
+        from music_pipeline.features.harmonic import SequenceStore
         from music_pipeline.identity.store import FingerprintStore
         from music_pipeline.learned.store import LearnedStore
         from music_pipeline.notes.store import NotesStore
 
         data = self.settings.data_dir
-        return [self.store, NotesStore(data), LearnedStore(data), FingerprintStore(data)]
+        return [self.store, NotesStore(data), LearnedStore(data), FingerprintStore(data), SequenceStore(data)]
 
     def analysed_hashes(self, retry_failed: bool = False) -> set[str]:
         """Content hashes every per-track asset has answered (a result or a recorded failure), from

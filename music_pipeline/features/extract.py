@@ -40,6 +40,7 @@ from music_pipeline.audio.decode import ANALYSIS_SR, AudioError, SharedDecode, d
 from music_pipeline.content_store import CRASH_REASON, Failure, attempt
 from music_pipeline.difficulty.audio_descriptors import DESCRIPTOR_NAMES, compute_descriptors
 from music_pipeline.features.embedding import EMBEDDING_DIM, compute_embedding
+from music_pipeline.features.harmonic import SequenceStore, sequence_of_signal, sequence_of_spectra
 from music_pipeline.features.rhythm import compute_rhythm
 from music_pipeline.features.segments import DEFAULT_SEGMENTS, extract_segments
 from music_pipeline.features.spectra import compute_spectra
@@ -67,6 +68,8 @@ class TrackFeatures:
     source_sr: int
     source_channels: int
     compute_seconds: float = 0.0
+    # by-product stored beside the features (``features.harmonic``), not in the features file
+    harmonic_sequence: np.ndarray | None = None
 
 
 def features_from_signal(y: np.ndarray, sr: int = ANALYSIS_SR, n_segments: int = DEFAULT_SEGMENTS) -> TrackFeatures:
@@ -81,6 +84,7 @@ def features_from_signal(y: np.ndarray, sr: int = ANALYSIS_SR, n_segments: int =
         source_sr=sr,
         source_channels=1,
         compute_seconds=time.perf_counter() - t0,
+        harmonic_sequence=sequence_of_spectra(spectra, rhythm),
     )
 
 
@@ -281,17 +285,23 @@ def run_job(job: ExtractJob, retry_failed: bool = False, audio: SharedDecode | N
             job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {job.scan_error or 'no content hash'}"
         )
     store = FeatureStore(job.data_dir, job.n_segments)
+    sequences = SequenceStore(job.data_dir)
     if store.has(job.content_hash):
+        if not sequences.has(job.content_hash) and (retry_failed or not sequences.failure(job.content_hash)):
+            _add_sequence(job, sequences, audio)
         return ExtractOutcome(job.key, job.relpath, job.content_hash, "cached", seconds=time.perf_counter() - t0)
     if not retry_failed and (reason := store.permanent_failure(job.content_hash)):
+        sequences.record(job.content_hash, job.relpath, Failure(reason, True))  # no sequence either
         return ExtractOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {reason}")
     feats = attempt(
-        lambda: extract_features(job.path, job.n_segments, audio), lambda f: store.save(job.content_hash, f)
+        lambda: extract_features(job.path, job.n_segments, audio),
+        lambda f: (store.save(job.content_hash, f), sequences.save(job.content_hash, f.harmonic_sequence)),
     )
     if isinstance(feats, Failure):
         if not feats.permanent:
             return _transient(job, store, feats.reason, t0)
         store.save_failure(job.content_hash, job.relpath, feats.reason, permanent=True)
+        sequences.record(job.content_hash, job.relpath, feats)
         return ExtractOutcome(
             job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {feats.reason}", time.perf_counter() - t0
         )
@@ -300,10 +310,20 @@ def run_job(job: ExtractJob, retry_failed: bool = False, audio: SharedDecode | N
     )
 
 
+def _add_sequence(job: ExtractJob, sequences: SequenceStore, audio: SharedDecode | None) -> None:
+    """The harmonic sequence of a track whose features were stored without it (from the shared
+    decode; the features stay). A failure is logged and left for the next build."""
+    a = audio if audio is not None else SharedDecode(job.path)
+    result = sequences.analyse(job.content_hash, job.relpath, lambda: sequence_of_signal(a.get().y, a.get().sr))
+    if isinstance(result, Failure):
+        log.warning("%s: no harmonic sequence (%s)", job.path, result.reason)
+
+
 def crashed(job: ExtractJob) -> ExtractOutcome:
     """A track whose worker died twice, the second time alone: the file is blamed."""
     if job.content_hash:
         FeatureStore(job.data_dir, job.n_segments).save_failure(job.content_hash, job.relpath, CRASH_REASON)
+        SequenceStore(job.data_dir).record(job.content_hash, job.relpath, Failure(CRASH_REASON, True))
     return ExtractOutcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {CRASH_REASON}")
 
 

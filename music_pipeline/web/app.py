@@ -200,6 +200,9 @@ def create_app(
     def track(request, ex):
         return ApiJSON(ex.track(request.path_params["key"]))
 
+    def versions(request, ex):
+        return ApiJSON(ex.versions(request.path_params["key"]))
+
     def map_(request, ex):
         cache = ex.map_bodies
         if "body" not in cache:
@@ -323,6 +326,7 @@ def create_app(
         Route("/api/radio", api(radio)),
         Route("/api/path", api(path)),
         Route("/api/track/{key}", api(track)),
+        Route("/api/versions/{key}", api(versions)),
         Route("/api/map", api(map_)),
         Route("/api/recommend", api(recommend)),
         Route("/api/listener-radio", api(listener_radio)),

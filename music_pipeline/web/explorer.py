@@ -34,6 +34,7 @@ from music_pipeline.web.facts import Facts
 log = logging.getLogger(__name__)
 
 TRACK_PAGE_NEIGHBOURS = 5
+TRACK_PAGE_VERSIONS = 5  # other performances of the composition shown on the track page
 TRACK_PAGE_DIVERSITY = 0.7  # MMR λ of the "diverse" list on the track page
 MAP_MAX_POINTS = 50_000  # as the embedding_map asset: larger libraries are drawn from a sample
 
@@ -210,6 +211,27 @@ class Explorer:
         point = self.map_points()["by_key"].get(key)
         out["map"] = point
         return out
+
+    def versions(self, key: str, n: int = TRACK_PAGE_VERSIONS) -> dict:
+        """Other performances of this track's composition (``identity.versions``, what
+        ``music-pipeline versions`` answers), each with its title; ``available`` false with the
+        reason when the library has no harmonic sequences yet."""
+        from music_pipeline.identity import versions
+
+        self.position(key)  # NotFound for a key this library does not hold
+        with self._map_lock:
+            if getattr(self, "_versions", None) is None:
+                try:
+                    self._versions = versions.load_library(self.data_dir)
+                except versions.VersionsNotBuilt as exc:
+                    return {"available": False, "reason": one_line(exc), "results": []}
+        try:
+            out = versions.find_versions(key, self._versions, n, files=False)
+        except versions.QueryError as exc:
+            return {"available": False, "reason": one_line(exc), "results": []}
+        for r in out["results"]:
+            r["title"] = title_of(r["path"])
+        return {"available": True, **out}
 
     # -- listening ------------------------------------------------------------------------------
     def listening_library(self):

@@ -308,6 +308,18 @@ function compareSection(key) {
   return h("section", { class: "card", id: "compare" }, h("h3", {}, "Compare"), picker, out);
 }
 
+// other performances of the same composition (another instrument, tempo or key), loaded after the page
+function versionsSection(key) {
+  const out = h("div", { class: "results" }, h("p", { class: "muted" }, "aligning harmonic sequences…"));
+  api("versions/" + encodeURIComponent(key)).then((r) => {
+    if (!r.available) { out.replaceChildren(h("p", { class: "muted small" }, r.reason)); return; }
+    out.replaceChildren(r.results.length ? trackList(r.results, { scoreTitle: "version score (higher: more of the harmony shared)" })
+      : h("p", { class: "muted" }, "no other track to compare with"));
+  }).catch((e) => out.replaceChildren(errorBox(e)));
+  return h("section", { class: "card", id: "versions" }, h("h3", {}, "Other versions"),
+    h("p", { class: "muted small" }, "the same composition played otherwise: instrument, tempo or key (highest score first)"), out);
+}
+
 async function trackView(view, key, current) {
   view.replaceChildren(h("p", { class: "muted" }, "loading…"));
   let t;
@@ -334,6 +346,7 @@ async function trackView(view, key, current) {
         trackList(t.diverse.results))),
     h("div", { class: "grid" }, genreSection(t.genre), difficultySection(t.difficulty)),
     duplicatesSection(t.duplicates),
+    versionsSection(tr.track),
     compareSection(tr.track),
     h("section", { class: "card" }, h("h3", {}, "On the map"), mapBox));
   loadMap().then((data) => drawMap(mapBox, data, "label", tr.track)).catch((e) => mapBox.replaceChildren(errorBox(e)));
