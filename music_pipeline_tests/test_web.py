@@ -136,7 +136,10 @@ def test_track_page_has_genre_difficulty_neighbours_and_map_point(served):
     row = read_parquet(DataLayout(served["data"]).difficulty_table_path).set_index("key").loc[key]
     assert d["available"] and d["pdi"] == pytest.approx(row["pdi"], abs=1e-9) and d["level"] == row["level"]
     assert len(d["reasons"]) == 3 and all(("harder" in r) != ("easier" in r) for r in d["reasons"])
-    assert "notes/s" in d["explanation"] and d["explanation"].endswith(f"→ {d['level']}")  # the notes, in musical terms
+    assert (
+        "notes/s" in d["explanation"] and f"→ {d['level']} (sounded like" in d["explanation"]
+    )  # the notes, in musical terms
+    assert d["heard"]["family"] in d["explanation"] or d["heard"]["family_label"] in d["explanation"]
     assert set(t["map"]) == {"x", "y"}
 
 
