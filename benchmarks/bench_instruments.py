@@ -123,6 +123,8 @@ DECODERS = {  # name -> NoteCreation settings (and the descriptors' chord window
     "rearticulation_5_0.9": {"rearticulation_gap_frames": 5, "rearticulation_onset": 0.9},
     "chord_0.15": {"chord_s": 0.15},
     "chord_0.075": {"chord_s": 0.075},
+    "rearticulation_onset_0.6": {"rearticulation_onset": 0.6},
+    "rearticulation_onset_0.7": {"rearticulation_onset": 0.7},
 }
 
 

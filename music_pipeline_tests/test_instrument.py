@@ -26,7 +26,7 @@ def _held_tone(second_onset: float) -> tuple[np.ndarray, np.ndarray]:
     return frames, onsets
 
 
-@pytest.mark.parametrize(("second_onset", "expected"), [(0.6, 1), (0.95, 2)])
+@pytest.mark.parametrize(("second_onset", "expected"), [(0.55, 1), (0.9, 2)])
 def test_a_held_tone_read_twice_is_one_note_unless_it_is_struck_again(second_onset, expected):
     frames, onsets = _held_tone(second_onset)
     found = bp.output_to_notes_polyphonic(frames, onsets, infer=False, melodia_trick=False)
@@ -37,7 +37,7 @@ def test_a_held_tone_read_twice_is_one_note_unless_it_is_struck_again(second_ons
 
 
 def test_a_tone_that_stopped_is_not_joined_to_the_next():
-    frames, onsets = _held_tone(0.6)
+    frames, onsets = _held_tone(0.55)
     frames[40:45, C4] = 0.0  # a real gap: the tone stopped before the next note
     found = bp.output_to_notes_polyphonic(frames, onsets, infer=False, melodia_trick=False)
     assert len(merge_rearticulations(found, frames, onsets, NoteCreation())) == len(found) == 2

@@ -153,3 +153,27 @@ def test_a_query_that_is_no_track_nor_file_is_named(built):
     _, _, data, _, _ = built
     with pytest.raises(QueryError, match="nowhere.wav"):
         find_versions("nowhere.wav", load_library(data))
+
+
+def test_another_copy_of_the_same_recording_is_not_a_version():
+    import pandas as pd
+
+    from music_pipeline.identity.versions import SequenceLibrary
+
+    original = sequence_of_signal(render(ORIGINAL, 100), SR)
+    other = sequence_of_signal(render(DISTRACTORS[0], 100), SR)
+    seqs = [original, original.copy(), other]  # content 1: the same recording stored again
+    lib = SequenceLibrary(
+        hashes=np.array(["h0", "h1", "h2"]),
+        sequences=seqs,
+        profiles=np.stack([profile(s) for s in seqs]),
+        summaries=np.stack([summary(s) for s in seqs]),
+        keys=np.array(["k0", "k1", "k2"]),
+        relpaths=np.array(["a.wav", "a copy.mp3", "b.wav"]),
+        content_of=np.array([0, 1, 2]),
+    )
+    assert find_versions("k0", lib)["results"][0]["track"] == "k1"  # unknown: the copy wins
+    groups = pd.DataFrame(
+        {"group": [0, 0], "kind": ["same recording"] * 2, "track": ["k0", "k1"], "path": ["a.wav", "a copy.mp3"]}
+    )
+    assert [r["track"] for r in find_versions("k0", lib.with_duplicates(groups))["results"]] == ["k2"]

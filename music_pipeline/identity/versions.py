@@ -34,7 +34,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -169,6 +169,21 @@ class SequenceLibrary:
     relpaths: np.ndarray
     content_of: np.ndarray
     missing: int = 0  # scanned tracks without a stored sequence when this was built
+    # content -> the other contents holding the same recording (the build's duplicate groups; not packed)
+    same_recording: dict[int, set[int]] = field(default_factory=dict)
+
+    def with_duplicates(self, table) -> SequenceLibrary:
+        """This library knowing the duplicate groups of ``table`` (``identity.duplicates``; None: none)."""
+        if table is None or not len(table):
+            return self
+        content = dict(zip(self.keys.astype(str), self.content_of.astype(int), strict=True))
+        same: dict[int, set[int]] = {}
+        for _, g in table.groupby("group"):
+            members = {content[k] for k in g["track"].astype(str) if k in content}
+            for c in members:
+                same.setdefault(c, set()).update(members - {c})
+        self.same_recording = same
+        return self
 
     def to_arrays(self) -> dict:
         lengths = np.array([s.shape[1] for s in self.sequences], dtype=np.int64)
@@ -252,6 +267,7 @@ def load_library(data_dir) -> SequenceLibrary:
     """The packed sequences; packed again first when missing, of another version, older than the
     scan, or packed while some tracks had no sequence yet."""
     from music_pipeline.artifacts import read_npz
+    from music_pipeline.identity.duplicates import read_duplicates
     from music_pipeline.layout import DataLayout
 
     layout = DataLayout(data_dir)
@@ -262,11 +278,11 @@ def load_library(data_dir) -> SequenceLibrary:
     if fresh:
         z = read_npz(path)
         if str(z["version"]) == PACKED_VERSION and int(z["missing"]) == 0:
-            return SequenceLibrary.from_arrays(z)
+            return SequenceLibrary.from_arrays(z).with_duplicates(read_duplicates(data_dir))
     lib = build_library(data_dir)
     if not len(lib.keys):
         raise VersionsNotBuilt(f"no analysed tracks in {data_dir}: run `music-pipeline build` first")
-    return lib
+    return lib.with_duplicates(read_duplicates(data_dir))
 
 
 @dataclass
@@ -311,9 +327,9 @@ def resolve(text: str, lib: SequenceLibrary, files: bool = True) -> Query:
 def find_versions(text: str, lib: SequenceLibrary, n: int = 10, files: bool = True) -> dict:
     """``{"query": text, "results": [{"track", "path", "score"}]}``: the ``n`` best other
     performances of the query (``resolve``) among the library's tracks (never the query itself
-    nor a file with its exact bytes)."""
+    nor a file with its exact bytes, nor another copy of its recording)."""
     q = resolve(text, lib, files)
-    exclude = {q.content} if q.content is not None else set()
+    exclude = {q.content, *lib.same_recording.get(q.content, ())} if q.content is not None else set()
     ranked = rank_versions(q.sequence, lib.sequences, lib.profiles, lib.summaries, len(lib.sequences), exclude)
     results = []
     for r in ranked:

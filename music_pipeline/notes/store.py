@@ -8,7 +8,7 @@
                                                         compute_seconds
     <data>/notes/<version>/failed/<content-hash>.json  why that content could not be transcribed
 
-``<version>`` names the code and the budget (``v1-30s3x``): new transcription code or another
+``<version>`` names the code and the budget (``v2-30s3x``): new transcription code or another
 budget never mixes with old files. Like the feature store, an unchanged file is never transcribed
 twice, a renamed or copied one reuses its notes, and a broken or silent file is remembered with
 its reason and fails only itself.
