@@ -371,3 +371,16 @@ def test_recommendations_skip_copies_of_what_was_played_and_offer_one_copy_of_ea
     )
     assert _top(scored, 10, same).tolist() == [2, 5, 0]  # not 1 (a copy of 4), 3 once 2 is in
     assert _top(scored, 10, np.full(6, -1)).tolist() == [1, 2, 3, 5, 0]
+
+
+@pytest.mark.parametrize("width", [1, 2, 3, 4, 11, 15])
+def test_running_max_is_scipys_maximum_filter(width):
+    from scipy.ndimage import maximum_filter1d
+
+    from music_pipeline.identity.fingerprint import running_max
+
+    rng = np.random.default_rng(width)
+    x = rng.integers(0, 6, size=(23, 37)).astype(np.float32)  # small integers: many ties
+    for axis in (0, 1):
+        expected = maximum_filter1d(x, width, axis=axis, mode="constant", cval=-np.inf)
+        assert np.array_equal(running_max(x, width, axis), expected)
