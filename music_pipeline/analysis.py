@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from music_pipeline.audio.decode import SharedDecode
+from music_pipeline.content_store import PassJob
 from music_pipeline.features.extract import ExtractJob, FeatureStore, run_job, warm_up
 from music_pipeline.features.extract import crashed as extract_crashed
 from music_pipeline.features.harmonic import SequenceStore
@@ -49,12 +50,8 @@ def _pass_job(job: TrackJob, name: str):
         return ExtractJob(
             job.key, job.path, job.relpath, job.content_hash, job.data_dir, job.n_segments, job.scan_error
         )
-    if name == "notes":
-        return notes.NotesJob(job.key, job.path, job.relpath, job.content_hash, job.data_dir, job.scan_error)
-    if name == "fingerprints":
-        return fingerprints.FingerprintJob(
-            job.key, job.path, job.relpath, job.content_hash, job.data_dir, job.scan_error
-        )
+    if name in ("notes", "fingerprints"):
+        return PassJob(job.key, job.path, job.relpath, job.content_hash, job.data_dir, job.scan_error)
     return learned.LearnedJob(job.key, job.path, job.relpath, job.content_hash, job.scan_error)
 
 

@@ -39,6 +39,9 @@ T = TypeVar("T")
 CRASH_REASON = "the analysis process crashed on this file twice, the second time alone (a decoder fault)"
 
 
+FAILED, ERROR = "failed", "error"  # outcome statuses: the content's fault (remembered), or retried
+
+
 @dataclass(frozen=True)
 class Failure:
     """Why a track could not be analysed by a pass, and whether that is the content's fault."""
@@ -49,7 +52,7 @@ class Failure:
     @property
     def status(self) -> str:
         """The outcome status every pass reports: ``failed`` (remembered) or ``error`` (retried)."""
-        return "failed" if self.permanent else "error"
+        return FAILED if self.permanent else ERROR
 
 
 def failure_of(exc: BaseException) -> Failure:
@@ -161,6 +164,36 @@ class ContentStore:
         return self.hashes() if retry_failed else self.hashes() | self.failed_hashes()
 
 
+@dataclass(frozen=True)
+class PassJob:
+    """One track for a per-track pass that needs nothing but the track (notes, fingerprints)."""
+
+    key: str
+    path: str
+    relpath: str
+    content_hash: str | None
+    data_dir: str
+    scan_error: str | None = None
+
+
+@dataclass
+class PassOutcome:
+    """What ``run_pass`` answers for one track of such a pass: its ``done`` status (``transcribed``,
+    ``computed``), ``cached``, ``failed`` (the file's fault, remembered) or ``error`` (retried)."""
+
+    key: str
+    relpath: str
+    content_hash: str | None
+    status: str
+    reason: str | None = None
+    seconds: float = 0.0
+    duration_s: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status not in (FAILED, ERROR)
+
+
 def run_pass(
     store: ContentStore,
     job,
@@ -181,11 +214,11 @@ def run_pass(
     t0 = time.perf_counter()
     head = (job.key, job.relpath, job.content_hash)
     if job.scan_error or not job.content_hash:
-        return outcome(*head, "failed", f"{job.path}: {job.scan_error or 'no content hash'}")
+        return outcome(*head, FAILED, f"{job.path}: {job.scan_error or 'no content hash'}")
     if store.has(job.content_hash):
         return outcome(*head, "cached", None, time.perf_counter() - t0 if time_cached else 0.0)
     if not retry_failed and (reason := store.failure(job.content_hash)):
-        return outcome(*head, "failed", f"{job.path}: {reason}")
+        return outcome(*head, FAILED, f"{job.path}: {reason}")
     result = store.analyse(job.content_hash, job.relpath, compute)
     seconds = time.perf_counter() - t0
     if isinstance(result, Failure):
@@ -198,4 +231,4 @@ def blame_crash(store: ContentStore, job, outcome: Callable[..., T]) -> T:
     a permanent failure of its content)."""
     if job.content_hash:
         store.record(job.content_hash, job.relpath, Failure(CRASH_REASON, True))
-    return outcome(job.key, job.relpath, job.content_hash, "failed", f"{job.path}: {CRASH_REASON}")
+    return outcome(job.key, job.relpath, job.content_hash, FAILED, f"{job.path}: {CRASH_REASON}")

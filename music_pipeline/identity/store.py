@@ -12,12 +12,11 @@ fingerprint, and a broken file is remembered with its reason and fails only itse
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from music_pipeline.artifacts import read_npz
 from music_pipeline.audio.decode import SharedDecode, decode
-from music_pipeline.content_store import ContentStore, blame_crash, run_pass
+from music_pipeline.content_store import ContentStore, PassJob, PassOutcome, blame_crash, run_pass
 from music_pipeline.identity.fingerprint import Fingerprint, fingerprint_signal
 
 # Bump when the fingerprint of the same audio changes (the index is rebuilt from the new store).
@@ -48,29 +47,7 @@ def fingerprint_file(path: str | Path, audio: SharedDecode | None = None) -> Fin
     return fp
 
 
-@dataclass(frozen=True)
-class FingerprintJob:
-    key: str
-    path: str
-    relpath: str
-    content_hash: str | None
-    data_dir: str
-    scan_error: str | None = None
-
-
-@dataclass
-class FingerprintOutcome:
-    key: str
-    relpath: str
-    content_hash: str | None
-    status: str  # computed | cached | failed (the file's fault, remembered) | error (retried next time)
-    reason: str | None = None
-    seconds: float = 0.0
-    duration_s: float | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status in ("computed", "cached")
+FingerprintJob, FingerprintOutcome = PassJob, PassOutcome  # the fingerprint pass's job and outcome
 
 
 def run_fingerprint_job(

@@ -27,7 +27,7 @@ import numpy as np
 
 from music_pipeline.artifacts import read_npz
 from music_pipeline.audio.decode import ANALYSIS_SR, SharedDecode, decode
-from music_pipeline.content_store import ContentStore, blame_crash, run_pass
+from music_pipeline.content_store import ContentStore, PassJob, PassOutcome, blame_crash, run_pass
 from music_pipeline.difficulty.instrument import (
     REFERENCE_FAMILY,
     Heard,
@@ -138,29 +138,7 @@ def notes_of_file(path: str | Path, transcriber, audio: SharedDecode | None = No
     return result
 
 
-@dataclass(frozen=True)
-class NotesJob:
-    key: str
-    path: str
-    relpath: str
-    content_hash: str | None
-    data_dir: str
-    scan_error: str | None = None
-
-
-@dataclass
-class NotesOutcome:
-    key: str
-    relpath: str
-    content_hash: str | None
-    status: str  # "transcribed" | "cached" | "failed" (the file's fault, remembered) | "error" (retried next time)
-    reason: str | None = None
-    seconds: float = 0.0
-    duration_s: float | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status in ("transcribed", "cached")
+NotesJob, NotesOutcome = PassJob, PassOutcome  # the notes pass's job and outcome (status "transcribed")
 
 
 _TRANSCRIBER = None  # one onnxruntime session per worker process, one intra-op thread (a worker per core)
