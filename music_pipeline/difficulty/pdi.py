@@ -440,18 +440,6 @@ def explain(
     return text
 
 
-def heard_of(row: Mapping) -> Heard | None:
-    """What a note-table row says was heard (None for a table without those columns)."""
-    try:
-        return Heard(
-            str(row[HEARD_COLUMNS["family"]]),
-            float(row[HEARD_COLUMNS["family_probability"]]),
-            float(row[HEARD_COLUMNS["note_confidence"]]),
-        )
-    except KeyError:
-        return None
-
-
 def extremes(scores: pd.DataFrame, n: int = 5) -> pd.DataFrame:
     """The ``n`` easiest and ``n`` hardest tracks (ties broken by key for determinism)."""
     cols = [c for c in ("relpath", "label", "pdi", "structural", "intensity", "level") if c in scores.columns]

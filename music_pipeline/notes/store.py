@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache, partial
 from pathlib import Path
@@ -29,10 +29,8 @@ from music_pipeline.artifacts import read_npz
 from music_pipeline.audio.decode import ANALYSIS_SR, SharedDecode, decode
 from music_pipeline.content_store import ContentStore, PassJob, PassOutcome, blame_crash, run_pass
 from music_pipeline.difficulty.instrument import (
-    REFERENCE_FAMILY,
     Heard,
     InstrumentModel,
-    note_confidence,
     timbre_vector,
 )
 from music_pipeline.difficulty.note_descriptors import NOTE_DESCRIPTOR_NAMES, note_descriptors
@@ -58,9 +56,9 @@ class TrackNotes:
     descriptors: dict[str, float]  # corrected for the instrument family heard: what the PDI uses
     duration_s: float
     gain_db: float
-    compute_seconds: float = 0.0
-    heard: Heard | None = None
-    raw_descriptors: dict[str, float] | None = None  # of the notes as read
+    compute_seconds: float
+    heard: Heard
+    raw_descriptors: dict[str, float]  # of the notes as read
 
 
 class NotesStore(ContentStore):
@@ -73,8 +71,7 @@ class NotesStore(ContentStore):
         self.budget = budget
 
     def save(self, content_hash: str, result: TrackNotes):
-        heard = result.heard or Heard(REFERENCE_FAMILY, 1.0, note_confidence(result.notes.confidence))
-        raw = result.raw_descriptors or result.descriptors
+        heard, raw = result.heard, result.raw_descriptors
         return self.save_arrays(
             content_hash,
             {
@@ -82,9 +79,7 @@ class NotesStore(ContentStore):
                 "descriptor_names": np.array(NOTE_DESCRIPTOR_NAMES),
                 "descriptors": np.array([result.descriptors[n] for n in NOTE_DESCRIPTOR_NAMES], np.float64),
                 "raw_descriptors": np.array([raw[n] for n in NOTE_DESCRIPTOR_NAMES], np.float64),
-                "heard_family": np.array(heard.family),
-                "heard_probability": np.float64(heard.probability),
-                "note_confidence": np.float64(heard.note_confidence),
+                **{HEARD_COLUMNS[k]: np.asarray(v) for k, v in heard.to_dict().items() if k in HEARD_COLUMNS},
                 "duration_s": np.float64(result.duration_s),
                 "gain_db": np.float64(result.gain_db),
                 "compute_seconds": np.float64(result.compute_seconds),
@@ -102,7 +97,7 @@ class NotesStore(ContentStore):
             float(z["duration_s"]),
             float(z["gain_db"]),
             float(z["compute_seconds"]),
-            Heard(str(z["heard_family"]), float(z["heard_probability"]), float(z["note_confidence"])),
+            heard_of(z),
             dict(zip(names, z["raw_descriptors"].tolist(), strict=True)),
         )
 
@@ -235,12 +230,21 @@ def transcribe_many(
 
 NOTES_VERSION_KEY = "music_pipeline.notes_version"
 NOTE_TABLE_ID_COLUMNS = ["key", "relpath", "content_hash", "duration_s", "n_notes", "gain_db"]
-# what was heard, beside the descriptors (``Heard.to_dict`` key -> column)
+# what was heard, beside the descriptors (``Heard.to_dict`` key -> note-file array and table column)
 HEARD_COLUMNS = {
     "family": "heard_family",
     "family_probability": "heard_probability",
     "note_confidence": "note_confidence",
 }
+
+
+def heard_of(row: Mapping) -> Heard:
+    """What a note file or a note-table row says was heard (``HEARD_COLUMNS``)."""
+    return Heard(
+        str(row[HEARD_COLUMNS["family"]]),
+        float(row[HEARD_COLUMNS["family_probability"]]),
+        float(row[HEARD_COLUMNS["note_confidence"]]),
+    )
 
 
 def note_table(tracks, store: NotesStore, previous=None):

@@ -17,13 +17,13 @@ from functools import lru_cache
 import numpy as np
 
 from music_pipeline.artifacts import read_json, read_parquet
-from music_pipeline.difficulty.pdi import DifficultyModel, explain, heard_of, merge_descriptors
+from music_pipeline.difficulty.pdi import DifficultyModel, explain, merge_descriptors
 from music_pipeline.genre.data import HANDCRAFTED, LEARNED, TAGS
 from music_pipeline.genre.serving import GenreService
 from music_pipeline.layout import DataLayout
 from music_pipeline.learned.store import LEARNED_NAMES, TAG_NAMES
 from music_pipeline.learned.table import read_learned_table
-from music_pipeline.notes.store import HEARD_COLUMNS
+from music_pipeline.notes.store import HEARD_COLUMNS, heard_of
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +84,14 @@ class Facts:
         if key not in rows:
             return _unavailable("this track has no difficulty descriptors (added after the last build?)")
         score = model.score(rows[key], top=PUSHING_TOP)
+        heard = heard_of(rows[key]) if HEARD_COLUMNS["family"] in rows[key] else None  # a table of an older build
         out = score.to_dict()
         out.update(
             available=True,
             thresholds=list(model.thresholds),
             levels=list(model.levels),
-            explanation=explain(rows[key], score.level, score.normalised, heard_of(rows[key])),  # as `difficulty FILE`
-            heard=heard.to_dict() if (heard := heard_of(rows[key])) else None,
+            explanation=explain(rows[key], score.level, score.normalised, heard),  # as `difficulty FILE`
+            heard=heard.to_dict() if heard else None,
             reasons=difficulty_reasons(score.level, score.pushing),
         )
         out.pop("normalised", None)
