@@ -15,6 +15,11 @@ notes at the same loudness, on:
     room         the piano render through a 1.6 s reverberant room (synthetic impulse response)
 
     <work>/audio/inst_<instrument>/<collection>/<piece>.wav
+
+with FluidR3 GM. ``--soundfont musescore`` and ``--soundfont timgm`` render the same set with two
+other sample sets, MuseScore General Lite and TimGM6mb (``apt-get install
+musescore-general-soundfont-small timgm6mb-soundfont``), into ``inst_<instrument>@<sound font>``:
+what is learnt from some sound fonts is checked on one it never heard.
 """
 
 from __future__ import annotations
@@ -40,10 +45,16 @@ BAND_HIHAT_S = 0.25
 ROOM_RT60_S = 1.6
 ROOM_WET = 0.5
 ROOM_SEED = 11
+SOUNDFONTS = {
+    "fluidr3": ref.SOUNDFONT,
+    "musescore": Path("/usr/share/sounds/sf3/MuseScore_General_Lite.sf3"),
+    "timgm": Path("/usr/share/sounds/sf2/TimGM6mb.sf2"),
+}
+DEFAULT_SOUNDFONT = "fluidr3"
 
 
-def variant(instrument: str) -> str:
-    return f"inst_{instrument}"
+def variant(instrument: str, soundfont: str = DEFAULT_SOUNDFONT) -> str:
+    return f"inst_{instrument}" if soundfont == DEFAULT_SOUNDFONT else f"inst_{instrument}@{soundfont}"
 
 
 def arranged(score: Path, instrument: str, dest: Path) -> None:
@@ -86,7 +97,7 @@ def room(y: np.ndarray, sr: int = ref.SR) -> np.ndarray:
     return (1 - ROOM_WET) * y + ROOM_WET * wet
 
 
-def render(score: Path, instrument: str, dest: Path) -> None:
+def render(score: Path, instrument: str, dest: Path, soundfont: str = DEFAULT_SOUNDFONT) -> None:
     """fluidsynth at 22,050 Hz, mono, at the reference loudness (−20 dBFS 95th-percentile block RMS)."""
     import soundfile as sf
 
@@ -107,7 +118,7 @@ def render(score: Path, instrument: str, dest: Path) -> None:
                 str(wav),
                 "-T",
                 "wav",
-                str(ref.SOUNDFONT),
+                str(SOUNDFONTS[soundfont]),
                 str(mid),
             ],
             timeout=600,

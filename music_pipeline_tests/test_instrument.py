@@ -4,16 +4,26 @@ import numpy as np
 import pytest
 
 from music_pipeline.difficulty.instrument import (
+    NOTE_READING,
     REFERENCE_FAMILY,
     TIMBRE_NAMES,
     UNFAMILIAR,
     InstrumentModel,
     fit_instrument_model,
+    note_creation,
     timbre_vector,
 )
 from music_pipeline.difficulty.note_descriptors import NOTE_DESCRIPTOR_NAMES
 from music_pipeline.notes import basic_pitch_port as bp
-from music_pipeline.notes.transcribe import NoteCreation, merge_rearticulations
+from music_pipeline.notes.events import NoteEvents
+from music_pipeline.notes.transcribe import (
+    DEFAULT_NOTE_CREATION,
+    NoteCreation,
+    Transcriber,
+    drop_overtones,
+    merge_rearticulations,
+    notes_from_activations,
+)
 
 C4 = 60 - bp.MIDI_OFFSET
 
@@ -51,7 +61,8 @@ def _toy_model() -> InstrumentModel:
     timbre[n:, 0] += 6.0
     families = np.array([REFERENCE_FAMILY] * n + ["organ"] * n)
     desc = np.ones((2 * n, len(NOTE_DESCRIPTOR_NAMES)))
-    desc[:, 0] = np.r_[rng.uniform(2, 4, n), rng.uniform(2, 4, n) * 4 + 3]  # log(1+4x+3) = log(4)+log(1+x)
+    x = rng.uniform(2, 4, n)
+    desc[:, 0] = np.r_[x, x * 4 + 3]  # the same pieces: log(1+4x+3) = log(4)+log(1+x)
     return fit_instrument_model(timbre, families, desc, NOTE_DESCRIPTOR_NAMES)
 
 
@@ -97,3 +108,52 @@ def test_the_shipped_model_loads_and_hears_the_same_family_at_any_level(tmp_path
     assert np.allclose(
         model.probabilities(timbre_vector(loud, sr)), model.probabilities(timbre_vector(quiet, sr)), atol=1e-3
     )
+
+
+def test_every_family_has_its_reading_and_an_unfamiliar_timbre_is_read_as_a_piano():
+    assert set(InstrumentModel.load().families) == set(NOTE_READING)
+    assert note_creation(REFERENCE_FAMILY) == note_creation(UNFAMILIAR) == DEFAULT_NOTE_CREATION
+
+
+@pytest.mark.parametrize(
+    ("overtone_confidence", "kept_as_piano", "kept_as_organ"), [(0.55, 2, 1), (0.4, 1, 1), (0.9, 2, 2)]
+)
+def test_an_overtone_nearly_as_sure_as_its_note_is_a_note_on_a_piano_and_not_on_an_organ(
+    overtone_confidence, kept_as_piano, kept_as_organ
+):
+    """C4 and the C5 above it, struck and released together: on a sustained organ an octave
+    heard almost as surely as its fundamental is most likely its second partial."""
+    notes = NoteEvents(
+        np.array([1.0, 1.0]),
+        np.array([2.0, 2.0]),
+        np.array([60, 72], np.int16),
+        np.array([0.6, overtone_confidence]),
+        [(0.0, 3.0)],
+    )
+    for family, kept in ((REFERENCE_FAMILY, kept_as_piano), ("organ", kept_as_organ)):
+        assert len(drop_overtones(notes, note_creation(family).overtone_confidence_ratio)) == kept
+
+
+def test_the_notes_pass_reads_the_notes_as_the_family_heard_reads_them(monkeypatch):
+    """The same activations read as an organ's, with the family and its probability reported."""
+    from music_pipeline.notes import store
+
+    sr = 22_050
+    t = np.arange(6 * sr) / sr
+    # a held organ-like C3 (rich in partials) under a melody of struck notes
+    y = sum(np.sin(2 * np.pi * 130.81 * k * t) / k for k in range(1, 8))
+    y = y + sum(
+        np.sin(2 * np.pi * f * t) * np.exp(-4 * ((t - s) % 6)) * (t >= s)
+        for s, f in ((1, 392.0), (2.5, 440.0), (4, 523.25))
+    )
+    y = (0.1 * y).astype(np.float32)
+    transcriber = Transcriber(threads=1)
+    acts = transcriber.excerpt_activations(y, sr)
+    model = store.instrument_model()
+    for family in ("organ", REFERENCE_FAMILY):
+        p = np.array([0.9 if f == family else 0.1 / (len(model.families) - 1) for f in model.families])
+        monkeypatch.setattr(InstrumentModel, "family", lambda self, timbre, family=family, p=p: (family, p))
+        heard = store.notes_of_signal(y, sr, transcriber)
+        expected = notes_from_activations(acts, note_creation(family))
+        assert np.array_equal(heard.notes.pitch, expected.pitch) and np.allclose(heard.notes.onset, expected.onset)
+        assert heard.heard.family == family and heard.heard.probability == pytest.approx(0.9)

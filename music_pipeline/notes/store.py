@@ -8,7 +8,7 @@
                                                         compute_seconds
     <data>/notes/<version>/failed/<content-hash>.json  why that content could not be transcribed
 
-``<version>`` names the code and the budget (``v2-30s3x``): new transcription code or another
+``<version>`` names the code and the budget (``v3-30s3x``): new transcription code or another
 budget never mixes with old files. Like the feature store, an unchanged file is never transcribed
 twice, a renamed or copied one reuses its notes, and a broken or silent file is remembered with
 its reason and fails only itself.
@@ -31,6 +31,7 @@ from music_pipeline.content_store import ContentStore, PassJob, PassOutcome, bla
 from music_pipeline.difficulty.instrument import (
     Heard,
     InstrumentModel,
+    note_creation,
     timbre_vector,
 )
 from music_pipeline.difficulty.note_descriptors import NOTE_DESCRIPTOR_NAMES, note_descriptors
@@ -41,7 +42,8 @@ log = logging.getLogger(__name__)
 
 # Bump when the notes or their descriptors change for the same audio.
 # 2: held tones joined, 75 ms chords, descriptors corrected for the instrument family heard.
-NOTES_VERSION = "2"
+# 3: the notes read as the family heard reads them (instrument.NOTE_READING).
+NOTES_VERSION = "3"
 
 
 def notes_version(budget=None) -> str:
@@ -115,12 +117,19 @@ def instrument_model() -> InstrumentModel:
 
 
 def notes_of_signal(y: np.ndarray, sr: int, transcriber) -> TrackNotes:
-    """Transcribe, describe the notes, and correct the description for the instrument heard."""
-    t = transcriber.transcribe(y, sr)
-    raw = note_descriptors(t.notes)
-    timbre = timbre_vector(heard_audio(y, t.notes.spans, t.gain_db, sr), sr)
-    heard, corrected = instrument_model().hear(timbre, raw, t.notes.confidence)
-    return TrackNotes(t.notes, corrected, t.duration_s, t.gain_db, t.seconds, heard, raw)
+    """Hear the model's activations and the instrument family, read the notes as that family's
+    are read, describe them, and correct the description for the family."""
+    from music_pipeline.notes.transcribe import notes_from_activations
+
+    t0 = time.perf_counter()
+    acts = transcriber.excerpt_activations(y, sr)
+    model = instrument_model()
+    family, probabilities = model.family(timbre_vector(heard_audio(y, acts.spans, acts.gain_db, sr), sr))
+    notes = notes_from_activations(acts, note_creation(family))
+    seconds = time.perf_counter() - t0
+    raw = note_descriptors(notes)
+    heard, corrected = model.heard_as(family, probabilities, raw, notes.confidence)
+    return TrackNotes(notes, corrected, acts.duration_s, acts.gain_db, seconds, heard, raw)
 
 
 def notes_of_file(path: str | Path, transcriber, audio: SharedDecode | None = None) -> TrackNotes:

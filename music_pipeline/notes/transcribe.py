@@ -287,6 +287,11 @@ class Activations:
     duration_s: float  # of the whole track
     gain_db: float  # loudness normalisation applied before the model
 
+    @property
+    def spans(self) -> list[tuple[float, float]]:
+        """(start, end) in seconds of each excerpt: the stretches of the track that were heard."""
+        return [(e.start_s, e.end_s) for e in self.excerpts]
+
 
 def merge_rearticulations(notes, frames: np.ndarray, onsets: np.ndarray, how: NoteCreation):
     """Join notes (start frame, end frame, MIDI pitch, amplitude) that re-articulate one held tone."""
@@ -320,7 +325,7 @@ def notes_from_activations(acts: Activations, how: NoteCreation = DEFAULT_NOTE_C
         for s, end, pitch, amp in found:
             parts.append((e.times[s], e.times[min(end, len(e.times) - 1)], pitch, amp))
     arr = np.array(parts, dtype=np.float64).reshape(-1, 4)
-    spans = [(e.start_s, e.end_s) for e in acts.excerpts]
     return drop_overtones(
-        NoteEvents(arr[:, 0], arr[:, 1], arr[:, 2].astype(np.int16), arr[:, 3], spans), how.overtone_confidence_ratio
+        NoteEvents(arr[:, 0], arr[:, 1], arr[:, 2].astype(np.int16), arr[:, 3], acts.spans),
+        how.overtone_confidence_ratio,
     )
