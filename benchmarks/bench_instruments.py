@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import os
 import sys
 import time
@@ -247,8 +248,12 @@ KEYS = ["instrument", "collection", "piece"]
 
 def descriptor_table(work: Path, reference: pd.DataFrame, instruments: list[str], decoder: str, workers: int):
     """Every render's note descriptors under each reading of ``decoder`` (column ``reading``)."""
-    cache = work / cache_name(f"instruments_{decoder}")
-    n_readings = len(readings(decoder))
+    settings = readings(decoder)
+    n_readings = len(settings)
+    name = decoder
+    if decoder == SHIPPED:  # the shipped readings change with the code: the cache is named by them
+        name = f"{decoder}_{hashlib.sha1(repr(sorted(settings.items())).encode()).hexdigest()[:8]}"
+    cache = work / cache_name(f"instruments_{name}")
     if cache.exists():
         cached = pd.read_parquet(cache)
         if "reading" not in cached.columns:  # written before readings had names
