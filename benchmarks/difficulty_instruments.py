@@ -16,10 +16,11 @@ notes at the same loudness, on:
 
     <work>/audio/inst_<instrument>/<collection>/<piece>.wav
 
-with FluidR3 GM. ``--soundfont musescore`` and ``--soundfont timgm`` render the same set with two
-other sample sets, MuseScore General Lite and TimGM6mb (``apt-get install
-musescore-general-soundfont-small timgm6mb-soundfont``), into ``inst_<instrument>@<sound font>``:
-what is learnt from some sound fonts is checked on one it never heard.
+with FluidR3 GM. ``--soundfont musescore``, ``timgm`` and ``csound`` render the same set with
+other sample sets, MuseScore General Lite, TimGM6mb and csound's GM bank (``apt-get install
+musescore-general-soundfont-small timgm6mb-soundfont csound-soundfont``), into
+``inst_<instrument>@<sound font>``: what is learnt from some sound fonts is checked on one it never
+heard. The shipped model learns from the first three; csound's is a last check only.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ SOUNDFONTS = {
     "fluidr3": ref.SOUNDFONT,
     "musescore": Path("/usr/share/sounds/sf3/MuseScore_General_Lite.sf3"),
     "timgm": Path("/usr/share/sounds/sf2/TimGM6mb.sf2"),
+    "csound": Path("/usr/share/sounds/sf2/sf_GMbank.sf2"),  # kept out of every choice and model: a last check
 }
 DEFAULT_SOUNDFONT = "fluidr3"
 

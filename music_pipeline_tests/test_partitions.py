@@ -232,7 +232,11 @@ def test_bucket_mode_end_to_end_from_a_per_track_library(tmp_path, monkeypatch):
             0,
         ), node
         passes_run = {name for name, seconds in md["pass_cpu_seconds"].items() if seconds > 0}
-        assert passes_run == ({"features", "notes", "learned"} if analysed_here else set()), (node, md)
+        # the fingerprints of a 4 s track take ~5 ms: reported to 10 ms, they round to 0 or 0.01
+        if analysed_here:
+            assert {"features", "notes", "learned"} <= passes_run <= {"features", "notes", "learned", "fingerprints"}
+        else:
+            assert passes_run == set(), (node, md)
     after = _feature_files(data)
     assert len(after) == 5 and {k: v for k, v in after.items() if k in before} == before
     table = pd.read_parquet(data / "tables" / "embeddings.parquet")
