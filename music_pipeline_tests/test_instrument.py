@@ -82,11 +82,11 @@ def test_an_unfamiliar_timbre_keeps_its_descriptors():
     model = _toy_model()
     far = np.full(len(TIMBRE_NAMES), 50.0)
     descriptors = dict.fromkeys(NOTE_DESCRIPTOR_NAMES, 2.0)
-    heard, fixed = model.hear(far, descriptors, np.array([0.5, 0.7]))
+    heard, fixed = model.heard_as(*model.family(far), descriptors, np.array([0.5, 0.7]))
     assert heard.family == UNFAMILIAR and fixed == descriptors and heard.note_confidence == pytest.approx(0.6)
     near = np.zeros(len(TIMBRE_NAMES))
     near[0] = -2.0  # well inside the piano renders
-    heard, fixed = model.hear(near, descriptors, np.array([0.5]))
+    heard, fixed = model.heard_as(*model.family(near), descriptors, np.array([0.5]))
     assert heard.family == REFERENCE_FAMILY and fixed == pytest.approx(descriptors, rel=0.05)
 
 

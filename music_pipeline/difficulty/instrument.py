@@ -166,10 +166,6 @@ class InstrumentModel:
         fixed = dict(zip(self.descriptors, map(float, self.correct(row, probabilities[None])[0]), strict=True))
         return heard, {**descriptors, **fixed}
 
-    def hear(self, timbre: np.ndarray, descriptors: dict[str, float], confidence: np.ndarray) -> tuple[Heard, dict]:
-        """``heard_as`` the family of ``timbre``."""
-        return self.heard_as(*self.family(timbre), descriptors, confidence)
-
     def arrays(self) -> dict[str, np.ndarray]:
         return {
             "names": np.array(self.names),

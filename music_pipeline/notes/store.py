@@ -81,7 +81,7 @@ class NotesStore(ContentStore):
                 "descriptor_names": np.array(NOTE_DESCRIPTOR_NAMES),
                 "descriptors": np.array([result.descriptors[n] for n in NOTE_DESCRIPTOR_NAMES], np.float64),
                 "raw_descriptors": np.array([raw[n] for n in NOTE_DESCRIPTOR_NAMES], np.float64),
-                **{HEARD_COLUMNS[k]: np.asarray(v) for k, v in heard.to_dict().items() if k in HEARD_COLUMNS},
+                **{c: np.asarray(v) for c, v in heard_columns(heard).items()},
                 "duration_s": np.float64(result.duration_s),
                 "gain_db": np.float64(result.gain_db),
                 "compute_seconds": np.float64(result.compute_seconds),
@@ -247,6 +247,12 @@ HEARD_COLUMNS = {
 }
 
 
+def heard_columns(heard: Heard) -> dict:
+    """What was heard, under its ``HEARD_COLUMNS`` names (the writer ``heard_of`` reads back)."""
+    said = heard.to_dict()
+    return {column: said[k] for k, column in HEARD_COLUMNS.items()}
+
+
 def heard_of(row: Mapping) -> Heard:
     """What a note file or a note-table row says was heard (``HEARD_COLUMNS``)."""
     return Heard(
@@ -292,7 +298,7 @@ def note_table(tracks, store: NotesStore, previous=None):
                 "n_notes": len(r.notes),
                 "gain_db": r.gain_db,
                 **r.descriptors,
-                **{HEARD_COLUMNS[k]: v for k, v in r.heard.to_dict().items() if k in HEARD_COLUMNS},
+                **heard_columns(r.heard),
             }
         )
     cols = NOTE_TABLE_ID_COLUMNS + NOTE_DESCRIPTOR_NAMES + list(HEARD_COLUMNS.values())

@@ -113,6 +113,10 @@ class Discovery:
         self.library_root = Path(root) if root else None
         self._by_relpath = {r: i for i, r in enumerate(index.tracks["relpath"])}
         self._by_hash = {h: i for i, h in enumerate(index.tracks["content_hash"]) if isinstance(h, str)}
+        # key facts, read on demand: every track's (``track_keys``), or some answers' (``with_keys``)
+        self._track_keys: list[dict] | None = None
+        self._some_keys: dict[int, dict] = {}
+        self._keys_missing = False  # no embeddings table to read them from: said once
 
     @classmethod
     def open(cls, data_dir: str | Path, library_root: str | Path | None = None) -> Discovery:
@@ -225,25 +229,24 @@ class Discovery:
         """{"key", "camelot", "key_confidence"} of the track at ``pos`` (None values when the
         embeddings table is not there to read its chroma from): from ``track_keys`` once they are
         read, else from what ``with_keys`` read for this answer's tracks."""
-        if getattr(self, "_track_keys", None) is not None:
+        if self._track_keys is not None:
             return self._track_keys[pos]
         self.with_keys([pos])
-        return self.__dict__.get("_some_keys", {}).get(pos, NO_KEY)
+        return self._some_keys.get(pos, NO_KEY)
 
     def with_keys(self, positions=None) -> None:
         """Read the key facts of ``positions`` in one go (an answer's tracks: a CLI query need not
         estimate the key of every track of the library); None: of every track (the explorer, once)."""
-        if getattr(self, "_track_keys", None) is not None or getattr(self, "_keys_missing", False):
+        if self._track_keys is not None or self._keys_missing:
             return
-        cache = self.__dict__.setdefault("_some_keys", {})
-        missing = None if positions is None else sorted({int(p) for p in positions} - cache.keys())
+        missing = None if positions is None else sorted({int(p) for p in positions} - self._some_keys.keys())
         if missing == []:
             return
         try:
             if missing is None:
                 self.track_keys()
             else:
-                cache.update(zip(missing, self._read_keys(missing), strict=True))
+                self._some_keys.update(zip(missing, self._read_keys(missing), strict=True))
         except (QueryError, FileNotFoundError, KeyError) as exc:
             self._keys_missing = True  # said once per opened index, not once per hit
             log.info("results without keys: %s", exc)
@@ -389,7 +392,7 @@ class Discovery:
         """Per index position: {"key": "A minor", "camelot": "8A", "key_confidence"} from the stored
         chroma means (empty values for a track the embeddings table lacks). Read once per opened
         index, as ``find``'s rows: each harmonic radio or path asks for all of them."""
-        if getattr(self, "_track_keys", None) is None:
+        if self._track_keys is None:
             self._track_keys = self._read_keys(None)
         return self._track_keys
 
