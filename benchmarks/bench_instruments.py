@@ -39,15 +39,14 @@ DEFAULT_WORK = Path("/work/bench_diff")
 BOOT = 500
 
 _TRANSCRIBER = None
-SOUNDFONT = di.DEFAULT_SOUNDFONT  # set by --soundfont: which renders every path below points at
 
 
-def audio(work: Path, instrument: str, collection: str, piece: str) -> Path:
-    return ref.audio_path(work, di.variant(instrument, SOUNDFONT), collection, piece)
+def audio(work: Path, instrument: str, collection: str, piece: str, soundfont: str = di.DEFAULT_SOUNDFONT) -> Path:
+    return ref.audio_path(work, di.variant(instrument, soundfont), collection, piece)
 
 
-def cache_name(stem: str) -> str:
-    return f"{stem}.parquet" if SOUNDFONT == di.DEFAULT_SOUNDFONT else f"{stem}@{SOUNDFONT}.parquet"
+def cache_name(stem: str, soundfont: str = di.DEFAULT_SOUNDFONT) -> str:
+    return f"{stem}.parquet" if soundfont == di.DEFAULT_SOUNDFONT else f"{stem}@{soundfont}.parquet"
 
 
 def act_path(wav: Path) -> Path:
@@ -97,10 +96,12 @@ def _analyse(path: str) -> None:
         save_activations(out, _TRANSCRIBER.excerpt_activations(decode(path).y))
 
 
-def prepare(work: Path, workers: int, instruments: list[str], per_collection: int) -> pd.DataFrame:
+def prepare(
+    work: Path, workers: int, instruments: list[str], per_collection: int, soundfont: str = di.DEFAULT_SOUNDFONT
+) -> pd.DataFrame:
     reference = ref.build_scores(work).groupby("collection", sort=False).head(per_collection).reset_index(drop=True)
     jobs = [
-        (Path(r.score), inst, audio(work, inst, r.collection, r.piece), SOUNDFONT)
+        (Path(r.score), inst, audio(work, inst, r.collection, r.piece, soundfont), soundfont)
         for inst in instruments
         for r in reference.itertuples()
     ]
@@ -174,15 +175,15 @@ CANDIDATES = [
 BARS = {"other_sym": 0.80, "other_piano": 0.85, "other_changed": 0.25}  # the issue's, across instruments
 
 
-def choose_readings(work, reference, instruments, workers, c) -> dict[str, str]:
+def choose_readings(work, reference, instruments, workers, c, soundfont: str = di.DEFAULT_SOUNDFONT) -> dict[str, str]:
     """Each non-piano family's reading, chosen by coordinate ascent (two rounds) over
     ``CANDIDATES``: the choice that maximises the smallest margin to ``BARS``, each render read as
     its own family's, corrected by models fitted without its collection."""
     import contextlib
     import io
 
-    tables = {d: descriptor_table(work, reference, instruments, d, workers) for d in CANDIDATES}
-    timbre = timbre_table(work, reference, instruments, workers)
+    tables = {d: descriptor_table(work, reference, instruments, d, workers, soundfont) for d in CANDIDATES}
+    timbre = timbre_table(work, reference, instruments, workers, soundfont)
 
     def margin(choice):
         parts = [
@@ -246,14 +247,21 @@ def _descriptors(args) -> list[dict]:
 KEYS = ["instrument", "collection", "piece"]
 
 
-def descriptor_table(work: Path, reference: pd.DataFrame, instruments: list[str], decoder: str, workers: int):
+def descriptor_table(
+    work: Path,
+    reference: pd.DataFrame,
+    instruments: list[str],
+    decoder: str,
+    workers: int,
+    soundfont: str = di.DEFAULT_SOUNDFONT,
+):
     """Every render's note descriptors under each reading of ``decoder`` (column ``reading``)."""
     settings = readings(decoder)
     n_readings = len(settings)
     name = decoder
     if decoder == SHIPPED:  # the shipped readings change with the code: the cache is named by them
         name = f"{decoder}_{hashlib.sha1(repr(sorted(settings.items())).encode()).hexdigest()[:8]}"
-    cache = work / cache_name(f"instruments_{name}")
+    cache = work / cache_name(f"instruments_{name}", soundfont)
     if cache.exists():
         cached = pd.read_parquet(cache)
         if "reading" not in cached.columns:  # written before readings had names
@@ -261,7 +269,7 @@ def descriptor_table(work: Path, reference: pd.DataFrame, instruments: list[str]
         if len(cached) == len(reference) * len(instruments) * n_readings:
             return cached
     rows = [(inst, r.collection, r.piece) for inst in instruments for r in reference.itertuples()]
-    paths = [str(act_path(audio(work, i, c, p))) for i, c, p in rows]
+    paths = [str(act_path(audio(work, i, c, p, soundfont))) for i, c, p in rows]
     with ProcessPoolExecutor(workers) as pool:
         values = list(pool.map(_descriptors, [(p, decoder) for p in paths], chunksize=8))
     table = pd.DataFrame(
@@ -311,11 +319,13 @@ def _timbre(args) -> np.ndarray:
     return timbre_vector(heard_audio(y, spans, loudness_gain_db(y)), ref.SR)
 
 
-def timbre_table(work: Path, reference: pd.DataFrame, instruments: list[str], workers: int) -> pd.DataFrame:
+def timbre_table(
+    work: Path, reference: pd.DataFrame, instruments: list[str], workers: int, soundfont: str = di.DEFAULT_SOUNDFONT
+) -> pd.DataFrame:
     from music_pipeline.difficulty.instrument import TIMBRE_NAMES
 
     ids = ["instrument", "collection", "piece", "tone"]
-    cache = work / cache_name("instruments_timbre")
+    cache = work / cache_name("instruments_timbre", soundfont)
     done = pd.read_parquet(cache) if cache.exists() else pd.DataFrame(columns=ids)
     if "tone" not in done.columns:
         done["tone"] = ""
@@ -328,7 +338,7 @@ def timbre_table(work: Path, reference: pd.DataFrame, instruments: list[str], wo
         if (i, r.collection, r.piece, tone) not in have
     ]
     if rows:
-        jobs = [(str(audio(work, i, c, p)), tone) for i, c, p, tone in rows]
+        jobs = [(str(audio(work, i, c, p, soundfont)), tone) for i, c, p, tone in rows]
         with ProcessPoolExecutor(workers) as pool:
             X = np.stack(list(pool.map(_timbre, jobs, chunksize=8)))
         new = pd.concat([pd.DataFrame(rows, columns=ids), pd.DataFrame(X, columns=TIMBRE_NAMES)], axis=1)
@@ -351,16 +361,15 @@ FAMILY_OF = {
 
 def training_renders(work, reference, instruments, decoder, workers, soundfonts) -> pd.DataFrame:
     """The renders of ``soundfonts`` with their timbre rows (tone copies included), to fit on."""
-    global SOUNDFONT
-    measured, frames = SOUNDFONT, []
-    try:
-        for soundfont in soundfonts:
-            SOUNDFONT = soundfont
-            table = as_played(descriptor_table(work, reference, instruments, decoder, workers))
-            frames.append(table.merge(timbre_table(work, reference, instruments, workers), on=KEYS))
-    finally:
-        SOUNDFONT = measured
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat(
+        [
+            as_played(descriptor_table(work, reference, instruments, decoder, workers, sf)).merge(
+                timbre_table(work, reference, instruments, workers, sf), on=KEYS
+            )
+            for sf in soundfonts
+        ],
+        ignore_index=True,
+    )
 
 
 def fit_on(both: pd.DataFrame, c: float = 1.0):
@@ -497,7 +506,9 @@ def evaluate(reference: pd.DataFrame, table: pd.DataFrame, decoder: str) -> dict
     return out
 
 
-def diagnose(work: Path, reference: pd.DataFrame, decoder: str, n_pieces: int = 25) -> None:
+def diagnose(
+    work: Path, reference: pd.DataFrame, decoder: str, n_pieces: int = 25, soundfont: str = di.DEFAULT_SOUNDFONT
+) -> None:
     """What the transcribed notes are, against the score, per instrument (``n_pieces`` drawn with a
     fixed seed): the same pitch within 100 ms of a score onset, an overtone above a score note
     (+12, 19, 24, 28, 31, 36), an octave below one, inside a score note already sounding at that
@@ -514,7 +525,7 @@ def diagnose(work: Path, reference: pd.DataFrame, decoder: str, n_pieces: int = 
         settings.pop("chord_s", None)
         kinds, n = Counter(), 0
         for r in pieces.itertuples():
-            acts = load_activations(act_path(audio(work, inst, r.collection, r.piece)))
+            acts = load_activations(act_path(audio(work, inst, r.collection, r.piece, soundfont)))
             notes = notes_from_activations(acts, _creation(**settings))
             score = read_midi(Path(r.score))
             son, sp = score.onset, score.pitch.astype(int)
@@ -554,12 +565,12 @@ def _pair_quiet(path: str) -> tuple[dict, dict, str, str]:
     return [h.descriptors for h in heard], [h.heard.family for h in heard]
 
 
-def quiet_check(work: Path, reference: pd.DataFrame, workers: int) -> None:
+def quiet_check(work: Path, reference: pd.DataFrame, workers: int, soundfont: str = di.DEFAULT_SOUNDFONT) -> None:
     """The shipped notes pass on the piano renders and on copies 12 dB quieter: the quieter copies
     scored on the piano renders' scale (median |ΔPDI|, level changes, family heard the same)."""
     from music_pipeline.difficulty.pdi import INTENSITY_DESCRIPTORS, fit_model
 
-    paths = [str(audio(work, "piano", r.collection, r.piece)) for r in reference.itertuples()]
+    paths = [str(audio(work, "piano", r.collection, r.piece, soundfont)) for r in reference.itertuples()]
     with ProcessPoolExecutor(workers) as pool:
         pairs = list(pool.map(_pair_quiet, paths, chunksize=4))
 
@@ -610,25 +621,24 @@ def main() -> None:
     )
     p.add_argument("--per-collection", type=int, default=20, help="the first N pieces of each collection")
     args = p.parse_args()
-    global SOUNDFONT
-    SOUNDFONT = args.soundfont
     instruments = args.instruments.split(",")
-    reference = prepare(args.work, args.workers, instruments, args.per_collection)
+    sf = args.soundfont
+    reference = prepare(args.work, args.workers, instruments, args.per_collection, sf)
     if args.mode == "quiet":
-        quiet_check(args.work, reference, args.workers)
+        quiet_check(args.work, reference, args.workers, sf)
         return
     if args.mode == "readings":
-        print(choose_readings(args.work, reference, instruments, args.workers, args.C))
+        print(choose_readings(args.work, reference, instruments, args.workers, args.C, sf))
         return
     for decoder in args.decoder or [SHIPPED]:
         if args.mode == "diagnose":
-            diagnose(args.work, reference, decoder)
+            diagnose(args.work, reference, decoder, soundfont=sf)
             continue
-        table = descriptor_table(args.work, reference, instruments, decoder, args.workers)
+        table = descriptor_table(args.work, reference, instruments, decoder, args.workers, sf)
         if args.mode == "rank":  # as played: each render read as its own family's are
             evaluate(reference, as_played(table), decoder)
             continue
-        timbre = timbre_table(args.work, reference, instruments, args.workers)
+        timbre = timbre_table(args.work, reference, instruments, args.workers, sf)
         learn_from = args.train_soundfont or [args.soundfont]
         every = training_renders(args.work, reference, instruments, decoder, args.workers, learn_from)
         if args.mode == "correct":
