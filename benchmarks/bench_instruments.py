@@ -222,13 +222,39 @@ def readings(decoder: str) -> dict[str, dict]:
     return {"all": DECODERS[decoder]}
 
 
+NOTE_F1_ONSET_S = 0.1  # a read note is the score's if it has its pitch and starts within this of it
+
+
+def note_f1(notes, score, spans) -> float:
+    """mir_eval's note F1 (onsets within ``NOTE_F1_ONSET_S``, the same pitch, offsets ignored) of
+    ``notes`` against the ``score`` notes starting inside the ``spans`` transcribed."""
+    import mir_eval
+
+    inside = np.zeros(len(score.onset), bool)
+    for a, b in spans:
+        inside |= (score.onset >= a) & (score.onset < b)
+    if not inside.any() or not len(notes):
+        return 0.0
+    hz = lambda pitch: mir_eval.util.midi_to_hz(pitch.astype(np.float64))
+    _, _, f1, _ = mir_eval.transcription.precision_recall_f1_overlap(
+        np.c_[score.onset[inside], score.offset[inside]],
+        hz(score.pitch[inside]),
+        np.c_[notes.onset, np.maximum(notes.offset, notes.onset + 1e-3)],
+        hz(notes.pitch),
+        onset_tolerance=NOTE_F1_ONSET_S,
+        offset_ratio=None,
+    )
+    return float(f1)
+
+
 def _descriptors(args) -> list[dict]:
-    path, decoder = args
+    path, decoder, score_path = args
     from music_pipeline.difficulty.instrument import note_confidence
     from music_pipeline.difficulty.note_descriptors import note_descriptors
+    from music_pipeline.notes.events import read_midi
     from music_pipeline.notes.transcribe import notes_from_activations
 
-    acts, out = load_activations(Path(path)), []
+    acts, score, out = load_activations(Path(path)), read_midi(Path(score_path)), []
     for reading, settings in readings(decoder).items():
         settings = dict(settings)
         chord_s = settings.pop("chord_s", None)
@@ -239,6 +265,7 @@ def _descriptors(args) -> list[dict]:
                 **(note_descriptors(notes, chord_s) if chord_s else note_descriptors(notes)),
                 "n_notes": len(notes),
                 "note_confidence": note_confidence(notes.confidence),
+                "note_f1": note_f1(notes, score, acts.spans),
             }
         )
     return out
@@ -266,12 +293,16 @@ def descriptor_table(
         cached = pd.read_parquet(cache)
         if "reading" not in cached.columns:  # written before readings had names
             cached.insert(3, "reading", "all")
-        if len(cached) == len(reference) * len(instruments) * n_readings:
+        if len(cached) == len(reference) * len(instruments) * n_readings and "note_f1" in cached.columns:
             return cached
     rows = [(inst, r.collection, r.piece) for inst in instruments for r in reference.itertuples()]
-    paths = [str(act_path(audio(work, i, c, p, soundfont))) for i, c, p in rows]
+    scores = [r.score for _ in instruments for r in reference.itertuples()]
+    jobs = [
+        (str(act_path(audio(work, i, c, p, soundfont))), decoder, sc)
+        for (i, c, p), sc in zip(rows, scores, strict=True)
+    ]
     with ProcessPoolExecutor(workers) as pool:
-        values = list(pool.map(_descriptors, [(p, decoder) for p in paths], chunksize=8))
+        values = list(pool.map(_descriptors, jobs, chunksize=8))
     table = pd.DataFrame(
         [
             {"instrument": i, "collection": c, "piece": p, **v}
@@ -381,6 +412,8 @@ def fit_on(both: pd.DataFrame, c: float = 1.0):
         both["instrument"].map(FAMILY_OF).to_numpy(),
         both[NOTE_DESCRIPTOR_NAMES].to_numpy(float),
         NOTE_DESCRIPTOR_NAMES,
+        both["note_confidence"].to_numpy(float),
+        both["note_f1"].to_numpy(float),
         c,
     )
 
@@ -409,9 +442,14 @@ def corrected(
         as_heard = read_as(table, pd.Series(heard, index=pd.MultiIndex.from_frame(both.loc[test, KEYS])))
         values = as_heard[NOTE_DESCRIPTOR_NAMES].to_numpy(float)
         out.loc[test, NOTE_DESCRIPTOR_NAMES] = np.where(familiar[:, None], model.correct(values, P), values)
-        out.loc[test, ["n_notes", "note_confidence"]] = as_heard[["n_notes", "note_confidence"]].to_numpy()
+        out.loc[test, ["n_notes", "note_confidence", "note_f1"]] = as_heard[
+            ["n_notes", "note_confidence", "note_f1"]
+        ].to_numpy()
         out.loc[test, "heard"] = heard
         out.loc[test, "heard_p"] = P.max(1)
+        out.loc[test, "reading_confidence"] = [
+            model.heard(f, 1.0, c).reading_confidence for f, c in zip(heard, as_heard["note_confidence"], strict=True)
+        ]
     truth = out["instrument"].map(FAMILY_OF)
     print(f"unfamiliar timbre (left uncorrected): {(out['heard'] == 'unfamiliar').mean():.1%} of the renders")
     acc = float((out["heard"] == truth).mean())
@@ -420,7 +458,7 @@ def corrected(
         f"family heard, leave-one-collection-out (C={c}): accuracy {acc:.3f} (majority {truth.value_counts(normalize=True).max():.3f})  "
         + "  ".join(f"{f} {v:.2f}" for f, v in by.items())
     )
-    return out[table.columns.tolist() + ["heard", "heard_p"]]
+    return out[table.columns.tolist() + ["heard", "heard_p", "reading_confidence"]]
 
 
 # --- scoring ----------------------------------------------------------------------------------------
@@ -487,10 +525,16 @@ def evaluate(reference: pd.DataFrame, table: pd.DataFrame, decoder: str) -> dict
             f"  {inst:<12} ρ(sym) {rho(p, target):.3f}  ρ(piano) {rho(p, p0):.3f}  level changed {changed.mean():5.1%}  "
             f"mean shift {np.mean(p - p0):+.3f}  within {within(p, target, cols):.3f}"
         )
-        pooled.setdefault("confidence", []).append(rows(inst)["note_confidence"].to_numpy())
+        for c in ("note_confidence", "reading_confidence"):
+            if c in table.columns:
+                pooled.setdefault(c, []).append(rows(inst)[c].to_numpy())
     P = {k: np.concatenate(v) for k, v in pooled.items()}
     err = np.abs(P["pdi"] - P["piano"])
-    print(f"  note confidence vs |PDI - piano PDI| over the other renders: Spearman {rho(P['confidence'], err):.3f}")
+    print(
+        f"  note confidence vs |PDI - piano PDI| over the other renders: Spearman {rho(P['note_confidence'], err):.3f}"
+    )
+    if "reading_confidence" in P:
+        reading_check(table, P["reading_confidence"], err, P["changed"])
     out |= {
         "other_sym": rho(P["pdi"], P["target"]),
         "other_piano": rho(P["pdi"], P["piano"]),
@@ -504,6 +548,30 @@ def evaluate(reference: pd.DataFrame, table: pd.DataFrame, decoder: str) -> dict
         "median change of each normalised descriptor vs piano:\n" + shift.to_string(float_format=lambda v: f"{v:+.2f}")
     )
     return out
+
+
+def reading_check(table: pd.DataFrame, reading: np.ndarray, err: np.ndarray, changed: np.ndarray) -> None:
+    """Does the reading confidence say how well the notes were read? Over every render: its
+    Spearman ρ and mean error against the note F1 with the score, beside the note confidence's ρ
+    and a constant's error; over the other renders (``reading``, ``err``, ``changed``): the PDI's
+    distance from the piano's by thirds of the reading confidence."""
+    f1, said = table["note_f1"].to_numpy(), table["reading_confidence"].to_numpy()
+    print(
+        f"  reading confidence vs note F1 with the score, all {len(table)} renders: Spearman {rho(said, f1):.3f} "
+        f"(note confidence {rho(table['note_confidence'], f1):.3f}), mean |error| {np.abs(said - f1).mean():.3f} "
+        f"(the renders' mean F1 for all: {np.abs(f1.mean() - f1).mean():.3f})"
+    )
+    means = table.groupby("instrument")[["note_f1", "reading_confidence"]].mean()
+    print(
+        "  note F1 / reading confidence: "
+        + "  ".join(f"{i} {r.note_f1:.2f}/{r.reading_confidence:.2f}" for i, r in means.iterrows())
+    )
+    third = pd.qcut(reading, 3, labels=["lowest", "middle", "highest"])
+    by = pd.DataFrame({"err": err, "changed": changed}).groupby(third, observed=True).mean()
+    print(
+        f"  other renders, Spearman(reading confidence, |PDI - piano PDI|) {rho(reading, err):.3f}; by thirds of it: "
+        + "  ".join(f"{t} mean |ΔPDI| {r.err:.3f}, level changed {r.changed:.1%}" for t, r in by.iterrows())
+    )
 
 
 def diagnose(

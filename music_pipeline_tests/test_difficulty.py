@@ -354,7 +354,9 @@ def test_cli_scores_outside_files_explains_and_writes_midi(built, tmp_path, caps
         heard = o["heard"]  # the family the audio sounded like, and how surely its notes were read
         assert heard["family"] in FAMILY_LABELS and heard["family_label"] == FAMILY_LABELS[heard["family"]]
         assert 0.0 < heard["family_probability"] <= 1.0 and 0.0 < heard["note_confidence"] <= 1.0
-        assert "sounded like" in o["explanation"] and "confidence" in o["explanation"]
+        assert 0.0 <= heard["reading_confidence"] <= 1.0  # the note F1 expected of that family and confidence
+        assert f"notes read with confidence {heard['reading_confidence']:.2f})" in o["explanation"]
+        assert "sounded like" in o["explanation"]
     assert out[0]["pdi"] > out[1]["pdi"] and out[0]["notes"]["notes_per_s"] > out[1]["notes"]["notes_per_s"]
     assert len(read_midi(midi_dir / "busy.mid")) == out[0]["notes"]["n_notes"]
     assert (_digest(table), _digest(model_file)) == before

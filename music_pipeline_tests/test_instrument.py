@@ -54,7 +54,8 @@ def test_a_tone_that_stopped_is_not_joined_to_the_next():
 
 
 def _toy_model() -> InstrumentModel:
-    """Two families told apart by the first timbre feature; the organ reads 4x the notes per second."""
+    """Two families told apart by the first timbre feature; the organ reads 4x the notes per second,
+    and at the same note confidence its notes are read 0.4 worse (note F1) than the piano's."""
     rng = np.random.default_rng(0)
     n = 200
     timbre = rng.normal(0, 1, (2 * n, len(TIMBRE_NAMES)))
@@ -63,7 +64,20 @@ def _toy_model() -> InstrumentModel:
     desc = np.ones((2 * n, len(NOTE_DESCRIPTOR_NAMES)))
     x = rng.uniform(2, 4, n)
     desc[:, 0] = np.r_[x, x * 4 + 3]  # the same pieces: log(1+4x+3) = log(4)+log(1+x)
-    return fit_instrument_model(timbre, families, desc, NOTE_DESCRIPTOR_NAMES)
+    confidence = rng.uniform(0.4, 0.8, 2 * n)
+    f1 = confidence + np.where(families == "organ", -0.2, 0.2)
+    return fit_instrument_model(timbre, families, desc, NOTE_DESCRIPTOR_NAMES, confidence, f1)
+
+
+def test_the_reading_confidence_is_the_note_f1_expected_of_the_family_at_that_note_confidence():
+    model = _toy_model()
+    piano, organ = (model.heard(f, 0.9, 0.6).reading_confidence for f in (REFERENCE_FAMILY, "organ"))
+    assert piano == pytest.approx(0.8) and organ == pytest.approx(0.4)
+    assert model.heard("organ", 0.9, 0.7).reading_confidence == pytest.approx(0.5)  # rises with the note confidence
+    assert model.heard(REFERENCE_FAMILY, 0.9, 1.0).reading_confidence == 1.0  # an F1: never above 1
+    assert model.heard("organ", 0.9, 0.0).reading_confidence == 0.0
+    # an unfamiliar timbre: the line over every family, between the two
+    assert organ < model.heard(UNFAMILIAR, 0.9, 0.6).reading_confidence < piano
 
 
 def test_the_correction_moves_a_family_onto_the_reference_and_leaves_the_reference_alone():

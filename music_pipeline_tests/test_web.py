@@ -140,6 +140,7 @@ def test_track_page_has_genre_difficulty_neighbours_and_map_point(served):
         "notes/s" in d["explanation"] and f"→ {d['level']} (sounded like" in d["explanation"]
     )  # the notes, in musical terms
     assert d["heard"]["family"] in d["explanation"] or d["heard"]["family_label"] in d["explanation"]
+    assert f"confidence {d['heard']['reading_confidence']:.2f})" in d["explanation"]  # derived again from the table
     assert set(t["map"]) == {"x", "y"}
 
 

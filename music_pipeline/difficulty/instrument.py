@@ -19,7 +19,11 @@ of the same notes gives, then reports the family and how surely the notes were r
   pickle);
 * ``NOTE_READING`` — how each family's activations become notes: the notes pass hears the
   family first, then reads the notes as that family's are best read (``note_creation``);
-* ``note_confidence`` — how surely the notes were read: the mean of the notes' confidences.
+* ``note_confidence`` — the mean of the notes' confidences (the model's own activations);
+* ``Heard.reading_confidence`` — how surely the notes were read, as the note F1 against the score
+  that audio of that family and note confidence gets on the development set (±100 ms onsets, the
+  same pitch): one line per family, ``READING_LINE``. The note confidence alone ranks it poorly
+  across families (an organ's notes are read as confidently as a piano's, and half as well).
 """
 
 from __future__ import annotations
@@ -93,11 +97,13 @@ def timbre_vector(y: np.ndarray, sr: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Heard:
-    """The family the audio sounded like (with its probability) and how surely the notes were read."""
+    """The family the audio sounded like (with its probability) and how surely the notes were read
+    (``reading_confidence``: the note F1 expected of that family at that ``note_confidence``)."""
 
     family: str
     probability: float
     note_confidence: float
+    reading_confidence: float
 
     @property
     def label(self) -> str:
@@ -109,6 +115,7 @@ class Heard:
             "family_label": self.label,
             "family_probability": self.probability,
             "note_confidence": self.note_confidence,
+            "reading_confidence": self.reading_confidence,
         }
 
 
@@ -124,6 +131,7 @@ class InstrumentModel:
     centre: np.ndarray  # (families, descriptors): median of log(1 + value)
     timbre_centre: np.ndarray  # (families, features): mean standardised timbre of the family
     radius: np.ndarray  # (families,): FAMILIAR_QUANTILE of the family's distances to its timbre centre
+    reading_line: np.ndarray  # (families + 1, 2): note F1 = intercept + slope × note confidence; last: unfamiliar
 
     def _standardised(self, X: np.ndarray) -> np.ndarray:
         return (np.atleast_2d(np.asarray(X, np.float64)) - self.mean) / self.scale
@@ -154,12 +162,19 @@ class InstrumentModel:
         p = self.probabilities(timbre)[0]
         return (self.families[int(np.argmax(p))] if self.familiar(timbre)[0] else UNFAMILIAR), p
 
+    def heard(self, family: str, probability: float, note_confidence: float) -> Heard:
+        """What was heard, with how surely notes of ``family`` read at ``note_confidence`` were read."""
+        row = self.families.index(family) if family in self.families else -1  # unfamiliar: the pooled line
+        intercept, slope = self.reading_line[row]
+        reading = float(np.clip(intercept + slope * note_confidence, 0.0, 1.0))
+        return Heard(family, probability, note_confidence, reading)
+
     def heard_as(
         self, family: str, probabilities: np.ndarray, descriptors: dict[str, float], confidence: np.ndarray
     ) -> tuple[Heard, dict]:
         """(what was heard, the descriptors corrected for it) of one track whose ``family`` was
         heard with ``probabilities``; an unfamiliar timbre keeps its descriptors as read."""
-        heard = Heard(family, float(np.max(probabilities)), note_confidence(confidence))
+        heard = self.heard(family, float(np.max(probabilities)), note_confidence(confidence))
         if family == UNFAMILIAR:
             return heard, dict(descriptors)
         row = np.array([[descriptors[n] for n in self.descriptors]])
@@ -178,6 +193,7 @@ class InstrumentModel:
             "centre": self.centre,
             "timbre_centre": self.timbre_centre,
             "radius": self.radius,
+            "reading_line": self.reading_line,
         }
 
     @classmethod
@@ -195,6 +211,7 @@ class InstrumentModel:
             f("centre"),
             f("timbre_centre"),
             f("radius"),
+            f("reading_line"),
         )
 
     @classmethod
@@ -202,6 +219,8 @@ class InstrumentModel:
         """The shipped model (package data), or the one at ``path``."""
         source = Path(path) if path else resources.files("music_pipeline.difficulty") / MODEL_FILE
         with source.open("rb") as fh, np.load(fh, allow_pickle=False) as z:
+            if "reading_line" not in z.files:
+                raise ValueError(f"{source} was trained by an older version (no reading confidence): train it again")
             model = cls.from_arrays(z)
         if list(model.names) != TIMBRE_NAMES:
             raise ValueError(f"{source} was trained on other timbre features than this version computes")
@@ -209,10 +228,17 @@ class InstrumentModel:
 
 
 def fit_instrument_model(
-    timbre: np.ndarray, families: np.ndarray, descriptors: np.ndarray, descriptor_names: list[str], c: float = 1.0
+    timbre: np.ndarray,
+    families: np.ndarray,
+    descriptors: np.ndarray,
+    descriptor_names: list[str],
+    confidence: np.ndarray,
+    note_f1: np.ndarray,
+    c: float = 1.0,
 ) -> InstrumentModel:
-    """Fit the family classifier (one scikit-learn Pipeline: scaler, logistic regression) and each
-    family's descriptor distribution; keep their arrays."""
+    """Fit the family classifier (one scikit-learn Pipeline: scaler, logistic regression), each
+    family's descriptor distribution and the reading lines from each render's note ``confidence``
+    to its ``note_f1`` against the score; keep their arrays."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -246,7 +272,22 @@ def fit_instrument_model(
         np.stack([np.median(logs[families == f], axis=0) for f in classes]),
         centres,
         radius,
+        reading_lines(families, classes, confidence, note_f1),
     )
+
+
+def reading_lines(families: np.ndarray, classes: tuple[str, ...], confidence: np.ndarray, note_f1: np.ndarray):
+    """(intercept, slope) of note F1 over note confidence for each of ``classes``, one slope shared
+    (least squares, a level per family), then one line over every family for an unfamiliar timbre."""
+    from sklearn.linear_model import LinearRegression
+
+    confidence = np.asarray(confidence, np.float64)[:, None]
+    levels = (np.asarray(families)[:, None] == np.array(classes)[None]).astype(np.float64)
+    shared = LinearRegression(fit_intercept=False).fit(np.hstack([levels, confidence]), note_f1)
+    pooled = LinearRegression().fit(confidence, note_f1)
+    slope = shared.coef_[-1]
+    per_family = [(level, slope) for level in shared.coef_[:-1]]
+    return np.array([*per_family, (pooled.intercept_, pooled.coef_[0])], np.float64)
 
 
 def note_confidence(confidence: np.ndarray) -> float:

@@ -435,7 +435,7 @@ def explain(
     if heard is not None:
         text += (
             f" (sounded like {heard.label}, p {heard.probability:.2f}; "
-            f"notes read with confidence {heard.note_confidence:.2f})"
+            f"notes read with confidence {heard.reading_confidence:.2f})"
         )
     return text
 

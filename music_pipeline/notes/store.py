@@ -254,8 +254,9 @@ def heard_columns(heard: Heard) -> dict:
 
 
 def heard_of(row: Mapping) -> Heard:
-    """What a note file or a note-table row says was heard (``HEARD_COLUMNS``)."""
-    return Heard(
+    """What a note file or a note-table row says was heard (``HEARD_COLUMNS``); how surely its
+    notes were read follows from them through the shipped model's reading lines."""
+    return instrument_model().heard(
         str(row[HEARD_COLUMNS["family"]]),
         float(row[HEARD_COLUMNS["family_probability"]]),
         float(row[HEARD_COLUMNS["note_confidence"]]),
