@@ -448,7 +448,8 @@ def corrected(
         out.loc[test, "heard"] = heard
         out.loc[test, "heard_p"] = P.max(1)
         out.loc[test, "reading_confidence"] = [
-            model.heard(f, 1.0, c).reading_confidence for f, c in zip(heard, as_heard["note_confidence"], strict=True)
+            model.heard(f, p, c).reading_confidence
+            for f, p, c in zip(heard, P.max(1), as_heard["note_confidence"], strict=True)
         ]
     truth = out["instrument"].map(FAMILY_OF)
     print(f"unfamiliar timbre (left uncorrected): {(out['heard'] == 'unfamiliar').mean():.1%} of the renders")

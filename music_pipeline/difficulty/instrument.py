@@ -22,8 +22,9 @@ of the same notes gives, then reports the family and how surely the notes were r
 * ``note_confidence`` — the mean of the notes' confidences (the model's own activations);
 * ``Heard.reading_confidence`` — how surely the notes were read, as the note F1 against the score
   that audio of that family and note confidence gets on the development set (±100 ms onsets, the
-  same pitch): one line per family, ``READING_LINE``. The note confidence alone ranks it poorly
-  across families (an organ's notes are read as confidently as a piano's, and half as well).
+  same pitch): one line per family, ``InstrumentModel.reading_line``. The note confidence alone
+  ranks it poorly across families (an organ's notes are read as confidently as a piano's, and
+  half as well).
 """
 
 from __future__ import annotations
@@ -291,6 +292,6 @@ def reading_lines(families: np.ndarray, classes: tuple[str, ...], confidence: np
 
 
 def note_confidence(confidence: np.ndarray) -> float:
-    """How surely the notes were read: the mean of the notes' confidences (0 without notes)."""
+    """The mean of the notes' confidences (0 without notes): the model's own, before the family is weighed."""
     confidence = np.asarray(confidence, np.float64)
     return float(confidence.mean()) if len(confidence) else 0.0
