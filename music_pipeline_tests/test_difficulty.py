@@ -309,6 +309,16 @@ def test_difficulty_asset_writes_tables_model_plots_and_passes_checks(built):
     md = result.asset_materializations_for_node("difficulty")[0].metadata
     assert md["levels"].value == {"Easy": 8, "Medium": 8, "Hard": 8}
     assert "data:image/png;base64," in md["piano_rolls"].value
+    # where to listen before trusting a level: the families heard, and the tracks read least surely
+    by_family, least_sure = pdi.heard_summary(scores)
+    assert by_family["tracks"].sum() == 24 and by_family["median_reading_confidence"].is_monotonic_increasing
+    assert len(least_sure) == 5 and least_sure["reading_confidence"].is_monotonic_increasing
+    assert (
+        least_sure["reading_confidence"].iloc[-1]
+        <= scores.pipe(pdi.heard_summary, n=24)[1]["reading_confidence"].median()
+    )
+    assert least_sure["relpath"].iloc[0] in md["read_least_surely"].value
+    assert by_family["family"].iloc[0] in md["heard_by_family"].value
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks == {"difficulty_levels_nonempty": True, "difficulty_model_reproduces_scores": True}
     # the styled library's slow drones are easier than its dense arpeggios

@@ -65,7 +65,7 @@ from music_pipeline.difficulty.audio_descriptors import INTENSITY as AUDIO_INTEN
 from music_pipeline.difficulty.instrument import Heard
 from music_pipeline.difficulty.note_descriptors import NOTE_DESCRIPTOR_FAMILY, NOTE_DESCRIPTOR_NAMES, NOTE_FAMILIES
 from music_pipeline.layout import DataLayout
-from music_pipeline.notes.store import HEARD_COLUMNS, NOTES_VERSION_KEY, NotesStore, note_table
+from music_pipeline.notes.store import HEARD_COLUMNS, NOTES_VERSION_KEY, NotesStore, heard_of, note_table
 from music_pipeline.records import FilePath, Json, Markdown, Table
 
 LEVELS = ("Easy", "Medium", "Hard")
@@ -449,6 +449,30 @@ def extremes(scores: pd.DataFrame, n: int = 5) -> pd.DataFrame:
     return pd.concat([hardest, easiest], ignore_index=True)[["end", *cols]]
 
 
+def heard_summary(scores: pd.DataFrame, n: int = 5) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per family heard: tracks, median reading confidence, mean PDI, the family read least surely
+    first; the ``n`` tracks read least surely): where to listen before trusting a level. Notes of an
+    older build, stored without what was heard, give two empty tables."""
+    if HEARD_COLUMNS["family"] not in scores.columns:
+        return pd.DataFrame(), pd.DataFrame()
+    said = pd.DataFrame([heard_of(row).to_dict() for row in scores.to_dict("records")], index=scores.index)
+    tracks = scores[["relpath", "pdi", "level"]].assign(
+        family=said["family_label"], reading_confidence=said["reading_confidence"]
+    )
+    by_family = (
+        tracks.groupby("family")
+        .agg(
+            tracks=("pdi", "size"),
+            median_reading_confidence=("reading_confidence", "median"),
+            mean_pdi=("pdi", "mean"),
+        )
+        .sort_values(["median_reading_confidence", "tracks"])
+        .reset_index()
+    )
+    least = tracks.sort_values(["reading_confidence", "relpath"], kind="mergesort").head(n).reset_index(drop=True)
+    return by_family, least
+
+
 def level_counts(scores: pd.DataFrame, levels: Sequence[str] = LEVELS) -> dict[str, int]:
     counts = scores["level"].value_counts()
     return {lv: int(counts.get(lv, 0)) for lv in levels}
@@ -539,6 +563,7 @@ def run_pdi(layout: DataLayout, config: PdiConfig = PdiConfig()) -> DifficultyRe
         .reset_index()
     )
     left_out = sorted(set(audio["relpath"]) - set(descriptors["relpath"]))
+    by_family, least_sure = heard_summary(scores)
     metadata = {
         "path": FilePath(table_path),
         "model": FilePath(model_path),
@@ -552,6 +577,8 @@ def run_pdi(layout: DataLayout, config: PdiConfig = PdiConfig()) -> DifficultyRe
         else 0.0,
         "extremes": Table(extremes(scores, 5), floatfmt=".3f"),
         "mean_by_label": Table(by_label, floatfmt=".3f"),
+        "heard_by_family": Table(by_family, floatfmt=".3f"),
+        "read_least_surely": Table(least_sure, floatfmt=".3f"),
         "tracks_without_notes": Markdown("\n".join(f"- `{r}`" for r in left_out) or "none"),
         "since_last_build": Json(moved),
     }
