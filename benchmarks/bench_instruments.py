@@ -448,8 +448,8 @@ def corrected(
         out.loc[test, "heard"] = heard
         out.loc[test, "heard_p"] = P.max(1)
         out.loc[test, "reading_confidence"] = [
-            model.heard(f, p, c).reading_confidence
-            for f, p, c in zip(heard, P.max(1), as_heard["note_confidence"], strict=True)
+            model.heard(f, p, conf).reading_confidence
+            for f, p, conf in zip(heard, P.max(1), as_heard["note_confidence"], strict=True)
         ]
     truth = out["instrument"].map(FAMILY_OF)
     print(f"unfamiliar timbre (left uncorrected): {(out['heard'] == 'unfamiliar').mean():.1%} of the renders")
@@ -513,7 +513,8 @@ def evaluate(reference: pd.DataFrame, table: pd.DataFrame, decoder: str) -> dict
     for inst in di.INSTRUMENTS:
         if inst == "piano" or not (table["instrument"] == inst).any():
             continue
-        s = model.score_frame(rows(inst))
+        r = rows(inst)
+        s = model.score_frame(r)
         p = s["pdi"].to_numpy()
         changed = s["level"].to_numpy() != l0
         pooled["pdi"].append(p)
@@ -528,7 +529,7 @@ def evaluate(reference: pd.DataFrame, table: pd.DataFrame, decoder: str) -> dict
         )
         for c in ("note_confidence", "reading_confidence"):
             if c in table.columns:
-                pooled.setdefault(c, []).append(rows(inst)[c].to_numpy())
+                pooled.setdefault(c, []).append(r[c].to_numpy())
     P = {k: np.concatenate(v) for k, v in pooled.items()}
     err = np.abs(P["pdi"] - P["piano"])
     print(
@@ -600,7 +601,7 @@ def diagnose(
             son, sp = score.onset, score.pitch.astype(int)
             for on, p in zip(notes.onset, notes.pitch.astype(int), strict=True):
                 n += 1
-                d = set((p - sp[np.abs(son - on) < 0.1]).tolist())
+                d = set((p - sp[np.abs(son - on) < NOTE_F1_ONSET_S]).tolist())
                 if 0 in d:
                     kinds["same pitch"] += 1
                 elif d & {12, 19, 24, 28, 31, 36}:
